@@ -1,0 +1,1 @@
+"""Saga's six services and what they share (`services.common`)."""

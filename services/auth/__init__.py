@@ -1,0 +1,1 @@
+"""auth: users, API keys, JWTs, JWKS and provider credentials."""

@@ -1,0 +1,1 @@
+"""What every Saga service shares: config, bootstrap, identities, errors, telemetry."""

@@ -1,0 +1,359 @@
+"""Configuration: one `saga.toml` plus `SAGA_…` environment overrides, validated at start.
+
+The schema is a tree of frozen dataclasses; each field's metadata documents it. Values come
+from (lowest to highest precedence) the defaults here, the TOML file, and environment
+variables named after the key path: `SAGA_DATA_DIR`, `SAGA_TLS__MODE`,
+`SAGA_SERVICES__ROUTER__PORT` (levels joined by a double underscore). `SAGA_CONFIG` names the
+file. Every problem is reported as a `ConfigError` that names the key and the fix; the
+bootstrap prints it and exits with `EXIT_CONFIG` — never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: "configuration error"
+ENV_PREFIX = "SAGA_"
+ENV_CONFIG_FILE = "SAGA_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or invalid; the message says how to fix it."""
+
+
+def _doc(text: str, **rules: Any) -> dict[str, Any]:
+    return {"doc": text, **rules}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where one service listens, and how its peers reach it."""
+
+    port: int = field(metadata=_doc("gRPC service port (mTLS for internal services)", min=1))
+    probe_port: int = field(metadata=_doc("plaintext grpc.health.v1 probe port", min=1))
+    metrics_port: int = field(metadata=_doc("Prometheus /metrics port; 0 disables it", min=0))
+    host: str = field(default="127.0.0.1", metadata=_doc("address the servers bind to"))
+    target: str = field(
+        default="",
+        metadata=_doc(
+            "how peers dial this service, e.g. dns:///router.saga.svc:50054; empty means host:port"
+        ),
+    )
+    http_port: int = field(
+        default=0, metadata=_doc("HTTP/JSON facade port (gateway only); 0 disables it", min=0)
+    )
+
+    def dial_target(self) -> str:
+        """The address a peer passes to its channel."""
+        return self.target or f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    """The six services, with SPEC section 5's default local ports."""
+
+    gateway: ServiceConfig = field(
+        default_factory=lambda: ServiceConfig(50051, 50061, 9101, http_port=8080)
+    )
+    auth: ServiceConfig = field(default_factory=lambda: ServiceConfig(50052, 50062, 9102))
+    vault: ServiceConfig = field(default_factory=lambda: ServiceConfig(50053, 50063, 9103))
+    router: ServiceConfig = field(default_factory=lambda: ServiceConfig(50054, 50064, 9104))
+    optimizer: ServiceConfig = field(default_factory=lambda: ServiceConfig(50055, 50065, 9105))
+    runtime: ServiceConfig = field(default_factory=lambda: ServiceConfig(50056, 50066, 9106))
+
+    def get(self, service: str) -> ServiceConfig:
+        """The config of the service with id `service` (e.g. "router")."""
+        value = getattr(self, service)
+        assert isinstance(value, ServiceConfig)
+        return value
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """How services authenticate each other."""
+
+    mode: str = field(
+        default="dev",
+        metadata=_doc(
+            "dev: a local CA and per-service certificates made under <data_dir>/pki; "
+            "files: certificates the operator mounts (cert_file, key_file, ca_file); "
+            "plaintext: no TLS between services (only inside a mesh that already does mTLS)",
+            choices=("dev", "files", "plaintext"),
+        ),
+    )
+    cert_file: str = field(default="", metadata=_doc("this service's certificate (mode files)"))
+    key_file: str = field(default="", metadata=_doc("this service's private key (mode files)"))
+    ca_file: str = field(default="", metadata=_doc("CA bundle peers are checked against"))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and lifecycle shared by every gRPC server and channel."""
+
+    grace_seconds: float = field(
+        default=10.0, metadata=_doc("how long SIGTERM lets in-flight streams drain", min=0)
+    )
+    max_message_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_doc("largest gRPC message sent or received", min=1024)
+    )
+    keepalive_seconds: float = field(
+        default=30.0, metadata=_doc("HTTP/2 keepalive ping interval", min=1)
+    )
+    max_connection_age_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "recycle client connections after this long (spreads load); 0 = never", min=0
+        ),
+    )
+    unary_deadline_seconds: float = field(
+        default=10.0, metadata=_doc("deadline of an outgoing unary call that sets none", min=0.01)
+    )
+    stream_deadline_seconds: float = field(
+        default=600.0,
+        metadata=_doc("deadline of an outgoing streaming call that sets none", min=0.01),
+    )
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Logs and traces."""
+
+    log_level: str = field(
+        default="info",
+        metadata=_doc("minimum log level", choices=("debug", "info", "warning", "error")),
+    )
+    otlp_endpoint: str = field(
+        default="",
+        metadata=_doc("OTLP/gRPC trace collector; defaults to OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a Saga deployment (every service reads the same file)."""
+
+    data_dir: str = field(default=".saga", metadata=_doc("where local state and keys live"))
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+
+    @property
+    def data_path(self) -> Path:
+        """`data_dir` as a path."""
+        return Path(self.data_dir)
+
+    @property
+    def pki_dir(self) -> Path:
+        """Where mode `dev` keeps the local CA and service certificates."""
+        return self.data_path / "pki"
+
+
+def _env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "__").upper()
+
+
+def _coerce(path: str, hint: Any, raw: Any, source: str) -> Any:
+    """Check and convert one scalar value; env values arrive as strings."""
+    from_env = source.startswith("SAGA_")
+
+    def bad(kind: str) -> ConfigError:
+        return ConfigError(
+            f"{path}: expected {kind}, got {raw!r} (from {source}). "
+            f"Fix: set {path} to {kind} in saga.toml or {_env_name(path)}."
+        )
+
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and str(raw).lower() in ("1", "true", "yes", "0", "false", "no"):
+            return str(raw).lower() in ("1", "true", "yes")
+        raise bad("true or false")
+    if hint is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if from_env:
+            try:
+                return int(str(raw))
+            except ValueError:
+                raise bad("an integer") from None
+        raise bad("an integer")
+    if hint is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+        if from_env:
+            try:
+                return float(str(raw))
+            except ValueError:
+                raise bad("a number") from None
+        raise bad("a number")
+    if hint is str:
+        if isinstance(raw, str):
+            return raw
+        raise bad("a string")
+    raise AssertionError(f"unsupported config type {hint!r} at {path}")
+
+
+def _check_rules(path: str, value: Any, meta: Mapping[str, Any], source: str) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(
+            f"{path}: {value!r} (from {source}) is not one of {', '.join(map(str, choices))}. "
+            f"Fix: pick one of them."
+        )
+    low = meta.get("min")
+    if low is not None and value < low:
+        raise ConfigError(
+            f"{path}: {value!r} (from {source}) is below the minimum {low}. Fix: raise it."
+        )
+    if path.endswith("port") and isinstance(value, int) and value > 65535:
+        raise ConfigError(f"{path}: {value} (from {source}) is not a TCP port. Fix: use 1-65535.")
+
+
+def _unknown(path: str, key: str, known: list[str], source: str) -> ConfigError:
+    full = f"{path}.{key}" if path else key
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = (
+        f"did you mean '{(path + '.' if path else '') + close[0]}'?"
+        if close
+        else (f"known keys here: {', '.join(sorted(known))}.")
+    )
+    return ConfigError(f"{full}: unknown key (in {source}). Fix: remove it; {hint}")
+
+
+def _build(
+    cls: type,
+    path: str,
+    data: Mapping[str, Any],
+    source: str,
+    env: Mapping[str, str],
+    default: Any = None,
+) -> Any:
+    """Build dataclass `cls` from `data` and `env`; `default` supplies unset values."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _unknown(path, key, list(fields), source)
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key_path = f"{path}.{name}" if path else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            sub = data.get(name, {})
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"{key_path}: expected a table (in {source}). Fix: [{key_path}].")
+            if default is not None:
+                sub_default = getattr(default, name)
+            elif f.default_factory is not dataclasses.MISSING:
+                sub_default = f.default_factory()
+            else:
+                sub_default = None
+            kwargs[name] = _build(typing.cast(type, hint), key_path, sub, source, env, sub_default)
+            continue
+        env_key = _env_name(key_path)
+        if env_key in env:
+            value, where = env[env_key], env_key
+        elif name in data:
+            value, where = data[name], source
+        elif default is not None:
+            kwargs[name] = getattr(default, name)
+            continue
+        elif f.default is not dataclasses.MISSING:
+            kwargs[name] = f.default
+            continue
+        else:
+            raise ConfigError(
+                f"{key_path}: missing key. Fix: set it in saga.toml or {env_key} "
+                f"({f.metadata.get('doc', '')})."
+            )
+        value = _coerce(key_path, hint, value, where)
+        _check_rules(key_path, value, f.metadata, where)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _known_env_keys(cls: type, path: str = "") -> set[str]:
+    keys: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key_path = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= _known_env_keys(hints[f.name], key_path)
+        else:
+            keys.add(_env_name(key_path))
+    return keys
+
+
+def _validate(config: Config) -> Config:
+    """Rules that span several keys."""
+    if config.tls.mode == "files":
+        for key in ("cert_file", "key_file", "ca_file"):
+            value = getattr(config.tls, key)
+            if not value:
+                raise ConfigError(
+                    f"tls.{key}: missing key (tls.mode is 'files'). Fix: set tls.{key} in "
+                    f"saga.toml or {_env_name('tls.' + key)} to the mounted PEM file, or use "
+                    f"tls.mode = 'dev'."
+                )
+            if not Path(value).is_file():
+                raise ConfigError(
+                    f"tls.{key}: file {value!r} does not exist. Fix: mount it or correct the path."
+                )
+    ports: dict[int, str] = {}
+    for svc in dataclasses.fields(ServicesConfig):
+        sc = config.services.get(svc.name)
+        for kind in ("port", "probe_port", "metrics_port", "http_port"):
+            port = getattr(sc, kind)
+            if port == 0:
+                continue
+            other = ports.get(port)
+            if other is not None and sc.host in ("127.0.0.1", "0.0.0.0", "localhost", "::"):
+                raise ConfigError(
+                    f"services.{svc.name}.{kind}: port {port} is also {other}. "
+                    f"Fix: give each listener its own port."
+                )
+            ports[port] = f"services.{svc.name}.{kind}"
+    return config
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge and validate the configuration; raise ConfigError naming key and fix."""
+    env = dict(os.environ if env is None else env)
+    explicit = path is not None or ENV_CONFIG_FILE in env
+    file = Path(path) if path is not None else Path(env.get(ENV_CONFIG_FILE, "saga.toml"))
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if file.exists():
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file}: not valid TOML ({e}). Fix: correct the syntax.") from None
+    elif explicit:
+        raise ConfigError(
+            f"{file}: configuration file not found. Fix: create it, or unset {ENV_CONFIG_FILE} "
+            f"/ drop --config to run on the defaults."
+        )
+    known = _known_env_keys(Config) | {ENV_CONFIG_FILE}
+    saga_env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    for key in saga_env:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md."
+            raise ConfigError(f"{key}: unknown environment override. Fix: unset it; {hint}")
+    if not env.get("SAGA_TELEMETRY__OTLP_ENDPOINT") and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        saga_env["SAGA_TELEMETRY__OTLP_ENDPOINT"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    config = _build(Config, "", data, source, saga_env)
+    assert isinstance(config, Config)
+    return _validate(config)

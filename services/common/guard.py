@@ -1,0 +1,158 @@
+"""The one wrapper around every RPC handler: authorization, errors, metrics.
+
+aio server interceptors cannot see the peer's certificate, so instead of deciding in
+`intercept_service` the guard returns a wrapped handler that reads `context.auth_context()`
+when the call runs. The wrapped handler, per method, is built once and cached.
+
+In order, for every call: the caller must be allowed by the call matrix (PERMISSION_DENIED
+otherwise); an RPC the service has not built answers UNIMPLEMENTED; a `SagaError` becomes its
+`google.rpc.Status`; an upstream failure (`grpc.aio.AioRpcError`) is relayed unchanged; any
+other exception is logged and answered INTERNAL without internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import grpc
+
+from services.common.errors import Internal, PermissionDenied, SagaError, Unimplemented
+from services.common.identity import caller_may_call, peer_service
+from services.common.metrics import RPC_HANDLED, RPC_SECONDS
+from services.common.status import RemoteError, abort, to_status_proto
+
+log = logging.getLogger("saga.rpc")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Authorizer = Callable[[str, Context], bool]
+
+
+def matrix_authorizer(method: str, context: Context) -> bool:
+    """Allow the call if the peer certificate's service may call `method`."""
+    return caller_may_call(peer_service(_auth_context(context)), method)
+
+
+def _auth_context(context: Context) -> Mapping[str, list[bytes]]:
+    return context.auth_context()  # type: ignore[return-value]
+
+
+def _not_implemented(behavior: Callable[..., Any]) -> bool:
+    # The generated *Servicer base classes answer UNIMPLEMENTED; a method still inherited
+    # from one was never built.
+    return getattr(behavior, "__module__", "").endswith("_pb2_grpc")
+
+
+class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps every handler of a server (see the module docstring)."""
+
+    def __init__(self, domain: str, authorize: Authorizer | None) -> None:
+        self.domain = domain
+        self.authorize = authorize
+        self._cache: dict[str, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        """Return the cached wrapped handler for the called method."""
+        method: str = handler_call_details.method
+        wrapped = self._cache.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrap(method, handler)
+            self._cache[method] = wrapped
+        return wrapped
+
+    async def _fail(self, context: Context, error: BaseException) -> NoReturn:
+        if isinstance(error, grpc.aio.AioRpcError):
+            error = RemoteError.from_rpc_error(error, self.domain)
+        elif not isinstance(error, SagaError):
+            log.error("unhandled error", exc_info=error)
+            error = Internal("internal error")
+        await abort(context, to_status_proto(error, self.domain))
+        raise AssertionError("unreachable: abort raises")
+
+    async def _admit(self, method: str, context: Context, behavior: Callable[..., Any]) -> None:
+        if self.authorize is not None and not self.authorize(method, context):
+            caller = peer_service(_auth_context(context)) or "unidentified"
+            raise PermissionDenied(
+                f"{caller} may not call {method}",
+                reason="CALLER_NOT_ALLOWED",
+                metadata={"caller": caller, "method": method},
+            )
+        if _not_implemented(behavior):
+            raise Unimplemented(f"{method} is declared but not implemented yet")
+
+    def _record(self, method: str, context: Context, start: float, code: str | None) -> None:
+        if code is None:
+            got = context.code()
+            code = got.name if isinstance(got, grpc.StatusCode) else "UNKNOWN"
+        RPC_HANDLED.labels(method, code).inc()
+        RPC_SECONDS.labels(method).observe(time.perf_counter() - start)
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        # `handler` is a grpc RpcMethodHandler namedtuple: swap in the wrapped behavior.
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._unary(method, handler.stream_unary))
+        # Streaming handlers either yield responses or `await context.write()` them (as the
+        # health servicer's Watch does); the wrapper must keep the same shape.
+        if handler.unary_stream is not None:
+            behavior = handler.unary_stream
+            wrap = self._unary if inspect.iscoroutinefunction(behavior) else self._streaming
+            return handler._replace(unary_stream=wrap(method, behavior))
+        behavior = handler.stream_stream
+        wrap = self._unary if inspect.iscoroutinefunction(behavior) else self._streaming
+        return handler._replace(stream_stream=wrap(method, behavior))
+
+    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: Context) -> Any:
+            start = time.perf_counter()
+            code: str | None = "OK"
+            try:
+                await self._admit(method, context, behavior)
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = None
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            except Exception as error:
+                code = None
+                await self._fail(context, error)
+            finally:
+                self._record(method, context, start, code)
+
+        return call
+
+    def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            code: str | None = "OK"
+            try:
+                await self._admit(method, context, behavior)
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                code = None
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            except Exception as error:
+                code = None
+                await self._fail(context, error)
+            finally:
+                self._record(method, context, start, code)
+
+        return call

@@ -1,0 +1,242 @@
+"""How every Saga service starts, serves and stops — the only server bootstrap.
+
+`run_service("router", build)` is a service's whole `__main__`: it loads and validates the
+configuration (exit 78 with a message that names the key on error), sets up JSON logs,
+tracing and metrics, lets `build` register the servicers, and then serves:
+
+* the service port: the servicers, `grpc.health.v1` and reflection, behind the `Guard`
+  (mTLS call matrix, UNIMPLEMENTED for what is not built, error mapping, metrics);
+* the probe port: a second, plaintext server that exposes nothing but the same health
+  servicer, for Kubernetes probes that cannot present a certificate;
+* `/metrics` for Prometheus.
+
+Health is SERVING for `""` (liveness) and each service name (readiness) once started; a
+service flips readiness itself while a dependency it cannot work without is down. On SIGTERM
+or SIGINT: NOT_SERVING first, then in-flight RPCs drain for `server.grace_seconds`, then the
+servers stop and spans are flushed; a second signal skips the drain. A port that is taken
+ends the process with exit 1 and a log line saying which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import _async as health_aio  # the aio HealthServicer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.channels import Peers
+from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
+from services.common.guard import Guard, matrix_authorizer
+from services.common.identity import DISPLAY_NAMES
+from services.common.logs import setup_logging
+from services.common.metrics import serve_metrics
+from services.common.telemetry import server_interceptor, setup_tracing, shutdown_tracing
+from services.common.tls import server_credentials
+
+log = logging.getLogger("saga.server")
+
+EXIT_PORT_IN_USE = 1
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service a process serves: the generated `add_…_to_server` and its servicer."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    descriptor: ServiceDescriptor
+
+    @property
+    def name(self) -> str:
+        """The fully qualified service name (health and reflection use it)."""
+        return str(self.descriptor.full_name)
+
+    @classmethod
+    def of(cls, servicer: object) -> Registration:
+        """Register `servicer` under the gRPC service of the generated base class it extends."""
+        for base in type(servicer).__mro__:
+            if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
+                grpc_module = sys.modules[base.__module__]
+                messages = sys.modules[base.__module__.removesuffix("_grpc")]
+                service = base.__name__.removesuffix("Servicer")
+                return cls(
+                    add=getattr(grpc_module, f"add_{base.__name__}_to_server"),
+                    servicer=servicer,
+                    descriptor=messages.DESCRIPTOR.services_by_name[service],
+                )
+        raise TypeError(f"{type(servicer).__name__} extends no generated *Servicer class")
+
+    @classmethod
+    def unbuilt(cls, servicer_class: type[Any]) -> Registration:
+        """Serve a generated base servicer as is: every RPC answers UNIMPLEMENTED."""
+        return cls.of(servicer_class())
+
+
+@dataclass
+class ServiceHost:
+    """What a service's `build` gets: its config, its peers and its health servicer."""
+
+    service: str
+    config: Config
+    peers: Peers
+    health: health_aio.HealthServicer
+    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` after the servers have drained (close pools, flush stores)."""
+        self._on_stop.append(callback)
+
+
+Builder = Callable[[ServiceHost], Awaitable[Sequence[Registration]]]
+
+
+class PortInUse(Exception):
+    """A listener could not bind its port."""
+
+
+def server_options(config: Config) -> list[tuple[str, Any]]:
+    """Options shared by every gRPC server."""
+    server = config.server
+    options: list[tuple[str, Any]] = [
+        # Without this, a second process binds the same port silently on Linux.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_send_message_length", server.max_message_bytes),
+        ("grpc.max_receive_message_length", server.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(server.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if server.max_connection_age_seconds > 0:
+        age_ms = int(server.max_connection_age_seconds * 1000)
+        options += [
+            ("grpc.max_connection_age_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", int(server.grace_seconds * 1000)),
+        ]
+    return options
+
+
+def _bind(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> None:
+    try:
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
+    except RuntimeError as error:
+        raise PortInUse(address) from error
+
+
+async def _serve(service: str, config: Config, build: Builder, public: bool) -> int:
+    sc = config.services.get(service)
+    domain = f"{service}.saga"
+    health_servicer = health_aio.HealthServicer()
+    peers = Peers(config, service)
+    host = ServiceHost(service=service, config=config, peers=peers, health=health_servicer)
+    registrations = list(await build(host))
+
+    # The public gateway authenticates callers by bearer credential, not by certificate.
+    guard = Guard(domain, authorize=None if public else matrix_authorizer)
+    server = grpc.aio.server(
+        interceptors=[server_interceptor(), guard], options=server_options(config)
+    )
+    names = [r.name for r in registrations]
+    for r in registrations:
+        r.add(r.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    probe = grpc.aio.server(options=server_options(config))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+
+    try:
+        _bind(
+            server, f"{sc.host}:{sc.port}", None if public else server_credentials(config, service)
+        )
+        _bind(probe, f"{sc.host}:{sc.probe_port}", None)
+        try:
+            serve_metrics(sc.host, sc.metrics_port)
+        except OSError as error:
+            raise PortInUse(f"{sc.host}:{sc.metrics_port}") from error
+    except PortInUse as error:
+        log.error(
+            "port already in use: %s; stop the other process or change the port",
+            error,
+            extra={"address": str(error)},
+        )
+        return EXIT_PORT_IN_USE
+
+    await server.start()
+    await probe.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        extra={
+            "port": sc.port,
+            "probe_port": sc.probe_port,
+            "metrics_port": sc.metrics_port,
+            "tls": "plaintext" if public else config.tls.mode,
+        },
+    )
+
+    stop = asyncio.Event()
+    force = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            force.set()
+        stop.set()
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+
+    # Readiness first, so load balancers stop sending new work while streams drain.
+    await health_servicer.enter_graceful_shutdown()
+    drain = asyncio.ensure_future(server.stop(config.server.grace_seconds))
+    forced = asyncio.ensure_future(force.wait())
+    await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
+    if not drain.done():
+        await server.stop(0)
+        await drain
+    forced.cancel()
+    for callback in host._on_stop:
+        await callback()
+    await peers.close()
+    await probe.stop(0)
+    log.info("stopped")
+    return 0
+
+
+def run_service(service: str, build: Builder, *, public: bool = False) -> None:
+    """Run one Saga service in the foreground until SIGTERM/SIGINT (a `__main__` body)."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    parser.add_argument("--config", help="path to saga.toml (default: $SAGA_CONFIG or ./saga.toml)")
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"saga {service}: configuration error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    setup_logging(DISPLAY_NAMES[service], config.telemetry.log_level)
+    setup_tracing(DISPLAY_NAMES[service], config.telemetry.otlp_endpoint)
+    try:
+        code = asyncio.run(_serve(service, config, build, public))
+    finally:
+        shutdown_tracing()
+    sys.exit(code)

@@ -1,0 +1,184 @@
+"""Errors on the wire: `SagaError` ⇄ `google.rpc.Status`, in one place for every service.
+
+Server side, `abort` turns a domain error into a status with exactly one `ErrorInfo` plus
+`RetryInfo` / `BadRequest` / `QuotaFailure` where they apply. Client side, `RemoteError`
+captures an upstream status whole, so a service that cannot handle it re-raises it and the
+next hop sees the original code, reason, domain and details (relayed byte for byte).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from services.common.errors import Code, FieldViolation, QuotaViolation, SagaError
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_MAX_MESSAGE = 1024
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status_proto(error: SagaError, domain: str) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error; `domain` fills in an empty one."""
+    if isinstance(error, RemoteError):
+        return error.status
+    status = status_pb2.Status(code=int(error.code), message=error.message[:_MAX_MESSAGE])
+    status.details.append(
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=error.domain or domain, metadata=error.metadata
+            )
+        )
+    )
+    if error.retry_after is not None:
+        seconds = max(0.0, error.retry_after)
+        whole = math.floor(seconds)
+        status.details.append(
+            _pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(
+                        seconds=whole, nanos=int((seconds - whole) * 1e9)
+                    )
+                )
+            )
+        )
+    if error.field_violations:
+        status.details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.reason
+                        )
+                        for v in error.field_violations
+                    ]
+                )
+            )
+        )
+    if error.quota_violations:
+        status.details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=v.subject, description=v.description
+                        )
+                        for v in error.quota_violations
+                    ]
+                )
+            )
+        )
+    return status
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[object, object], status: status_pb2.Status
+) -> None:
+    """End the RPC with `status` (raises, as `context.abort` does)."""
+    await context.abort(
+        grpc.StatusCode[code_pb2.Code.Name(status.code)],
+        status.message,
+        ((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+@dataclass
+class ErrorDetails:
+    """Everything a client may want from a failed call, decoded."""
+
+    code: Code
+    message: str
+    reason: str = ""
+    domain: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+    field_violations: list[FieldViolation] = field(default_factory=list)
+    quota_violations: list[QuotaViolation] = field(default_factory=list)
+
+
+def status_of(error: grpc.RpcError) -> status_pb2.Status:
+    """The upstream `google.rpc.Status` of a failed call (built from the code if absent)."""
+    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            if status.code == error.code().value[0]:
+                return status
+    code = error.code()
+    return status_pb2.Status(code=code.value[0], message=str(error.details() or ""))
+
+
+def describe(error: grpc.RpcError) -> ErrorDetails:
+    """Decode a failed call's status and details (what clients and tests read)."""
+    return describe_status(status_of(error))
+
+
+def describe_status(status: status_pb2.Status) -> ErrorDetails:
+    """Decode a `google.rpc.Status` and its standard details."""
+    out = ErrorDetails(code=Code(status.code), message=status.message)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            out.reason, out.domain, out.metadata = info.reason, info.domain, dict(info.metadata)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            out.retry_after = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.field_violations = [
+                FieldViolation(v.field, v.description, v.reason) for v in bad.field_violations
+            ]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            out.quota_violations = [
+                QuotaViolation(v.subject, v.description) for v in quota.violations
+            ]
+    return out
+
+
+class RemoteError(SagaError):
+    """An upstream service's error, kept whole so re-raising relays it unchanged."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        details = describe_status(status)
+        super().__init__(
+            status.message,
+            reason=details.reason or Code(status.code).name,
+            domain=details.domain,
+            metadata=details.metadata,
+            retry_after=details.retry_after,
+            field_violations=details.field_violations,
+            quota_violations=details.quota_violations,
+        )
+        self.code = Code(status.code)
+        self.status = status
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError, domain: str) -> RemoteError:
+        """Wrap a failed upstream call; a status without ErrorInfo (a transport failure,
+        say) gets one in `domain`, reason `UPSTREAM_<CODE>`, so the caller still learns
+        who decided."""
+        status = status_of(error)
+        if not any(d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) for d in status.details):
+            status.details.append(
+                _pack(
+                    error_details_pb2.ErrorInfo(
+                        reason=f"UPSTREAM_{Code(status.code).name}", domain=domain
+                    )
+                )
+            )
+        return cls(status)

@@ -1,0 +1,1 @@
+"""gateway: Saga's public contract — authenticate, check scopes, rate-limit, relay."""

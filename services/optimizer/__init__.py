@@ -1,0 +1,1 @@
+"""optimizer: ranking, live provider metrics, price tables, usage ledger, budgets."""

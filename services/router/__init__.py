@@ -1,0 +1,1 @@
+"""router: provider engines, retries, fallback, circuit breakers, streaming, accounting."""

@@ -1,0 +1,1 @@
+"""agent-runtime: patterns, agents, pricing packs, ledger, sessions, executions."""

@@ -1,0 +1,19 @@
+"""The runtime's gRPC services, registered with the shared bootstrap.
+
+The contracts are declared in full; RPCs not built yet are inherited from the generated base
+servicers, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+"""
+
+from __future__ import annotations
+
+from saga.runtime.v1 import packs_pb2_grpc, runtime_pb2_grpc, sessions_pb2_grpc
+from services.common.server import Registration, ServiceHost
+
+
+async def build(host: ServiceHost) -> list[Registration]:
+    """The servicers this process serves."""
+    return [
+        Registration.unbuilt(runtime_pb2_grpc.RuntimeServiceServicer),
+        Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),
+        Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
+    ]

@@ -1,0 +1,135 @@
+"""`python -m services.supervisor`: start the six services, wait for health, stop in order.
+
+Services start in dependency order (vault first, gateway last), each only once the previous
+one reports SERVING on its probe port. Children run in their own session, so Ctrl-C reaches
+only the supervisor, which then stops them in reverse order (gateway first: no new work
+enters while the inner services drain). If a child dies, the others are stopped and the
+supervisor exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
+from services.common.identity import DISPLAY_NAMES, START_ORDER
+from services.common.tls import cert_paths
+
+READY_TIMEOUT = 30.0
+
+
+async def wait_serving(config: Config, service: str, process: asyncio.subprocess.Process) -> None:
+    """Poll `service`'s probe port until it reports SERVING (or the process dies)."""
+    sc = config.services.get(service)
+    deadline = time.monotonic() + READY_TIMEOUT
+    async with grpc.aio.insecure_channel(f"{sc.host}:{sc.probe_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"{service} exited with code {process.returncode}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{service} did not report SERVING within {READY_TIMEOUT:.0f} s")
+
+
+async def stop_all(processes: dict[str, asyncio.subprocess.Process], grace: float) -> None:
+    """SIGTERM each live child in reverse start order; kill one that outlives its grace."""
+    for service in reversed(list(processes)):
+        process = processes[service]
+        if process.returncode is not None:
+            continue
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace + 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def endpoints(config: Config) -> str:
+    """The table printed once everything is up."""
+    lines = []
+    for service in reversed(START_ORDER):
+        sc = config.services.get(service)
+        tls = "plaintext" if service == "gateway" else f"mTLS ({config.tls.mode})"
+        extra = f"  http {sc.host}:{sc.http_port}" if sc.http_port else ""
+        lines.append(
+            f"  {DISPLAY_NAMES[service]:<14} grpc {sc.host}:{sc.port} {tls:<16}"
+            f" probe :{sc.probe_port}  metrics :{sc.metrics_port}{extra}"
+        )
+    return "\n".join(lines)
+
+
+async def supervise(config: Config, config_args: list[str]) -> int:
+    """Start everything, wait for a signal or a dying child, stop everything."""
+    cert_paths(config, "gateway")  # make the dev PKI once, before six processes race for it
+    started = time.monotonic()
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for service in START_ORDER:
+            processes[service] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                f"services.{service}",
+                *config_args,
+                start_new_session=True,
+            )
+            await wait_serving(config, service, processes[service])
+            if stop.is_set():
+                raise RuntimeError("interrupted during start-up")
+    except RuntimeError as error:
+        print(f"saga: {error}; stopping", file=sys.stderr)
+        await stop_all(processes, config.server.grace_seconds)
+        return 1
+    print(
+        f"\nSaga is up: six services in {time.monotonic() - started:.1f} s\n{endpoints(config)}\n"
+        "Ctrl-C stops them gracefully.\n",
+        flush=True,
+    )
+    waits = {asyncio.ensure_future(p.wait()): s for s, p in processes.items()}
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task in waits:
+            print(
+                f"saga: {waits[task]} exited with code {task.result()}; stopping", file=sys.stderr
+            )
+            code = 1
+    print("saga: stopping (gateway first)", file=sys.stderr, flush=True)
+    await stop_all(processes, config.server.grace_seconds)
+    stopper.cancel()
+    return code
+
+
+def main() -> None:
+    """Command-line entry."""
+    parser = argparse.ArgumentParser(prog="python -m services.supervisor")
+    parser.add_argument("--config", help="path to saga.toml (default: $SAGA_CONFIG or ./saga.toml)")
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"saga: configuration error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    sys.exit(asyncio.run(supervise(config, ["--config", args.config] if args.config else [])))
+
+
+if __name__ == "__main__":
+    main()

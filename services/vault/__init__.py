@@ -1,0 +1,1 @@
+"""token-vault: encrypted, versioned secrets with key rotation and audit."""
