@@ -1,0 +1,193 @@
+"""Start Saga services as real processes on ephemeral loopback ports, for the tests.
+
+A `Stack` owns a temporary data directory and one set of free ports per service, exported
+as `SAGA_…` overrides, so a running `make run` on the default ports is never disturbed.
+Each process logs to its own file, which a failing test prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.identity import SERVICES
+from services.common.pki import ensure_dev_pki, service_cert_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVICE_NAMES: dict[str, tuple[str, ...]] = {
+    "gateway": tuple(
+        f"saga.gateway.v1.{s}"
+        for s in (
+            "ExecutionService",
+            "PackHealthService",
+            "SessionService",
+            "UsageService",
+            "AccountService",
+            "AdminService",
+        )
+    ),
+    "auth": ("saga.auth.v1.AuthService",),
+    "vault": ("saga.vault.v1.VaultService",),
+    "router": ("saga.router.v1.RouterService",),
+    "optimizer": ("saga.optimizer.v1.OptimizerService",),
+    "runtime": (
+        "saga.runtime.v1.RuntimeService",
+        "saga.runtime.v1.PackService",
+        "saga.runtime.v1.SessionService",
+    ),
+}
+"""Fully qualified gRPC services each process must serve (SPEC section 3)."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the OS reports free right now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Ports:
+    """The listeners of one service."""
+
+    port: int
+    probe_port: int
+    metrics_port: int
+    http_port: int = 0
+
+
+@dataclass
+class Stack:
+    """Configuration and processes of one test deployment."""
+
+    data_dir: Path
+    ports: dict[str, Ports] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, data_dir: Path, **extra_env: str) -> Stack:
+        """A stack with fresh ports for every service."""
+        numbers = free_ports(4 * len(SERVICES))
+        stack = cls(data_dir=data_dir, extra_env=dict(extra_env))
+        for i, service in enumerate(SERVICES):
+            p, probe, metrics, http = numbers[4 * i : 4 * i + 4]
+            stack.ports[service] = Ports(p, probe, metrics, http if service == "gateway" else 0)
+        ensure_dev_pki(data_dir / "pki", list(SERVICES))
+        return stack
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of this stack runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        env["SAGA_DATA_DIR"] = str(self.data_dir)
+        env["SAGA_SERVER__GRACE_SECONDS"] = "3"
+        env["PYTHONUNBUFFERED"] = "1"
+        for service, p in self.ports.items():
+            prefix = f"SAGA_SERVICES__{service.upper()}__"
+            env[prefix + "PORT"] = str(p.port)
+            env[prefix + "PROBE_PORT"] = str(p.probe_port)
+            env[prefix + "METRICS_PORT"] = str(p.metrics_port)
+            env[prefix + "HTTP_PORT"] = str(p.http_port)
+        env.update(self.extra_env)
+        return env
+
+    def log_path(self, service: str) -> Path:
+        """Where the process of `service` writes its stderr."""
+        return self.data_dir / "logs" / f"{service}.log"
+
+    def start(self, service: str) -> subprocess.Popen[bytes]:
+        """Start one service process (not waiting for it)."""
+        self.log_path(service).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(service), "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[service] = process
+        return process
+
+    async def start_all(self, services: Iterable[str] = SERVICES) -> None:
+        """Start services and wait until each reports SERVING on its probe port."""
+        started = [s for s in services]
+        for service in started:
+            self.start(service)
+        await asyncio.gather(*(self.wait_serving(s) for s in started))
+
+    async def wait_serving(self, service: str, within: float = 30.0) -> None:
+        """Wait for SERVING on the probe port; fail with the process log if it dies."""
+        deadline = time.monotonic() + within
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.ports[service].probe_port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            while time.monotonic() < deadline:
+                process = self.processes[service]
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"{service} exited with {process.returncode}:\n{self.read_log(service)}"
+                    )
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"{service} not SERVING in {within} s:\n{self.read_log(service)}")
+
+    def read_log(self, service: str) -> str:
+        """The captured output of `service` so far."""
+        path = self.log_path(service)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, service: str, timeout: float = 15.0) -> int:
+        """SIGTERM one service and wait for its exit code."""
+        process = self.processes[service]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        """Stop every process this stack started."""
+        for service in list(self.processes):
+            self.stop(service)
+
+    def target(self, service: str) -> str:
+        """The service port of `service` on loopback."""
+        return f"127.0.0.1:{self.ports[service].port}"
+
+    def channel_as(self, caller: str, service: str) -> grpc.aio.Channel:
+        """An mTLS channel to `service` presenting `caller`'s certificate."""
+        chain, key, ca = service_cert_paths(self.data_dir / "pki", caller).read()
+        credentials = grpc.ssl_channel_credentials(ca, key, chain)
+        return grpc.aio.secure_channel(
+            self.target(service),
+            credentials,
+            options=[("grpc.ssl_target_name_override", service)],
+        )

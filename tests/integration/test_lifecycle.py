@@ -1,0 +1,142 @@
+"""Every service starts from the shared bootstrap, reports health, and stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.identity import SERVICES
+from tests.harness import SERVICE_NAMES, Stack
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_probe_port_reports_liveness_and_readiness(stack: Stack, service: str) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports[service].probe_port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in ("", *SERVICE_NAMES[service]):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == SERVING, name
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service][0]))
+        first = await asyncio.wait_for(watch.read(), 5)
+        assert first.status == SERVING
+        watch.cancel()
+        # A name the process does not serve is NOT_FOUND, so readiness cannot be faked.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Check(health_pb2.HealthCheckRequest(service="saga.nope.v1.X"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_probe_port_exposes_nothing_but_health(stack: Stack, service: str) -> None:
+    method = f"/{SERVICE_NAMES[service][0]}/Anything"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports[service].probe_port}") as ch:
+        call = ch.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"", timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        reflection = ch.unary_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=bytes,
+            response_deserializer=bytes,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await reflection(b"", timeout=5).read()
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if s != "gateway"])
+async def test_service_port_serves_health_over_mtls(stack: Stack, service: str) -> None:
+    async with stack.channel_as("gateway", service) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service][0]), timeout=5
+        )
+        assert reply.status == SERVING
+
+
+async def test_gateway_public_port_is_plaintext_with_health(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.target("gateway")) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service="saga.gateway.v1.ExecutionService"), timeout=5
+        )
+        assert reply.status == SERVING
+
+
+async def test_metrics_endpoint_counts_rpcs(stack: Stack) -> None:
+    async with stack.channel_as("runtime", "router") as ch:
+        call = ch.unary_stream(
+            "/saga.router.v1.RouterService/Reason",
+            request_serializer=bytes,
+            response_deserializer=bytes,
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(b"", timeout=5).read()
+    port = stack.ports["router"].metrics_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    body = (await reader.read()).decode()
+    writer.close()
+    line = next(
+        line
+        for line in body.splitlines()
+        if line.startswith("saga_rpc_server_handled_total{")
+        and "RouterService/Reason" in line
+        and 'code="UNIMPLEMENTED"' in line
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+async def test_sigterm_flips_to_not_serving_while_a_stream_drains(tmp_path: Path) -> None:
+    lone = Stack.create(tmp_path, SAGA_SERVER__GRACE_SECONDS="3")
+    await lone.start_all(["router"])
+    probe = grpc.aio.insecure_channel(f"127.0.0.1:{lone.ports['router'].probe_port}")
+    try:
+        async with lone.channel_as("gateway", "router") as ch:
+            # An open stream on the service port: the drain must wait for it.
+            watch = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service="saga.router.v1.RouterService")
+            )
+            assert (await asyncio.wait_for(watch.read(), 5)).status == SERVING
+            sent = time.monotonic()
+            lone.processes["router"].send_signal(15)
+            assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
+            stub = health_pb2_grpc.HealthStub(probe)
+            for name in ("", "saga.router.v1.RouterService"):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
+                assert reply.status == NOT_SERVING
+            # Still draining: the process is alive and the probe still answers.
+            assert lone.processes["router"].poll() is None
+            code = await asyncio.to_thread(lone.processes["router"].wait, 20)
+            assert code == 0
+            # The stream was held open until the grace period ended, not cut at once.
+            assert time.monotonic() - sent >= 2.5
+    finally:
+        await probe.close()
+        lone.stop_all()
+    log = lone.read_log("router")
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    messages = [e["msg"] for e in events]
+    assert messages.index("signal received") < messages.index("stopped")
+    assert all(e["service"] == "router" for e in events)
+
+
+async def test_port_in_use_exits_non_zero_with_a_clear_log_line(tmp_path: Path) -> None:
+    lone = Stack.create(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", lone.ports["optimizer"].port))
+        taken.listen()
+        process = lone.start("optimizer")
+        code = await asyncio.to_thread(process.wait, 20)
+    assert code == 1
+    log = lone.read_log("optimizer")
+    assert f"port already in use: 127.0.0.1:{lone.ports['optimizer'].port}" in log
+    assert "Traceback" not in log
