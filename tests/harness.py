@@ -115,19 +115,23 @@ class Stack:
         """Where the process of `service` writes its stderr."""
         return self.data_dir / "logs" / f"{service}.log"
 
-    def start(self, service: str) -> subprocess.Popen[bytes]:
-        """Start one service process (not waiting for it)."""
-        self.log_path(service).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path(service), "ab") as log:
+    def spawn(self, name: str, module: str) -> subprocess.Popen[bytes]:
+        """Run `python -m module` with this stack's environment, output to `log_path(name)`."""
+        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(name), "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
+                [sys.executable, "-m", module],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.processes[service] = process
+        self.processes[name] = process
         return process
+
+    def start(self, service: str) -> subprocess.Popen[bytes]:
+        """Start one service process (not waiting for it)."""
+        return self.spawn(service, f"services.{service}")
 
     async def start_all(self, services: Iterable[str] = SERVICES) -> None:
         """Start services and wait until each reports SERVING on its probe port."""

@@ -138,50 +138,70 @@ def _bind(
         raise PortInUse(address) from error
 
 
-async def _serve(service: str, config: Config, build: Builder, public: bool) -> int:
+@dataclass
+class RunningService:
+    """A started service: its two servers, its health servicer and its host."""
+
+    host: ServiceHost
+    server: grpc.aio.Server
+    probe: grpc.aio.Server
+
+    async def stop(self, grace: float, force: asyncio.Event | None = None) -> None:
+        """NOT_SERVING, drain in-flight RPCs for `grace` (less if `force` is set), stop."""
+        # Readiness first, so load balancers stop sending new work while streams drain.
+        await self.host.health.enter_graceful_shutdown()
+        drain = asyncio.ensure_future(self.server.stop(grace))
+        forced = asyncio.ensure_future((force or asyncio.Event()).wait())
+        await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            await self.server.stop(0)
+            await drain
+        forced.cancel()
+        for callback in self.host._on_stop:
+            await callback()
+        await self.host.peers.close()
+        await self.probe.stop(0)
+
+
+async def start_service(
+    service: str, config: Config, build: Builder, *, public: bool = False
+) -> RunningService:
+    """Build, bind and start `service`'s servers; raise PortInUse if a port is taken."""
     sc = config.services.get(service)
-    domain = f"{service}.saga"
-    health_servicer = health_aio.HealthServicer()
-    peers = Peers(config, service)
-    host = ServiceHost(service=service, config=config, peers=peers, health=health_servicer)
+    host = ServiceHost(
+        service=service,
+        config=config,
+        peers=Peers(config, service),
+        health=health_aio.HealthServicer(),
+    )
     registrations = list(await build(host))
 
     # The public gateway authenticates callers by bearer credential, not by certificate.
-    guard = Guard(domain, authorize=None if public else matrix_authorizer)
+    guard = Guard(f"{service}.saga", authorize=None if public else matrix_authorizer)
     server = grpc.aio.server(
         interceptors=[server_interceptor(), guard], options=server_options(config)
     )
     names = [r.name for r in registrations]
     for r in registrations:
         r.add(r.servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(host.health, server)
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     probe = grpc.aio.server(options=server_options(config))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+    health_pb2_grpc.add_HealthServicer_to_server(host.health, probe)
 
+    _bind(server, f"{sc.host}:{sc.port}", None if public else server_credentials(config, service))
+    _bind(probe, f"{sc.host}:{sc.probe_port}", None)
     try:
-        _bind(
-            server, f"{sc.host}:{sc.port}", None if public else server_credentials(config, service)
-        )
-        _bind(probe, f"{sc.host}:{sc.probe_port}", None)
-        try:
-            serve_metrics(sc.host, sc.metrics_port)
-        except OSError as error:
-            raise PortInUse(f"{sc.host}:{sc.metrics_port}") from error
-    except PortInUse as error:
-        log.error(
-            "port already in use: %s; stop the other process or change the port",
-            error,
-            extra={"address": str(error)},
-        )
-        return EXIT_PORT_IN_USE
+        serve_metrics(sc.host, sc.metrics_port)
+    except OSError as error:
+        raise PortInUse(f"{sc.host}:{sc.metrics_port}") from error
 
     await server.start()
     await probe.start()
     for name in ["", *names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await host.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
         extra={
@@ -191,34 +211,34 @@ async def _serve(service: str, config: Config, build: Builder, public: bool) -> 
             "tls": "plaintext" if public else config.tls.mode,
         },
     )
+    return RunningService(host=host, server=server, probe=probe)
+
+
+async def _serve(service: str, config: Config, build: Builder, public: bool) -> int:
+    try:
+        running = await start_service(service, config, build, public=public)
+    except PortInUse as error:
+        log.error(
+            "port already in use: %s; stop the other process or change the port",
+            error,
+            extra={"address": str(error)},
+        )
+        return EXIT_PORT_IN_USE
 
     stop = asyncio.Event()
     force = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            force.set()
+            force.set()  # a second signal skips the drain
         stop.set()
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
 
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
-
-    # Readiness first, so load balancers stop sending new work while streams drain.
-    await health_servicer.enter_graceful_shutdown()
-    drain = asyncio.ensure_future(server.stop(config.server.grace_seconds))
-    forced = asyncio.ensure_future(force.wait())
-    await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
-    if not drain.done():
-        await server.stop(0)
-        await drain
-    forced.cancel()
-    for callback in host._on_stop:
-        await callback()
-    await peers.close()
-    await probe.stop(0)
+    await running.stop(config.server.grace_seconds, force)
     log.info("stopped")
     return 0
 

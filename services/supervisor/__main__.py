@@ -1,9 +1,9 @@
 """`python -m services.supervisor`: start the six services, wait for health, stop in order.
 
-Services start in dependency order (vault first, gateway last), each only once the previous
-one reports SERVING on its probe port. Children run in their own session, so Ctrl-C reaches
-only the supervisor, which then stops them in reverse order (gateway first: no new work
-enters while the inner services drain). If a child dies, the others are stopped and the
+Services are spawned in dependency order (vault first, gateway last) and the supervisor
+waits until each reports SERVING on its probe port. Children run in their own session, so
+Ctrl-C reaches only the supervisor, which then stops them in reverse order (gateway first:
+no new work enters while the inner services drain). If a child dies, the others are stopped and the
 supervisor exits non-zero.
 """
 
@@ -82,6 +82,8 @@ async def supervise(config: Config, config_args: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        # Spawned together (channels connect lazily, so nothing needs a peer to start),
+        # awaited in dependency order.
         for service in START_ORDER:
             processes[service] = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -90,6 +92,7 @@ async def supervise(config: Config, config_args: list[str]) -> int:
                 *config_args,
                 start_new_session=True,
             )
+        for service in START_ORDER:
             await wait_serving(config, service, processes[service])
             if stop.is_set():
                 raise RuntimeError("interrupted during start-up")
