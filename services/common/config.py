@@ -157,7 +157,8 @@ class Config:
         return self.data_path / "pki"
 
 
-def _env_name(path: str) -> str:
+def env_name(path: str) -> str:
+    """The environment variable that overrides key `path` (`tls.mode` -> SAGA_TLS__MODE)."""
     return ENV_PREFIX + path.replace(".", "__").upper()
 
 
@@ -168,7 +169,7 @@ def _coerce(path: str, hint: Any, raw: Any, source: str) -> Any:
     def bad(kind: str) -> ConfigError:
         return ConfigError(
             f"{path}: expected {kind}, got {raw!r} (from {source}). "
-            f"Fix: set {path} to {kind} in saga.toml or {_env_name(path)}."
+            f"Fix: set {path} to {kind} in saga.toml or {env_name(path)}."
         )
 
     if hint is bool:
@@ -259,7 +260,7 @@ def _build(
                 sub_default = None
             kwargs[name] = _build(typing.cast(type, hint), key_path, sub, source, env, sub_default)
             continue
-        env_key = _env_name(key_path)
+        env_key = env_name(key_path)
         if env_key in env:
             value, where = env[env_key], env_key
         elif name in data:
@@ -289,7 +290,7 @@ def _known_env_keys(cls: type, path: str = "") -> set[str]:
         if dataclasses.is_dataclass(hints[f.name]):
             keys |= _known_env_keys(hints[f.name], key_path)
         else:
-            keys.add(_env_name(key_path))
+            keys.add(env_name(key_path))
     return keys
 
 
@@ -301,7 +302,7 @@ def _validate(config: Config) -> Config:
             if not value:
                 raise ConfigError(
                     f"tls.{key}: missing key (tls.mode is 'files'). Fix: set tls.{key} in "
-                    f"saga.toml or {_env_name('tls.' + key)} to the mounted PEM file, or use "
+                    f"saga.toml or {env_name('tls.' + key)} to the mounted PEM file, or use "
                     f"tls.mode = 'dev'."
                 )
             if not Path(value).is_file():

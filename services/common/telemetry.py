@@ -39,10 +39,8 @@ def setup_tracing(service_name: str, otlp_endpoint: str) -> TracerProvider:
 
         insecure = not otlp_endpoint.startswith("https://")
         provider.add_span_processor(
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure),
-                schedule_delay_millis=200,
-            )
+            # Batching settings come from the standard OTEL_BSP_* variables.
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
         )
     trace.set_tracer_provider(provider)
     _provider = provider
