@@ -64,10 +64,9 @@ def endpoints(config: Config) -> str:
     for service in reversed(START_ORDER):
         sc = config.services.get(service)
         tls = "plaintext" if service == "gateway" else f"mTLS ({config.tls.mode})"
-        extra = f"  http {sc.host}:{sc.http_port}" if sc.http_port else ""
         lines.append(
             f"  {DISPLAY_NAMES[service]:<14} grpc {sc.host}:{sc.port} {tls:<16}"
-            f" probe :{sc.probe_port}  metrics :{sc.metrics_port}{extra}"
+            f" probe :{sc.probe_port}  metrics :{sc.metrics_port}"
         )
     return "\n".join(lines)
 

@@ -140,3 +140,19 @@ async def test_port_in_use_exits_non_zero_with_a_clear_log_line(tmp_path: Path) 
     log = lone.read_log("optimizer")
     assert f"port already in use: 127.0.0.1:{lone.ports['optimizer'].port}" in log
     assert "Traceback" not in log
+
+
+async def test_oversized_message_is_refused_and_the_server_keeps_serving(stack: Stack) -> None:
+    async with stack.channel_as("runtime", "router") as ch:
+        reason = ch.unary_stream(
+            "/saga.router.v1.RouterService/Reason",
+            request_serializer=bytes,
+            response_deserializer=bytes,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await reason(b"x" * (5 * 1024 * 1024), timeout=10).read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Positive control: a small request on the same channel reaches the service.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await reason(b"", timeout=5).read()
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
