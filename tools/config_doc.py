@@ -6,25 +6,46 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Iterator
+from typing import Any
 
-from services.common.config import Config, env_name
+from services.common.config import Config, _table_item, env_name
 
 
-def rows(cls: type = Config, path: str = "", default: object = None) -> Iterator[str]:
+def _default(f: dataclasses.Field[Any], instance: object | None) -> str:
+    if instance is not None:
+        return f"`{getattr(instance, f.name)!r}`"
+    if f.default is not dataclasses.MISSING:
+        return f"`{f.default!r}`"
+    return "required"
+
+
+def rows(cls: type = Config, path: str = "", instance: object | None = None) -> Iterator[str]:
     """One markdown table row per leaf key of the schema."""
     hints = typing.get_type_hints(cls)
-    instance = default if default is not None else cls()
+    if instance is None and path == "":
+        instance = cls()
     for f in dataclasses.fields(cls):
         key = f"{path}.{f.name}" if path else f.name
-        value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from rows(typing.cast(type, hints[f.name]), key, value)
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            sub = getattr(instance, f.name) if instance is not None else None
+            if sub is None and f.default_factory is not dataclasses.MISSING:
+                sub = f.default_factory()
+            yield from rows(typing.cast(type, hint), key, sub)
             continue
+        item = _table_item(hint)
         doc = f.metadata.get("doc", "")
         choices = f.metadata.get("choices")
         if choices:
-            doc += f" (one of: {', '.join(choices)})"
-        yield f"| `{key}` | `{env_name(key)}` | `{value!r}` | {doc} |"
+            shown = ", ".join(c or '""' for c in choices)
+            doc += f" (one of: {shown})"
+        in_array = "[]." in key
+        env = "—" if in_array or item is not None else f"`{env_name(key)}`"
+        if item is not None:
+            yield f"| `{key}` | {env} | see below | {doc} |"
+            yield from rows(item, f"{key}[]", None)
+            continue
+        yield f"| `{key}` | {env} | {_default(f, instance)} | {doc} |"
 
 
 def table() -> str:

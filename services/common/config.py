@@ -137,6 +137,135 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class SimConfig:
+    """The built-in `sim` engine: deterministic text at a set pace, with failure injection."""
+
+    tokens: int = field(default=24, metadata=_doc("tokens per answer (max_tokens caps it)", min=1))
+    token_interval_ms: float = field(default=20.0, metadata=_doc("pause between two tokens", min=0))
+    first_token_ms: float = field(default=0.0, metadata=_doc("pause before the first token", min=0))
+    fail: str = field(
+        default="",
+        metadata=_doc(
+            "inject this failure on every call; empty = none",
+            choices=("", "unavailable", "rate_limited", "unauthenticated", "invalid_argument"),
+        ),
+    )
+    fail_after_tokens: int = field(
+        default=0, metadata=_doc("with `fail`: tokens sent before failing (0 = at once)", min=0)
+    )
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One LLM provider deployment the router may call (a `[[providers]]` table)."""
+
+    name: str = field(metadata=_doc("unique name, used in rankings, usage and errors"))
+    kind: str = field(
+        metadata=_doc("engine", choices=("sim", "openai", "anthropic", "ollama", "copilot"))
+    )
+    model: str = field(metadata=_doc("model name sent to the provider"))
+    base_url: str = field(default="", metadata=_doc("provider endpoint (not for sim)"))
+    quality: float = field(default=0.5, metadata=_doc("quality prior, 0..1", min=0, max=1))
+    latency_ms: float = field(default=500.0, metadata=_doc("prior p50 latency", min=0))
+    ttft_ms: float = field(default=200.0, metadata=_doc("prior p50 time to first token", min=0))
+    success_rate: float = field(
+        default=0.99, metadata=_doc("prior success rate, 0..1", min=0, max=1)
+    )
+    input_micro_usd_per_mtok: int = field(
+        default=0, metadata=_doc("price of a million input tokens, micro-USD", min=0)
+    )
+    output_micro_usd_per_mtok: int = field(
+        default=0, metadata=_doc("price of a million output tokens, micro-USD", min=0)
+    )
+    cached_input_micro_usd_per_mtok: int = field(
+        default=0, metadata=_doc("price of a million cached input tokens, micro-USD", min=0)
+    )
+    context_window: int = field(default=128_000, metadata=_doc("context window, tokens", min=1))
+    capabilities: tuple[str, ...] = field(
+        default=("chat", "streaming"), metadata=_doc("what the deployment can do")
+    )
+    sim: SimConfig = field(default_factory=SimConfig)
+
+
+DEFAULT_PROVIDERS = (
+    ProviderConfig(
+        name="sim-fast",
+        kind="sim",
+        model="sim-small",
+        quality=0.6,
+        latency_ms=300,
+        ttft_ms=40,
+        input_micro_usd_per_mtok=150_000,
+        output_micro_usd_per_mtok=600_000,
+    ),
+    ProviderConfig(
+        name="sim-smart",
+        kind="sim",
+        model="sim-large",
+        quality=0.9,
+        latency_ms=900,
+        ttft_ms=120,
+        input_micro_usd_per_mtok=2_500_000,
+        output_micro_usd_per_mtok=10_000_000,
+    ),
+)
+"""The embedded default: two simulated providers, so the stack runs with no keys and no
+network."""
+
+STRATEGIES = ("cheapest", "fastest", "quality", "balanced", "reliable")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The public edge."""
+
+    credential_cache_seconds: float = field(
+        default=10.0,
+        metadata=_doc("how long a verified credential is reused (revocation delay)", min=0, max=10),
+    )
+    execute_deadline_seconds: float = field(
+        default=300.0, metadata=_doc("deadline of an Execute whose caller sets none", min=1)
+    )
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """The signed request context the gateway mints for every request (SPEC section 2)."""
+
+    signing_key_file: str = field(
+        default="",
+        metadata=_doc("gateway's Ed25519 private key (PEM); empty = <data_dir>/keys/context.key"),
+    )
+    public_key_file: str = field(
+        default="",
+        metadata=_doc("its public key, published by auth; empty = <data_dir>/keys/context.pub"),
+    )
+    max_ttl_seconds: float = field(
+        default=900.0, metadata=_doc("longest life of a context token", min=1)
+    )
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Ranking."""
+
+    default_strategy: str = field(
+        default="balanced",
+        metadata=_doc("strategy when a request names none", choices=STRATEGIES),
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Patterns and agents."""
+
+    patterns_dir: str = field(
+        default="",
+        metadata=_doc("a directory of user patterns, loaded beside the shipped samples"),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a Saga deployment (every service reads the same file)."""
 
@@ -145,6 +274,14 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    providers: tuple[ProviderConfig, ...] = field(
+        default=DEFAULT_PROVIDERS,
+        metadata=_doc("[[providers]] tables (saga.toml only); absent = the two sim providers"),
+    )
 
     @property
     def data_path(self) -> Path:
@@ -155,6 +292,19 @@ class Config:
     def pki_dir(self) -> Path:
         """Where mode `dev` keeps the local CA and service certificates."""
         return self.data_path / "pki"
+
+    @property
+    def context_key_paths(self) -> tuple[Path, Path]:
+        """(private, public) key files of the request-context signing key."""
+        keys = self.data_path / "keys"
+        return (
+            Path(self.context.signing_key_file or keys / "context.key"),
+            Path(self.context.public_key_file or keys / "context.pub"),
+        )
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        """The provider called `name`, if configured."""
+        return next((p for p in self.providers if p.name == name), None)
 
 
 def env_name(path: str) -> str:
@@ -196,6 +346,12 @@ def _coerce(path: str, hint: Any, raw: Any, source: str) -> Any:
             except ValueError:
                 raise bad("a number") from None
         raise bad("a number")
+    if hint == tuple[str, ...]:
+        if from_env:
+            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
+        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            return tuple(raw)
+        raise bad("a list of strings")
     if hint is str:
         if isinstance(raw, str):
             return raw
@@ -214,6 +370,11 @@ def _check_rules(path: str, value: Any, meta: Mapping[str, Any], source: str) ->
     if low is not None and value < low:
         raise ConfigError(
             f"{path}: {value!r} (from {source}) is below the minimum {low}. Fix: raise it."
+        )
+    high = meta.get("max")
+    if high is not None and value > high:
+        raise ConfigError(
+            f"{path}: {value!r} (from {source}) is above the maximum {high}. Fix: lower it."
         )
     if path.endswith("port") and isinstance(value, int) and value > 65535:
         raise ConfigError(f"{path}: {value} (from {source}) is not a TCP port. Fix: use 1-65535.")
@@ -260,6 +421,22 @@ def _build(
                 sub_default = None
             kwargs[name] = _build(typing.cast(type, hint), key_path, sub, source, env, sub_default)
             continue
+        item = _table_item(hint)
+        if item is not None:
+            if name not in data:
+                kwargs[name] = getattr(default, name) if default is not None else f.default
+                continue
+            entries = data[name]
+            if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+                raise ConfigError(
+                    f"{key_path}: expected an array of tables (in {source}). Fix: [[{key_path}]]."
+                )
+            # Array items are configured in the file only: no environment overrides.
+            kwargs[name] = tuple(
+                _build(item, f"{key_path}[{i}]", entry, source, {})
+                for i, entry in enumerate(entries)
+            )
+            continue
         env_key = env_name(key_path)
         if env_key in env:
             value, where = env[env_key], env_key
@@ -282,6 +459,14 @@ def _build(
     return cls(**kwargs)
 
 
+def _table_item(hint: Any) -> type | None:
+    """The dataclass of a `tuple[SomeDataclass, ...]` field (a TOML array of tables)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and dataclasses.is_dataclass(args[0]):
+        return typing.cast(type, args[0])
+    return None
+
+
 def _known_env_keys(cls: type, path: str = "") -> set[str]:
     keys: set[str] = set()
     hints = typing.get_type_hints(cls)
@@ -289,13 +474,21 @@ def _known_env_keys(cls: type, path: str = "") -> set[str]:
         key_path = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(hints[f.name]):
             keys |= _known_env_keys(hints[f.name], key_path)
-        else:
+        elif _table_item(hints[f.name]) is None:
             keys.add(env_name(key_path))
     return keys
 
 
 def _validate(config: Config) -> Config:
     """Rules that span several keys."""
+    if not config.providers:
+        raise ConfigError("providers: none configured. Fix: add a [[providers]] table.")
+    names = [p.name for p in config.providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"providers: the name {name!r} is used twice. Fix: give each provider its own name."
+            )
     if config.tls.mode == "files":
         for key in ("cert_file", "key_file", "ca_file"):
             value = getattr(config.tls, key)

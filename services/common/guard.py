@@ -16,29 +16,43 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
 
 from services.common.errors import Internal, PermissionDenied, SagaError, Unimplemented
-from services.common.identity import caller_may_call, peer_service
+from services.common.identity import caller_may_call, mesh_peer_service, peer_service
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
 from services.common.status import RemoteError, abort, to_status_proto
 
 log = logging.getLogger("saga.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Authorizer = Callable[[str, Context], bool]
+Identify = Callable[[Context], str | None]
+"""Names the calling service (None when it cannot be identified)."""
+
+XFCC = "x-forwarded-client-cert"
 
 
-def matrix_authorizer(method: str, context: Context) -> bool:
-    """Allow the call if the peer certificate's service may call `method`."""
-    return caller_may_call(peer_service(_auth_context(context)), method)
+def certificate_identity(context: Context) -> str | None:
+    """The service named by the peer's mTLS certificate."""
+    return peer_service(context.auth_context())  # type: ignore[arg-type]
 
 
-def _auth_context(context: Context) -> Mapping[str, list[bytes]]:
-    return context.auth_context()  # type: ignore[return-value]
+def mesh_identity(context: Context) -> str | None:
+    """tls.mode plaintext (inside a mesh that does mTLS): the service named by the
+    sidecar's x-forwarded-client-cert header. The sidecar overwrites that header, so a
+    workload cannot forge it; without a mesh there is no header and every call is refused."""
+    for key, value in context.invocation_metadata() or ():
+        if key == XFCC and isinstance(value, str):
+            return mesh_peer_service(value)
+    return None
+
+
+def identify_for(tls_mode: str) -> Identify:
+    """How a server of this deployment learns which service is calling."""
+    return mesh_identity if tls_mode == "plaintext" else certificate_identity
 
 
 def _not_implemented(behavior: Callable[..., Any]) -> bool:
@@ -50,9 +64,9 @@ def _not_implemented(behavior: Callable[..., Any]) -> bool:
 class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler of a server (see the module docstring)."""
 
-    def __init__(self, domain: str, authorize: Authorizer | None) -> None:
+    def __init__(self, domain: str, identify: Identify | None) -> None:
         self.domain = domain
-        self.authorize = authorize
+        self.identify = identify
         self._cache: dict[str, Any] = {}
 
     async def intercept_service(
@@ -81,13 +95,15 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         raise AssertionError("unreachable: abort raises")
 
     async def _admit(self, method: str, context: Context, behavior: Callable[..., Any]) -> None:
-        if self.authorize is not None and not self.authorize(method, context):
-            caller = peer_service(_auth_context(context)) or "unidentified"
-            raise PermissionDenied(
-                f"{caller} may not call {method}",
-                reason="CALLER_NOT_ALLOWED",
-                metadata={"caller": caller, "method": method},
-            )
+        if self.identify is not None:
+            caller = self.identify(context)
+            if not caller_may_call(caller, method):
+                who = caller or "unidentified"
+                raise PermissionDenied(
+                    f"{who} may not call {method}",
+                    reason="CALLER_NOT_ALLOWED",
+                    metadata={"caller": who, "method": method},
+                )
         if _not_implemented(behavior):
             raise Unimplemented(f"{method} is declared but not implemented yet")
 

@@ -105,13 +105,34 @@ def caller_may_call(caller: str | None, method: str) -> bool:
     return caller in CALL_MATRIX.get(method, ())
 
 
+def service_of_spiffe_id(uri: str) -> str | None:
+    """The service id a SPIFFE id names: `spiffe://saga/<id>` (our CA) or, behind a mesh,
+    a Kubernetes service account named after the service (`spiffe://…/sa/<id>`)."""
+    if uri.startswith(SPIFFE_PREFIX):
+        service = uri[len(SPIFFE_PREFIX) :]
+    elif uri.startswith("spiffe://") and "/sa/" in uri:
+        service = uri.rsplit("/sa/", 1)[1]
+    else:
+        return None
+    return service if service in SERVICES else None
+
+
 def peer_service(auth_context: Mapping[str, list[bytes]]) -> str | None:
     """The service id named by a peer's certificate, or None if it names no Saga service."""
     for key in ("peer_spiffe_id", "peer_uri"):
         for value in auth_context.get(key, ()):
             uri = value.decode("ascii", "replace")
             if uri.startswith(SPIFFE_PREFIX):
-                service = uri[len(SPIFFE_PREFIX) :]
-                if service in SERVICES:
-                    return service
+                return service_of_spiffe_id(uri)
+    return None
+
+
+def mesh_peer_service(xfcc: str) -> str | None:
+    """The service id of the immediate peer named by a mesh sidecar's
+    `x-forwarded-client-cert` header (the last element is the hop that reached us)."""
+    last = xfcc.rsplit(",", 1)[-1]
+    for part in last.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.upper() == "URI":
+            return service_of_spiffe_id(value.strip('"'))
     return None

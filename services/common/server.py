@@ -36,7 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import Peers
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
-from services.common.guard import Guard, matrix_authorizer
+from services.common.guard import Guard, identify_for
 from services.common.identity import DISPLAY_NAMES
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
@@ -177,7 +177,7 @@ async def start_service(
     registrations = list(await build(host))
 
     # The public gateway authenticates callers by bearer credential, not by certificate.
-    guard = Guard(f"{service}.saga", authorize=None if public else matrix_authorizer)
+    guard = Guard(f"{service}.saga", None if public else identify_for(config.tls.mode))
     server = grpc.aio.server(
         interceptors=[server_interceptor(), guard], options=server_options(config)
     )

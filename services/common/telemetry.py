@@ -10,11 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import (
-    aio_client_interceptors,
-    aio_server_interceptor,
-    filters,
-)
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -22,12 +18,16 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 _provider: TracerProvider | None = None
 
 # Probes and reflection are noise in traces.
-_FILTER = filters.negate(
-    filters.any_of(
-        filters.health_check(),
-        filters.service_prefix("grpc.reflection."),
-    )
-)
+_UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _traced(details: Any) -> bool:
+    # OpenTelemetry's own filter helpers cost ~20 µs a call (a runtime-checkable Protocol
+    # isinstance per evaluation, on every hop, both sides); reading the method is enough.
+    method = details.method
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not str(method).startswith(_UNTRACED)
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str) -> TracerProvider:
@@ -49,12 +49,12 @@ def setup_tracing(service_name: str, otlp_endpoint: str) -> TracerProvider:
 
 def server_interceptor() -> Any:
     """The tracing interceptor for a grpc.aio server."""
-    return aio_server_interceptor(tracer_provider=_provider, filter_=_FILTER)  # type: ignore[no-untyped-call]
+    return aio_server_interceptor(tracer_provider=_provider, filter_=_traced)  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> list[Any]:
     """The tracing interceptors for a grpc.aio channel."""
-    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_FILTER))  # type: ignore[no-untyped-call]
+    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_traced))  # type: ignore[no-untyped-call]
 
 
 def shutdown_tracing() -> None:

@@ -153,3 +153,27 @@ async def test_plaintext_peer_is_refused(stack: Stack) -> None:
     async with grpc.aio.insecure_channel(stack.target("auth")) as ch:
         error = await invoke(ch, "/saga.auth.v1.AuthService/Authenticate")
     assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_plaintext_mode_identifies_callers_by_the_mesh_header(tmp_path: Path) -> None:
+    """tls.mode plaintext (inside a mesh): the sidecar's x-forwarded-client-cert names the
+    caller; without it nobody is allowed."""
+    mesh = Stack.create(tmp_path, SAGA_TLS__MODE="plaintext")
+    await mesh.start_all(["router"])
+    path = "/saga.router.v1.RouterService/Reason"
+    xfcc = "By=spiffe://cluster.local/ns/saga/sa/router;URI=spiffe://cluster.local/ns/saga/sa/{}"
+    try:
+        async with grpc.aio.insecure_channel(mesh.target("router")) as ch:
+            call = ch.unary_stream(path, request_serializer=bytes, response_deserializer=bytes)
+
+            async def as_peer(peer: str | None) -> grpc.StatusCode:
+                metadata = () if peer is None else (("x-forwarded-client-cert", xfcc.format(peer)),)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(b"", timeout=5, metadata=metadata).read()
+                return err.value.code()
+
+            assert await as_peer("runtime") == grpc.StatusCode.UNIMPLEMENTED
+            assert await as_peer("gateway") == grpc.StatusCode.PERMISSION_DENIED
+            assert await as_peer(None) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        mesh.stop_all()
