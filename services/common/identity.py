@@ -72,10 +72,15 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "saga.router.v1.RouterService": ("ListProviders", "CheckProviders"),
         "saga.vault.v1.VaultService": ("GetStatus", "RotateKey", "Rewrap"),
     },
-    "runtime": {"saga.router.v1.RouterService": ("Reason",)},
+    # GetJwks for runtime and router: they verify the gateway's request contexts, whose
+    # public key auth publishes (SPEC section 2, "The request context").
+    "runtime": {
+        "saga.router.v1.RouterService": ("Reason",),
+        "saga.auth.v1.AuthService": ("GetJwks",),
+    },
     "router": {
         "saga.optimizer.v1.OptimizerService": ("Rank", "WatchRankings", "RecordOutcomes"),
-        "saga.auth.v1.AuthService": ("GetProviderCredential",),
+        "saga.auth.v1.AuthService": ("GetProviderCredential", "GetJwks"),
     },
     "auth": {
         "saga.vault.v1.VaultService": ("PutSecret", "GetSecret", "DeleteSecret", "ListSecrets"),

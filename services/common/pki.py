@@ -42,7 +42,8 @@ class CertPaths:
         return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to a new file only its owner can read (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -133,14 +134,14 @@ def ensure_dev_pki(directory: Path, services: list[str], ca_name: str = "Saga de
             ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
         else:
             ca_key, ca_cert = _new_ca(ca_name)
-            _write_private(ca_key_path, _key_pem(ca_key))
+            write_private(ca_key_path, _key_pem(ca_key))
             ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         for service in services:
             paths = service_cert_paths(directory, service)
             if paths.cert.exists() and paths.key.exists():
                 continue
             key, cert = _new_leaf(service, ca_key, ca_cert)
-            _write_private(paths.key, _key_pem(key))
+            write_private(paths.key, _key_pem(key))
             paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
