@@ -85,9 +85,13 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, data_dir: Path, **extra_env: str) -> Stack:
-        """A stack with fresh ports for every service."""
+    def create(cls, data_dir: Path, config: str = "", **extra_env: str) -> Stack:
+        """A stack with fresh ports for every service; `config` is written as its saga.toml
+        (e.g. `[[providers]]` tables, which have no environment overrides)."""
         numbers = free_ports(4 * len(SERVICES))
+        if config:
+            (data_dir / "saga.toml").write_text(config)
+            extra_env = {"SAGA_CONFIG": str(data_dir / "saga.toml"), **extra_env}
         stack = cls(data_dir=data_dir, extra_env=dict(extra_env))
         for i, service in enumerate(SERVICES):
             p, probe, metrics, http = numbers[4 * i : 4 * i + 4]

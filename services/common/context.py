@@ -13,6 +13,7 @@ therefore cannot act for another user.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import time
@@ -85,10 +86,18 @@ def public_key_from_jwk(jwk: Mapping[str, str]) -> Ed25519PublicKey:
 
 
 def ensure_context_keys(private_path: Path, public_path: Path) -> None:
-    """Create the signing key pair if missing (mode `dev`; the private key 0600)."""
+    """Create the signing key pair if missing (the private key 0600). The gateway and auth
+    both call this at start, so creation is serialised by a lock file and idempotent."""
     if private_path.exists() and public_path.exists():
         return
     private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(private_path.parent / ".context.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (private_path.exists() and public_path.exists()):
+            _new_context_keys(private_path, public_path)
+
+
+def _new_context_keys(private_path: Path, public_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     write_private(
         private_path,
