@@ -37,10 +37,11 @@ class Database:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             connection.row_factory = sqlite3.Row
+            # busy_timeout first: another process may hold the file while this one starts.
+            connection.execute("PRAGMA busy_timeout=5000")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA busy_timeout=5000")
             _migrate(connection, migrations)
             return connection
 
@@ -84,12 +85,13 @@ class Database:
 
 def _migrate(connection: sqlite3.Connection, migrations: Sequence[str]) -> None:
     connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
     for version, script in enumerate(migrations, start=1):
-        if version <= current:
-            continue
         connection.execute("BEGIN IMMEDIATE")
+        # Read under the write lock: two processes opening a new file must not both migrate.
+        current = connection.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if version <= (current or 0):
+            connection.execute("ROLLBACK")
+            continue
         try:
             for statement in script.split(";"):
                 if statement.strip():

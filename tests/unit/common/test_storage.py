@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from services.common.storage import Database
+from tests.harness import ROOT
 
 V1 = "CREATE TABLE items (name TEXT PRIMARY KEY, n INTEGER NOT NULL)"
 V2 = "ALTER TABLE items ADD COLUMN note TEXT; CREATE INDEX items_n ON items (n)"
@@ -41,3 +44,19 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
         await db.run(two_inserts)
     assert await db.fetchall("SELECT * FROM items") == []
     await db.close()
+
+
+def test_processes_opening_a_new_file_together_migrate_it_once(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys; from pathlib import Path; "
+        "from services.common.storage import Database; "
+        "asyncio.run(Database.open(Path(sys.argv[1]), "
+        "['CREATE TABLE t (x INTEGER)', 'ALTER TABLE t ADD COLUMN y INTEGER']))"
+    )
+    path = tmp_path / "race.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=ROOT) for _ in range(4)
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    with sqlite3.connect(path) as c:
+        assert [r[0] for r in c.execute("SELECT version FROM schema_version")] == [1, 2]
