@@ -79,6 +79,9 @@ def channel_options(config: Config, peer: str | None) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", int(server.keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.enable_retries", 1),
+        # A restarted peer is found again within seconds (gRPC's default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5000),
         ("grpc.service_config", service_config(config)),
     ]
     if peer is not None and config.tls.mode != "plaintext":

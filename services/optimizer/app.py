@@ -1,17 +1,36 @@
-"""The optimizer's gRPC services, registered with the shared bootstrap.
+"""The optimizer's gRPC service, registered with the shared bootstrap.
 
-The contracts are declared in full; RPCs not built yet are inherited from the generated base
-servicers, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+RPCs not built yet (GetMetrics, UpdateMetrics, GetUsage) are inherited from the generated
+base servicer, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
 
-from saga.optimizer.v1 import optimizer_pb2_grpc
+import asyncio
+import contextlib
+
 from services.common.server import Registration, ServiceHost
+from services.optimizer.ranking import Strategy
+from services.optimizer.servicer import OptimizerServicer
+from services.optimizer.shutdown import shutdown_started
+from services.optimizer.snapshots import SnapshotBoard
 
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
-    return [
-        Registration.unbuilt(optimizer_pb2_grpc.OptimizerServiceServicer),
-    ]
+    board = SnapshotBoard(host.config.providers, Strategy(host.config.optimizer.default_strategy))
+
+    async def end_watches_on_shutdown() -> None:
+        await shutdown_started(host.health)
+        board.close()
+
+    closer = asyncio.create_task(end_watches_on_shutdown())
+
+    async def stop() -> None:
+        board.close()
+        closer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closer
+
+    host.on_stop(stop)
+    return [Registration.of(OptimizerServicer(board))]

@@ -4,10 +4,10 @@ traced, and spans are flushed to the OTLP collector on shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.harness import Stack
@@ -35,7 +35,8 @@ async def test_service_span_joins_the_callers_trace_and_is_flushed_on_stop(
                 request_serializer=bytes,
                 response_deserializer=bytes,
             )
-            with pytest.raises(grpc.aio.AioRpcError):
+            # Whatever Rank answers to an empty request, its server span must join the trace.
+            with contextlib.suppress(grpc.aio.AioRpcError):
                 await rank(
                     b"",
                     timeout=5,

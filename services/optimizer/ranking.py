@@ -1,0 +1,295 @@
+"""Provider ranking by strategy: pure functions over provider statistics (no gRPC, no I/O).
+
+Every criterion is scored over the eligible candidates by min-max normalisation to [0, 1],
+higher is better; when all candidates share a value, each scores 1 (none is worse):
+
+* cost — the estimated cost of one call (estimated input and output tokens at the
+  provider's prices), lower is better;
+* latency — the mean of the normalised time to first token and whole-call latency, lower is
+  better (a streaming caller feels the first, a complete-mode caller the second);
+* quality — the quality prior;
+* reliability — the success rate.
+
+Single-criterion strategies order by the raw values, so no rounding can reorder them:
+CHEAPEST by estimated cost, FASTEST by time to first token then latency, QUALITY by quality,
+RELIABLE by success rate. BALANCED (cost 0.5, latency 0.3, quality 0.2) and CUSTOM order by
+the weighted score. Every order ends with the provider name, so rankings are deterministic.
+
+A candidate that lacks a required capability, or whose success rate is under the floor, is
+excluded with the reason. Open circuits and budgets (SPEC 3.5) join the exclusions when the
+live metrics and the ledger arrive; `ProviderStats` is what they will update.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from services.common.config import ProviderConfig
+
+SUCCESS_RATE_FLOOR = 0.5
+"""Providers whose success rate is under this are excluded (LOW_SUCCESS_RATE)."""
+
+_SCORE_DIGITS = 9  # weighted scores are compared rounded, so float noise cannot reorder ties
+
+
+class Strategy(enum.StrEnum):
+    """How to order candidates; the values are the names `optimizer.default_strategy` uses."""
+
+    CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    QUALITY = "quality"
+    BALANCED = "balanced"
+    RELIABLE = "reliable"
+    CUSTOM = "custom"
+
+
+class ExclusionReason(enum.Enum):
+    """Why a candidate is left out (values mirror saga.optimizer.v1.ExclusionReason)."""
+
+    CIRCUIT_OPEN = 1
+    LOW_SUCCESS_RATE = 2
+    MISSING_CAPABILITY = 3
+    BUDGET_EXHAUSTED = 4
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Relative importance of each criterion (any non-negative scale)."""
+
+    cost: float = 0.0
+    latency: float = 0.0
+    quality: float = 0.0
+    reliability: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """The sum of the four weights."""
+        return self.cost + self.latency + self.quality + self.reliability
+
+    def is_valid(self) -> bool:
+        """Finite, non-negative, and not all zero."""
+        values = (self.cost, self.latency, self.quality, self.reliability)
+        return all(math.isfinite(v) and v >= 0 for v in values) and self.total > 0
+
+    def normalised(self) -> Weights:
+        """The same weights scaled to sum to 1 (call only when `is_valid`)."""
+        total = self.total
+        return Weights(
+            self.cost / total, self.latency / total, self.quality / total, self.reliability / total
+        )
+
+
+STRATEGY_WEIGHTS: dict[Strategy, Weights] = {
+    Strategy.CHEAPEST: Weights(cost=1.0),
+    Strategy.FASTEST: Weights(latency=1.0),
+    Strategy.QUALITY: Weights(quality=1.0),
+    Strategy.BALANCED: Weights(cost=0.5, latency=0.3, quality=0.2),
+    Strategy.RELIABLE: Weights(reliability=1.0),
+}
+"""The fixed weights of every strategy but CUSTOM."""
+
+
+@dataclass(frozen=True)
+class TokenEstimate:
+    """Tokens one call is expected to use, for cost scoring."""
+
+    input_tokens: int = 500
+    output_tokens: int = 500
+
+
+@dataclass(frozen=True)
+class ProviderStats:
+    """What ranking knows of one provider: prices, capabilities and its current metrics."""
+
+    name: str
+    model: str
+    input_micro_usd_per_mtok: int
+    output_micro_usd_per_mtok: int
+    latency_ms: float
+    ttft_ms: float
+    quality: float
+    success_rate: float
+    capabilities: frozenset[str]
+
+    @classmethod
+    def from_config(cls, provider: ProviderConfig) -> ProviderStats:
+        """Statistics seeded from a provider's configured priors."""
+        return cls(
+            name=provider.name,
+            model=provider.model,
+            input_micro_usd_per_mtok=provider.input_micro_usd_per_mtok,
+            output_micro_usd_per_mtok=provider.output_micro_usd_per_mtok,
+            latency_ms=provider.latency_ms,
+            ttft_ms=provider.ttft_ms,
+            quality=provider.quality,
+            success_rate=provider.success_rate,
+            capabilities=frozenset(provider.capabilities),
+        )
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """A candidate's normalised score per criterion, before weighting."""
+
+    cost: float
+    latency: float
+    quality: float
+    reliability: float
+    estimated_cost_micro_usd: int
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One eligible provider with its weighted score."""
+
+    provider: str
+    model: str
+    score: float
+    breakdown: Breakdown
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A provider left out of a ranking, and why."""
+
+    provider: str
+    reason: ExclusionReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The outcome of ranking: eligible providers best first, and the excluded ones."""
+
+    strategy: Strategy
+    weights: Weights
+    ranked: tuple[Ranked, ...]
+    excluded: tuple[Excluded, ...]
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Provider names, best first."""
+        return tuple(r.provider for r in self.ranked)
+
+
+def estimated_cost(stats: ProviderStats, estimate: TokenEstimate) -> int:
+    """Expected cost of one call in micro-USD, rounded half up."""
+    numerator = (
+        estimate.input_tokens * stats.input_micro_usd_per_mtok
+        + estimate.output_tokens * stats.output_micro_usd_per_mtok
+    )
+    return (numerator + 500_000) // 1_000_000
+
+
+def _lower_is_better(values: Sequence[float]) -> list[float]:
+    low, high = min(values), max(values)
+    if high == low:
+        return [1.0] * len(values)
+    return [(high - v) / (high - low) for v in values]
+
+
+def _higher_is_better(values: Sequence[float]) -> list[float]:
+    low, high = min(values), max(values)
+    if high == low:
+        return [1.0] * len(values)
+    return [(v - low) / (high - low) for v in values]
+
+
+def _exclusion(
+    stats: ProviderStats, required: frozenset[str], success_floor: float
+) -> Excluded | None:
+    missing = sorted(required - stats.capabilities)
+    if missing:
+        return Excluded(
+            stats.name, ExclusionReason.MISSING_CAPABILITY, f"lacks {', '.join(missing)}"
+        )
+    if stats.success_rate < success_floor:
+        return Excluded(
+            stats.name,
+            ExclusionReason.LOW_SUCCESS_RATE,
+            f"success rate {stats.success_rate:.3f} is under {success_floor:.3f}",
+        )
+    return None
+
+
+def rank(
+    candidates: Iterable[ProviderStats],
+    strategy: Strategy,
+    *,
+    weights: Weights | None = None,
+    required_capabilities: Iterable[str] = (),
+    estimate: TokenEstimate | None = None,
+    success_floor: float = SUCCESS_RATE_FLOOR,
+) -> Ranking:
+    """Rank `candidates` for `strategy`. `weights` applies to CUSTOM (and must be valid
+    there); the other strategies have fixed weights."""
+    if strategy is Strategy.CUSTOM:
+        if weights is None or not weights.is_valid():
+            raise ValueError("CUSTOM needs finite, non-negative weights that are not all zero")
+        applied = weights.normalised()
+    else:
+        applied = STRATEGY_WEIGHTS[strategy]
+    estimate = estimate or TokenEstimate()
+    required = frozenset(required_capabilities)
+
+    eligible: list[ProviderStats] = []
+    excluded: list[Excluded] = []
+    for stats in candidates:
+        exclusion = _exclusion(stats, required, success_floor)
+        if exclusion is None:
+            eligible.append(stats)
+        else:
+            excluded.append(exclusion)
+    if not eligible:
+        return Ranking(strategy, applied, (), tuple(sorted(excluded, key=lambda e: e.provider)))
+
+    costs = [estimated_cost(s, estimate) for s in eligible]
+    cost_scores = _lower_is_better(costs)
+    ttft_scores = _lower_is_better([s.ttft_ms for s in eligible])
+    latency_only = _lower_is_better([s.latency_ms for s in eligible])
+    quality_scores = _higher_is_better([s.quality for s in eligible])
+    reliability_scores = _higher_is_better([s.success_rate for s in eligible])
+
+    scored: list[tuple[tuple[object, ...], Ranked]] = []
+    for i, stats in enumerate(eligible):
+        breakdown = Breakdown(
+            cost=cost_scores[i],
+            latency=(ttft_scores[i] + latency_only[i]) / 2,
+            quality=quality_scores[i],
+            reliability=reliability_scores[i],
+            estimated_cost_micro_usd=costs[i],
+        )
+        score = (
+            applied.cost * breakdown.cost
+            + applied.latency * breakdown.latency
+            + applied.quality * breakdown.quality
+            + applied.reliability * breakdown.reliability
+        )
+        ranked = Ranked(stats.name, stats.model, score, breakdown)
+        scored.append((_order_key(strategy, stats, costs[i], score), ranked))
+    scored.sort(key=lambda pair: pair[0])
+    return Ranking(
+        strategy,
+        applied,
+        tuple(r for _, r in scored),
+        tuple(sorted(excluded, key=lambda e: e.provider)),
+    )
+
+
+def _order_key(
+    strategy: Strategy, stats: ProviderStats, cost: int, score: float
+) -> tuple[object, ...]:
+    """Sort key, best first: raw values for single-criterion strategies, the rounded score
+    otherwise; the provider name breaks every tie."""
+    if strategy is Strategy.CHEAPEST:
+        return (cost, stats.name)
+    if strategy is Strategy.FASTEST:
+        return (stats.ttft_ms, stats.latency_ms, stats.name)
+    if strategy is Strategy.QUALITY:
+        return (-stats.quality, stats.name)
+    if strategy is Strategy.RELIABLE:
+        return (-stats.success_rate, stats.name)
+    return (-round(score, _SCORE_DIGITS), stats.name)

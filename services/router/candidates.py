@@ -1,0 +1,65 @@
+"""Which providers a call tries, in which order.
+
+A pinned provider is the only candidate (no ranking). Otherwise the order is the ranking of
+the call's strategy in the latest snapshot (the snapshot's default when the call names none
+or the snapshot lacks it), or the configuration order before any snapshot arrived; preferred
+providers that are eligible move to the front, in the order given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.common.config import ProviderConfig
+from services.common.errors import FieldViolation, InvalidArgument, Unavailable
+from services.router.rankings import RankingSnapshot
+
+_SHOWN = 5  # unknown names echoed back at most
+
+
+def _unknown(names: Sequence[str], field: str) -> InvalidArgument:
+    shown = ", ".join(n[:128] for n in names[:_SHOWN])
+    return InvalidArgument(
+        f"unknown provider(s): {shown}",
+        reason="UNKNOWN_PROVIDER",
+        field_violations=[FieldViolation(field, f"not configured: {shown}")],
+    )
+
+
+def choose(
+    providers: Sequence[ProviderConfig],
+    snapshot: RankingSnapshot | None,
+    *,
+    strategy: str | None = None,
+    preferred: Sequence[str] = (),
+    pinned: str = "",
+) -> list[ProviderConfig]:
+    """The candidates of one call, best first; raise InvalidArgument for an unknown pinned
+    or preferred provider and Unavailable when the ranking leaves none."""
+    by_name = {p.name: p for p in providers}
+    if pinned:
+        if pinned not in by_name:
+            raise _unknown([pinned], "pinned_provider")
+        return [by_name[pinned]]
+    unknown = [n for n in preferred if n not in by_name]
+    if unknown:
+        raise _unknown(unknown, "preferred_providers")
+
+    if snapshot is None:
+        order: Sequence[str] = [p.name for p in providers]
+    else:
+        ranking = snapshot.rankings.get(strategy or snapshot.default_strategy)
+        if ranking is None:
+            ranking = snapshot.rankings.get(snapshot.default_strategy, ())
+        # A provider the optimizer ranks but this router does not know cannot be called.
+        order = [n for n in ranking if n in by_name]
+    if not order:
+        raise Unavailable(
+            "no provider is eligible for this call",
+            reason="NO_PROVIDER_AVAILABLE",
+            retry_after=1.0,
+        )
+    eligible = set(order)
+    front = list(dict.fromkeys(n for n in preferred if n in eligible))
+    rest = [n for n in order if n not in front]
+    return [by_name[n] for n in (*front, *rest)]

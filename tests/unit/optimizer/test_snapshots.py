@@ -1,0 +1,98 @@
+"""The snapshot board: what watchers get, when a new snapshot is published, and closing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.common.config import DEFAULT_PROVIDERS, ProviderConfig
+from services.common.prices import price_table
+from services.optimizer.outcomes import SeenOutcomes
+from services.optimizer.ranking import Strategy, Weights
+from services.optimizer.snapshots import WATCHED_BY_DEFAULT, SnapshotBoard
+
+
+def board() -> SnapshotBoard:
+    return SnapshotBoard(DEFAULT_PROVIDERS, Strategy.BALANCED, start_version=10)
+
+
+def test_a_snapshot_ranks_every_default_strategy() -> None:
+    snapshot = board().current
+    assert snapshot.version == 10
+    assert snapshot.default_strategy is Strategy.BALANCED
+    assert set(snapshot.rankings) == set(WATCHED_BY_DEFAULT)
+    assert snapshot.rankings[Strategy.CHEAPEST].order == ("sim-fast", "sim-smart")
+    assert snapshot.rankings[Strategy.QUALITY].order == ("sim-smart", "sim-fast")
+    assert snapshot.strategies_for([]) == list(WATCHED_BY_DEFAULT)
+    assert snapshot.strategies_for([Strategy.QUALITY]) == [Strategy.QUALITY]
+    # CUSTOM is sent only once it has weights.
+    assert snapshot.strategies_for([Strategy.CUSTOM]) == []
+
+
+async def test_set_default_publishes_a_newer_snapshot_to_waiters() -> None:
+    b = board()
+    waiter = asyncio.ensure_future(b.next_after(10))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    b.set_default(Strategy.QUALITY, None)
+    got = await asyncio.wait_for(waiter, 1)
+    assert got is not None
+    assert (got.version, got.default_strategy) == (11, Strategy.QUALITY)
+
+
+async def test_setting_the_same_default_publishes_nothing() -> None:
+    b = board()
+    assert b.set_default(Strategy.BALANCED, None).version == 10
+    # Positive control: a different default does publish.
+    assert b.set_default(Strategy.CHEAPEST, None).version == 11
+
+
+async def test_custom_default_carries_normalised_weights_and_its_ranking() -> None:
+    b = board()
+    snapshot = b.set_default(Strategy.CUSTOM, Weights(quality=2, cost=2))
+    assert snapshot.custom_weights == Weights(cost=0.5, quality=0.5)
+    assert Strategy.CUSTOM in snapshot.strategies_for([])
+    with pytest.raises(ValueError, match="weights"):
+        b.set_default(Strategy.CUSTOM, Weights())
+
+
+async def test_close_releases_waiters_with_none() -> None:
+    b = board()
+    waiter = asyncio.ensure_future(b.next_after(10))
+    await asyncio.sleep(0)
+    b.close()
+    assert await asyncio.wait_for(waiter, 1) is None
+    assert await b.next_after(0) is None
+
+
+def test_versions_default_to_the_start_time_so_they_grow_across_restarts() -> None:
+    first = SnapshotBoard(DEFAULT_PROVIDERS, Strategy.BALANCED).current.version
+    second = SnapshotBoard(DEFAULT_PROVIDERS, Strategy.BALANCED).current.version
+    assert second >= first > 1_600_000_000 * 1_000_000
+
+
+def test_price_table_version_follows_the_prices() -> None:
+    table = price_table(DEFAULT_PROVIDERS)
+    assert table.version.startswith("prices-")
+    assert [p.provider for p in table.prices] == ["sim-fast", "sim-smart"]
+    assert price_table(reversed(DEFAULT_PROVIDERS)).version == table.version
+    changed = [
+        DEFAULT_PROVIDERS[0],
+        ProviderConfig(
+            name="sim-smart", kind="sim", model="sim-large", output_micro_usd_per_mtok=1
+        ),
+    ]
+    assert price_table(changed).version != table.version
+
+
+def test_outcome_ids_are_counted_once_and_memory_is_bounded() -> None:
+    seen = SeenOutcomes(capacity=2)
+    assert seen.add("a") is True
+    assert seen.add("a") is False
+    assert seen.add("b") is True
+    assert seen.add("c") is True
+    assert len(seen) == 2
+    # The oldest id was forgotten; the recent ones are still recognised.
+    assert seen.add("c") is False
+    assert seen.add("a") is True
