@@ -1,19 +1,79 @@
 """The runtime's gRPC services, registered with the shared bootstrap.
 
-The contracts are declared in full; RPCs not built yet are inherited from the generated base
-servicers, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+At start: open `<data_dir>/runtime.db` (migrations), seed the demo ledger and pack on first
+start, register the built-in agents, and load the patterns (shipped samples plus
+`runtime.patterns_dir`) — a bad pattern file stops the process with exit 78 and a message
+naming the file and field. PackService and SessionService are declared but not built yet:
+the guard answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
 
-from saga.runtime.v1 import packs_pb2_grpc, runtime_pb2_grpc, sessions_pb2_grpc
+import asyncio
+import logging
+from pathlib import Path
+
+from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
+from services.common.config import EXIT_CONFIG
+from services.common.context import ContextVerifier
+from services.common.jwks import JwksKeys
 from services.common.server import Registration, ServiceHost
+from services.common.storage import Database
+from services.runtime import demo
+from services.runtime.agents.llm import LlmAgent
+from services.runtime.capabilities import CapabilityRegistry
+from services.runtime.executions import ExecutionStore
+from services.runtime.ledger import Ledger
+from services.runtime.packs import PackStore
+from services.runtime.patterns import SAMPLES_DIR, PatternError, load_patterns
+from services.runtime.schema import MIGRATIONS
+from services.runtime.servicer import RuntimeServicer, registration
+
+log = logging.getLogger("saga.runtime")
 
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
+    registry = CapabilityRegistry()
+    registry.register(LlmAgent(host.peers.channel("router")))
+    directories = [(SAMPLES_DIR, "samples")]
+    if host.config.runtime.patterns_dir:
+        directories.append((Path(host.config.runtime.patterns_dir), "user"))
+    try:
+        patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
+    except PatternError as error:
+        log.error("invalid pattern: %s", error, extra={"file": error.file, "field": error.field})
+        raise SystemExit(EXIT_CONFIG) from None
+
+    db = await Database.open(host.config.data_path / "runtime.db", MIGRATIONS)
+    ledger = await Ledger.open(db)
+    packs = await PackStore.open(db)
+    await demo.seed(ledger, packs)
+    executions = await ExecutionStore.open(db)
+
+    async def close() -> None:
+        await executions.drain()
+        await db.close()
+
+    host.on_stop(close)
+    log.info(
+        "runtime ready",
+        extra={
+            "patterns": sorted(patterns),
+            "ledger_head": ledger.head(),
+            "pricing_pack_id": (latest.pack_id if (latest := packs.latest()) else ""),
+        },
+    )
+    servicer = RuntimeServicer(
+        patterns=patterns,
+        registry=registry,
+        ledger=ledger,
+        packs=packs,
+        executions=executions,
+        verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
+    )
     return [
-        Registration.unbuilt(runtime_pb2_grpc.RuntimeServiceServicer),
+        registration(servicer),
         Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

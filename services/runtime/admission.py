@@ -1,0 +1,116 @@
+"""What a RunPattern request must satisfy before anything runs: a well-formed execution id,
+an as-of date, and inputs that match the pattern's schema. Failures are INVALID_ARGUMENT with
+one field violation per bad field.
+
+Required means present: an empty string is a value, and what an empty prompt means is the
+router's rule (PROMPT_EMPTY), not the runtime's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from services.common.errors import FieldViolation, InvalidArgument
+from services.runtime.capabilities import FieldSpec, a_type
+from services.runtime.patterns import Pattern
+
+_EXECUTION_ID = re.compile(r"exe_[0-9a-f]{32}")
+_ASOF = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_execution_id(execution_id: str) -> str:
+    """`execution_id` if it is an `exe_<32 hex>` id minted by the gateway."""
+    if not _EXECUTION_ID.fullmatch(execution_id):
+        raise InvalidArgument(
+            "execution_id must be exe_ followed by 32 lowercase hex digits",
+            reason="EXECUTION_ID_INVALID",
+            field_violations=[
+                FieldViolation("execution_id", "expected exe_<32 lowercase hex digits>")
+            ],
+        )
+    return execution_id
+
+
+def resolve_asof(asof: str, today: datetime.date | None = None) -> str:
+    """`asof` if it is a real YYYY-MM-DD date; today (UTC) when empty."""
+    if not asof:
+        return (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
+    valid = _ASOF.fullmatch(asof) is not None
+    if valid:
+        try:
+            datetime.date.fromisoformat(asof)
+        except ValueError:
+            valid = False
+    if not valid:
+        raise InvalidArgument(
+            f"asof {asof[:32]!r} is not a date",
+            reason="ASOF_INVALID",
+            field_violations=[FieldViolation("asof", "expected a date as YYYY-MM-DD")],
+        )
+    return asof
+
+
+def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs, checked against the pattern's schema (integers arrive as floats from a
+    protobuf Struct and are returned as ints)."""
+    violations: list[FieldViolation] = []
+    checked: dict[str, Any] = {}
+    for name in inputs:
+        if pattern.input(name) is None:
+            declared = ", ".join(i.name for i in pattern.inputs) or "none"
+            violations.append(
+                FieldViolation(
+                    f"inputs.{name}"[:128],
+                    f"not an input of pattern {pattern.id} (its inputs: {declared})",
+                )
+            )
+    for spec in pattern.inputs:
+        if spec.name not in inputs or inputs[spec.name] is None:
+            if spec.required:
+                violations.append(FieldViolation(f"inputs.{spec.name}", "required"))
+            continue
+        value, problem = _check(spec, inputs[spec.name])
+        if problem:
+            violations.append(FieldViolation(f"inputs.{spec.name}", problem))
+        else:
+            checked[spec.name] = value
+    if violations:
+        raise InvalidArgument(
+            f"inputs do not match pattern {pattern.id}: "
+            + "; ".join(f"{v.field}: {v.description}" for v in violations[:5]),
+            reason="INPUT_INVALID",
+            metadata={"patternId": pattern.id},
+            field_violations=violations,
+        )
+    return checked
+
+
+def _check(spec: FieldSpec, value: Any) -> tuple[Any, str]:
+    """(the value, "") or (None, what is wrong)."""
+    kind = spec.type
+    if kind == "string" and isinstance(value, str):
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return None, f"{len(value)} characters; at most {spec.max_length}"
+        return value, ""
+    if kind == "boolean" and isinstance(value, bool):
+        return value, ""
+    if (
+        kind in ("number", "integer")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
+        if kind == "number":
+            return value, ""
+        if float(value).is_integer():
+            return int(value), ""
+        return None, f"expected an integer, got {value!r}"
+    if kind == "object" and isinstance(value, Mapping):
+        return value, ""
+    if kind == "array" and isinstance(value, list):
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return None, f"{len(value)} items; at most {spec.max_length}"
+        return value, ""
+    return None, f"expected {a_type(kind)}"

@@ -1,0 +1,131 @@
+"""The `llm` agent: LLM capabilities served by the router's `Reason`.
+
+`llm.complete` sends the prompt (and system prompt) to the router, acting for the run's user:
+the caller's `saga-context` token travels unchanged and `accounting` names the user, session,
+execution, step and pattern, so the router can verify the context and account the call.
+
+The router's events are read as bytes: a Delta or Switched is relayed without being decoded
+(the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
+ends the step, is parsed. Failures from the router propagate unchanged, so its reason and
+domain reach the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from saga.execution.v1 import common_pb2, reason_events_pb2
+from saga.router.v1 import router_pb2
+from services.common.context import METADATA_KEY
+from services.common.errors import Unavailable
+from services.runtime import wire
+from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
+from services.runtime.capabilities import Capability, FieldSpec
+from services.runtime.usage import Usage
+
+REASON = "/saga.router.v1.RouterService/Reason"
+
+LLM_COMPLETE = Capability(
+    name="llm.complete",
+    agent="llm",
+    description="Answer a prompt with an LLM chosen by the router; text streams as tokens.",
+    args=(
+        FieldSpec("prompt", "string", required=True, description="the user message"),
+        FieldSpec("system", "string", description="system prompt"),
+        FieldSpec("max_tokens", "integer", description="upper bound on generated tokens"),
+        FieldSpec("temperature", "number", description="sampling temperature"),
+    ),
+    outputs=(FieldSpec("text", "string", required=True, description="the whole answer"),),
+)
+
+
+def _usage(usage: common_pb2.Usage) -> Usage:
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        estimated=usage.estimated,
+    )
+
+
+def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
+    """The router request for one `llm.complete` step."""
+    args = call.args
+    run = call.run
+    request = router_pb2.ReasonRequest(
+        messages=[router_pb2.Message(role=router_pb2.ROLE_USER, content=args.get("prompt") or "")],
+        system_prompt=args.get("system") or "",
+        max_tokens=int(args.get("max_tokens") or 0),
+        response_mode=common_pb2.RESPONSE_MODE_STREAMING,
+        strategy=run.strategy,  # type: ignore[arg-type]
+        preferred_providers=run.preferred_providers,
+        allow_fallback=True,
+        accounting=router_pb2.AccountingContext(
+            user_id=run.user_id,
+            session_id=run.session_id,
+            execution_id=run.execution_id,
+            step_id=call.step_id,
+            pattern_id=run.pattern_id,
+        ),
+        max_cost_micro_usd=run.max_cost_micro_usd,
+    )
+    if args.get("temperature") is not None:
+        request.temperature = float(args["temperature"])
+    return request
+
+
+class LlmAgent:
+    """Owns the `llm.*` capabilities; one per process, over the one router channel."""
+
+    name = "llm"
+    capabilities = (LLM_COMPLETE,)
+
+    def __init__(self, router: grpc.aio.Channel) -> None:
+        # No response deserializer: events arrive as bytes, to be relayed as they are.
+        self._reason: Callable[..., Any] = router.unary_stream(
+            REASON,
+            request_serializer=router_pb2.ReasonRequest.SerializeToString,
+            response_deserializer=None,
+        )
+
+    async def run(self, call: StepCall) -> AsyncIterator[StepEvent]:
+        """Stream one `llm.complete` step: relayed tokens and switches, then its result."""
+        stream = self._reason(
+            reason_request(call),
+            metadata=((METADATA_KEY, call.run.context_token),),
+            timeout=call.run.time_left(),
+        )
+        deltas: list[bytes] = []
+        final: reason_events_pb2.Final | None = None
+        try:
+            async for raw in stream:
+                event = wire.single_field(raw)
+                if event is not None and event[0] in wire.RELAYED_FIELDS:
+                    if event[0] == wire.TOKEN:
+                        deltas.append(event[1])
+                    yield Relayed(call.step_id, event[0], event[1])
+                    continue
+                parsed = router_pb2.ReasonResponse.FromString(raw)
+                if parsed.HasField("final"):
+                    final = parsed.final
+        finally:
+            # Leaving early (the client cancelled, the run failed) stops the router's work.
+            stream.cancel()
+        if final is None:
+            raise Unavailable(
+                "the router ended the answer without its final event",
+                reason="ROUTER_STREAM_INCOMPLETE",
+                metadata={"stepId": call.step_id},
+            )
+        text = final.text or "".join(reason_events_pb2.Delta.FromString(d).text for d in deltas)
+        yield StepResult(
+            output={"text": text},
+            usage=_usage(final.usage),
+            provider=final.provider,
+            model=final.model,
+            cost_micro_usd=final.cost_micro_usd,
+        )

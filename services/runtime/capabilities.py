@@ -1,0 +1,128 @@
+"""Capabilities and the agents that own them.
+
+A capability (`llm.complete`, later `ledger.positions` …) is what a pattern step asks for; an
+agent registers the capabilities it serves, each with the fields of its arguments and of its
+output. Every capability has exactly one owner: a second agent claiming it is refused when the
+process starts, so which code runs a step is never ambiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from services.runtime.agents.step import StepCall, StepEvent
+
+FIELD_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+"""The value types a pattern input, a capability argument or an output field may have."""
+
+
+def a_type(kind: str) -> str:
+    """A type name with its article, for messages ("an integer", "a string")."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One named value of a schema: a pattern input, a capability argument or output."""
+
+    name: str
+    type: str
+    required: bool = False
+    max_length: int | None = None
+    description: str = ""
+
+
+def json_schema(fields: Iterable[FieldSpec]) -> dict[str, Any]:
+    """The JSON Schema (an object schema) that `fields` describe."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for f in fields:
+        prop: dict[str, Any] = {"type": f.type}
+        if f.max_length is not None:
+            prop["maxLength" if f.type == "string" else "maxItems"] = f.max_length
+        if f.description:
+            prop["description"] = f.description
+        properties[f.name] = prop
+        if f.required:
+            required.append(f.name)
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What a step can ask for: its owner, arguments and output fields."""
+
+    name: str
+    agent: str
+    description: str
+    args: tuple[FieldSpec, ...]
+    outputs: tuple[FieldSpec, ...]
+
+    def arg(self, name: str) -> FieldSpec | None:
+        """The argument called `name`, if the capability takes one."""
+        return next((a for a in self.args if a.name == name), None)
+
+    def output(self, name: str) -> FieldSpec | None:
+        """The output field called `name`, if the capability produces one."""
+        return next((o for o in self.outputs if o.name == name), None)
+
+
+class Agent(Protocol):
+    """Runs the steps of the capabilities it owns."""
+
+    @property
+    def name(self) -> str:
+        """The agent's name (e.g. "llm")."""
+        ...
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]:
+        """What the agent serves."""
+        ...
+
+    def run(self, call: StepCall) -> AsyncIterator[StepEvent]:
+        """Run one step: relayed chain events as they happen, then exactly one StepResult."""
+        ...
+
+
+class DuplicateCapability(ValueError):
+    """Two agents claim the same capability (refused at start)."""
+
+
+class CapabilityRegistry:
+    """Capability name → its one owning agent."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, tuple[Agent, Capability]] = {}
+
+    def register(self, agent: Agent) -> None:
+        """Add every capability of `agent`; DuplicateCapability if one is already owned."""
+        for capability in agent.capabilities:
+            if capability.agent != agent.name:
+                raise DuplicateCapability(
+                    f"agent {agent.name!r} registers {capability.name!r}, declared for "
+                    f"agent {capability.agent!r}"
+                )
+            owner = self._owners.get(capability.name)
+            if owner is not None:
+                raise DuplicateCapability(
+                    f"capability {capability.name!r} is claimed by agent {agent.name!r} but "
+                    f"already owned by agent {owner[0].name!r}"
+                )
+            self._owners[capability.name] = (agent, capability)
+
+    def owner(self, name: str) -> tuple[Agent, Capability]:
+        """The agent and declaration of capability `name` (KeyError when unknown)."""
+        return self._owners[name]
+
+    def capabilities(self) -> Mapping[str, Capability]:
+        """Every registered capability by name."""
+        return {name: capability for name, (_, capability) in self._owners.items()}

@@ -1,0 +1,195 @@
+"""The ledger: append-only portfolio transactions with a hash chain.
+
+Each transaction is hashed with the hash before it —
+`hash = sha256(prev_hash || canonical JSON of the transaction)`, starting from 64 zeros — so
+the latest hash (the head, a run's `ledger_commit_hash`) commits to every transaction ever
+written: the same transactions give the same head, and changing any row breaks the chain
+from that row on, which `verify` reports. Positions computed at a commit are therefore
+reproducible.
+
+The chain arithmetic (`Transaction`, `chain_hash`, `verify_chain`) is pure; `Ledger` keeps it
+in the runtime's SQLite database. A row's `prev_hash` is unique, so two writers racing to
+extend the same head cannot fork the chain: one of them fails.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from services.common.storage import Database
+
+GENESIS = "0" * 64
+"""The head of an empty ledger."""
+
+SIDES = ("buy", "sell")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One trade. Quantities and prices are integers in millionths (no float rounding)."""
+
+    portfolio: str
+    trade_date: str  # YYYY-MM-DD
+    symbol: str
+    side: str  # "buy" or "sell"
+    quantity_micro: int
+    price_micro: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if self.side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
+        if self.quantity_micro <= 0 or self.price_micro <= 0:
+            raise ValueError("quantity and price must be positive")
+        datetime.date.fromisoformat(self.trade_date)
+
+    def canonical(self) -> bytes:
+        """The transaction as canonical JSON: sorted keys, no spaces, UTF-8."""
+        return json.dumps(
+            asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+
+def chain_hash(prev_hash: str, transaction: Transaction) -> str:
+    """The hash of `transaction` appended after `prev_hash` (64 hex digits)."""
+    return hashlib.sha256(prev_hash.encode("ascii") + transaction.canonical()).hexdigest()
+
+
+def chain_head(transactions: Iterable[Transaction], start: str = GENESIS) -> str:
+    """The head after appending `transactions`, in order, to a chain whose head is `start`."""
+    head = start
+    for transaction in transactions:
+        head = chain_hash(head, transaction)
+    return head
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    """A stored transaction with its position and the hashes stored beside it."""
+
+    seq: int
+    transaction: Transaction
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What `verify_chain` found: the head it reached and the first broken row, if any."""
+
+    rows: int
+    head: str
+    broken_seq: int | None = None
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every row links to the one before and matches its content."""
+        return self.broken_seq is None
+
+
+def verify_chain(rows: Iterable[ChainRow]) -> Verification:
+    """Recompute the chain over `rows` (in order) and report the first row that breaks it."""
+    head = GENESIS
+    count = 0
+    for row in rows:
+        count += 1
+        if row.prev_hash != head:
+            return Verification(count, head, row.seq, "prev_hash is not the hash of the row before")
+        expected = chain_hash(head, row.transaction)
+        if row.hash != expected:
+            return Verification(count, head, row.seq, "hash does not match the row's content")
+        head = row.hash
+    return Verification(count, head)
+
+
+_COLUMNS = "portfolio, trade_date, symbol, side, quantity_micro, price_micro, currency"
+
+
+def _row(row: sqlite3.Row) -> ChainRow:
+    return ChainRow(
+        seq=row["seq"],
+        transaction=Transaction(
+            portfolio=row["portfolio"],
+            trade_date=row["trade_date"],
+            symbol=row["symbol"],
+            side=row["side"],
+            quantity_micro=row["quantity_micro"],
+            price_micro=row["price_micro"],
+            currency=row["currency"],
+        ),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def _insert(connection: sqlite3.Connection, transactions: Sequence[Transaction]) -> str:
+    row = connection.execute(
+        "SELECT hash FROM ledger_transactions ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    head = row["hash"] if row is not None else GENESIS
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    for transaction in transactions:
+        new = chain_hash(head, transaction)
+        connection.execute(
+            f"INSERT INTO ledger_transactions ({_COLUMNS}, prev_hash, hash, recorded_at) "  # noqa: S608 (constant columns)
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*asdict(transaction).values(), head, new, now),
+        )
+        head = new
+    return head
+
+
+class Ledger:
+    """The ledger in the runtime's database. The head is kept in memory (read at open,
+    moved by `append`), so a run reads it without touching the disk."""
+
+    def __init__(self, db: Database, head: str) -> None:
+        self._db = db
+        self._head = head
+
+    @classmethod
+    async def open(cls, db: Database) -> Ledger:
+        """The ledger stored in `db`, with its current head."""
+        row = await db.fetchone("SELECT hash FROM ledger_transactions ORDER BY seq DESC LIMIT 1")
+        return cls(db, row["hash"] if row is not None else GENESIS)
+
+    def head(self) -> str:
+        """The latest hash: the commit a run reads positions at (GENESIS when empty)."""
+        return self._head
+
+    async def append(self, *transactions: Transaction) -> str:
+        """Append `transactions` atomically, in order; the new head."""
+        self._head = await self._db.run(lambda c: _insert(c, transactions))
+        return self._head
+
+    async def seed(self, transactions: Sequence[Transaction]) -> bool:
+        """Append `transactions` only if the ledger is empty (checked in the same write
+        transaction); whether it did."""
+
+        def work(connection: sqlite3.Connection) -> str | None:
+            if connection.execute("SELECT 1 FROM ledger_transactions LIMIT 1").fetchone():
+                return None
+            return _insert(connection, transactions)
+
+        head = await self._db.run(work)
+        if head is None:
+            return False
+        self._head = head
+        return True
+
+    async def rows(self) -> list[ChainRow]:
+        """Every stored transaction, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM ledger_transactions ORDER BY seq"  # noqa: S608 (constant columns)
+        )
+        return [_row(r) for r in rows]
+
+    async def verify(self) -> Verification:
+        """Recompute the stored chain; `broken_seq` names the first row that breaks it."""
+        return verify_chain(await self.rows())
