@@ -20,6 +20,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
 	# Import roots: the repository (services/, tests/) and the generated code.
 	$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "saga-roots.pth"), "w").write(os.getcwd() + "\n" + os.path.join(os.getcwd(), "gen", "python") + "\n")'
+	# The `saga` CLI, on the virtualenv's PATH.
+	printf '#!/bin/sh\nexec "%s" -m clients.cli "$$@"\n' "$(CURDIR)/$(PY)" > $(VENV)/bin/saga
+	chmod +x $(VENV)/bin/saga
 	touch $@
 
 node_modules/.installed: package-lock.json
@@ -32,7 +35,7 @@ gen: setup
 lint: setup proto-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services tools
+	$(VENV)/bin/mypy services tools clients
 
 proto-check: setup
 	$(BUF) lint

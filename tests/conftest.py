@@ -12,7 +12,8 @@ from tests.harness import Stack
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """All six services, started once per test session on ephemeral ports."""
-    s = Stack.create(tmp_path_factory.mktemp("stack"))
+    # A short credential cache, so revocation tests need not wait the production 10 s.
+    s = Stack.create(tmp_path_factory.mktemp("stack"), SAGA_GATEWAY__CREDENTIAL_CACHE_SECONDS="1")
     try:
         await s.start_all()
         yield s

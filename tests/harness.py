@@ -190,6 +190,14 @@ class Stack:
         """The service port of `service` on loopback."""
         return f"127.0.0.1:{self.ports[service].port}"
 
+    def admin_key(self) -> str:
+        """The admin API key auth wrote on first start."""
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def gateway_channel(self) -> grpc.aio.Channel:
+        """A plaintext channel to the gateway's public port, as an outside client uses."""
+        return grpc.aio.insecure_channel(self.target("gateway"))
+
     def channel_as(self, caller: str, service: str) -> grpc.aio.Channel:
         """An mTLS channel to `service` presenting `caller`'s certificate."""
         chain, key, ca = service_cert_paths(self.data_dir / "pki", caller).read()

@@ -23,6 +23,11 @@ from typing import Any
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: "configuration error"
 ENV_PREFIX = "SAGA_"
 ENV_CONFIG_FILE = "SAGA_CONFIG"
+CLIENT_ENV = {
+    "SAGA_API_KEY": "the credential the `saga` CLI sends (default: <data_dir>/admin.key)",
+    "SAGA_GATEWAY": "the gateway address the `saga` CLI dials (default: 127.0.0.1:50051)",
+}
+"""Variables for clients, not services: accepted beside the configuration's overrides."""
 
 
 class ConfigError(Exception):
@@ -539,7 +544,7 @@ def load_config(
             f"{file}: configuration file not found. Fix: create it, or unset {ENV_CONFIG_FILE} "
             f"/ drop --config to run on the defaults."
         )
-    known = _known_env_keys(Config) | {ENV_CONFIG_FILE}
+    known = _known_env_keys(Config) | {ENV_CONFIG_FILE, *CLIENT_ENV}
     saga_env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     for key in saga_env:
         if key not in known:

@@ -1,29 +1,33 @@
-"""The gateway's gRPC services, registered with the shared bootstrap.
-
-The contracts are declared in full; RPCs not built yet are inherited from the generated base
-servicers, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-"""
+"""The gateway's public gRPC services, registered with the shared bootstrap."""
 
 from __future__ import annotations
 
-from saga.gateway.v1 import (
-    account_pb2_grpc,
-    admin_pb2_grpc,
-    execution_pb2_grpc,
-    pack_health_pb2_grpc,
-    sessions_pb2_grpc,
-    usage_pb2_grpc,
-)
+import asyncio
+
+from saga.gateway.v1 import admin_pb2_grpc, pack_health_pb2_grpc, sessions_pb2_grpc, usage_pb2_grpc
+from services.common.context import ContextSigner, ensure_context_keys, load_private_key
 from services.common.server import Registration, ServiceHost
+from services.gateway.account import AccountServicer
+from services.gateway.edge import Edge
+from services.gateway.execution import ExecutionServicer
 
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
+    config = host.config
+    private_path, public_path = config.context_key_paths
+    if not config.context.signing_key_file:
+        await asyncio.to_thread(ensure_context_keys, private_path, public_path)
+    signer = ContextSigner(
+        await asyncio.to_thread(load_private_key, private_path), config.context.max_ttl_seconds
+    )
+    auth = host.peers.channel("auth")
+    edge = Edge(config, auth, signer)
     return [
-        Registration.unbuilt(execution_pb2_grpc.ExecutionServiceServicer),
+        Registration.of(ExecutionServicer(edge, host.peers.channel("runtime"))),
+        Registration.of(AccountServicer(edge, auth)),
         Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
         Registration.unbuilt(usage_pb2_grpc.UsageServiceServicer),
-        Registration.unbuilt(account_pb2_grpc.AccountServiceServicer),
         Registration.unbuilt(admin_pb2_grpc.AdminServiceServicer),
     ]

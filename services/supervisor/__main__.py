@@ -71,10 +71,23 @@ def endpoints(config: Config) -> str:
     return "\n".join(lines)
 
 
+def admin_key_notice(config: Config, since: float) -> str:
+    """The admin key, printed once: only when auth created it during this start."""
+    path = config.data_path / "admin.key"
+    try:
+        if path.stat().st_mtime < since - 1:
+            return f"Admin API key: in {path} (created earlier)\n"
+        key = path.read_text().strip()
+        return f"Admin API key (shown once; also in {path}, mode 0600):\n  {key}\n"
+    except OSError:
+        return ""
+
+
 async def supervise(config: Config, config_args: list[str]) -> int:
     """Start everything, wait for a signal or a dying child, stop everything."""
     cert_paths(config, "gateway")  # make the dev PKI once, before six processes race for it
     started = time.monotonic()
+    wall_started = time.time()
     processes: dict[str, asyncio.subprocess.Process] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,6 +114,7 @@ async def supervise(config: Config, config_args: list[str]) -> int:
         return 1
     print(
         f"\nSaga is up: six services in {time.monotonic() - started:.1f} s\n{endpoints(config)}\n"
+        f"{admin_key_notice(config, wall_started)}"
         "Ctrl-C stops them gracefully.\n",
         flush=True,
     )

@@ -26,6 +26,8 @@ async def test_supervisor_starts_all_six_and_stops_gateway_first(tmp_path: Path)
             assert time.monotonic() < deadline, out.read_text()
             await asyncio.sleep(0.1)
         text = out.read_text()
+        # First start: auth made the admin key and the supervisor shows it once.
+        assert f"  {stack.admin_key()}\n" in text
         for service in SERVICES:
             assert f"grpc 127.0.0.1:{stack.ports[service].port}" in text
             async with grpc.aio.insecure_channel(

@@ -1,0 +1,1 @@
+"""Thin client examples: the `saga` CLI (Python) and a Node.js client."""

@@ -1,0 +1,61 @@
+"""`saga.gateway.v1.AccountService`: a caller's own API keys, relayed to auth."""
+
+from __future__ import annotations
+
+import grpc
+
+from saga.auth.v1 import auth_pb2, auth_pb2_grpc
+from saga.gateway.v1 import account_pb2, account_pb2_grpc
+from services.gateway.edge import Context, Edge, new_request_id
+
+_RELAY_TTL_SECONDS = 30.0
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    """API-key management for the authenticated caller (Register/Login: a later issue)."""
+
+    def __init__(self, edge: Edge, auth: grpc.aio.Channel) -> None:
+        self._edge = edge
+        self._auth = auth_pb2_grpc.AuthServiceStub(auth)
+
+    async def _for_caller(self, context: Context) -> tuple[str, tuple[tuple[str, str]]]:
+        principal = await self._edge.principal(context)
+        metadata = self._edge.context_metadata(principal, new_request_id(), _RELAY_TTL_SECONDS)
+        return principal.user_id, metadata
+
+    async def CreateApiKey(
+        self, request: account_pb2.CreateApiKeyRequest, context: Context
+    ) -> account_pb2.CreateApiKeyResponse:
+        """A new key for the caller, with at most the caller's scopes (auth enforces it)."""
+        user_id, metadata = await self._for_caller(context)
+        reply = await self._auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(
+                user_id=user_id,
+                name=request.name,
+                scopes=request.scopes,
+                expires_at=request.expires_at if request.HasField("expires_at") else None,
+            ),
+            metadata=metadata,
+        )
+        return account_pb2.CreateApiKeyResponse(api_key=reply.api_key, info=reply.info)
+
+    async def ListApiKeys(
+        self, request: account_pb2.ListApiKeysRequest, context: Context
+    ) -> account_pb2.ListApiKeysResponse:
+        """The caller's keys (never their secrets)."""
+        user_id, metadata = await self._for_caller(context)
+        reply = await self._auth.ListApiKeys(
+            auth_pb2.ListApiKeysRequest(user_id=user_id), metadata=metadata
+        )
+        return account_pb2.ListApiKeysResponse(keys=reply.keys)
+
+    async def RevokeApiKey(
+        self, request: account_pb2.RevokeApiKeyRequest, context: Context
+    ) -> account_pb2.RevokeApiKeyResponse:
+        """Revoke one of the caller's keys; felt everywhere within the credential cache TTL."""
+        user_id, metadata = await self._for_caller(context)
+        reply = await self._auth.RevokeApiKey(
+            auth_pb2.RevokeApiKeyRequest(user_id=user_id, key_id=request.key_id),
+            metadata=metadata,
+        )
+        return account_pb2.RevokeApiKeyResponse(info=reply.info)

@@ -1,0 +1,121 @@
+"""Who is calling the gateway: bearer credentials verified by auth, cached briefly.
+
+A verified credential is reused for at most `gateway.credential_cache_seconds` (≤ 10 s), so a
+revoked key stops working within that bound while the hot path makes no call to auth for a
+caller it has just seen. Concurrent first requests with the same credential share one call to
+auth. The cache is keyed by a hash of the credential, never the credential itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from services.common.errors import (
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+MAX_CREDENTIAL_LENGTH = 4096
+MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    user_id: str
+    tenant: str
+    scopes: frozenset[str]
+    credential_id: str
+
+    def require(self, scope: str) -> None:
+        """PermissionDenied unless the caller holds `scope`."""
+        if scope not in self.scopes:
+            raise PermissionDenied(
+                f"this call needs the scope {scope!r}",
+                reason="SCOPE_MISSING",
+                metadata={"scope": scope},
+            )
+
+
+Verify = Callable[[str], Awaitable[Principal]]
+"""Asks auth who a credential belongs to (raises what auth raised)."""
+
+
+def bearer_credential(authorization: str | None) -> str:
+    """The credential of an `authorization: Bearer <credential>` value."""
+    if not authorization:
+        raise Unauthenticated(
+            "send `authorization: Bearer <API key or token>`", reason="CREDENTIAL_MISSING"
+        )
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthenticated(
+            "the authorization header must be `Bearer <credential>`", reason="CREDENTIAL_MISSING"
+        )
+    if len(credential) > MAX_CREDENTIAL_LENGTH:
+        raise InvalidArgument(
+            "credential too long",
+            reason="CREDENTIAL_TOO_LONG",
+            field_violations=[
+                FieldViolation("authorization", f"at most {MAX_CREDENTIAL_LENGTH} characters")
+            ],
+        )
+    return credential
+
+
+class CredentialCache:
+    """Verified credentials for up to `ttl` seconds; one verification in flight per credential."""
+
+    def __init__(self, verify: Verify, ttl: float) -> None:
+        self._verify = verify
+        self._ttl = ttl
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._pending: dict[bytes, asyncio.Future[Principal]] = {}
+
+    async def principal(self, credential: str) -> Principal:
+        """The principal of `credential`, from the cache or from auth."""
+        key = hashlib.sha256(credential.encode()).digest()
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        pending = self._pending.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled
+                # The request that was verifying was cancelled: verify for ourselves.
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            principal = await self._verify(credential)
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # marks it retrieved: only waiters, if any, re-raise it
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            self._pending.pop(key, None)
+        future.set_result(principal)
+        if self._ttl > 0:
+            if len(self._entries) >= MAX_CACHED:
+                self._evict(now)
+            self._entries[key] = (now + self._ttl, principal)
+        return principal
+
+    def _evict(self, now: float) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+        if len(self._entries) >= MAX_CACHED:
+            self._entries.clear()

@@ -1,0 +1,69 @@
+"""`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from saga.runtime.v1 import runtime_pb2
+from services.common.errors import FieldViolation, InvalidArgument
+from services.gateway.edge import Context, Edge, new_execution_id
+
+MAX_PATTERN_ID = 128
+MAX_INPUT_BYTES = 1024 * 1024
+
+# RunPatternResponse and ExecuteResponse share every field number (docs/architecture.md), so
+# the runtime's bytes are parsed straight into the gateway's message: no copy per event.
+_RUN_PATTERN = "/saga.runtime.v1.RuntimeService/RunPattern"
+
+
+def _validate(request: execution_pb2.ExecuteRequest) -> None:
+    violations = []
+    if not request.pattern_id:
+        violations.append(FieldViolation("pattern_id", "name the pattern to run"))
+    elif len(request.pattern_id) > MAX_PATTERN_ID:
+        violations.append(FieldViolation("pattern_id", f"at most {MAX_PATTERN_ID} characters"))
+    if request.inputs.ByteSize() > MAX_INPUT_BYTES:
+        violations.append(FieldViolation("inputs", f"at most {MAX_INPUT_BYTES} bytes"))
+    if violations:
+        raise InvalidArgument("invalid Execute request", field_violations=violations)
+
+
+class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
+    """Execute; the execution records (Get/List/Watch) come with a later issue."""
+
+    def __init__(self, edge: Edge, runtime: grpc.aio.Channel) -> None:
+        self._edge = edge
+        self._run_pattern = runtime.unary_stream(
+            _RUN_PATTERN,
+            request_serializer=runtime_pb2.RunPatternRequest.SerializeToString,
+            response_deserializer=execution_pb2.ExecuteResponse.FromString,
+        )
+
+    async def Execute(
+        self, request: execution_pb2.ExecuteRequest, context: Context
+    ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
+        """Authenticate, check scopes, mint the request context, relay the runtime's stream."""
+        principal = await self._edge.principal(context)
+        principal.require("execute")
+        if request.options.allow_stale_pack:
+            principal.require("pack:stale")
+        _validate(request)
+        execution_id = new_execution_id()
+        ttl = self._edge.deadline(context)
+        call = self._run_pattern(
+            runtime_pb2.RunPatternRequest(
+                pattern_id=request.pattern_id,
+                inputs=request.inputs,
+                asof=request.asof,
+                session_id=request.session_id,
+                options=request.options,
+                execution_id=execution_id,
+            ),
+            metadata=self._edge.context_metadata(principal, execution_id, ttl),
+            timeout=ttl,
+        )
+        async for event in call:
+            yield event
