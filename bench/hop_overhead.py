@@ -10,20 +10,18 @@ the plumbing differs:
 
 * bare                   plain `grpc.aio.server()` / `grpc.aio.insecure_channel`, nothing else
 * bare-mtls              the same bare servers and channels, with mTLS credentials only
-* saga                   `start_service` (OTel server interceptor + Guard, server options,
+* saga                   `start_service` (the Guard with its server span, server options,
                          health, reflection) with mTLS; the runtime relays through
                          `host.peers.channel("router")`; the load client dials the runtime
                          with `Peers(config, "gateway").channel("runtime")` — the gateway's
-                         real channel (gateway certificate, OTel client interceptors, service
-                         config) — so a saga chain is two saga hops, a bare chain two bare hops
+                         real channel (gateway certificate, trace-context interceptor,
+                         service config) — so a saga chain is two saga hops, a bare chain
+                         two bare hops
 * saga-plaintext         the same with `SAGA_TLS__MODE=plaintext`; started with `public=True`
                          because in plaintext mode the guard identifies callers by a mesh
                          sidecar's x-forwarded-client-cert header, and there is no mesh here
                          (the guard still wraps every handler; only the per-call matrix
                          lookup is skipped)
-* saga-plaintext-no-otel BENCHMARK-ONLY MONKEYPATCH: as saga-plaintext, with the OTel server
-                         interceptor replaced by a pass-through interceptor and the OTel client
-                         interceptors removed, inside this process only (services/ untouched)
 
 The machine is shared and noisy, so every figure is meant to be compared with the others of
 the SAME run: read the ratios, not the absolute times. Everything (client and servers) runs
@@ -40,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -50,7 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,14 +59,13 @@ from saga.execution.v1 import events_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common import channels as saga_channels
-from services.common import server as saga_server
 from services.common.config import Config, load_config
 from services.common.identity import SERVICES
 from services.common.pki import ensure_dev_pki, service_cert_paths
 from services.common.server import Registration, RunningService, ServiceHost, start_service
 from services.common.telemetry import setup_tracing
 
-VARIANTS = ("bare", "bare-mtls", "saga", "saga-plaintext", "saga-plaintext-no-otel")
+VARIANTS = ("bare", "bare-mtls", "saga", "saga-plaintext")
 BASELINE = "bare"
 STREAM_TIMEOUT = 60.0
 # A typical LLM token is a few characters; cycle through some so messages are not identical.
@@ -196,31 +192,6 @@ async def start_bare(name: str, pki: Path, mtls: bool) -> Chain:
     return Chain(name, client, stop)
 
 
-class PassThrough(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Stands in for the OTel server interceptor in the no-otel variant (benchmark only)."""
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        return await continuation(handler_call_details)
-
-
-@contextlib.contextmanager
-def without_otel() -> Iterator[None]:
-    """BENCHMARK-ONLY MONKEYPATCH: servers and channels made inside get no OTel interceptors.
-
-    `server.py` and `channels.py` import the telemetry factories by name, so the names are
-    swapped in those modules, and restored on exit. Channels are created eagerly inside the
-    block (see `start_saga`), so later variants are unaffected.
-    """
-    saved = (saga_server.server_interceptor, saga_channels.client_interceptors)
-    setattr(saga_server, "server_interceptor", PassThrough)  # noqa: B010
-    setattr(saga_channels, "client_interceptors", list)  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(saga_server, "server_interceptor", saved[0])  # noqa: B010
-        setattr(saga_channels, "client_interceptors", saved[1])  # noqa: B010
-
-
 def saga_config(data_dir: Path, plaintext: bool) -> Config:
     """A Config on fresh loopback ports (all six services, so none clash with defaults)."""
     env: dict[str, str] = {
@@ -240,7 +211,7 @@ def saga_config(data_dir: Path, plaintext: bool) -> Config:
     return load_config(env=env)
 
 
-async def start_saga(name: str, data_dir: Path, plaintext: bool, otel: bool) -> Chain:
+async def start_saga(name: str, data_dir: Path, plaintext: bool) -> Chain:
     """The saga chain: both servers from `start_service`, channels from `Peers`."""
     config = saga_config(data_dir, plaintext)
 
@@ -248,18 +219,15 @@ async def start_saga(name: str, data_dir: Path, plaintext: bool, otel: bool) -> 
         return [Registration.of(BenchRouter())]
 
     async def build_runtime(host: ServiceHost) -> list[Registration]:
-        # Created here, eagerly, so the no-otel patch (if any) applies to this channel.
         return [Registration.of(BenchRuntime(host.peers.channel("router")))]
 
     # Plaintext mode identifies callers by a mesh sidecar's header, and there is no mesh
     # here: serve "public" (guard without the matrix check) in that mode.
     public = plaintext
-    patch = contextlib.nullcontext() if otel else without_otel()
-    with patch:
-        router = await start_service("router", config, build_router, public=public)
-        runtime = await start_service("runtime", config, build_runtime, public=public)
-        gateway_peers = saga_channels.Peers(config, "gateway")
-        client = gateway_peers.channel("runtime")
+    router = await start_service("router", config, build_router, public=public)
+    runtime = await start_service("runtime", config, build_runtime, public=public)
+    gateway_peers = saga_channels.Peers(config, "gateway")
+    client = gateway_peers.channel("runtime")
 
     async def stop() -> None:
         await gateway_peers.close()
@@ -277,11 +245,9 @@ async def start_chain(name: str, root: Path) -> Chain:
     if name == "bare-mtls":
         return await start_bare(name, root / "pki", mtls=True)
     if name == "saga":
-        return await start_saga(name, root, plaintext=False, otel=True)
+        return await start_saga(name, root, plaintext=False)
     if name == "saga-plaintext":
-        return await start_saga(name, root, plaintext=True, otel=True)
-    if name == "saga-plaintext-no-otel":
-        return await start_saga(name, root, plaintext=True, otel=False)
+        return await start_saga(name, root, plaintext=True)
     raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
 
 

@@ -1,4 +1,4 @@
-"""The one wrapper around every RPC handler: authorization, errors, metrics.
+"""The one wrapper around every RPC handler: tracing, authorization, errors, metrics.
 
 aio server interceptors cannot see the peer's certificate, so instead of deciding in
 `intercept_service` the guard returns a wrapped handler that reads `context.auth_context()`
@@ -20,11 +20,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from opentelemetry.trace import Span
 
 from services.common.errors import Internal, PermissionDenied, SagaError, Unimplemented
 from services.common.identity import caller_may_call, mesh_peer_service, peer_service
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
 from services.common.status import RemoteError, abort, to_status_proto
+from services.common.telemetry import end_server_span, start_server_span, traced
 
 log = logging.getLogger("saga.rpc")
 
@@ -107,12 +109,20 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if _not_implemented(behavior):
             raise Unimplemented(f"{method} is declared but not implemented yet")
 
-    def _record(self, method: str, context: Context, start: float, code: str | None) -> None:
+    def _record(
+        self, method: str, context: Context, start: float, code: str | None, span: Span | None
+    ) -> None:
         if code is None:
             got = context.code()
             code = got.name if isinstance(got, grpc.StatusCode) else "UNKNOWN"
         RPC_HANDLED.labels(method, code).inc()
         RPC_SECONDS.labels(method).observe(time.perf_counter() - start)
+        if span is not None:
+            end_server_span(span, code)
+
+    @staticmethod
+    def _span(method: str, context: Context) -> Span | None:
+        return start_server_span(method, context.invocation_metadata()) if traced(method) else None
 
     def _wrap(self, method: str, handler: Any) -> Any:
         # `handler` is a grpc RpcMethodHandler namedtuple: swap in the wrapped behavior.
@@ -133,6 +143,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: Context) -> Any:
             start = time.perf_counter()
+            span = self._span(method, context)
             code: str | None = "OK"
             try:
                 await self._admit(method, context, behavior)
@@ -147,13 +158,14 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 code = None
                 await self._fail(context, error)
             finally:
-                self._record(method, context, start, code)
+                self._record(method, context, start, code, span)
 
         return call
 
     def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
             start = time.perf_counter()
+            span = self._span(method, context)
             code: str | None = "OK"
             try:
                 await self._admit(method, context, behavior)
@@ -169,6 +181,6 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 code = None
                 await self._fail(context, error)
             finally:
-                self._record(method, context, start, code)
+                self._record(method, context, start, code, span)
 
         return call

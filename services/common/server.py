@@ -40,7 +40,7 @@ from services.common.guard import Guard, identify_for
 from services.common.identity import DISPLAY_NAMES
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
-from services.common.telemetry import server_interceptor, setup_tracing, shutdown_tracing
+from services.common.telemetry import setup_tracing, shutdown_tracing
 from services.common.tls import server_credentials
 
 log = logging.getLogger("saga.server")
@@ -178,9 +178,7 @@ async def start_service(
 
     # The public gateway authenticates callers by bearer credential, not by certificate.
     guard = Guard(f"{service}.saga", None if public else identify_for(config.tls.mode))
-    server = grpc.aio.server(
-        interceptors=[server_interceptor(), guard], options=server_options(config)
-    )
+    server = grpc.aio.server(interceptors=[guard], options=server_options(config))
     names = [r.name for r in registrations]
     for r in registrations:
         r.add(r.servicer, server)
