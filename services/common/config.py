@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -271,6 +272,23 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Where persistent state lives."""
+
+    url: str = field(
+        default="",
+        metadata=_doc(
+            "empty: SQLite files under data_dir; postgresql://…: every service's tables in "
+            "that database, one schema per service"
+        ),
+    )
+    namespace: str = field(
+        default="saga",
+        metadata=_doc("prefix of the PostgreSQL schemas (<namespace>_<service>)"),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a Saga deployment (every service reads the same file)."""
 
@@ -278,6 +296,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
@@ -486,6 +505,17 @@ def _known_env_keys(cls: type, path: str = "") -> set[str]:
 
 def _validate(config: Config) -> Config:
     """Rules that span several keys."""
+    url = config.storage.url
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"storage.url: {url.split('@')[-1]!r} is not a postgresql:// URL. Fix: use "
+            "postgresql://user@host:5432/db, or leave it empty for SQLite files."
+        )
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", config.storage.namespace):
+        raise ConfigError(
+            "storage.namespace: use lower-case letters, digits and _ (at most 41), "
+            "starting with a letter. Fix: e.g. saga."
+        )
     if not config.providers:
         raise ConfigError("providers: none configured. Fix: add a [[providers]] table.")
     names = [p.name for p in config.providers]

@@ -1,0 +1,303 @@
+"""Persistent storage for every service: SQLite files (the embedded default) or PostgreSQL
+(scale-out), chosen by `storage.url` — one API over both.
+
+SQL is written once, PostgreSQL style, with `$1, $2` placeholders (SQLite runs the same text
+with `?1, ?2`). Types that both accept: TEXT, BIGINT, INTEGER, DOUBLE PRECISION, BOOLEAN
+(0/1 in SQLite), BYTEA (a BLOB in SQLite). A migration that must differ is a mapping
+{"sqlite": ..., "postgresql": ...}. Migrations are numbered by position, run once each, in
+order, under a lock, so replicas or processes starting together never apply one twice.
+
+* SQLite: `<data_dir>/<service>.db`, created 0600, WAL, synchronous=FULL; one connection per
+  process behind a lock, statements on a worker thread (the event loop never blocks on disk).
+* PostgreSQL: a pool (asyncpg); each service lives in its own schema
+  `<storage.namespace>_<service>`, created on first start.
+
+Use `async with db.transaction() as tx:` for work that must be atomic; `db.fetch…` for a
+single statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+Migration = str | Mapping[str, str]
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class Tx(Protocol):
+    """The statements of one transaction."""
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """All rows of a query."""
+        ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """The first row of a query, or None."""
+        ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or None."""
+        ...
+
+
+class Database(Protocol):
+    """A service's database (see the module docstring)."""
+
+    dialect: str
+
+    def transaction(self) -> Any:
+        """`async with db.transaction() as tx:` — commit on exit, roll back on error."""
+        ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """One statement in its own transaction."""
+        ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """One query in its own transaction."""
+        ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """One query's first row."""
+        ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """One query's first value."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (on shutdown)."""
+        ...
+
+
+def _script(migration: Migration, dialect: str) -> str:
+    return migration if isinstance(migration, str) else migration[dialect]
+
+
+def _statements(script: str) -> list[str]:
+    return [s for s in (part.strip() for part in script.split(";")) if s]
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+
+class _SqliteTx:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._c = connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).rowcount)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        rows = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchall())
+        return [dict(r) for r in rows]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchone())
+        return None if row is None else dict(row)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchone())
+        return None if row is None else row[0]
+
+
+def _sqlite(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class SqliteDatabase:
+    """The embedded backend."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, migrations: Sequence[Migration]) -> SqliteDatabase:
+        """Open (creating 0600) and migrate the file at `path`."""
+
+        def connect() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            # busy_timeout first: another process may hold the file while this one starts.
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            for version, migration in enumerate(migrations, start=1):
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    # Read under the write lock: processes opening a new file migrate it once.
+                    current = connection.execute("SELECT MAX(version) FROM schema_version")
+                    if version > (current.fetchone()[0] or 0):
+                        for statement in _statements(_script(migration, "sqlite")):
+                            connection.execute(statement)
+                        connection.execute(
+                            "INSERT INTO schema_version (version) VALUES (?)", (version,)
+                        )
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+            return connection
+
+        return cls(await asyncio.to_thread(connect))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction (BEGIN IMMEDIATE: writers queue instead of failing)."""
+        async with self._lock:
+            await asyncio.to_thread(self._connection.execute, "BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(self._connection)
+            except BaseException:
+                await asyncio.to_thread(self._connection.execute, "ROLLBACK")
+                raise
+            await asyncio.to_thread(self._connection.execute, "COMMIT")
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.transaction() as tx:
+            return await tx.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self.transaction() as tx:
+            return await tx.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.transaction() as tx:
+            return await tx.fetchval(sql, *args)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._connection.close)
+
+
+# -------------------------------------------------------------------------- PostgreSQL
+
+
+class _PgTx:
+    def __init__(self, connection: Any) -> None:
+        self._c = connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self._c.execute(sql, *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r) for r in await self._c.fetch(sql, *args)]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row = await self._c.fetchrow(sql, *args)
+        return None if row is None else dict(row)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._c.fetchval(sql, *args)
+
+
+class PostgresDatabase:
+    """The scale-out backend: one schema per service in a shared database."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, schema: str, migrations: Sequence[Migration]) -> PostgresDatabase:
+        """Connect, create the schema if needed and migrate it (under an advisory lock)."""
+        import asyncpg
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise ValueError(f"invalid schema name {schema!r}")
+        setup = await asyncpg.connect(url)
+        try:
+            # Serialise schema creation and migration across every process on this database.
+            await setup.execute("SELECT pg_advisory_lock(hashtext($1))", schema)
+            try:
+                await setup.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await setup.execute(
+                    f"CREATE TABLE IF NOT EXISTS {schema}.schema_version (version INTEGER NOT NULL)"
+                )
+                # `schema` matched the identifier pattern above: safe to interpolate.
+                current = await setup.fetchval(
+                    f"SELECT MAX(version) FROM {schema}.schema_version"  # noqa: S608
+                )
+                await setup.execute(f"SET search_path TO {schema}")
+                for version, migration in enumerate(migrations, start=1):
+                    if version <= (current or 0):
+                        continue
+                    async with setup.transaction():
+                        for statement in _statements(_script(migration, "postgresql")):
+                            await setup.execute(statement)
+                        await setup.execute(
+                            "INSERT INTO schema_version (version) VALUES ($1)", version
+                        )
+            finally:
+                await setup.execute("SELECT pg_advisory_unlock(hashtext($1))", schema)
+        finally:
+            await setup.close()
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=10, server_settings={"search_path": schema}
+        )
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """One transaction on a pooled connection."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            yield _PgTx(connection)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._pool.acquire() as connection:
+            return await _PgTx(connection).fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._pool.acquire() as connection:
+            return await _PgTx(connection).fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._pool.acquire() as connection:
+            return await _PgTx(connection).fetchval(sql, *args)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(
+    url: str, namespace: str, data_dir: Path, service: str, migrations: Sequence[Migration]
+) -> Database:
+    """The database of `service`: PostgreSQL when `url` is a postgresql:// URL, else the
+    SQLite file `<data_dir>/<service>.db`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return await PostgresDatabase.open(url, f"{namespace}_{service}", migrations)
+    return await SqliteDatabase.open(data_dir / f"{service}.db", migrations)

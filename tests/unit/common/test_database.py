@@ -1,0 +1,98 @@
+"""One storage API over SQLite and PostgreSQL: the same tests run against both."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from services.common.database import open_database
+from tests.conftest import Backend
+
+V1 = "CREATE TABLE items (name TEXT PRIMARY KEY, n BIGINT NOT NULL, data BYTEA, ok BOOLEAN)"
+V2 = {
+    "sqlite": "ALTER TABLE items ADD COLUMN score DOUBLE PRECISION",
+    "postgresql": "ALTER TABLE items ADD COLUMN score DOUBLE PRECISION DEFAULT NULL",
+}
+
+
+async def test_values_round_trip_and_placeholders_are_shared(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1, V2])
+    try:
+        changed = await db.execute(
+            "INSERT INTO items (name, n, data, ok, score) VALUES ($1, $2, $3, $4, $5)",
+            "a",
+            2**40,
+            b"\x00\xff",
+            True,
+            1.5,
+        )
+        assert changed == 1
+        row = await db.fetchrow("SELECT name, n, data, ok, score FROM items WHERE name = $1", "a")
+        assert row is not None
+        assert (row["name"], row["n"], bytes(row["data"]), bool(row["ok"]), row["score"]) == (
+            "a",
+            2**40,
+            b"\x00\xff",
+            True,
+            1.5,
+        )
+        assert await db.fetchval("SELECT COUNT(*) FROM items WHERE n > $1", 0) == 1
+        assert await db.fetchval("SELECT n FROM items WHERE name = $1", "none") is None
+    finally:
+        await db.close()
+
+
+async def test_migrations_apply_once_even_when_opened_together(
+    backend: Backend, tmp_path: Path
+) -> None:
+    opened = await asyncio.gather(
+        *(open_database(backend.url, backend.namespace, tmp_path, "unit", [V1]) for _ in range(4))
+    )
+    for db in opened:
+        await db.close()
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1, V2])
+    try:
+        versions = await db.fetch("SELECT version FROM schema_version ORDER BY version")
+        assert [r["version"] for r in versions] == [1, 2]
+    finally:
+        await db.close()
+
+
+async def test_a_failed_transaction_leaves_nothing(backend: Backend, tmp_path: Path) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1])
+    try:
+
+        async def clash() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "a", 1)
+                await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "a", 2)
+
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            await clash()
+        assert await db.fetch("SELECT * FROM items") == []
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "a", 1)
+        assert await db.fetchval("SELECT n FROM items") == 1
+    finally:
+        await db.close()
+
+
+async def test_concurrent_transactions_do_not_lose_updates(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1])
+    try:
+        await db.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "c", 0)
+
+        async def bump() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("UPDATE items SET n = n + 1 WHERE name = $1", "c")
+
+        await asyncio.gather(*(bump() for _ in range(20)))
+        assert await db.fetchval("SELECT n FROM items WHERE name = $1", "c") == 20
+    finally:
+        await db.close()
