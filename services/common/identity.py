@@ -79,7 +79,13 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "saga.auth.v1.AuthService": ("GetJwks",),
     },
     "router": {
-        "saga.optimizer.v1.OptimizerService": ("Rank", "WatchRankings", "RecordOutcomes"),
+        "saga.optimizer.v1.OptimizerService": (
+            "Rank",
+            "WatchRankings",
+            "RecordOutcomes",
+            "ReserveBudget",
+            "SettleBudget",
+        ),
         "saga.auth.v1.AuthService": ("GetProviderCredential", "GetJwks"),
     },
     "auth": {

@@ -520,3 +520,105 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class ReserveBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """Chosen by the router, unique per call (e.g. "<execution>:<step>:<attempt>")."""
+    user_id: _builtins.str
+    """Whose budget: the user of the verified request context."""
+    execution_id: _builtins.str
+    amount_micro_usd: _builtins.int
+    """The most the call may cost (max tokens at the dearest candidate's prices)."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        amount_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micro_usd", b"amount_micro_usd", "execution_id", b"execution_id", "reservation_id", b"reservation_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveBudgetRequest: _TypeAlias = ReserveBudgetRequest  # noqa: Y015
+
+@_typing.final
+class ReserveBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMAINING_MICRO_USD_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    DEGRADE_TO_CHEAPEST_FIELD_NUMBER: _builtins.int
+    remaining_micro_usd: _builtins.int
+    """What is left of the period's budget after this reservation; -1 = no budget applies."""
+    period: _builtins.str
+    """The budget period the reservation counts against, e.g. "2026-11" or "2026-11-21"."""
+    degrade_to_cheapest: _builtins.bool
+    """Near the limit: the operator asked runs to prefer the cheapest provider."""
+    def __init__(
+        self,
+        *,
+        remaining_micro_usd: _builtins.int = ...,
+        period: _builtins.str = ...,
+        degrade_to_cheapest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degrade_to_cheapest", b"degrade_to_cheapest", "period", b"period", "remaining_micro_usd", b"remaining_micro_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveBudgetResponse: _TypeAlias = ReserveBudgetResponse  # noqa: Y015
+
+@_typing.final
+class SettleBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    cost_micro_usd: _builtins.int
+    """What the call really cost (the sum over its attempts), micro-USD."""
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        cost_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_micro_usd", b"cost_micro_usd", "reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleBudgetRequest: _TypeAlias = SettleBudgetRequest  # noqa: Y015
+
+@_typing.final
+class SettleBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMAINING_MICRO_USD_FIELD_NUMBER: _builtins.int
+    remaining_micro_usd: _builtins.int
+    """What is left of the period's budget after settling; -1 = no budget applies."""
+    def __init__(
+        self,
+        *,
+        remaining_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remaining_micro_usd", b"remaining_micro_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleBudgetResponse: _TypeAlias = SettleBudgetResponse  # noqa: Y015

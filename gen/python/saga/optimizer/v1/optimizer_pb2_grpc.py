@@ -70,6 +70,16 @@ class OptimizerServiceStub:
                 request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ReserveBudget = channel.unary_unary(
+                '/saga.optimizer.v1.OptimizerService/ReserveBudget',
+                request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetResponse.FromString,
+                _registered_method=True)
+        self.SettleBudget = channel.unary_unary(
+                '/saga.optimizer.v1.OptimizerService/SettleBudget',
+                request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizerServiceServicer:
@@ -129,6 +139,23 @@ class OptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveBudget(self, request, context):
+        """Reserves the most a call may cost against the user's budget for the current period,
+        before any provider is called, so concurrent runs cannot overshoot it. Exhausted:
+        RESOURCE_EXHAUSTED BUDGET_EXHAUSTED with QuotaFailure. Idempotent per reservation_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleBudget(self, request, context):
+        """Settles a reservation to what the call really cost (0 when nothing was billed) and
+        frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +193,16 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageRequest.FromString,
                     response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ReserveBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveBudget,
+                    request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetRequest.FromString,
+                    response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetResponse.SerializeToString,
+            ),
+            'SettleBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBudget,
+                    request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.FromString,
+                    response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +395,60 @@ class OptimizerService:
             '/saga.optimizer.v1.OptimizerService/GetUsage',
             saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageRequest.SerializeToString,
             saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.optimizer.v1.OptimizerService/ReserveBudget',
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetRequest.SerializeToString,
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.ReserveBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.optimizer.v1.OptimizerService/SettleBudget',
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.SerializeToString,
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

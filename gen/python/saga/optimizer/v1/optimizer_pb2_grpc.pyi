@@ -56,6 +56,15 @@ class OptimizerServiceStub:
     """Sets the strategy used when a call specifies none (admin)."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.GetUsageRequest, _optimizer_pb2.GetUsageResponse]
     """Aggregates the usage ledger. Same fields and numbers as saga.gateway.v1.GetUsageRequest."""
+    ReserveBudget: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.ReserveBudgetRequest, _optimizer_pb2.ReserveBudgetResponse]
+    """Reserves the most a call may cost against the user's budget for the current period,
+    before any provider is called, so concurrent runs cannot overshoot it. Exhausted:
+    RESOURCE_EXHAUSTED BUDGET_EXHAUSTED with QuotaFailure. Idempotent per reservation_id.
+    """
+    SettleBudget: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.SettleBudgetRequest, _optimizer_pb2.SettleBudgetResponse]
+    """Settles a reservation to what the call really cost (0 when nothing was billed) and
+    frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class OptimizerServiceAsyncStub(OptimizerServiceStub):
@@ -83,6 +92,15 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     """Sets the strategy used when a call specifies none (admin)."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.GetUsageRequest, _optimizer_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Aggregates the usage ledger. Same fields and numbers as saga.gateway.v1.GetUsageRequest."""
+    ReserveBudget: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.ReserveBudgetRequest, _optimizer_pb2.ReserveBudgetResponse]  # type: ignore[assignment]
+    """Reserves the most a call may cost against the user's budget for the current period,
+    before any provider is called, so concurrent runs cannot overshoot it. Exhausted:
+    RESOURCE_EXHAUSTED BUDGET_EXHAUSTED with QuotaFailure. Idempotent per reservation_id.
+    """
+    SettleBudget: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.SettleBudgetRequest, _optimizer_pb2.SettleBudgetResponse]  # type: ignore[assignment]
+    """Settles a reservation to what the call really cost (0 when nothing was billed) and
+    frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+    """
 
 class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Ranking, metrics and usage accounting."""
@@ -149,5 +167,26 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_optimizer_pb2.GetUsageResponse, _abc.Awaitable[_optimizer_pb2.GetUsageResponse]]:
         """Aggregates the usage ledger. Same fields and numbers as saga.gateway.v1.GetUsageRequest."""
+
+    @_abc_1.abstractmethod
+    def ReserveBudget(
+        self,
+        request: _optimizer_pb2.ReserveBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_pb2.ReserveBudgetResponse, _abc.Awaitable[_optimizer_pb2.ReserveBudgetResponse]]:
+        """Reserves the most a call may cost against the user's budget for the current period,
+        before any provider is called, so concurrent runs cannot overshoot it. Exhausted:
+        RESOURCE_EXHAUSTED BUDGET_EXHAUSTED with QuotaFailure. Idempotent per reservation_id.
+        """
+
+    @_abc_1.abstractmethod
+    def SettleBudget(
+        self,
+        request: _optimizer_pb2.SettleBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_pb2.SettleBudgetResponse, _abc.Awaitable[_optimizer_pb2.SettleBudgetResponse]]:
+        """Settles a reservation to what the call really cost (0 when nothing was billed) and
+        frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+        """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
