@@ -190,6 +190,35 @@ class ProviderConfig:
     capabilities: tuple[str, ...] = field(
         default=("chat", "streaming"), metadata=_doc("what the deployment can do")
     )
+    credential: str = field(
+        default="none",
+        metadata=_doc(
+            "how the router authenticates to it: none; api_key (set by an operator with "
+            "SetProviderKey, kept in the vault); oauth_user (each user links an account, "
+            "refreshed by auth); oauth_app (client_credentials, auth fetches it)",
+            choices=("none", "api_key", "oauth_user", "oauth_app"),
+        ),
+    )
+    oauth_token_url: str = field(
+        default="", metadata=_doc("OAuth2 token endpoint (e.g. Entra ID v2.0) for oauth_*")
+    )
+    oauth_client_id: str = field(default="", metadata=_doc("OAuth2 client id for oauth_*"))
+    oauth_scopes: tuple[str, ...] = field(default=(), metadata=_doc("OAuth2 scopes requested"))
+    max_concurrency: int = field(
+        default=0, metadata=_doc("calls in flight at once; 0 = unlimited", min=0)
+    )
+    rpm: int = field(default=0, metadata=_doc("requests per minute; 0 = unlimited", min=0))
+    tpm: int = field(default=0, metadata=_doc("tokens per minute; 0 = unlimited", min=0))
+    connect_timeout_ms: int = field(default=5_000, metadata=_doc("connect timeout", min=1))
+    first_token_timeout_ms: int = field(
+        default=30_000, metadata=_doc("time allowed until the first token", min=1)
+    )
+    total_timeout_ms: int = field(
+        default=300_000, metadata=_doc("time allowed for a whole call", min=1)
+    )
+    max_retries: int = field(
+        default=2, metadata=_doc("retries inside this provider before falling back", min=0)
+    )
     sim: SimConfig = field(default_factory=SimConfig)
 
 
@@ -262,6 +291,39 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
+class BudgetsConfig:
+    """Spending limits per user and period (the optimizer keeps the books)."""
+
+    per_user_micro_usd: int = field(
+        default=0, metadata=_doc("each user's budget per period, micro-USD; 0 = none", min=0)
+    )
+    period: str = field(default="month", metadata=_doc("budget period", choices=("day", "month")))
+    degrade_ratio: float = field(
+        default=0.0,
+        metadata=_doc(
+            "past this share of the budget, runs prefer the cheapest provider; 0 = never",
+            min=0,
+            max=1,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Retries, fallback and circuit breaking (per provider)."""
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """The token-vault's keys."""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Users, passwords and tokens."""
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Patterns and agents."""
 
@@ -301,6 +363,10 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    vault: VaultConfig = field(default_factory=VaultConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     providers: tuple[ProviderConfig, ...] = field(
         default=DEFAULT_PROVIDERS,
