@@ -1,24 +1,27 @@
 """The runtime's gRPC services, registered with the shared bootstrap.
 
-At start: open `<data_dir>/runtime.db` (migrations), seed the demo ledger and pack on first
-start, register the built-in agents, and load the patterns (shipped samples plus
+At start: register the built-in agents and load the patterns (shipped samples plus
 `runtime.patterns_dir`) — a bad pattern file stops the process with exit 78 and a message
-naming the file and field. PackService and SessionService are declared but not built yet:
-the guard answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+naming the file and field; open the runtime's database (`<data_dir>/runtime.db`, or the
+PostgreSQL schema `<storage.namespace>_runtime`; migrations), seed the demo ledger and pack
+on first start, and take this replica's execution lease (interrupting runs that a stopped
+replica left RUNNING). PackService and SessionService are declared but not built yet: the
+guard answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
 from services.common.config import EXIT_CONFIG
 from services.common.context import ContextVerifier
+from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.server import Registration, ServiceHost
-from services.common.storage import Database
 from services.runtime import demo
 from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
@@ -45,14 +48,22 @@ async def build(host: ServiceHost) -> list[Registration]:
         log.error("invalid pattern: %s", error, extra={"file": error.file, "field": error.field})
         raise SystemExit(EXIT_CONFIG) from None
 
-    db = await Database.open(host.config.data_path / "runtime.db", MIGRATIONS)
+    config = host.config
+    db = await open_database(
+        config.storage.url, config.storage.namespace, config.data_path, "runtime", MIGRATIONS
+    )
     ledger = await Ledger.open(db)
     packs = await PackStore.open(db)
     await demo.seed(ledger, packs)
-    executions = await ExecutionStore.open(db)
+    # Stable across restarts of this replica, unique among live ones (the port is not shared).
+    replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
+    executions = await ExecutionStore.open(db, replica_id)
+    lease = asyncio.create_task(executions.keep_alive())
 
     async def close() -> None:
-        await executions.drain()
+        lease.cancel()
+        await asyncio.gather(lease, return_exceptions=True)
+        await executions.close()
         await db.close()
 
     host.on_stop(close)

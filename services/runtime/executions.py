@@ -3,9 +3,15 @@ when it ends — so the stream is never held up by per-event writes.
 
 The start write runs beside the first step rather than before the first event, and the end
 write happens before the last event is sent, so a caller that saw Completed finds the record
-SUCCEEDED. A run that the process did not finish (a crash, a forced stop) is marked
-INTERRUPTED when the store opens next: the record says so. (The event log for
-WatchExecution comes with that RPC.)
+SUCCEEDED. A run that its process did not finish (a crash, a forced stop) is marked
+INTERRUPTED: the record says so. (The event log for WatchExecution comes with that RPC.)
+
+Several replicas may share one database, so each record names the replica running it, and
+each replica holds a lease it renews every `RENEW_SECONDS`. A replica that starts interrupts
+the RUNNING runs of its own previous life (its id is stable: host name and port) and of
+replicas whose lease ran out; each renewal sweeps again, so the runs of a replica that died
+for good are interrupted within `LEASE_MS` + `RENEW_SECONDS`. A live replica's runs are
+never touched.
 """
 
 from __future__ import annotations
@@ -15,14 +21,21 @@ import datetime
 import enum
 import json
 import logging
-import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from services.common.database import Database, Row, Tx
 from services.common.errors import AlreadyExists
-from services.common.storage import Database
 from services.runtime.usage import Usage
 
 log = logging.getLogger("saga.runtime.executions")
+
+LEASE_MS = 30_000
+"""How long a replica counts as alive after its last renewal."""
+
+RENEW_SECONDS = 10.0
+"""How often a replica renews its lease (a third of it: two renewals may fail in a row)."""
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -59,7 +72,7 @@ class ExecutionRecord:
     error_reason: str = ""
 
 
-def _record(row: sqlite3.Row) -> ExecutionRecord:
+def _record(row: Row) -> ExecutionRecord:
     return ExecutionRecord(
         execution_id=row["execution_id"],
         user_id=row["user_id"],
@@ -78,59 +91,101 @@ def _record(row: sqlite3.Row) -> ExecutionRecord:
     )
 
 
-class ExecutionStore:
-    """Execution records in the runtime's database."""
+_INTERRUPT_ORPHANS = (
+    "UPDATE executions SET status = $1, completed_at = $2 WHERE status = $3 AND replica_id "
+    "NOT IN (SELECT replica_id FROM replicas WHERE expires_at_ms > $4)"
+)
 
-    def __init__(self, db: Database) -> None:
+
+class ExecutionStore:
+    """Execution records in the runtime's database, written by one replica."""
+
+    def __init__(self, db: Database, replica_id: str, clock: Callable[[], float]) -> None:
         self._db = db
+        self._clock = clock
+        self.replica_id = replica_id
         self._pending: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def open(cls, db: Database) -> ExecutionStore:
-        """The store in `db`; runs left RUNNING by a previous process become INTERRUPTED."""
-        interrupted = await db.execute(
-            "UPDATE executions SET status = ?, completed_at = ? WHERE status = ?",
-            (ExecutionStatus.INTERRUPTED, _now(), ExecutionStatus.RUNNING),
+    async def open(
+        cls, db: Database, replica_id: str, clock: Callable[[], float] = time.time
+    ) -> ExecutionStore:
+        """The store in `db` for the replica `replica_id` (stable across its restarts): runs
+        left RUNNING by its previous life, or by replicas whose lease ran out, become
+        INTERRUPTED; then this replica takes its lease. `clock` gives seconds since the
+        epoch (every replica's clock is trusted to within a few seconds)."""
+        store = cls(db, replica_id, clock)
+        async with db.transaction() as tx:
+            # Our previous life no longer runs anything: drop its lease before the sweep.
+            await tx.execute("DELETE FROM replicas WHERE replica_id = $1", replica_id)
+            await store._sweep(tx)
+        return store
+
+    async def renew(self) -> None:
+        """Extend this replica's lease and interrupt the runs of replicas that are gone."""
+        async with self._db.transaction() as tx:
+            await self._sweep(tx)
+
+    async def _sweep(self, tx: Tx) -> None:
+        now_ms = int(self._clock() * 1000)
+        # Before our own lease is renewed: at open, our previous life is one of the gone.
+        interrupted = await tx.execute(
+            _INTERRUPT_ORPHANS,
+            ExecutionStatus.INTERRUPTED,
+            _now(),
+            ExecutionStatus.RUNNING,
+            now_ms,
+        )
+        await tx.execute("DELETE FROM replicas WHERE expires_at_ms <= $1", now_ms)
+        await tx.execute(
+            "INSERT INTO replicas (replica_id, expires_at_ms) VALUES ($1, $2) "
+            "ON CONFLICT (replica_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+            self.replica_id,
+            now_ms + LEASE_MS,
         )
         if interrupted:
-            log.warning("runs interrupted by the last stop", extra={"count": interrupted})
-        return cls(db)
+            log.warning("runs interrupted by a stop", extra={"count": interrupted})
+
+    async def keep_alive(self) -> None:
+        """Renew the lease every `RENEW_SECONDS` until cancelled; a failed renewal is logged
+        and retried at the next tick (the lease outlasts two misses)."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                await self.renew()
+            except Exception:
+                log.exception("execution lease renewal failed", extra={"replica": self.replica_id})
 
     async def insert(self, record: ExecutionRecord) -> None:
         """Store a new record; AlreadyExists when the execution id was used before."""
-
-        def work(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, "
-                "status, error_reason, created_at, completed_at, usage, cost_micro_usd, "
-                "pricing_pack_id, ledger_commit_hash, trace_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.execution_id,
-                    record.user_id,
-                    record.pattern_id,
-                    record.session_id,
-                    record.asof,
-                    record.status,
-                    record.error_reason,
-                    record.created_at,
-                    record.completed_at,
-                    json.dumps(asdict(record.usage)),
-                    record.cost_micro_usd,
-                    record.pricing_pack_id,
-                    record.ledger_commit_hash,
-                    record.trace_id,
-                ),
-            )
-
-        try:
-            await self._db.run(work)
-        except sqlite3.IntegrityError:
+        inserted = await self._db.execute(
+            "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, "
+            "status, error_reason, created_at, completed_at, usage, cost_micro_usd, "
+            "pricing_pack_id, ledger_commit_hash, trace_id, replica_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+            "ON CONFLICT (execution_id) DO NOTHING",
+            record.execution_id,
+            record.user_id,
+            record.pattern_id,
+            record.session_id,
+            record.asof,
+            record.status,
+            record.error_reason,
+            record.created_at,
+            record.completed_at,
+            json.dumps(asdict(record.usage)),
+            record.cost_micro_usd,
+            record.pricing_pack_id,
+            record.ledger_commit_hash,
+            record.trace_id,
+            self.replica_id,
+        )
+        if not inserted:
             raise AlreadyExists(
                 "this execution id was already used",
                 reason="EXECUTION_EXISTS",
                 metadata={"executionId": record.execution_id},
-            ) from None
+            )
 
     async def finish(
         self,
@@ -142,23 +197,21 @@ class ExecutionStore:
     ) -> None:
         """Record how a RUNNING run ended."""
         await self._db.execute(
-            "UPDATE executions SET status = ?, completed_at = ?, usage = ?, cost_micro_usd = ?, "
-            "error_reason = ? WHERE execution_id = ? AND status = ?",
-            (
-                status,
-                _now(),
-                json.dumps(asdict(usage)),
-                cost_micro_usd,
-                error_reason,
-                execution_id,
-                ExecutionStatus.RUNNING,
-            ),
+            "UPDATE executions SET status = $1, completed_at = $2, usage = $3, "
+            "cost_micro_usd = $4, error_reason = $5 WHERE execution_id = $6 AND status = $7",
+            status,
+            _now(),
+            json.dumps(asdict(usage)),
+            cost_micro_usd,
+            error_reason,
+            execution_id,
+            ExecutionStatus.RUNNING,
         )
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         """The record of `execution_id`, if any."""
-        row = await self._db.fetchone(
-            "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
+        row = await self._db.fetchrow(
+            "SELECT * FROM executions WHERE execution_id = $1", execution_id
         )
         return _record(row) if row is not None else None
 
@@ -174,6 +227,21 @@ class ExecutionStore:
         """Wait for writes still in flight (on shutdown, before the database closes)."""
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        """On a clean stop: wait for writes in flight, then give up the lease, so a run still
+        RUNNING (the process is stopping without finishing it) is interrupted at once."""
+        await self.drain()
+        async with self._db.transaction() as tx:
+            await tx.execute("DELETE FROM replicas WHERE replica_id = $1", self.replica_id)
+            await tx.execute(
+                "UPDATE executions SET status = $1, completed_at = $2 "
+                "WHERE status = $3 AND replica_id = $4",
+                ExecutionStatus.INTERRUPTED,
+                _now(),
+                ExecutionStatus.RUNNING,
+                self.replica_id,
+            )
 
 
 class Recording:

@@ -8,8 +8,9 @@ from that row on, which `verify` reports. Positions computed at a commit are the
 reproducible.
 
 The chain arithmetic (`Transaction`, `chain_hash`, `verify_chain`) is pure; `Ledger` keeps it
-in the runtime's SQLite database. A row's `prev_hash` is unique, so two writers racing to
-extend the same head cannot fork the chain: one of them fails.
+in the runtime's database (SQLite or PostgreSQL). Appends from every replica take turns (see
+`schema.exclusive`) and read the head inside their transaction; a row's `prev_hash` is also
+unique, so even a writer that bypassed the turn could not fork the chain: it would fail.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from services.common.storage import Database
+from services.common.database import Database, Row, Tx
+from services.runtime.schema import exclusive
 
 GENESIS = "0" * 64
 """The head of an empty ledger."""
@@ -111,7 +112,7 @@ def verify_chain(rows: Iterable[ChainRow]) -> Verification:
 _COLUMNS = "portfolio, trade_date, symbol, side, quantity_micro, price_micro, currency"
 
 
-def _row(row: sqlite3.Row) -> ChainRow:
+def _row(row: Row) -> ChainRow:
     return ChainRow(
         seq=row["seq"],
         transaction=Transaction(
@@ -128,18 +129,26 @@ def _row(row: sqlite3.Row) -> ChainRow:
     )
 
 
-def _insert(connection: sqlite3.Connection, transactions: Sequence[Transaction]) -> str:
-    row = connection.execute(
-        "SELECT hash FROM ledger_transactions ORDER BY seq DESC LIMIT 1"
-    ).fetchone()
-    head = row["hash"] if row is not None else GENESIS
+_HEAD = "SELECT hash FROM ledger_transactions ORDER BY seq DESC LIMIT 1"
+
+
+async def _head(source: Tx | Database) -> str:
+    head = await source.fetchval(_HEAD)
+    return str(head) if head is not None else GENESIS
+
+
+async def _insert(tx: Tx, transactions: Sequence[Transaction]) -> str:
+    head = await _head(tx)
     now = datetime.datetime.now(datetime.UTC).isoformat()
     for transaction in transactions:
         new = chain_hash(head, transaction)
-        connection.execute(
+        await tx.execute(
             f"INSERT INTO ledger_transactions ({_COLUMNS}, prev_hash, hash, recorded_at) "  # noqa: S608 (constant columns)
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*asdict(transaction).values(), head, new, now),
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            *asdict(transaction).values(),
+            head,
+            new,
+            now,
         )
         head = new
     return head
@@ -147,7 +156,7 @@ def _insert(connection: sqlite3.Connection, transactions: Sequence[Transaction])
 
 class Ledger:
     """The ledger in the runtime's database. The head is kept in memory (read at open,
-    moved by `append`), so a run reads it without touching the disk."""
+    moved by `append` and `seed`), so a run reads it without touching the disk."""
 
     def __init__(self, db: Database, head: str) -> None:
         self._db = db
@@ -156,36 +165,34 @@ class Ledger:
     @classmethod
     async def open(cls, db: Database) -> Ledger:
         """The ledger stored in `db`, with its current head."""
-        row = await db.fetchone("SELECT hash FROM ledger_transactions ORDER BY seq DESC LIMIT 1")
-        return cls(db, row["hash"] if row is not None else GENESIS)
+        return cls(db, await _head(db))
 
     def head(self) -> str:
         """The latest hash: the commit a run reads positions at (GENESIS when empty)."""
         return self._head
 
     async def append(self, *transactions: Transaction) -> str:
-        """Append `transactions` atomically, in order; the new head."""
-        self._head = await self._db.run(lambda c: _insert(c, transactions))
-        return self._head
+        """Append `transactions` atomically, in order, after the stored head; the new head."""
+        async with self._db.transaction() as tx:
+            await exclusive(self._db.dialect, tx, "ledger")
+            head = await _insert(tx, transactions)
+        self._head = head
+        return head
 
     async def seed(self, transactions: Sequence[Transaction]) -> bool:
-        """Append `transactions` only if the ledger is empty (checked in the same write
-        transaction); whether it did."""
-
-        def work(connection: sqlite3.Connection) -> str | None:
-            if connection.execute("SELECT 1 FROM ledger_transactions LIMIT 1").fetchone():
-                return None
-            return _insert(connection, transactions)
-
-        head = await self._db.run(work)
-        if head is None:
-            return False
+        """Append `transactions` only if the ledger is empty (checked in the same exclusive
+        transaction, so of several replicas starting together exactly one seeds); whether it
+        did. Either way the head is then the stored one."""
+        async with self._db.transaction() as tx:
+            await exclusive(self._db.dialect, tx, "ledger")
+            seeded = await tx.fetchval("SELECT 1 FROM ledger_transactions LIMIT 1") is None
+            head = await _insert(tx, transactions) if seeded else await _head(tx)
         self._head = head
-        return True
+        return seeded
 
     async def rows(self) -> list[ChainRow]:
         """Every stored transaction, oldest first."""
-        rows = await self._db.fetchall(
+        rows = await self._db.fetch(
             f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM ledger_transactions ORDER BY seq"  # noqa: S608 (constant columns)
         )
         return [_row(r) for r in rows]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from services.common.storage import Database
+from services.common.database import Database, Row, Tx
+from services.runtime.schema import exclusive
 
 FRESH = "FRESH"
 STATUSES = ("WARMING", FRESH, "STALE", "ERROR")
@@ -74,7 +74,7 @@ def new_pack(asof: str, source: str, prices: Iterable[Price], status: str) -> Pa
     )
 
 
-def _pack(row: sqlite3.Row) -> Pack:
+def _pack(row: Row) -> Pack:
     return Pack(
         pack_id=row["pack_id"],
         asof=row["asof"],
@@ -91,19 +91,17 @@ _LATEST_FRESH = (
 )
 
 
-def _insert(connection: sqlite3.Connection, pack: Pack) -> None:
-    connection.execute(
+async def _insert(tx: Tx, pack: Pack) -> None:
+    await tx.execute(
         "INSERT INTO packs (pack_id, asof, source, status, created_at, prices, checksum) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            pack.pack_id,
-            pack.asof,
-            pack.source,
-            pack.status,
-            pack.created_at,
-            json.dumps([asdict(p) for p in pack.prices], separators=(",", ":")),
-            pack.checksum,
-        ),
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        pack.pack_id,
+        pack.asof,
+        pack.source,
+        pack.status,
+        pack.created_at,
+        json.dumps([asdict(p) for p in pack.prices], separators=(",", ":")),
+        pack.checksum,
     )
 
 
@@ -117,7 +115,7 @@ class PackStore:
     @classmethod
     async def open(cls, db: Database) -> PackStore:
         """The store in `db`, with its newest FRESH pack loaded."""
-        row = await db.fetchone(_LATEST_FRESH)
+        row = await db.fetchrow(_LATEST_FRESH)
         return cls(db, _pack(row) if row is not None else None)
 
     def latest(self) -> Pack | None:
@@ -126,23 +124,18 @@ class PackStore:
 
     async def get(self, pack_id: str) -> Pack | None:
         """The pack called `pack_id`."""
-        row = await self._db.fetchone("SELECT * FROM packs WHERE pack_id = ?", (pack_id,))
+        row = await self._db.fetchrow("SELECT * FROM packs WHERE pack_id = $1", pack_id)
         return _pack(row) if row is not None else None
 
     async def seed(self, pack: Pack) -> bool:
-        """Store `pack` only if there is no pack at all (checked in the same write
-        transaction); whether it did."""
-
-        def work(connection: sqlite3.Connection) -> bool:
-            if connection.execute("SELECT 1 FROM packs LIMIT 1").fetchone():
-                return False
-            _insert(connection, pack)
-            return True
-
-        seeded = await self._db.run(work)
-        await self._reload()
-        return seeded
-
-    async def _reload(self) -> None:
-        row = await self._db.fetchone(_LATEST_FRESH)
+        """Store `pack` only if there is no pack at all (checked in the same exclusive
+        transaction, so of several replicas starting together exactly one seeds); whether it
+        did. Either way the newest FRESH pack is then reloaded."""
+        async with self._db.transaction() as tx:
+            await exclusive(self._db.dialect, tx, "packs")
+            seeded = await tx.fetchval("SELECT 1 FROM packs LIMIT 1") is None
+            if seeded:
+                await _insert(tx, pack)
+            row = await tx.fetchrow(_LATEST_FRESH)
         self._latest = _pack(row) if row is not None else None
+        return seeded

@@ -1,20 +1,24 @@
-"""The runtime's SQLite schema (`<data_dir>/runtime.db`): versioned migrations, applied at
-start by `services.common.storage.Database.open`. Append new versions; never edit one that
-has shipped."""
+"""The runtime's schema: versioned migrations, applied at start by
+`services.common.database.open_database` (SQLite `<data_dir>/runtime.db`, or the PostgreSQL
+schema `<namespace>_runtime`). Append new versions; never edit one that has shipped.
+
+`exclusive` makes a transaction the only writer of a named thing across every process (the
+ledger's head, the first pack), so replicas never fork the chain or seed twice.
+"""
 
 from __future__ import annotations
 
-MIGRATIONS = (
-    # 1: the hash-chained ledger, pricing packs, execution records.
-    """
+from services.common.database import Tx
+
+_V1 = """
     CREATE TABLE ledger_transactions (
-        seq INTEGER PRIMARY KEY,
+        seq {seq},
         portfolio TEXT NOT NULL,
         trade_date TEXT NOT NULL,
         symbol TEXT NOT NULL,
         side TEXT NOT NULL,
-        quantity_micro INTEGER NOT NULL,
-        price_micro INTEGER NOT NULL,
+        quantity_micro {int64} NOT NULL,
+        price_micro {int64} NOT NULL,
         currency TEXT NOT NULL,
         prev_hash TEXT NOT NULL UNIQUE,
         hash TEXT NOT NULL UNIQUE,
@@ -41,12 +45,47 @@ MIGRATIONS = (
         error_reason TEXT NOT NULL DEFAULT '',
         created_at TEXT NOT NULL,
         completed_at TEXT,
-        usage TEXT NOT NULL DEFAULT '{}',
-        cost_micro_usd INTEGER NOT NULL DEFAULT 0,
+        usage TEXT NOT NULL DEFAULT '{{}}',
+        cost_micro_usd {int64} NOT NULL DEFAULT 0,
         pricing_pack_id TEXT NOT NULL,
         ledger_commit_hash TEXT NOT NULL,
         trace_id TEXT NOT NULL
     );
     CREATE INDEX executions_user ON executions (user_id, created_at)
+    """
+
+MIGRATIONS = (
+    # 1: the hash-chained ledger, pricing packs, execution records. The SQLite text is the one
+    # that shipped; PostgreSQL needs an identity column for `seq` (SQLite's INTEGER PRIMARY
+    # KEY is the rowid) and 64-bit integers for amounts in millionths.
+    {
+        "sqlite": _V1.format(seq="INTEGER PRIMARY KEY", int64="INTEGER"),
+        "postgresql": _V1.format(
+            seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", int64="BIGINT"
+        ),
+    },
+    # 2: which replica runs each execution, and the replicas' leases, so a replica that starts
+    # interrupts only the runs of replicas that are gone (records from before: replica '').
+    """
+    ALTER TABLE executions ADD COLUMN replica_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX executions_running ON executions (status, replica_id);
+    CREATE TABLE replicas (
+        replica_id TEXT PRIMARY KEY,
+        expires_at_ms BIGINT NOT NULL
+    )
     """,
 )
+
+
+async def exclusive(dialect: str, tx: Tx, name: str) -> None:
+    """Make `tx` the only writer of `name` until it ends, across every process, so what it
+    reads next is the latest committed state.
+
+    SQLite write transactions are already exclusive (BEGIN IMMEDIATE). PostgreSQL waits on a
+    transaction-scoped advisory lock keyed by schema and name, so two replicas extending the
+    ledger queue instead of one failing on the unique `prev_hash`.
+    """
+    if dialect == "postgresql":
+        await tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.' || $1))", name
+        )

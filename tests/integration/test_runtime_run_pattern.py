@@ -1,7 +1,8 @@
 """agent-runtime over real processes (auth, optimizer, router, runtime on loopback, mTLS),
 called as the gateway calls it: RunPattern streams the `chat` pattern loaded from its file,
 pinned to the ledger head and the seeded pack; the request context and the request are
-checked before anything runs; router errors reach the caller unchanged."""
+checked before anything runs; router errors reach the caller unchanged. The runtime keeps its
+state in SQLite by default, and in PostgreSQL when configured."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from google.protobuf import json_format, struct_pb2
 
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import METADATA_KEY, ContextSigner, load_private_key
+from services.common.database import open_database
 from services.common.errors import FieldViolation
 from services.common.status import describe
-from services.common.storage import Database
 from services.runtime import demo
 from services.runtime.ledger import Ledger, Transaction, chain_head
 from services.runtime.schema import MIGRATIONS
+from tests.conftest import Backend
 from tests.harness import Stack
 
 TOKENS = 6
@@ -316,7 +318,7 @@ async def test_appending_to_the_ledger_changes_the_commit_of_later_runs(tmp_path
         assert before.accepted.ledger_commit_hash == chain_head(demo.TRANSACTIONS)
 
         stack.stop("runtime")
-        db = await Database.open(stack.data_dir / "runtime.db", MIGRATIONS)
+        db = await open_database("", "saga", stack.data_dir, "runtime", MIGRATIONS)
         ledger = await Ledger.open(db)
         assert ledger.head() == before.accepted.ledger_commit_hash
         sale = Transaction("demo", "2024-03-01", "NVDA", "sell", 5_000_000, 790_000_000, "USD")
@@ -329,5 +331,54 @@ async def test_appending_to_the_ledger_changes_the_commit_of_later_runs(tmp_path
         assert head == chain_head([*demo.TRANSACTIONS, sale]) != before.accepted.ledger_commit_hash
         # The pack did not change: only the ledger moved.
         assert after.accepted.pricing_pack_id == before.accepted.pricing_pack_id
+    finally:
+        stack.stop_all()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) -> None:
+    stack = Stack.create(tmp_path, config=CONFIG, **backend.env())
+    try:
+        await stack.start_all(["auth", "optimizer", "router", "runtime"])
+        execution_id = new_execution_id()
+        events = await run(stack, chat_request(execution_id, prompt="Say hello."))
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds[:2] == ["accepted", "step_started"]
+        assert kinds[-2:] == ["step_completed", "completed"]
+        assert kinds.count("token") == TOKENS
+        accepted, completed = events[0].accepted, events[-1].completed
+        assert accepted.ledger_commit_hash == chain_head(demo.TRANSACTIONS)
+        assert not (stack.data_dir / "runtime.db").exists()
+
+        db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+        try:
+            [pack_id] = await db.fetch("SELECT pack_id FROM packs WHERE status = 'FRESH'")
+            assert accepted.pricing_pack_id == pack_id["pack_id"]
+            record = await db.fetchrow(
+                "SELECT * FROM executions WHERE execution_id = $1", execution_id
+            )
+            assert record is not None
+            assert (record["status"], record["user_id"], record["cost_micro_usd"]) == (
+                "SUCCEEDED",
+                "usr_test",
+                completed.cost_micro_usd,
+            )
+            assert await db.fetchval("SELECT COUNT(*) FROM replicas") == 1
+
+            # A restart finds the same ledger and pack (nothing seeded twice), and a clean
+            # stop gave up the replica's lease.
+            stack.stop("runtime")
+            assert await db.fetchval("SELECT COUNT(*) FROM replicas") == 0
+            await stack.start_all(["runtime"])
+            again = await first_event(stack, chat_request(new_execution_id(), prompt="Hi"))
+            assert (again.accepted.ledger_commit_hash, again.accepted.pricing_pack_id) == (
+                accepted.ledger_commit_hash,
+                accepted.pricing_pack_id,
+            )
+            assert await db.fetchval("SELECT COUNT(*) FROM ledger_transactions") == len(
+                demo.TRANSACTIONS
+            )
+        finally:
+            await db.close()
     finally:
         stack.stop_all()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from services.common.database import open_database
 from tests.conftest import Backend
+from tests.harness import ROOT
 
 V1 = "CREATE TABLE items (name TEXT PRIMARY KEY, n BIGINT NOT NULL, data BYTEA, ok BOOLEAN)"
 V2 = {
@@ -96,3 +100,32 @@ async def test_concurrent_transactions_do_not_lose_updates(
         assert await db.fetchval("SELECT n FROM items WHERE name = $1", "c") == 20
     finally:
         await db.close()
+
+
+async def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    db = await open_database("", "saga", tmp_path, "unit", [V1])
+    await db.close()
+    assert stat.S_IMODE((tmp_path / "unit.db").stat().st_mode) == 0o600
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once(
+    backend: Backend, tmp_path: Path
+) -> None:
+    script = (
+        "import asyncio, sys; from pathlib import Path; "
+        "from services.common.database import open_database; "
+        "asyncio.run(open_database(sys.argv[1], sys.argv[2], Path(sys.argv[3]), 'race', "
+        "['CREATE TABLE t (x INTEGER)', 'ALTER TABLE t ADD COLUMN y INTEGER']))"
+    )
+    args = [backend.url, backend.namespace, str(tmp_path)]
+    procs = [subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT) for _ in range(4)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+
+    async def versions() -> list[int]:
+        db = await open_database(backend.url, backend.namespace, tmp_path, "race", [])
+        try:
+            return [r["version"] for r in await db.fetch("SELECT version FROM schema_version")]
+        finally:
+            await db.close()
+
+    assert sorted(asyncio.run(versions())) == [1, 2]

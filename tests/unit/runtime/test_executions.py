@@ -1,17 +1,25 @@
-"""Execution records: RUNNING at start, the outcome at the end, a reused id refused, and a
-run the process never finished marked INTERRUPTED on the next start."""
+"""Execution records: RUNNING at start, the outcome at the end, a reused id refused, and a run
+its process never finished marked INTERRUPTED — at that replica's next start, or once its
+lease runs out — while the runs of live replicas are left alone. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from services.common.database import Database, open_database
 from services.common.errors import AlreadyExists
-from services.common.storage import Database
-from services.runtime.executions import ExecutionRecord, ExecutionStatus, ExecutionStore
+from services.runtime.executions import (
+    LEASE_MS,
+    ExecutionRecord,
+    ExecutionStatus,
+    ExecutionStore,
+)
 from services.runtime.schema import MIGRATIONS
 from services.runtime.usage import Usage
+from tests.conftest import Backend
 
 
 def record(execution_id: str) -> ExecutionRecord:
@@ -27,9 +35,21 @@ def record(execution_id: str) -> ExecutionRecord:
     )
 
 
-async def test_a_run_is_recorded_at_start_and_settled_once(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "runtime.db", MIGRATIONS)
-    store = await ExecutionStore.open(db)
+async def open_db(backend: Backend, data_dir: Path) -> Database:
+    return await open_database(backend.url, backend.namespace, data_dir, "runtime", MIGRATIONS)
+
+
+async def status(store: ExecutionStore, execution_id: str) -> ExecutionStatus:
+    found = await store.get(execution_id)
+    assert found is not None, execution_id
+    return found.status
+
+
+async def test_a_run_is_recorded_at_start_and_settled_once(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
     ok = store.begin(record("exe_ok"))
     await ok.succeeded(Usage(3, 5, 8), 42)
     failed = store.begin(record("exe_failed"))
@@ -52,25 +72,89 @@ async def test_a_run_is_recorded_at_start_and_settled_once(tmp_path: Path) -> No
         await again.succeeded(Usage(), 0)
     assert error.value.reason == "EXECUTION_EXISTS"
     await again.failed("EXECUTION_EXISTS")
-    first = await store.get("exe_ok")
-    assert first is not None
-    assert first.status == ExecutionStatus.SUCCEEDED
-    await store.drain()
+    assert await status(store, "exe_ok") == ExecutionStatus.SUCCEEDED
+    await store.close()
     await db.close()
 
 
-async def test_runs_left_running_are_interrupted_on_the_next_start(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "runtime.db", MIGRATIONS)
-    store = await ExecutionStore.open(db)
+async def test_runs_left_running_are_interrupted_on_the_next_start(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
     store.begin(record("exe_crashed"))
     await store.drain()
-    running = await store.get("exe_crashed")
-    assert running is not None
-    assert running.status == ExecutionStatus.RUNNING
+    assert await status(store, "exe_crashed") == ExecutionStatus.RUNNING
+    await db.close()  # a crash: the lease is not given up
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    assert await status(store, "exe_crashed") == ExecutionStatus.INTERRUPTED
     await db.close()
-    db = await Database.open(tmp_path / "runtime.db", MIGRATIONS)
-    store = await ExecutionStore.open(db)
-    interrupted = await store.get("exe_crashed")
-    assert interrupted is not None
-    assert interrupted.status == ExecutionStatus.INTERRUPTED
+
+
+async def test_a_replica_leaves_live_replicas_runs_alone_and_interrupts_the_gone(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db_a, db_b = await open_db(backend, tmp_path), await open_db(backend, tmp_path)
+    a = await ExecutionStore.open(db_a, "host-a:1")
+    running = a.begin(record("exe_a_running"))
+    a.begin(record("exe_a_left"))
+    await a.drain()
+
+    # Replica b starting (and renewing) while a is alive touches none of a's runs…
+    b = await ExecutionStore.open(db_b, "host-b:1")
+    await b.renew()
+    assert await status(b, "exe_a_left") == ExecutionStatus.RUNNING
+    # …so a can still settle them.
+    await running.succeeded(Usage(1, 1, 2), 1)
+    assert await status(b, "exe_a_running") == ExecutionStatus.SUCCEEDED
+
+    # a dies without a word: its run stays RUNNING while its lease lasts…
+    await db_a.close()
+    now = [time.time() + 1]
+    c = await ExecutionStore.open(db_b, "host-c:1", clock=lambda: now[0])
+    assert await status(c, "exe_a_left") == ExecutionStatus.RUNNING
+    # …and the first renewal after it ran out interrupts it.
+    now[0] += LEASE_MS / 1000
+    await c.renew()
+    assert await status(c, "exe_a_left") == ExecutionStatus.INTERRUPTED
+    assert await status(c, "exe_a_running") == ExecutionStatus.SUCCEEDED
+    await db_b.close()
+
+
+async def test_a_clean_stop_interrupts_its_unfinished_runs_at_once(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db_a, db_b = await open_db(backend, tmp_path), await open_db(backend, tmp_path)
+    a = await ExecutionStore.open(db_a, "host-a:1")
+    b = await ExecutionStore.open(db_b, "host-b:1")
+    a.begin(record("exe_a"))
+    b.begin(record("exe_b"))
+    await a.close()
+    assert await status(b, "exe_a") == ExecutionStatus.INTERRUPTED
+    # Positive control: the replica still running keeps its run.
+    assert await status(b, "exe_b") == ExecutionStatus.RUNNING
+    await b.close()
+    await db_a.close()
+    await db_b.close()
+
+
+async def test_runs_recorded_before_leases_existed_are_interrupted_after_the_upgrade(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS[:1])
+    for execution_id, state in (("exe_old", "RUNNING"), ("exe_done", "SUCCEEDED")):
+        await db.execute(
+            "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, status, "
+            "created_at, pricing_pack_id, ledger_commit_hash, trace_id) "
+            "VALUES ($1, 'usr_1', 'chat', '', '2025-01-02', $2, '2025-01-02T00:00:00+00:00', "
+            "'', '', '')",
+            execution_id,
+            state,
+        )
+    await db.close()
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    assert await status(store, "exe_old") == ExecutionStatus.INTERRUPTED
+    assert await status(store, "exe_done") == ExecutionStatus.SUCCEEDED
     await db.close()
