@@ -153,11 +153,24 @@ class SimConfig:
         default="",
         metadata=_doc(
             "inject this failure on every call; empty = none",
-            choices=("", "unavailable", "rate_limited", "unauthenticated", "invalid_argument"),
+            choices=(
+                "",
+                "unavailable",
+                "rate_limited",
+                "unauthenticated",
+                "invalid_argument",
+                "context_length",
+            ),
         ),
     )
     fail_after_tokens: int = field(
         default=0, metadata=_doc("with `fail`: tokens sent before failing (0 = at once)", min=0)
+    )
+    fail_calls: int = field(
+        default=0,
+        metadata=_doc(
+            "with `fail`: only the first N calls fail, later ones succeed; 0 = all", min=0
+        ),
     )
 
 
@@ -261,6 +274,10 @@ class GatewayConfig:
     execute_deadline_seconds: float = field(
         default=300.0, metadata=_doc("deadline of an Execute whose caller sets none", min=1)
     )
+    account_calls_per_minute: int = field(
+        default=10,
+        metadata=_doc("Register and Login calls per minute per client address", min=1),
+    )
 
 
 @dataclass(frozen=True)
@@ -288,6 +305,34 @@ class OptimizerConfig:
         default="balanced",
         metadata=_doc("strategy when a request names none", choices=STRATEGIES),
     )
+    metrics_window: int = field(
+        default=100,
+        metadata=_doc(
+            "live metrics keep each provider's last this many outcomes", min=1, max=10_000
+        ),
+    )
+    metrics_window_seconds: float = field(
+        default=300.0,
+        metadata=_doc("live metrics forget outcomes older than this", min=1),
+    )
+    prior_weight: float = field(
+        default=10.0,
+        metadata=_doc(
+            "how many outcomes a provider's priors count as (more = live data moves it slower)",
+            min=1,
+            max=10_000,
+        ),
+    )
+    success_rate_floor: float = field(
+        default=0.5,
+        metadata=_doc("providers with a success rate under this are not ranked", min=0, max=1),
+    )
+    publish_interval_ms: float = field(
+        default=200.0,
+        metadata=_doc(
+            "shortest gap between two ranking snapshots pushed to routers", min=10, max=60_000
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -306,21 +351,195 @@ class BudgetsConfig:
             max=1,
         ),
     )
+    reservation_ttl_seconds: float = field(
+        default=900.0,
+        metadata=_doc(
+            "an unsettled reservation stops counting against the budget after this long",
+            min=1,
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RouterConfig:
     """Retries, fallback and circuit breaking (per provider)."""
 
+    circuit_consecutive_failures: int = field(
+        default=5, metadata=_doc("failed calls in a row that open a provider's circuit", min=1)
+    )
+    circuit_failure_ratio: float = field(
+        default=0.5,
+        metadata=_doc(
+            "share of failed calls in the window that opens the circuit", min=0.01, max=1
+        ),
+    )
+    circuit_min_calls: int = field(
+        default=10, metadata=_doc("calls in the window before the ratio applies", min=1)
+    )
+    circuit_window_seconds: float = field(
+        default=30.0, metadata=_doc("sliding window of the failure ratio", min=1)
+    )
+    circuit_cooldown_seconds: float = field(
+        default=30.0,
+        metadata=_doc("how long an open circuit refuses calls before one probe", min=0.01),
+    )
+    retry_initial_backoff_ms: float = field(
+        default=100.0, metadata=_doc("cap of the first retry's jittered wait", min=0)
+    )
+    retry_max_backoff_ms: float = field(
+        default=2000.0,
+        metadata=_doc(
+            "longest wait before a retry; a provider asking for longer (Retry-After) is left "
+            "for the next candidate",
+            min=0,
+        ),
+    )
+    retry_budget_ratio: float = field(
+        default=0.2,
+        metadata=_doc("retries allowed per provider as a share of its calls in the window", min=0),
+    )
+    retry_budget_min: int = field(
+        default=10,
+        metadata=_doc("retries per window always allowed, so a quiet provider is retried", min=0),
+    )
+    retry_budget_window_seconds: float = field(
+        default=10.0, metadata=_doc("sliding window of the retry budget", min=1)
+    )
+    concurrency_wait_ms: float = field(
+        default=100.0,
+        metadata=_doc(
+            "how long a call waits for a provider at max_concurrency before moving on", min=0
+        ),
+    )
+    coalesce_deltas: bool = field(
+        default=True,
+        metadata=_doc("merge text deltas that wait while the caller reads slower than we produce"),
+    )
+    outbox_batch_size: int = field(
+        default=200, metadata=_doc("outcomes per RecordOutcomes call", min=1, max=1000)
+    )
+    outbox_max_backoff_seconds: float = field(
+        default=10.0,
+        metadata=_doc("longest pause between resends while the optimizer is down", min=0.1),
+    )
+
 
 @dataclass(frozen=True)
 class VaultConfig:
     """The token-vault's keys."""
 
+    keyring: str = field(
+        default="file",
+        metadata=_doc(
+            "where the vault's keys come from: file (keyring_file, created 0600, RotateKey "
+            "works); directory (a mounted Kubernetes secret, read-only); env (vault.keys from "
+            "the environment, read-only, weaker: visible to anything that can read the "
+            "process environment)",
+            choices=("file", "directory", "env"),
+        ),
+    )
+    keyring_file: str = field(
+        default="",
+        metadata=_doc(
+            "keyring file (mode 0600 or the vault refuses to start); empty = "
+            "<data_dir>/vault/keyring.json"
+        ),
+    )
+    keyring_dir: str = field(
+        default="",
+        metadata=_doc(
+            "keyring = directory: one file per key named by its id (k_<8 hex>) holding 32 "
+            "bytes (raw or base64), and a file `active` naming the active key id"
+        ),
+    )
+    keys: str = field(
+        default="",
+        metadata=_doc(
+            "keyring = env: `k_<8 hex>:<base64 32 bytes>,…`, the first is active; set it "
+            "only as SAGA_VAULT__KEYS (the vault refuses it from saga.toml)"
+        ),
+    )
+    rewrap_batch_size: int = field(
+        default=100,
+        metadata=_doc(
+            "rows Rewrap re-encrypts per transaction when the caller sets none", min=1, max=10_000
+        ),
+    )
+
 
 @dataclass(frozen=True)
 class AuthConfig:
     """Users, passwords and tokens."""
+
+    argon2_memory_kib: int = field(
+        default=19_456,
+        metadata=_doc("argon2id memory per password hash, KiB (OWASP: 19 MiB)", min=8),
+    )
+    argon2_time_cost: int = field(
+        default=2, metadata=_doc("argon2id iterations (OWASP: 2)", min=1, max=100)
+    )
+    argon2_parallelism: int = field(
+        default=1, metadata=_doc("argon2id lanes (OWASP: 1)", min=1, max=64)
+    )
+    access_token_ttl_seconds: float = field(
+        default=900.0,
+        metadata=_doc("life of a JWT access token from Login", min=1, max=86_400),
+    )
+    signing_key_rotation_seconds: float = field(
+        default=2_592_000.0,
+        metadata=_doc(
+            "age at which Login starts signing with a new key (old keys stay in the JWKS "
+            "until their last token expires)",
+            min=1,
+        ),
+    )
+    default_scopes: tuple[str, ...] = field(
+        default=("execute", "sessions", "usage:read"),
+        metadata=_doc("scopes of a newly registered user's tokens"),
+    )
+    login_max_failures: int = field(
+        default=5,
+        metadata=_doc("failed logins in a row before an account is locked for a while", min=1),
+    )
+    login_lockout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "first lock after login_max_failures; doubles with each further failure", min=0
+        ),
+    )
+    login_lockout_max_seconds: float = field(
+        default=900.0, metadata=_doc("longest lock after failed logins", min=0)
+    )
+    login_failure_window_seconds: float = field(
+        default=3600.0,
+        metadata=_doc("failed logins are forgotten this long after the last attempt", min=1),
+    )
+    oauth_refresh_buffer_seconds: float = field(
+        default=300.0,
+        metadata=_doc("an OAuth access token is refreshed when it has less life left", min=0),
+    )
+    oauth_max_attempts: int = field(
+        default=5,
+        metadata=_doc("token endpoint calls per refresh while it answers 429", min=1, max=20),
+    )
+    oauth_backoff_base_seconds: float = field(
+        default=1.0,
+        metadata=_doc("first wait after a 429 (doubles, jittered; Retry-After when longer)", min=0),
+    )
+    oauth_max_wait_seconds: float = field(
+        default=31.0,
+        metadata=_doc("most time one refresh spends waiting out 429s before giving up", min=0),
+    )
+    oauth_request_timeout_seconds: float = field(
+        default=10.0, metadata=_doc("timeout of one token endpoint call", min=0.1)
+    )
+    oauth_lease_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "life of the refresh lease a replica holds while it calls the token endpoint",
+            min=1,
+        ),
+    )
 
 
 @dataclass(frozen=True)

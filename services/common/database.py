@@ -114,6 +114,17 @@ class _SqliteTx:
         return None if row is None else row[0]
 
 
+async def _to_thread_to_the_end(fn: Any, *args: Any) -> None:
+    """Run `fn` on a worker thread; if the caller is cancelled meanwhile, still wait for it
+    to finish (the thread cannot be stopped) before the cancellation goes on."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
 def _sqlite(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
@@ -164,17 +175,29 @@ class SqliteDatabase:
 
         return cls(await asyncio.to_thread(connect))
 
+    def _begin(self) -> None:
+        # A transaction a cancelled caller left open (its statement kept running on the
+        # worker thread after the task was cancelled) is rolled back before a new one starts.
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def _end(self, statement: str) -> None:
+        if self._connection.in_transaction:
+            self._connection.execute(statement)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """One transaction (BEGIN IMMEDIATE: writers queue instead of failing)."""
+        """One transaction (BEGIN IMMEDIATE: writers queue instead of failing). BEGIN,
+        COMMIT and ROLLBACK finish even when the caller is cancelled meanwhile."""
         async with self._lock:
-            await asyncio.to_thread(self._connection.execute, "BEGIN IMMEDIATE")
+            await _to_thread_to_the_end(self._begin)
             try:
                 yield _SqliteTx(self._connection)
             except BaseException:
-                await asyncio.to_thread(self._connection.execute, "ROLLBACK")
+                await _to_thread_to_the_end(self._end, "ROLLBACK")
                 raise
-            await asyncio.to_thread(self._connection.execute, "COMMIT")
+            await _to_thread_to_the_end(self._end, "COMMIT")
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self.transaction() as tx:

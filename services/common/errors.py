@@ -15,6 +15,7 @@ Every error maps to one gRPC status carrying exactly one `google.rpc.ErrorInfo` 
     ├── Unavailable                UNAVAILABLE       (+ RetryInfo)
     ├── DeadlineExceeded           DEADLINE_EXCEEDED
     ├── Unimplemented              UNIMPLEMENTED
+    ├── DataLoss                   DATA_LOSS         (stored data failed its integrity check)
     └── Internal                   INTERNAL          (the message never carries internals)
 
 `reason` is UPPER_SNAKE_CASE and stable (clients branch on it); `domain` names the service
@@ -173,6 +174,14 @@ class Unimplemented(SagaError):
 
     code = Code.UNIMPLEMENTED
     default_reason = "NOT_IMPLEMENTED"
+
+
+class DataLoss(SagaError):
+    """Stored data failed its integrity check (a ciphertext that does not authenticate, a
+    broken hash chain); never answered with whatever the bytes say."""
+
+    code = Code.DATA_LOSS
+    default_reason = "DATA_LOSS"
 
 
 class Internal(SagaError):

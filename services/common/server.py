@@ -10,8 +10,10 @@ tracing and metrics, lets `build` register the servicers, and then serves:
   servicer, for Kubernetes probes that cannot present a certificate;
 * `/metrics` for Prometheus.
 
-Health is SERVING for `""` (liveness) and each service name (readiness) once started; a
-service flips readiness itself while a dependency it cannot work without is down. On SIGTERM
+Health is SERVING for `""` (liveness) and each service name (readiness) once started, except
+the names `build` held back with `host.hold_readiness`; a service flips readiness itself
+while a dependency it cannot work without is down. A `ConfigError` raised by `build` (a
+keyring, a pattern file) exits 78 like one in saga.toml. On SIGTERM
 or SIGINT: NOT_SERVING first, then in-flight RPCs drain for `server.grace_seconds`, then the
 servers stop and spans are flushed; a second signal skips the drain. A port that is taken
 ends the process with exit 1 and a log line saying which.
@@ -91,10 +93,16 @@ class ServiceHost:
     peers: Peers
     health: health_aio.HealthServicer
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` after the servers have drained (close pools, flush stores)."""
         self._on_stop.append(callback)
+
+    def hold_readiness(self, service: str, reason: str) -> None:
+        """Start `service` NOT_SERVING (a dependency it cannot work without is missing, e.g. a
+        sealed vault); liveness stays SERVING. Set it SERVING through `health` once ready."""
+        self.held[service] = reason
 
 
 Builder = Callable[[ServiceHost], Awaitable[Sequence[Registration]]]
@@ -199,7 +207,11 @@ async def start_service(
     await server.start()
     await probe.start()
     for name in ["", *names]:
-        await host.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if name in host.held:
+            log.warning("not ready", extra={"service": name, "reason": host.held[name]})
+            await host.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        else:
+            await host.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
         extra={
@@ -215,6 +227,11 @@ async def start_service(
 async def _serve(service: str, config: Config, build: Builder, public: bool) -> int:
     try:
         running = await start_service(service, config, build, public=public)
+    except ConfigError as error:
+        # Configuration found wrong while building (a keyring, a pattern file): same exit
+        # code and one line, as for saga.toml itself.
+        log.error("configuration error: %s", error)
+        return EXIT_CONFIG
     except PortInUse as error:
         log.error(
             "port already in use: %s; stop the other process or change the port",

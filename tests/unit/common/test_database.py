@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import stat
 import subprocess
 import sys
@@ -129,3 +130,27 @@ def test_processes_opening_a_new_database_together_migrate_it_once(
             await db.close()
 
     assert sorted(asyncio.run(versions())) == [1, 2]
+
+
+async def test_a_cancelled_transaction_does_not_wedge_the_database(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1])
+    try:
+
+        async def slow_writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "lost", 1)
+                await asyncio.sleep(10)
+
+        for delay in (0, 0.001, 0.01, 0.05):
+            task = asyncio.ensure_future(slow_writer())
+            await asyncio.sleep(delay)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "kept", 2)
+        assert [r["name"] for r in await db.fetch("SELECT name FROM items")] == ["kept"]
+    finally:
+        await db.close()

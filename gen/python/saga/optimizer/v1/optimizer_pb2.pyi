@@ -465,7 +465,9 @@ class GetUsageRequest(_message.Message):
     GROUP_BY_FIELD_NUMBER: _builtins.int
     ALL_USERS_FIELD_NUMBER: _builtins.int
     start_date: _builtins.str
-    """First day, inclusive, "YYYY-MM-DD"; empty = no lower bound."""
+    """First day, inclusive, "YYYY-MM-DD"; empty = 365 days before end_date (a query spans at
+    most 366 days).
+    """
     end_date: _builtins.str
     """Last day, inclusive, "YYYY-MM-DD"; empty = today (UTC)."""
     user_id: _builtins.str

@@ -79,15 +79,16 @@ class VaultServiceServicer:
     def PutSecret(self, request, context):
         """Writes a new version of a secret. Compare-and-set through expected_version: when it does
         not match the current version the call fails ABORTED and nothing is written (read again,
-        then retry). Fails UNAVAILABLE while sealed.
+        then retry). Fails FAILED_PRECONDITION VAULT_SEALED while sealed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSecret(self, request, context):
-        """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist; UNAVAILABLE
-        while sealed; DATA_LOSS when the ciphertext does not authenticate for this row.
+        """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist;
+        FAILED_PRECONDITION VAULT_SEALED while sealed; DATA_LOSS SECRET_CORRUPT when the
+        ciphertext does not authenticate for this row.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,11 +39,12 @@ class VaultServiceStub:
     PutSecret: _grpc.UnaryUnaryMultiCallable[_vault_pb2.PutSecretRequest, _vault_pb2.PutSecretResponse]
     """Writes a new version of a secret. Compare-and-set through expected_version: when it does
     not match the current version the call fails ABORTED and nothing is written (read again,
-    then retry). Fails UNAVAILABLE while sealed.
+    then retry). Fails FAILED_PRECONDITION VAULT_SEALED while sealed.
     """
     GetSecret: _grpc.UnaryUnaryMultiCallable[_vault_pb2.GetSecretRequest, _vault_pb2.GetSecretResponse]
-    """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist; UNAVAILABLE
-    while sealed; DATA_LOSS when the ciphertext does not authenticate for this row.
+    """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist;
+    FAILED_PRECONDITION VAULT_SEALED while sealed; DATA_LOSS SECRET_CORRUPT when the
+    ciphertext does not authenticate for this row.
     """
     DeleteSecret: _grpc.UnaryUnaryMultiCallable[_vault_pb2.DeleteSecretRequest, _vault_pb2.DeleteSecretResponse]
     """Deletes a secret with all its versions. ABORTED when expected_version is stale."""
@@ -68,11 +69,12 @@ class VaultServiceAsyncStub(VaultServiceStub):
     PutSecret: _aio.UnaryUnaryMultiCallable[_vault_pb2.PutSecretRequest, _vault_pb2.PutSecretResponse]  # type: ignore[assignment]
     """Writes a new version of a secret. Compare-and-set through expected_version: when it does
     not match the current version the call fails ABORTED and nothing is written (read again,
-    then retry). Fails UNAVAILABLE while sealed.
+    then retry). Fails FAILED_PRECONDITION VAULT_SEALED while sealed.
     """
     GetSecret: _aio.UnaryUnaryMultiCallable[_vault_pb2.GetSecretRequest, _vault_pb2.GetSecretResponse]  # type: ignore[assignment]
-    """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist; UNAVAILABLE
-    while sealed; DATA_LOSS when the ciphertext does not authenticate for this row.
+    """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist;
+    FAILED_PRECONDITION VAULT_SEALED while sealed; DATA_LOSS SECRET_CORRUPT when the
+    ciphertext does not authenticate for this row.
     """
     DeleteSecret: _aio.UnaryUnaryMultiCallable[_vault_pb2.DeleteSecretRequest, _vault_pb2.DeleteSecretResponse]  # type: ignore[assignment]
     """Deletes a secret with all its versions. ABORTED when expected_version is stale."""
@@ -100,7 +102,7 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_vault_pb2.PutSecretResponse, _abc.Awaitable[_vault_pb2.PutSecretResponse]]:
         """Writes a new version of a secret. Compare-and-set through expected_version: when it does
         not match the current version the call fails ABORTED and nothing is written (read again,
-        then retry). Fails UNAVAILABLE while sealed.
+        then retry). Fails FAILED_PRECONDITION VAULT_SEALED while sealed.
         """
 
     @_abc_1.abstractmethod
@@ -109,8 +111,9 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vault_pb2.GetSecretRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vault_pb2.GetSecretResponse, _abc.Awaitable[_vault_pb2.GetSecretResponse]]:
-        """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist; UNAVAILABLE
-        while sealed; DATA_LOSS when the ciphertext does not authenticate for this row.
+        """Reads and decrypts one version of a secret. NOT_FOUND when it does not exist;
+        FAILED_PRECONDITION VAULT_SEALED while sealed; DATA_LOSS SECRET_CORRUPT when the
+        ciphertext does not authenticate for this row.
         """
 
     @_abc_1.abstractmethod
