@@ -1,12 +1,13 @@
-"""API keys as users see them: authenticate a presented key; create, list and revoke a
-user's keys. The caller (the servicer) has already established who acts; this module decides
-what that actor may do."""
+"""Credentials as users see them: authenticate a presented API key or access token; create,
+list and revoke a user's keys. The caller (the servicer) has already established who acts;
+this module decides what that actor may do."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from services.auth import api_keys
 from services.auth.api_keys import ApiKey, Principal
@@ -25,12 +26,26 @@ LATEST_EXPIRY = 253402300799.0
 """9999-12-31T23:59:59Z, the last instant a protobuf Timestamp can hold."""
 
 
-class Accounts:
-    """Authentication of API keys and their management for their owners."""
+class TokenVerifier(Protocol):
+    """Verifies access tokens (`services.auth.tokens.AccessTokens`)."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    async def verify(self, token: str) -> Principal:
+        """Who `token` speaks for, or Unauthenticated."""
+        ...
+
+
+class Accounts:
+    """Authentication of credentials, and API-key management for their owners."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._tokens = tokens
 
     async def authenticate(self, credential: str) -> Principal:
         """Who `credential` is; Unauthenticated with the reason why not."""
@@ -42,9 +57,10 @@ class Accounts:
                     FieldViolation("credential", f"at most {MAX_CREDENTIAL_LENGTH} characters")
                 ],
             )
-        if credential.count(".") == 2:
-            # A JWT's shape; auth issues none until Login exists, so none can be valid.
-            raise Unauthenticated("unknown credential", reason="CREDENTIAL_UNKNOWN")
+        if credential.count(".") == 2:  # a JWT's shape: an access token from Login
+            if self._tokens is None:
+                raise Unauthenticated("unknown credential", reason="CREDENTIAL_UNKNOWN")
+            return await self._tokens.verify(credential)
         if not api_keys.is_well_formed(credential):
             raise Unauthenticated(
                 "malformed credential: not a Saga API key (check for a typo)",

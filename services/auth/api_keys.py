@@ -24,7 +24,7 @@ _ALPHABET_SET = frozenset(ALPHABET)
 
 @dataclass(frozen=True)
 class User:
-    """A Saga user. `email` stays empty until Register exists."""
+    """A Saga user. `email` is empty for the first-start admin (who has no password)."""
 
     user_id: str
     tenant: str
@@ -49,13 +49,15 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an authenticated API key speaks for."""
+    """Who an authenticated credential (an API key or an access token) speaks for."""
 
     user_id: str
     tenant: str
     scopes: tuple[str, ...]
     credential_id: str
     expires_at: float | None
+    kind: str = "api_key"
+    """"api_key" or "jwt"."""
 
 
 def _base62(number: int, width: int) -> str:

@@ -1,8 +1,5 @@
-"""auth's JWKS: the public keys any service or client may verify Saga tokens with.
-
-Today that is the gateway's request-context key (SPEC section 2); auth's own JWT signing keys
-join it when Login issues tokens.
-"""
+"""auth's JWKS: the public keys any service or client may verify Saga tokens with — the
+gateway's request-context key (SPEC section 2) and auth's own JWT signing keys."""
 
 from __future__ import annotations
 

@@ -1,7 +1,17 @@
-"""`saga.auth.v1.AuthService`: translation between protobuf and auth's domain modules."""
+"""`saga.auth.v1.AuthService`: translation between protobuf and auth's domain modules, and
+who a call acts for.
+
+Calls that act for a user carry the gateway's (or, for GetProviderCredential, the router's
+forwarded) `saga-context`, verified here: API-key management and linking an account need
+that user's context (linking also accepts an operator's admin context); SetProviderKey
+needs an admin context; GetProviderCredential for an `oauth_user` provider needs the
+context of the user whose token is asked for. The certificate of the calling service alone
+is never enough to act for a user.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -10,9 +20,20 @@ from google.protobuf import timestamp_pb2
 from saga.auth.v1 import api_keys_pb2, auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts
 from services.auth.api_keys import ApiKey
+from services.auth.credential import API_KEY
 from services.auth.jwks import jwks
+from services.auth.provider_credentials import ProviderCredentials
+from services.auth.signing_keys import SigningKeys
+from services.auth.store import Store
+from services.auth.users import Users
 from services.common.context import ContextVerifier, RequestContext, metadata_token
-from services.common.errors import PermissionDenied
+from services.common.errors import NotFound, PermissionDenied
+
+_KINDS = {"api_key": auth_pb2.CREDENTIAL_KIND_API_KEY, "jwt": auth_pb2.CREDENTIAL_KIND_JWT}
+_PROVIDER_KINDS = {
+    API_KEY: auth_pb2.PROVIDER_CREDENTIAL_KIND_API_KEY,
+    "oauth_access_token": auth_pb2.PROVIDER_CREDENTIAL_KIND_OAUTH_ACCESS_TOKEN,
+}
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -39,24 +60,35 @@ def _info(key: ApiKey) -> api_keys_pb2.ApiKeyInfo:
     )
 
 
+@dataclass(frozen=True)
+class AuthParts:
+    """The domain objects the servicer translates to."""
+
+    context_keys: list[Ed25519PublicKey]
+    contexts: ContextVerifier
+    store: Store
+    accounts: Accounts
+    users: Users
+    signing_keys: SigningKeys
+    providers: ProviderCredentials
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    """The auth service; RPCs not overridden here answer UNIMPLEMENTED."""
+    """The auth service."""
 
-    def __init__(
-        self,
-        published_keys: list[Ed25519PublicKey],
-        accounts: Accounts,
-        contexts: ContextVerifier,
-    ) -> None:
-        self._published = published_keys
-        self._accounts = accounts
-        self._contexts = contexts
+    def __init__(self, parts: AuthParts) -> None:
+        self._p = parts
 
-    async def _acting_for(self, context: Any, user_id: str) -> RequestContext:
-        """The verified request context of a call that acts for `user_id`; only that user
-        may manage their keys (the gateway's certificate alone is not enough)."""
-        verified = await self._contexts.verify(metadata_token(context.invocation_metadata()))
-        if verified.user_id != user_id:
+    async def _context(self, context: Any) -> RequestContext:
+        return await self._p.contexts.verify(metadata_token(context.invocation_metadata()))
+
+    async def _acting_for(
+        self, context: Any, user_id: str, *, admin_may: bool = False
+    ) -> RequestContext:
+        """The verified request context of a call that acts for `user_id`: that user's own
+        (or, where `admin_may`, an operator's with scope admin)."""
+        verified = await self._context(context)
+        if verified.user_id != user_id and not (admin_may and verified.has_scope("admin")):
             raise PermissionDenied(
                 "the request context is for another user",
                 reason="CONTEXT_MISMATCH",
@@ -64,20 +96,46 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         return verified
 
+    async def _admin(self, context: Any) -> RequestContext:
+        verified = await self._context(context)
+        if not verified.has_scope("admin"):
+            raise PermissionDenied(
+                "this call needs the scope 'admin'",
+                reason="SCOPE_MISSING",
+                metadata={"scope": "admin"},
+            )
+        return verified
+
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: Any
     ) -> auth_pb2.AuthenticateResponse:
-        """Verify an API key and say who it is."""
-        principal = await self._accounts.authenticate(request.credential)
+        """Verify an API key or an access token and say who it is."""
+        principal = await self._p.accounts.authenticate(request.credential)
         return auth_pb2.AuthenticateResponse(
             principal=auth_pb2.Principal(
                 user_id=principal.user_id,
                 tenant=principal.tenant,
                 scopes=principal.scopes,
                 credential_id=principal.credential_id,
-                kind=auth_pb2.CREDENTIAL_KIND_API_KEY,
+                kind=_KINDS[principal.kind],
                 expires_at=_timestamp(principal.expires_at),
             )
+        )
+
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: Any
+    ) -> auth_pb2.RegisterResponse:
+        """Create a user with a password."""
+        user = await self._p.users.register(request.email, request.password)
+        return auth_pb2.RegisterResponse(user_id=user.user_id, email=user.email or "")
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Any) -> auth_pb2.LoginResponse:
+        """Exchange email and password for an access token."""
+        issued = await self._p.users.login(request.email, request.password)
+        return auth_pb2.LoginResponse(
+            access_token=issued.token,
+            expires_at=_timestamp(issued.expires_at),
+            token_type="Bearer",  # noqa: S106 (the scheme's name)
         )
 
     async def CreateApiKey(
@@ -85,7 +143,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.CreateApiKeyResponse:
         """Create a key for the user the request context speaks for."""
         actor = await self._acting_for(context, request.user_id)
-        secret, key = await self._accounts.create(
+        secret, key = await self._p.accounts.create(
             request.user_id,
             request.name,
             list(request.scopes),
@@ -99,7 +157,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.ListApiKeysResponse:
         """The caller's keys, without their secrets."""
         await self._acting_for(context, request.user_id)
-        keys = await self._accounts.keys(request.user_id)
+        keys = await self._p.accounts.keys(request.user_id)
         return auth_pb2.ListApiKeysResponse(keys=[_info(k) for k in keys])
 
     async def RevokeApiKey(
@@ -107,12 +165,51 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.RevokeApiKeyResponse:
         """Revoke one of the caller's keys."""
         await self._acting_for(context, request.user_id)
-        key = await self._accounts.revoke(request.user_id, request.key_id)
+        key = await self._p.accounts.revoke(request.user_id, request.key_id)
         return auth_pb2.RevokeApiKeyResponse(info=_info(key))
 
     async def GetJwks(
         self, request: auth_pb2.GetJwksRequest, context: Any
     ) -> auth_pb2.GetJwksResponse:
-        """Publish the verification keys (no secret: callable by the gateway, router and
-        runtime)."""
-        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**k) for k in jwks(self._published)])
+        """Publish the verification keys: the gateway's context key and auth's signing
+        keys, old ones until their last token has expired (no secret: callable by the
+        gateway, router and runtime)."""
+        keys = [*self._p.context_keys, *await self._p.signing_keys.published()]
+        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**k) for k in jwks(keys)])
+
+    async def SetProviderKey(
+        self, request: auth_pb2.SetProviderKeyRequest, context: Any
+    ) -> auth_pb2.SetProviderKeyResponse:
+        """Store an operator's provider key (an admin's request context required)."""
+        await self._admin(context)
+        version = await self._p.providers.set_key(request.provider, request.api_key)
+        return auth_pb2.SetProviderKeyResponse(version=version)
+
+    async def LinkProviderAccount(
+        self, request: auth_pb2.LinkProviderAccountRequest, context: Any
+    ) -> auth_pb2.LinkProviderAccountResponse:
+        """Store a user's refresh token (that user's request context, or an admin's)."""
+        self._p.providers.provider(request.provider)  # an unknown provider first
+        await self._acting_for(context, request.user_id, admin_may=True)
+        if await self._p.store.user(request.user_id) is None:
+            raise NotFound("no such user", reason="USER_NOT_FOUND")
+        version = await self._p.providers.link_account(
+            request.provider, request.user_id, request.refresh_token, list(request.scopes)
+        )
+        return auth_pb2.LinkProviderAccountResponse(version=version)
+
+    async def GetProviderCredential(
+        self, request: auth_pb2.GetProviderCredentialRequest, context: Any
+    ) -> auth_pb2.GetProviderCredentialResponse:
+        """The credential the router calls a provider with; a user's OAuth token only with
+        that user's request context."""
+        provider = self._p.providers.provider(request.provider)
+        if provider.credential == "oauth_user":
+            await self._acting_for(context, request.user_id)
+        credential = await self._p.providers.credential(request.provider, request.user_id)
+        return auth_pb2.GetProviderCredentialResponse(
+            kind=_PROVIDER_KINDS[credential.kind],
+            secret=credential.secret,
+            expires_at=_timestamp(credential.expires_at),
+            version=credential.version,
+        )

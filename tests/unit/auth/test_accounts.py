@@ -1,10 +1,9 @@
-"""API keys over a real SQLite store: authentication outcomes, last-use throttling, limits,
-ownership."""
+"""API keys over a real store (SQLite and PostgreSQL): authentication outcomes, last-use
+throttling, limits, ownership."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
+from collections.abc import Awaitable
 
 import pytest
 
@@ -13,6 +12,7 @@ from services.auth.accounts import MAX_KEYS_PER_USER, TOUCH_INTERVAL_SECONDS, Ac
 from services.auth.api_keys import User
 from services.auth.store import Store
 from services.common.context import SCOPES
+from services.common.database import Database
 from services.common.errors import (
     InvalidArgument,
     NotFound,
@@ -20,26 +20,15 @@ from services.common.errors import (
     SagaError,
     Unauthenticated,
 )
-
-
-class Clock:
-    """A settable clock (time is an input of the domain logic, not a module to mock)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.auth.conftest import Clock
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "auth.db")
-    # A user as Register will make them (no public API for it yet).
+async def store(db: Database) -> Store:
+    s = Store(db)
     for user_id in ("usr_a", "usr_b"):
         await s.add_user(User(user_id=user_id, tenant="default", created_at=0.0))
-    yield s
-    await s.close()
+    return s
 
 
 async def reason_of(awaitable: Awaitable[object]) -> str:

@@ -4,24 +4,31 @@ when two auth processes share the database — and never overwrites `admin.key`.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import stat
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from services.auth import api_keys
 from services.auth.accounts import Accounts
+from services.auth.api_keys import ApiKey, User
 from services.auth.bootstrap import StaleAdminKey, create_admin_key
+from services.auth.schema import MIGRATIONS
 from services.auth.store import Store
 from services.common.context import SCOPES
+from services.common.database import Database, open_database
+from tests.conftest import PG_URL, Backend
+from tests.harness import ROOT
+from tests.unit.auth.conftest import open_auth_db
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "auth.db")
-    yield s
-    await s.close()
+def store(db: Database) -> Store:
+    return Store(db)
 
 
 async def test_first_start_writes_a_private_admin_key_with_every_scope(
@@ -47,23 +54,25 @@ async def test_a_second_start_changes_nothing(store: Store, tmp_path: Path) -> N
     assert (tmp_path / "admin.key").read_text() == before
 
 
-async def test_two_processes_starting_at_once_create_one_admin(tmp_path: Path) -> None:
-    # Two connections to one file, as two auth processes have; SQLite's write lock decides.
-    first = await Store.open(tmp_path / "auth.db")
-    second = await Store.open(tmp_path / "auth.db")
+async def test_two_processes_starting_at_once_create_one_admin(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # Separate connections (PostgreSQL: separate pools) to one database, as separate auth
+    # processes have; SQLite's write lock or PostgreSQL's unique bootstrap row decides.
+    opened = [await open_auth_db(backend, tmp_path) for _ in range(3)]
     try:
-        results = await asyncio.gather(
-            *(create_admin_key(s, tmp_path) for s in [first, second, first, second])
-        )
+        stores = [Store(db) for db in opened]
+        results = await asyncio.gather(*(create_admin_key(s, tmp_path) for s in stores * 2))
         created = [r for r in results if r is not None]
         assert len(created) == 1
         secret = (tmp_path / "admin.key").read_text().strip()
-        principal = await Accounts(second).authenticate(secret)
+        principal = await Accounts(stores[1]).authenticate(secret)
         assert principal.credential_id == created[0].key_id
-        assert len(await first.keys(principal.user_id)) == 1
+        assert len(await stores[0].keys(principal.user_id)) == 1
+        assert await opened[2].fetchval("SELECT COUNT(*) FROM users") == 1
     finally:
-        await first.close()
-        await second.close()
+        for db in opened:
+            await db.close()
 
 
 async def test_a_stale_admin_key_file_is_not_overwritten(store: Store, tmp_path: Path) -> None:
@@ -74,3 +83,98 @@ async def test_a_stale_admin_key_file_is_not_overwritten(store: Store, tmp_path:
     # Nothing was inserted: once the file is gone, the next start creates the admin.
     (tmp_path / "admin.key").unlink()
     assert await create_admin_key(store, tmp_path) is not None  # positive control
+
+
+REPLICA = """
+import asyncio, sys
+from pathlib import Path
+from services.auth.bootstrap import create_admin_key
+from services.auth.schema import MIGRATIONS
+from services.auth.schema import MIGRATIONS
+from services.auth.store import Store
+from services.common.database import open_database
+
+async def main(url: str, namespace: str, data_dir: str) -> None:
+    db = await open_database(url, namespace, Path(data_dir), "auth", MIGRATIONS)
+    try:
+        created = await create_admin_key(Store(db), Path(data_dir))
+    finally:
+        await db.close()
+    print("created" if created else "exists")
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_replica_processes_on_one_postgresql_create_one_admin(tmp_path: Path) -> None:
+    # Real processes, each with its own data directory (as replicas in Kubernetes have),
+    # starting together on one PostgreSQL schema.
+    namespace = f"t{secrets.token_hex(6)}"
+    dirs = [tmp_path / f"replica{i}" for i in range(4)]
+    try:
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                REPLICA,
+                PG_URL,
+                namespace,
+                str(d),
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for d in dirs
+        ]
+        outputs = [await p.communicate() for p in processes]
+        assert all(p.returncode == 0 for p in processes), [err.decode() for _, err in outputs]
+        answers = sorted(out.decode().strip() for out, _ in outputs)
+        assert answers == ["created", "exists", "exists", "exists"]
+        assert sum((d / "admin.key").exists() for d in dirs) == 1
+    finally:
+        connection = await asyncpg.connect(PG_URL)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{namespace}_auth" CASCADE')
+        finally:
+            await connection.close()
+
+
+async def test_a_database_from_the_first_release_migrates_without_a_second_admin(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # Version 1 only, as the API-key release left it: an admin and its key, no marker.
+    old = await open_database(backend.url, backend.namespace, tmp_path, "auth", MIGRATIONS[:1])
+    try:
+        created = await create_admin_key(_V1Store(old), tmp_path)
+    finally:
+        await old.close()
+    assert created is not None
+    secret = (tmp_path / "admin.key").read_text().strip()
+    (tmp_path / "admin.key").unlink()  # were it created again, this would be rewritten
+
+    current = await open_auth_db(backend, tmp_path)
+    try:
+        store = Store(current)
+        assert await create_admin_key(store, tmp_path) is None
+        assert not (tmp_path / "admin.key").exists()
+        assert (await Accounts(store).authenticate(secret)).credential_id == created.key_id
+    finally:
+        await current.close()
+
+
+class _V1Store(Store):
+    """The first release's first start: users and keys only (no bootstrap marker)."""
+
+    async def create_first_user(
+        self, user: User, key: ApiKey, key_hash: str, on_created: Callable[[], None]
+    ) -> bool:
+        await self._db.execute(
+            "INSERT INTO users (user_id, email, tenant, created_at) VALUES ($1, $2, $3, $4)",
+            user.user_id,
+            None,
+            user.tenant,
+            user.created_at,
+        )
+        await self.add_key(key, key_hash, limit=1, now=key.created_at)
+        on_created()
+        return True

@@ -1,0 +1,1 @@
+"""Fakes of the upstreams Saga calls: real servers on loopback that speak their wire formats."""
