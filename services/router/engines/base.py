@@ -5,14 +5,33 @@ An engine turns an `EngineRequest` into an async stream of `TextDelta`s followed
 one `Finish` (usage and finish reason). A failure raises a `ProviderError` subclass whose
 `kind` is one of the taxonomy's five: the router maps each kind to one gRPC code and reason,
 and decides on fallback by it. Engines know nothing of ranking, fallback or gRPC.
+
+The error tree::
+
+    ProviderError                      kind, message, retry_after, usage, http_status
+    ├── ProviderUnavailable            UNAVAILABLE      5xx, 529, reset, DNS, malformed stream
+    ├── ProviderRateLimited            RATE_LIMITED     429 (retry_after from Retry-After)
+    ├── ProviderUnauthenticated        UNAUTHENTICATED  401/403
+    │   └── ProviderCredentialFailed   UNAUTHENTICATED  auth could not give us a credential
+    │                                                   (`upstream`: auth's error, intact)
+    ├── ProviderRejectedInput          INVALID_INPUT    400/413/422
+    │   └── ProviderContextTooLong     INVALID_INPUT    the prompt exceeds the context window
+    └── ProviderTimeout                TIMEOUT          408/504, our connect/first-token/total
+
+`usage` on an error is what the failed attempt consumed as far as the engine knows (input
+tokens the provider reported before failing, text it had sent), flagged `estimated`; it is
+None when nothing was generated.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from services.common.errors import SagaError
 
 
 @dataclass(frozen=True)
@@ -24,6 +43,16 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Whom a call is made for: the verified user and the request-context token the router
+    received (forwarded to auth when the engine fetches that user's provider credential)."""
+
+    user_id: str = ""
+    context: str = field(default="", repr=False)
+    """The `saga-context` metadata value; a bearer token, so never in a repr or a log."""
+
+
+@dataclass(frozen=True)
 class EngineRequest:
     """One provider call, already validated and bounded by the router."""
 
@@ -32,6 +61,20 @@ class EngineRequest:
     max_tokens: int
     temperature: float | None = None
     stop: tuple[str, ...] = ()
+    stream: bool = True
+    """False in COMPLETE mode: HTTP engines then ask for one JSON answer (no SSE) and yield
+    its text as a single delta."""
+    caller: Caller = Caller()
+
+
+class CredentialLookup(Protocol):
+    """How an engine gets the secret it calls its provider with (bound to one provider)."""
+
+    async def __call__(self, caller: Caller, *, stale: str = "") -> str:
+        """The secret for a call made for `caller`. `stale` is a secret the provider just
+        refused: it is dropped from any cache and a fresh one fetched. Raises the
+        credential source's own error (a `SagaError` with auth's reason) when there is none."""
+        ...
 
 
 class FinishReason(enum.Enum):
@@ -62,6 +105,29 @@ class Finish:
 
 
 EngineEvent = TextDelta | Finish
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a failed attempt consumed, as far as the engine knows."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    estimated: bool = True
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of `text` when the provider does not say: ~4 characters each (OpenAI's rule
+    of thumb for English); 0 for no text."""
+    return math.ceil(len(text) / 4)
+
+
+def estimate_input_tokens(request: EngineRequest) -> int:
+    """The input tokens of `request`, estimated from its characters."""
+    return estimate_tokens(request.system_prompt) + sum(
+        estimate_tokens(m.content) for m in request.messages
+    )
 
 
 class Engine(Protocol):
@@ -96,11 +162,26 @@ class ProviderError(Exception):
     """A failed provider call. `message` is safe to show (never a credential)."""
 
     kind: ErrorKind = ErrorKind.UNAVAILABLE
+    context_length_exceeded: bool = False
+    """The input does not fit the provider's context window: a provider with a larger
+    window may take it (only `ProviderContextTooLong` sets it)."""
+    credential_failure: bool = False
+    """Auth could not give a credential for the call (only `ProviderCredentialFailed`)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        usage: Usage | None = None,
+        http_status: int = 0,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.usage = usage
+        self.http_status = http_status
+        """The provider's HTTP status (0: no HTTP answer, or a failure inside a stream)."""
 
 
 class ProviderUnavailable(ProviderError):
@@ -121,10 +202,29 @@ class ProviderUnauthenticated(ProviderError):
     kind = ErrorKind.UNAUTHENTICATED
 
 
+class ProviderCredentialFailed(ProviderUnauthenticated):
+    """No credential to call the provider with: auth refused or failed (REAUTH_REQUIRED,
+    a key never set, auth unreachable …). `upstream` is auth's error, reason and domain
+    intact, so the router can end the call with it. The provider itself was not called:
+    this says nothing of its health, and a retry would get the same answer."""
+
+    credential_failure = True
+
+    def __init__(self, message: str, upstream: SagaError) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+
+
 class ProviderRejectedInput(ProviderError):
     """The provider refused the input."""
 
     kind = ErrorKind.INVALID_INPUT
+
+
+class ProviderContextTooLong(ProviderRejectedInput):
+    """The input exceeds the provider's context window."""
+
+    context_length_exceeded = True
 
 
 class ProviderTimeout(ProviderError):

@@ -6,7 +6,7 @@ different conversation almost surely different ones. Paced: the first token come
 `first_token_ms` after the call, then one every `token_interval_ms`, on a fixed schedule
 (sleeps, never a busy wait, and no drift). Usage: input tokens are the words of the system
 prompt and messages, output tokens the tokens sent. `fail` injects a failure of the error
-taxonomy after `fail_after_tokens` tokens.
+taxonomy after `fail_after_tokens` tokens — on every call, or on the first `fail_calls`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from services.router.engines.base import (
     EngineRequest,
     Finish,
     FinishReason,
+    ProviderContextTooLong,
     ProviderError,
     ProviderRateLimited,
     ProviderRejectedInput,
@@ -52,6 +53,8 @@ def _failure(kind: str, provider: str) -> ProviderError:
         return ProviderUnauthenticated(message)
     if kind == "invalid_argument":
         return ProviderRejectedInput(message)
+    if kind == "context_length":
+        return ProviderContextTooLong(message)
     return ProviderUnavailable(message)
 
 
@@ -82,12 +85,15 @@ class SimEngine:
     def __init__(self, provider: ProviderConfig) -> None:
         self._name = provider.name
         self._sim = provider.sim
+        self._calls = 0  # for `fail_calls`: only the first calls fail
 
     async def stream(self, request: EngineRequest) -> AsyncGenerator[EngineEvent, None]:
         """Stream the deterministic answer at the configured pace (see the module doc)."""
         sim = self._sim
         count = min(sim.tokens, request.max_tokens)
-        fail_at = min(sim.fail_after_tokens, count) if sim.fail else None
+        self._calls += 1
+        failing = sim.fail and (not sim.fail_calls or self._calls <= sim.fail_calls)
+        fail_at = min(sim.fail_after_tokens, count) if failing else None
         digest = conversation_digest(request)
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -1,0 +1,214 @@
+"""`openai`: any OpenAI-compatible chat completions endpoint (OpenAI, Azure OpenAI, vLLM,
+Ollama's /v1, LM Studio).
+
+`POST {base_url}/chat/completions` with `Authorization: Bearer <key>` (`api-key: <key>` for
+an Azure OpenAI v1 endpoint, `https://<resource>.openai.azure.com/openai/v1`). Streaming asks for
+`stream: true` and `stream_options.include_usage`, and reads server-sent events: `data:
+{chunk}` with `choices[0].delta.content` and `choices[0].finish_reason`, then a last chunk
+with `usage` and no choices, then `data: [DONE]`. COMPLETE mode reads one JSON answer
+(`choices[0].message.content`, `usage`). Usage: `prompt_tokens`, `completion_tokens`,
+`prompt_tokens_details.cached_tokens` (cached tokens are part of the prompt tokens). Errors:
+`{"error": {"message", "type", "code"}}` with the HTTP status; `code:
+context_length_exceeded` (or a message saying so, as vLLM words it) is the context-length
+case; an `error` object inside the stream is a failure too.
+
+Parsing is defensive (this engine also serves `copilot`): a chunk without choices is skipped;
+an answer without choices or message is malformed (transient); missing or empty content is
+logged and answers an empty text, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from services.router.engines.base import (
+    EngineEvent,
+    EngineRequest,
+    FinishReason,
+    ProviderError,
+    ProviderUnavailable,
+)
+from services.router.engines.http import HttpEngine, as_dict, as_int
+from services.router.engines.http_errors import error_for_status, is_context_length, shown
+from services.router.engines.progress import Progress
+from services.router.engines.sse import sse_events
+
+log = logging.getLogger("saga.router.engines")
+
+FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.STOP,
+    "function_call": FinishReason.STOP,
+}
+
+_AZURE_HOST = ".openai.azure.com"
+
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "timeout": 408,
+}
+"""The HTTP status an error's `type` or `code` stands for, for errors inside a stream."""
+
+
+def content_text(content: Any) -> str:
+    """A message's content: a string, or a list of parts whose `text` fields are joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def report_usage(usage: Any, progress: Progress) -> None:
+    """Record an OpenAI `usage` object, if the value is one."""
+    if not isinstance(usage, dict):
+        return
+    cached = as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    progress.report(
+        as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens")), cached or 0
+    )
+
+
+class OpenAIEngine(HttpEngine):
+    """Chat completions over HTTP (see the module docstring)."""
+
+    def url(self) -> str:
+        """`{base_url}/chat/completions`."""
+        return self.provider.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, secret: str) -> dict[str, str]:
+        """The credential, when the provider has one: a bearer; Azure OpenAI's API keys go
+        in `api-key` (its Entra ID tokens are bearers too)."""
+        if not secret:
+            return {}
+        if self.provider.credential == "api_key" and _AZURE_HOST in self.provider.base_url:
+            return {"api-key": secret}
+        return {"Authorization": f"Bearer {secret}"}
+
+    def body(self, request: EngineRequest) -> dict[str, Any]:
+        """The chat completion request."""
+        messages = []
+        if request.system_prompt:
+            messages.append({"role": "system", "content": request.system_prompt})
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        body: dict[str, Any] = {
+            "model": self.provider.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "stream": request.stream,
+        }
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    def error_of(
+        self, status: int, payload: Any, text: str, retry_after: float | None
+    ) -> ProviderError:
+        """`{"error": {"message", "type", "code"}}` (or a bare string, as some servers send)."""
+        body = as_dict(payload)
+        error = body.get("error")
+        details = as_dict(error)
+        message = details.get("message") if details else error
+        if not isinstance(message, str):
+            detail = body.get("message") or body.get("detail")
+            message = detail if isinstance(detail, str) else text
+        code = str(details.get("code") or "")
+        kind = str(details.get("type") or "")
+        in_stream = status == 0
+        if in_stream:
+            status = _TYPE_STATUS.get(code) or _TYPE_STATUS.get(kind) or 500
+        return error_for_status(
+            self.provider.name,
+            status,
+            shown(message),
+            retry_after=retry_after,
+            context_length=is_context_length(code, message),
+            in_stream=in_stream,
+        )
+
+    def _chunk(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self.malformed("stream chunk") from None
+        if not isinstance(chunk, dict):
+            raise self.malformed("stream chunk")
+        if chunk.get("error") is not None:
+            raise self.error_of(0, chunk, data, None)
+        return chunk
+
+    async def read_stream(
+        self, lines: AsyncIterator[str], progress: Progress
+    ) -> AsyncGenerator[EngineEvent, None]:
+        """SSE chunks until `[DONE]` (a stream that just ends after its finish reason is
+        accepted; one that ends before it broke off)."""
+        finish: str | None = None
+        async with aclosing(sse_events(lines)) as events:
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = self._chunk(event.data)
+                report_usage(chunk.get("usage"), progress)
+                choices = chunk.get("choices")
+                choice = as_dict(choices[0]) if isinstance(choices, list) and choices else {}
+                text = content_text(as_dict(choice.get("delta")).get("content"))
+                if text:
+                    yield progress.text(text)
+                reason = choice.get("finish_reason")
+                if isinstance(reason, str) and reason:
+                    finish = reason
+            else:
+                if finish is None:
+                    raise ProviderUnavailable(
+                        f"{self.provider.name}: the stream ended before the answer did"
+                    )
+        yield progress.finish(FINISH_REASONS.get(finish or "stop", FinishReason.STOP))
+
+    def read_complete(self, payload: Any, progress: Progress) -> list[EngineEvent]:
+        """One `chat.completion` object."""
+        body = as_dict(payload)
+        if body.get("error") is not None:
+            raise self.error_of(0, body, "", None)
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            log.warning("answer without choices", extra={"provider": self.provider.name})
+            raise self.malformed("answer (no choices)")
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            log.warning("answer without a message", extra={"provider": self.provider.name})
+            raise self.malformed("answer (no message)")
+        text = content_text(message.get("content"))
+        events: list[EngineEvent] = []
+        if text:
+            events.append(progress.text(text))
+        else:
+            log.warning("answer with empty content", extra={"provider": self.provider.name})
+        report_usage(body.get("usage"), progress)
+        reason = choices[0].get("finish_reason")
+        events.append(
+            progress.finish(
+                FINISH_REASONS.get(reason if isinstance(reason, str) else "", FinishReason.STOP)
+            )
+        )
+        return events

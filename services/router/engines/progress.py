@@ -1,0 +1,121 @@
+"""One provider call as it goes: its deadlines (first token, total) and what it has
+produced (text deltas, the usage the provider reported), from which its final usage — or,
+when it fails, the usage consumed so far — is taken, estimated where the provider was
+silent."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from services.common.config import ProviderConfig
+from services.router.engines.base import (
+    EngineRequest,
+    Finish,
+    FinishReason,
+    ProviderTimeout,
+    TextDelta,
+    Usage,
+    estimate_input_tokens,
+)
+
+T = TypeVar("T")
+
+
+class Deadlines:
+    """The first-token and total deadlines of one call, on the event loop's clock."""
+
+    def __init__(self, provider: ProviderConfig, streamed: bool) -> None:
+        self._provider = provider
+        now = asyncio.get_running_loop().time()
+        self.total = now + provider.total_timeout_ms / 1000
+        self.first_token = (
+            min(self.total, now + provider.first_token_timeout_ms / 1000)
+            if streamed
+            else self.total
+        )
+        self.got_text = False
+
+    def current(self) -> float:
+        """The deadline the next read must meet."""
+        return self.total if self.got_text else self.first_token
+
+    def error(self) -> ProviderTimeout:
+        """The failure of a missed deadline."""
+        p = self._provider
+        if self.got_text or self.first_token >= self.total:
+            return ProviderTimeout(f"{p.name}: no complete answer within {p.total_timeout_ms} ms")
+        return ProviderTimeout(f"{p.name}: no first token within {p.first_token_timeout_ms} ms")
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` until the current deadline; raise ProviderTimeout after it."""
+        timeout = asyncio.timeout_at(self.current())
+        try:
+            async with timeout:
+                return await awaitable
+        except TimeoutError:
+            if timeout.expired():
+                raise self.error() from None
+            raise
+
+
+class Progress:
+    """What one call has produced so far: text deltas, and usage the provider reported."""
+
+    def __init__(self, request: EngineRequest, deadlines: Deadlines) -> None:
+        self._request = request
+        self._deadlines = deadlines
+        self.chunks = 0
+        self.chars = 0
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cached_tokens = 0
+        self.streamed = False
+        """Whether the answer came as a stream (then about one token per chunk)."""
+
+    def text(self, text: str) -> TextDelta:
+        """Count a delta of generated text and return it to be yielded."""
+        self.chunks += 1
+        self.chars += len(text)
+        self._deadlines.got_text = True
+        return TextDelta(text)
+
+    def report(
+        self, input_tokens: int | None = None, output_tokens: int | None = None, cached: int = 0
+    ) -> None:
+        """Record usage the provider reported (None leaves a count as it was)."""
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+        if cached:
+            self.cached_tokens = cached
+
+    def _estimated_output(self) -> int:
+        # Streaming APIs send about one token per chunk; a complete answer is one piece.
+        return self.chunks if self.streamed else math.ceil(self.chars / 4)
+
+    def finish(self, reason: FinishReason) -> Finish:
+        """The final event: the provider's usage, or an estimate flagged as such."""
+        if self.input_tokens is not None and self.output_tokens is not None:
+            return Finish(reason, self.input_tokens, self.output_tokens, self.cached_tokens)
+        return Finish(
+            reason,
+            self.input_tokens
+            if self.input_tokens is not None
+            else estimate_input_tokens(self._request),
+            self.output_tokens if self.output_tokens is not None else self._estimated_output(),
+            self.cached_tokens,
+            estimated=True,
+        )
+
+    def usage(self) -> Usage | None:
+        """What a call that fails now has consumed (None when it generated nothing)."""
+        if self.chunks == 0:
+            return None
+        finish = self.finish(FinishReason.ERROR)
+        return Usage(
+            finish.input_tokens, finish.output_tokens, finish.cached_tokens, estimated=True
+        )

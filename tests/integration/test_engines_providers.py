@@ -1,0 +1,232 @@
+"""The HTTP engines end to end over real processes (vault, auth, optimizer, router), called
+as the runtime calls Reason, against the fake providers on loopback:
+
+- an `ollama` provider (no credential): streamed and complete answers with the usage the
+  provider reported, billed call for call as the provider counted;
+- an `openai` provider with `credential = "api_key"`: the key an operator stored with
+  SetProviderKey (auth, in the vault) reaches the provider through GetProviderCredential —
+  never through the configuration; without it the call fails with auth's reason intact; a key
+  rotated at the provider and in auth is picked up at once (the refused key is dropped and
+  fetched again)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from saga.auth.v1 import auth_pb2, auth_pb2_grpc
+from saga.execution.v1 import common_pb2
+from saga.router.v1 import router_pb2, router_pb2_grpc
+from services.common.context import ContextSigner, load_private_key
+from services.common.status import describe
+from tests.fakes.providers import FakeProviders, Script, answer_text
+from tests.harness import Stack
+
+PROMPT = "tell me about the saga of the river"  # 8 words, the fake's input count
+
+
+def config(fake: FakeProviders) -> str:
+    return f"""
+[router]
+circuit_cooldown_seconds = 0.5
+
+[[providers]]
+name = "keyed"
+kind = "openai"
+model = "gpt-fake"
+base_url = "{fake.base_url("openai")}"
+credential = "api_key"
+input_micro_usd_per_mtok = 1_000_000
+output_micro_usd_per_mtok = 2_000_000
+first_token_timeout_ms = 5000
+
+[[providers]]
+name = "local"
+kind = "ollama"
+model = "llama-fake"
+base_url = "{fake.base_url("ollama")}"
+credential = "none"
+input_micro_usd_per_mtok = 3_000_000
+output_micro_usd_per_mtok = 5_000_000
+first_token_timeout_ms = 5000
+"""
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeProviders]:
+    async with FakeProviders(api_key="sk-operator-key-one") as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
+) -> AsyncIterator[Stack]:
+    s = Stack.create(tmp_path_factory.mktemp("engines"), config=config(fake))
+    try:
+        await s.start_all(["vault", "auth", "optimizer", "router"])
+        yield s
+    finally:
+        s.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def fresh(fake: FakeProviders) -> None:
+    fake.reset()
+
+
+@pytest.fixture
+async def runtime(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    async with stack.channel_as("runtime", "router") as ch:
+        yield ch
+
+
+def mint(stack: Stack, execution_id: str, scopes: tuple[str, ...] = ("execute",)) -> str:
+    signer = ContextSigner(load_private_key(stack.data_dir / "keys" / "context.key"), 900)
+    return signer.mint(
+        execution_id=execution_id,
+        user_id="usr_engines",
+        tenant="t1",
+        scopes=scopes,
+        credential_id="key_engines",
+        ttl_seconds=60,
+    )
+
+
+@dataclass
+class Streamed:
+    events: list[router_pb2.ReasonResponse] = field(default_factory=list)
+    error: grpc.aio.AioRpcError | None = None
+
+    def kinds(self) -> list[str]:
+        return [str(e.WhichOneof("event")) for e in self.events]
+
+    def text(self) -> str:
+        return "".join(e.delta.text for e in self.events if e.HasField("delta"))
+
+
+async def reason(stack: Stack, ch: grpc.aio.Channel, provider: str, **options: object) -> Streamed:
+    exe = "exe_" + secrets.token_hex(16)
+    req = router_pb2.ReasonRequest(
+        messages=[router_pb2.Message(role=router_pb2.ROLE_USER, content=PROMPT)],
+        accounting=router_pb2.AccountingContext(
+            user_id="usr_engines", execution_id=exe, step_id="answer", pattern_id="chat"
+        ),
+        pinned_provider=provider,
+        **options,  # type: ignore[arg-type]
+    )
+    out = Streamed()
+    call = router_pb2_grpc.RouterServiceStub(ch).Reason(
+        req, metadata=(("saga-context", mint(stack, exe)),), timeout=20
+    )
+    try:
+        async for event in call:
+            out.events.append(event)
+    except grpc.aio.AioRpcError as error:
+        out.error = error
+    return out
+
+
+async def set_provider_key(stack: Stack, provider: str, key: str) -> None:
+    """What the gateway's AdminService relays for an operator (an admin's context)."""
+    async with stack.channel_as("gateway", "auth") as ch:
+        await auth_pb2_grpc.AuthServiceStub(ch).SetProviderKey(
+            auth_pb2.SetProviderKeyRequest(provider=provider, api_key=key),
+            metadata=(("saga-context", mint(stack, "req_" + secrets.token_hex(16), ("admin",))),),
+            timeout=10,
+        )
+
+
+async def until_answered(
+    stack: Stack, ch: grpc.aio.Channel, provider: str, within: float = 10.0
+) -> Streamed:
+    """Reason until a call succeeds (a circuit tripped by an earlier failure half-opens
+    after the configured cooldown)."""
+    deadline = time.monotonic() + within
+    while True:
+        got = await reason(stack, ch, provider)
+        if got.error is None or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
+async def test_ollama_streams_through_reason_with_the_usage_it_reported(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    fake.script("ollama", Script(tokens=5, interval=0.02))
+    got = await reason(stack, runtime, "local")
+    assert got.error is None, describe(got.error)
+    assert got.kinds() == ["attempt"] + ["delta"] * 5 + ["final"]
+    assert got.text() == answer_text(5)
+    final = got.events[-1].final
+    (seen,) = fake.requests("ollama")
+    assert seen.streamed
+    # Billed exactly what the provider counted and reported.
+    assert seen.usage == (8, 5, 0)
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (8, 5)
+    assert not final.usage.estimated
+    assert final.cost_micro_usd == round((8 * 3_000_000 + 5 * 5_000_000) / 1_000_000)
+    assert (final.provider, final.model) == ("local", "llama-fake")
+
+
+async def test_ollama_answers_complete_mode_in_one_final(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    got = await reason(stack, runtime, "local", response_mode=common_pb2.RESPONSE_MODE_COMPLETE)
+    assert got.error is None, describe(got.error)
+    assert got.kinds() == ["attempt", "final"]
+    assert got.events[-1].final.text == answer_text(5)
+    (seen,) = fake.requests("ollama")
+    assert not seen.streamed
+    assert got.events[-1].final.usage.output_tokens == seen.tokens == 5
+
+
+async def test_the_operators_key_reaches_the_provider_through_auth(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    # No key stored yet: auth's refusal reaches the caller whole, the provider is not called.
+    missing = await reason(stack, runtime, "keyed")
+    assert missing.error is not None
+    details = describe(missing.error)
+    assert (details.reason, details.domain) == ("PROVIDER_KEY_NOT_SET", "auth.saga")
+    assert fake.requests("openai") == []
+
+    await set_provider_key(stack, "keyed", fake.api_key)
+    got = await until_answered(stack, runtime, "keyed")
+    assert got.error is None, describe(got.error)
+    assert got.text() == answer_text(5)
+    seen = fake.requests("openai")[-1]
+    assert seen.authorized
+    assert seen.headers["Authorization"] == f"Bearer {fake.api_key}"
+    final = got.events[-1].final
+    assert seen.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == seen.usage[:2]
+    # The key is the router's secret: never in what the caller sees.
+    assert fake.api_key not in str(got.events)
+
+
+async def test_a_key_rotated_at_the_provider_and_in_auth_is_used_at_once(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    await set_provider_key(stack, "keyed", fake.api_key)
+    assert (await until_answered(stack, runtime, "keyed")).error is None
+    fake.reset()
+    old = fake.api_key
+    fake.api_key = "sk-operator-key-two"
+    try:
+        await set_provider_key(stack, "keyed", fake.api_key)
+        # The router still holds the old key (cached for a minute): the provider refuses
+        # it, the router drops it, fetches the new one and the same call succeeds.
+        got = await reason(stack, runtime, "keyed")
+        assert got.error is None, describe(got.error)
+        assert [s.authorized for s in fake.requests("openai")] == [False, True]
+        assert [e.WhichOneof("event") for e in got.events].count("attempt") == 1
+    finally:
+        fake.api_key = old
+        await set_provider_key(stack, "keyed", old)
