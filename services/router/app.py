@@ -1,5 +1,10 @@
 """The router's gRPC service, registered with the shared bootstrap.
 
+Built once per process: the engines (with auth's provider credentials), the ranking watch,
+the providers' circuits, retry budgets and limits, the durable outbox in the router's own
+database, and the budget client. Everything started here stops in `on_stop`, after the
+servers drained: the outbox commits what is queued (unshipped rows stay for the next start).
+
 CheckProviders is not built yet: it is inherited from the generated base servicer, which the
 guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
@@ -7,32 +12,72 @@ guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 from __future__ import annotations
 
 from services.common.context import ContextVerifier
+from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
+from services.router.budget import Budgets
+from services.router.credentials import ProviderCredentials
 from services.router.engines import engine_for
-from services.router.outcomes import OutcomeReporter
+from services.router.metrics import REFUSALS, register_circuits
+from services.router.outbox import MIGRATIONS, Outbox
+from services.router.providers import Resilience
 from services.router.rankings import RankingWatcher
-from services.router.servicer import RouterServicer
+from services.router.servicer import RouterParts, RouterServicer
 
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
-    providers = host.config.providers
-    engines = {p.name: engine_for(p) for p in providers}
-    rankings = RankingWatcher(host.peers.channel("optimizer"))
-    reporter = OutcomeReporter(host.peers.channel("optimizer"))
+    config = host.config
+    providers = config.providers
+    credentials = ProviderCredentials(host.peers.channel("auth"))
+    engines = {
+        p.name: engine_for(p, None if p.credential == "none" else credentials.lookup(p))
+        for p in providers
+    }
+    optimizer = host.peers.channel("optimizer")
+    rankings = RankingWatcher(optimizer)
+    resilience = Resilience.build(
+        providers,
+        config.router,
+        on_refusal=lambda provider, reason: REFUSALS.labels(provider, reason).inc(),
+    )
+    register_circuits(resilience)
+    db = await open_database(
+        config.storage.url, config.storage.namespace, config.data_path, "router", MIGRATIONS
+    )
+    outbox = Outbox(
+        db,
+        optimizer,
+        batch_size=config.router.outbox_batch_size,
+        max_backoff=config.router.outbox_max_backoff_seconds,
+    )
+    budgets = Budgets(optimizer, config.budgets)
     verifier = ContextVerifier(JwksKeys(host.peers.channel("auth")))
     rankings.start()
+    outbox.start()
 
     async def stop() -> None:
         await rankings.stop()
-        await reporter.close()
+        await budgets.close()
+        await outbox.close()
+        await db.close()
+        await credentials.close()
         for engine in engines.values():
             await engine.close()
 
     host.on_stop(stop)
     servicer = RouterServicer(
-        providers, engines, verifier, rankings, reporter, price_table(providers)
+        RouterParts(
+            providers=providers,
+            engines=engines,
+            verifier=verifier,
+            rankings=rankings,
+            resilience=resilience,
+            outbox=outbox,
+            budgets=budgets,
+            config_prices=price_table(providers),
+            coalesce=config.router.coalesce_deltas,
+        )
     )
     return [Registration.of(servicer)]

@@ -7,10 +7,10 @@ not send to a provider, each refusal an INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.router.engines.base import ChatMessage, EngineRequest
+from services.router.engines.base import Caller, ChatMessage, EngineRequest
 
 MAX_MESSAGES = 200
 MAX_PROMPT_CHARS = 200_000
@@ -20,6 +20,8 @@ MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
 MAX_PROVIDER_NAMES = 64
 MAX_TEMPERATURE = 2.0
+MAX_ACCOUNTING_CHARS = 128
+"""Longest session, step or pattern id (they make up outcome and reservation ids)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class ReasonCall:
     allow_fallback: bool = False
     accounting: Accounting = Accounting()
     max_cost_micro_usd: int = 0
+    caller: Caller = field(default_factory=Caller)
+    """The verified user and their request context, for engines that fetch that user's
+    provider credential."""
 
     def engine_request(self) -> EngineRequest:
         """What engines get (call after `validate`)."""
@@ -58,6 +63,8 @@ class ReasonCall:
             max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=self.temperature,
             stop=self.stop,
+            stream=not self.complete,
+            caller=self.caller,
         )
 
 
@@ -125,6 +132,14 @@ def _validate_options(call: ReasonCall) -> None:
             f"at most {MAX_PROVIDER_NAMES}",
             reason="OPTION_INVALID",
         )
+    for name in ("session_id", "step_id", "pattern_id"):
+        if len(getattr(call.accounting, name)) > MAX_ACCOUNTING_CHARS:
+            raise _invalid(
+                f"accounting.{name} is too long",
+                f"accounting.{name}",
+                f"at most {MAX_ACCOUNTING_CHARS} characters",
+                reason="ACCOUNTING_INVALID",
+            )
     if call.max_cost_micro_usd < 0:
         raise _invalid(
             "max_cost_micro_usd is negative",

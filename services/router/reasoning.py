@@ -1,26 +1,46 @@
 """One Reason call, provider attempt by attempt, as a stream of domain events.
 
-`reason` tries the candidates in order: it announces each attempt, passes every text delta
-on the moment the engine yields it (or collects them in complete mode), moves to the next
-candidate when an attempt fails before the caller got any text and fallback is allowed (and
-the failure is one another provider may not share), and ends with
-`Finished` (the answer's accounting summed over every attempt) or raises the failure's
-status. Each attempt, however it ends, is handed to `report` before the call moves on, so
-its outcome reaches the optimizer without the stream waiting for it.
+`reason` walks the ranked candidates whose circuit is not open (only the first of them
+without `allow_fallback`). For each it takes the provider's circuit permit and a slot within
+its limits — a provider that refuses either is passed over without a call — announces the
+attempt, and passes every text delta on the moment the engine yields it (complete mode
+collects them instead). Then, by the failure's kind (`failures`):
+
+* retry on the same provider — transient failures and rate limits only, before any text of
+  the attempt arrived, at most `max_retries` times, after a jittered backoff that honours
+  Retry-After and fits the caller's deadline, while the provider's circuit stays closed and
+  its retry budget allows (`retries`);
+* else fall back to the next candidate, announced by `ProviderSwitched` — a context-length
+  failure only to a candidate with a larger context window;
+* else end the call with the failure's status (input errors stop at once).
+
+A stream that breaks after the caller received text continues on the next candidate, which
+is asked to pick up from the partial text (`continuation`), so the caller reads one text.
+Each attempt, however it ends, is handed to `report` as soon as it ends; `Finished` carries
+the usage and cost summed over every attempt. When no candidate could be called at all the
+call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
+RetryInfo).
+
+Timeouts (connect, first token, total) are the engines' own, raised as `ProviderTimeout`;
+the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
+started when its wait leaves time for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
+from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
+from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.calls import ReasonCall
+from services.router.circuit import Circuit, CircuitState, Permit
+from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
     Engine,
     EngineRequest,
@@ -28,21 +48,30 @@ from services.router.engines.base import (
     FinishReason,
     ProviderError,
     TextDelta,
+    estimate_input_tokens,
+    estimate_tokens,
 )
-from services.router.failures import FALLBACK_KINDS, provider_failure
+from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
+from services.router.limits import LimitReached
+from services.router.providers import ProviderState, Resilience
 
+__all__ = [
+    "AttemptRecord",
+    "AttemptStarted",
+    "AttemptStatus",
+    "Finished",
+    "ProviderSwitched",
+    "RouterEvent",
+    "reason",
+]
 
-class AttemptStatus(enum.Enum):
-    """How an attempt ended (values mirror saga.execution.v1.AttemptStatus)."""
-
-    SUCCEEDED = 1
-    FAILED = 2
-    CANCELLED = 3
+RETRY_HEADROOM_SECONDS = 0.25
+"""A retry must leave at least this much of the caller's deadline after its wait."""
 
 
 @dataclass(frozen=True)
 class AttemptStarted:
-    """The router calls a provider (first call or fallback)."""
+    """The router calls a provider (first call, retry or fallback)."""
 
     provider: str
     model: str
@@ -56,27 +85,6 @@ class ProviderSwitched:
     from_provider: str
     to_provider: str
     reason: str
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """The accounting of one attempt: what is reported to the optimizer and in Final."""
-
-    provider: str
-    model: str
-    n: int
-    status: AttemptStatus
-    error_reason: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    estimated: bool
-    cost_micro_usd: int
-    latency_ms: int
-    ttft_ms: int
-    price_table_version: str
-    occurred_at: float
-    """Wall-clock end of the attempt, seconds since the epoch."""
 
 
 @dataclass(frozen=True)
@@ -100,62 +108,103 @@ class Finished:
 
 RouterEvent = AttemptStarted | TextDelta | ProviderSwitched | Finished
 Report = Callable[[AttemptRecord], None]
+Sleep = Callable[[float], Awaitable[None]]
 
 
-def _ms(seconds: float) -> int:
-    return max(0, round(seconds * 1000))
+def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
+    if verdict is Verdict.FAILURE:
+        circuit.record_failure(permit)
+    elif verdict is Verdict.TRIP:
+        circuit.trip(permit)
+    elif verdict is Verdict.SUCCESS:
+        circuit.record_success(permit)
+    else:
+        circuit.release(permit)
 
 
-def _words(request: EngineRequest) -> int:
-    return len(request.system_prompt.split()) + sum(
-        len(m.content.split()) for m in request.messages
-    )
+def usable_candidates(
+    call: ReasonCall, candidates: Sequence[ProviderConfig], resilience: Resilience
+) -> list[ProviderConfig]:
+    """The candidates whose circuit is not open (only the first without fallback); raise
+    CIRCUIT_OPEN, with the soonest cooldown's end, when every circuit is open."""
+    usable = [
+        p for p in candidates if resilience.states[p.name].circuit.state is not CircuitState.OPEN
+    ]
+    if not usable:
+        soonest = min(candidates, key=lambda p: resilience.states[p.name].circuit.retry_after())
+        raise circuit_open(soonest.name, resilience.states[soonest.name].circuit.retry_after())
+    return usable if call.allow_fallback else usable[:1]
 
 
-class _Attempt:
-    """Counters of the attempt in progress."""
+class _Call:
+    """The state of one call across its attempts."""
 
-    def __init__(self, provider: ProviderConfig, n: int) -> None:
-        self.provider = provider
-        self.n = n
+    def __init__(self, call: ReasonCall, prices: PriceTable, report: Report) -> None:
+        self.call = call
+        self.prices = prices
+        self.report = report
+        self.base = call.engine_request()
         self.started = time.monotonic()
-        self.ttft: float | None = None
-        self.words = 0  # of the text received, for the estimate when usage is not reported
+        self.first_text: float | None = None
+        self.sent: list[str] = []  # text the caller received (streaming mode)
+        self.attempts: list[AttemptRecord] = []
+        self.n = 0
 
-    def record(
-        self,
-        status: AttemptStatus,
-        prices: PriceTable,
-        request: EngineRequest,
-        *,
-        finish: Finish | None = None,
-        error_reason: str = "",
-    ) -> AttemptRecord:
-        if finish is not None:
-            usage = (finish.input_tokens, finish.output_tokens, finish.cached_tokens)
-            estimated = finish.estimated
-        elif self.ttft is None:
-            usage, estimated = (0, 0, 0), False  # nothing was generated, nothing is billed
-        else:
-            # Cut mid-stream: the provider billed the input and what it sent; estimate both.
-            usage, estimated = (_words(request), self.words, 0), True
-        return AttemptRecord(
-            provider=self.provider.name,
-            model=self.provider.model,
-            n=self.n,
-            status=status,
-            error_reason=error_reason,
-            input_tokens=usage[0],
-            output_tokens=usage[1],
-            cached_tokens=usage[2],
-            estimated=estimated,
-            cost_micro_usd=prices.of(self.provider.name).cost(*usage),
-            latency_ms=_ms(time.monotonic() - self.started),
-            # 0 means "no token"; a token that came within the first millisecond counts 1.
-            ttft_ms=0 if self.ttft is None else max(1, _ms(self.ttft)),
-            price_table_version=prices.version,
-            occurred_at=time.time(),
+    def request_for_next(self) -> tuple[EngineRequest, str]:
+        """The request of the next provider, and the partial text it must continue."""
+        partial = "".join(self.sent)
+        if not partial:
+            return self.base, ""
+        remaining = self.base.max_tokens - estimate_tokens(partial)
+        return continuation_request(self.base, partial, remaining), partial
+
+    def add(self, record: AttemptRecord) -> None:
+        self.attempts.append(record)
+        self.report(record)
+
+    def finished(self, provider: ProviderConfig, finish: Finish | None, text: str) -> Finished:
+        a = self.attempts
+        return Finished(
+            text=text,
+            finish_reason=finish.reason if finish else FinishReason.STOP,
+            input_tokens=sum(r.input_tokens for r in a),
+            output_tokens=sum(r.output_tokens for r in a),
+            cached_tokens=sum(r.cached_tokens for r in a),
+            estimated=any(r.estimated for r in a),
+            cost_micro_usd=sum(r.cost_micro_usd for r in a),
+            provider=provider.name,
+            model=provider.model,
+            latency_ms=ms(time.monotonic() - self.started),
+            ttft_ms=0 if self.first_text is None else max(1, ms(self.first_text - self.started)),
+            attempts=tuple(a),
+            price_table_version=self.prices.version,
         )
+
+
+def _may_retry(
+    failure: Failure,
+    meter: AttemptMeter,
+    state: ProviderState,
+    resilience: Resilience,
+    deadline: float | None,
+) -> float | None:
+    """The wait before retrying the same provider, or None when it may not be retried.
+    The budget is spent only when every other condition holds."""
+    if not failure.retry or meter.ttft is not None:
+        return None
+    if meter.retry_count >= state.config.max_retries:
+        return None
+    if state.circuit.state is not CircuitState.CLOSED:
+        return None
+    delay = resilience.backoff.delay(meter.retry_count + 1, failure.retry_after)
+    if delay is None:
+        return None
+    now = asyncio.get_running_loop().time()
+    if deadline is not None and now + delay + RETRY_HEADROOM_SECONDS > deadline:
+        return None
+    if not state.retries.try_spend():
+        return None
+    return delay
 
 
 async def reason(
@@ -164,68 +213,124 @@ async def reason(
     engines: Mapping[str, Engine],
     prices: PriceTable,
     report: Report,
-) -> AsyncIterator[RouterEvent]:
-    """Run `call` over `candidates` (see the module docstring)."""
-    request = call.engine_request()
-    started = time.monotonic()
-    first_text: float | None = None
-    collected: list[str] = []
-    attempts: list[AttemptRecord] = []
-    for index, provider in enumerate(candidates):
-        attempt = _Attempt(provider, index + 1)
-        yield AttemptStarted(provider.name, provider.model, attempt.n)
-        finish: Finish | None = None
-        try:
-            async with aclosing(engines[provider.name].stream(request)) as events:
-                async for event in events:
-                    if isinstance(event, Finish):
-                        finish = event
-                        continue
-                    if attempt.ttft is None:
-                        attempt.ttft = time.monotonic() - attempt.started
-                        if first_text is None:
-                            first_text = time.monotonic()
-                    attempt.words += len(event.text.split())
-                    if call.complete:
-                        collected.append(event.text)
-                    else:
-                        yield event
-        except ProviderError as error:
-            failure = provider_failure(error, provider.name)
-            record = attempt.record(
-                AttemptStatus.FAILED, prices, request, error_reason=failure.reason
-            )
-            attempts.append(record)
-            report(record)
-            last = index + 1 == len(candidates)
-            # Text the caller already has cannot be taken back (mid-stream continuation is
-            # issue 5); in complete mode nothing was sent, so the partial text is dropped.
-            sent = attempt.ttft is not None and not call.complete
-            if last or sent or not call.allow_fallback or error.kind not in FALLBACK_KINDS:
-                raise failure from None
-            collected.clear()
-            yield ProviderSwitched(provider.name, candidates[index + 1].name, failure.reason)
+    resilience: Resilience,
+    *,
+    deadline: float | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> AsyncGenerator[RouterEvent, None]:
+    """Run `call` over `candidates` (see the module docstring). `deadline` is the caller's,
+    in event-loop time."""
+    run = _Call(call, prices, report)
+    failure: Failure | None = None  # of the last attempt
+    switch_from = ""  # the failed provider to announce before the next attempt
+    refusals: list[SagaError] = []  # candidates passed over without a call
+    min_window = 0  # after a context-length failure: the next window must be larger
+    for provider in usable_candidates(call, candidates, resilience):
+        if provider.context_window <= min_window:
             continue
-        except (asyncio.CancelledError, GeneratorExit):
-            report(attempt.record(AttemptStatus.CANCELLED, prices, request))
-            raise
-
-        record = attempt.record(AttemptStatus.SUCCEEDED, prices, request, finish=finish)
-        attempts.append(record)
-        report(record)
-        yield Finished(
-            text="".join(collected),
-            finish_reason=finish.reason if finish else FinishReason.STOP,
-            input_tokens=sum(a.input_tokens for a in attempts),
-            output_tokens=sum(a.output_tokens for a in attempts),
-            cached_tokens=sum(a.cached_tokens for a in attempts),
-            estimated=any(a.estimated for a in attempts),
-            cost_micro_usd=sum(a.cost_micro_usd for a in attempts),
-            provider=provider.name,
-            model=provider.model,
-            latency_ms=_ms(time.monotonic() - started),
-            ttft_ms=0 if first_text is None else max(1, _ms(first_text - started)),
-            attempts=tuple(attempts),
-            price_table_version=prices.version,
-        )
-        return
+        state = resilience.states[provider.name]
+        engine = engines[provider.name]
+        request, partial = run.request_for_next()
+        retries = 0
+        while True:
+            permit = state.circuit.allow()
+            if permit is None:
+                refusals.append(circuit_open(provider.name, state.circuit.retry_after()))
+                resilience.refused(provider.name, refusals[-1].reason)
+                switch_from = provider.name if retries else switch_from
+                break
+            try:
+                lease = await state.limits.acquire(
+                    estimate_input_tokens(request) + request.max_tokens
+                )
+            except LimitReached as limit:
+                state.circuit.release(permit)
+                refusals.append(limit_reached(provider.name, limit.message, limit.retry_after))
+                resilience.refused(provider.name, refusals[-1].reason)
+                # A retry refused: the failed attempt before it is what the next one follows.
+                switch_from = provider.name if retries else switch_from
+                break
+            except asyncio.CancelledError:
+                state.circuit.release(permit)  # a probe permit must not be lost
+                raise
+            if retries == 0:
+                state.retries.note_call()
+            run.n += 1
+            meter = AttemptMeter(provider, run.n, request, retries)
+            finish: Finish | None = None
+            collected: list[str] = []
+            repeat = RepeatFilter(partial) if partial else None
+            try:
+                if switch_from and failure is not None:
+                    yield ProviderSwitched(switch_from, provider.name, failure.error.reason)
+                    switch_from = ""
+                yield AttemptStarted(provider.name, provider.model, run.n)
+                async with aclosing(engine.stream(request)) as events:
+                    async for event in events:
+                        if isinstance(event, Finish):
+                            finish = event
+                            continue
+                        meter.text(event.text)
+                        if call.complete:
+                            collected.append(event.text)
+                            continue
+                        text = event.text if repeat is None else repeat.feed(event.text)
+                        if text:
+                            if run.first_text is None:
+                                run.first_text = time.monotonic()
+                            run.sent.append(text)
+                            yield TextDelta(text)
+                if repeat is not None and (rest := repeat.flush()):
+                    run.sent.append(rest)
+                    yield TextDelta(rest)
+            except ProviderError as error:
+                failure = classify(error, provider)
+                _judge(state.circuit, permit, failure.verdict)
+                record = meter.record(
+                    AttemptStatus.FAILED,
+                    prices,
+                    reported=error.usage,
+                    error_reason=failure.error.reason,
+                )
+                lease.release(record.input_tokens + record.output_tokens)
+                run.add(record)
+                delay = _may_retry(failure, meter, state, resilience, deadline)
+                if delay is not None:
+                    retries += 1
+                    await sleep(delay)
+                    continue
+                if not call.allow_fallback or not failure.fallback:
+                    raise failure.error from None
+                if failure.larger_context:
+                    min_window = max(min_window, provider.context_window)
+                switch_from = provider.name
+                break
+            except (asyncio.CancelledError, GeneratorExit):
+                # The caller went away (or its deadline passed): no verdict on the provider.
+                state.circuit.release(permit)
+                record = meter.record(AttemptStatus.CANCELLED, prices)
+                lease.release(record.input_tokens + record.output_tokens)
+                run.add(record)
+                raise
+            except Exception as error:
+                # Not the taxonomy (an engine's bug, or a status it raised as is): account
+                # for the attempt and free what it held, then let the guard answer.
+                state.circuit.release(permit)
+                why = error.reason if isinstance(error, SagaError) else "INTERNAL"
+                record = meter.record(AttemptStatus.FAILED, prices, error_reason=why)
+                lease.release(record.input_tokens + record.output_tokens)
+                run.add(record)
+                raise
+            state.circuit.record_success(permit)
+            record = meter.record(AttemptStatus.SUCCEEDED, prices, finish=finish)
+            lease.release(record.input_tokens + record.output_tokens)
+            run.add(record)
+            yield run.finished(provider, finish, "".join(collected))
+            return
+    if failure is not None:
+        raise failure.error
+    if refusals:
+        raise min(refusals, key=lambda e: e.retry_after or 0.0)
+    raise Unavailable(
+        "no provider is eligible for this call", reason="NO_PROVIDER_AVAILABLE", retry_after=1.0
+    )

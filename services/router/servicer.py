@@ -1,15 +1,21 @@
 """`saga.router.v1.RouterService`: translation between protobuf and the router's domain
-modules (calls, candidates, reasoning).
+modules, and the order of a Reason call's steps.
 
-Built in issue 3: Reason (verified request context, the `sim` engine, ranking from the
-optimizer's snapshot, fallback before the first token, outcomes reported in the background)
-and ListProviders. CheckProviders is inherited from the generated base and answers
-UNIMPLEMENTED.
+Reason: verify the request context, validate the call, rank the candidates (the optimizer's
+snapshot), reserve the budget (`budget`; before any provider is called), run the attempts
+(`reasoning`: retries, fallback, mid-stream continuation, circuits, limits), merge deltas the
+caller is too slow for (`coalescing`), store every attempt's outcome in the outbox and wait
+for the store before Final is sent (`outbox`), settle the budget however the call ended.
+ListProviders shows the live circuits. CheckProviders is inherited from the generated base
+and answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -18,18 +24,24 @@ from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
+from services.router.budget import Budgets, max_cost
 from services.router.calls import Accounting, ReasonCall, validate
 from services.router.candidates import choose
-from services.router.engines.base import ChatMessage, Engine, TextDelta
-from services.router.outcomes import OutcomeReporter, outcome_proto
-from services.router.rankings import STRATEGY_NAMES, RankingWatcher
+from services.router.coalescing import coalesce, merge_text
+from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
+from services.router.metrics import FALLBACKS, observe_attempt
+from services.router.outbox import Outbox, current_traceparent
+from services.router.outcomes import call_id, outcome_proto
+from services.router.providers import Resilience
+from services.router.rankings import STRATEGY_NAMES, RankingSnapshot, RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
     Finished,
     ProviderSwitched,
+    RouterEvent,
     reason,
 )
 
@@ -40,8 +52,11 @@ _ROLES: Mapping[int, str] = {
 }
 
 
-def call_from_proto(request: router_pb2.ReasonRequest, user_id: str) -> ReasonCall:
-    """The domain call of a request, accounted to the verified user `user_id`."""
+def call_from_proto(
+    request: router_pb2.ReasonRequest, user_id: str, context_token: str = ""
+) -> ReasonCall:
+    """The domain call of a request, accounted to the verified user `user_id` (whose
+    request-context token engines may forward to auth)."""
     strategy: str | None = None
     if request.strategy != common_pb2.STRATEGY_UNSPECIFIED:
         strategy = STRATEGY_NAMES.get(request.strategy)
@@ -68,6 +83,7 @@ def call_from_proto(request: router_pb2.ReasonRequest, user_id: str) -> ReasonCa
         # The verified context, not the request, says whose call this is.
         accounting=Accounting(user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id),
         max_cost_micro_usd=request.max_cost_micro_usd,
+        caller=Caller(user_id, context_token),
     )
 
 
@@ -113,103 +129,166 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
     )
 
 
+@dataclass(frozen=True)
+class RouterParts:
+    """What the router service is made of (built once in `app.build`)."""
+
+    providers: Sequence[ProviderConfig]
+    engines: Mapping[str, Engine]
+    verifier: ContextVerifier
+    rankings: RankingWatcher
+    resilience: Resilience
+    outbox: Outbox
+    budgets: Budgets
+    config_prices: PriceTable
+    coalesce: bool = True
+
+
+def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
+    if isinstance(event, TextDelta):
+        return router_pb2.ReasonResponse(delta=reason_events_pb2.Delta(text=event.text))
+    if isinstance(event, AttemptStarted):
+        return router_pb2.ReasonResponse(
+            attempt=reason_events_pb2.Attempt(provider=event.provider, model=event.model, n=event.n)
+        )
+    if isinstance(event, ProviderSwitched):
+        return router_pb2.ReasonResponse(
+            switched=reason_events_pb2.Switched(
+                from_provider=event.from_provider,
+                to_provider=event.to_provider,
+                reason=event.reason,
+            )
+        )
+    return final_proto(event)
+
+
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """The router service; RPCs not overridden here answer UNIMPLEMENTED."""
 
-    def __init__(
-        self,
-        providers: Sequence[ProviderConfig],
-        engines: Mapping[str, Engine],
-        verifier: ContextVerifier,
-        rankings: RankingWatcher,
-        reporter: OutcomeReporter,
-        config_prices: PriceTable,
-    ) -> None:
-        self._providers = tuple(providers)
-        self._engines = engines
-        self._verifier = verifier
-        self._rankings = rankings
-        self._reporter = reporter
-        self._config_prices = config_prices
+    def __init__(self, parts: RouterParts) -> None:
+        self._parts = parts
+        self._providers = tuple(parts.providers)
+
+    def _candidates(
+        self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
+    ) -> list[ProviderConfig]:
+        return choose(
+            self._providers,
+            snapshot,
+            strategy=strategy,
+            preferred=call.preferred,
+            pinned=call.pinned,
+        )
 
     async def Reason(
         self, request: router_pb2.ReasonRequest, context: Any
     ) -> AsyncIterator[router_pb2.ReasonResponse]:
-        """Stream one LLM call: Attempt, Delta… (or Switched and another Attempt), Final."""
-        verified = await self._verifier.verify(
-            metadata_token(context.invocation_metadata()), request.accounting.execution_id
-        )
-        call = call_from_proto(request, verified.user_id)
+        """Stream one LLM call: Attempt, Delta… (Switched and another Attempt on fallback),
+        Final."""
+        parts = self._parts
+        token = metadata_token(context.invocation_metadata())
+        verified = await parts.verifier.verify(token, request.accounting.execution_id)
+        call = call_from_proto(request, verified.user_id, token or "")
         validate(call)
-        snapshot = self._rankings.snapshot
-        candidates = choose(
-            self._providers,
-            snapshot,
-            strategy=call.strategy,
-            preferred=call.preferred,
-            pinned=call.pinned,
-        )
-        prices = snapshot.prices if snapshot is not None else self._config_prices
+        snapshot = parts.rankings.snapshot
+        candidates = self._candidates(call, snapshot, call.strategy)
+        prices = snapshot.prices if snapshot is not None else parts.config_prices
         span = trace.get_current_span()
         span.set_attribute("saga.execution_id", call.accounting.execution_id)
 
-        def report(record: AttemptRecord) -> None:
-            # Called inside this handler, so the reporting task joins the request's trace.
-            self._reporter.report(outcome_proto(record, call.accounting))
+        cid = call_id(call.accounting)
+        reservation = await parts.budgets.reserve(
+            cid,
+            call.accounting.user_id,
+            call.accounting.execution_id,
+            max_cost(call.engine_request(), candidates, prices),
+        )
+        if reservation is not None and reservation.degrade_to_cheapest:
+            candidates = self._candidates(call, snapshot, "cheapest")
 
-        async for event in reason(call, candidates, self._engines, prices, report):
-            if isinstance(event, TextDelta):
-                yield router_pb2.ReasonResponse(delta=reason_events_pb2.Delta(text=event.text))
-            elif isinstance(event, AttemptStarted):
-                yield router_pb2.ReasonResponse(
-                    attempt=reason_events_pb2.Attempt(
-                        provider=event.provider, model=event.model, n=event.n
-                    )
-                )
-            elif isinstance(event, ProviderSwitched):
-                yield router_pb2.ReasonResponse(
-                    switched=reason_events_pb2.Switched(
-                        from_provider=event.from_provider,
-                        to_provider=event.to_provider,
-                        reason=event.reason,
-                    )
-                )
-            else:
-                span.set_attributes(
-                    {
-                        "gen_ai.system": event.provider,
-                        "gen_ai.request.model": event.model,
-                        "gen_ai.usage.input_tokens": event.input_tokens,
-                        "gen_ai.usage.output_tokens": event.output_tokens,
-                    }
-                )
-                yield final_proto(event)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        traceparent = current_traceparent()  # the Reason span: outcomes are shipped under it
+        stored: list[asyncio.Future[None]] = []
+        cost = 0
+
+        def report(record: AttemptRecord) -> None:
+            nonlocal cost
+            cost += record.cost_micro_usd
+            observe_attempt(record)
+            outcome = outcome_proto(record, call.accounting, cid)
+            stored.append(parts.outbox.add(outcome, traceparent))
+
+        events = reason(
+            call, candidates, parts.engines, prices, report, parts.resilience, deadline=deadline
+        )
+        if parts.coalesce:
+            events = coalesce(events, merge_text)
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, ProviderSwitched):
+                        FALLBACKS.labels(event.from_provider, event.to_provider, event.reason).inc()
+                    elif isinstance(event, Finished):
+                        await self._stored(stored)
+                        span.set_attributes(
+                            {
+                                "gen_ai.system": event.provider,
+                                "gen_ai.request.model": event.model,
+                                "gen_ai.usage.input_tokens": event.input_tokens,
+                                "gen_ai.usage.output_tokens": event.output_tokens,
+                            }
+                        )
+                    yield _event_proto(event)
+        finally:
+            parts.budgets.settle(reservation, cost)
+
+    @staticmethod
+    async def _stored(stored: list[asyncio.Future[None]]) -> None:
+        """Wait until every attempt of the call is in the outbox (before Final)."""
+        try:
+            await asyncio.gather(*stored)
+        except Exception:
+            raise Unavailable(
+                "the call's usage could not be stored; its answer is not confirmed",
+                reason="USAGE_NOT_STORED",
+                retry_after=1.0,
+            ) from None
 
     async def ListProviders(
         self, request: router_pb2.ListProvidersRequest, context: Any
     ) -> router_pb2.ListProvidersResponse:
-        """The configured providers with prices, limits and capabilities. Circuits are
-        always closed and health is not probed yet (issue 5)."""
-        snapshot = self._rankings.snapshot
-        prices = snapshot.prices if snapshot is not None else self._config_prices
+        """The configured providers with their circuit state, health, prices, limits and
+        capabilities."""
+        parts = self._parts
+        snapshot = parts.rankings.snapshot
+        prices = snapshot.prices if snapshot is not None else parts.config_prices
         infos = []
         for p in self._providers:
             price = prices.of(p.name)
+            circuit = parts.resilience.states[p.name].circuit
             infos.append(
                 providers_pb2.ProviderInfo(
                     name=p.name,
                     kind=p.kind,
                     model=p.model,
                     base_url=p.base_url,
-                    circuit_state=providers_pb2.CIRCUIT_STATE_CLOSED,
-                    healthy=True,
+                    circuit_state=providers_pb2.CircuitState.ValueType(circuit.state.value),
+                    healthy=circuit.healthy,
                     prices=providers_pb2.Prices(
                         input_per_million_micro_usd=price.input_micro_usd_per_mtok,
                         output_per_million_micro_usd=price.output_micro_usd_per_mtok,
                         cached_input_per_million_micro_usd=price.cached_input_micro_usd_per_mtok,
                         price_table_version=prices.version,
                     ),
-                    limits=providers_pb2.Limits(),
+                    limits=providers_pb2.Limits(
+                        max_concurrency=p.max_concurrency,
+                        rpm=p.rpm,
+                        tpm=p.tpm,
+                        connect_timeout_ms=p.connect_timeout_ms,
+                        first_token_timeout_ms=p.first_token_timeout_ms,
+                        total_timeout_ms=p.total_timeout_ms,
+                    ),
                     context_window=p.context_window,
                     quality_prior=p.quality,
                     capabilities=list(p.capabilities),

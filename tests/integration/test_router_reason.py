@@ -1,6 +1,9 @@
 """The router's Reason over real processes (auth, optimizer, router on loopback, mTLS),
 called as the runtime calls it: streaming from sim, request-context checks, input bounds,
-injected provider failures and fallback, ranking from the optimizer's snapshot, outcomes."""
+injected provider failures and fallback, ranking from the optimizer's snapshot, outcomes.
+
+Circuits are kept shut here (thresholds out of reach): these tests call the failing
+providers repeatedly; test_router_circuits covers the breaker."""
 
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ model = "sim-down"
 quality = 0.1
 input_micro_usd_per_mtok = 20_000_000
 output_micro_usd_per_mtok = 40_000_000
+max_retries = 0
 [providers.sim]
 fail = "unavailable"
 
@@ -72,12 +76,19 @@ model = "sim-cut"
 quality = 0.1
 input_micro_usd_per_mtok = 20_000_000
 output_micro_usd_per_mtok = 40_000_000
+max_retries = 0
 [providers.sim]
 token_interval_ms = 10
 tokens = 6
 fail = "unavailable"
 fail_after_tokens = 3
 """
+
+NO_CIRCUITS = {
+    "SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES": "1000000",
+    "SAGA_ROUTER__CIRCUIT_MIN_CALLS": "1000000",
+}
+"""Environment that keeps every circuit closed, for tests that fail providers on purpose."""
 
 CHEAPEST = common_pb2.STRATEGY_CHEAPEST
 QUALITY = common_pb2.STRATEGY_QUALITY
@@ -175,7 +186,7 @@ async def eventually_first(
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("router"), config=PROVIDERS)
+    s = Stack.create(tmp_path_factory.mktemp("router"), config=PROVIDERS, **NO_CIRCUITS)
     try:
         await s.start_all(["auth", "optimizer", "router"])
         yield s
@@ -450,7 +461,9 @@ async def test_the_optimizer_records_the_outcome(stack: Stack, runtime: grpc.aio
     assert len(lines) == 1, lines
     assert '"provider": "cheap"' in lines[0]
     assert '"status": "succeeded"' in lines[0]
-    assert f'"outcome_id": "{exe}:answer:1"' in lines[0]
+    # <execution>:<step>:<attempt set>:<attempt>
+    assert f'"outcome_id": "{exe}:answer:' in lines[0]
+    assert ':1", ' in lines[0]
 
 
 async def test_list_providers_describes_the_configuration(stack: Stack) -> None:

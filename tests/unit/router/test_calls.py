@@ -9,8 +9,10 @@ import pytest
 from services.common.errors import InvalidArgument
 from services.router.calls import (
     DEFAULT_MAX_TOKENS,
+    MAX_ACCOUNTING_CHARS,
     MAX_MESSAGES,
     MAX_PROMPT_CHARS,
+    Accounting,
     ReasonCall,
     validate,
 )
@@ -51,6 +53,16 @@ OK = ReasonCall(messages=(ChatMessage("user", "hello"),))
         ({"stop": ("x",) * 17}, "OPTION_INVALID", "stop"),
         ({"preferred": ("p",) * 65}, "OPTION_INVALID", "preferred_providers"),
         ({"max_cost_micro_usd": -1}, "OPTION_INVALID", "max_cost_micro_usd"),
+        (
+            {"accounting": Accounting(step_id="s" * (MAX_ACCOUNTING_CHARS + 1))},
+            "ACCOUNTING_INVALID",
+            "accounting.step_id",
+        ),
+        (
+            {"accounting": Accounting(session_id="s" * (MAX_ACCOUNTING_CHARS + 1))},
+            "ACCOUNTING_INVALID",
+            "accounting.session_id",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_reason_and_field(
@@ -66,6 +78,8 @@ def test_inputs_at_the_bounds_are_accepted() -> None:
     validate(OK)
     validate(dataclasses.replace(OK, messages=(ChatMessage("user", "x"),) * MAX_MESSAGES))
     validate(dataclasses.replace(OK, max_tokens=32_768, temperature=2.0, stop=("x",) * 16))
+    longest = "s" * MAX_ACCOUNTING_CHARS
+    validate(dataclasses.replace(OK, accounting=Accounting(longest, longest, "exe", longest)))
 
 
 def test_max_tokens_zero_means_the_default() -> None:

@@ -96,6 +96,7 @@ async def test_tokens_arrive_at_the_configured_pace() -> None:
         ("rate_limited", ErrorKind.RATE_LIMITED, 1.0),
         ("unauthenticated", ErrorKind.UNAUTHENTICATED, None),
         ("invalid_argument", ErrorKind.INVALID_INPUT, None),
+        ("context_length", ErrorKind.INVALID_INPUT, None),
     ],
 )
 async def test_injected_failure_after_some_tokens(
@@ -119,3 +120,23 @@ async def test_injected_failure_at_once_sends_nothing() -> None:
     assert seen == []
     # Positive control: the same engine without `fail` answers.
     assert text_of(await collect(SimEngine(provider(tokens=6)), request()))
+
+
+async def test_context_length_says_a_larger_window_may_take_it() -> None:
+    engine = SimEngine(provider(fail="context_length"))
+    with pytest.raises(ProviderError) as err:
+        await collect(engine, request())
+    assert err.value.context_length_exceeded
+    # Positive control: other input failures do not say so.
+    with pytest.raises(ProviderError) as other:
+        await collect(SimEngine(provider(fail="invalid_argument")), request())
+    assert not other.value.context_length_exceeded
+
+
+async def test_fail_calls_fails_only_the_first_calls() -> None:
+    engine = SimEngine(provider(tokens=3, fail="unavailable", fail_calls=2))
+    for _ in range(2):
+        with pytest.raises(ProviderError):
+            await collect(engine, request())
+    assert len(text_of(await collect(engine, request())).split()) == 3
+    assert len(text_of(await collect(engine, request())).split()) == 3

@@ -1,0 +1,146 @@
+"""Budgets, the router's side: reserve a call's maximum cost with the optimizer before any
+provider is called, settle to the real cost after.
+
+The maximum is what the dearest candidate would charge for the whole of `max_tokens` plus
+the prompt (estimated at ~4 characters a token): `max_cost`. The reservation id is the
+call's id (`outcomes.call_id`), so a resent ReserveBudget is idempotent. The optimizer's
+refusal (RESOURCE_EXHAUSTED `BUDGET_EXHAUSTED`, with QuotaFailure) reaches the caller
+unchanged, before any provider was called. When the optimizer asks for it
+(`degrade_to_cheapest`, near the limit) the call is ranked by CHEAPEST instead.
+
+Settling happens after the call however it ended — answered, failed or cancelled — with the
+sum of what its attempts were billed, in a background task (the caller does not wait for
+it), retried a few times since SettleBudget is idempotent. A call whose continuation after a
+broken stream cost more than its reservation settles to the real, higher cost: the budget
+books what was spent.
+
+Without a configured budget (`budgets.per_user_micro_usd` = 0) there is nothing to reserve
+against, and the router adds no hop to the call. With one, the router fails closed: an
+optimizer it cannot reach for ReserveBudget (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED)
+ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather than spend unaccounted money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common.config import BudgetsConfig, ProviderConfig
+from services.common.errors import Unavailable
+from services.common.prices import PriceTable
+from services.router.engines.base import EngineRequest, estimate_input_tokens
+
+log = logging.getLogger("saga.router.budget")
+
+RESERVE_TIMEOUT_SECONDS = 2.0
+SETTLE_TIMEOUT_SECONDS = 5.0
+SETTLE_ATTEMPTS = 4
+UNREACHABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED}
+)
+
+
+def max_cost(
+    request: EngineRequest, candidates: Sequence[ProviderConfig], prices: PriceTable
+) -> int:
+    """The most the call may cost, micro-USD: the dearest candidate's price of the prompt
+    plus the whole of `max_tokens`."""
+    input_tokens = estimate_input_tokens(request)
+    return max(
+        (prices.of(p.name).cost(input_tokens, request.max_tokens) for p in candidates), default=0
+    )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A held reservation."""
+
+    reservation_id: str
+    amount_micro_usd: int
+    degrade_to_cheapest: bool
+
+
+class Budgets:
+    """Reserves and settles calls' costs with the optimizer (see the module docstring)."""
+
+    def __init__(self, channel: grpc.aio.Channel, config: BudgetsConfig) -> None:
+        self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
+        self.enabled = config.per_user_micro_usd > 0
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def reserve(
+        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+    ) -> Reservation | None:
+        """Hold `amount` of the user's budget; None when no budget is configured. The
+        optimizer's refusal propagates unchanged (the guard relays it)."""
+        if not self.enabled:
+            return None
+        try:
+            reply = await self._stub.ReserveBudget(
+                optimizer_pb2.ReserveBudgetRequest(
+                    reservation_id=reservation_id,
+                    user_id=user_id,
+                    execution_id=execution_id,
+                    amount_micro_usd=amount,
+                ),
+                timeout=RESERVE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in UNREACHABLE:
+                raise
+            log.warning(
+                "budget not reserved: optimizer unreachable", extra={"code": error.code().name}
+            )
+            raise Unavailable(
+                "the budget cannot be checked now",
+                reason="BUDGET_UNAVAILABLE",
+                retry_after=1.0,
+            ) from None
+        return Reservation(reservation_id, amount, reply.degrade_to_cheapest)
+
+    def settle(self, reservation: Reservation | None, cost: int) -> None:
+        """Settle `reservation` to `cost` in the background (call it from the handler, so
+        the task joins the call's trace; never blocks)."""
+        if reservation is None:
+            return
+        task = asyncio.create_task(self._settle(reservation, cost))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, reservation: Reservation, cost: int) -> None:
+        request = optimizer_pb2.SettleBudgetRequest(
+            reservation_id=reservation.reservation_id, cost_micro_usd=cost
+        )
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                await self._stub.SettleBudget(request, timeout=SETTLE_TIMEOUT_SECONDS)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in UNREACHABLE or attempt == SETTLE_ATTEMPTS:
+                    # The optimizer expires an unsettled reservation: the budget recovers.
+                    log.warning(
+                        "budget not settled",
+                        extra={
+                            "reservation_id": reservation.reservation_id,
+                            "code": error.code().name,
+                        },
+                    )
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Give settlements in flight `grace` seconds, then cancel the rest."""
+        if not self._settling:
+            return
+        _, late = await asyncio.wait(set(self._settling), timeout=grace)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,93 @@
+"""Retries inside one provider: when, how long to wait, and how many the provider can take.
+
+A failed call is retried on the same provider only when the failure is transient or a rate
+limit, no text has reached the caller, fewer than the provider's `max_retries` retries were
+made, the wait fits the caller's deadline, and the provider's retry budget allows it (the
+caller, `reasoning`, checks the first three). The wait is exponential backoff with full
+jitter (a uniform draw between 0 and `initial * 2^(retry-1)`, capped) so a crowd of callers
+does not retry in step; a `Retry-After` from the provider is honoured as a floor. A provider
+asking for more than `max_backoff` is not waited for: the call moves to the next candidate.
+
+The retry budget bounds the extra load retries put on a provider that is failing: over a
+sliding window, retries may be at most `ratio` of the calls (20 % by default) plus a small
+fixed allowance, so a quiet provider can still be retried. Without it every layer of
+retries multiplies the load on a provider exactly when it can least take it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common.config import RouterConfig
+from services.router.windows import SlidingCounts
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before a retry (RouterConfig `retry_*_backoff_ms`, in seconds)."""
+
+    initial: float = 0.1
+    maximum: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: RouterConfig) -> Backoff:
+        """The backoff of a router configuration."""
+        return cls(config.retry_initial_backoff_ms / 1000, config.retry_max_backoff_ms / 1000)
+
+    def delay(
+        self,
+        retry: int,
+        retry_after: float | None = None,
+        draw: Callable[[], float] = random.random,
+    ) -> float | None:
+        """Seconds to wait before retry number `retry` (1 = the first), or None when the
+        provider asks for longer than `maximum`."""
+        if retry_after is not None and retry_after > self.maximum:
+            return None
+        jittered = draw() * min(self.maximum, self.initial * 2.0 ** max(0, retry - 1))
+        return max(jittered, retry_after or 0.0)
+
+
+class RetryBudget:
+    """Retries a provider may take: at most `ratio` of its calls in the window, plus
+    `minimum` (see the module docstring)."""
+
+    def __init__(
+        self,
+        ratio: float = 0.2,
+        minimum: int = 10,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ratio = ratio
+        self._minimum = minimum
+        self._clock = clock
+        self._counts = SlidingCounts(window, ("calls", "retries"))
+
+    @classmethod
+    def from_config(
+        cls, config: RouterConfig, clock: Callable[[], float] = time.monotonic
+    ) -> RetryBudget:
+        """The budget of a router configuration."""
+        return cls(
+            config.retry_budget_ratio,
+            config.retry_budget_min,
+            config.retry_budget_window_seconds,
+            clock,
+        )
+
+    def note_call(self) -> None:
+        """A first try was made (it earns `ratio` of a retry)."""
+        self._counts.add(self._clock(), "calls")
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False (nothing taken) when it is spent."""
+        now = self._clock()
+        allowed = self._minimum + self._ratio * self._counts.total(now, "calls")
+        if self._counts.total(now, "retries") + 1 > allowed:
+            return False
+        self._counts.add(now, "retries")
+        return True
