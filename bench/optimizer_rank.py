@@ -14,14 +14,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2
-from services.common.config import ProviderConfig
+from services.common.config import BudgetsConfig, ProviderConfig
+from services.common.database import open_database
+from services.optimizer.budgets import Budgets
+from services.optimizer.ledger import Ledger
+from services.optimizer.metrics import LiveMetrics
+from services.optimizer.priors import PriorStore
+from services.optimizer.publisher import RankingPublisher
 from services.optimizer.ranking import ProviderStats, Strategy, Weights, rank
-from services.optimizer.servicer import OptimizerServicer
+from services.optimizer.schema import MIGRATIONS
+from services.optimizer.servicer import OptimizerServicer, Parts
 from services.optimizer.snapshots import SnapshotBoard
 
 
@@ -70,12 +79,23 @@ async def main() -> None:
         median, p99 = timed(lambda s=strategy, w=weights: rank(stats, s, weights=w), args.calls)
         print(f"{'rank ' + strategy.value:<28}{median:>10.1f}{p99:>10.1f}")
 
-    servicer = OptimizerServicer(SnapshotBoard(configs, Strategy.BALANCED))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = await open_database("", "saga", Path(tmp), "optimizer", MIGRATIONS)
+        live = LiveMetrics(configs, window=100, window_seconds=300, prior_weight=10)
+        publisher = RankingPublisher(live, SnapshotBoard(configs, Strategy.BALANCED), interval=0.2)
+        parts = Parts(publisher, Ledger(db), Budgets(db, BudgetsConfig()), PriorStore(db))
+        try:
+            await _time_handler(OptimizerServicer(parts), args.calls)
+        finally:
+            await db.close()
+
+
+async def _time_handler(servicer: OptimizerServicer, calls: int) -> None:
     request = optimizer_pb2.RankRequest(
         strategy=common_pb2.STRATEGY_BALANCED, required_capabilities=["chat"]
     )
     samples = []
-    for _ in range(args.calls):
+    for _ in range(calls):
         start = time.perf_counter_ns()
         await servicer.Rank(request, None)
         samples.append((time.perf_counter_ns() - start) / 1000)

@@ -1,36 +1,105 @@
-"""The optimizer's gRPC service, registered with the shared bootstrap.
-
-RPCs not built yet (GetMetrics, UpdateMetrics, GetUsage) are inherited from the generated
-base servicer, which the guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+"""The optimizer's gRPC service, registered with the shared bootstrap: opens its database
+(ledger, budgets, priors), warms the live metrics up from the ledger's recent outcomes, and
+runs two background tasks — the ranking publisher and an hourly prune of old reservations —
+that stop with the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 
+from services.common.database import Database, open_database
 from services.common.server import Registration, ServiceHost
+from services.optimizer.budgets import Budgets
+from services.optimizer.ledger import Ledger
+from services.optimizer.metrics import LiveMetrics
+from services.optimizer.priors import PriorStore
+from services.optimizer.publisher import RankingPublisher
 from services.optimizer.ranking import Strategy
-from services.optimizer.servicer import OptimizerServicer
+from services.optimizer.schema import MIGRATIONS
+from services.optimizer.servicer import OptimizerServicer, Parts
 from services.optimizer.shutdown import shutdown_started
 from services.optimizer.snapshots import SnapshotBoard
+
+log = logging.getLogger("saga.optimizer")
+
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+async def warm_up(live: LiveMetrics, ledger: Ledger, window: int, window_seconds: float) -> int:
+    """Feed each provider's most recent outcomes from the ledger into `live`, so a restart
+    does not forget what the last minutes showed; how many samples were taken."""
+    now = time.time()
+    taken = 0
+    for provider in live.providers:
+        for record in await ledger.recent(provider, now - window_seconds, window):
+            sample = record.sample()
+            if sample is not None and live.record(provider, sample, now):
+                taken += 1
+    return taken
+
+
+async def _prune_forever(budgets: Budgets) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        try:
+            pruned = await budgets.prune()
+        except Exception:
+            log.exception("pruning reservations failed")
+        else:
+            if pruned:
+                log.info("old reservations pruned", extra={"count": pruned})
 
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
-    board = SnapshotBoard(host.config.providers, Strategy(host.config.optimizer.default_strategy))
+    config = host.config
+    settings = config.optimizer
+    db: Database = await open_database(
+        config.storage.url, config.storage.namespace, config.data_path, "optimizer", MIGRATIONS
+    )
+    priors = PriorStore(db)
+    ledger = Ledger(db)
+    live = LiveMetrics(
+        config.providers,
+        window=settings.metrics_window,
+        window_seconds=settings.metrics_window_seconds,
+        prior_weight=settings.prior_weight,
+        priors=await priors.load(config.providers),
+    )
+    warmed = await warm_up(live, ledger, settings.metrics_window, settings.metrics_window_seconds)
+    board = SnapshotBoard(
+        config.providers,
+        Strategy(settings.default_strategy),
+        success_floor=settings.success_rate_floor,
+    )
+    publisher = RankingPublisher(live, board, interval=settings.publish_interval_ms / 1000)
+    publisher.refresh()
+    budgets = Budgets(db, config.budgets)
+    log.info("live metrics warmed up", extra={"samples": warmed})
 
     async def end_watches_on_shutdown() -> None:
         await shutdown_started(host.health)
         board.close()
 
-    closer = asyncio.create_task(end_watches_on_shutdown())
+    tasks = [
+        asyncio.create_task(end_watches_on_shutdown()),
+        asyncio.create_task(publisher.run()),
+        asyncio.create_task(_prune_forever(budgets)),
+    ]
 
     async def stop() -> None:
         board.close()
-        closer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await closer
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await db.close()
 
     host.on_stop(stop)
-    return [Registration.of(OptimizerServicer(board))]
+    parts = Parts(publisher=publisher, ledger=ledger, budgets=budgets, priors=priors)
+    return [Registration.of(OptimizerServicer(parts))]

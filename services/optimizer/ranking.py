@@ -15,9 +15,10 @@ CHEAPEST by estimated cost, FASTEST by time to first token then latency, QUALITY
 RELIABLE by success rate. BALANCED (cost 0.5, latency 0.3, quality 0.2) and CUSTOM order by
 the weighted score. Every order ends with the provider name, so rankings are deterministic.
 
-A candidate that lacks a required capability, or whose success rate is under the floor, is
-excluded with the reason. Open circuits and budgets (SPEC 3.5) join the exclusions when the
-live metrics and the ledger arrive; `ProviderStats` is what they will update.
+A candidate that lacks a required capability, whose success rate (live, see `metrics`) is
+under the floor, or whose estimated cost the caller's remaining budget cannot cover, is
+excluded with the reason. Circuits are the router's: it skips providers whose circuit is open
+when it walks a ranking.
 """
 
 from __future__ import annotations
@@ -199,7 +200,11 @@ def _higher_is_better(values: Sequence[float]) -> list[float]:
 
 
 def _exclusion(
-    stats: ProviderStats, required: frozenset[str], success_floor: float
+    stats: ProviderStats,
+    required: frozenset[str],
+    success_floor: float,
+    cost: int,
+    budget_left: int | None,
 ) -> Excluded | None:
     missing = sorted(required - stats.capabilities)
     if missing:
@@ -212,6 +217,12 @@ def _exclusion(
             ExclusionReason.LOW_SUCCESS_RATE,
             f"success rate {stats.success_rate:.3f} is under {success_floor:.3f}",
         )
+    if budget_left is not None and (budget_left <= 0 or cost > budget_left):
+        return Excluded(
+            stats.name,
+            ExclusionReason.BUDGET_EXHAUSTED,
+            f"estimated cost {cost} micro-USD; {max(budget_left, 0)} left in the budget",
+        )
     return None
 
 
@@ -223,9 +234,12 @@ def rank(
     required_capabilities: Iterable[str] = (),
     estimate: TokenEstimate | None = None,
     success_floor: float = SUCCESS_RATE_FLOOR,
+    budget_left: int | None = None,
 ) -> Ranking:
     """Rank `candidates` for `strategy`. `weights` applies to CUSTOM (and must be valid
-    there); the other strategies have fixed weights."""
+    there); the other strategies have fixed weights. `budget_left` is what remains of the
+    caller's budget in micro-USD (None: no budget applies); with nothing left every
+    candidate is excluded, otherwise those whose estimated cost exceeds it."""
     if strategy is Strategy.CUSTOM:
         if weights is None or not weights.is_valid():
             raise ValueError("CUSTOM needs finite, non-negative weights that are not all zero")
@@ -238,7 +252,8 @@ def rank(
     eligible: list[ProviderStats] = []
     excluded: list[Excluded] = []
     for stats in candidates:
-        exclusion = _exclusion(stats, required, success_floor)
+        cost = estimated_cost(stats, estimate)
+        exclusion = _exclusion(stats, required, success_floor, cost, budget_left)
         if exclusion is None:
             eligible.append(stats)
         else:

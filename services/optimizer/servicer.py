@@ -1,211 +1,116 @@
-"""`saga.optimizer.v1.OptimizerService`: translation between protobuf and the optimizer's
-domain modules (ranking, snapshots, outcome intake).
-
-Built in issue 3: Rank, WatchRankings, SetDefaultStrategy and RecordOutcomes (deduplicated
-and logged; the usage ledger and live metrics come with issue 5). GetMetrics, UpdateMetrics
-and GetUsage are inherited from the generated base and answer UNIMPLEMENTED.
-"""
+"""`saga.optimizer.v1.OptimizerService`: every RPC of the optimizer, thin over its domain
+modules — ranking and snapshots, live metrics and their publisher, the usage ledger, budgets
+(translation to and from protobuf lives in `messages`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from saga.execution.v1 import common_pb2
-from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc, ranking_pb2
+from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.prices import PriceTable
-from services.optimizer.outcomes import SeenOutcomes
+from services.optimizer import messages
+from services.optimizer.budgets import Budgets
+from services.optimizer.ledger import Ledger, UsageRecord
+from services.optimizer.messages import TO_PROTO
+from services.optimizer.priors import PriorStore
+from services.optimizer.publisher import RankingPublisher
 from services.optimizer.ranking import (
     STRATEGY_WEIGHTS,
     ProviderStats,
-    Ranking,
     Strategy,
     TokenEstimate,
     Weights,
     rank,
 )
-from services.optimizer.snapshots import Snapshot, SnapshotBoard
+from services.optimizer.snapshots import Snapshot
+from services.optimizer.usage import usage_query
 
 log = logging.getLogger("saga.optimizer")
 
 MAX_CANDIDATES = 256
 MAX_CAPABILITIES = 32
 MAX_NAME_CHARS = 128
+MAX_USER_ID_CHARS = 256
 MAX_ESTIMATED_TOKENS = 10_000_000
 MAX_WATCHED_STRATEGIES = 16
 MAX_OUTCOMES_PER_BATCH = 1000
-MAX_OUTCOME_ID_CHARS = 256
+MAX_PROVIDERS_PER_REQUEST = 256
 _DEFAULT = TokenEstimate()
 
-_TO_DOMAIN: dict[int, Strategy] = {
-    common_pb2.STRATEGY_CHEAPEST: Strategy.CHEAPEST,
-    common_pb2.STRATEGY_FASTEST: Strategy.FASTEST,
-    common_pb2.STRATEGY_QUALITY: Strategy.QUALITY,
-    common_pb2.STRATEGY_BALANCED: Strategy.BALANCED,
-    common_pb2.STRATEGY_RELIABLE: Strategy.RELIABLE,
-    common_pb2.STRATEGY_CUSTOM: Strategy.CUSTOM,
-}
-_TO_PROTO: dict[Strategy, common_pb2.Strategy.ValueType] = {
-    s: common_pb2.Strategy.ValueType(n) for n, s in _TO_DOMAIN.items()
-}
 
+@dataclass(frozen=True)
+class Parts:
+    """What the servicer works with (built by `app`)."""
 
-def _strategy(value: int, field: str) -> Strategy | None:
-    """The domain strategy of an enum value; None for UNSPECIFIED."""
-    if value == common_pb2.STRATEGY_UNSPECIFIED:
-        return None
-    strategy = _TO_DOMAIN.get(value)
-    if strategy is None:
-        raise InvalidArgument(
-            f"unknown strategy {value}",
-            reason="STRATEGY_INVALID",
-            field_violations=[FieldViolation(field, f"unknown strategy {value}")],
-        )
-    return strategy
-
-
-def _weights(message: ranking_pb2.Weights) -> Weights:
-    return Weights(message.cost, message.latency, message.quality, message.reliability)
-
-
-def _weights_proto(weights: Weights) -> ranking_pb2.Weights:
-    return ranking_pb2.Weights(
-        cost=weights.cost,
-        latency=weights.latency,
-        quality=weights.quality,
-        reliability=weights.reliability,
-    )
-
-
-def _bad_weights(field: str) -> InvalidArgument:
-    return InvalidArgument(
-        "custom weights must be finite, non-negative and not all zero",
-        reason="WEIGHTS_INVALID",
-        field_violations=[
-            FieldViolation(field, "finite, non-negative, and at least one above zero")
-        ],
-    )
-
-
-def _ranked_proto(
-    ranking: Ranking,
-) -> tuple[list[ranking_pb2.RankedProvider], list[ranking_pb2.Exclusion]]:
-    ranked = [
-        ranking_pb2.RankedProvider(
-            provider=r.provider,
-            model=r.model,
-            score=r.score,
-            breakdown=ranking_pb2.ScoreBreakdown(
-                cost=r.breakdown.cost,
-                latency=r.breakdown.latency,
-                quality=r.breakdown.quality,
-                reliability=r.breakdown.reliability,
-                estimated_cost_micro_usd=r.breakdown.estimated_cost_micro_usd,
-            ),
-        )
-        for r in ranking.ranked
-    ]
-    excluded = [
-        ranking_pb2.Exclusion(
-            provider=e.provider,
-            reason=ranking_pb2.ExclusionReason.ValueType(e.reason.value),
-            detail=e.detail,
-        )
-        for e in ranking.excluded
-    ]
-    return ranked, excluded
-
-
-def _price_table_proto(table: PriceTable) -> ranking_pb2.PriceTable:
-    return ranking_pb2.PriceTable(
-        version=table.version,
-        prices=[
-            ranking_pb2.ProviderPrice(
-                provider=p.provider,
-                model=p.model,
-                input_per_million_micro_usd=p.input_micro_usd_per_mtok,
-                output_per_million_micro_usd=p.output_micro_usd_per_mtok,
-                cached_input_per_million_micro_usd=p.cached_input_micro_usd_per_mtok,
-            )
-            for p in table.prices
-        ],
-    )
-
-
-def snapshot_proto(
-    snapshot: Snapshot, requested: Sequence[Strategy | None]
-) -> optimizer_pb2.WatchRankingsResponse:
-    """The message for one snapshot; None in `requested` stands for the default strategy."""
-    wanted = [snapshot.default_strategy if s is None else s for s in requested]
-    rankings = []
-    for strategy in snapshot.strategies_for(wanted):
-        ranked, excluded = _ranked_proto(snapshot.rankings[strategy])
-        rankings.append(
-            ranking_pb2.StrategyRanking(
-                strategy=_TO_PROTO[strategy], ranked=ranked, excluded=excluded
-            )
-        )
-    return optimizer_pb2.WatchRankingsResponse(
-        snapshot_version=snapshot.version,
-        rankings=rankings,
-        price_table=_price_table_proto(snapshot.prices),
-        default_strategy=_TO_PROTO[snapshot.default_strategy],
-    )
+    publisher: RankingPublisher
+    ledger: Ledger
+    budgets: Budgets
+    priors: PriorStore
+    clock: Callable[[], float] = time.time
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
-    """The optimizer service; RPCs not overridden here answer UNIMPLEMENTED."""
+    """The optimizer service."""
 
-    def __init__(self, board: SnapshotBoard) -> None:
-        self._board = board
-        self._known = {s.name for s in board.stats}
-        self._seen = SeenOutcomes()
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._publisher = parts.publisher
+        self._board = parts.publisher.board
+        self._live = parts.publisher.live
+        self._known = set(self._live.providers)
 
     async def Rank(
         self, request: optimizer_pb2.RankRequest, context: Any
     ) -> optimizer_pb2.RankResponse:
-        """Rank the candidates for one call, with score breakdowns and exclusions."""
+        """Rank the candidates for one call, with score breakdowns and exclusions; with a
+        user, also by what is left of their budget (near its end, CHEAPEST when configured)."""
         current = self._board.current
-        strategy = _strategy(request.strategy, "strategy") or current.default_strategy
-        weights: Weights | None = None
-        if strategy is Strategy.CUSTOM:
-            given = _weights(request.weights)
-            if request.HasField("weights") and given != Weights():
-                if not given.is_valid():
-                    raise _bad_weights("weights")
-                weights = given
-            else:
-                weights = current.custom_weights
-            if weights is None:
-                raise InvalidArgument(
-                    "STRATEGY_CUSTOM needs weights: none given and none configured",
-                    reason="WEIGHTS_INVALID",
-                    field_violations=[FieldViolation("weights", "required for STRATEGY_CUSTOM")],
-                )
-        ranking = rank(
-            self._candidates(request.candidates),
-            strategy,
-            weights=weights,
-            required_capabilities=self._capabilities(request.required_capabilities),
-            estimate=TokenEstimate(
-                _estimate(
-                    request.estimated_input_tokens, "estimated_input_tokens", _DEFAULT.input_tokens
-                ),
-                _estimate(
-                    request.estimated_output_tokens,
-                    "estimated_output_tokens",
-                    _DEFAULT.output_tokens,
-                ),
+        strategy = messages.strategy(request.strategy, "strategy") or current.default_strategy
+        weights = self._custom_weights(request, current) if strategy is Strategy.CUSTOM else None
+        candidates = self._candidates(request.candidates)
+        capabilities = self._capabilities(request.required_capabilities)
+        estimate = TokenEstimate(
+            _estimate(
+                request.estimated_input_tokens, "estimated_input_tokens", _DEFAULT.input_tokens
+            ),
+            _estimate(
+                request.estimated_output_tokens, "estimated_output_tokens", _DEFAULT.output_tokens
             ),
         )
-        ranked, excluded = _ranked_proto(ranking)
+        budget_left: int | None = None
+        if request.user_id:
+            if len(request.user_id) > MAX_USER_ID_CHARS:
+                raise InvalidArgument(
+                    f"user_id: at most {MAX_USER_ID_CHARS} characters",
+                    reason="RANK_REQUEST_INVALID",
+                    field_violations=[FieldViolation("user_id", "too long")],
+                )
+            standing = await self._parts.budgets.standing(request.user_id)
+            if standing is not None:
+                budget_left = standing.remaining_micro_usd
+                if standing.degrade:
+                    strategy, weights = Strategy.CHEAPEST, None
+        ranking = rank(
+            candidates,
+            strategy,
+            weights=weights,
+            required_capabilities=capabilities,
+            estimate=estimate,
+            success_floor=self._board.success_floor,
+            budget_left=budget_left,
+        )
+        ranked, excluded = messages.ranked_proto(ranking)
         return optimizer_pb2.RankResponse(
             ranked=ranked,
             excluded=excluded,
-            strategy=_TO_PROTO[strategy],
-            weights=_weights_proto(ranking.weights),
+            strategy=TO_PROTO[strategy],
+            weights=messages.weights_proto(ranking.weights),
         )
 
     async def WatchRankings(
@@ -218,26 +123,26 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
                 reason="STRATEGY_INVALID",
                 field_violations=[FieldViolation("strategies", "too many entries")],
             )
-        requested = [_strategy(s, "strategies") for s in request.strategies]
+        requested = [messages.strategy(s, "strategies") for s in request.strategies]
         snapshot: Snapshot | None = self._board.current
         while snapshot is not None:
-            yield snapshot_proto(snapshot, requested)
+            yield messages.snapshot_proto(snapshot, requested)
             snapshot = await self._board.next_after(snapshot.version)
 
     async def SetDefaultStrategy(
         self, request: optimizer_pb2.SetDefaultStrategyRequest, context: Any
     ) -> optimizer_pb2.SetDefaultStrategyResponse:
         """Change the strategy STRATEGY_UNSPECIFIED resolves to; watchers get a new snapshot."""
-        strategy = _strategy(request.strategy, "strategy")
+        strategy = messages.strategy(request.strategy, "strategy")
         if strategy is None:
             raise InvalidArgument(
                 "the default strategy cannot be STRATEGY_UNSPECIFIED",
                 reason="STRATEGY_INVALID",
                 field_violations=[FieldViolation("strategy", "must name a strategy")],
             )
-        weights = _weights(request.weights) if strategy is Strategy.CUSTOM else None
+        weights = messages.weights(request.weights) if strategy is Strategy.CUSTOM else None
         if weights is not None and not weights.is_valid():
-            raise _bad_weights("weights")
+            raise messages.bad_weights("weights")
         snapshot = self._board.set_default(strategy, weights)
         applied = snapshot.custom_weights if strategy is Strategy.CUSTOM else None
         log.info(
@@ -245,14 +150,15 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             extra={"strategy": strategy.value, "snapshot_version": snapshot.version},
         )
         return optimizer_pb2.SetDefaultStrategyResponse(
-            strategy=_TO_PROTO[strategy],
-            weights=_weights_proto(applied or STRATEGY_WEIGHTS[strategy]),
+            strategy=TO_PROTO[strategy],
+            weights=messages.weights_proto(applied or STRATEGY_WEIGHTS[strategy]),
         )
 
     async def RecordOutcomes(
         self, request_iterator: AsyncIterator[optimizer_pb2.RecordOutcomesRequest], context: Any
     ) -> optimizer_pb2.RecordOutcomesResponse:
-        """Accept batches of outcomes; a resent outcome id is acknowledged, not counted."""
+        """Persist batches of outcomes (each in one transaction) before answering; a resent
+        outcome id is acknowledged, not counted. New outcomes feed the live metrics."""
         accepted = duplicates = 0
         async for batch in request_iterator:
             if len(batch.outcomes) > MAX_OUTCOMES_PER_BATCH:
@@ -261,23 +167,124 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
                     reason="OUTCOMES_INVALID",
                     field_violations=[FieldViolation("outcomes", "too many entries")],
                 )
-            for outcome in batch.outcomes:
-                if not 0 < len(outcome.outcome_id) <= MAX_OUTCOME_ID_CHARS:
-                    raise InvalidArgument(
-                        "every outcome needs an outcome_id",
-                        reason="OUTCOMES_INVALID",
-                        field_violations=[
-                            FieldViolation(
-                                "outcomes.outcome_id", f"1 to {MAX_OUTCOME_ID_CHARS} characters"
-                            )
-                        ],
-                    )
-                if self._seen.add(outcome.outcome_id):
-                    accepted += 1
-                    _log_outcome(outcome)
-                else:
-                    duplicates += 1
+            now = self._parts.clock()
+            records = [messages.usage_record(o, i, now) for i, o in enumerate(batch.outcomes)]
+            stored = await self._parts.ledger.record(records)
+            accepted += len(stored)
+            duplicates += len(records) - len(stored)
+            learned = False
+            for r in stored:
+                _log_outcome(r)
+                sample = r.sample()
+                if sample is not None:
+                    learned |= self._live.record(r.provider, sample, now)
+            if learned:
+                self._publisher.notify()
         return optimizer_pb2.RecordOutcomesResponse(accepted=accepted, duplicates=duplicates)
+
+    async def GetMetrics(
+        self, request: optimizer_pb2.GetMetricsRequest, context: Any
+    ) -> optimizer_pb2.GetMetricsResponse:
+        """Current metrics of the named providers (all when none is named)."""
+        names = self._providers(request.providers, "providers") or list(self._live.providers)
+        now = self._parts.clock()
+        return optimizer_pb2.GetMetricsResponse(
+            metrics=[messages.metrics_proto(self._live.metrics(n, now)) for n in names]
+        )
+
+    async def UpdateMetrics(
+        self, request: optimizer_pb2.UpdateMetricsRequest, context: Any
+    ) -> optimizer_pb2.UpdateMetricsResponse:
+        """Set providers' priors (persisted; re-ranked at once); unset values are kept."""
+        names = self._providers([p.provider for p in request.priors], "priors.provider")
+        if len(set(names)) != len(names):
+            raise InvalidArgument(
+                "a provider is named twice",
+                reason="METRICS_INVALID",
+                field_violations=[FieldViolation("priors.provider", "each provider once")],
+            )
+        changes = [messages.prior_changes(p, i) for i, p in enumerate(request.priors)]
+        for prior, change in zip(request.priors, changes, strict=True):
+            await self._parts.priors.save(prior.provider, change)
+        for prior, change in zip(request.priors, changes, strict=True):
+            updated = dataclasses.replace(self._live.prior(prior.provider), **change)
+            self._live.set_prior(prior.provider, updated, reset_samples=prior.reset_samples)
+        log.info("priors updated", extra={"providers": names})
+        self._publisher.refresh()
+        now = self._parts.clock()
+        return optimizer_pb2.UpdateMetricsResponse(
+            metrics=[messages.metrics_proto(self._live.metrics(n, now)) for n in names]
+        )
+
+    async def GetUsage(
+        self, request: optimizer_pb2.GetUsageRequest, context: Any
+    ) -> optimizer_pb2.GetUsageResponse:
+        """Aggregate the usage ledger by the requested dimensions, with totals."""
+        query = usage_query(
+            start_date=request.start_date,
+            end_date=request.end_date,
+            user_id=request.user_id,
+            all_users=request.all_users,
+            group_by=messages.dimensions(request.group_by),
+            today=dt.datetime.fromtimestamp(self._parts.clock(), dt.UTC).date(),
+        )
+        report = await self._parts.ledger.usage(query)
+        return optimizer_pb2.GetUsageResponse(
+            rows=[messages.usage_row_proto(r) for r in report.rows],
+            totals=messages.usage_row_proto(report.totals),
+        )
+
+    async def ReserveBudget(
+        self, request: optimizer_pb2.ReserveBudgetRequest, context: Any
+    ) -> optimizer_pb2.ReserveBudgetResponse:
+        """Hold the most a call may cost against the user's budget for this period."""
+        grant = await self._parts.budgets.reserve(
+            request.reservation_id, request.user_id, request.execution_id, request.amount_micro_usd
+        )
+        return optimizer_pb2.ReserveBudgetResponse(
+            remaining_micro_usd=grant.remaining_micro_usd,
+            period=grant.period,
+            degrade_to_cheapest=grant.degrade_to_cheapest,
+        )
+
+    async def SettleBudget(
+        self, request: optimizer_pb2.SettleBudgetRequest, context: Any
+    ) -> optimizer_pb2.SettleBudgetResponse:
+        """Replace a reservation with what the call really cost."""
+        remaining = await self._parts.budgets.settle(request.reservation_id, request.cost_micro_usd)
+        return optimizer_pb2.SettleBudgetResponse(remaining_micro_usd=remaining)
+
+    def _custom_weights(self, request: optimizer_pb2.RankRequest, current: Snapshot) -> Weights:
+        given = messages.weights(request.weights)
+        if request.HasField("weights") and given != Weights():
+            if not given.is_valid():
+                raise messages.bad_weights("weights")
+            return given
+        if current.custom_weights is None:
+            raise InvalidArgument(
+                "STRATEGY_CUSTOM needs weights: none given and none configured",
+                reason="WEIGHTS_INVALID",
+                field_violations=[FieldViolation("weights", "required for STRATEGY_CUSTOM")],
+            )
+        return current.custom_weights
+
+    def _providers(self, names: Sequence[str], field: str) -> list[str]:
+        """`names`, checked: bounded, every one configured."""
+        if len(names) > MAX_PROVIDERS_PER_REQUEST:
+            raise InvalidArgument(
+                f"at most {MAX_PROVIDERS_PER_REQUEST} providers",
+                reason="METRICS_INVALID",
+                field_violations=[FieldViolation(field, "too many entries")],
+            )
+        unknown = sorted(set(names) - self._known)
+        if unknown:
+            shown = ", ".join(n[:MAX_NAME_CHARS] for n in unknown[:5])
+            raise InvalidArgument(
+                f"unknown provider(s): {shown}",
+                reason="UNKNOWN_PROVIDER",
+                field_violations=[FieldViolation(field, f"not configured: {shown}")],
+            )
+        return list(names)
 
     def _candidates(self, names: Sequence[str]) -> list[ProviderStats]:
         if not names:
@@ -323,32 +330,23 @@ def _estimate(tokens: int, field: str, default: int) -> int:
     return tokens or default
 
 
-def _status_name(status: int) -> str:
-    """`succeeded`, `failed`, `cancelled` (or the number of a value this build does not know)."""
-    try:
-        name = optimizer_pb2.OutcomeStatus.Name(status)  # type: ignore[arg-type]
-    except ValueError:
-        return str(status)
-    return name.removeprefix("OUTCOME_STATUS_").lower()
-
-
-def _log_outcome(outcome: optimizer_pb2.Outcome) -> None:
-    """One line per accepted outcome (the ledger that persists them is issue 5)."""
+def _log_outcome(record: UsageRecord) -> None:
+    """One line per stored outcome (ids and figures only: outcomes carry no secrets)."""
     log.info(
         "outcome recorded",
         extra={
-            "outcome_id": outcome.outcome_id,
-            "execution_id": outcome.execution_id,
-            "step_id": outcome.step_id,
-            "provider": outcome.provider,
-            "model": outcome.model,
-            "status": _status_name(outcome.status),
-            "error_reason": outcome.error_reason,
-            "input_tokens": outcome.usage.input_tokens,
-            "output_tokens": outcome.usage.output_tokens,
-            "cost_micro_usd": outcome.cost_micro_usd,
-            "latency_ms": outcome.latency_ms,
-            "ttft_ms": outcome.ttft_ms,
-            "price_table_version": outcome.price_table_version,
+            "outcome_id": record.outcome_id,
+            "execution_id": record.execution_id,
+            "step_id": record.step_id,
+            "provider": record.provider,
+            "model": record.model,
+            "status": record.status,
+            "error_reason": record.error_reason,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "cost_micro_usd": record.cost_micro_usd,
+            "latency_ms": record.latency_ms,
+            "ttft_ms": record.ttft_ms,
+            "price_table_version": record.price_table_version,
         },
     )

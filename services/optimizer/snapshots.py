@@ -3,8 +3,10 @@ price table, replaced as a whole whenever something that shapes it changes.
 
 A snapshot is immutable; `SnapshotBoard` holds the current one and wakes the watchers when a
 new one replaces it. Versions start at the process's start time in microseconds and grow by
-one per change, so they also increase across restarts. Today only `set_default` changes a
-snapshot; live metrics and circuit states (issue 5) will call the same `_publish`.
+one per change, so they also increase across restarts. Two things change a snapshot: the
+default strategy (`set_default`) and live metrics (`refresh`, which publishes only when an
+order or an exclusion changed — scores drift with every outcome, and pushing each drift to
+every router would be noise; the snapshot then carries the latest scores).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
 from services.common.prices import PriceTable, price_table
-from services.optimizer.ranking import ProviderStats, Ranking, Strategy, Weights, rank
+from services.optimizer.ranking import (
+    SUCCESS_RATE_FLOOR,
+    ProviderStats,
+    Ranking,
+    Strategy,
+    Weights,
+    rank,
+)
 
 WATCHED_BY_DEFAULT = (
     Strategy.CHEAPEST,
@@ -44,6 +53,18 @@ class Snapshot:
         wanted = list(dict.fromkeys(requested)) or [*WATCHED_BY_DEFAULT, Strategy.CUSTOM]
         return [s for s in wanted if s in self.rankings]
 
+    def shape(self) -> tuple[object, ...]:
+        """What a router acts on: the default, and each strategy's order and exclusions
+        (not the scores, nor the wording of an exclusion's detail)."""
+        return (
+            self.default_strategy,
+            self.custom_weights,
+            tuple(
+                (s, r.order, tuple((e.provider, e.reason) for e in r.excluded))
+                for s, r in self.rankings.items()
+            ),
+        )
+
 
 class SnapshotBoard:
     """Holds the current snapshot and notifies watchers of the next."""
@@ -54,9 +75,11 @@ class SnapshotBoard:
         default_strategy: Strategy,
         *,
         start_version: int | None = None,
+        success_floor: float = SUCCESS_RATE_FLOOR,
     ) -> None:
         providers = tuple(providers)
         self.stats = tuple(ProviderStats.from_config(p) for p in providers)
+        self.success_floor = success_floor
         self._prices = price_table(providers)
         self._changed = asyncio.Event()
         self._closed = False
@@ -87,6 +110,19 @@ class SnapshotBoard:
         self._publish(self._build(self._current.version + 1, strategy, custom))
         return self._current
 
+    def refresh(self, stats: Iterable[ProviderStats]) -> bool:
+        """Rank from `stats` (the live metrics) from now on; publish a new snapshot when that
+        changes an order or an exclusion. True if one was published."""
+        self.stats = tuple(stats)
+        current = self._current
+        candidate = self._build(
+            current.version + 1, current.default_strategy, current.custom_weights
+        )
+        if candidate.shape() == current.shape():
+            return False
+        self._publish(candidate)
+        return True
+
     async def next_after(self, version: int) -> Snapshot | None:
         """The first snapshot newer than `version` (waiting for it); None once closed."""
         while not self._closed and self._current.version <= version:
@@ -105,7 +141,10 @@ class SnapshotBoard:
         changed.set()
 
     def _build(self, version: int, default: Strategy, custom: Weights | None) -> Snapshot:
-        rankings = {s: rank(self.stats, s) for s in WATCHED_BY_DEFAULT}
+        floor = self.success_floor
+        rankings = {s: rank(self.stats, s, success_floor=floor) for s in WATCHED_BY_DEFAULT}
         if custom is not None:
-            rankings[Strategy.CUSTOM] = rank(self.stats, Strategy.CUSTOM, weights=custom)
+            rankings[Strategy.CUSTOM] = rank(
+                self.stats, Strategy.CUSTOM, weights=custom, success_floor=floor
+            )
         return Snapshot(version, default, custom, self._prices, rankings)

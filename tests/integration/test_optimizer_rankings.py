@@ -1,6 +1,7 @@
 """The optimizer over real processes: Rank, WatchRankings snapshots and their updates,
 SetDefaultStrategy (gateway only), RecordOutcomes deduplication, and watch streams that end
-cleanly when the optimizer shuts down."""
+cleanly when the optimizer shuts down. Live metrics, the ledger and budgets have their own
+test_optimizer_* modules."""
 
 from __future__ import annotations
 
@@ -240,7 +241,6 @@ def outcome(outcome_id: str) -> optimizer_pb2.Outcome:
 async def test_record_outcomes_counts_each_id_once(
     stack: Stack, as_router: optimizer_pb2_grpc.OptimizerServiceAsyncStub
 ) -> None:
-    assert '"msg": "serving"' in stack.read_log("optimizer")  # the log is being captured
     batches = [
         optimizer_pb2.RecordOutcomesRequest(outcomes=[outcome("exe_a:s:1"), outcome("exe_a:s:2")]),
         optimizer_pb2.RecordOutcomesRequest(outcomes=[outcome("exe_a:s:2")]),
@@ -249,14 +249,12 @@ async def test_record_outcomes_counts_each_id_once(
     assert (reply.accepted, reply.duplicates) == (2, 1)
     again = await as_router.RecordOutcomes(iter(batches[:1]), timeout=5)
     assert (again.accepted, again.duplicates) == (0, 2)
-    lines = [line for line in stack.read_log("optimizer").splitlines() if "exe_a:s:" in line]
-    assert len(lines) == 2
-    assert all('"execution_id": "exe_a"' in line for line in lines)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await as_router.RecordOutcomes(
             iter([optimizer_pb2.RecordOutcomesRequest(outcomes=[outcome("")])]), timeout=5
         )
     assert describe(err.value).reason == "OUTCOMES_INVALID"
+    assert [v.field for v in describe(err.value).field_violations] == ["outcomes[0].outcome_id"]
 
 
 async def test_watch_streams_end_cleanly_when_the_optimizer_stops(tmp_path: Path) -> None:

@@ -193,3 +193,24 @@ def test_estimated_cost_rounds_half_up() -> None:
 def test_ranking_is_deterministic_whatever_the_input_order() -> None:
     for strategy in (Strategy.BALANCED, Strategy.FASTEST, Strategy.QUALITY):
         assert rank(ALL, strategy).order == rank(list(reversed(ALL)), strategy).order
+
+
+def test_a_spent_budget_excludes_every_candidate() -> None:
+    ranking = rank(ALL, Strategy.CHEAPEST, budget_left=0)
+    assert ranking.order == ()
+    assert {(e.provider, e.reason) for e in ranking.excluded} == {
+        (s.name, ExclusionReason.BUDGET_EXHAUSTED) for s in ALL
+    }
+    # Positive control: no budget applies, nothing is excluded.
+    assert len(rank(ALL, Strategy.CHEAPEST, budget_left=None).order) == len(ALL)
+
+
+def test_a_nearly_spent_budget_excludes_what_it_cannot_cover() -> None:
+    estimate = TokenEstimate(1000, 1000)
+    affordable = estimated_cost(CHEAP, estimate)
+    ranking = rank(ALL, Strategy.CHEAPEST, estimate=estimate, budget_left=affordable)
+    assert ranking.order == ("cheap",)
+    excluded = {e.provider: e for e in ranking.excluded}
+    assert set(excluded) == {"quick", "smart", "steady"}
+    assert all(e.reason is ExclusionReason.BUDGET_EXHAUSTED for e in excluded.values())
+    assert f"{affordable} left" in excluded["smart"].detail

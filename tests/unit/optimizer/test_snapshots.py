@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from services.common.config import DEFAULT_PROVIDERS, ProviderConfig
 from services.common.prices import price_table
-from services.optimizer.outcomes import SeenOutcomes
-from services.optimizer.ranking import Strategy, Weights
+from services.optimizer.ranking import ProviderStats, Strategy, Weights
 from services.optimizer.snapshots import WATCHED_BY_DEFAULT, SnapshotBoard
 
 
@@ -86,13 +86,32 @@ def test_price_table_version_follows_the_prices() -> None:
     assert price_table(changed).version != table.version
 
 
-def test_outcome_ids_are_counted_once_and_memory_is_bounded() -> None:
-    seen = SeenOutcomes(capacity=2)
-    assert seen.add("a") is True
-    assert seen.add("a") is False
-    assert seen.add("b") is True
-    assert seen.add("c") is True
-    assert len(seen) == 2
-    # The oldest id was forgotten; the recent ones are still recognised.
-    assert seen.add("c") is False
-    assert seen.add("a") is True
+def _slowed(stats: ProviderStats, ttft_ms: float) -> ProviderStats:
+    return dataclasses.replace(stats, ttft_ms=ttft_ms, latency_ms=ttft_ms * 5)
+
+
+async def test_refresh_publishes_only_when_an_order_or_exclusion_changes() -> None:
+    b = board()
+    fast, smart = b.stats
+    assert b.current.rankings[Strategy.FASTEST].order == ("sim-fast", "sim-smart")
+    # Scores drift but no order changes: nothing is pushed, yet Rank sees the new stats.
+    assert b.refresh([_slowed(fast, 50), smart]) is False
+    assert b.current.version == 10
+    assert b.stats[0].ttft_ms == 50
+    waiter = asyncio.ensure_future(b.next_after(10))
+    assert b.refresh([_slowed(fast, 500), smart]) is True
+    got = await asyncio.wait_for(waiter, 1)
+    assert got is not None
+    assert got.version == 11
+    assert got.rankings[Strategy.FASTEST].order == ("sim-smart", "sim-fast")
+    # An exclusion is a change too.
+    failing = dataclasses.replace(smart, success_rate=0.1)
+    assert b.refresh([_slowed(fast, 500), failing]) is True
+    assert b.current.rankings[Strategy.FASTEST].order == ("sim-fast",)
+
+
+def test_the_success_floor_is_the_boards() -> None:
+    lenient = SnapshotBoard(DEFAULT_PROVIDERS, Strategy.BALANCED, success_floor=0.0)
+    fast, smart = lenient.stats
+    lenient.refresh([fast, dataclasses.replace(smart, success_rate=0.1)])
+    assert lenient.current.rankings[Strategy.RELIABLE].order == ("sim-fast", "sim-smart")

@@ -1,0 +1,80 @@
+"""The optimizer's tables (SQLite and PostgreSQL alike; see services.common.database).
+
+* `usage_records` — the usage ledger: one row per provider attempt, keyed by the router's
+  outcome id so a resent outcome is stored once. `occurred_at` is epoch seconds and `day`
+  its UTC date (`YYYY-MM-DD`), which GetUsage filters and groups on.
+* `budget_spend` — per user and period, what settled calls cost; its row is also the lock
+  that serialises a user's reservations.
+* `budget_reservations` — one row per reservation: `held` until settled (or until it
+  expires: a held row past `expires_at` no longer counts), then `settled` with the real
+  cost. The answer given at reservation time is kept so a repeated reserve repeats it.
+* `provider_priors` — operator-set priors (UpdateMetrics); NULL = the configured value.
+"""
+
+from __future__ import annotations
+
+from services.common.database import Migration
+
+MIGRATIONS: tuple[Migration, ...] = (
+    """
+    CREATE TABLE usage_records (
+        outcome_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        pattern_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        estimated BOOLEAN NOT NULL,
+        cost_micro_usd BIGINT NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error_reason TEXT NOT NULL,
+        retry_count INTEGER NOT NULL,
+        price_table_version TEXT NOT NULL,
+        occurred_at DOUBLE PRECISION NOT NULL,
+        day TEXT NOT NULL,
+        recorded_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX usage_records_day ON usage_records (day);
+    CREATE INDEX usage_records_user_day ON usage_records (user_id, day);
+    CREATE INDEX usage_records_provider_occurred ON usage_records (provider, occurred_at);
+    CREATE TABLE budget_spend (
+        user_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        spent_micro_usd BIGINT NOT NULL,
+        PRIMARY KEY (user_id, period)
+    );
+    CREATE TABLE budget_reservations (
+        reservation_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount_micro_usd BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        cost_micro_usd BIGINT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        remaining_micro_usd BIGINT NOT NULL,
+        degrade BOOLEAN NOT NULL
+    );
+    CREATE INDEX budget_reservations_held ON budget_reservations (user_id, period, state);
+    CREATE INDEX budget_reservations_created ON budget_reservations (created_at);
+    CREATE TABLE provider_priors (
+        provider TEXT PRIMARY KEY,
+        p50_latency_ms DOUBLE PRECISION,
+        p99_latency_ms DOUBLE PRECISION,
+        p50_ttft_ms DOUBLE PRECISION,
+        p99_ttft_ms DOUBLE PRECISION,
+        success_rate DOUBLE PRECISION,
+        quality DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL
+    )
+    """,
+)
+"""Migrations in order; append, never edit one that has shipped."""

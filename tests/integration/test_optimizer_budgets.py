@@ -1,0 +1,197 @@
+"""Budgets over real processes, on SQLite and PostgreSQL: 20 concurrent reservations from
+the router against a nearly spent budget never overshoot it, a refusal carries
+RESOURCE_EXHAUSTED + QuotaFailure, settling frees the rest, reservations are idempotent, and
+Rank for a user with nothing left excludes every candidate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from saga.execution.v1 import common_pb2
+from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc, ranking_pb2
+from services.common.status import describe
+from tests.conftest import Backend
+from tests.harness import Stack
+
+PROVIDERS = """
+[budgets]
+per_user_micro_usd = 100000
+period = "month"
+degrade_ratio = 0.9
+
+[[providers]]
+name = "cheap"
+kind = "sim"
+model = "sim-cheap"
+quality = 0.3
+input_micro_usd_per_mtok = 1_000_000
+output_micro_usd_per_mtok = 1_000_000
+
+[[providers]]
+name = "smart"
+kind = "sim"
+model = "sim-smart"
+quality = 0.9
+input_micro_usd_per_mtok = 10_000_000
+output_micro_usd_per_mtok = 10_000_000
+"""
+BUDGET = 100_000
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, backend: Backend) -> AsyncIterator[Stack]:
+    s = Stack.create(tmp_path, config=PROVIDERS, **backend.env())
+    try:
+        await s.start_all(["optimizer"])
+        yield s
+    finally:
+        s.stop_all()
+
+
+@pytest.fixture
+async def router(stack: Stack) -> AsyncIterator[optimizer_pb2_grpc.OptimizerServiceAsyncStub]:
+    async with stack.channel_as("router", "optimizer") as ch:
+        yield optimizer_pb2_grpc.OptimizerServiceStub(ch)
+
+
+def reserve(reservation_id: str, user: str, amount: int) -> optimizer_pb2.ReserveBudgetRequest:
+    return optimizer_pb2.ReserveBudgetRequest(
+        reservation_id=reservation_id,
+        user_id=user,
+        execution_id=f"exe_{reservation_id}",
+        amount_micro_usd=amount,
+    )
+
+
+async def test_twenty_concurrent_reservations_never_overshoot_the_budget(
+    router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    spent = await router.ReserveBudget(reserve("setup", "usr_a", 85_000), timeout=5)
+    assert spent.remaining_micro_usd == 15_000
+    await router.SettleBudget(
+        optimizer_pb2.SettleBudgetRequest(reservation_id="setup", cost_micro_usd=85_000),
+        timeout=5,
+    )
+
+    async def attempt(n: int) -> grpc.StatusCode:
+        try:
+            await router.ReserveBudget(reserve(f"r{n}", "usr_a", 2_000), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    codes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    # Seven of 2,000 fit in 15,000; never an eighth.
+    assert codes.count(grpc.StatusCode.OK) == 7
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 13
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.ReserveBudget(reserve("late", "usr_a", 1_001), timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = describe(err.value)
+    assert (details.reason, details.domain) == ("BUDGET_EXHAUSTED", "optimizer.saga")
+    assert details.metadata["remainingMicroUsd"] == "1000"
+    assert [v.subject for v in details.quota_violations] == ["user:usr_a"]
+    assert details.metadata["period"] in details.quota_violations[0].description
+    # Positive control: what is left still fits, and settling cheaper frees the rest.
+    last = await router.ReserveBudget(reserve("late", "usr_a", 1_000), timeout=5)
+    assert (last.remaining_micro_usd, last.degrade_to_cheapest) == (0, True)
+    one = f"r{codes.index(grpc.StatusCode.OK)}"
+    settled = await router.SettleBudget(
+        optimizer_pb2.SettleBudgetRequest(reservation_id=one, cost_micro_usd=500), timeout=5
+    )
+    assert settled.remaining_micro_usd == 1_500
+    after = await router.ReserveBudget(reserve("after", "usr_a", 1_500), timeout=5)
+    assert after.remaining_micro_usd == 0
+
+
+async def test_reservations_are_idempotent_and_settling_an_unknown_one_is_not_found(
+    router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    first = await router.ReserveBudget(reserve("once", "usr_b", 10_000), timeout=5)
+    assert (first.remaining_micro_usd, first.degrade_to_cheapest) == (90_000, False)
+    assert len(first.period) == len("2026-11")
+    await router.ReserveBudget(reserve("other", "usr_b", 5_000), timeout=5)
+    assert await router.ReserveBudget(reserve("once", "usr_b", 10_000), timeout=5) == first
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.ReserveBudget(reserve("once", "usr_b", 10_001), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert describe(err.value).reason == "RESERVATION_CONFLICT"
+    settle = optimizer_pb2.SettleBudgetRequest(reservation_id="once", cost_micro_usd=3_000)
+    assert (await router.SettleBudget(settle, timeout=5)).remaining_micro_usd == 92_000
+    assert (await router.SettleBudget(settle, timeout=5)).remaining_micro_usd == 92_000
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.SettleBudget(
+            optimizer_pb2.SettleBudgetRequest(reservation_id="never", cost_micro_usd=1), timeout=5
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert describe(err.value).reason == "RESERVATION_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.ReserveBudget(reserve("neg", "usr_b", -1), timeout=5)
+    assert describe(err.value).reason == "BUDGET_REQUEST_INVALID"
+    assert [v.field for v in describe(err.value).field_violations] == ["amount_micro_usd"]
+
+
+async def test_rank_for_a_user_follows_their_budget(
+    router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    quality = optimizer_pb2.RankRequest(strategy=common_pb2.STRATEGY_QUALITY, user_id="usr_c")
+    fresh = await router.Rank(quality, timeout=5)
+    assert [r.provider for r in fresh.ranked] == ["smart", "cheap"]
+    assert fresh.strategy == common_pb2.STRATEGY_QUALITY
+    # Past the degrade ratio (90%), the user's calls are ranked CHEAPEST.
+    await router.ReserveBudget(reserve("big", "usr_c", 95_000), timeout=5)
+    near = await router.Rank(quality, timeout=5)
+    assert near.strategy == common_pb2.STRATEGY_CHEAPEST
+    # 500 + 500 tokens: cheap costs 1,000 (fits the 5,000 left), smart 10,000 (does not).
+    assert [r.provider for r in near.ranked] == ["cheap"]
+    assert [(e.provider, e.reason) for e in near.excluded] == [
+        ("smart", ranking_pb2.EXCLUSION_REASON_BUDGET_EXHAUSTED)
+    ]
+    await router.ReserveBudget(reserve("rest", "usr_c", 5_000), timeout=5)
+    spent = await router.Rank(quality, timeout=5)
+    assert list(spent.ranked) == []
+    assert {(e.provider, e.reason) for e in spent.excluded} == {
+        ("cheap", ranking_pb2.EXCLUSION_REASON_BUDGET_EXHAUSTED),
+        ("smart", ranking_pb2.EXCLUSION_REASON_BUDGET_EXHAUSTED),
+    }
+    # Positive control: without a user, or for another user, nothing is excluded.
+    anyone = await router.Rank(
+        optimizer_pb2.RankRequest(strategy=common_pb2.STRATEGY_QUALITY), timeout=5
+    )
+    assert [r.provider for r in anyone.ranked] == ["smart", "cheap"]
+
+
+async def test_budgets_are_for_the_router(stack: Stack) -> None:
+    async with stack.channel_as("gateway", "optimizer") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await optimizer_pb2_grpc.OptimizerServiceStub(ch).ReserveBudget(
+                reserve("gw", "usr_d", 1), timeout=5
+            )
+        assert describe(err.value).reason == "CALLER_NOT_ALLOWED"
+    async with stack.channel_as("router", "optimizer") as ch:
+        ok = await optimizer_pb2_grpc.OptimizerServiceStub(ch).ReserveBudget(
+            reserve("gw", "usr_d", 1), timeout=5
+        )
+        assert ok.remaining_micro_usd == BUDGET - 1
+
+
+async def test_without_a_budget_every_reservation_is_granted(tmp_path: Path) -> None:
+    lone = Stack.create(tmp_path, config=PROVIDERS.replace("per_user_micro_usd = 100000", ""))
+    try:
+        await lone.start_all(["optimizer"])
+        async with lone.channel_as("router", "optimizer") as ch:
+            router = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+            grant = await router.ReserveBudget(reserve("free", "usr_e", 10**12), timeout=5)
+            assert (grant.remaining_micro_usd, grant.degrade_to_cheapest) == (-1, False)
+            settled = await router.SettleBudget(
+                optimizer_pb2.SettleBudgetRequest(reservation_id="free", cost_micro_usd=10),
+                timeout=5,
+            )
+            assert settled.remaining_micro_usd == -1
+    finally:
+        lone.stop_all()
