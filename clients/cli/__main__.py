@@ -3,6 +3,10 @@
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
     saga keys create NAME --scope execute      a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID
+    saga register EMAIL | saga login EMAIL          password on stdin or a hidden prompt
+    saga providers set-key NAME | link NAME --user U | list      (admin; secret on stdin)
+    saga vault status | rotate | rewrap                           (admin)
+    saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
 
 The credential comes from --key, $SAGA_API_KEY, or <data_dir>/admin.key (written by the first
 `make run`); the gateway from --gateway, $SAGA_GATEWAY, or 127.0.0.1:50051. Errors print their
@@ -22,6 +26,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from clients.cli import admin
 from saga.execution.v1 import common_pb2, options_pb2
 from saga.gateway.v1 import account_pb2, account_pb2_grpc, execution_pb2, execution_pb2_grpc
 from services.common.status import describe
@@ -149,18 +154,46 @@ def parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
+    for command in ("register", "login"):
+        account = sub.add_parser(command, help=f"{command} with email and password")
+        account.add_argument("email")
+    admin.add_parsers(sub)
     return p
 
 
+async def _account(channel: grpc.aio.Channel, args: argparse.Namespace) -> None:
+    stub: account_pb2_grpc.AccountServiceAsyncStub = account_pb2_grpc.AccountServiceStub(channel)
+    password = admin.read_secret("password: ")
+    if args.command == "register":
+        registered = await stub.Register(
+            account_pb2.RegisterRequest(email=args.email, password=password), timeout=args.timeout
+        )
+        print(f"registered {registered.email} as {registered.user_id}")
+    else:
+        logged_in = await stub.Login(
+            account_pb2.LoginRequest(email=args.email, password=password), timeout=args.timeout
+        )
+        print(logged_in.access_token)
+
+
 async def _main(args: argparse.Namespace) -> int:
-    metadata = (("authorization", f"Bearer {_credential(args)}"),)
     channel: grpc.aio.Channel = grpc.aio.insecure_channel(args.gateway)
     try:
         try:
+            if args.command in ("register", "login"):
+                await _account(channel, args)
+                return 0
+            metadata = (("authorization", f"Bearer {_credential(args)}"),)
             if args.command == "execute":
                 await _execute(execution_pb2_grpc.ExecutionServiceStub(channel), args, metadata)
-            else:
+            elif args.command == "keys":
                 await _keys(account_pb2_grpc.AccountServiceStub(channel), args, metadata)
+            elif args.command == "providers":
+                await admin.providers(channel, args, metadata)
+            elif args.command == "vault":
+                await admin.vault(channel, args, metadata)
+            else:
+                await admin.usage(channel, args, metadata)
         except grpc.aio.AioRpcError as error:
             d = describe(error)
             where = f" ({d.domain})" if d.domain else ""

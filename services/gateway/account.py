@@ -6,17 +6,62 @@ import grpc
 
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from saga.gateway.v1 import account_pb2, account_pb2_grpc
+from services.common.errors import QuotaViolation, ResourceExhausted
 from services.gateway.edge import Context, Edge, new_request_id
+from services.gateway.limits import Gcra, Limit, client_address
 
 _RELAY_TTL_SECONDS = 30.0
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
-    """API-key management for the authenticated caller (Register/Login: a later issue)."""
+    """Sign-up and sign-in (limited per client address), and the caller's own API keys."""
 
-    def __init__(self, edge: Edge, auth: grpc.aio.Channel) -> None:
+    def __init__(self, edge: Edge, auth: grpc.aio.Channel, calls_per_minute: int) -> None:
         self._edge = edge
         self._auth = auth_pb2_grpc.AuthServiceStub(auth)
+        self._limit = Limit(count=calls_per_minute, period=60.0, burst=calls_per_minute)
+        self._per_address = Gcra(self._limit)
+
+    def _admit_address(self, context: Context) -> None:
+        address = client_address(context.peer())
+        wait = self._per_address.take(address)
+        if wait > 0:
+            raise ResourceExhausted(
+                "too many sign-up or sign-in attempts from this address",
+                reason="RATE_LIMITED",
+                retry_after=wait,
+                metadata={"limit": str(self._limit.count), "period": "60s"},
+                quota_violations=[
+                    QuotaViolation(
+                        f"address:{address}",
+                        f"{self._limit.count} Register/Login calls per minute",
+                    )
+                ],
+            )
+
+    async def Register(
+        self, request: account_pb2.RegisterRequest, context: Context
+    ) -> account_pb2.RegisterResponse:
+        """Create a user (auth checks the email and the password policy)."""
+        self._admit_address(context)
+        reply = await self._auth.Register(
+            auth_pb2.RegisterRequest(email=request.email, password=request.password)
+        )
+        return account_pb2.RegisterResponse(user_id=reply.user_id, email=reply.email)
+
+    async def Login(
+        self, request: account_pb2.LoginRequest, context: Context
+    ) -> account_pb2.LoginResponse:
+        """An access token for email and password (auth throttles failures per account)."""
+        self._admit_address(context)
+        reply = await self._auth.Login(
+            auth_pb2.LoginRequest(email=request.email, password=request.password)
+        )
+        return account_pb2.LoginResponse(
+            access_token=reply.access_token,
+            expires_at=reply.expires_at,
+            token_type=reply.token_type,
+        )
 
     async def _for_caller(self, context: Context) -> tuple[str, tuple[tuple[str, str]]]:
         principal = await self._edge.principal(context)

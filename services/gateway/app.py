@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from saga.gateway.v1 import admin_pb2_grpc, pack_health_pb2_grpc, sessions_pb2_grpc, usage_pb2_grpc
+from saga.gateway.v1 import pack_health_pb2_grpc, sessions_pb2_grpc
 from services.common.context import ContextSigner, ensure_context_keys, load_private_key
 from services.common.server import Registration, ServiceHost
 from services.gateway.account import AccountServicer
+from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.relay import Relay
+from services.gateway.usage import UsageServicer
 
 
 async def build(host: ServiceHost) -> list[Registration]:
@@ -23,11 +26,12 @@ async def build(host: ServiceHost) -> list[Registration]:
     )
     auth = host.peers.channel("auth")
     edge = Edge(config, auth, signer)
+    relay = Relay(edge, host.peers)
     return [
         Registration.of(ExecutionServicer(edge, host.peers.channel("runtime"))),
-        Registration.of(AccountServicer(edge, auth)),
+        Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
+        Registration.of(AdminServicer(edge, relay)),
+        Registration.of(UsageServicer(edge, relay)),
         Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
-        Registration.unbuilt(usage_pb2_grpc.UsageServiceServicer),
-        Registration.unbuilt(admin_pb2_grpc.AdminServiceServicer),
     ]

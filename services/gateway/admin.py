@@ -1,0 +1,57 @@
+"""`saga.gateway.v1.AdminService`: operator actions (scope `admin`), each relayed to its owner.
+
+Operators act through the gateway with an admin credential; no operator certificate reaches
+the inner services (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+from saga.gateway.v1 import admin_pb2 as pb
+from saga.gateway.v1 import admin_pb2_grpc
+from services.gateway.edge import Edge
+from services.gateway.relay import Relay, admin_relay, admin_stream_relay
+
+ADMIN_RELAYS = {
+    "SetProviderKey": ("/saga.auth.v1.AuthService/SetProviderKey", pb.SetProviderKeyResponse),
+    "LinkProviderAccount": (
+        "/saga.auth.v1.AuthService/LinkProviderAccount",
+        pb.LinkProviderAccountResponse,
+    ),
+    "PublishPack": ("/saga.runtime.v1.PackService/PublishPack", pb.PublishPackResponse),
+    "ListProviders": ("/saga.router.v1.RouterService/ListProviders", pb.ListProvidersResponse),
+    "CheckProviders": ("/saga.router.v1.RouterService/CheckProviders", pb.CheckProvidersResponse),
+    "UpdateMetrics": (
+        "/saga.optimizer.v1.OptimizerService/UpdateMetrics",
+        pb.UpdateMetricsResponse,
+    ),
+    "SetDefaultStrategy": (
+        "/saga.optimizer.v1.OptimizerService/SetDefaultStrategy",
+        pb.SetDefaultStrategyResponse,
+    ),
+    "GetVaultStatus": ("/saga.vault.v1.VaultService/GetStatus", pb.GetVaultStatusResponse),
+    "RotateVaultKey": ("/saga.vault.v1.VaultService/RotateKey", pb.RotateVaultKeyResponse),
+}
+"""Gateway method -> (owner's method, gateway response type); a test checks the wire twins."""
+
+ADMIN_STREAM_RELAYS = {
+    "RewrapVault": ("/saga.vault.v1.VaultService/Rewrap", pb.RewrapVaultResponse),
+}
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """Every AdminService RPC: check scope `admin`, relay (see ADMIN_RELAYS)."""
+
+    def __init__(self, edge: Edge, relay: Relay) -> None:
+        self._edge = edge
+        self._relay = relay
+
+    SetProviderKey = admin_relay(*ADMIN_RELAYS["SetProviderKey"])
+    LinkProviderAccount = admin_relay(*ADMIN_RELAYS["LinkProviderAccount"])
+    PublishPack = admin_relay(*ADMIN_RELAYS["PublishPack"])
+    ListProviders = admin_relay(*ADMIN_RELAYS["ListProviders"])
+    CheckProviders = admin_relay(*ADMIN_RELAYS["CheckProviders"])
+    UpdateMetrics = admin_relay(*ADMIN_RELAYS["UpdateMetrics"])
+    SetDefaultStrategy = admin_relay(*ADMIN_RELAYS["SetDefaultStrategy"])
+    GetVaultStatus = admin_relay(*ADMIN_RELAYS["GetVaultStatus"])
+    RotateVaultKey = admin_relay(*ADMIN_RELAYS["RotateVaultKey"])
+    RewrapVault = admin_stream_relay(*ADMIN_STREAM_RELAYS["RewrapVault"])
