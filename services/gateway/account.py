@@ -68,6 +68,13 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         metadata = self._edge.context_metadata(principal, new_request_id(), _RELAY_TTL_SECONDS)
         return principal.user_id, metadata
 
+    async def GetJwks(
+        self, request: account_pb2.GetJwksRequest, context: Context
+    ) -> account_pb2.GetJwksResponse:
+        """Saga's token verification keys, for anyone (public keys only)."""
+        reply = await self._auth.GetJwks(auth_pb2.GetJwksRequest())
+        return account_pb2.GetJwksResponse(keys=reply.keys)
+
     async def CreateApiKey(
         self, request: account_pb2.CreateApiKeyRequest, context: Context
     ) -> account_pb2.CreateApiKeyResponse:

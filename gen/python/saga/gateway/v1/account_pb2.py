@@ -24,35 +24,40 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from saga.auth.v1 import api_keys_pb2 as saga_dot_auth_dot_v1_dot_api__keys__pb2
+from saga.auth.v1 import auth_pb2 as saga_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsaga/gateway/v1/account.proto\x12\x0fsaga.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsaga/auth/v1/api_keys.proto\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"2\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"i\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"c\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"\x14\n\x12ListApiKeysRequest\"=\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo2\xbd\x03\n\x0e\x41\x63\x63ountService\x12O\n\x08Register\x12 .saga.gateway.v1.RegisterRequest\x1a!.saga.gateway.v1.RegisterResponse\x12\x46\n\x05Login\x12\x1d.saga.gateway.v1.LoginRequest\x1a\x1e.saga.gateway.v1.LoginResponse\x12[\n\x0c\x43reateApiKey\x12$.saga.gateway.v1.CreateApiKeyRequest\x1a%.saga.gateway.v1.CreateApiKeyResponse\x12X\n\x0bListApiKeys\x12#.saga.gateway.v1.ListApiKeysRequest\x1a$.saga.gateway.v1.ListApiKeysResponse\x12[\n\x0cRevokeApiKey\x12$.saga.gateway.v1.RevokeApiKeyRequest\x1a%.saga.gateway.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsaga/gateway/v1/account.proto\x12\x0fsaga.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsaga/auth/v1/api_keys.proto\x1a\x17saga/auth/v1/auth.proto\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"2\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"i\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"c\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"\x14\n\x12ListApiKeysRequest\"=\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"\x10\n\x0eGetJwksRequest\"2\n\x0fGetJwksResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.saga.auth.v1.Jwk2\x8b\x04\n\x0e\x41\x63\x63ountService\x12O\n\x08Register\x12 .saga.gateway.v1.RegisterRequest\x1a!.saga.gateway.v1.RegisterResponse\x12\x46\n\x05Login\x12\x1d.saga.gateway.v1.LoginRequest\x1a\x1e.saga.gateway.v1.LoginResponse\x12[\n\x0c\x43reateApiKey\x12$.saga.gateway.v1.CreateApiKeyRequest\x1a%.saga.gateway.v1.CreateApiKeyResponse\x12X\n\x0bListApiKeys\x12#.saga.gateway.v1.ListApiKeysRequest\x1a$.saga.gateway.v1.ListApiKeysResponse\x12[\n\x0cRevokeApiKey\x12$.saga.gateway.v1.RevokeApiKeyRequest\x1a%.saga.gateway.v1.RevokeApiKeyResponse\x12L\n\x07GetJwks\x12\x1f.saga.gateway.v1.GetJwksRequest\x1a .saga.gateway.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.gateway.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERREQUEST']._serialized_start=112
-  _globals['_REGISTERREQUEST']._serialized_end=162
-  _globals['_REGISTERRESPONSE']._serialized_start=164
-  _globals['_REGISTERRESPONSE']._serialized_end=214
-  _globals['_LOGINREQUEST']._serialized_start=216
-  _globals['_LOGINREQUEST']._serialized_end=263
-  _globals['_LOGINRESPONSE']._serialized_start=265
-  _globals['_LOGINRESPONSE']._serialized_end=370
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=372
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=471
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=473
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=552
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=554
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=574
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=576
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=637
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=639
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=676
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=678
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=740
-  _globals['_ACCOUNTSERVICE']._serialized_start=743
-  _globals['_ACCOUNTSERVICE']._serialized_end=1188
+  _globals['_REGISTERREQUEST']._serialized_start=137
+  _globals['_REGISTERREQUEST']._serialized_end=187
+  _globals['_REGISTERRESPONSE']._serialized_start=189
+  _globals['_REGISTERRESPONSE']._serialized_end=239
+  _globals['_LOGINREQUEST']._serialized_start=241
+  _globals['_LOGINREQUEST']._serialized_end=288
+  _globals['_LOGINRESPONSE']._serialized_start=290
+  _globals['_LOGINRESPONSE']._serialized_end=395
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=397
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=496
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=498
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=577
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=579
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=599
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=601
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=662
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=664
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=701
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=703
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=765
+  _globals['_GETJWKSREQUEST']._serialized_start=767
+  _globals['_GETJWKSREQUEST']._serialized_end=783
+  _globals['_GETJWKSRESPONSE']._serialized_start=785
+  _globals['_GETJWKSRESPONSE']._serialized_end=835
+  _globals['_ACCOUNTSERVICE']._serialized_start=838
+  _globals['_ACCOUNTSERVICE']._serialized_end=1361
 # @@protoc_insertion_point(module_scope)

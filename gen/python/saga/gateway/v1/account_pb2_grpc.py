@@ -60,6 +60,11 @@ class AccountServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/saga.gateway.v1.AccountService/GetJwks',
+                request_serializer=saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -102,6 +107,14 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJwks(self, request, context):
+        """The public keys (JWKS, RFC 7517) that Saga's access tokens are signed with, so a client
+        in any language can verify a token offline. Needs no credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +285,33 @@ class AccountService:
             '/saga.gateway.v1.AccountService/RevokeApiKey',
             saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_account__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AccountService/GetJwks',
+            saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_account__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

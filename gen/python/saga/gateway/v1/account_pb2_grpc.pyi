@@ -47,6 +47,10 @@ class AccountServiceStub:
     """The caller's API keys (never their secrets), revoked ones included."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_account_pb2.RevokeApiKeyRequest, _account_pb2.RevokeApiKeyResponse]
     """Revokes one of the caller's API keys (felt everywhere within 10 s)."""
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetJwksRequest, _account_pb2.GetJwksResponse]
+    """The public keys (JWKS, RFC 7517) that Saga's access tokens are signed with, so a client
+    in any language can verify a token offline. Needs no credential.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -65,6 +69,10 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """The caller's API keys (never their secrets), revoked ones included."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_account_pb2.RevokeApiKeyRequest, _account_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """Revokes one of the caller's API keys (felt everywhere within 10 s)."""
+    GetJwks: _aio.UnaryUnaryMultiCallable[_account_pb2.GetJwksRequest, _account_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """The public keys (JWKS, RFC 7517) that Saga's access tokens are signed with, so a client
+    in any language can verify a token offline. Needs no credential.
+    """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, logins and API keys."""
@@ -110,5 +118,15 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_pb2.RevokeApiKeyResponse, _abc.Awaitable[_account_pb2.RevokeApiKeyResponse]]:
         """Revokes one of the caller's API keys (felt everywhere within 10 s)."""
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _account_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.GetJwksResponse, _abc.Awaitable[_account_pb2.GetJwksResponse]]:
+        """The public keys (JWKS, RFC 7517) that Saga's access tokens are signed with, so a client
+        in any language can verify a token offline. Needs no credential.
+        """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
