@@ -56,8 +56,10 @@ async def test_execute_streams_tokens_while_the_engine_produces_them(stack: Stac
     assert kinds[-2] == "step_completed"
     assert [e.sequence for _, e in events] == list(range(1, len(events) + 1))
     tokens = [(t, e.token) for t, e in events if e.WhichOneof("event") == "token"]
-    assert len(tokens) == SIM.tokens
-    # Paced by the engine: the tokens arrive spread over (n-1) intervals, not in one burst.
+    # Every word the engine produced arrives; a slow reader may get a few merged (coalescing),
+    # but the stream is paced by the engine: spread over (n-1) intervals, not one burst.
+    assert len("".join(t.text for _, t in tokens).split()) == SIM.tokens
+    assert len(tokens) >= SIM.tokens // 2
     spread = tokens[-1][0] - tokens[0][0]
     assert spread >= (SIM.tokens - 1) * SIM.token_interval_ms / 1000 * 0.6
     accepted, completed = events[0][1].accepted, events[-1][1].completed
@@ -106,7 +108,8 @@ async def test_node_client_streams_an_execute(stack: Stack) -> None:
     assert lines[0]["event"] == "accepted"
     assert lines[-1]["event"] == "completed"
     tokens = [line for line in lines if line["event"] == "token"]
-    assert len(tokens) == SIM.tokens
+    assert len("".join(t["token"]["text"] for t in tokens).split()) == SIM.tokens
+    assert len(tokens) >= SIM.tokens // 2
     assert tokens[-1]["ms"] - tokens[0]["ms"] >= (SIM.tokens - 1) * SIM.token_interval_ms * 0.6
     text = "".join(t["token"]["text"] for t in tokens)
     assert lines[-1]["completed"]["outputs"]["fields"]["text"]["stringValue"] == text

@@ -255,8 +255,10 @@ async def test_chat_streams_tokens_between_accepted_and_completed(stack: Stack) 
     text = "".join(t.text for t in tokens)
     assert text
     # Tokens are relayed as the engine paces them, not gathered and sent at the end.
+    # (A slow reader may get a few deltas merged by the router's coalescing: count words.)
     token_times = [t for t, e in zip(arrivals, events, strict=True) if e.HasField("token")]
-    assert len(token_times) == TOKENS
+    assert len(text.split()) == TOKENS
+    assert len(token_times) >= TOKENS // 2
     assert token_times[-1] - token_times[0] >= 0.8 * (TOKENS - 1) * TOKEN_INTERVAL_MS / 1000
 
     step = events[-2].step_completed
@@ -345,7 +347,8 @@ async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) 
         kinds = [e.WhichOneof("event") for e in events]
         assert kinds[:2] == ["accepted", "step_started"]
         assert kinds[-2:] == ["step_completed", "completed"]
-        assert kinds.count("token") == TOKENS
+        text = "".join(e.token.text for e in events if e.HasField("token"))
+        assert len(text.split()) == TOKENS
         accepted, completed = events[0].accepted, events[-1].completed
         assert accepted.ledger_commit_hash == chain_head(demo.TRANSACTIONS)
         assert not (stack.data_dir / "runtime.db").exists()
