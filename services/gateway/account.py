@@ -7,6 +7,7 @@ import grpc
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from saga.gateway.v1 import account_pb2, account_pb2_grpc
 from services.common.errors import QuotaViolation, ResourceExhausted
+from services.gateway.authn import Principal
 from services.gateway.edge import Context, Edge, new_request_id
 from services.gateway.limits import Gcra, Limit, client_address
 
@@ -63,10 +64,10 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             token_type=reply.token_type,
         )
 
-    async def _for_caller(self, context: Context) -> tuple[str, tuple[tuple[str, str]]]:
+    async def _for_caller(self, context: Context) -> tuple[Principal, tuple[tuple[str, str]]]:
         principal = await self._edge.principal(context)
         metadata = self._edge.context_metadata(principal, new_request_id(), _RELAY_TTL_SECONDS)
-        return principal.user_id, metadata
+        return principal, metadata
 
     async def GetJwks(
         self, request: account_pb2.GetJwksRequest, context: Context
@@ -79,12 +80,13 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.CreateApiKeyRequest, context: Context
     ) -> account_pb2.CreateApiKeyResponse:
         """A new key for the caller, with at most the caller's scopes (auth enforces it)."""
-        user_id, metadata = await self._for_caller(context)
+        principal, metadata = await self._for_caller(context)
         reply = await self._auth.CreateApiKey(
             auth_pb2.CreateApiKeyRequest(
-                user_id=user_id,
+                user_id=principal.user_id,
                 name=request.name,
-                scopes=request.scopes,
+                # Empty = all of the caller's scopes (the contract's default).
+                scopes=request.scopes or sorted(principal.scopes),
                 expires_at=request.expires_at if request.HasField("expires_at") else None,
             ),
             metadata=metadata,
@@ -95,9 +97,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.ListApiKeysRequest, context: Context
     ) -> account_pb2.ListApiKeysResponse:
         """The caller's keys (never their secrets)."""
-        user_id, metadata = await self._for_caller(context)
+        principal, metadata = await self._for_caller(context)
         reply = await self._auth.ListApiKeys(
-            auth_pb2.ListApiKeysRequest(user_id=user_id), metadata=metadata
+            auth_pb2.ListApiKeysRequest(user_id=principal.user_id), metadata=metadata
         )
         return account_pb2.ListApiKeysResponse(keys=reply.keys)
 
@@ -105,9 +107,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.RevokeApiKeyRequest, context: Context
     ) -> account_pb2.RevokeApiKeyResponse:
         """Revoke one of the caller's keys; felt everywhere within the credential cache TTL."""
-        user_id, metadata = await self._for_caller(context)
+        principal, metadata = await self._for_caller(context)
         reply = await self._auth.RevokeApiKey(
-            auth_pb2.RevokeApiKeyRequest(user_id=user_id, key_id=request.key_id),
+            auth_pb2.RevokeApiKeyRequest(user_id=principal.user_id, key_id=request.key_id),
             metadata=metadata,
         )
         return account_pb2.RevokeApiKeyResponse(info=reply.info)

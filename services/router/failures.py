@@ -114,7 +114,11 @@ def classify(error: ProviderError, provider: ProviderConfig) -> Failure:
     if isinstance(error, ProviderCredentialFailed):
         definitive = error.upstream.code not in TRANSIENT_CODES
         shared = provider.credential in SHARED_CREDENTIALS
-        return Failure(status, False, True, Verdict.TRIP if shared and definitive else Verdict.NONE)
+        # A key that is simply not stored yet says nothing about the provider, and the
+        # next fetch is not cached: opening the circuit would outlast the operator's fix.
+        unset = error.upstream.reason == "PROVIDER_KEY_NOT_SET"
+        trip = shared and definitive and not unset
+        return Failure(status, False, True, Verdict.TRIP if trip else Verdict.NONE)
     kind = error.kind
     if kind is ErrorKind.INVALID_INPUT:
         larger = error.context_length_exceeded

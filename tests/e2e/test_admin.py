@@ -112,3 +112,14 @@ async def test_sign_in_is_limited_per_client_address(tmp_path: Path) -> None:
         assert [q.subject for q in limited_error.quota_violations] == ["address:127.0.0.1"]
     finally:
         await asyncio.to_thread(limited.stop_all)
+
+
+async def test_a_key_created_without_scopes_gets_the_callers(stack: Stack) -> None:
+    async with stack.gateway_channel() as ch:
+        reply = await account_pb2_grpc.AccountServiceStub(ch).CreateApiKey(
+            account_pb2.CreateApiKeyRequest(name="all-mine"),
+            metadata=bearer(stack.admin_key()),
+            timeout=10,
+        )
+    assert "admin" in reply.info.scopes
+    assert "execute" in reply.info.scopes

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from services.common.config import ProviderConfig
-from services.common.errors import Code, FailedPrecondition, SagaError, Unavailable
+from services.common.errors import (
+    Code,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    SagaError,
+    Unavailable,
+)
 from services.router.engines.base import (
     ProviderContextTooLong,
     ProviderCredentialFailed,
@@ -112,7 +119,10 @@ def test_a_credential_failure_ends_with_auths_status_unchanged() -> None:
 @pytest.mark.parametrize(
     ("credential", "upstream", "verdict"),
     [
-        ("api_key", FailedPrecondition("unset", reason="PROVIDER_KEY_NOT_SET"), Verdict.TRIP),
+        ("api_key", PermissionDenied("revoked", reason="PROVIDER_CLIENT_INVALID"), Verdict.TRIP),
+        # A key not stored yet: the provider was never called, and the operator's fix must
+        # work at once, not after a cooldown.
+        ("api_key", NotFound("unset", reason="PROVIDER_KEY_NOT_SET"), Verdict.NONE),
         ("oauth_app", FailedPrecondition("refused", reason="REAUTH_REQUIRED"), Verdict.TRIP),
         # One user's account says nothing about the provider for everyone else.
         ("oauth_user", FailedPrecondition("relink", reason="REAUTH_REQUIRED"), Verdict.NONE),
