@@ -122,6 +122,12 @@ def request(
     )
 
 
+def collapse(kinds: list[str]) -> list[str]:
+    """Event kinds with each run of deltas as one: the router may merge deltas for a reader
+    that is slower than the provider (coalescing), so their count is not fixed."""
+    return [k for i, k in enumerate(kinds) if k != "delta" or i == 0 or kinds[i - 1] != "delta"]
+
+
 @dataclass
 class Streamed:
     """What a client saw of one Reason stream, with arrival times."""
@@ -208,7 +214,8 @@ async def test_tokens_stream_as_the_engine_produces_them(
         runtime, request(exe, "one two three", pinned_provider="cheap"), mint(stack, exe)
     )
     assert got.error is None, describe(got.error)
-    assert got.kinds() == ["attempt"] + ["delta"] * 6 + ["final"]
+    assert collapse(got.kinds()) == collapse(["attempt"] + ["delta"] * 6 + ["final"])
+    assert len(got.text().split()) == 6
     assert (got.events[0].attempt.provider, got.events[0].attempt.n) == ("cheap", 1)
     # 6 tokens 40 ms apart: spread over >= 200 ms at the source, so >= 150 ms at the client
     # unless the router buffered them.
@@ -394,7 +401,10 @@ async def test_a_failure_before_text_falls_back_to_the_next_provider(
         mint(stack, exe),
     )
     assert got.error is None, describe(got.error)
-    assert got.kinds() == ["attempt", "switched", "attempt"] + ["delta"] * 6 + ["final"]
+    assert collapse(got.kinds()) == collapse(
+        ["attempt", "switched", "attempt"] + ["delta"] * 6 + ["final"]
+    )
+    assert len(got.text().split()) == 6
     switched = got.events[1].switched
     assert (switched.from_provider, switched.to_provider, switched.reason) == (
         "down",
