@@ -422,6 +422,23 @@ class RouterConfig:
         default=10.0,
         metadata=_doc("longest pause between resends while the optimizer is down", min=0.1),
     )
+    health_check_interval_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "seconds between active probes of every provider (a one-token call each); "
+            "0 = only on CheckProviders",
+            min=0,
+        ),
+    )
+    health_check_concurrency: int = field(
+        default=4, metadata=_doc("providers probed at once", min=1, max=64)
+    )
+    health_check_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_doc(
+            "longest a probe may take (the provider's own timeouts apply within it)", min=0.1
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ the providers' circuits, retry budgets and limits, the durable outbox in the rou
 database, and the budget client. Everything started here stops in `on_stop`, after the
 servers drained: the outbox commits what is queued (unshipped rows stay for the next start).
 
-CheckProviders is not built yet: it is inherited from the generated base servicer, which the
-guard answers with UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+The health checks (`health`) probe providers on CheckProviders, and every
+`router.health_check_interval_seconds` when that is above 0; the periodic task is cancelled
+first in `on_stop`, before the engines it calls are closed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.common.server import Registration, ServiceHost
 from services.router.budget import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.engines import engine_for
+from services.router.health import HealthChecks
 from services.router.metrics import REFUSALS, register_circuits
 from services.router.outbox import MIGRATIONS, Outbox
 from services.router.providers import Resilience
@@ -54,10 +56,13 @@ async def build(host: ServiceHost) -> list[Registration]:
     )
     budgets = Budgets(optimizer, config.budgets)
     verifier = ContextVerifier(JwksKeys(host.peers.channel("auth")))
+    health = HealthChecks(providers, engines, resilience, config.router)
     rankings.start()
     outbox.start()
+    health.start()
 
     async def stop() -> None:
+        await health.stop()
         await rankings.stop()
         await budgets.close()
         await outbox.close()
@@ -77,6 +82,7 @@ async def build(host: ServiceHost) -> list[Registration]:
             outbox=outbox,
             budgets=budgets,
             config_prices=price_table(providers),
+            health=health,
             coalesce=config.router.coalesce_deltas,
         )
     )

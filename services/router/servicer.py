@@ -6,8 +6,7 @@ snapshot), reserve the budget (`budget`; before any provider is called), run the
 (`reasoning`: retries, fallback, mid-stream continuation, circuits, limits), merge deltas the
 caller is too slow for (`coalescing`), store every attempt's outcome in the outbox and wait
 for the store before Final is sent (`outbox`), settle the budget however the call ended.
-ListProviders shows the live circuits. CheckProviders is inherited from the generated base
-and answers UNIMPLEMENTED.
+ListProviders shows the live circuits. CheckProviders probes providers actively (`health`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from opentelemetry import trace
 
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
-from services.common.config import ProviderConfig
+from services.common.config import ProviderConfig, RouterConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
@@ -31,6 +30,7 @@ from services.router.calls import Accounting, ReasonCall, validate
 from services.router.candidates import choose
 from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
+from services.router.health import HealthChecks
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import call_id, outcome_proto
@@ -142,6 +142,8 @@ class RouterParts:
     budgets: Budgets
     config_prices: PriceTable
     coalesce: bool = True
+    health: HealthChecks | None = None
+    """The active probes; None: probes with the default settings (tools and benchmarks)."""
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -163,11 +165,14 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    """The router service; RPCs not overridden here answer UNIMPLEMENTED."""
+    """The router service."""
 
     def __init__(self, parts: RouterParts) -> None:
         self._parts = parts
         self._providers = tuple(parts.providers)
+        self._health = parts.health or HealthChecks(
+            self._providers, parts.engines, parts.resilience, RouterConfig()
+        )
 
     def _candidates(
         self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
@@ -295,3 +300,25 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 )
             )
         return router_pb2.ListProvidersResponse(providers=infos)
+
+    async def CheckProviders(
+        self, request: router_pb2.CheckProvidersRequest, context: Any
+    ) -> router_pb2.CheckProvidersResponse:
+        """Probe the named providers (every one when none is named) with a one-token call
+        each, and give their circuits the verdicts (`health`)."""
+        health = self._health
+        selected = health.select(request.providers)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        results = await health.check(selected, deadline=deadline)
+        return router_pb2.CheckProvidersResponse(
+            results=[
+                providers_pb2.ProviderCheck(
+                    provider=r.provider,
+                    ok=r.ok,
+                    latency_ms=r.latency_ms,
+                    error_reason=r.error_reason,
+                )
+                for r in results
+            ]
+        )
