@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from services.common.config import ProviderConfig, RouterConfig, SimConfig
-from services.common.errors import InvalidArgument, NotFound, SagaError, Unavailable
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SagaError,
+    Unavailable,
+)
 from services.router.circuit import CircuitState
 from services.router.engines.base import (
     EngineEvent,
@@ -118,9 +124,17 @@ class Gated:
         # The one-word probe refused: no call would get through, unlike a user's input.
         (ProviderRejectedInput("x"), "PROVIDER_REJECTED_INPUT", Verdict.FAILURE),
         (ProviderContextTooLong("x"), "PROVIDER_CONTEXT_LENGTH_EXCEEDED", Verdict.FAILURE),
+        # A key not stored yet says nothing about the provider: no verdict.
         (
             ProviderCredentialFailed("x", NotFound("no key", reason="PROVIDER_KEY_NOT_SET")),
             "PROVIDER_KEY_NOT_SET",
+            Verdict.NONE,
+        ),
+        (
+            ProviderCredentialFailed(
+                "x", PermissionDenied("refused", reason="PROVIDER_CLIENT_INVALID")
+            ),
+            "PROVIDER_CLIENT_INVALID",
             Verdict.TRIP,
         ),
         (
