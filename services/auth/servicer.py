@@ -21,12 +21,11 @@ from saga.auth.v1 import api_keys_pb2, auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts
 from services.auth.api_keys import ApiKey
 from services.auth.credential import API_KEY
-from services.auth.jwks import jwks
 from services.auth.provider_credentials import ProviderCredentials
 from services.auth.signing_keys import SigningKeys
 from services.auth.store import Store
 from services.auth.users import Users
-from services.common.context import ContextVerifier, RequestContext, metadata_token
+from services.common.context import ContextVerifier, RequestContext, metadata_token, public_jwk
 from services.common.errors import NotFound, PermissionDenied
 
 _KINDS = {"api_key": auth_pb2.CREDENTIAL_KIND_API_KEY, "jwt": auth_pb2.CREDENTIAL_KIND_JWT}
@@ -175,7 +174,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         keys, old ones until their last token has expired (no secret: callable by the
         gateway, router and runtime)."""
         keys = [*self._p.context_keys, *await self._p.signing_keys.published()]
-        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**k) for k in jwks(keys)])
+        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**public_jwk(k)) for k in keys])
 
     async def SetProviderKey(
         self, request: auth_pb2.SetProviderKeyRequest, context: Any

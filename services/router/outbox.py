@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common.backoff import reconnect_delay
 from services.common.database import Database
 
 log = logging.getLogger("saga.router.outbox")
@@ -73,8 +73,7 @@ def current_traceparent() -> str:
 
 async def _shielded(statement: Coroutine[Any, Any, T]) -> T:
     """Run a database statement to its end even if the caller is cancelled (at shutdown):
-    a statement cut off between BEGIN and COMMIT would leave the connection inside a
-    transaction."""
+    outcomes whose write has begun are kept, not rolled back with the cancelled task."""
     return await asyncio.shield(statement)
 
 
@@ -222,8 +221,7 @@ class Outbox:
                 await asyncio.sleep(self._backoff(failures))
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self._max_backoff, INITIAL_BACKOFF_SECONDS * 2.0 ** (failures - 1))
-        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+        return reconnect_delay(failures, INITIAL_BACKOFF_SECONDS, self._max_backoff)
 
     async def _oldest(self) -> list[_Row]:
         rows = await _shielded(

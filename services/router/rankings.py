@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import grpc
 
 from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common.backoff import reconnect_delay
 from services.common.prices import PriceTable, ProviderPrice
 
 log = logging.getLogger("saga.router.rankings")
@@ -106,10 +106,8 @@ class RankingWatcher:
                 await self._task
 
     def backoff(self, failures: int) -> float:
-        """Seconds to wait after `failures` consecutive failed watches: doubling from the
-        initial delay up to the cap, then jittered to 50-100 % so routers spread out."""
-        delay = min(self._max_backoff, self._initial_backoff * 2.0 ** max(0, failures - 1))
-        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+        """Seconds to wait after `failures` consecutive failed watches."""
+        return reconnect_delay(failures, self._initial_backoff, self._max_backoff)
 
     async def _run(self) -> None:
         failures = 0  # consecutive watches that delivered nothing
