@@ -21,7 +21,7 @@ from saga.gateway.v1 import (
 )
 from saga.vault.v1 import status_pb2
 from services.common.status import describe
-from tests.e2e.test_execute import bearer, create_key
+from tests.e2e.test_execute import bearer, completes, create_key
 from tests.harness import ROOT, Stack
 
 
@@ -70,11 +70,21 @@ async def test_an_upstream_refusal_keeps_its_reason_and_domain(stack: Stack) -> 
 
 
 async def test_usage_of_others_needs_read_all(stack: Stack) -> None:
+    # The reader key belongs to the admin user, who has just run something: its own usage
+    # must show that run (the outbox ships it in the background: poll, bounded).
+    assert await completes(stack, stack.admin_key())
     reader, _ = await create_key(stack, ["usage:read"])
     async with stack.gateway_channel() as ch:
         usage = usage_pb2_grpc.UsageServiceStub(ch)
-        own = await usage.GetUsage(usage_pb2.GetUsageRequest(), metadata=bearer(reader), timeout=10)
-        assert own.totals.calls >= 0
+        for _ in range(100):
+            own = await usage.GetUsage(
+                usage_pb2.GetUsageRequest(), metadata=bearer(reader), timeout=10
+            )
+            if own.totals.calls:
+                break
+            await asyncio.sleep(0.1)
+        assert own.totals.calls >= 1
+        assert own.totals.output_tokens >= 1
         for request in (
             usage_pb2.GetUsageRequest(all_users=True),
             usage_pb2.GetUsageRequest(user_id="usr_someone_else"),
