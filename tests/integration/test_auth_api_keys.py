@@ -18,6 +18,7 @@ from services.auth.api_keys import generate_key, hash_key
 from services.common.context import METADATA_KEY, SCOPES, ContextSigner, load_private_key
 from services.common.status import describe
 from tests.harness import Stack
+from tests.tamper import changed_at
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ async def test_unknown_malformed_and_jwt_credentials_are_refused(auth: Stack) ->
     assert await authenticated(auth, key) == (grpc.StatusCode.OK, "")  # positive control
     unauthenticated = grpc.StatusCode.UNAUTHENTICATED
     assert await authenticated(auth, generate_key()) == (unauthenticated, "CREDENTIAL_UNKNOWN")
-    typo = key[:20] + ("A" if key[20] != "A" else "B") + key[21:]
+    typo = changed_at(key, 20)
     assert await authenticated(auth, typo) == (unauthenticated, "CREDENTIAL_MALFORMED")
     assert await authenticated(auth, "") == (unauthenticated, "CREDENTIAL_MALFORMED")
     assert await authenticated(auth, "eyJh.eyJz.sig") == (unauthenticated, "CREDENTIAL_UNKNOWN")

@@ -20,7 +20,8 @@ from services.common.errors import (
     SagaError,
     Unauthenticated,
 )
-from tests.unit.auth.conftest import Clock
+from tests.clock import Clock
+from tests.tamper import changed_at
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_credentials_are_refused_with_their_reason(store: Store) -> None:
     secret, key = await accounts.create("usr_a", "x", ["execute"], None, held=SCOPES)
     assert await reason_of(accounts.authenticate(secret)) == "OK"
     assert await reason_of(accounts.authenticate(api_keys.generate_key())) == ("CREDENTIAL_UNKNOWN")
-    assert await reason_of(accounts.authenticate(secret[:-1] + "x")) == "CREDENTIAL_MALFORMED"
+    assert await reason_of(accounts.authenticate(changed_at(secret, -1))) == "CREDENTIAL_MALFORMED"
     assert await reason_of(accounts.authenticate("a.b.c")) == "CREDENTIAL_UNKNOWN"
     with pytest.raises(InvalidArgument) as err:
         await accounts.authenticate("x" * 4097)
