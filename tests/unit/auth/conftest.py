@@ -10,18 +10,9 @@ import pytest
 
 from services.auth.schema import MIGRATIONS
 from services.common.database import Database, open_database
+from tests.clock import Clock
 from tests.conftest import Backend
 from tests.unit.auth.memory_secrets import MemorySecrets
-
-
-class Clock:
-    """A settable clock (time is an input of the domain logic, not a module to mock)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def open_auth_db(backend: Backend, tmp_path: Path) -> Database:

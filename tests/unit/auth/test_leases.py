@@ -8,8 +8,9 @@ from pathlib import Path
 
 from services.auth.leases import RefreshLeases
 from services.common.database import Database
+from tests.clock import Clock
 from tests.conftest import Backend
-from tests.unit.auth.conftest import Clock, open_auth_db
+from tests.unit.auth.conftest import open_auth_db
 
 
 async def test_one_holder_at_a_time(db: Database, clock: Clock) -> None:

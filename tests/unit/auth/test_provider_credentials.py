@@ -26,10 +26,11 @@ from services.auth.token_endpoint import TokenEndpoint
 from services.common.config import ProviderConfig
 from services.common.database import Database
 from services.common.errors import SagaError
+from tests.clock import Clock
 from tests.conftest import Backend
 from tests.fakes import entra as fake
 from tests.fakes.entra import FakeEntra, access_token
-from tests.unit.auth.conftest import Clock, open_auth_db
+from tests.unit.auth.conftest import open_auth_db
 from tests.unit.auth.memory_secrets import MemorySecrets
 
 USER = "usr_ada"

@@ -12,8 +12,9 @@ import pytest
 from services.auth.throttle import LoginThrottle, ThrottlePolicy, account_key
 from services.common.database import Database
 from services.common.errors import ResourceExhausted
+from tests.clock import Clock
 from tests.conftest import Backend
-from tests.unit.auth.conftest import Clock, open_auth_db
+from tests.unit.auth.conftest import open_auth_db
 
 POLICY = ThrottlePolicy(max_failures=5, lockout=30.0, max_lockout=900.0, window=3600.0)
 ACCOUNT = account_key("ada@example.com")

@@ -24,7 +24,7 @@ from services.common.errors import (
     SagaError,
     Unauthenticated,
 )
-from tests.unit.auth.conftest import Clock
+from tests.clock import Clock
 from tests.unit.auth.memory_secrets import MemorySecrets
 
 CHEAP = HashParameters(memory_kib=64, time_cost=1, parallelism=1)

@@ -21,20 +21,11 @@ from services.common.errors import (
 )
 from services.optimizer.budgets import KEEP_SECONDS, NO_BUDGET, Budgets, Grant, period_at
 from services.optimizer.schema import MIGRATIONS
+from tests.clock import Clock
 from tests.conftest import Backend
 
 START = dt.datetime(2026, 3, 14, 10, tzinfo=dt.UTC).timestamp()
 BUDGET = 100_000
-
-
-class Clock:
-    """A settable clock (the budgets' notion of now)."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _open(backend: Backend, tmp_path: Path) -> Database:
@@ -67,7 +58,7 @@ def test_periods_are_utc_days_or_months() -> None:
 
 
 async def test_reserve_then_settle_replaces_the_hold_with_the_cost(db: Database) -> None:
-    b = books(db, Clock())
+    b = books(db, Clock(START))
     assert await b.reserve("r1", "usr_a", "exe_1", 30_000) == Grant(70_000, "2026-03", False)
     assert await b.settle("r1", 1_000) == 99_000
     standing = await b.standing("usr_a")
@@ -78,7 +69,7 @@ async def test_reserve_then_settle_replaces_the_hold_with_the_cost(db: Database)
 
 
 async def test_exhausted_is_refused_with_what_is_left(db: Database) -> None:
-    clock = Clock()
+    clock = Clock(START)
     b = books(db, clock)
     await b.reserve("r1", "usr_a", "exe_1", 95_000)
     with pytest.raises(ResourceExhausted) as err:
@@ -97,7 +88,7 @@ async def test_exhausted_is_refused_with_what_is_left(db: Database) -> None:
 async def test_twenty_concurrent_reservations_never_overshoot(
     backend: Backend, tmp_path: Path, db: Database
 ) -> None:
-    clock = Clock()
+    clock = Clock(START)
     first = books(db, clock)
     await first.reserve("setup", "usr_a", "exe_0", 90_500)
     await first.settle("setup", 90_500)  # 9,500 left: room for nine of 1,000
@@ -124,7 +115,7 @@ async def test_twenty_concurrent_reservations_never_overshoot(
 
 
 async def test_settling_cheaper_frees_the_rest(db: Database) -> None:
-    b = books(db, Clock())
+    b = books(db, Clock(START))
     await b.reserve("r1", "usr_a", "exe_1", 100_000)
     with pytest.raises(ResourceExhausted):
         await b.reserve("r2", "usr_a", "exe_1", 10)
@@ -133,7 +124,7 @@ async def test_settling_cheaper_frees_the_rest(db: Database) -> None:
 
 
 async def test_unsettled_reservations_expire(db: Database) -> None:
-    clock = Clock()
+    clock = Clock(START)
     b = books(db, clock, reservation_ttl_seconds=60)
     await b.reserve("crashed", "usr_a", "exe_1", 100_000)
     with pytest.raises(ResourceExhausted):
@@ -145,7 +136,7 @@ async def test_unsettled_reservations_expire(db: Database) -> None:
 
 
 async def test_reservation_ids_are_idempotent(db: Database) -> None:
-    b = books(db, Clock())
+    b = books(db, Clock(START))
     first = await b.reserve("r1", "usr_a", "exe_1", 10_000)
     await b.reserve("r2", "usr_a", "exe_1", 20_000)
     assert await b.reserve("r1", "usr_a", "exe_1", 10_000) == first
@@ -167,7 +158,7 @@ async def test_reservation_ids_are_idempotent(db: Database) -> None:
 
 
 async def test_unknown_reservation_is_not_found(db: Database) -> None:
-    b = books(db, Clock())
+    b = books(db, Clock(START))
     with pytest.raises(NotFound) as err:
         await b.settle("never", 1)
     assert err.value.reason == "RESERVATION_NOT_FOUND"
@@ -176,7 +167,7 @@ async def test_unknown_reservation_is_not_found(db: Database) -> None:
 
 
 async def test_a_new_period_starts_a_new_budget(db: Database) -> None:
-    clock = Clock()
+    clock = Clock(START)
     b = books(db, clock, period="day")
     grant = await b.reserve("r1", "usr_a", "exe_1", BUDGET)
     assert (grant.period, grant.remaining_micro_usd) == ("2026-03-14", 0)
@@ -186,7 +177,7 @@ async def test_a_new_period_starts_a_new_budget(db: Database) -> None:
 
 
 async def test_degrade_near_the_limit(db: Database) -> None:
-    b = books(db, Clock(), degrade_ratio=0.8)
+    b = books(db, Clock(START), degrade_ratio=0.8)
     assert (await b.reserve("r1", "usr_a", "exe_1", 79_999)).degrade_to_cheapest is False
     assert (await b.reserve("r2", "usr_a", "exe_1", 1)).degrade_to_cheapest is True
     standing = await b.standing("usr_a")
@@ -195,7 +186,7 @@ async def test_degrade_near_the_limit(db: Database) -> None:
 
 
 async def test_no_budget_always_grants_and_still_settles(db: Database) -> None:
-    b = books(db, Clock(), per_user_micro_usd=0)
+    b = books(db, Clock(START), per_user_micro_usd=0)
     assert await b.reserve("r1", "usr_a", "exe_1", 10**12) == Grant(NO_BUDGET, "2026-03", False)
     assert await b.settle("r1", 10**9) == NO_BUDGET
     assert await b.standing("usr_a") is None
@@ -213,7 +204,7 @@ async def test_no_budget_always_grants_and_still_settles(db: Database) -> None:
 async def test_bad_reservations_name_the_field(
     db: Database, args: tuple[str, str, str, int], field: str
 ) -> None:
-    b = books(db, Clock())
+    b = books(db, Clock(START))
     with pytest.raises(InvalidArgument) as err:
         await b.reserve(*args)
     assert err.value.reason == "BUDGET_REQUEST_INVALID"
@@ -225,7 +216,7 @@ async def test_bad_reservations_name_the_field(
 
 
 async def test_old_reservations_are_pruned(db: Database) -> None:
-    clock = Clock()
+    clock = Clock(START)
     b = books(db, clock)
     await b.reserve("old", "usr_a", "exe_1", 1)
     clock.now += KEEP_SECONDS / 2

@@ -4,15 +4,7 @@ the cooldown, lets exactly one probe through, and ignores verdicts from before a
 from __future__ import annotations
 
 from services.router.circuit import Circuit, CircuitSettings, CircuitState, Permit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.clock import Clock
 
 SETTINGS = CircuitSettings(
     consecutive_failures=3,

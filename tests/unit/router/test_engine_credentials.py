@@ -18,6 +18,7 @@ from services.common.errors import Code, FailedPrecondition, NotFound, SagaError
 from services.common.status import RemoteError, abort, to_status_proto
 from services.router.credentials import ProviderCredentials
 from services.router.engines.base import Caller
+from tests.clock import Clock
 
 START = 1_700_000_000.0
 SHARED = ProviderConfig(name="openai", kind="openai", model="m", credential="api_key")
@@ -53,14 +54,6 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         return reply
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def auth() -> AsyncIterator[tuple[FakeAuth, grpc.aio.Channel]]:
     fake = FakeAuth()  # type: ignore[abstract]  # a fake serves only the RPC under test
@@ -76,7 +69,7 @@ async def auth() -> AsyncIterator[tuple[FakeAuth, grpc.aio.Channel]]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 async def test_a_static_key_is_cached_until_its_ttl_then_read_again(

@@ -46,6 +46,7 @@ from services.router.health import (
     probe_timeout,
 )
 from services.router.providers import Resilience
+from tests.clock import Clock
 
 
 def sim(name: str, **settings: Any) -> ProviderConfig:
@@ -64,14 +65,6 @@ def sim(name: str, **settings: Any) -> ProviderConfig:
 GOOD = sim("good")
 DOWN = sim("down", fail="unavailable")
 LOCKED = sim("locked", fail="unauthenticated")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def resilience_for(

@@ -9,14 +9,7 @@ import pytest
 
 from services.common.config import ProviderConfig
 from services.router.limits import LimitReached, ProviderLimits, TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def provider(**limits: int) -> ProviderConfig:

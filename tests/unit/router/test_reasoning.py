@@ -48,6 +48,7 @@ from services.router.reasoning import (
     RouterEvent,
     reason,
 )
+from tests.clock import Clock
 
 
 def sim(name: str, **settings: Any) -> ProviderConfig:
@@ -70,14 +71,6 @@ DOWN = sim("down", fail="unavailable", max_retries=0)
 REFUSES = sim("refuses", fail="invalid_argument")
 CUT = sim("cut", fail="unavailable", fail_after_tokens=2)
 CALL = ReasonCall(messages=(ChatMessage("user", "three words here"),), allow_fallback=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Step = str | Exception

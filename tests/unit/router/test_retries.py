@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from services.router.retries import Backoff, RetryBudget
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_the_wait_is_a_full_jitter_draw_under_a_doubling_cap() -> None:
