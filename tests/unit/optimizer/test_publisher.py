@@ -1,30 +1,40 @@
-"""The ranking publisher: a change reaches the board promptly, and a storm of changes is
-coalesced to at most one snapshot per configured interval."""
+"""The ranking publisher: a change reaches the board promptly, a storm of changes is
+coalesced to at most one snapshot per configured interval, and samples age out by time
+alone. The publisher runs on a test `Clock`: time passes only when the test moves it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from services.common.config import DEFAULT_PROVIDERS
-from services.optimizer.metrics import LiveMetrics
+from services.optimizer.metrics import LiveMetrics, Sample
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.ranking import Strategy
 from services.optimizer.snapshots import SnapshotBoard
+from tests.clock import Clock, settle
 
 INTERVAL = 0.2
+TICK = 5.0
+WINDOW_SECONDS = 300
 
 
 @pytest.fixture
-async def publisher() -> AsyncIterator[RankingPublisher]:
-    live = LiveMetrics(DEFAULT_PROVIDERS, window=100, window_seconds=300, prior_weight=10)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def publisher(clock: Clock) -> AsyncIterator[RankingPublisher]:
+    live = LiveMetrics(
+        DEFAULT_PROVIDERS, window=100, window_seconds=WINDOW_SECONDS, prior_weight=10
+    )
     board = SnapshotBoard(DEFAULT_PROVIDERS, Strategy.BALANCED, start_version=1)
-    p = RankingPublisher(live, board, interval=INTERVAL)
+    p = RankingPublisher(live, board, interval=INTERVAL, tick=TICK, clock=clock, sleep=clock.sleep)
     task = asyncio.create_task(p.run())
     try:
         yield p
@@ -41,26 +51,57 @@ def _set_fast_ttft(p: RankingPublisher, ttft_ms: float) -> None:
     p.notify()
 
 
+async def pass_time(clock: Clock, seconds: float) -> None:
+    """Move the clock by `seconds` in steps of a tenth of the interval, letting the
+    publisher run at each, as time passes in production."""
+    for _ in range(round(seconds / (INTERVAL / 10))):
+        clock.advance(INTERVAL / 10)
+        await settle()
+
+
+def _fastest(p: RankingPublisher) -> tuple[str, ...]:
+    return p.board.current.rankings[Strategy.FASTEST].order
+
+
 async def test_a_change_after_a_quiet_spell_is_published_within_the_interval(
-    publisher: RankingPublisher,
+    publisher: RankingPublisher, clock: Clock
 ) -> None:
-    await asyncio.sleep(INTERVAL * 1.5)  # let the first (no-change) pass go by
+    await pass_time(clock, TICK + 2 * INTERVAL)  # a quiet spell: a no-change pass, its rest
+    assert publisher.published == 0
     version = publisher.board.current.version
     _set_fast_ttft(publisher, 5000)
-    # Arrival against the configured pace, with a generous margin.
-    snapshot = await asyncio.wait_for(publisher.board.next_after(version), INTERVAL * 5)
+    # Published without the clock moving at all: the first change is not held back. (The
+    # bound is only there so a regression fails rather than hangs.)
+    snapshot = await asyncio.wait_for(publisher.board.next_after(version), 5)
     assert snapshot is not None
     assert snapshot.rankings[Strategy.FASTEST].order == ("sim-smart", "sim-fast")
 
 
-async def test_a_storm_of_changes_is_coalesced(publisher: RankingPublisher) -> None:
-    start = time.monotonic()
+async def test_a_storm_of_changes_is_coalesced(publisher: RankingPublisher, clock: Clock) -> None:
+    start = clock()
     for i in range(40):
         _set_fast_ttft(publisher, 5000 if i % 2 == 0 else 10)
-        await asyncio.sleep(0.01)
-    elapsed = time.monotonic() - start
+        clock.advance(0.01)
+        await settle()
+    elapsed = clock() - start
     # Forty flips; at most one snapshot per interval (plus the one at the start of it).
     assert 1 <= publisher.published <= elapsed / INTERVAL + 1
     # Positive control: once the storm settles, the last state is what routers see.
-    await asyncio.sleep(INTERVAL * 3)
-    assert publisher.board.current.rankings[Strategy.FASTEST].order == ("sim-fast", "sim-smart")
+    clock.advance(INTERVAL * 3)
+    await settle()
+    assert _fastest(publisher) == ("sim-fast", "sim-smart")
+
+
+async def test_samples_age_out_of_the_window_by_time_alone(
+    publisher: RankingPublisher, clock: Clock
+) -> None:
+    for _ in range(50):
+        publisher.live.record("sim-fast", Sample(clock(), True, 9000.0, 5000.0), clock())
+    publisher.notify()
+    await settle()
+    assert _fastest(publisher) == ("sim-smart", "sim-fast")
+    published = publisher.published
+    # No change is notified from here on; only time passes, and the samples leave the window.
+    await pass_time(clock, WINDOW_SECONDS + TICK)
+    assert _fastest(publisher) == ("sim-fast", "sim-smart")
+    assert publisher.published == published + 1
