@@ -10,6 +10,7 @@ import pytest
 
 from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import Finish, FinishReason, TextDelta
+from tests.clock import settle
 
 Event = TextDelta | Finish | str
 
@@ -38,7 +39,7 @@ async def test_deltas_queued_behind_a_slow_reader_leave_as_one() -> None:
     got: list[Event] = []
     async for event in coalesce(source(events), merge):
         got.append(event)
-        await asyncio.sleep(0.02)  # the reader is slower than the source
+        await settle()  # the reader is slower than the source: it runs ahead meanwhile
     split = got.index("switch")
     assert "".join(e.text for e in got[:split] if isinstance(e, TextDelta)) == "abcde"
     assert got[split + 1 :] == [TextDelta("f"), finish]
@@ -66,7 +67,7 @@ async def test_closing_the_reader_cancels_the_source() -> None:
         try:
             while True:
                 yield TextDelta("x")
-                await asyncio.sleep(0.001)
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             cancelled.set()
             raise

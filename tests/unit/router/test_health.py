@@ -46,7 +46,7 @@ from services.router.health import (
     probe_timeout,
 )
 from services.router.providers import Resilience
-from tests.clock import Clock
+from tests.clock import Clock, settle
 
 
 def sim(name: str, **settings: Any) -> ProviderConfig:
@@ -343,11 +343,7 @@ async def test_probes_run_at_most_the_configured_number_at_once() -> None:
         providers, {p.name: engine for p in providers}, health_check_concurrency=2
     )
     running = asyncio.create_task(checks.check(providers))
-    for _ in range(500):
-        if engine.in_flight >= 2:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # room for a third probe to start, if the bound let it
+    await settle()  # every probe the bound lets start has started
     assert (engine.calls, engine.in_flight) == (2, 2)
     gate.set()
     results = await running
