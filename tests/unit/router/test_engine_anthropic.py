@@ -5,7 +5,6 @@ that ends without message_stop)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,21 +20,8 @@ from services.router.engines.base import (
     ProviderError,
     TextDelta,
 )
-from services.router.engines.progress import Deadlines, Progress
 from tests.fakes.providers import FakeProviders, Script
-
-
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders() as f:
-        yield f
-
-
-@pytest.fixture(autouse=True)
-async def fresh(fake: FakeProviders) -> AsyncIterator[None]:
-    fake.reset()
-    yield
-    await fake.close_engines()
+from tests.unit.router.conftest import parse_lines
 
 
 def request(stream: bool = True, **fields: Any) -> EngineRequest:
@@ -46,11 +32,6 @@ def request(stream: bool = True, **fields: Any) -> EngineRequest:
         stream=stream,
         **fields,
     )
-
-
-async def lines(*items: str) -> AsyncIterator[str]:
-    for item in items:
-        yield item
 
 
 def event(kind: str, **fields: Any) -> list[str]:
@@ -71,10 +52,7 @@ def stop(reason: str, output: int) -> list[str]:
 
 async def parse(*items: str) -> list[EngineEvent]:
     engine = AnthropicEngine(FakeProviders().provider("anthropic"))
-    req = request()
-    progress = Progress(req, Deadlines(engine.provider, True))
-    progress.streamed = True
-    return [e async for e in engine.read_stream(lines(*items), progress)]
+    return await parse_lines(engine, request(), *items)
 
 
 async def test_the_request_carries_key_version_and_a_top_level_system(

@@ -5,7 +5,6 @@ defensive parsing of choices / message / content (the seeds' case list)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,18 +29,9 @@ NEW = "entra-token-new"
 CALLER = Caller("usr_1", "ctx-of-usr_1")
 
 
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders() as f:
-        yield f
-
-
 @pytest.fixture(autouse=True)
-async def fresh(fake: FakeProviders) -> AsyncIterator[None]:
-    fake.reset()
+def tokens(fake: FakeProviders) -> None:
     fake.copilot_tokens = {OLD}
-    yield
-    await fake.close_engines()
 
 
 def request(stream: bool = False) -> EngineRequest:

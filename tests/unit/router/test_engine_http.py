@@ -4,7 +4,6 @@ error messages, the SSE parser, engine construction, and session ownership."""
 from __future__ import annotations
 
 import email.utils
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -129,12 +128,6 @@ def test_each_kind_gets_its_engine(kind: str, cls: type) -> None:
     assert isinstance(engine_for(provider, FakeCredentials("k")), cls)
 
 
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders() as f:
-        yield f
-
-
 def request() -> EngineRequest:
     return EngineRequest(messages=(ChatMessage("user", "hi"),), system_prompt="", max_tokens=8)
 
@@ -142,7 +135,6 @@ def request() -> EngineRequest:
 async def test_a_keyed_provider_without_a_credential_source_fails_before_calling(
     fake: FakeProviders,
 ) -> None:
-    fake.reset()
     unwired = engine_for(fake.provider("openai"))
     with pytest.raises(ProviderError) as caught:
         _ = [e async for e in unwired.stream(request())]

@@ -3,7 +3,6 @@ default, a bearer key when one is configured), and the corners of its NDJSON str
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,19 +18,6 @@ from services.router.engines.base import (
 )
 from services.router.engines.ollama import OllamaEngine
 from tests.fakes.providers import FakeCredentials, FakeProviders, Script
-
-
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders() as f:
-        yield f
-
-
-@pytest.fixture(autouse=True)
-async def fresh(fake: FakeProviders) -> AsyncIterator[None]:
-    fake.reset()
-    yield
-    await fake.close_engines()
 
 
 def request(stream: bool = True, **fields: Any) -> EngineRequest:

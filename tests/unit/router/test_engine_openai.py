@@ -8,7 +8,6 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,21 +23,8 @@ from services.router.engines.base import (
     TextDelta,
 )
 from services.router.engines.openai import OpenAIEngine
-from services.router.engines.progress import Deadlines, Progress
 from tests.fakes.providers import FakeProviders, Script
-
-
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders() as f:
-        yield f
-
-
-@pytest.fixture(autouse=True)
-async def fresh(fake: FakeProviders) -> AsyncIterator[None]:
-    fake.reset()
-    yield
-    await fake.close_engines()
+from tests.unit.router.conftest import parse_lines
 
 
 def request(stream: bool = True, **fields: Any) -> EngineRequest:
@@ -56,11 +42,6 @@ async def collect(fake: FakeProviders, req: EngineRequest) -> list[EngineEvent]:
     return [e async for e in fake.engine("openai").stream(req)]
 
 
-async def lines(*items: str) -> AsyncIterator[str]:
-    for item in items:
-        yield item
-
-
 def data(chunk: Any) -> list[str]:
     return [f"data: {json.dumps(chunk)}", ""]
 
@@ -71,10 +52,7 @@ def delta(text: str, finish: str | None = None) -> list[str]:
 
 async def parse(*items: str, stream: bool = True) -> list[EngineEvent]:
     engine = OpenAIEngine(FakeProviders().provider("openai"))
-    req = request(stream)
-    progress = Progress(req, Deadlines(engine.provider, stream))
-    progress.streamed = True
-    return [e async for e in engine.read_stream(lines(*items), progress)]
+    return await parse_lines(engine, request(stream), *items)
 
 
 async def test_a_stream_request_asks_for_usage_and_carries_the_key(fake: FakeProviders) -> None:

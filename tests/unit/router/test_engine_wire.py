@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -31,17 +30,9 @@ PROMPT = "tell me about the saga of the river"  # 8 words
 SYSTEM = "be brief"  # 2 words
 
 
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeProviders]:
-    async with FakeProviders(copilot_tokens={TOKEN}) as f:
-        yield f
-
-
 @pytest.fixture(autouse=True)
-async def fresh(fake: FakeProviders) -> AsyncIterator[None]:
-    fake.reset()
-    yield
-    await fake.close_engines()
+def tokens(fake: FakeProviders) -> None:
+    fake.copilot_tokens = {TOKEN}
 
 
 def request(stream: bool = True, max_tokens: int = 100) -> EngineRequest:
