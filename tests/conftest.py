@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 """The PostgreSQL the suite uses (running on every dev machine and in CI: a test that needs
@@ -53,9 +53,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """All six services, started once per test session on ephemeral ports."""
     # A short credential cache, so revocation tests need not wait the production 10 s.
-    s = Stack.create(tmp_path_factory.mktemp("stack"), SAGA_GATEWAY__CREDENTIAL_CACHE_SECONDS="1")
-    try:
-        await s.start_all()
+    async with stack_for(
+        tmp_path_factory.mktemp("stack"), SAGA_GATEWAY__CREDENTIAL_CACHE_SECONDS="1"
+    ) as s:
         yield s
-    finally:
-        s.stop_all()

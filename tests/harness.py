@@ -2,7 +2,8 @@
 
 A `Stack` owns a temporary data directory and one set of free ports per service, exported
 as `SAGA_…` overrides, so a running `make run` on the default ports is never disturbed.
-Each process logs to its own file, which a failing test prints.
+Each process logs to its own file, which a failing test prints. `stack_for` is how a test
+gets one: the services it needs, with its configuration, stopped when it is done.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +89,9 @@ class Stack:
     @classmethod
     def create(cls, data_dir: Path, config: str = "", **extra_env: str) -> Stack:
         """A stack with fresh ports for every service; `config` is written as its saga.toml
-        (e.g. `[[providers]]` tables, which have no environment overrides)."""
+        (e.g. `[[providers]]` tables, which have no environment overrides). Nothing is
+        started: tests take `stack_for`, unless what runs is not the harness's to start
+        (the supervisor's children, servers inside the test process)."""
         numbers = free_ports(4 * len(SERVICES))
         if config:
             (data_dir / "saga.toml").write_text(config)
@@ -207,3 +211,19 @@ class Stack:
             credentials,
             options=[("grpc.ssl_target_name_override", service)],
         )
+
+
+@asynccontextmanager
+async def stack_for(
+    data_dir: Path, services: Iterable[str] = SERVICES, *, config: str = "", **env: str
+) -> AsyncIterator[Stack]:
+    """A stack under `data_dir` with `services` started and SERVING (all six by default;
+    `[]` for a test that starts them itself), `config` as its saga.toml and `env` as extra
+    environment (`SAGA_…` overrides); every process it started is stopped on exit — off
+    the event loop, so fakes this process serves keep answering while services shut down."""
+    stack = Stack.create(data_dir, config, **env)
+    try:
+        await stack.start_all(services)
+        yield stack
+    finally:
+        await asyncio.to_thread(stack.stop_all)

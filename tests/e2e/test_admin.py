@@ -22,7 +22,7 @@ from saga.gateway.v1 import (
 from saga.vault.v1 import status_pb2
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, completes, create_key
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, Stack, stack_for
 
 
 async def test_admin_rpcs_need_the_admin_scope(stack: Stack) -> None:
@@ -101,9 +101,7 @@ async def test_usage_of_others_needs_read_all(stack: Stack) -> None:
 
 
 async def test_sign_in_is_limited_per_client_address(tmp_path: Path) -> None:
-    limited = Stack.create(tmp_path, SAGA_GATEWAY__ACCOUNT_CALLS_PER_MINUTE="3")
-    try:
-        await limited.start_all()
+    async with stack_for(tmp_path, SAGA_GATEWAY__ACCOUNT_CALLS_PER_MINUTE="3") as limited:
         async with limited.gateway_channel() as ch:
             account = account_pb2_grpc.AccountServiceStub(ch)
             errors = []
@@ -122,8 +120,6 @@ async def test_sign_in_is_limited_per_client_address(tmp_path: Path) -> None:
         assert limited_error.retry_after is not None
         assert limited_error.retry_after > 0
         assert [q.subject for q in limited_error.quota_violations] == ["address:127.0.0.1"]
-    finally:
-        await asyncio.to_thread(limited.stop_all)
 
 
 async def test_a_key_created_without_scopes_gets_the_callers(stack: Stack) -> None:

@@ -21,7 +21,7 @@ from saga.gateway.v1 import account_pb2, account_pb2_grpc, execution_pb2, execut
 from services.auth.api_keys import generate_key
 from services.common.config import DEFAULT_PROVIDERS
 from services.common.status import describe
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, Stack, stack_for
 
 SIM = DEFAULT_PROVIDERS[0].sim  # both default providers pace alike
 
@@ -302,17 +302,12 @@ fail = "unavailable"
 
 
 async def test_engine_failure_is_the_routers_unavailable(tmp_path: Path) -> None:
-    broken = Stack.create(tmp_path, config=BROKEN)
-    try:
-        await broken.start_all()
-        async with broken.gateway_channel() as ch:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                async for _ in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
-                    chat("hi"), metadata=bearer(broken.admin_key()), timeout=30
-                ):
-                    pass
-    finally:
-        broken.stop_all()
+    async with stack_for(tmp_path, config=BROKEN) as broken, broken.gateway_channel() as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+                chat("hi"), metadata=bearer(broken.admin_key()), timeout=30
+            ):
+                pass
     details = describe(err.value)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert (details.reason, details.domain) == ("PROVIDER_UNAVAILABLE", "router.saga")

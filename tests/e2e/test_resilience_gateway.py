@@ -45,7 +45,7 @@ from saga.router.v1 import providers_pb2
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat
 from tests.fakes.providers import FakeProviders, Script, Seen, answer_text
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 CHEAPEST = common_pb2.STRATEGY_CHEAPEST
 OPEN = providers_pb2.CIRCUIT_STATE_OPEN
@@ -202,17 +202,6 @@ def provider_toml(name: str, fake: FakeProviders, fmt: str, **fields: Any) -> st
 
 
 @asynccontextmanager
-async def running(data_dir: Path, config: str, **env: str) -> AsyncIterator[Stack]:
-    """All six services with `config` as saga.toml, stopped on exit."""
-    stack = Stack.create(data_dir, config=config, **env)
-    try:
-        await stack.start_all()
-        yield stack
-    finally:
-        stack.stop_all()
-
-
-@asynccontextmanager
 async def fakes(count: int) -> AsyncIterator[list[FakeProviders]]:
     """`count` fake provider servers, each on its own port."""
     started: list[FakeProviders] = []
@@ -269,7 +258,7 @@ async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
             cached_input_micro_usd_per_mtok=PRICES["backup"][2],
         )
         env = KEEP_CIRCUITS_SHUT | RANK_FAILING_PROVIDERS
-        async with running(tmp_path_factory.mktemp("pair"), config, **env) as stack:
+        async with stack_for(tmp_path_factory.mktemp("pair"), config=config, **env) as stack:
             async with stack.gateway_channel() as ch:
                 await admin_pb2_grpc.AdminServiceStub(ch).SetProviderKey(
                     admin_pb2.SetProviderKeyRequest(provider="cheap", api_key=a.api_key),
@@ -486,7 +475,7 @@ async def test_a_circuit_opens_skips_the_provider_and_recovers_after_a_probe(
         a.defaults["ollama"] = Script(tokens=A_TOKENS)
         b.defaults["ollama"] = Script(tokens=B_TOKENS)
         env = QUICK_CIRCUITS | RANK_FAILING_PROVIDERS
-        async with running(tmp_path, config, **env) as stack:
+        async with stack_for(tmp_path, config=config, **env) as stack:
             order = {"preferred_providers": ["flaky", "steady"]}
             # Positive control: healthy, "flaky" answers and its circuit is closed.
             ok = await execute(stack, "hello", **order)
@@ -540,7 +529,7 @@ async def test_a_lone_provider_trips_fails_fast_and_recovers(tmp_path: Path) -> 
     async with fakes(1) as (a,):
         config = provider_toml("lonely", a, "ollama", max_retries=0)
         env = QUICK_CIRCUITS | RANK_FAILING_PROVIDERS
-        async with running(tmp_path, config, **env) as stack:
+        async with stack_for(tmp_path, config=config, **env) as stack:
             # Positive control: healthy, it answers.
             assert (await execute(stack, "hello")).text() == answer_text(5)
 
@@ -599,7 +588,7 @@ async def test_an_exhausted_budget_refuses_before_any_provider_is_called(
 ) -> None:
     async with fakes(1) as (fake,):
         tight = budget_toml(1000, fake)
-        async with running(tmp_path_factory.mktemp("tight"), tight) as stack:
+        async with stack_for(tmp_path_factory.mktemp("tight"), config=tight) as stack:
             refused = await execute(stack, "what does this cost")
         assert refused.error is not None
         assert refused.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -611,7 +600,7 @@ async def test_an_exhausted_budget_refuses_before_any_provider_is_called(
 
         # Positive control: with a budget that covers it, the same Execute is answered.
         roomy = budget_toml(10_000_000, fake)
-        async with running(tmp_path_factory.mktemp("roomy"), roomy) as stack:
+        async with stack_for(tmp_path_factory.mktemp("roomy"), config=roomy) as stack:
             answered = await execute(stack, "what does this cost")
         assert answered.text() == answer_text(5)
         assert answered.completed.cost_micro_usd > 0

@@ -20,7 +20,7 @@ import pytest
 from saga.gateway.v1 import account_pb2, account_pb2_grpc
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat, timed_events
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, Stack, stack_for
 
 VERIFY_JWT = ROOT / "tests" / "e2e" / "node" / "verify_jwt.js"
 ISSUER, AUDIENCE = "saga-auth", "saga"
@@ -37,12 +37,8 @@ ENV = {
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """All six services, for this module's sign-ups and sign-ins."""
-    s = Stack.create(tmp_path_factory.mktemp("accounts"), **ENV)
-    try:
-        await s.start_all()
+    async with stack_for(tmp_path_factory.mktemp("accounts"), **ENV) as s:
         yield s
-    finally:
-        await asyncio.to_thread(s.stop_all)
 
 
 def new_email() -> str:

@@ -33,7 +33,7 @@ from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat
 from tests.fakes.entra import FakeEntra
 from tests.fakes.providers import FakeProviders, Script, answer_text
-from tests.harness import Stack
+from tests.harness import stack_for
 
 TOKENS = 6
 MIN_NEEDLE = 12
@@ -120,109 +120,110 @@ async def test_no_secret_reaches_any_log(tmp_path: Path) -> None:
     await fake.start()
     fake.defaults["openai"] = Script(tokens=TOKENS)
     fake.defaults["copilot"] = Script(tokens=TOKENS)
-    stack = Stack.create(tmp_path, config=config(fake, entra), **ENV)
     password = "pw " + secrets.token_urlsafe(15)
     wrong_password = "pw " + secrets.token_urlsafe(15)
     used: dict[str, str] = {"provider key": provider_key, "password": password}
     used["wrong password"] = wrong_password
     execution_ids: list[str] = []
     try:
-        await stack.start_all()
-        admin = stack.admin_key()
-        used["admin key"] = admin
-        async with stack.gateway_channel() as ch:
-            accounts = account_pb2_grpc.AccountServiceStub(ch)
-            operator = admin_pb2_grpc.AdminServiceStub(ch)
-            executions = execution_pb2_grpc.ExecutionServiceStub(ch)
+        async with stack_for(tmp_path, config=config(fake, entra), **ENV) as stack:
+            admin = stack.admin_key()
+            used["admin key"] = admin
+            async with stack.gateway_channel() as ch:
+                accounts = account_pb2_grpc.AccountServiceStub(ch)
+                operator = admin_pb2_grpc.AdminServiceStub(ch)
+                executions = execution_pb2_grpc.ExecutionServiceStub(ch)
 
-            async def execute(key: str, provider: str) -> list[execution_pb2.ExecuteResponse]:
-                request = chat(f"hello {provider}")
-                request.options.CopyFrom(options_pb2.ExecuteOptions(preferred_providers=[provider]))
-                return [
-                    e async for e in executions.Execute(request, metadata=bearer(key), timeout=60)
-                ]
+                async def execute(key: str, provider: str) -> list[execution_pb2.ExecuteResponse]:
+                    request = chat(f"hello {provider}")
+                    request.options.CopyFrom(
+                        options_pb2.ExecuteOptions(preferred_providers=[provider])
+                    )
+                    return [
+                        e
+                        async for e in executions.Execute(request, metadata=bearer(key), timeout=60)
+                    ]
 
-            await operator.SetProviderKey(
-                admin_pb2.SetProviderKeyRequest(provider="openai-main", api_key=provider_key),
-                metadata=bearer(admin),
-                timeout=10,
-            )
-            email = f"logs.{secrets.token_hex(4)}@example.com"
-            user = await accounts.Register(
-                account_pb2.RegisterRequest(email=email, password=password), timeout=30
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await accounts.Login(
-                    account_pb2.LoginRequest(email=email, password=wrong_password), timeout=30
+                await operator.SetProviderKey(
+                    admin_pb2.SetProviderKeyRequest(provider="openai-main", api_key=provider_key),
+                    metadata=bearer(admin),
+                    timeout=10,
                 )
-            assert describe(err.value).reason == "LOGIN_FAILED"
-            jwt = (
-                await accounts.Login(
-                    account_pb2.LoginRequest(email=email, password=password), timeout=30
+                email = f"logs.{secrets.token_hex(4)}@example.com"
+                user = await accounts.Register(
+                    account_pb2.RegisterRequest(email=email, password=password), timeout=30
                 )
-            ).access_token
-            used["access token (JWT)"] = jwt
-            created = await accounts.CreateApiKey(
-                account_pb2.CreateApiKeyRequest(name="logs", scopes=["execute"]),
-                metadata=bearer(admin),
-                timeout=10,
-            )
-            used["created API key"] = created.api_key
-            own = await accounts.CreateApiKey(
-                account_pb2.CreateApiKeyRequest(name="mine", scopes=["execute"]),
-                metadata=bearer(jwt),
-                timeout=10,
-            )
-            used["user's API key"] = own.api_key
-            await operator.LinkProviderAccount(
-                admin_pb2.LinkProviderAccountRequest(
-                    provider="copilot",
-                    user_id=user.user_id,
-                    refresh_token=entra.issue_refresh_token(),
-                ),
-                metadata=bearer(admin),
-                timeout=10,
-            )
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await accounts.Login(
+                        account_pb2.LoginRequest(email=email, password=wrong_password), timeout=30
+                    )
+                assert describe(err.value).reason == "LOGIN_FAILED"
+                jwt = (
+                    await accounts.Login(
+                        account_pb2.LoginRequest(email=email, password=password), timeout=30
+                    )
+                ).access_token
+                used["access token (JWT)"] = jwt
+                created = await accounts.CreateApiKey(
+                    account_pb2.CreateApiKeyRequest(name="logs", scopes=["execute"]),
+                    metadata=bearer(admin),
+                    timeout=10,
+                )
+                used["created API key"] = created.api_key
+                own = await accounts.CreateApiKey(
+                    account_pb2.CreateApiKeyRequest(name="mine", scopes=["execute"]),
+                    metadata=bearer(jwt),
+                    timeout=10,
+                )
+                used["user's API key"] = own.api_key
+                await operator.LinkProviderAccount(
+                    admin_pb2.LinkProviderAccountRequest(
+                        provider="copilot",
+                        user_id=user.user_id,
+                        refresh_token=entra.issue_refresh_token(),
+                    ),
+                    metadata=bearer(admin),
+                    timeout=10,
+                )
 
-            # The operator's key, through the openai engine.
-            keyed = await execute(created.api_key, "openai-main")
-            # The user's Entra ID token: auth refreshes it, the copilot engine calls with it.
-            linked = await execute(jwt, "copilot")
-            # The user's own API key on the same linked account (the token now cached).
-            again = await execute(own.api_key, "copilot")
+                # The operator's key, through the openai engine.
+                keyed = await execute(created.api_key, "openai-main")
+                # The user's Entra ID token: auth refreshes it, the copilot engine calls with it.
+                linked = await execute(jwt, "copilot")
+                # The user's own API key on the same linked account (the token now cached).
+                again = await execute(own.api_key, "copilot")
 
-        for events in (keyed, linked, again):
-            kinds = [e.WhichOneof("event") for e in events]
-            assert (kinds[0], kinds[-1]) == ("accepted", "completed"), kinds
-            assert "provider_switched" not in kinds
-            text = "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
-            assert text == answer_text(TOKENS)
-            execution_ids.append(events[0].accepted.execution_id)
-        # Each secret did its work: the provider key at OpenAI, the refresh token at Entra
-        # ID, and the access token at Copilot.
-        assert {s.headers.get("Authorization") for s in fake.requests("openai")} == {
-            f"Bearer {provider_key}"
-        }
-        assert [c.form["grant_type"] for c in entra.calls] == ["refresh_token"]
-        copilot = fake.requests("copilot")
-        assert len(copilot) == 2
-        assert all(s.authorized for s in copilot)
-        assert {s.headers["Authorization"] for s in copilot} == {
-            f"Bearer {entra.issued_access_tokens[-1]}"
-        }
-        for i, token in enumerate(entra.issued_refresh_tokens):
-            used[f"refresh token {i}"] = token
-        for i, token in enumerate(entra.issued_access_tokens):
-            used[f"provider access token {i}"] = token
+            for events in (keyed, linked, again):
+                kinds = [e.WhichOneof("event") for e in events]
+                assert (kinds[0], kinds[-1]) == ("accepted", "completed"), kinds
+                assert "provider_switched" not in kinds
+                text = "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
+                assert text == answer_text(TOKENS)
+                execution_ids.append(events[0].accepted.execution_id)
+            # Each secret did its work: the provider key at OpenAI, the refresh token at Entra
+            # ID, and the access token at Copilot.
+            assert {s.headers.get("Authorization") for s in fake.requests("openai")} == {
+                f"Bearer {provider_key}"
+            }
+            assert [c.form["grant_type"] for c in entra.calls] == ["refresh_token"]
+            copilot = fake.requests("copilot")
+            assert len(copilot) == 2
+            assert all(s.authorized for s in copilot)
+            assert {s.headers["Authorization"] for s in copilot} == {
+                f"Bearer {entra.issued_access_tokens[-1]}"
+            }
+            for i, token in enumerate(entra.issued_refresh_tokens):
+                used[f"refresh token {i}"] = token
+            for i, token in enumerate(entra.issued_access_tokens):
+                used[f"provider access token {i}"] = token
 
-        # The optimizer logs each outcome it records, after the stream (outbox) — wait for
-        # them before stopping, so the logs are the whole run's.
-        for _ in range(150):
-            if all(e in stack.read_log("optimizer") for e in execution_ids):
-                break
-            await asyncio.sleep(0.1)
+            # The optimizer logs each outcome it records, after the stream (outbox) — wait for
+            # them before stopping, so the logs are the whole run's.
+            for _ in range(150):
+                if all(e in stack.read_log("optimizer") for e in execution_ids):
+                    break
+                await asyncio.sleep(0.1)
     finally:
-        await asyncio.to_thread(stack.stop_all)
         await fake.stop()
         await entra.stop()
 

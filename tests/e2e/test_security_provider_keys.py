@@ -18,7 +18,7 @@ from saga.gateway.v1 import admin_pb2, admin_pb2_grpc, execution_pb2, execution_
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat, create_key
 from tests.fakes.providers import FakeProviders, Script, answer_text
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.otlp import Collector
 
 PROVIDER = "openai-main"
@@ -87,65 +87,62 @@ async def test_a_provider_key_set_through_the_gateway_reaches_the_provider(
     fake = FakeProviders(api_key=provider_key)
     await fake.start()
     fake.defaults["openai"] = Script(tokens=TOKENS)
-    stack = Stack.create(
-        tmp_path,
-        config=keyed_config(fake),
-        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="100",
-    )
     trace_id = ""
     try:
-        await stack.start_all()
-        admin = stack.admin_key()
+        async with stack_for(
+            tmp_path,
+            config=keyed_config(fake),
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        ) as stack:
+            admin = stack.admin_key()
 
-        # No key yet: auth's reason reaches the client whole; the provider is never called.
-        missing = await execute_error(stack, admin)
-        details = describe(missing)
-        assert (missing.code(), details.reason, details.domain) == (
-            grpc.StatusCode.NOT_FOUND,
-            "PROVIDER_KEY_NOT_SET",
-            "auth.saga",
-        )
-        assert fake.requests() == []
+            # No key yet: auth's reason reaches the client whole; the provider is never called.
+            missing = await execute_error(stack, admin)
+            details = describe(missing)
+            assert (missing.code(), details.reason, details.domain) == (
+                grpc.StatusCode.NOT_FOUND,
+                "PROVIDER_KEY_NOT_SET",
+                "auth.saga",
+            )
+            assert fake.requests() == []
 
-        # Only an admin may set it: a key with scope execute is refused at the edge ...
-        narrow, _ = await create_key(stack, ["execute"])
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await set_provider_key(stack, narrow, provider_key)
-        refused = describe(err.value)
-        assert (err.value.code(), refused.reason, refused.domain) == (
-            grpc.StatusCode.PERMISSION_DENIED,
-            "SCOPE_MISSING",
-            "gateway.saga",
-        )
-        # ... and the admin's call succeeds (the positive control).
-        assert await set_provider_key(stack, admin, provider_key) >= 1
-        assert fake.requests() == []
+            # Only an admin may set it: a key with scope execute is refused at the edge ...
+            narrow, _ = await create_key(stack, ["execute"])
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await set_provider_key(stack, narrow, provider_key)
+            refused = describe(err.value)
+            assert (err.value.code(), refused.reason, refused.domain) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "SCOPE_MISSING",
+                "gateway.saga",
+            )
+            # ... and the admin's call succeeds (the positive control).
+            assert await set_provider_key(stack, admin, provider_key) >= 1
+            assert fake.requests() == []
 
-        # A caller the gateway has never verified, on caches that never held the key.
-        fresh, _ = await create_key(stack, ["execute"])
-        await asyncio.sleep(COOLDOWN_SECONDS * 2)  # the circuit the missing key opened
-        events = await execute(stack, fresh, "now with a key")
-        kinds = [e.WhichOneof("event") for e in events]
-        assert (kinds[0], kinds[-1]) == ("accepted", "completed")
-        text = "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
-        assert text == answer_text(TOKENS)
-        assert events[-1].completed.outputs["text"] == text
-        trace_id = events[0].accepted.trace_id
+            # A caller the gateway has never verified, on caches that never held the key.
+            fresh, _ = await create_key(stack, ["execute"])
+            await asyncio.sleep(COOLDOWN_SECONDS * 2)  # the circuit the missing key opened
+            events = await execute(stack, fresh, "now with a key")
+            kinds = [e.WhichOneof("event") for e in events]
+            assert (kinds[0], kinds[-1]) == ("accepted", "completed")
+            text = "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
+            assert text == answer_text(TOKENS)
+            assert events[-1].completed.outputs["text"] == text
+            trace_id = events[0].accepted.trace_id
 
-        # The provider received exactly the stored key, and nothing else.
-        seen = fake.requests()
-        assert seen
-        assert {s.headers.get("Authorization") for s in seen} == {f"Bearer {provider_key}"}
-        assert all(s.authorized for s in seen)
+            # The provider received exactly the stored key, and nothing else.
+            seen = fake.requests()
+            assert seen
+            assert {s.headers.get("Authorization") for s in seen} == {f"Bearer {provider_key}"}
+            assert all(s.authorized for s in seen)
 
-        for _ in range(100):  # the optimizer records the outcome after the stream ends
-            if {s.service for s in collector.spans if s.trace_id == trace_id} >= ALL_SIX:
-                break
-            await asyncio.sleep(0.1)
+            for _ in range(100):  # the optimizer records the outcome after the stream ends
+                if {s.service for s in collector.spans if s.trace_id == trace_id} >= ALL_SIX:
+                    break
+                await asyncio.sleep(0.1)
     finally:
-        # Off the event loop: the collector must keep answering the final exports.
-        await asyncio.to_thread(stack.stop_all)
         await collector.stop()
         await fake.stop()
 

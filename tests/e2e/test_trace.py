@@ -9,39 +9,36 @@ from pathlib import Path
 from google.protobuf import struct_pb2
 
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
-from tests.harness import Stack
+from tests.harness import stack_for
 from tests.otlp import Collector
 
 
 async def test_execute_is_one_trace_across_every_service(tmp_path: Path) -> None:
     collector = Collector()
     endpoint = await collector.start()
-    stack = Stack.create(
-        tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100"
-    )
     try:
-        await stack.start_all()
-        inputs = struct_pb2.Struct()
-        inputs.update({"prompt": "trace me"})
-        async with stack.gateway_channel() as ch:
-            events = [
-                e
-                async for e in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
-                    execution_pb2.ExecuteRequest(pattern_id="chat", inputs=inputs),
-                    metadata=(("authorization", f"Bearer {stack.admin_key()}"),),
-                    timeout=60,
-                )
-            ]
-        trace_id = events[0].accepted.trace_id
-        assert events[-1].WhichOneof("event") == "completed"
-        wanted = {"gateway", "auth", "agent-runtime", "router", "optimizer"}
-        for _ in range(100):  # the optimizer's recording happens after the stream ends
-            if wanted <= {s.service for s in collector.spans if s.trace_id == trace_id}:
-                break
-            await asyncio.sleep(0.1)
+        async with stack_for(
+            tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_BSP_SCHEDULE_DELAY="100"
+        ) as stack:
+            inputs = struct_pb2.Struct()
+            inputs.update({"prompt": "trace me"})
+            async with stack.gateway_channel() as ch:
+                events = [
+                    e
+                    async for e in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+                        execution_pb2.ExecuteRequest(pattern_id="chat", inputs=inputs),
+                        metadata=(("authorization", f"Bearer {stack.admin_key()}"),),
+                        timeout=60,
+                    )
+                ]
+            trace_id = events[0].accepted.trace_id
+            assert events[-1].WhichOneof("event") == "completed"
+            wanted = {"gateway", "auth", "agent-runtime", "router", "optimizer"}
+            for _ in range(100):  # the optimizer's recording happens after the stream ends
+                if wanted <= {s.service for s in collector.spans if s.trace_id == trace_id}:
+                    break
+                await asyncio.sleep(0.1)
     finally:
-        # Off the event loop: the collector must keep answering the final exports.
-        await asyncio.to_thread(stack.stop_all)
         await collector.stop()
     spans = [s for s in collector.spans if s.trace_id == trace_id]
     assert {s.service for s in spans} >= wanted

@@ -17,19 +17,15 @@ from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.auth.api_keys import generate_key, hash_key
 from services.common.context import METADATA_KEY, SCOPES, ContextSigner, load_private_key
 from services.common.status import describe
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.tamper import changed_at
 
 
 @pytest.fixture(scope="module")
 async def auth(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """auth alone, on a fresh data directory."""
-    stack = Stack.create(tmp_path_factory.mktemp("auth"))
-    try:
-        await stack.start_all(["auth"])
+    async with stack_for(tmp_path_factory.mktemp("auth"), ["auth"]) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def admin_key(stack: Stack) -> str:
@@ -294,9 +290,7 @@ async def test_the_log_never_contains_a_key(auth: Stack) -> None:
 
 
 async def test_a_restart_keeps_keys_and_leaves_admin_key_alone(tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path)
-    try:
-        await stack.start_all(["auth"])
+    async with stack_for(tmp_path, ["auth"]) as stack:
         admin = admin_key(stack)
         written = (stack.data_dir / "admin.key").stat()
         user_id = (await principal_of(stack, admin)).user_id
@@ -310,5 +304,3 @@ async def test_a_restart_keeps_keys_and_leaves_admin_key_alone(tmp_path: Path) -
         assert (await principal_of(stack, admin)).user_id == user_id
         assert list((await principal_of(stack, created.api_key)).scopes) == ["execute"]
         assert stack.read_log("auth").count("admin key created") == 1
-    finally:
-        stack.stop_all()

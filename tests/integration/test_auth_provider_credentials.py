@@ -24,7 +24,7 @@ from services.common.context import METADATA_KEY, ContextSigner, load_private_ke
 from services.common.status import describe
 from tests.fakes import entra as fake
 from tests.fakes.entra import FakeEntra, access_token
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -87,12 +87,13 @@ async def entra() -> AsyncIterator[FakeEntra]:
 @pytest.fixture(scope="module")
 async def stack(entra: FakeEntra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """auth and the vault, configured with the fake Entra ID's token endpoint."""
-    s = Stack.create(tmp_path_factory.mktemp("provider-credentials"), config(entra), **ENV)
-    try:
-        await s.start_all(["vault", "auth"])
+    async with stack_for(
+        tmp_path_factory.mktemp("provider-credentials"),
+        ["vault", "auth"],
+        config=config(entra),
+        **ENV,
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture(autouse=True)
@@ -534,13 +535,10 @@ async def test_auths_log_holds_no_secret(stack: Stack, entra: FakeEntra) -> None
 async def test_a_token_endpoint_without_tls_is_refused_at_start(tmp_path: Path) -> None:
     loopback = config(FakeEntra())
     insecure = loopback.replace("http://127.0.0.1:0/", "http://login.example.com/")
-    stack = Stack.create(tmp_path, insecure)
-    try:
+    async with stack_for(tmp_path, [], config=insecure) as stack:
         process = stack.start("auth")
         assert await asyncio.to_thread(process.wait, 30) == 78  # EX_CONFIG
         assert "providers[2].oauth_token_url" in stack.read_log("auth")
         # Positive control: the same configuration with a loopback endpoint starts.
         (tmp_path / "saga.toml").write_text(loopback)
         await stack.start_all(["auth"])
-    finally:
-        stack.stop_all()

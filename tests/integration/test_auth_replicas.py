@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import PG_URL
 from tests.fakes import entra as fake
 from tests.fakes.entra import FakeEntra
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_auth_provider_credentials import (
     ENV,
     config,
@@ -43,22 +43,19 @@ async def replicas(
     namespace = f"t{secrets.token_hex(6)}"
     storage = {"SAGA_STORAGE__URL": PG_URL, "SAGA_STORAGE__NAMESPACE": namespace}
     first_dir = tmp_path_factory.mktemp("replica-1")
-    first = Stack.create(first_dir, config(entra), **ENV, **storage)
-    second: Stack | None = None
     try:
-        await first.start_all(["vault", "auth"])
-        second_dir = tmp_path_factory.mktemp("replica-2")
-        for shared in ("pki", "keys"):
-            shutil.copytree(first_dir / shared, second_dir / shared)
-        second = Stack.create(second_dir, config(entra), **ENV, **storage)
-        second.ports["vault"] = first.ports["vault"]
-        await second.start_all(["auth"])
-        assert not (second_dir / "admin.key").exists()  # one admin for the deployment
-        yield first, second
+        async with stack_for(
+            first_dir, ["vault", "auth"], config=config(entra), **ENV, **storage
+        ) as first:
+            second_dir = tmp_path_factory.mktemp("replica-2")
+            for shared in ("pki", "keys"):
+                shutil.copytree(first_dir / shared, second_dir / shared)
+            async with stack_for(second_dir, [], config=config(entra), **ENV, **storage) as second:
+                second.ports["vault"] = first.ports["vault"]
+                await second.start_all(["auth"])
+                assert not (second_dir / "admin.key").exists()  # one admin for the deployment
+                yield first, second
     finally:
-        if second is not None:
-            second.stop_all()
-        first.stop_all()
         await drop_schemas(namespace)
 
 

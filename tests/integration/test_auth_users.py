@@ -19,7 +19,7 @@ from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.common.context import key_id, load_public_key, public_key_from_jwk
 from services.common.status import describe
 from tests.conftest import PG_URL
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_auth_api_keys import outcome
 
 CHEAP_HASHING = {"SAGA_AUTH__ARGON2_MEMORY_KIB": "64", "SAGA_AUTH__ARGON2_TIME_COST": "1"}
@@ -50,18 +50,17 @@ async def stack(
         if request.param == "postgresql"
         else {}
     )
-    s = Stack.create(
-        tmp_path_factory.mktemp(f"users-{request.param}"),
-        **CHEAP_HASHING,
-        **storage,
-        SAGA_AUTH__LOGIN_MAX_FAILURES="3",
-        SAGA_AUTH__LOGIN_LOCKOUT_SECONDS=str(LOCKOUT),
-    )
     try:
-        await s.start_all(["vault", "auth"])
-        yield s
+        async with stack_for(
+            tmp_path_factory.mktemp(f"users-{request.param}"),
+            ["vault", "auth"],
+            **CHEAP_HASHING,
+            **storage,
+            SAGA_AUTH__LOGIN_MAX_FAILURES="3",
+            SAGA_AUTH__LOGIN_LOCKOUT_SECONDS=str(LOCKOUT),
+        ) as s:
+            yield s
     finally:
-        s.stop_all()
         if storage:
             await drop_schemas(namespace)
 
@@ -247,9 +246,9 @@ async def test_the_log_has_no_password_or_token(stack: Stack) -> None:
 async def test_signing_keys_rotate_and_old_tokens_verify_across_a_restart(
     tmp_path: Path,
 ) -> None:
-    stack = Stack.create(tmp_path, **CHEAP_HASHING, SAGA_AUTH__SIGNING_KEY_ROTATION_SECONDS="2")
-    try:
-        await stack.start_all(["vault", "auth"])
+    async with stack_for(
+        tmp_path, ["vault", "auth"], **CHEAP_HASHING, SAGA_AUTH__SIGNING_KEY_ROTATION_SECONDS="2"
+    ) as stack:
         email, password = new_email(), new_password()
         await register(stack, email, password)
         first = (await login(stack, email, password)).access_token
@@ -266,5 +265,3 @@ async def test_signing_keys_rotate_and_old_tokens_verify_across_a_restart(
             assert (await authenticate(stack, token)).kind == auth_pb2.CREDENTIAL_KIND_JWT
         third = (await login(stack, email, password)).access_token
         assert jwt.get_unverified_header(third)["kid"] == kids[1]  # no rotation: not due
-    finally:
-        stack.stop_all()

@@ -26,7 +26,7 @@ from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.context import ContextSigner, load_private_key
 from services.common.status import describe
 from tests.fakes.providers import FakeProviders, Script, answer_text
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PROMPT = "tell me about the saga of the river"  # 8 words, the fake's input count
 
@@ -68,12 +68,12 @@ async def fake() -> AsyncIterator[FakeProviders]:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
 ) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("engines"), config=config(fake))
-    try:
-        await s.start_all(["vault", "auth", "optimizer", "router"])
+    async with stack_for(
+        tmp_path_factory.mktemp("engines"),
+        ["vault", "auth", "optimizer", "router"],
+        config=config(fake),
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture(autouse=True)

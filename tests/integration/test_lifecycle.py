@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.identity import SERVICES
-from tests.harness import SERVICE_NAMES, Stack
+from tests.harness import SERVICE_NAMES, Stack, stack_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -92,32 +92,30 @@ async def test_metrics_endpoint_counts_rpcs(stack: Stack) -> None:
 
 
 async def test_sigterm_flips_to_not_serving_while_a_stream_drains(tmp_path: Path) -> None:
-    lone = Stack.create(tmp_path, SAGA_SERVER__GRACE_SECONDS="3")
-    await lone.start_all(["router"])
-    probe = grpc.aio.insecure_channel(f"127.0.0.1:{lone.ports['router'].probe_port}")
-    try:
-        async with lone.channel_as("gateway", "router") as ch:
-            # An open stream on the service port: the drain must wait for it.
-            watch = health_pb2_grpc.HealthStub(ch).Watch(
-                health_pb2.HealthCheckRequest(service="saga.router.v1.RouterService")
-            )
-            assert (await asyncio.wait_for(watch.read(), 5)).status == SERVING
-            sent = time.monotonic()
-            lone.processes["router"].send_signal(15)
-            assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
-            stub = health_pb2_grpc.HealthStub(probe)
-            for name in ("", "saga.router.v1.RouterService"):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
-                assert reply.status == NOT_SERVING
-            # Still draining: the process is alive and the probe still answers.
-            assert lone.processes["router"].poll() is None
-            code = await asyncio.to_thread(lone.processes["router"].wait, 20)
-            assert code == 0
-            # The stream was held open until the grace period ended, not cut at once.
-            assert time.monotonic() - sent >= 2.5
-    finally:
-        await probe.close()
-        lone.stop_all()
+    async with stack_for(tmp_path, ["router"], SAGA_SERVER__GRACE_SECONDS="3") as lone:
+        probe = grpc.aio.insecure_channel(f"127.0.0.1:{lone.ports['router'].probe_port}")
+        try:
+            async with lone.channel_as("gateway", "router") as ch:
+                # An open stream on the service port: the drain must wait for it.
+                watch = health_pb2_grpc.HealthStub(ch).Watch(
+                    health_pb2.HealthCheckRequest(service="saga.router.v1.RouterService")
+                )
+                assert (await asyncio.wait_for(watch.read(), 5)).status == SERVING
+                sent = time.monotonic()
+                lone.processes["router"].send_signal(15)
+                assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
+                stub = health_pb2_grpc.HealthStub(probe)
+                for name in ("", "saga.router.v1.RouterService"):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
+                    assert reply.status == NOT_SERVING
+                # Still draining: the process is alive and the probe still answers.
+                assert lone.processes["router"].poll() is None
+                code = await asyncio.to_thread(lone.processes["router"].wait, 20)
+                assert code == 0
+                # The stream was held open until the grace period ended, not cut at once.
+                assert time.monotonic() - sent >= 2.5
+        finally:
+            await probe.close()
     log = lone.read_log("router")
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     messages = [e["msg"] for e in events]
@@ -126,12 +124,12 @@ async def test_sigterm_flips_to_not_serving_while_a_stream_drains(tmp_path: Path
 
 
 async def test_port_in_use_exits_non_zero_with_a_clear_log_line(tmp_path: Path) -> None:
-    lone = Stack.create(tmp_path)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", lone.ports["optimizer"].port))
-        taken.listen()
-        process = lone.start("optimizer")
-        code = await asyncio.to_thread(process.wait, 20)
+    async with stack_for(tmp_path, []) as lone:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", lone.ports["optimizer"].port))
+            taken.listen()
+            process = lone.start("optimizer")
+            code = await asyncio.to_thread(process.wait, 20)
     assert code == 1
     log = lone.read_log("optimizer")
     assert f"port already in use: 127.0.0.1:{lone.ports['optimizer'].port}" in log

@@ -13,7 +13,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from services.common.identity import CALL_MATRIX, SERVICES
 from services.common.pki import ensure_dev_pki, service_cert_paths
 from services.common.status import describe
-from tests.harness import ROOT, SERVICE_NAMES, Stack
+from tests.harness import ROOT, SERVICE_NAMES, Stack, stack_for
 
 OWNER = {name: service for service, names in SERVICE_NAMES.items() for name in names}
 
@@ -173,24 +173,22 @@ async def test_plaintext_peer_is_refused(stack: Stack) -> None:
 async def test_plaintext_mode_identifies_callers_by_the_mesh_header(tmp_path: Path) -> None:
     """tls.mode plaintext (inside a mesh): the sidecar's x-forwarded-client-cert names the
     caller; without it nobody is allowed."""
-    mesh = Stack.create(tmp_path, SAGA_TLS__MODE="plaintext")
-    await mesh.start_all(["router"])
     path = "/saga.router.v1.RouterService/Reason"
     xfcc = "By=spiffe://cluster.local/ns/saga/sa/router;URI=spiffe://cluster.local/ns/saga/sa/{}"
-    try:
-        async with grpc.aio.insecure_channel(mesh.target("router")) as ch:
-            call = ch.unary_stream(path, request_serializer=bytes, response_deserializer=bytes)
+    async with (
+        stack_for(tmp_path, ["router"], SAGA_TLS__MODE="plaintext") as mesh,
+        grpc.aio.insecure_channel(mesh.target("router")) as ch,
+    ):
+        call = ch.unary_stream(path, request_serializer=bytes, response_deserializer=bytes)
 
-            async def as_peer(peer: str | None) -> grpc.aio.AioRpcError | None:
-                metadata = () if peer is None else (("x-forwarded-client-cert", xfcc.format(peer)),)
-                try:
-                    await call(b"", timeout=5, metadata=metadata).read()
-                except grpc.aio.AioRpcError as error:
-                    return error
-                return None
+        async def as_peer(peer: str | None) -> grpc.aio.AioRpcError | None:
+            metadata = () if peer is None else (("x-forwarded-client-cert", xfcc.format(peer)),)
+            try:
+                await call(b"", timeout=5, metadata=metadata).read()
+            except grpc.aio.AioRpcError as error:
+                return error
+            return None
 
-            assert passed_authorization(await as_peer("runtime"))
-            assert refused(await as_peer("gateway"))
-            assert refused(await as_peer(None))
-    finally:
-        mesh.stop_all()
+        assert passed_authorization(await as_peer("runtime"))
+        assert refused(await as_peer("gateway"))
+        assert refused(await as_peer(None))

@@ -16,7 +16,7 @@ from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc, ranking_pb2
 from services.common.status import describe
 from tests.conftest import Backend
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PROVIDERS = """
 [budgets]
@@ -45,12 +45,8 @@ BUDGET = 100_000
 
 @pytest.fixture
 async def stack(tmp_path: Path, backend: Backend) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path, config=PROVIDERS, **backend.env())
-    try:
-        await s.start_all(["optimizer"])
+    async with stack_for(tmp_path, ["optimizer"], config=PROVIDERS, **backend.env()) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture
@@ -181,17 +177,17 @@ async def test_budgets_are_for_the_router(stack: Stack) -> None:
 
 
 async def test_without_a_budget_every_reservation_is_granted(tmp_path: Path) -> None:
-    lone = Stack.create(tmp_path, config=PROVIDERS.replace("per_user_micro_usd = 100000", ""))
-    try:
-        await lone.start_all(["optimizer"])
-        async with lone.channel_as("router", "optimizer") as ch:
-            router = optimizer_pb2_grpc.OptimizerServiceStub(ch)
-            grant = await router.ReserveBudget(reserve("free", "usr_e", 10**12), timeout=5)
-            assert (grant.remaining_micro_usd, grant.degrade_to_cheapest) == (-1, False)
-            settled = await router.SettleBudget(
-                optimizer_pb2.SettleBudgetRequest(reservation_id="free", cost_micro_usd=10),
-                timeout=5,
-            )
-            assert settled.remaining_micro_usd == -1
-    finally:
-        lone.stop_all()
+    async with (
+        stack_for(
+            tmp_path, ["optimizer"], config=PROVIDERS.replace("per_user_micro_usd = 100000", "")
+        ) as lone,
+        lone.channel_as("router", "optimizer") as ch,
+    ):
+        router = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+        grant = await router.ReserveBudget(reserve("free", "usr_e", 10**12), timeout=5)
+        assert (grant.remaining_micro_usd, grant.degrade_to_cheapest) == (-1, False)
+        settled = await router.SettleBudget(
+            optimizer_pb2.SettleBudgetRequest(reservation_id="free", cost_micro_usd=10),
+            timeout=5,
+        )
+        assert settled.remaining_micro_usd == -1

@@ -15,7 +15,7 @@ from saga.execution.v1 import common_pb2, records_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.status import describe
 from tests.conftest import Backend
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PROVIDERS = """
 [[providers]]
@@ -35,12 +35,8 @@ MARCH_2 = int(dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC).timestamp())
 
 @pytest.fixture
 async def stack(tmp_path: Path, backend: Backend) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path, config=PROVIDERS, **backend.env())
-    try:
-        await s.start_all(["optimizer"])
+    async with stack_for(tmp_path, ["optimizer"], config=PROVIDERS, **backend.env()) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 def outcome(

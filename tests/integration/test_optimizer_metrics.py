@@ -16,7 +16,7 @@ import pytest
 from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import metrics_pb2, optimizer_pb2, optimizer_pb2_grpc
 from services.common.status import describe
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PROVIDERS = """
 [optimizer]
@@ -75,12 +75,8 @@ def order(snapshot: optimizer_pb2.WatchRankingsResponse, strategy: int) -> list[
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path, config=PROVIDERS)
-    try:
-        await s.start_all(["optimizer"])
+    async with stack_for(tmp_path, ["optimizer"], config=PROVIDERS) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 async def next_snapshot_where(

@@ -15,7 +15,7 @@ import pytest
 
 from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc, ranking_pb2
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.unit.optimizer.test_servicer import PROVIDERS
 
 S = common_pb2
@@ -30,12 +30,10 @@ ALL_FIVE = [
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("optimizer"), config=PROVIDERS)
-    try:
-        await s.start_all(["optimizer"])
+    async with stack_for(
+        tmp_path_factory.mktemp("optimizer"), ["optimizer"], config=PROVIDERS
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture
@@ -100,9 +98,9 @@ async def test_watch_can_ask_for_some_strategies(
 
 
 async def test_watch_streams_end_cleanly_when_the_optimizer_stops(tmp_path: Path) -> None:
-    lone = Stack.create(tmp_path, config=PROVIDERS, SAGA_SERVER__GRACE_SECONDS="30")
-    try:
-        await lone.start_all(["optimizer"])
+    async with stack_for(
+        tmp_path, ["optimizer"], config=PROVIDERS, SAGA_SERVER__GRACE_SECONDS="30"
+    ) as lone:
         async with lone.channel_as("router", "optimizer") as ch:
             watch = optimizer_pb2_grpc.OptimizerServiceStub(ch).WatchRankings(
                 optimizer_pb2.WatchRankingsRequest(), timeout=60
@@ -114,5 +112,3 @@ async def test_watch_streams_end_cleanly_when_the_optimizer_stops(tmp_path: Path
             assert await asyncio.wait_for(watch.read(), 10) is grpc.aio.EOF
             assert await watch.code() == grpc.StatusCode.OK
         assert await asyncio.to_thread(lone.processes["optimizer"].wait, 20) == 0
-    finally:
-        lone.stop_all()

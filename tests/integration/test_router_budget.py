@@ -16,7 +16,7 @@ import pytest
 from saga.execution.v1 import common_pb2
 from services.common.status import describe
 from tests.fakes.providers import FakeProviders
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_router_resilience import call
 
 BUDGET_MICRO_USD = 1000
@@ -64,12 +64,10 @@ quality = 0.3
 input_micro_usd_per_mtok = 500_000
 output_micro_usd_per_mtok = 1_000_000
 """
-    s = Stack.create(tmp_path_factory.mktemp("budget"), config=config)
-    try:
-        await s.start_all(["auth", "optimizer", "router"])
+    async with stack_for(
+        tmp_path_factory.mktemp("budget"), ["auth", "optimizer", "router"], config=config
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.status import describe
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_router_reason import (
     Streamed,
     mint,
@@ -57,18 +57,15 @@ OPEN, CLOSED = providers_pb2.CIRCUIT_STATE_OPEN, providers_pb2.CIRCUIT_STATE_CLO
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(
+    async with stack_for(
         tmp_path_factory.mktemp("circuits"),
+        ["auth", "optimizer", "router"],
         config=PROVIDERS,
         SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES="3",
         SAGA_ROUTER__CIRCUIT_COOLDOWN_SECONDS=str(COOLDOWN_SECONDS),
         SAGA_OPTIMIZER__SUCCESS_RATE_FLOOR="0",
-    )
-    try:
-        await s.start_all(["auth", "optimizer", "router"])
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

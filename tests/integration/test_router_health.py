@@ -20,7 +20,7 @@ from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.status import describe
 from tests.e2e.test_execute import bearer
 from tests.fakes.providers import FakeProviders
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 OPEN = providers_pb2.CIRCUIT_STATE_OPEN
 CLOSED = providers_pb2.CIRCUIT_STATE_CLOSED
@@ -83,17 +83,13 @@ async def fake() -> AsyncIterator[FakeProviders]:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders
 ) -> AsyncIterator[Stack]:
-    s = Stack.create(
+    async with stack_for(
         tmp_path_factory.mktemp("health"),
         config=config(fake),
         SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES="2",
         SAGA_ROUTER__CIRCUIT_COOLDOWN_SECONDS=str(COOLDOWN_SECONDS),
-    )
-    try:
-        await s.start_all()
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 async def check(stack: Stack, *names: str) -> dict[str, tuple[bool, str]]:
@@ -206,17 +202,14 @@ async def test_the_gateway_relays_checks_to_an_admin_with_the_operators_key(
 
 @pytest.fixture(scope="module")
 async def periodic(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(
+    async with stack_for(
         tmp_path_factory.mktemp("health-periodic"),
+        ["auth", "optimizer", "router"],
         config=SIMS,
         SAGA_ROUTER__HEALTH_CHECK_INTERVAL_SECONDS="0.3",
         SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES="3",
-    )
-    try:
-        await s.start_all(["auth", "optimizer", "router"])
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 async def test_periodic_probes_flip_healthy_and_open_circuits_without_traffic(

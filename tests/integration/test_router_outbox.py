@@ -13,7 +13,7 @@ from pathlib import Path
 from saga.execution.v1 import records_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.status import describe
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_router_resilience import call
 
 PROVIDERS = """
@@ -44,10 +44,8 @@ async def ledger_calls(stack: Stack, user: str) -> records_pb2.UsageRow:
 
 
 async def test_outcomes_survive_an_optimizer_outage_and_a_router_crash(tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path, config=PROVIDERS)
     user = "usr_outbox_" + secrets.token_hex(4)
-    try:
-        await stack.start_all(["auth", "optimizer", "router"])
+    async with stack_for(tmp_path, ["auth", "optimizer", "router"], config=PROVIDERS) as stack:
         async with stack.channel_as("runtime", "router") as ch:
             # Streams in flight when the optimizer goes down, and more while it is down.
             running = [
@@ -92,5 +90,3 @@ async def test_outcomes_survive_an_optimizer_outage_and_a_router_crash(tmp_path:
             if '"outcome recorded"' in line
         ]
         assert len(recorded) == len(set(recorded)) == 5, recorded
-    finally:
-        stack.stop_all()

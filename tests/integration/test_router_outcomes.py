@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.harness import Stack
+from tests.harness import stack_for
 from tests.integration.test_router_reason import (
     PROVIDERS,
     mint,
@@ -23,29 +23,32 @@ PARENT_ID = "00f067aa0ba902b7"
 async def test_the_outcome_is_recorded_in_the_calls_trace(tmp_path: Path) -> None:
     collector = Collector()
     endpoint = await collector.start()
-    stack = Stack.create(tmp_path, config=PROVIDERS, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
     exe = new_execution_id()
     try:
-        await stack.start_all(["auth", "optimizer", "router"])
-        async with stack.channel_as("runtime", "router") as ch:
-            got = await stream_reason(
-                ch,
-                request(exe, pinned_provider="cheap"),
-                mint(stack, exe),
-                metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
-            )
-        assert got.error is None
-        assert '"msg": "serving"' in stack.read_log("optimizer")  # the log is being captured
-        for _ in range(200):
-            if exe in stack.read_log("optimizer"):
-                break
-            await asyncio.sleep(0.05)
-        assert exe in stack.read_log("optimizer")
-        # Stopping flushes every process's spans to the collector.
-        for service in ("router", "optimizer", "auth"):
-            assert await asyncio.to_thread(stack.stop, service) == 0
+        async with stack_for(
+            tmp_path,
+            ["auth", "optimizer", "router"],
+            config=PROVIDERS,
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        ) as stack:
+            async with stack.channel_as("runtime", "router") as ch:
+                got = await stream_reason(
+                    ch,
+                    request(exe, pinned_provider="cheap"),
+                    mint(stack, exe),
+                    metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
+                )
+            assert got.error is None
+            assert '"msg": "serving"' in stack.read_log("optimizer")  # the log is being captured
+            for _ in range(200):
+                if exe in stack.read_log("optimizer"):
+                    break
+                await asyncio.sleep(0.05)
+            assert exe in stack.read_log("optimizer")
+            # Stopping flushes every process's spans to the collector.
+            for service in ("router", "optimizer", "auth"):
+                assert await asyncio.to_thread(stack.stop, service) == 0
     finally:
-        stack.stop_all()
         await collector.stop()
 
     spans = [s for s in collector.spans if s.trace_id == TRACE_ID]

@@ -29,7 +29,7 @@ from services.common.context import (
     load_private_key,
 )
 from services.common.status import describe
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PROVIDERS = """
 [[providers]]
@@ -192,12 +192,13 @@ async def eventually_first(
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("router"), config=PROVIDERS, **NO_CIRCUITS)
-    try:
-        await s.start_all(["auth", "optimizer", "router"])
+    async with stack_for(
+        tmp_path_factory.mktemp("router"),
+        ["auth", "optimizer", "router"],
+        config=PROVIDERS,
+        **NO_CIRCUITS,
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.context import ContextSigner, load_private_key
 from services.common.status import describe
 from services.router.continuation import CONTINUE_INSTRUCTION
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 from tests.integration.test_router_reason import (
     NO_CIRCUITS,
     Streamed,
@@ -147,17 +147,14 @@ async def call(
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack.create(
+    async with stack_for(
         tmp_path_factory.mktemp("resilience"),
+        ["auth", "optimizer", "router"],
         config=PROVIDERS,
         SAGA_OPTIMIZER__SUCCESS_RATE_FLOOR="0",
         **NO_CIRCUITS,
-    )
-    try:
-        await s.start_all(["auth", "optimizer", "router"])
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

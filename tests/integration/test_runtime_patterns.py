@@ -8,7 +8,7 @@ from pathlib import Path
 
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.config import EXIT_CONFIG
-from tests.harness import Stack
+from tests.harness import stack_for
 
 SUMMARY = """
 id: summary
@@ -30,9 +30,9 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
     patterns = tmp_path / "patterns"
     patterns.mkdir()
     (patterns / "summary.yaml").write_text(SUMMARY)
-    stack = Stack.create(tmp_path, SAGA_RUNTIME__PATTERNS_DIR=str(patterns))
-    try:
-        await stack.start_all(["auth", "runtime"])
+    async with stack_for(
+        tmp_path, ["auth", "runtime"], SAGA_RUNTIME__PATTERNS_DIR=str(patterns)
+    ) as stack:
         async with stack.channel_as("gateway", "runtime") as ch:
             listed = await runtime_pb2_grpc.RuntimeServiceStub(ch).ListPatterns(
                 runtime_pb2.ListPatternsRequest(), timeout=5
@@ -41,16 +41,13 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
             ("chat", "samples/chat.yaml"),
             ("summary", "user/summary.yaml"),
         ]
-    finally:
-        stack.stop_all()
 
 
 async def test_a_bad_pattern_file_stops_the_runtime_naming_file_and_field(tmp_path: Path) -> None:
     patterns = tmp_path / "patterns"
     patterns.mkdir()
     (patterns / "summary.yaml").write_text(SUMMARY.replace("{{inputs.text}}", "{{inputs.txt}}"))
-    stack = Stack.create(tmp_path, SAGA_RUNTIME__PATTERNS_DIR=str(patterns))
-    try:
+    async with stack_for(tmp_path, [], SAGA_RUNTIME__PATTERNS_DIR=str(patterns)) as stack:
         process = stack.start("runtime")
         code = await asyncio.to_thread(process.wait, 30)
         log = stack.read_log("runtime")
@@ -59,5 +56,3 @@ async def test_a_bad_pattern_file_stops_the_runtime_naming_file_and_field(tmp_pa
         assert "steps.summarise.args.prompt" in log
         assert "refers to input 'txt', which the pattern does not declare" in log
         assert "Traceback" not in log
-    finally:
-        stack.stop_all()

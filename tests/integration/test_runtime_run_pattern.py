@@ -27,7 +27,7 @@ from services.runtime import demo
 from services.runtime.ledger import Ledger, Transaction, chain_head
 from services.runtime.schema import MIGRATIONS
 from tests.conftest import Backend
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 TOKENS = 6
 TOKEN_INTERVAL_MS = 40
@@ -48,12 +48,12 @@ token_interval_ms = {TOKEN_INTERVAL_MS}
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """The services a RunPattern crosses, without the gateway (the tests play it)."""
-    s = Stack.create(tmp_path_factory.mktemp("runtime"), config=CONFIG)
-    try:
-        await s.start_all(["auth", "optimizer", "router", "runtime"])
+    async with stack_for(
+        tmp_path_factory.mktemp("runtime"),
+        ["auth", "optimizer", "router", "runtime"],
+        config=CONFIG,
+    ) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 def new_execution_id() -> str:
@@ -313,9 +313,7 @@ async def test_a_router_error_reaches_the_caller_unchanged_and_fails_the_record(
 
 
 async def test_appending_to_the_ledger_changes_the_commit_of_later_runs(tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path, config=CONFIG)
-    try:
-        await stack.start_all(["auth", "runtime"])
+    async with stack_for(tmp_path, ["auth", "runtime"], config=CONFIG) as stack:
         before = await first_event(stack, chat_request(new_execution_id(), prompt="Hi"))
         assert before.accepted.ledger_commit_hash == chain_head(demo.TRANSACTIONS)
 
@@ -333,15 +331,13 @@ async def test_appending_to_the_ledger_changes_the_commit_of_later_runs(tmp_path
         assert head == chain_head([*demo.TRANSACTIONS, sale]) != before.accepted.ledger_commit_hash
         # The pack did not change: only the ledger moved.
         assert after.accepted.pricing_pack_id == before.accepted.pricing_pack_id
-    finally:
-        stack.stop_all()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path, config=CONFIG, **backend.env())
-    try:
-        await stack.start_all(["auth", "optimizer", "router", "runtime"])
+    async with stack_for(
+        tmp_path, ["auth", "optimizer", "router", "runtime"], config=CONFIG, **backend.env()
+    ) as stack:
         execution_id = new_execution_id()
         events = await run(stack, chat_request(execution_id, prompt="Say hello."))
         kinds = [e.WhichOneof("event") for e in events]
@@ -383,5 +379,3 @@ async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) 
             )
         finally:
             await db.close()
-    finally:
-        stack.stop_all()

@@ -18,7 +18,7 @@ from services.common.config import EXIT_CONFIG
 from services.common.status import describe
 from services.vault.keyring import generate_key
 from tests.conftest import Backend
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 VAULT = "saga.vault.v1.VaultService"
 PAYLOAD = b"refresh-token-5f0c2b7e"
@@ -59,10 +59,8 @@ async def vault_status(stack: Stack) -> status_pb2.VaultStatus:
 
 
 async def test_a_wrong_keyring_seals_the_vault(backend: Backend, tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path, **backend.env())
     keyring = tmp_path / "vault" / "keyring.json"
-    try:
-        await stack.start_all(["vault"])
+    async with stack_for(tmp_path, ["vault"], **backend.env()) as stack:
         async with stack.channel_as("auth", "vault") as ch:
             await vault_pb2_grpc.VaultServiceStub(ch).PutSecret(
                 vault_pb2.PutSecretRequest(owner="user:u", name="t", payload=PAYLOAD), timeout=5
@@ -91,15 +89,11 @@ async def test_a_wrong_keyring_seals_the_vault(backend: Backend, tmp_path: Path)
         assert (await vault_status(stack)).state == status_pb2.VAULT_STATE_SERVING
         assert await read_secret(stack) == (grpc.StatusCode.OK, "")
         assert PAYLOAD.decode() not in stack.read_log("vault")
-    finally:
-        stack.stop_all()
 
 
 async def test_a_keyring_file_readable_by_others_stops_the_vault(tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path)
     keyring = tmp_path / "vault" / "keyring.json"
-    try:
-        await stack.start_all(["vault"])  # creates the keyring, 0600
+    async with stack_for(tmp_path, ["vault"]) as stack:  # creates the keyring, 0600
         stack.stop("vault")
         keyring.chmod(0o644)
         process = stack.start("vault")
@@ -112,8 +106,6 @@ async def test_a_keyring_file_readable_by_others_stops_the_vault(tmp_path: Path)
         keyring.chmod(0o600)  # positive control: the fix the message names
         await stack.start_all(["vault"])
         assert (await vault_status(stack)).state == status_pb2.VAULT_STATE_SERVING
-    finally:
-        stack.stop_all()
 
 
 def _mounted_secret(tmp_path: Path) -> dict[str, str]:
@@ -136,9 +128,7 @@ async def test_a_read_only_keyring_serves_but_refuses_rotation(
     tmp_path: Path, source: Callable[[Path], dict[str, str]]
 ) -> None:
     env = source(tmp_path)
-    stack = Stack.create(tmp_path, **env)
-    try:
-        await stack.start_all(["vault"])
+    async with stack_for(tmp_path, ["vault"], **env) as stack:
         async with stack.channel_as("auth", "vault") as ch:
             vault = vault_pb2_grpc.VaultServiceStub(ch)
             await vault.PutSecret(
@@ -157,5 +147,3 @@ async def test_a_read_only_keyring_serves_but_refuses_rotation(
         log = stack.read_log("vault")
         assert '"serving"' in log  # the log was captured
         assert all(v.split(":")[-1] not in log for k, v in env.items() if k.endswith("KEYS"))
-    finally:
-        stack.stop_all()

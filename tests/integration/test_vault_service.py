@@ -16,7 +16,7 @@ from saga.vault.v1 import status_pb2, vault_pb2, vault_pb2_grpc
 from services.common.status import describe
 from services.vault.store import SecretStore
 from tests.conftest import Backend
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 PAYLOAD = b"sk-integration-7c1e5d9a0b3f"
 NAME = "openai-api-key-for-acme"
@@ -25,12 +25,8 @@ NAME = "openai-api-key-for-acme"
 @asynccontextmanager
 async def running_vault(backend: Backend, tmp_path: Path) -> AsyncIterator[Stack]:
     """The vault alone, on `backend`."""
-    stack = Stack.create(tmp_path, **backend.env())
-    try:
-        await stack.start_all(["vault"])
+    async with stack_for(tmp_path, ["vault"], **backend.env()) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 async def outcome(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
