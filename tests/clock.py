@@ -2,7 +2,8 @@
 
 Saga's caches, limiters, circuits and publishers take their clock — a `() -> float` — and,
 when they pause, their sleep as arguments, so a test hands them one `Clock` and decides
-when time passes; no test waits on the wall clock for a TTL, a window or an interval.
+when time passes, instead of waiting on the wall clock for a TTL, a window or an interval.
+`settle` lets the tasks that a change of time (or an event) woke run before the test looks.
 """
 
 from __future__ import annotations
