@@ -317,3 +317,15 @@ async def test_engine_failure_is_the_routers_unavailable(tmp_path: Path) -> None
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert (details.reason, details.domain) == ("PROVIDER_UNAVAILABLE", "router.saga")
     assert details.metadata.get("provider") == "sim-broken"
+
+
+async def test_a_caller_deadline_beyond_any_reason_still_runs(stack: Stack) -> None:
+    # ~158 years (grpc itself refuses ~1e10 s, on a bare server too): the gateway caps what
+    # it passes on at the request context's life.
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            chat("far deadline"), metadata=bearer(stack.admin_key()), timeout=5e9
+        )
+        kinds = [event.WhichOneof("event") async for event in call]
+    assert kinds[0] == "accepted"
+    assert kinds[-1] == "completed"
