@@ -329,3 +329,24 @@ async def test_a_caller_deadline_beyond_any_reason_still_runs(stack: Stack) -> N
         kinds = [event.WhichOneof("event") async for event in call]
     assert kinds[0] == "accepted"
     assert kinds[-1] == "completed"
+
+
+async def test_many_undeclared_inputs_give_a_bounded_invalid_argument(stack: Stack) -> None:
+    request = chat("hello")
+    request.inputs.update({f"undeclared_input_number_{i}": "x" * 40 for i in range(300)})
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            request, metadata=bearer(stack.admin_key()), timeout=30
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in call:
+                pass
+    details = describe(refused.value)
+    assert (refused.value.code(), details.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INPUT_INVALID",
+    )
+    named = [v.field for v in details.field_violations]
+    assert named
+    assert all(f.startswith("inputs.undeclared_input_number_") for f in named)
+    assert len(named) + int(details.metadata["fieldViolationsOmitted"]) == 300
