@@ -12,7 +12,8 @@
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
-as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`.
+as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
+(errors stay lines on stderr; the exit code tells a script what happened).
 
 The gateway comes from --gateway, $SAGA_GATEWAY, the configuration the services read
 ($SAGA_CONFIG, else ./saga.toml: `services.gateway`), or 127.0.0.1:50051. The credential from

@@ -92,6 +92,14 @@ def test_json_is_the_reply_for_scripts_before_or_after_the_command(stack: Stack)
     assert "calls" in usage["totals"]
 
 
+def test_execute_with_json_prints_one_event_per_line(stack: Stack) -> None:
+    lines = ok(saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json")).splitlines()
+    events = [json.loads(line) for line in lines]
+    assert "accepted" in events[0]
+    assert "completed" in events[-1]
+    assert any("token" in event for event in events)
+
+
 def test_vault_status_reads_as_words(stack: Stack) -> None:
     status = ok(saga_cli(stack, "vault", "status"))
     assert status.splitlines()[0].split() == ["state", "serving"]
