@@ -111,7 +111,14 @@ class ServerConfig:
         default=4 * 1024 * 1024, metadata=_doc("largest gRPC message sent or received", min=1024)
     )
     keepalive_seconds: float = field(
-        default=30.0, metadata=_doc("HTTP/2 keepalive ping interval", min=1)
+        default=10.0,
+        metadata=_doc("HTTP/2 keepalive ping interval (servers allow pings every 5 s)", min=5),
+    )
+    keepalive_timeout_seconds: float = field(
+        default=5.0,
+        metadata=_doc(
+            "a peer that leaves a ping unanswered this long is hung: its calls fail", min=1
+        ),
     )
     max_connection_age_seconds: float = field(
         default=0.0,
