@@ -51,9 +51,10 @@ from services.common.database import open_database
 from services.common.prices import price_table
 from services.router.budget import Budgets
 from services.router.engines import engine_for
-from services.router.outbox import MIGRATIONS, Outbox
+from services.router.outbox import Outbox
 from services.router.providers import Resilience
 from services.router.rankings import RankingWatcher
+from services.router.schema import MIGRATIONS
 from services.router.servicer import RouterParts, RouterServicer
 
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
