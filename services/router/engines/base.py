@@ -165,8 +165,6 @@ class ProviderError(Exception):
     context_length_exceeded: bool = False
     """The input does not fit the provider's context window: a provider with a larger
     window may take it (only `ProviderContextTooLong` sets it)."""
-    credential_failure: bool = False
-    """Auth could not give a credential for the call (only `ProviderCredentialFailed`)."""
 
     def __init__(
         self,
@@ -207,8 +205,6 @@ class ProviderCredentialFailed(ProviderUnauthenticated):
     a key never set, auth unreachable …). `upstream` is auth's error, reason and domain
     intact, so the router can end the call with it. The provider itself was not called:
     this says nothing of its health, and a retry would get the same answer."""
-
-    credential_failure = True
 
     def __init__(self, message: str, upstream: SagaError) -> None:
         super().__init__(message)
