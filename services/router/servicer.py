@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
-from services.common.config import ProviderConfig, RouterConfig
+from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
@@ -141,9 +141,8 @@ class RouterParts:
     outbox: Outbox
     budgets: Budgets
     config_prices: PriceTable
-    coalesce: bool = True
-    health: HealthChecks | None = None
-    """The active probes; None: probes with the default settings (tools and benchmarks)."""
+    coalesce: bool
+    health: HealthChecks
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -170,9 +169,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, parts: RouterParts) -> None:
         self._parts = parts
         self._providers = tuple(parts.providers)
-        self._health = parts.health or HealthChecks(
-            self._providers, parts.engines, parts.resilience, RouterConfig()
-        )
+        self._health = parts.health
 
     def _candidates(
         self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
