@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import SagaError
+from services.common.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,6 @@ class Finish:
 
 
 EngineEvent = TextDelta | Finish
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What a failed attempt consumed, as far as the engine knows."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-    estimated: bool = True
 
 
 def estimate_tokens(text: str) -> int:
