@@ -1,7 +1,7 @@
 """JSON logs, one object per line, with the service name and the current trace and span ids.
 
-Fields passed as `extra={...}` become top-level keys. Secrets must never be passed at all:
-log an HMAC or a prefix instead (see `redact`).
+Fields passed as `extra={...}` become top-level keys. Secrets must never be passed at all,
+not even in part: log what identifies them without revealing them (an id, an HMAC).
 
 As a second line of defence every line is scrubbed before it is written: bearer credentials,
 Saga API keys and JWTs are replaced by `[redacted]`, and in records of grpc's own loggers
@@ -74,8 +74,3 @@ def setup_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def redact(secret: str, keep: int = 4) -> str:
-    """A loggable stand-in for a secret: its first `keep` characters and its length."""
-    return f"{secret[:keep]}…({len(secret)})"

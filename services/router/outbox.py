@@ -44,19 +44,6 @@ from services.common.database import Database
 
 log = logging.getLogger("saga.router.outbox")
 
-MIGRATIONS = [
-    """
-    CREATE TABLE outbox (
-        outcome_id TEXT PRIMARY KEY,
-        payload BYTEA NOT NULL,
-        traceparent TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX outbox_created ON outbox (created_at)
-    """
-]
-"""The router's database schema (the outbox is all it stores)."""
-
 SEND_TIMEOUT_SECONDS = 5.0
 INITIAL_BACKOFF_SECONDS = 0.2
 MAX_WRITE_BATCH = 500  # rows per commit, to bound a statement's size

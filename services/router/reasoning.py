@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from services.common.config import ProviderConfig
 from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
+from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.calls import ReasonCall
 from services.router.circuit import Circuit, CircuitState, Permit
@@ -93,10 +94,7 @@ class Finished:
 
     text: str
     finish_reason: FinishReason
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    estimated: bool
+    usage: Usage
     cost_micro_usd: int
     provider: str
     model: str
@@ -167,10 +165,7 @@ class _Call:
         return Finished(
             text=text,
             finish_reason=finish.reason if finish else FinishReason.STOP,
-            input_tokens=sum(r.input_tokens for r in a),
-            output_tokens=sum(r.output_tokens for r in a),
-            cached_tokens=sum(r.cached_tokens for r in a),
-            estimated=any(r.estimated for r in a),
+            usage=sum((r.usage for r in a), Usage()),
             cost_micro_usd=sum(r.cost_micro_usd for r in a),
             provider=provider.name,
             model=provider.model,
@@ -292,7 +287,7 @@ async def reason(
                     reported=error.usage,
                     error_reason=failure.error.reason,
                 )
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 delay = _may_retry(failure, meter, state, resilience, deadline)
                 if delay is not None:
@@ -309,7 +304,7 @@ async def reason(
                 # The caller went away (or its deadline passed): no verdict on the provider.
                 state.circuit.release(permit)
                 record = meter.record(AttemptStatus.CANCELLED, prices)
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 raise
             except Exception as error:
@@ -318,12 +313,12 @@ async def reason(
                 state.circuit.release(permit)
                 why = error.reason if isinstance(error, SagaError) else "INTERNAL"
                 record = meter.record(AttemptStatus.FAILED, prices, error_reason=why)
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 raise
             state.circuit.record_success(permit)
             record = meter.record(AttemptStatus.SUCCEEDED, prices, finish=finish)
-            lease.release(record.input_tokens + record.output_tokens)
+            lease.release(record.usage.total_tokens)
             run.add(record)
             yield run.finished(provider, finish, "".join(collected))
             return

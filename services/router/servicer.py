@@ -21,10 +21,11 @@ from opentelemetry import trace
 
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
-from services.common.config import ProviderConfig, RouterConfig
+from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
+from services.common.usage_messages import usage_proto
 from services.router.budget import Budgets, max_cost
 from services.router.calls import Accounting, ReasonCall, validate
 from services.router.candidates import choose
@@ -87,16 +88,6 @@ def call_from_proto(
     )
 
 
-def _usage(input_tokens: int, output_tokens: int, cached: int, estimated: bool) -> common_pb2.Usage:
-    return common_pb2.Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
-        cached_tokens=cached,
-        estimated=estimated,
-    )
-
-
 def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
     return reason_events_pb2.AttemptSummary(
         provider=a.provider,
@@ -104,7 +95,7 @@ def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
         n=a.n,
         status=reason_events_pb2.AttemptStatus.ValueType(a.status.value),
         error_reason=a.error_reason,
-        usage=_usage(a.input_tokens, a.output_tokens, a.cached_tokens, a.estimated),
+        usage=usage_proto(a.usage),
         cost_micro_usd=a.cost_micro_usd,
         latency_ms=a.latency_ms,
         ttft_ms=a.ttft_ms,
@@ -117,7 +108,7 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
         final=reason_events_pb2.Final(
             text=f.text,
             finish_reason=reason_events_pb2.FinishReason.ValueType(f.finish_reason.value),
-            usage=_usage(f.input_tokens, f.output_tokens, f.cached_tokens, f.estimated),
+            usage=usage_proto(f.usage),
             cost_micro_usd=f.cost_micro_usd,
             provider=f.provider,
             model=f.model,
@@ -141,9 +132,8 @@ class RouterParts:
     outbox: Outbox
     budgets: Budgets
     config_prices: PriceTable
-    coalesce: bool = True
-    health: HealthChecks | None = None
-    """The active probes; None: probes with the default settings (tools and benchmarks)."""
+    coalesce: bool
+    health: HealthChecks
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -170,9 +160,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, parts: RouterParts) -> None:
         self._parts = parts
         self._providers = tuple(parts.providers)
-        self._health = parts.health or HealthChecks(
-            self._providers, parts.engines, parts.resilience, RouterConfig()
-        )
+        self._health = parts.health
 
     def _candidates(
         self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
@@ -240,8 +228,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                             {
                                 "gen_ai.system": event.provider,
                                 "gen_ai.request.model": event.model,
-                                "gen_ai.usage.input_tokens": event.input_tokens,
-                                "gen_ai.usage.output_tokens": event.output_tokens,
+                                "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                                "gen_ai.usage.output_tokens": event.usage.output_tokens,
                             }
                         )
                     yield _event_proto(event)
