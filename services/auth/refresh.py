@@ -3,8 +3,9 @@ token with at least the buffer of life left, refreshed at most once at a time.
 
 A refresh, per (owner, provider):
 
-1. One at a time within this replica: concurrent callers share one refresh task (it runs
-   on even if they give up, so a rotated refresh token is never lost half-way).
+1. One at a time within this replica: concurrent callers share one refresh task
+   (`SingleFlight`: it runs on even if they give up, so a rotated refresh token is never
+   lost half-way).
 2. One at a time across replicas: the task takes a lease row (`RefreshLeases`), then reads
    the vault again — another replica may have refreshed meanwhile, and then its token is
    returned without a call.
@@ -44,6 +45,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.common.singleflight import SingleFlight
 
 log = logging.getLogger("saga.auth.providers")
 
@@ -84,7 +86,7 @@ class TokenRefresher:
         self._sleep = sleep
         self._jitter = jitter
         self._replica = f"{socket.gethostname()[:40]}:{os.getpid()}"
-        self._inflight: dict[tuple[str, str], asyncio.Task[Credential]] = {}
+        self._inflight: SingleFlight[tuple[str, str], Credential] = SingleFlight("token-refresh")
 
     @staticmethod
     def _state(stored: Secret | None) -> OAuthState | None:
@@ -108,20 +110,7 @@ class TokenRefresher:
 
     async def refresh(self, config: ProviderConfig, owner: str, name: str) -> Credential:
         """A fresh token for (owner, name), shared with every concurrent caller."""
-        key = (owner, name)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._run(config, owner, name))
-            self._inflight[key] = task
-            task.add_done_callback(partial(self._finished, key))
-        # shield: a caller that gives up does not cancel the refresh the others wait for.
-        return await asyncio.shield(task)
-
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[Credential]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here: every waiter may have gone
+        return await self._inflight.run((owner, name), partial(self._run, config, owner, name))
 
     async def _run(self, config: ProviderConfig, owner: str, name: str) -> Credential:
         policy = self._policy
@@ -310,7 +299,4 @@ class TokenRefresher:
 
     async def close(self) -> None:
         """Cancel refreshes in flight (on shutdown)."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._inflight.close()
