@@ -23,6 +23,7 @@ A refresh, per (owner, provider):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ from services.auth.leases import RefreshLeases
 from services.auth.oauth_state import OAuthState
 from services.auth.secret_store import PROVIDERS_OWNER, Secret, SecretConflict, SecretStore
 from services.auth.token_endpoint import RateLimited, TokenEndpoint, TokenGrant
+from services.common.backoff import Backoff
 from services.common.config import ProviderConfig
 from services.common.errors import (
     FailedPrecondition,
@@ -49,8 +51,9 @@ from services.common.singleflight import SingleFlight
 
 log = logging.getLogger("saga.auth.providers")
 
-LEASE_POLL_SECONDS = (0.02, 0.25)
-"""First and longest pause between two tries at a lease another replica holds."""
+LEASE_POLL = Backoff(initial=0.02 * 1.5, maximum=0.25 * 1.5, jitter=2 / 3)
+"""Pauses between two tries at a lease another replica holds: 20 ms doubling to 250 ms,
+jittered ±50 % (the top two thirds of one and a half times that)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,13 @@ class RefreshPolicy:
     backoff_base_seconds: float = 1.0
     max_wait_seconds: float = 31.0
     lease_seconds: float = 30.0
+
+    @property
+    def backoff(self) -> Backoff:
+        """The wait after a 429: doubling from the base (2^20 times it at most), jittered to
+        50-100 %, for at most `max_attempts` calls."""
+        base = self.backoff_base_seconds
+        return Backoff(initial=base, maximum=base * 2.0**20, max_attempts=self.max_attempts)
 
 
 class TokenRefresher:
@@ -114,6 +124,7 @@ class TokenRefresher:
 
     async def _run(self, config: ProviderConfig, owner: str, name: str) -> Credential:
         policy = self._policy
+        backoff = policy.backoff
         lease = f"{owner}/{name}"
         holder = f"{self._replica}:{secrets.token_hex(4)}"
         give_up_at = self._clock() + policy.max_wait_seconds + 2 * policy.lease_seconds
@@ -133,9 +144,9 @@ class TokenRefresher:
                     )
                 except RateLimited as limited:
                     attempts += 1
-                    cool_down = self._backoff(attempts, limited.retry_after)
+                    cool_down = backoff.delay(attempts, limited.retry_after, self._jitter)
                     spent = waited + cool_down > policy.max_wait_seconds
-                    if attempts >= policy.max_attempts or spent:
+                    if backoff.exhausted(attempts) or spent:
                         raise self._rate_limited(config.name, owner, attempts, cool_down) from None
                 else:
                     return await self._save(config, owner, name, stored, state, grant)
@@ -176,15 +187,10 @@ class TokenRefresher:
             metadata={"provider": provider, "attempts": str(attempts)},
         )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter (half to all of base·2^(n-1)), never shorter
-        than the endpoint's Retry-After."""
-        ceiling = self._policy.backoff_base_seconds * 2.0 ** min(attempt - 1, 20)
-        return float(max(ceiling * (0.5 + self._jitter() / 2), retry_after or 0.0))
-
     async def _take(self, lease: str, holder: str, give_up_at: float, provider: str) -> None:
-        pause, longest = LEASE_POLL_SECONDS
-        while not await self._leases.take(lease, holder, self._policy.lease_seconds):
+        for tries in itertools.count(1):
+            if await self._leases.take(lease, holder, self._policy.lease_seconds):
+                return
             if self._clock() >= give_up_at:
                 raise Unavailable(
                     "another replica has been refreshing this token for too long",
@@ -192,8 +198,7 @@ class TokenRefresher:
                     retry_after=1.0,
                     metadata={"provider": provider},
                 )
-            await self._sleep(pause * (0.5 + self._jitter()))
-            pause = min(pause * 2, longest)
+            await self._sleep(LEASE_POLL.delay(tries, draw=self._jitter))
 
     async def _release(self, lease: str, holder: str, cool_down: float) -> None:
         try:

@@ -18,7 +18,7 @@ import grpc
 
 from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
-from services.common.backoff import reconnect_delay
+from services.common.backoff import Backoff
 from services.common.prices import PriceTable, ProviderPrice
 
 log = logging.getLogger("saga.router.rankings")
@@ -107,7 +107,7 @@ class RankingWatcher:
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after `failures` consecutive failed watches."""
-        return reconnect_delay(failures, self._initial_backoff, self._max_backoff)
+        return Backoff(self._initial_backoff, self._max_backoff).delay(failures)
 
     async def _run(self) -> None:
         failures = 0  # consecutive watches that delivered nothing
