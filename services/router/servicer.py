@@ -25,6 +25,8 @@ from services.common.config import ProviderConfig, RouterConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
+from services.common.strategy import Strategy
+from services.common.strategy_proto import FROM_PROTO
 from services.router.budget import Budgets, max_cost
 from services.router.calls import Accounting, ReasonCall, validate
 from services.router.candidates import choose
@@ -35,7 +37,7 @@ from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import call_id, outcome_proto
 from services.router.providers import Resilience
-from services.router.rankings import STRATEGY_NAMES, RankingSnapshot, RankingWatcher
+from services.router.rankings import RankingSnapshot, RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
@@ -57,9 +59,9 @@ def call_from_proto(
 ) -> ReasonCall:
     """The domain call of a request, accounted to the verified user `user_id` (whose
     request-context token engines may forward to auth)."""
-    strategy: str | None = None
+    strategy: Strategy | None = None
     if request.strategy != common_pb2.STRATEGY_UNSPECIFIED:
-        strategy = STRATEGY_NAMES.get(request.strategy)
+        strategy = FROM_PROTO.get(request.strategy)
         if strategy is None:
             raise InvalidArgument(
                 f"unknown strategy {request.strategy}",
@@ -175,7 +177,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         )
 
     def _candidates(
-        self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
+        self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: Strategy | None
     ) -> list[ProviderConfig]:
         return choose(
             self._providers,
@@ -209,7 +211,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             max_cost(call.engine_request(), candidates, prices),
         )
         if reservation is not None and reservation.degrade_to_cheapest:
-            candidates = self._candidates(call, snapshot, "cheapest")
+            candidates = self._candidates(call, snapshot, Strategy.CHEAPEST)
 
         remaining = context.time_remaining()
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
