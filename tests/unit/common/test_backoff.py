@@ -6,7 +6,7 @@ from __future__ import annotations
 from services.common.backoff import Backoff
 
 
-def test_reconnect_delay_doubles_up_to_the_cap_with_jitter() -> None:
+def test_the_wait_doubles_up_to_the_cap_with_jitter() -> None:
     backoff = Backoff(initial=0.2, maximum=5.0)  # jittered to 50-100 %
     for failures, full in ((1, 0.2), (2, 0.4), (3, 0.8), (10, 5.0)):
         delays = [backoff.delay(failures) for _ in range(200)]
