@@ -17,8 +17,10 @@ from google.protobuf import struct_pb2
 
 from clients.cli.output import dollars, to_json
 from clients.cli.settings import Metadata
-from saga.execution.v1 import common_pb2, options_pb2
+from saga.execution.v1 import options_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from services.common.strategy import Strategy
+from services.common.strategy_proto import TO_PROTO
 
 
 def inputs(pairs: list[str]) -> struct_pb2.Struct:
@@ -43,7 +45,7 @@ async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metad
     )
     options = options_pb2.ExecuteOptions()
     if args.strategy:
-        options.strategy = common_pb2.Strategy.Value(f"STRATEGY_{args.strategy.upper()}")
+        options.strategy = TO_PROTO[Strategy(args.strategy)]
     request = execution_pb2.ExecuteRequest(
         pattern_id=args.pattern, inputs=inputs(args.input), asof=args.asof or "", options=options
     )

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.strategy import Strategy
+
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: "configuration error"
 ENV_PREFIX = "SAGA_"
 ENV_CONFIG_FILE = "SAGA_CONFIG"
@@ -267,7 +269,8 @@ DEFAULT_PROVIDERS = (
 """The embedded default: two simulated providers, so the stack runs with no keys and no
 network."""
 
-STRATEGIES = ("cheapest", "fastest", "quality", "balanced", "reliable")
+STRATEGIES = tuple(s.value for s in Strategy if s is not Strategy.CUSTOM)
+"""What `optimizer.default_strategy` may name (CUSTOM's weights come with SetDefaultStrategy)."""
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ class OptimizerConfig:
     """Ranking."""
 
     default_strategy: str = field(
-        default="balanced",
+        default=Strategy.BALANCED.value,
         metadata=_doc("strategy when a request names none", choices=STRATEGIES),
     )
     metrics_window: int = field(

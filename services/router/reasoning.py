@@ -55,6 +55,7 @@ from services.router.engines.base import (
 from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
 from services.router.limits import LimitReached
 from services.router.providers import ProviderState, Resilience
+from services.router.retries import retry_delay
 
 __all__ = [
     "AttemptRecord",
@@ -191,7 +192,7 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = resilience.backoff.delay(meter.retry_count + 1, failure.retry_after)
+    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()

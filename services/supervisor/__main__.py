@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.backoff import reconnect_delay
+from services.common.backoff import Backoff
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
 from services.common.identity import DISPLAY_NAMES, START_ORDER
 from services.common.tls import cert_paths
@@ -162,7 +162,7 @@ async def keep_running(
                         file=sys.stderr,
                     )
                     return 1
-                delay = reconnect_delay(len(recent), policy.initial_seconds, policy.max_seconds)
+                delay = Backoff(policy.initial_seconds, policy.max_seconds).delay(len(recent))
                 print(
                     f"saga: {service} exited ({how_it_ended(code)}); restarting in {delay:.1f} s",
                     file=sys.stderr,

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.config import DEFAULT_PROVIDERS
+from services.common.strategy import Strategy
 from services.optimizer.metrics import LiveMetrics
 from services.optimizer.publisher import RankingPublisher
-from services.optimizer.ranking import Strategy
 from services.optimizer.snapshots import SnapshotBoard
 
 INTERVAL = 0.2
