@@ -51,9 +51,11 @@ from services.common.database import open_database
 from services.common.prices import price_table
 from services.router.budget import Budgets
 from services.router.engines import engine_for
-from services.router.outbox import MIGRATIONS, Outbox
+from services.router.health import HealthChecks
+from services.router.outbox import Outbox
 from services.router.providers import Resilience
 from services.router.rankings import RankingWatcher
+from services.router.schema import MIGRATIONS
 from services.router.servicer import RouterParts, RouterServicer
 
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
@@ -133,17 +135,20 @@ class Router:
         self.outbox = Outbox(self.db, nowhere, max_backoff=60.0)
         self.outbox.start()
         router_config = replace(RouterConfig(), coalesce_deltas=self.coalesce)
+        engines = {provider.name: engine_for(provider)}
+        resilience = Resilience.build((provider,), router_config)
         self.servicer = RouterServicer(
             RouterParts(
                 providers=(provider,),
-                engines={provider.name: engine_for(provider)},
+                engines=engines,
                 verifier=ContextVerifier(lookup),
                 rankings=RankingWatcher(nowhere),
-                resilience=Resilience.build((provider,), router_config),
+                resilience=resilience,
                 outbox=self.outbox,
                 budgets=Budgets(nowhere, BudgetsConfig()),
                 config_prices=price_table((provider,)),
                 coalesce=router_config.coalesce_deltas,
+                health=HealthChecks((provider,), engines, resilience, router_config),
             )
         )
         self.server = grpc.aio.server()

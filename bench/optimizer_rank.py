@@ -23,12 +23,13 @@ from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2
 from services.common.config import BudgetsConfig, ProviderConfig
 from services.common.database import open_database
+from services.common.strategy import Strategy
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger
 from services.optimizer.metrics import LiveMetrics
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
-from services.optimizer.ranking import ProviderStats, Strategy, Weights, rank
+from services.optimizer.ranking import ProviderStats, Weights, rank
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
 from services.optimizer.snapshots import SnapshotBoard

@@ -1,219 +1,137 @@
 """`saga` — call Saga's gateway from a terminal.
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
-    saga keys create NAME --scope execute      a new API key for yourself (shown once)
-    saga keys list | saga keys revoke KEY_ID
-    saga register EMAIL | saga login EMAIL          password on stdin or a hidden prompt
-    saga providers set-key NAME | link NAME --user U | list      (admin; secret on stdin)
-    saga vault status | rotate | rewrap                           (admin)
+    saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
+                                               a new API key for yourself (shown once)
+    saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
+    saga register EMAIL | saga login EMAIL     password on stdin or a hidden prompt
+    saga providers list                        circuit, health, prices per 1M tokens, limits
+    saga providers check [NAME...]             probe now: ok or failed, latency (exit 1: a failure)
+    saga providers set-key NAME | link NAME --user U          (admin; secret on stdin)
+    saga vault status | rotate | rewrap                       (admin)
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
 
-The credential comes from --key, $SAGA_API_KEY, or <data_dir>/admin.key (written by the first
-`make run`); the gateway from --gateway, $SAGA_GATEWAY, or 127.0.0.1:50051. Errors print their
-code, reason and domain, and exit 1 — never a traceback.
+Output is aligned tables for people; `--json` (before or after the command) prints each reply
+as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
+(errors stay lines on stderr; the exit code tells a script what happened).
+
+The gateway comes from --gateway, $SAGA_GATEWAY, the configuration the services read
+($SAGA_CONFIG, else ./saga.toml: `services.gateway`), or 127.0.0.1:50051. The credential from
+--key, $SAGA_API_KEY, or <data_dir>/admin.key (written by the first `make run`), where
+data_dir is --data-dir, $SAGA_DATA_DIR, the configuration's `data_dir`, or .saga.
+
+Exit codes: 0 done; 1 the call failed (its code, reason and domain are printed); 2 a bad
+argument (one line says which); 78 a configuration the services would refuse too. Never a
+traceback (--debug shows one for an error the CLI did not expect).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
-from pathlib import Path
-from typing import Any
+import traceback
 
 import grpc
-from google.protobuf import struct_pb2
 
-from clients.cli import admin
-from saga.execution.v1 import common_pb2, options_pb2
-from saga.gateway.v1 import account_pb2, account_pb2_grpc, execution_pb2, execution_pb2_grpc
+from clients.cli import account, admin, arguments
+from clients.cli.execute import execute
+from clients.cli.settings import Settings
+from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
 from services.common.status import describe
-
-DEFAULT_GATEWAY = "127.0.0.1:50051"
-
-
-def _credential(args: argparse.Namespace) -> str:
-    if args.key:
-        return str(args.key)
-    if os.environ.get("SAGA_API_KEY"):
-        return os.environ["SAGA_API_KEY"]
-    path = Path(os.environ.get("SAGA_DATA_DIR", ".saga")) / "admin.key"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        raise SystemExit(
-            f"saga: no credential: pass --key, set SAGA_API_KEY, or run `make run` "
-            f"once to create {path}"
-        ) from None
-
-
-def _inputs(pairs: list[str]) -> struct_pb2.Struct:
-    inputs = struct_pb2.Struct()
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"saga: --input takes NAME=VALUE, got {pair!r}")
-        try:
-            parsed: Any = json.loads(value) if value[:1] in "[{" else value
-        except json.JSONDecodeError:
-            parsed = value
-        inputs.update({name: parsed})
-    return inputs
-
-
-async def _execute(
-    stub: execution_pb2_grpc.ExecutionServiceAsyncStub,
-    args: argparse.Namespace,
-    metadata: tuple[tuple[str, str]],
-) -> None:
-    options = options_pb2.ExecuteOptions()
-    if args.strategy:
-        options.strategy = common_pb2.Strategy.Value(f"STRATEGY_{args.strategy.upper()}")
-    request = execution_pb2.ExecuteRequest(
-        pattern_id=args.pattern, inputs=_inputs(args.input), asof=args.asof or "", options=options
-    )
-    summary: list[str] = []
-    provider = ""
-    async for event in stub.Execute(request, metadata=metadata, timeout=args.timeout):
-        kind = event.WhichOneof("event")
-        if kind == "accepted":
-            summary.append(f"execution {event.accepted.execution_id}")
-            summary.append(f"ledger {event.accepted.ledger_commit_hash[:12]}")
-            summary.append(f"pack {event.accepted.pricing_pack_id}")
-        elif kind == "token":
-            print(event.token.text, end="", flush=True)
-        elif kind == "provider_switched":
-            s = event.provider_switched
-            print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
-        elif kind == "step_completed":
-            provider = f"{event.step_completed.provider} ({event.step_completed.model})"
-        elif kind == "completed":
-            usage = event.completed.usage
-            summary.append(f"provider {provider}")
-            summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
-            summary.append(f"cost ${event.completed.cost_micro_usd / 1e6:.6f}")
-    print()
-    print(" · ".join(summary), file=sys.stderr)
-
-
-async def _keys(
-    stub: account_pb2_grpc.AccountServiceAsyncStub,
-    args: argparse.Namespace,
-    metadata: tuple[tuple[str, str]],
-) -> None:
-    if args.keys_command == "create":
-        reply = await stub.CreateApiKey(
-            account_pb2.CreateApiKeyRequest(name=args.name, scopes=args.scope or ["execute"]),
-            metadata=metadata,
-            timeout=args.timeout,
-        )
-        print(reply.api_key)
-        print(
-            f"key {reply.info.key_id} ({', '.join(reply.info.scopes)}): shown once, store it now",
-            file=sys.stderr,
-        )
-    elif args.keys_command == "list":
-        listed = await stub.ListApiKeys(
-            account_pb2.ListApiKeysRequest(), metadata=metadata, timeout=args.timeout
-        )
-        for key in listed.keys:
-            state = "revoked" if key.HasField("revoked_at") else "active"
-            print(f"{key.key_id}  {key.prefix}…  {key.name}  {' '.join(key.scopes)}  {state}")
-    else:
-        revoked = await stub.RevokeApiKey(
-            account_pb2.RevokeApiKeyRequest(key_id=args.key_id),
-            metadata=metadata,
-            timeout=args.timeout,
-        )
-        print(f"revoked {revoked.info.key_id}")
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(
+    p = arguments.Parser(
         prog="saga", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--gateway", default=os.environ.get("SAGA_GATEWAY", DEFAULT_GATEWAY))
-    p.add_argument("--key", help="API key or token (default: $SAGA_API_KEY or .saga/admin.key)")
-    p.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    p.add_argument("--gateway", help="host:port (default: $SAGA_GATEWAY, config, 127.0.0.1:50051)")
+    p.add_argument("--key", help="API key or token (default: $SAGA_API_KEY, <data_dir>/admin.key)")
+    p.add_argument("--data-dir", help="where admin.key is (default: $SAGA_DATA_DIR, config, .saga)")
+    p.add_argument(
+        "--timeout", type=arguments.seconds, default=300.0, help="deadline in seconds (300)"
+    )
+    p.add_argument("--json", action="store_true", help="print replies as JSON, for scripts")
+    p.add_argument("--debug", action="store_true", help="a traceback for an unexpected error")
+    # Every command also takes --json after its name; SUPPRESS keeps the global value when the
+    # command's own flag is absent.
+    common = arguments.Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("execute", help="run a pattern and stream its events")
+    run = sub.add_parser("execute", parents=[common], help="run a pattern and stream its events")
     run.add_argument("pattern")
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
-    run.add_argument(
-        "--strategy", choices=["cheapest", "fastest", "quality", "balanced", "reliable"]
-    )
+    run.add_argument("--strategy", choices=STRATEGIES)
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create")
+    create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
     create.add_argument("name")
     create.add_argument("--scope", action="append", help="repeatable (default: execute)")
-    keys_sub.add_parser("list")
-    revoke = keys_sub.add_parser("revoke")
+    create.add_argument(
+        "--expires",
+        type=arguments.expiry_from_now,
+        help="a duration (45m, 12h, 30d, 2w) or an ISO 8601 time, UTC unless it says otherwise "
+        "(default: never)",
+    )
+    keys_sub.add_parser("list", parents=[common], help="your keys, their expiry and state")
+    revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key now")
     revoke.add_argument("key_id")
     for command in ("register", "login"):
-        account = sub.add_parser(command, help=f"{command} with email and password")
-        account.add_argument("email")
-    admin.add_parsers(sub)
+        signing = sub.add_parser(command, parents=[common], help=f"{command} with email+password")
+        signing.add_argument("email")
+    admin.add_parsers(sub, common)
     return p
 
 
-async def _account(channel: grpc.aio.Channel, args: argparse.Namespace) -> None:
-    stub: account_pb2_grpc.AccountServiceAsyncStub = account_pb2_grpc.AccountServiceStub(channel)
-    password = admin.read_secret("password: ")
-    if args.command == "register":
-        registered = await stub.Register(
-            account_pb2.RegisterRequest(email=args.email, password=password), timeout=args.timeout
-        )
-        print(f"registered {registered.email} as {registered.user_id}")
-    else:
-        logged_in = await stub.Login(
-            account_pb2.LoginRequest(email=args.email, password=password), timeout=args.timeout
-        )
-        print(logged_in.access_token)
-
-
-async def _main(args: argparse.Namespace) -> int:
-    channel: grpc.aio.Channel = grpc.aio.insecure_channel(args.gateway)
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    channel: grpc.aio.Channel = grpc.aio.insecure_channel(settings.gateway())
     try:
-        try:
-            if args.command in ("register", "login"):
-                await _account(channel, args)
-                return 0
-            metadata = (("authorization", f"Bearer {_credential(args)}"),)
-            if args.command == "execute":
-                await _execute(execution_pb2_grpc.ExecutionServiceStub(channel), args, metadata)
-            elif args.command == "keys":
-                await _keys(account_pb2_grpc.AccountServiceStub(channel), args, metadata)
-            elif args.command == "providers":
-                await admin.providers(channel, args, metadata)
-            elif args.command == "vault":
-                await admin.vault(channel, args, metadata)
-            else:
-                await admin.usage(channel, args, metadata)
-        except grpc.aio.AioRpcError as error:
-            d = describe(error)
-            where = f" ({d.domain})" if d.domain else ""
-            print(f"\nsaga: {d.code.name} {d.reason}{where}: {d.message}", file=sys.stderr)
-            for v in d.field_violations:
-                print(f"  {v.field}: {v.description}", file=sys.stderr)
-            if d.retry_after is not None:
-                print(f"  retry after {d.retry_after:.1f} s", file=sys.stderr)
-            return 1
+        if args.command in ("register", "login"):
+            return await account.sign_in(channel, args)
+        command = {
+            "execute": execute,
+            "keys": account.keys,
+            "providers": admin.providers,
+            "vault": admin.vault,
+            "usage": admin.usage,
+        }[args.command]
+        return await command(channel, args, settings.metadata())
+    except grpc.aio.AioRpcError as error:
+        d = describe(error)
+        what = " ".join(
+            x for x in (d.code.name, d.reason, f"({d.domain})" if d.domain else "") if x
+        )
+        print(f"saga: {what}: {d.message}", file=sys.stderr)
+        for v in d.field_violations:
+            print(f"  {v.field}: {v.description}", file=sys.stderr)
+        if d.retry_after is not None:
+            print(f"  retry after {d.retry_after:.1f} s", file=sys.stderr)
+        return 1
     finally:
         await channel.close(None)
-    return 0
 
 
 def main() -> None:
-    """Entry point."""
+    """Entry point: whatever failure is left becomes one line and an exit code here."""
+    args = parser().parse_args()
     try:
-        sys.exit(asyncio.run(_main(parser().parse_args())))
+        sys.exit(asyncio.run(_run(args, Settings(args))))
     except KeyboardInterrupt:
         sys.exit(130)
+    except ConfigError as error:
+        print(f"saga: configuration: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except Exception as error:  # the last line of defence against a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"saga: unexpected {type(error).__name__}: {error} (a bug in the CLI; "
+            f"--debug shows where)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

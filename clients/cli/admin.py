@@ -7,60 +7,167 @@ never from the command line, where they would land in shell history and `ps`.
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 
 import grpc
 
+from clients.cli import arguments
+from clients.cli.account import read_secret
+from clients.cli.output import (
+    circuit_name,
+    count,
+    dollars,
+    limits,
+    table,
+    to_json,
+    vault_state_name,
+)
+from clients.cli.settings import Metadata
 from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import admin_pb2, admin_pb2_grpc, usage_pb2, usage_pb2_grpc
+from saga.router.v1 import providers_pb2
+from saga.vault.v1 import status_pb2
 
-Metadata = tuple[tuple[str, str]]
-
-
-def read_secret(prompt: str) -> str:
-    """A secret from stdin when piped, else from a prompt that does not echo."""
-    value = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass(prompt)
-    if not value:
-        raise SystemExit("saga: nothing was entered")
-    return value
+_ROW_FIELD = {"user": "user_id", "session": "session_id"}
+"""UsageRow fields whose name is not the dimension's."""
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the admin and usage commands."""
+def add_parsers(
+    sub: argparse._SubParsersAction[arguments.Parser], common: arguments.Parser
+) -> None:
+    """Register the admin and usage commands; `common` holds the options every command takes."""
     providers = sub.add_parser("providers", help="LLM providers (admin)")
     psub = providers.add_subparsers(dest="providers_command", required=True)
-    set_key = psub.add_parser("set-key", help="store a provider's API key (read from stdin)")
+    set_key = psub.add_parser(
+        "set-key", parents=[common], help="store a provider's API key (read from stdin)"
+    )
     set_key.add_argument("name")
-    link = psub.add_parser("link", help="link a user's OAuth account (refresh token on stdin)")
+    link = psub.add_parser(
+        "link", parents=[common], help="link a user's OAuth account (refresh token on stdin)"
+    )
     link.add_argument("name")
     link.add_argument("--user", required=True)
-    psub.add_parser("list")
+    psub.add_parser(
+        "list", parents=[common], help="circuit, health, prices and limits of each provider"
+    )
+    check = psub.add_parser(
+        "check", parents=[common], help="probe providers now (exit 1 when one fails)"
+    )
+    check.add_argument("names", nargs="*", metavar="NAME", help="default: every provider")
     vault = sub.add_parser("vault", help="the token-vault (admin)")
     vsub = vault.add_subparsers(dest="vault_command", required=True)
-    vsub.add_parser("status")
-    vsub.add_parser("rotate", help="make a new active key")
-    rewrap = vsub.add_parser("rewrap", help="re-encrypt every secret under the active key")
+    vsub.add_parser("status", parents=[common], help="sealed or serving, keys in use")
+    vsub.add_parser("rotate", parents=[common], help="make a new active key")
+    rewrap = vsub.add_parser(
+        "rewrap", parents=[common], help="re-encrypt every secret under the active key"
+    )
     rewrap.add_argument("--batch-size", type=int, default=100)
-    usage = sub.add_parser("usage", help="tokens and cost")
+    usage = sub.add_parser("usage", parents=[common], help="tokens and cost")
     usage.add_argument("--from", dest="start", default="", help="YYYY-MM-DD")
     usage.add_argument("--to", dest="end", default="", help="YYYY-MM-DD")
     usage.add_argument("--user", default="", help="another user's (needs usage:read:all)")
     usage.add_argument("--all", action="store_true", help="every user (needs usage:read:all)")
-    usage.add_argument("--by", default="provider,model", help="user,session,provider,model,day")
+    usage.add_argument(
+        "--by",
+        type=arguments.dimensions,
+        default="provider,model",
+        help=f"comma-separated, any of {','.join(arguments.DIMENSIONS)} (default: provider,model)",
+    )
 
 
-async def providers(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> None:
-    """`saga providers set-key|link|list`."""
+def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
+    """One row per provider: identity, live state, prices per million tokens, limits."""
+    return table(
+        (
+            "NAME",
+            "KIND",
+            "MODEL",
+            "CIRCUIT",
+            "HEALTHY",
+            "IN $/1M",
+            "OUT $/1M",
+            "LIMITS",
+            "CONTEXT",
+        ),
+        [
+            (
+                p.name,
+                p.kind,
+                p.model,
+                circuit_name(p.circuit_state),
+                "yes" if p.healthy else "no",
+                dollars(p.prices.input_per_million_micro_usd),
+                dollars(p.prices.output_per_million_micro_usd),
+                limits(p.limits),
+                count(p.context_window) if p.context_window else "—",
+            )
+            for p in providers
+        ],
+        right=(5, 6, 8),
+    )
+
+
+def checks_table(results: list[providers_pb2.ProviderCheck]) -> str:
+    """One row per probed provider: ok or failed, latency, the failure's reason."""
+    return table(
+        ("PROVIDER", "RESULT", "LATENCY", "ERROR"),
+        [
+            (c.provider, "ok" if c.ok else "failed", f"{c.latency_ms} ms", c.error_reason)
+            for c in results
+        ],
+        right=(2,),
+    )
+
+
+def vault_lines(status: status_pb2.VaultStatus) -> str:
+    """The vault's state, its active key and the rows under each key, as `label value` lines."""
+    state = vault_state_name(status.state)
+    if status.sealed_reason:
+        state = f"{state}: {status.sealed_reason}"
+    in_use = ", ".join(
+        f"{key} ({count(status.rows_by_key.get(key, 0))} rows)" for key in status.key_ids_in_use
+    )
+    return table(
+        ("state", state),
+        [("active key", status.active_key_id or "—"), ("keys in use", in_use or "none")],
+    )
+
+
+def usage_table(reply: usage_pb2.GetUsageResponse, by: tuple[str, ...]) -> str:
+    """One row per group (a column per `--by` dimension, in its order), then the totals."""
+
+    def cells(row: records_pb2.UsageRow, labels: list[str]) -> list[str]:
+        return [
+            *labels,
+            count(row.calls),
+            count(row.input_tokens),
+            count(row.output_tokens),
+            count(row.cached_tokens),
+            dollars(row.cost_micro_usd, places=6),
+        ]
+
+    rows = [cells(r, [getattr(r, _ROW_FIELD.get(d, d)) or "—" for d in by]) for r in reply.rows]
+    rows.append(cells(reply.totals, ["total", *[""] * (len(by) - 1)]))
+    metrics = range(len(by), len(by) + 5)
+    return table(
+        (*(d.upper() for d in by), "CALLS", "IN", "OUT", "CACHED", "COST"), rows, right=metrics
+    )
+
+
+async def providers(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga providers set-key|link|list|check`."""
     stub: admin_pb2_grpc.AdminServiceAsyncStub = admin_pb2_grpc.AdminServiceStub(channel)
     if args.providers_command == "set-key":
         key = read_secret(f"API key for {args.name}: ")
-        reply = await stub.SetProviderKey(
+        stored = await stub.SetProviderKey(
             admin_pb2.SetProviderKeyRequest(provider=args.name, api_key=key),
             metadata=md,
             timeout=args.timeout,
         )
-        print(f"stored the key of {args.name} (version {reply.version})")
+        print(
+            to_json(stored)
+            if args.json
+            else f"stored the key of {args.name} (version {stored.version})"
+        )
     elif args.providers_command == "link":
         token = read_secret(f"refresh token for {args.name}: ")
         linked = await stub.LinkProviderAccount(
@@ -70,61 +177,73 @@ async def providers(channel: grpc.aio.Channel, args: argparse.Namespace, md: Met
             metadata=md,
             timeout=args.timeout,
         )
-        print(f"linked {args.name} for {args.user} (version {linked.version})")
-    else:
+        print(
+            to_json(linked)
+            if args.json
+            else f"linked {args.name} for {args.user} (version {linked.version})"
+        )
+    elif args.providers_command == "list":
         listed = await stub.ListProviders(
             admin_pb2.ListProvidersRequest(), metadata=md, timeout=args.timeout
         )
-        for p in listed.providers:
-            print(f"{p.name:<16} {p.kind:<10} {p.model:<20} circuit {p.circuit_state}")
+        print(to_json(listed) if args.json else providers_table(list(listed.providers)))
+    else:
+        checked = await stub.CheckProviders(
+            admin_pb2.CheckProvidersRequest(providers=args.names),
+            metadata=md,
+            timeout=args.timeout,
+        )
+        print(to_json(checked) if args.json else checks_table(list(checked.results)))
+        return 0 if all(c.ok for c in checked.results) else 1
+    return 0
 
 
-async def vault(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> None:
+async def vault(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
     """`saga vault status|rotate|rewrap`."""
     stub: admin_pb2_grpc.AdminServiceAsyncStub = admin_pb2_grpc.AdminServiceStub(channel)
     if args.vault_command == "status":
         reply = await stub.GetVaultStatus(
             admin_pb2.GetVaultStatusRequest(), metadata=md, timeout=args.timeout
         )
-        print(reply.status)
+        print(to_json(reply) if args.json else vault_lines(reply.status))
     elif args.vault_command == "rotate":
         rotated = await stub.RotateVaultKey(
             admin_pb2.RotateVaultKeyRequest(), metadata=md, timeout=args.timeout
         )
-        print(f"active key: {rotated.key_id} (run `saga vault rewrap` to move old rows to it)")
+        print(
+            to_json(rotated)
+            if args.json
+            else f"active key: {rotated.key_id} (run `saga vault rewrap` to move old rows to it)"
+        )
     else:
         async for progress in stub.RewrapVault(
             admin_pb2.RewrapVaultRequest(batch_size=args.batch_size),
             metadata=md,
             timeout=args.timeout,
         ):
-            print(f"{progress.rows_done}/{progress.rows_total} rows under {progress.active_key_id}")
+            print(
+                to_json(progress, compact=True)
+                if args.json
+                else f"{progress.rows_done}/{progress.rows_total} rows under "
+                f"{progress.active_key_id}",
+                flush=True,
+            )
+    return 0
 
 
-async def usage(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> None:
-    """`saga usage`: one line per group, then the totals."""
+async def usage(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga usage`: one row per group, then the totals."""
     stub: usage_pb2_grpc.UsageServiceAsyncStub = usage_pb2_grpc.UsageServiceStub(channel)
-    dimensions = [
-        records_pb2.UsageDimension.Value(f"USAGE_DIMENSION_{d.strip().upper()}")
-        for d in args.by.split(",")
-        if d.strip()
-    ]
     reply = await stub.GetUsage(
         usage_pb2.GetUsageRequest(
             start_date=args.start,
             end_date=args.end,
             user_id=args.user,
             all_users=args.all,
-            group_by=dimensions,
+            group_by=arguments.dimension_values(args.by),
         ),
         metadata=md,
         timeout=args.timeout,
     )
-    for row in [*reply.rows, reply.totals]:
-        label = " ".join(
-            x for x in (row.day, row.user_id, row.session_id, row.provider, row.model) if x
-        )
-        print(
-            f"{label or 'total':<40} {row.calls:>6} calls {row.input_tokens:>9} in "
-            f"{row.output_tokens:>9} out  ${row.cost_micro_usd / 1e6:.6f}"
-        )
+    print(to_json(reply) if args.json else usage_table(reply, args.by))
+    return 0

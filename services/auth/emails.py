@@ -1,8 +1,10 @@
 """Email addresses as auth stores them: normalised, then validated.
 
 Normalising: surrounding whitespace stripped, Unicode NFKC (so look-alike compatibility
-forms of the same address become one), and the domain lower-cased (domains are
-case-insensitive; the local part is the mailbox owner's and is kept as typed). Validating
+forms of the same address become one), and the whole address lower-cased. Domains are
+case-insensitive by RFC; local parts may be case-sensitive by the letter of RFC 5321, but no
+mail system people use treats `Ada@` and `ada@` as two mailboxes, and two accounts for one
+person (one of them perhaps not theirs) is the worse failure. Validating
 accepts the addresses people use (`dot-atom` local parts, internationalised domains) and
 refuses what no mail system delivers to: quoted local parts, IP-literal domains, whitespace
 and control characters, and anything over RFC 5321's lengths.
@@ -44,14 +46,13 @@ def normalise_email(raw: str) -> str:
         raise _invalid("empty")
     if len(email) > MAX_EMAIL_LENGTH:
         raise _invalid(f"at most {MAX_EMAIL_LENGTH} characters")
-    local, at, domain = email.rpartition("@")
+    local, at, domain = email.lower().rpartition("@")
     if not at or not local or not domain:
         raise _invalid("expected local-part@domain")
     if len(local) > MAX_LOCAL_LENGTH:
         raise _invalid(f"the part before @ has at most {MAX_LOCAL_LENGTH} characters")
     if not _LOCAL.fullmatch(local):
         raise _invalid("the part before @ has a character or dot where none may be")
-    domain = domain.lower()
     labels = domain.split(".")
     if len(labels) < 2:
         raise _invalid("the domain needs a dot (example.com)")

@@ -3,8 +3,9 @@ token with at least the buffer of life left, refreshed at most once at a time.
 
 A refresh, per (owner, provider):
 
-1. One at a time within this replica: concurrent callers share one refresh task (it runs
-   on even if they give up, so a rotated refresh token is never lost half-way).
+1. One at a time within this replica: concurrent callers share one refresh task
+   (`SingleFlight`: it runs on even if they give up, so a rotated refresh token is never
+   lost half-way).
 2. One at a time across replicas: the task takes a lease row (`RefreshLeases`), then reads
    the vault again — another replica may have refreshed meanwhile, and then its token is
    returned without a call.
@@ -22,6 +23,7 @@ A refresh, per (owner, provider):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -37,6 +39,7 @@ from services.auth.leases import RefreshLeases
 from services.auth.oauth_state import OAuthState
 from services.auth.secret_store import PROVIDERS_OWNER, Secret, SecretConflict, SecretStore
 from services.auth.token_endpoint import RateLimited, TokenEndpoint, TokenGrant
+from services.common.backoff import Backoff
 from services.common.config import ProviderConfig
 from services.common.errors import (
     FailedPrecondition,
@@ -44,11 +47,13 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.common.singleflight import SingleFlight
 
 log = logging.getLogger("saga.auth.providers")
 
-LEASE_POLL_SECONDS = (0.02, 0.25)
-"""First and longest pause between two tries at a lease another replica holds."""
+LEASE_POLL = Backoff(initial=0.02 * 1.5, maximum=0.25 * 1.5, jitter=2 / 3)
+"""Pauses between two tries at a lease another replica holds: 20 ms doubling to 250 ms,
+jittered ±50 % (the top two thirds of one and a half times that)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class RefreshPolicy:
     backoff_base_seconds: float = 1.0
     max_wait_seconds: float = 31.0
     lease_seconds: float = 30.0
+
+    @property
+    def backoff(self) -> Backoff:
+        """The wait after a 429: doubling from the base (2^20 times it at most), jittered to
+        50-100 %, for at most `max_attempts` calls."""
+        base = self.backoff_base_seconds
+        return Backoff(initial=base, maximum=base * 2.0**20, max_attempts=self.max_attempts)
 
 
 class TokenRefresher:
@@ -84,7 +96,7 @@ class TokenRefresher:
         self._sleep = sleep
         self._jitter = jitter
         self._replica = f"{socket.gethostname()[:40]}:{os.getpid()}"
-        self._inflight: dict[tuple[str, str], asyncio.Task[Credential]] = {}
+        self._inflight: SingleFlight[tuple[str, str], Credential] = SingleFlight("token-refresh")
 
     @staticmethod
     def _state(stored: Secret | None) -> OAuthState | None:
@@ -108,23 +120,11 @@ class TokenRefresher:
 
     async def refresh(self, config: ProviderConfig, owner: str, name: str) -> Credential:
         """A fresh token for (owner, name), shared with every concurrent caller."""
-        key = (owner, name)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._run(config, owner, name))
-            self._inflight[key] = task
-            task.add_done_callback(partial(self._finished, key))
-        # shield: a caller that gives up does not cancel the refresh the others wait for.
-        return await asyncio.shield(task)
-
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[Credential]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here: every waiter may have gone
+        return await self._inflight.run((owner, name), partial(self._run, config, owner, name))
 
     async def _run(self, config: ProviderConfig, owner: str, name: str) -> Credential:
         policy = self._policy
+        backoff = policy.backoff
         lease = f"{owner}/{name}"
         holder = f"{self._replica}:{secrets.token_hex(4)}"
         give_up_at = self._clock() + policy.max_wait_seconds + 2 * policy.lease_seconds
@@ -144,9 +144,9 @@ class TokenRefresher:
                     )
                 except RateLimited as limited:
                     attempts += 1
-                    cool_down = self._backoff(attempts, limited.retry_after)
+                    cool_down = backoff.delay(attempts, limited.retry_after, self._jitter)
                     spent = waited + cool_down > policy.max_wait_seconds
-                    if attempts >= policy.max_attempts or spent:
+                    if backoff.exhausted(attempts) or spent:
                         raise self._rate_limited(config.name, owner, attempts, cool_down) from None
                 else:
                     return await self._save(config, owner, name, stored, state, grant)
@@ -187,15 +187,10 @@ class TokenRefresher:
             metadata={"provider": provider, "attempts": str(attempts)},
         )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter (half to all of base·2^(n-1)), never shorter
-        than the endpoint's Retry-After."""
-        ceiling = self._policy.backoff_base_seconds * 2.0 ** min(attempt - 1, 20)
-        return float(max(ceiling * (0.5 + self._jitter() / 2), retry_after or 0.0))
-
     async def _take(self, lease: str, holder: str, give_up_at: float, provider: str) -> None:
-        pause, longest = LEASE_POLL_SECONDS
-        while not await self._leases.take(lease, holder, self._policy.lease_seconds):
+        for tries in itertools.count(1):
+            if await self._leases.take(lease, holder, self._policy.lease_seconds):
+                return
             if self._clock() >= give_up_at:
                 raise Unavailable(
                     "another replica has been refreshing this token for too long",
@@ -203,8 +198,7 @@ class TokenRefresher:
                     retry_after=1.0,
                     metadata={"provider": provider},
                 )
-            await self._sleep(pause * (0.5 + self._jitter()))
-            pause = min(pause * 2, longest)
+            await self._sleep(LEASE_POLL.delay(tries, draw=self._jitter))
 
     async def _release(self, lease: str, holder: str, cool_down: float) -> None:
         try:
@@ -310,7 +304,4 @@ class TokenRefresher:
 
     async def close(self) -> None:
         """Cancel refreshes in flight (on shutdown)."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._inflight.close()

@@ -87,7 +87,20 @@ _V2 = """
     )
 """
 
+# Emails became lower-case as a whole (the local part was kept as typed before). Rows that
+# would collide with another account once lowered are left as they are for an operator to
+# resolve; SQLite's lower() folds ASCII only, which is what stored addresses overwhelmingly are.
+_V3 = """
+    UPDATE users SET email = lower(email)
+    WHERE email <> lower(email)
+      AND NOT EXISTS (
+          SELECT 1 FROM users AS other
+          WHERE lower(other.email) = lower(users.email) AND other.user_id <> users.user_id
+      )
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRESQL},
     _V2,
+    _V3,
 )

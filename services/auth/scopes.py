@@ -9,6 +9,7 @@ from services.common.context import SCOPES
 from services.common.errors import FieldViolation, InvalidArgument, PermissionDenied
 
 _SHOWN = 40  # characters of an unknown scope echoed back (it is caller input)
+MAX_REQUESTED = 32  # a handful of scopes exist; more entries than this is not a request
 
 
 def canonical(scopes: Iterable[str]) -> tuple[str, ...]:
@@ -26,6 +27,12 @@ def grantable(requested: Sequence[str], held: Iterable[str]) -> tuple[str, ...]:
             "a credential needs at least one scope",
             reason="SCOPES_EMPTY",
             field_violations=[FieldViolation("scopes", f"give one or more of {', '.join(SCOPES)}")],
+        )
+    if len(requested) > MAX_REQUESTED:
+        raise InvalidArgument(
+            "too many scopes",
+            reason="SCOPES_TOO_MANY",
+            field_violations=[FieldViolation("scopes", f"at most {MAX_REQUESTED} entries")],
         )
     unknown = [
         FieldViolation(f"scopes[{i}]", f"unknown scope {s[:_SHOWN]!r}; known: {', '.join(SCOPES)}")

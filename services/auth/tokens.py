@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 
+from services.auth.accounts import LATEST_EXPIRY
 from services.auth.api_keys import Principal
 from services.auth.signing_keys import SigningKeys
 from services.common.errors import Unauthenticated
@@ -102,7 +103,12 @@ class AccessTokens:
         except jwt.PyJWTError:
             raise _unknown() from None
         exp, iat = claims["exp"], claims["iat"]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
+        # Times outside what a protobuf Timestamp holds (exp=1e300, a negative iat) are as
+        # malformed as a string: auth never issues them, and they could not be relayed.
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= LATEST_EXPIRY
+            for v in (exp, iat)
+        ):
             raise _unknown()
         now = self._clock()
         if iat > now + LEEWAY_SECONDS:

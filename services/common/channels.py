@@ -2,7 +2,10 @@
 
 Each channel carries: mTLS with this service's certificate (the peer is checked against its
 service name, so any address works: 127.0.0.1, a Kubernetes headless Service); round-robin
-over the resolved addresses; message-size limits and keepalive; a default deadline on every
+over the resolved addresses; message-size limits; keepalive, so a peer that hangs with its
+sockets open (a stopped process, a frozen node) is given up within `keepalive_seconds` +
+`keepalive_timeout_seconds` (its calls fail UNAVAILABLE) and a connection attempt to it
+within a few seconds, instead of each call waiting out its deadline; a default deadline on every
 method (the smaller of it and the caller's applies); and automatic retries only where SPEC
 section 2 allows them — idempotent unary reads, on UNAVAILABLE. Streams are never retried
 here: provider retries and fallback live in the router alone.
@@ -77,11 +80,17 @@ def channel_options(config: Config, peer: str | None) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", server.max_message_bytes),
         ("grpc.max_receive_message_length", server.max_message_bytes),
         ("grpc.keepalive_time_ms", int(server.keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", int(server.keepalive_timeout_seconds * 1000)),
+        # What actually bounds the wait for a ping's ack in grpc 1.85 (default 60 s, which
+        # the keepalive timeout alone does not shorten).
+        ("grpc.http2.ping_timeout_ms", int(server.keepalive_timeout_seconds * 1000)),
         ("grpc.enable_retries", 1),
         # A restarted peer is found again within seconds (gRPC's default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5000),
+        # Also the least time a connection attempt is given (gRPC's default: 20 s, which a
+        # hung peer that accepts TCP but never answers the handshake would take every time).
+        ("grpc.min_reconnect_backoff_ms", 2000),
         ("grpc.service_config", service_config(config)),
     ]
     if peer is not None and config.tls.mode != "plaintext":
@@ -114,6 +123,14 @@ class Peers:
                 )
             self._channels[peer] = channel
         return channel
+
+    def states(self) -> dict[str, int]:
+        """Each open channel's connectivity (grpc's ChannelConnectivity number), read without
+        making it connect."""
+        return {
+            peer: channel.get_state(try_to_connect=False).value[0]
+            for peer, channel in list(self._channels.items())
+        }
 
     async def close(self) -> None:
         """Close every channel (on shutdown)."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common.strategy import Strategy
+
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: "configuration error"
 ENV_PREFIX = "SAGA_"
 ENV_CONFIG_FILE = "SAGA_CONFIG"
@@ -111,7 +113,14 @@ class ServerConfig:
         default=4 * 1024 * 1024, metadata=_doc("largest gRPC message sent or received", min=1024)
     )
     keepalive_seconds: float = field(
-        default=30.0, metadata=_doc("HTTP/2 keepalive ping interval", min=1)
+        default=10.0,
+        metadata=_doc("HTTP/2 keepalive ping interval (servers allow pings every 5 s)", min=5),
+    )
+    keepalive_timeout_seconds: float = field(
+        default=5.0,
+        metadata=_doc(
+            "a peer that leaves a ping unanswered this long is hung: its calls fail", min=1
+        ),
     )
     max_connection_age_seconds: float = field(
         default=0.0,
@@ -260,7 +269,8 @@ DEFAULT_PROVIDERS = (
 """The embedded default: two simulated providers, so the stack runs with no keys and no
 network."""
 
-STRATEGIES = ("cheapest", "fastest", "quality", "balanced", "reliable")
+STRATEGIES = tuple(s.value for s in Strategy if s is not Strategy.CUSTOM)
+"""What `optimizer.default_strategy` may name (CUSTOM's weights come with SetDefaultStrategy)."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +312,7 @@ class OptimizerConfig:
     """Ranking."""
 
     default_strategy: str = field(
-        default="balanced",
+        default=Strategy.BALANCED.value,
         metadata=_doc("strategy when a request names none", choices=STRATEGIES),
     )
     metrics_window: int = field(

@@ -4,8 +4,11 @@
 SQL is written once, PostgreSQL style, with `$1, $2` placeholders (SQLite runs the same text
 with `?1, ?2`). Types that both accept: TEXT, BIGINT, INTEGER, DOUBLE PRECISION, BOOLEAN
 (0/1 in SQLite), BYTEA (a BLOB in SQLite). A migration that must differ is a mapping
-{"sqlite": ..., "postgresql": ...}. Migrations are numbered by position, run once each, in
-order, under a lock, so replicas or processes starting together never apply one twice.
+{"sqlite": ..., "postgresql": ...} of one text formatted with the few words that differ
+(an identity column, a collation: see `vault/schema.py`), never two copies of a schema.
+Migrations are numbered by position, run once each, in order, under a lock, so replicas or
+processes starting together never apply one twice; each service keeps its own in
+`services/<service>/schema.py`.
 
 * SQLite: `<data_dir>/<service>.db`, created 0600, WAL, synchronous=FULL; one connection per
   process behind a lock, statements on a worker thread (the event loop never blocks on disk).
@@ -14,6 +17,16 @@ order, under a lock, so replicas or processes starting together never apply one 
 
 Use `async with db.transaction() as tx:` for work that must be atomic; `db.fetch…` for a
 single statement.
+
+Time: a new table stores an instant as BIGINT microseconds since the Unix epoch (UTC), and a
+duration as BIGINT microseconds too. Integers compare, sort and serve as page tokens exactly
+alike on both backends (no float rounding, no text to parse), and convert to a protobuf
+`Timestamp` without loss (`FromMicroseconds`). `now_micros()` is the wall clock so encoded;
+a component with an injected clock (seconds, like `time.time`) stores
+`round(clock() * 1_000_000)`. Tables older than this rule keep their encoding (epoch seconds
+as DOUBLE PRECISION in auth, the optimizer and the router's outbox; ISO-8601 text and
+`expires_at_ms` in the runtime; the vault already follows it): changing a shipped column is
+a migration with a reason of its own, not a cleanup.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import asyncio
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,6 +95,11 @@ class Database(Protocol):
     async def close(self) -> None:
         """Release connections (on shutdown)."""
         ...
+
+
+def now_micros() -> int:
+    """The wall-clock time as stored: integer microseconds since the epoch."""
+    return time.time_ns() // 1000
 
 
 def _script(migration: Migration, dialect: str) -> str:

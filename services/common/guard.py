@@ -5,9 +5,16 @@ aio server interceptors cannot see the peer's certificate, so instead of decidin
 when the call runs. The wrapped handler, per method, is built once and cached.
 
 In order, for every call: the caller must be allowed by the call matrix (PERMISSION_DENIED
-otherwise); an RPC the service has not built answers UNIMPLEMENTED; a `SagaError` becomes its
-`google.rpc.Status`; an upstream failure (`grpc.aio.AioRpcError`) is relayed unchanged; any
-other exception is logged and answered INTERNAL without internals.
+otherwise); an RPC the service has not built answers UNIMPLEMENTED; a request body that does
+not parse (corrupt bytes, nesting past protobuf's depth limit) is INVALID_ARGUMENT
+`REQUEST_MALFORMED`; a `SagaError` becomes its `google.rpc.Status`; an upstream failure
+(`grpc.aio.AioRpcError`) is relayed unchanged; any other exception is logged and answered
+INTERNAL without internals.
+
+Left to grpc, an unparsable body is answered UNKNOWN with the Python exception in the
+message and an ERROR traceback in the log, per request and before anyone is authenticated —
+a cheap way to flood the log. The guard parses the body itself, answers it like any bad
+input, and logs one WARNING per method and cause a minute, with the count it held back.
 """
 
 from __future__ import annotations
@@ -22,7 +29,13 @@ from typing import Any, NoReturn
 import grpc
 from opentelemetry.trace import Span
 
-from services.common.errors import Internal, PermissionDenied, SagaError, Unimplemented
+from services.common.errors import (
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    SagaError,
+    Unimplemented,
+)
 from services.common.identity import caller_may_call, mesh_peer_service, peer_service
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
 from services.common.status import RemoteError, abort, to_status_proto
@@ -35,6 +48,50 @@ Identify = Callable[[Context], str | None]
 """Names the calling service (None when it cannot be identified)."""
 
 XFCC = "x-forwarded-client-cert"
+MALFORMED_LOG_INTERVAL = 60.0
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so the guard can answer it."""
+
+    __slots__ = ("cause",)
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+
+
+class _MalformedLog:
+    """At most one WARNING per (method, cause) per interval, saying how many it held back."""
+
+    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL) -> None:
+        self._interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def note(self, method: str, cause: str) -> None:
+        key = (method, cause)
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        if len(self._last) > 1000:  # causes are caller-chosen: keep the table bounded
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        log.warning(
+            "malformed request",
+            extra={"method": method, "cause": cause, "suppressed": self._held.pop(key, 0)},
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data) if deserializer is not None else data
+        except Exception as error:  # DecodeError, RecursionError, whatever the parser raises
+            return _Malformed(str(error).rsplit(": ", 1)[-1][:80] or type(error).__name__)
+
+    return parse
 
 
 def certificate_identity(context: Context) -> str | None:
@@ -70,6 +127,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.domain = domain
         self.identify = identify
         self._cache: dict[str, Any] = {}
+        self._malformed = _MalformedLog()
 
     async def intercept_service(
         self,
@@ -96,7 +154,9 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         await abort(context, to_status_proto(error, self.domain))
         raise AssertionError("unreachable: abort raises")
 
-    async def _admit(self, method: str, context: Context, behavior: Callable[..., Any]) -> None:
+    async def _admit(
+        self, method: str, context: Context, behavior: Callable[..., Any], request: Any
+    ) -> None:
         if self.identify is not None:
             caller = self.identify(context)
             if not caller_may_call(caller, method):
@@ -108,6 +168,13 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 )
         if _not_implemented(behavior):
             raise Unimplemented(f"{method} is declared but not implemented yet")
+        if isinstance(request, _Malformed):
+            self._malformed.note(method, request.cause)
+            raise InvalidArgument(
+                f"the request body is not a valid message: {request.cause}",
+                reason="REQUEST_MALFORMED",
+                metadata={"method": method},
+            )
 
     def _record(
         self, method: str, context: Context, start: float, code: str | None, span: Span | None
@@ -125,7 +192,11 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return start_server_span(method, context.invocation_metadata()) if traced(method) else None
 
     def _wrap(self, method: str, handler: Any) -> Any:
-        # `handler` is a grpc RpcMethodHandler namedtuple: swap in the wrapped behavior.
+        # `handler` is a grpc RpcMethodHandler namedtuple: swap in the wrapped behavior, and
+        # for a single request the tolerant parser (a stream of requests comes only from
+        # another service, RecordOutcomes, and keeps grpc's).
+        if not handler.request_streaming:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
         if handler.stream_unary is not None:
@@ -146,7 +217,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             span = self._span(method, context)
             code: str | None = "OK"
             try:
-                await self._admit(method, context, behavior)
+                await self._admit(method, context, behavior, request)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = None
@@ -168,7 +239,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             span = self._span(method, context)
             code: str | None = "OK"
             try:
-                await self._admit(method, context, behavior)
+                await self._admit(method, context, behavior, request)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:

@@ -13,9 +13,14 @@ from collections.abc import Mapping
 from services.common.pki import SPIFFE_PREFIX
 
 SERVICES = ("gateway", "auth", "vault", "router", "optimizer", "runtime")
-"""Service ids, in start order's reverse: the gateway depends on everything else."""
+"""Every service id. The order means nothing: it is only how tools list the services and
+hand out their test ports (`START_ORDER` is the dependency order)."""
 
 START_ORDER = ("vault", "auth", "optimizer", "router", "runtime", "gateway")
+"""Callees before their callers. No service needs a peer to start (channels connect lazily),
+so the supervisor spawns all six at once; it waits for each to report SERVING in this order
+and stops them in the reverse one — the gateway first, so no new work enters while the
+services behind it drain."""
 
 DISPLAY_NAMES = {
     "gateway": "gateway",

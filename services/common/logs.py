@@ -1,13 +1,19 @@
 """JSON logs, one object per line, with the service name and the current trace and span ids.
 
-Fields passed as `extra={...}` become top-level keys. Secrets must never be passed at all:
-log an HMAC or a prefix instead (see `redact`).
+Fields passed as `extra={...}` become top-level keys. Secrets must never be passed at all,
+not even in part: log what identifies them without revealing them (an id, an HMAC).
+
+As a second line of defence every line is scrubbed before it is written: bearer credentials,
+Saga API keys and JWTs are replaced by `[redacted]`, and in records of grpc's own loggers
+every bytes literal is, too — grpc logs a metadata value it cannot decode (an `authorization`
+header with one non-UTF-8 byte) whole, which would put a live key in the log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -15,6 +21,20 @@ from typing import Any
 from opentelemetry import trace
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_CREDENTIAL = re.compile(
+    r"(?i:(bearer\s+))[^\s'\"\\,;]+"  # an authorization value, whatever it holds
+    r"|saga_[a-z]{2}_[A-Za-z0-9_-]{8,}"  # Saga API keys (saga_ak_…)
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # JWTs
+)
+_BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
+
+
+def scrub(text: str, *, bytes_literals: bool = False) -> str:
+    """`text` with credentials (and, if asked, every bytes literal) replaced by [redacted]."""
+    text = _CREDENTIAL.sub(lambda m: f"{m.group(1) or ''}[redacted]", text)
+    if bytes_literals:
+        text = _BYTES_LITERAL.sub("b'[redacted]'", text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,6 +54,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        from_grpc = record.name.startswith("grpc")
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             out["trace_id"] = format(span.trace_id, "032x")
@@ -43,7 +64,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return scrub(json.dumps(out, default=str), bytes_literals=from_grpc)
 
 
 def setup_logging(service: str, level: str) -> None:
@@ -53,8 +74,3 @@ def setup_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def redact(secret: str, keep: int = 4) -> str:
-    """A loggable stand-in for a secret: its first `keep` characters and its length."""
-    return f"{secret[:keep]}…({len(secret)})"

@@ -1,8 +1,13 @@
-"""Prometheus metrics shared by every service: RPC counts and latency by method and code."""
+"""Prometheus metrics shared by every service: RPC counts and latency by method and code,
+and the state of each peer channel."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RPC_HANDLED = Counter(
     "saga_rpc_server_handled",
@@ -21,3 +26,41 @@ def serve_metrics(host: str, port: int) -> None:
     """Expose /metrics on `port` (0 = disabled) from a background thread."""
     if port:
         start_http_server(port, addr=host)
+
+
+PeerStates = Callable[[], Mapping[str, int]]
+
+
+class PeerChannelCollector(Collector):
+    """`saga_peer_channel_state{peer}`, read from the channels at scrape time.
+
+    This is how a service reports a peer it cannot reach: its readiness stays as it is (a
+    dependent dropped from its Service for a peer's outage would turn one failure into a
+    total one), its calls fail fast with UNAVAILABLE, and this gauge says which peer."""
+
+    def __init__(self, states: PeerStates) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per peer channel opened so far."""
+        gauge = GaugeMetricFamily(
+            "saga_peer_channel_state",
+            "gRPC connectivity of the channel to each peer: 0 idle, 1 connecting, 2 ready, "
+            "3 transient failure (unreachable or hung), 4 shut down.",
+            labels=["peer"],
+        )
+        for peer, state in sorted(self._states().items()):
+            gauge.add_metric([peer], state)
+        yield gauge
+
+
+_peer_collector: PeerChannelCollector | None = None
+
+
+def register_peer_channels(states: PeerStates) -> None:
+    """Expose this process's peer channels (replacing any registered before)."""
+    global _peer_collector
+    if _peer_collector is not None:
+        REGISTRY.unregister(_peer_collector)
+    _peer_collector = PeerChannelCollector(states)
+    REGISTRY.register(_peer_collector)

@@ -41,7 +41,7 @@ from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
 from services.common.guard import Guard, identify_for
 from services.common.identity import DISPLAY_NAMES
 from services.common.logs import setup_logging
-from services.common.metrics import serve_metrics
+from services.common.metrics import register_peer_channels, serve_metrics
 from services.common.telemetry import setup_tracing, shutdown_tracing
 from services.common.tls import server_credentials
 
@@ -121,7 +121,10 @@ def server_options(config: Config) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", server.max_message_bytes),
         ("grpc.max_receive_message_length", server.max_message_bytes),
         ("grpc.keepalive_time_ms", int(server.keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", int(server.keepalive_timeout_seconds * 1000)),
+        # What actually bounds the wait for a ping's ack in grpc 1.85 (default 60 s, which
+        # the keepalive timeout alone does not shorten).
+        ("grpc.http2.ping_timeout_ms", int(server.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
@@ -183,6 +186,7 @@ async def start_service(
         health=health_aio.HealthServicer(),
     )
     registrations = list(await build(host))
+    register_peer_channels(host.peers.states)
 
     # The public gateway authenticates callers by bearer credential, not by certificate.
     guard = Guard(f"{service}.saga", None if public else identify_for(config.tls.mode))

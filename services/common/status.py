@@ -19,7 +19,31 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from services.common.errors import Code, FieldViolation, QuotaViolation, SagaError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_MAX_MESSAGE = 1024
+
+# Bounds on what one error may carry. The status travels in the trailers (base64, beside the
+# percent-encoded message), and grpc refuses trailers over 8 KiB (`grpc.max_metadata_size`):
+# an unbounded list of violations would turn a precise INVALID_ARGUMENT into a
+# RESOURCE_EXHAUSTED about header sizes, and would let a caller make a service build
+# megabytes. The first violations that fit are kept and the rest counted in ErrorInfo
+# metadata (`fieldViolationsOmitted`, `quotaViolationsOmitted`).
+MAX_MESSAGE_BYTES = 400
+MAX_VIOLATIONS = 20
+MAX_STATUS_BYTES = 4000  # with every violation dropped, the rest always fits (~3 KB at most)
+_MAX_TEXT = 200  # a violation's field, description, subject
+_MAX_METADATA = 16
+_MAX_KEY = 48
+_MAX_VALUE = 96
+
+
+def _text(value: str, limit: int = _MAX_TEXT) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _message(value: str) -> str:
+    encoded = value.encode()
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return value
+    return encoded[: MAX_MESSAGE_BYTES - 3].decode(errors="ignore") + "…"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -28,15 +52,22 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def to_status_proto(error: SagaError, domain: str) -> status_pb2.Status:
-    """The `google.rpc.Status` for a domain error; `domain` fills in an empty one."""
-    if isinstance(error, RemoteError):
-        return error.status
-    status = status_pb2.Status(code=int(error.code), message=error.message[:_MAX_MESSAGE])
+def _status(error: SagaError, domain: str, keep: int) -> status_pb2.Status:
+    """The status with at most `keep` field and quota violations each."""
+    metadata = {
+        k[:_MAX_KEY]: _text(v, _MAX_VALUE) for k, v in list(error.metadata.items())[:_MAX_METADATA]
+    }
+    for key, violations in (
+        ("fieldViolationsOmitted", error.field_violations),
+        ("quotaViolationsOmitted", error.quota_violations),
+    ):
+        if len(violations) > keep:
+            metadata[key] = str(len(violations) - keep)
+    status = status_pb2.Status(code=int(error.code), message=_message(error.message))
     status.details.append(
         _pack(
             error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=error.domain or domain, metadata=error.metadata
+                reason=error.reason[:_MAX_KEY], domain=error.domain or domain, metadata=metadata
             )
         )
     )
@@ -52,32 +83,47 @@ def to_status_proto(error: SagaError, domain: str) -> status_pb2.Status:
                 )
             )
         )
-    if error.field_violations:
+    if error.field_violations and keep:
         status.details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
+                            field=_text(v.field),
+                            description=_text(v.description),
+                            reason=v.reason[:_MAX_KEY],
                         )
-                        for v in error.field_violations
+                        for v in error.field_violations[:keep]
                     ]
                 )
             )
         )
-    if error.quota_violations:
+    if error.quota_violations and keep:
         status.details.append(
             _pack(
                 error_details_pb2.QuotaFailure(
                     violations=[
                         error_details_pb2.QuotaFailure.Violation(
-                            subject=v.subject, description=v.description
+                            subject=_text(v.subject), description=_text(v.description)
                         )
-                        for v in error.quota_violations
+                        for v in error.quota_violations[:keep]
                     ]
                 )
             )
         )
+    return status
+
+
+def to_status_proto(error: SagaError, domain: str) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error; `domain` fills in an empty one. Bounded
+    to `MAX_STATUS_BYTES`: violations that do not fit are dropped from the end and counted."""
+    if isinstance(error, RemoteError):
+        return error.status
+    keep = min(MAX_VIOLATIONS, max(len(error.field_violations), len(error.quota_violations)))
+    status = _status(error, domain, keep)
+    while keep and status.ByteSize() > MAX_STATUS_BYTES:
+        keep //= 2
+        status = _status(error, domain, keep)
     return status
 
 

@@ -3,16 +3,17 @@
 A verified credential is reused for at most `gateway.credential_cache_seconds` (≤ 10 s), so a
 revoked key stops working within that bound while the hot path makes no call to auth for a
 caller it has just seen. Concurrent first requests with the same credential share one call to
-auth. The cache is keyed by a hash of the credential, never the credential itself.
+auth (`SingleFlight`: a request that gives up does not cancel it for the others). The cache
+is keyed by a hash of the credential, never the credential itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from services.common.errors import (
     FieldViolation,
@@ -20,6 +21,7 @@ from services.common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from services.common.singleflight import SingleFlight
 
 MAX_CREDENTIAL_LENGTH = 4096
 MAX_CACHED = 10_000
@@ -74,41 +76,27 @@ def bearer_credential(authorization: str | None) -> str:
 class CredentialCache:
     """Verified credentials for up to `ttl` seconds; one verification in flight per credential."""
 
-    def __init__(self, verify: Verify, ttl: float) -> None:
+    def __init__(
+        self, verify: Verify, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._verify = verify
         self._ttl = ttl
+        self._clock = clock
         self._entries: dict[bytes, tuple[float, Principal]] = {}
-        self._pending: dict[bytes, asyncio.Future[Principal]] = {}
+        self._verifying: SingleFlight[bytes, Principal] = SingleFlight("verify-credential")
 
     async def principal(self, credential: str) -> Principal:
         """The principal of `credential`, from the cache or from auth."""
         key = hashlib.sha256(credential.encode()).digest()
-        now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > self._clock():
             return entry[1]
-        pending = self._pending.get(key)
-        if pending is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # this request was cancelled
-                # The request that was verifying was cancelled: verify for ourselves.
-        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            principal = await self._verify(credential)
-        except Exception as error:
-            future.set_exception(error)
-            future.exception()  # marks it retrieved: only waiters, if any, re-raise it
-            raise
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            self._pending.pop(key, None)
-        future.set_result(principal)
+        return await self._verifying.run(key, partial(self._verified, key, credential))
+
+    async def _verified(self, key: bytes, credential: str) -> Principal:
+        """Ask auth, and keep the answer (here, so it is kept even if every waiter left)."""
+        now = self._clock()  # the entry's life counts from before the question
+        principal = await self._verify(credential)
         if self._ttl > 0:
             if len(self._entries) >= MAX_CACHED:
                 self._evict(now)

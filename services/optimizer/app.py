@@ -13,12 +13,12 @@ import time
 
 from services.common.database import Database, open_database
 from services.common.server import Registration, ServiceHost
+from services.common.strategy import Strategy
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger
 from services.optimizer.metrics import LiveMetrics
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
-from services.optimizer.ranking import Strategy
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
 from services.optimizer.shutdown import shutdown_started

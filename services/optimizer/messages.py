@@ -14,10 +14,12 @@ from saga.execution.v1 import common_pb2, records_pb2
 from saga.optimizer.v1 import metrics_pb2, optimizer_pb2, ranking_pb2
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.prices import PriceTable
+from services.common.strategy import Strategy
+from services.common.strategy_proto import FROM_PROTO, TO_PROTO
 from services.optimizer.ledger import UsageRecord, UsageRow
 from services.optimizer.metrics import Metrics
 from services.optimizer.priors import FIELDS as PRIOR_FIELDS
-from services.optimizer.ranking import Ranking, Strategy, Weights
+from services.optimizer.ranking import Ranking, Weights
 from services.optimizer.snapshots import Snapshot
 from services.optimizer.usage import Dimension
 
@@ -26,19 +28,6 @@ MAX_OUTCOME_ID_CHARS = 256
 MAX_PRIOR_MS = 3_600_000
 MAX_GROUP_BY = 8
 _LATEST_SECONDS = 253_402_300_800  # 10000-01-01: beyond it no date exists
-
-_TO_DOMAIN: dict[int, Strategy] = {
-    common_pb2.STRATEGY_CHEAPEST: Strategy.CHEAPEST,
-    common_pb2.STRATEGY_FASTEST: Strategy.FASTEST,
-    common_pb2.STRATEGY_QUALITY: Strategy.QUALITY,
-    common_pb2.STRATEGY_BALANCED: Strategy.BALANCED,
-    common_pb2.STRATEGY_RELIABLE: Strategy.RELIABLE,
-    common_pb2.STRATEGY_CUSTOM: Strategy.CUSTOM,
-}
-TO_PROTO: dict[Strategy, common_pb2.Strategy.ValueType] = {
-    s: common_pb2.Strategy.ValueType(n) for n, s in _TO_DOMAIN.items()
-}
-"""Domain strategy -> its enum value."""
 
 _STATUS: dict[int, str] = {
     optimizer_pb2.OUTCOME_STATUS_SUCCEEDED: "succeeded",
@@ -62,7 +51,7 @@ def strategy(value: int, field: str) -> Strategy | None:
     """The domain strategy of an enum value; None for UNSPECIFIED."""
     if value == common_pb2.STRATEGY_UNSPECIFIED:
         return None
-    found = _TO_DOMAIN.get(value)
+    found = FROM_PROTO.get(value)
     if found is None:
         raise InvalidArgument(
             f"unknown strategy {value}",

@@ -29,22 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
+from services.common.strategy import Strategy
 
 SUCCESS_RATE_FLOOR = 0.5
 """Providers whose success rate is under this are excluded (LOW_SUCCESS_RATE)."""
 
 _SCORE_DIGITS = 9  # weighted scores are compared rounded, so float noise cannot reorder ties
-
-
-class Strategy(enum.StrEnum):
-    """How to order candidates; the values are the names `optimizer.default_strategy` uses."""
-
-    CHEAPEST = "cheapest"
-    FASTEST = "fastest"
-    QUALITY = "quality"
-    BALANCED = "balanced"
-    RELIABLE = "reliable"
-    CUSTOM = "custom"
 
 
 class ExclusionReason(enum.Enum):

@@ -14,16 +14,16 @@ from typing import Any
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.strategy import Strategy
+from services.common.strategy_proto import TO_PROTO
 from services.optimizer import messages
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger, UsageRecord
-from services.optimizer.messages import TO_PROTO
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.ranking import (
     STRATEGY_WEIGHTS,
     ProviderStats,
-    Strategy,
     TokenEstimate,
     Weights,
     rank,

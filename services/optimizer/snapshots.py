@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
 from services.common.prices import PriceTable, price_table
+from services.common.strategy import Strategy
 from services.optimizer.ranking import (
     SUCCESS_RATE_FLOOR,
     ProviderStats,
     Ranking,
-    Strategy,
     Weights,
     rank,
 )

@@ -22,9 +22,10 @@ from services.router.credentials import ProviderCredentials
 from services.router.engines import engine_for
 from services.router.health import HealthChecks
 from services.router.metrics import REFUSALS, register_circuits
-from services.router.outbox import MIGRATIONS, Outbox
+from services.router.outbox import Outbox
 from services.router.providers import Resilience
 from services.router.rankings import RankingWatcher
+from services.router.schema import MIGRATIONS
 from services.router.servicer import RouterParts, RouterServicer
 
 

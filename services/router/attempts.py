@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
 from services.common.prices import PriceTable
+from services.common.usage import Usage
 from services.router.engines.base import (
     EngineRequest,
     Finish,
-    Usage,
     estimate_input_tokens,
     estimate_tokens,
 )
@@ -40,10 +40,7 @@ class AttemptRecord:
     n: int
     status: AttemptStatus
     error_reason: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    estimated: bool
+    usage: Usage
     cost_micro_usd: int
     latency_ms: int
     ttft_ms: int
@@ -79,21 +76,22 @@ class AttemptMeter:
             self.ttft = time.monotonic() - self.started
         self.pieces.append(text)
 
-    def usage(self, finish: Finish | None, reported: Usage | None) -> tuple[int, int, int, bool]:
-        """(input, output, cached, estimated) of the attempt."""
+    def usage(self, finish: Finish | None, reported: Usage | None) -> Usage:
+        """What the attempt used."""
         if finish is not None:
-            return finish.input_tokens, finish.output_tokens, finish.cached_tokens, finish.estimated
-        if reported is not None:
-            return (
-                reported.input_tokens,
-                reported.output_tokens,
-                reported.cached_tokens,
-                reported.estimated,
+            return Usage(
+                finish.input_tokens, finish.output_tokens, finish.cached_tokens, finish.estimated
             )
+        if reported is not None:
+            return reported
         if self.ttft is None:
-            return 0, 0, 0, False  # nothing was generated, nothing is billed
+            return Usage()  # nothing was generated, nothing is billed
         # Cut mid-stream: the provider billed the prompt and what it sent; estimate both.
-        return estimate_input_tokens(self.request), estimate_tokens("".join(self.pieces)), 0, True
+        return Usage(
+            estimate_input_tokens(self.request),
+            estimate_tokens("".join(self.pieces)),
+            estimated=True,
+        )
 
     def record(
         self,
@@ -105,18 +103,17 @@ class AttemptMeter:
         error_reason: str = "",
     ) -> AttemptRecord:
         """The attempt's accounting, as it ended."""
-        input_tokens, output_tokens, cached, estimated = self.usage(finish, reported)
+        usage = self.usage(finish, reported)
         return AttemptRecord(
             provider=self.provider.name,
             model=self.provider.model,
             n=self.n,
             status=status,
             error_reason=error_reason,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
-            estimated=estimated,
-            cost_micro_usd=prices.of(self.provider.name).cost(input_tokens, output_tokens, cached),
+            usage=usage,
+            cost_micro_usd=prices.of(self.provider.name).cost(
+                usage.input_tokens, usage.output_tokens, usage.cached_tokens
+            ),
             latency_ms=ms(time.monotonic() - self.started),
             # 0 means "no token"; a token that came within the first millisecond counts 1.
             ttft_ms=0 if self.ttft is None else max(1, ms(self.ttft)),

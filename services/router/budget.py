@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import grpc
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common.backoff import Backoff
 from services.common.config import BudgetsConfig, ProviderConfig
 from services.common.errors import Unavailable
 from services.common.prices import PriceTable
@@ -40,7 +42,8 @@ log = logging.getLogger("saga.router.budget")
 
 RESERVE_TIMEOUT_SECONDS = 2.0
 SETTLE_TIMEOUT_SECONDS = 5.0
-SETTLE_ATTEMPTS = 4
+SETTLE_BACKOFF = Backoff(initial=0.4, maximum=1.6, jitter=0.0, max_attempts=4)
+"""SettleBudget is tried at most 4 times, 0.4, 0.8 then 1.6 s apart."""
 UNREACHABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED}
 )
@@ -117,12 +120,12 @@ class Budgets:
         request = optimizer_pb2.SettleBudgetRequest(
             reservation_id=reservation.reservation_id, cost_micro_usd=cost
         )
-        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        for attempt in itertools.count(1):
             try:
                 await self._stub.SettleBudget(request, timeout=SETTLE_TIMEOUT_SECONDS)
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() not in UNREACHABLE or attempt == SETTLE_ATTEMPTS:
+                if error.code() not in UNREACHABLE or SETTLE_BACKOFF.exhausted(attempt):
                     # The optimizer expires an unsettled reservation: the budget recovers.
                     log.warning(
                         "budget not settled",
@@ -132,7 +135,7 @@ class Budgets:
                         },
                     )
                     return
-                await asyncio.sleep(0.2 * 2**attempt)
+                await asyncio.sleep(SETTLE_BACKOFF.delay(attempt))
 
     async def close(self, grace: float = 2.0) -> None:
         """Give settlements in flight `grace` seconds, then cancel the rest."""

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.strategy import Strategy
 from services.router.engines.base import Caller, ChatMessage, EngineRequest
 
 MAX_MESSAGES = 200
@@ -45,7 +46,7 @@ class ReasonCall:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     complete: bool = False
-    strategy: str | None = None
+    strategy: Strategy | None = None
     preferred: tuple[str, ...] = ()
     pinned: str = ""
     allow_fallback: bool = False

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from services.common.config import ProviderConfig
 from services.common.errors import FieldViolation, InvalidArgument, Unavailable
+from services.common.strategy import Strategy
 from services.router.rankings import RankingSnapshot
 
 _SHOWN = 5  # unknown names echoed back at most
@@ -30,7 +31,7 @@ def choose(
     providers: Sequence[ProviderConfig],
     snapshot: RankingSnapshot | None,
     *,
-    strategy: str | None = None,
+    strategy: Strategy | None = None,
     preferred: Sequence[str] = (),
     pinned: str = "",
 ) -> list[ProviderConfig]:

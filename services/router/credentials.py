@@ -7,9 +7,9 @@ used until `EXPIRY_MARGIN_SECONDS` before the secret's `expires_at` (OAuth token
 already hands out tokens with at least its 300 s buffer left), or for `STATIC_TTL_SECONDS`
 when the secret has no expiry (static keys), so a key the operator changed with
 SetProviderKey is picked up within that time. A secret the provider refused is dropped
-(`stale`) and fetched again. Fetches are single-flight per entry: a crowd of calls on a cold
-or expired entry makes one call to auth, which all of them wait for (a caller that gives up
-does not cancel it for the others).
+(`stale`) and fetched again. Fetches are single-flight per entry (`SingleFlight`): a crowd of
+calls on a cold or expired entry makes one call to auth, which all of them wait for (a caller
+that gives up does not cancel it for the others).
 
 The caller's request context (`saga-context`) is forwarded: auth gives a user's OAuth token
 only to a call carrying that user's context (no confused deputy). Auth's errors reach the
@@ -19,17 +19,18 @@ caller whole: a failed `GetProviderCredential` raises `RemoteError` with auth's 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import grpc
 
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.common.config import ProviderConfig
 from services.common.context import METADATA_KEY
+from services.common.singleflight import SingleFlight
 from services.common.status import RemoteError
 from services.router.engines.base import Caller, CredentialLookup
 
@@ -65,7 +66,7 @@ class ProviderCredentials:
         self._margin = expiry_margin
         self._clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
-        self._fetches: dict[tuple[str, str], asyncio.Task[_Entry]] = {}
+        self._fetches: SingleFlight[tuple[str, str], _Entry] = SingleFlight("provider-credential")
 
     def lookup(self, provider: ProviderConfig) -> CredentialLookup:
         """The credential lookup an engine of `provider` is built with."""
@@ -86,27 +87,11 @@ class ProviderCredentials:
             entry = None
         if entry is not None and self._clock() < entry.valid_until:
             return entry.secret
-        fetch = self._fetches.get(key)
-        if fetch is None or fetch.done():
-            fetch = asyncio.create_task(self._fetch(key, caller))
-            self._fetches[key] = fetch
-            fetch.add_done_callback(self._fetched)
-        return (await asyncio.shield(fetch)).secret
-
-    def _fetched(self, fetch: asyncio.Task[_Entry]) -> None:
-        for key, running in list(self._fetches.items()):
-            if running is fetch:
-                del self._fetches[key]
-
-    def forget(self) -> None:
-        """Drop every cached secret (tests; an operator's reset)."""
-        self._entries.clear()
+        return (await self._fetches.run(key, partial(self._fetch, key, caller))).secret
 
     async def close(self) -> None:
         """Cancel fetches still running (at shutdown)."""
-        for fetch in list(self._fetches.values()):
-            fetch.cancel()
-        await asyncio.gather(*self._fetches.values(), return_exceptions=True)
+        await self._fetches.close()
 
     async def _fetch(self, key: tuple[str, str], caller: Caller) -> _Entry:
         provider, user = key

@@ -52,12 +52,13 @@ def observe_attempt(record: AttemptRecord) -> None:
     """Count one finished attempt."""
     p = record.provider
     ATTEMPTS.labels(p, record.status.name.lower()).inc()
-    if record.input_tokens:
-        TOKENS.labels(p, "input").inc(record.input_tokens)
-    if record.output_tokens:
-        TOKENS.labels(p, "output").inc(record.output_tokens)
-    if record.cached_tokens:
-        TOKENS.labels(p, "cached").inc(record.cached_tokens)
+    usage = record.usage
+    if usage.input_tokens:
+        TOKENS.labels(p, "input").inc(usage.input_tokens)
+    if usage.output_tokens:
+        TOKENS.labels(p, "output").inc(usage.output_tokens)
+    if usage.cached_tokens:
+        TOKENS.labels(p, "cached").inc(usage.cached_tokens)
     if record.cost_micro_usd:
         COST.labels(p).inc(record.cost_micro_usd)
     if record.ttft_ms:

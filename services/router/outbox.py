@@ -39,23 +39,10 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
-from services.common.backoff import reconnect_delay
+from services.common.backoff import Backoff
 from services.common.database import Database
 
 log = logging.getLogger("saga.router.outbox")
-
-MIGRATIONS = [
-    """
-    CREATE TABLE outbox (
-        outcome_id TEXT PRIMARY KEY,
-        payload BYTEA NOT NULL,
-        traceparent TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX outbox_created ON outbox (created_at)
-    """
-]
-"""The router's database schema (the outbox is all it stores)."""
 
 SEND_TIMEOUT_SECONDS = 5.0
 INITIAL_BACKOFF_SECONDS = 0.2
@@ -221,7 +208,7 @@ class Outbox:
                 await asyncio.sleep(self._backoff(failures))
 
     def _backoff(self, failures: int) -> float:
-        return reconnect_delay(failures, INITIAL_BACKOFF_SECONDS, self._max_backoff)
+        return Backoff(INITIAL_BACKOFF_SECONDS, self._max_backoff).delay(failures)
 
     async def _oldest(self) -> list[_Row]:
         rows = await _shielded(

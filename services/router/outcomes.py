@@ -14,8 +14,8 @@ import secrets
 
 from google.protobuf import timestamp_pb2
 
-from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2
+from services.common.usage_messages import usage_proto
 from services.router.attempts import AttemptRecord
 from services.router.calls import Accounting
 
@@ -45,13 +45,7 @@ def outcome_proto(
         pattern_id=accounting.pattern_id,
         provider=record.provider,
         model=record.model,
-        usage=common_pb2.Usage(
-            input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens,
-            total_tokens=record.input_tokens + record.output_tokens,
-            cached_tokens=record.cached_tokens,
-            estimated=record.estimated,
-        ),
+        usage=usage_proto(record.usage),
         cost_micro_usd=record.cost_micro_usd,
         latency_ms=record.latency_ms,
         ttft_ms=record.ttft_ms,
@@ -59,6 +53,6 @@ def outcome_proto(
         error_reason=record.error_reason,
         retry_count=record.retry_count,
         price_table_version=record.price_table_version,
-        estimated=record.estimated,
+        estimated=record.usage.estimated,
         occurred_at=occurred,
     )

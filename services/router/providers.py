@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from services.common.backoff import Backoff
 from services.common.config import ProviderConfig, RouterConfig
 from services.router.circuit import Circuit, CircuitSettings, CircuitState
 from services.router.limits import ProviderLimits
-from services.router.retries import Backoff, RetryBudget
+from services.router.retries import RetryBudget, retry_backoff
 
 log = logging.getLogger("saga.router.providers")
 
@@ -60,7 +61,7 @@ class Resilience:
                 retries=RetryBudget.from_config(config, clock),
                 limits=ProviderLimits(p, config.concurrency_wait_ms / 1000, clock),
             )
-        return cls(states, Backoff.from_config(config), on_refusal)
+        return cls(states, retry_backoff(config), on_refusal)
 
     def refused(self, provider: str, reason: str) -> None:
         """Note that `provider` was passed over for `reason` (CIRCUIT_OPEN, …)."""

@@ -16,22 +16,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from saga.execution.v1 import common_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
-from services.common.backoff import reconnect_delay
+from services.common.backoff import Backoff
 from services.common.prices import PriceTable, ProviderPrice
+from services.common.strategy import Strategy
+from services.common.strategy_proto import FROM_PROTO
 
 log = logging.getLogger("saga.router.rankings")
-
-STRATEGY_NAMES: Mapping[int, str] = {
-    common_pb2.STRATEGY_CHEAPEST: "cheapest",
-    common_pb2.STRATEGY_FASTEST: "fastest",
-    common_pb2.STRATEGY_QUALITY: "quality",
-    common_pb2.STRATEGY_BALANCED: "balanced",
-    common_pb2.STRATEGY_RELIABLE: "reliable",
-    common_pb2.STRATEGY_CUSTOM: "custom",
-}
-"""Strategy enum values and the names the router ranks by (those of saga.toml)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +30,8 @@ class RankingSnapshot:
     """One snapshot: provider names best first per strategy, the default, the prices."""
 
     version: int
-    default_strategy: str
-    rankings: Mapping[str, tuple[str, ...]]
+    default_strategy: Strategy
+    rankings: Mapping[Strategy, tuple[str, ...]]
     prices: PriceTable
 
 
@@ -48,14 +39,14 @@ def snapshot_from_proto(message: optimizer_pb2.WatchRankingsResponse) -> Ranking
     """The domain view of a WatchRankings message (strategies this build does not know are
     skipped)."""
     rankings = {
-        STRATEGY_NAMES[r.strategy]: tuple(p.provider for p in r.ranked)
+        FROM_PROTO[r.strategy]: tuple(p.provider for p in r.ranked)
         for r in message.rankings
-        if r.strategy in STRATEGY_NAMES
+        if r.strategy in FROM_PROTO
     }
     table = message.price_table
     return RankingSnapshot(
         version=message.snapshot_version,
-        default_strategy=STRATEGY_NAMES.get(message.default_strategy, "balanced"),
+        default_strategy=FROM_PROTO.get(message.default_strategy, Strategy.BALANCED),
         rankings=rankings,
         prices=PriceTable(
             version=table.version,
@@ -107,7 +98,7 @@ class RankingWatcher:
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after `failures` consecutive failed watches."""
-        return reconnect_delay(failures, self._initial_backoff, self._max_backoff)
+        return Backoff(self._initial_backoff, self._max_backoff).delay(failures)
 
     async def _run(self) -> None:
         failures = 0  # consecutive watches that delivered nothing

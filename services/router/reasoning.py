@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from services.common.config import ProviderConfig
 from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
+from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.calls import ReasonCall
 from services.router.circuit import Circuit, CircuitState, Permit
@@ -54,6 +55,7 @@ from services.router.engines.base import (
 from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
 from services.router.limits import LimitReached
 from services.router.providers import ProviderState, Resilience
+from services.router.retries import retry_delay
 
 __all__ = [
     "AttemptRecord",
@@ -93,10 +95,7 @@ class Finished:
 
     text: str
     finish_reason: FinishReason
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    estimated: bool
+    usage: Usage
     cost_micro_usd: int
     provider: str
     model: str
@@ -167,10 +166,7 @@ class _Call:
         return Finished(
             text=text,
             finish_reason=finish.reason if finish else FinishReason.STOP,
-            input_tokens=sum(r.input_tokens for r in a),
-            output_tokens=sum(r.output_tokens for r in a),
-            cached_tokens=sum(r.cached_tokens for r in a),
-            estimated=any(r.estimated for r in a),
+            usage=sum((r.usage for r in a), Usage()),
             cost_micro_usd=sum(r.cost_micro_usd for r in a),
             provider=provider.name,
             model=provider.model,
@@ -196,7 +192,7 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = resilience.backoff.delay(meter.retry_count + 1, failure.retry_after)
+    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()
@@ -292,7 +288,7 @@ async def reason(
                     reported=error.usage,
                     error_reason=failure.error.reason,
                 )
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 delay = _may_retry(failure, meter, state, resilience, deadline)
                 if delay is not None:
@@ -309,7 +305,7 @@ async def reason(
                 # The caller went away (or its deadline passed): no verdict on the provider.
                 state.circuit.release(permit)
                 record = meter.record(AttemptStatus.CANCELLED, prices)
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 raise
             except Exception as error:
@@ -318,12 +314,12 @@ async def reason(
                 state.circuit.release(permit)
                 why = error.reason if isinstance(error, SagaError) else "INTERNAL"
                 record = meter.record(AttemptStatus.FAILED, prices, error_reason=why)
-                lease.release(record.input_tokens + record.output_tokens)
+                lease.release(record.usage.total_tokens)
                 run.add(record)
                 raise
             state.circuit.record_success(permit)
             record = meter.record(AttemptStatus.SUCCEEDED, prices, finish=finish)
-            lease.release(record.input_tokens + record.output_tokens)
+            lease.release(record.usage.total_tokens)
             run.add(record)
             yield run.finished(provider, finish, "".join(collected))
             return

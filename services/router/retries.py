@@ -3,7 +3,7 @@
 A failed call is retried on the same provider only when the failure is transient or a rate
 limit, no text has reached the caller, fewer than the provider's `max_retries` retries were
 made, the wait fits the caller's deadline, and the provider's retry budget allows it (the
-caller, `reasoning`, checks the first three). The wait is exponential backoff with full
+caller, `reasoning`, checks the first three). The wait is the common `Backoff` with full
 jitter (a uniform draw between 0 and `initial * 2^(retry-1)`, capped) so a crowd of callers
 does not retry in step; a `Retry-After` from the provider is honoured as a floor. A provider
 asking for more than `max_backoff` is not waited for: the call moves to the next candidate.
@@ -19,36 +19,30 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from services.common.backoff import Backoff
 from services.common.config import RouterConfig
 from services.router.windows import SlidingCounts
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """How long to wait before a retry (RouterConfig `retry_*_backoff_ms`, in seconds)."""
+def retry_backoff(config: RouterConfig) -> Backoff:
+    """The wait before a retry (RouterConfig `retry_*_backoff_ms`): full jitter."""
+    return Backoff(
+        config.retry_initial_backoff_ms / 1000, config.retry_max_backoff_ms / 1000, jitter=1.0
+    )
 
-    initial: float = 0.1
-    maximum: float = 2.0
 
-    @classmethod
-    def from_config(cls, config: RouterConfig) -> Backoff:
-        """The backoff of a router configuration."""
-        return cls(config.retry_initial_backoff_ms / 1000, config.retry_max_backoff_ms / 1000)
-
-    def delay(
-        self,
-        retry: int,
-        retry_after: float | None = None,
-        draw: Callable[[], float] = random.random,
-    ) -> float | None:
-        """Seconds to wait before retry number `retry` (1 = the first), or None when the
-        provider asks for longer than `maximum`."""
-        if retry_after is not None and retry_after > self.maximum:
-            return None
-        jittered = draw() * min(self.maximum, self.initial * 2.0 ** max(0, retry - 1))
-        return max(jittered, retry_after or 0.0)
+def retry_delay(
+    backoff: Backoff,
+    retry: int,
+    retry_after: float | None = None,
+    draw: Callable[[], float] = random.random,
+) -> float | None:
+    """Seconds to wait before retry number `retry` (1 = the first), or None when the
+    provider asks for longer than the backoff's `maximum`."""
+    if retry_after is not None and retry_after > backoff.maximum:
+        return None
+    return backoff.delay(retry, retry_after, draw)
 
 
 class RetryBudget:

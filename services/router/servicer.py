@@ -1,18 +1,18 @@
 """`saga.router.v1.RouterService`: translation between protobuf and the router's domain
-modules, and the order of a Reason call's steps.
+modules.
 
-Reason: verify the request context, validate the call, rank the candidates (the optimizer's
-snapshot), reserve the budget (`budget`; before any provider is called), run the attempts
-(`reasoning`: retries, fallback, mid-stream continuation, circuits, limits), merge deltas the
-caller is too slow for (`coalescing`), store every attempt's outcome in the outbox and wait
-for the store before Final is sent (`outbox`), settle the budget however the call ended.
-ListProviders shows the live circuits. CheckProviders probes providers actively (`health`).
+Reason: verify the request context and validate the call, then take the call's steps
+(`call_steps`: rank, reserve the budget, run the attempts — `reasoning`: retries, fallback,
+mid-stream continuation, circuits, limits — store their outcomes in the outbox and wait for
+the store before Final, settle the budget however the call ended), with deltas the caller is
+too slow for merged (`coalescing`); each event becomes its message. ListProviders shows the
+live circuits. CheckProviders probes providers actively (`health`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -21,26 +21,30 @@ from opentelemetry import trace
 
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
-from services.common.config import ProviderConfig, RouterConfig
+from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import FieldViolation, InvalidArgument, Unavailable
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.prices import PriceTable
-from services.router.budget import Budgets, max_cost
+from services.common.strategy import Strategy
+from services.common.strategy_proto import FROM_PROTO
+from services.common.usage_messages import usage_proto
+from services.router.budget import Budgets
+from services.router.call_steps import run_call
 from services.router.calls import Accounting, ReasonCall, validate
-from services.router.candidates import choose
 from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.health import HealthChecks
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
-from services.router.outcomes import call_id, outcome_proto
+from services.router.outcomes import outcome_proto
 from services.router.providers import Resilience
-from services.router.rankings import STRATEGY_NAMES, RankingSnapshot, RankingWatcher
+from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
     Finished,
     ProviderSwitched,
+    Report,
     RouterEvent,
     reason,
 )
@@ -57,9 +61,9 @@ def call_from_proto(
 ) -> ReasonCall:
     """The domain call of a request, accounted to the verified user `user_id` (whose
     request-context token engines may forward to auth)."""
-    strategy: str | None = None
+    strategy: Strategy | None = None
     if request.strategy != common_pb2.STRATEGY_UNSPECIFIED:
-        strategy = STRATEGY_NAMES.get(request.strategy)
+        strategy = FROM_PROTO.get(request.strategy)
         if strategy is None:
             raise InvalidArgument(
                 f"unknown strategy {request.strategy}",
@@ -87,16 +91,6 @@ def call_from_proto(
     )
 
 
-def _usage(input_tokens: int, output_tokens: int, cached: int, estimated: bool) -> common_pb2.Usage:
-    return common_pb2.Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens,
-        cached_tokens=cached,
-        estimated=estimated,
-    )
-
-
 def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
     return reason_events_pb2.AttemptSummary(
         provider=a.provider,
@@ -104,7 +98,7 @@ def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
         n=a.n,
         status=reason_events_pb2.AttemptStatus.ValueType(a.status.value),
         error_reason=a.error_reason,
-        usage=_usage(a.input_tokens, a.output_tokens, a.cached_tokens, a.estimated),
+        usage=usage_proto(a.usage),
         cost_micro_usd=a.cost_micro_usd,
         latency_ms=a.latency_ms,
         ttft_ms=a.ttft_ms,
@@ -117,7 +111,7 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
         final=reason_events_pb2.Final(
             text=f.text,
             finish_reason=reason_events_pb2.FinishReason.ValueType(f.finish_reason.value),
-            usage=_usage(f.input_tokens, f.output_tokens, f.cached_tokens, f.estimated),
+            usage=usage_proto(f.usage),
             cost_micro_usd=f.cost_micro_usd,
             provider=f.provider,
             model=f.model,
@@ -141,9 +135,8 @@ class RouterParts:
     outbox: Outbox
     budgets: Budgets
     config_prices: PriceTable
-    coalesce: bool = True
-    health: HealthChecks | None = None
-    """The active probes; None: probes with the default settings (tools and benchmarks)."""
+    coalesce: bool
+    health: HealthChecks
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -170,20 +163,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, parts: RouterParts) -> None:
         self._parts = parts
         self._providers = tuple(parts.providers)
-        self._health = parts.health or HealthChecks(
-            self._providers, parts.engines, parts.resilience, RouterConfig()
-        )
-
-    def _candidates(
-        self, call: ReasonCall, snapshot: RankingSnapshot | None, strategy: str | None
-    ) -> list[ProviderConfig]:
-        return choose(
-            self._providers,
-            snapshot,
-            strategy=strategy,
-            preferred=call.preferred,
-            pinned=call.pinned,
-        )
+        self._health = parts.health
 
     async def Reason(
         self, request: router_pb2.ReasonRequest, context: Any
@@ -196,69 +176,40 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         call = call_from_proto(request, verified.user_id, token or "")
         validate(call)
         snapshot = parts.rankings.snapshot
-        candidates = self._candidates(call, snapshot, call.strategy)
         prices = snapshot.prices if snapshot is not None else parts.config_prices
         span = trace.get_current_span()
         span.set_attribute("saga.execution_id", call.accounting.execution_id)
-
-        cid = call_id(call.accounting)
-        reservation = await parts.budgets.reserve(
-            cid,
-            call.accounting.user_id,
-            call.accounting.execution_id,
-            max_cost(call.engine_request(), candidates, prices),
-        )
-        if reservation is not None and reservation.degrade_to_cheapest:
-            candidates = self._candidates(call, snapshot, "cheapest")
-
         remaining = context.time_remaining()
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         traceparent = current_traceparent()  # the Reason span: outcomes are shipped under it
-        stored: list[asyncio.Future[None]] = []
-        cost = 0
 
-        def report(record: AttemptRecord) -> None:
-            nonlocal cost
-            cost += record.cost_micro_usd
+        def attempts(
+            candidates: Sequence[ProviderConfig], report: Report
+        ) -> AsyncGenerator[RouterEvent, None]:
+            events = reason(
+                call, candidates, parts.engines, prices, report, parts.resilience, deadline=deadline
+            )
+            return coalesce(events, merge_text) if parts.coalesce else events
+
+        def store(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
             observe_attempt(record)
-            outcome = outcome_proto(record, call.accounting, cid)
-            stored.append(parts.outbox.add(outcome, traceparent))
+            return parts.outbox.add(outcome_proto(record, call.accounting, cid), traceparent)
 
-        events = reason(
-            call, candidates, parts.engines, prices, report, parts.resilience, deadline=deadline
-        )
-        if parts.coalesce:
-            events = coalesce(events, merge_text)
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    if isinstance(event, ProviderSwitched):
-                        FALLBACKS.labels(event.from_provider, event.to_provider, event.reason).inc()
-                    elif isinstance(event, Finished):
-                        await self._stored(stored)
-                        span.set_attributes(
-                            {
-                                "gen_ai.system": event.provider,
-                                "gen_ai.request.model": event.model,
-                                "gen_ai.usage.input_tokens": event.input_tokens,
-                                "gen_ai.usage.output_tokens": event.output_tokens,
-                            }
-                        )
-                    yield _event_proto(event)
-        finally:
-            parts.budgets.settle(reservation, cost)
-
-    @staticmethod
-    async def _stored(stored: list[asyncio.Future[None]]) -> None:
-        """Wait until every attempt of the call is in the outbox (before Final)."""
-        try:
-            await asyncio.gather(*stored)
-        except Exception:
-            raise Unavailable(
-                "the call's usage could not be stored; its answer is not confirmed",
-                reason="USAGE_NOT_STORED",
-                retry_after=1.0,
-            ) from None
+        steps = run_call(call, self._providers, snapshot, prices, parts.budgets, attempts, store)
+        async with aclosing(steps) as events:
+            async for event in events:
+                if isinstance(event, ProviderSwitched):
+                    FALLBACKS.labels(event.from_provider, event.to_provider, event.reason).inc()
+                elif isinstance(event, Finished):
+                    span.set_attributes(
+                        {
+                            "gen_ai.system": event.provider,
+                            "gen_ai.request.model": event.model,
+                            "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                            "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                        }
+                    )
+                yield _event_proto(event)
 
     async def ListProviders(
         self, request: router_pb2.ListProvidersRequest, context: Any

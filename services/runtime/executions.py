@@ -19,15 +19,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from services.common.database import Database, Row, Tx
 from services.common.errors import AlreadyExists
-from services.runtime.usage import Usage
+from services.common.usage import Usage, usage_from_json, usage_json
 
 log = logging.getLogger("saga.runtime.executions")
 
@@ -85,7 +84,7 @@ def _record(row: Row) -> ExecutionRecord:
         status=ExecutionStatus(row["status"]),
         created_at=row["created_at"],
         completed_at=row["completed_at"],
-        usage=Usage(**json.loads(row["usage"])),
+        usage=usage_from_json(row["usage"]),
         cost_micro_usd=row["cost_micro_usd"],
         error_reason=row["error_reason"],
     )
@@ -173,7 +172,7 @@ class ExecutionStore:
             record.error_reason,
             record.created_at,
             record.completed_at,
-            json.dumps(asdict(record.usage)),
+            usage_json(record.usage),
             record.cost_micro_usd,
             record.pricing_pack_id,
             record.ledger_commit_hash,
@@ -201,7 +200,7 @@ class ExecutionStore:
             "cost_micro_usd = $4, error_reason = $5 WHERE execution_id = $6 AND status = $7",
             status,
             _now(),
-            json.dumps(asdict(usage)),
+            usage_json(usage),
             cost_micro_usd,
             error_reason,
             execution_id,

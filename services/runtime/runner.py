@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import Internal
+from services.common.usage import Usage
 from services.runtime.agents.step import Relayed, RunScope, StepCall, StepResult
 from services.runtime.capabilities import CapabilityRegistry
 from services.runtime.patterns import Pattern
 from services.runtime.templates import render_value
-from services.runtime.usage import Usage
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from opentelemetry import trace
 
-from saga.execution.v1 import common_pb2, events_pb2
+from saga.execution.v1 import events_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import NotFound, SagaError
 from services.common.server import Registration
 from services.common.status import describe
+from services.common.usage_messages import usage_proto
 from services.runtime import wire
 from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
 from services.runtime.agents.step import Relayed, RunScope
@@ -36,7 +37,6 @@ from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
 from services.runtime.runner import RunFinished, Runner, StepBegan, StepFinished
-from services.runtime.usage import Usage
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -47,16 +47,6 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(dict(values))
     return out
-
-
-def _usage(usage: Usage) -> common_pb2.Usage:
-    return common_pb2.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        total_tokens=usage.total_tokens,
-        cached_tokens=usage.cached_tokens,
-        estimated=usage.estimated,
-    )
 
 
 def _pattern(pattern: Pattern) -> runtime_pb2.Pattern:
@@ -200,7 +190,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                             capability=event.capability,
                             duration_ms=event.duration_ms,
                             output=_struct(result.output),
-                            usage=_usage(result.usage),
+                            usage=usage_proto(result.usage),
                             provider=result.provider,
                             model=result.model,
                             cost_micro_usd=result.cost_micro_usd,
@@ -212,7 +202,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     yield _event(
                         completed=events_pb2.Completed(
                             outputs=_struct(event.outputs),
-                            usage=_usage(event.usage),
+                            usage=usage_proto(event.usage),
                             cost_micro_usd=event.cost_micro_usd,
                             pricing_pack_id=pack_id,
                             ledger_commit_hash=commit,

@@ -3,8 +3,14 @@
 Services are spawned in dependency order (vault first, gateway last) and the supervisor
 waits until each reports SERVING on its probe port. Children run in their own session, so
 Ctrl-C reaches only the supervisor, which then stops them in reverse order (gateway first:
-no new work enters while the inner services drain). If a child dies, the others are stopped and the
-supervisor exits non-zero.
+no new work enters while the inner services drain).
+
+A child that dies after start-up is restarted alone — the others keep serving, as replicas
+behind a Kubernetes Service would — after a backoff that doubles from 1 s to 30 s with each
+recent crash, with a line saying which service exited and how. The supervisor gives up, stops
+everything and exits non-zero only when a service crash-loops (`RestartPolicy`: 5 exits
+within 120 s) or exits with a configuration error (exit 78: a restart would
+fail the same way). A failure during start-up stops everything at once, as before.
 """
 
 from __future__ import annotations
@@ -14,15 +20,34 @@ import asyncio
 import signal
 import sys
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.backoff import Backoff
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
 from services.common.identity import DISPLAY_NAMES, START_ORDER
 from services.common.tls import cert_paths
 
 READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a dead child is started again, and when the supervisor gives up instead."""
+
+    crash_loop_limit: int = 5
+    """This many exits of one service within `crash_loop_window` seconds is a crash loop."""
+    crash_loop_window: float = 120.0
+    initial_seconds: float = 1.0
+    """Wait before the first restart; doubles with each recent crash, jittered."""
+    max_seconds: float = 30.0
+
+
+Restart = Callable[[str], Awaitable[asyncio.subprocess.Process]]
 
 
 async def wait_serving(config: Config, service: str, process: asyncio.subprocess.Process) -> None:
@@ -83,6 +108,75 @@ def admin_key_notice(config: Config, since: float) -> str:
         return ""
 
 
+def how_it_ended(code: int) -> str:
+    """`exit code 3` or `killed by SIGKILL`, for the restart line."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+async def spawn(service: str, config_args: list[str]) -> asyncio.subprocess.Process:
+    """Start one service in its own session (Ctrl-C reaches only the supervisor)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{service}", *config_args, start_new_session=True
+    )
+    print(f"saga: started {service} (pid {process.pid})", file=sys.stderr, flush=True)
+    return process
+
+
+async def keep_running(
+    processes: dict[str, asyncio.subprocess.Process],
+    restart: Restart,
+    stop: asyncio.Event,
+    policy: RestartPolicy = RestartPolicy(),
+) -> int:
+    """Restart children that die until `stop` is set (0) or one crash-loops or exits with a
+    configuration error (1)."""
+    crashes: dict[str, deque[float]] = {s: deque() for s in processes}
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            waits = {asyncio.ensure_future(p.wait()): s for s, p in processes.items()}
+            done, pending = await asyncio.wait(
+                [stopper, *waits], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending - {stopper}:
+                task.cancel()
+            if stop.is_set():
+                return 0
+            for task in done - {stopper}:
+                service, code = waits[task], task.result()
+                now = time.monotonic()
+                recent = crashes[service]
+                recent.append(now)
+                while recent and recent[0] < now - policy.crash_loop_window:
+                    recent.popleft()
+                if code == EXIT_CONFIG or len(recent) >= policy.crash_loop_limit:
+                    why = "a configuration error" if code == EXIT_CONFIG else "a crash loop"
+                    print(
+                        f"saga: {service} exited ({how_it_ended(code)}, {len(recent)} time(s) in "
+                        f"{policy.crash_loop_window:.0f} s): {why}; stopping",
+                        file=sys.stderr,
+                    )
+                    return 1
+                delay = Backoff(policy.initial_seconds, policy.max_seconds).delay(len(recent))
+                print(
+                    f"saga: {service} exited ({how_it_ended(code)}); restarting in {delay:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                try:
+                    await asyncio.wait_for(asyncio.shield(stopper), delay)
+                    return 0
+                except TimeoutError:
+                    processes[service] = await restart(service)
+    finally:
+        stopper.cancel()
+
+
 async def supervise(config: Config, config_args: list[str]) -> int:
     """Start everything, wait for a signal or a dying child, stop everything."""
     cert_paths(config, "gateway")  # make the dev PKI once, before six processes race for it
@@ -97,13 +191,7 @@ async def supervise(config: Config, config_args: list[str]) -> int:
         # Spawned together (channels connect lazily, so nothing needs a peer to start),
         # awaited in dependency order.
         for service in START_ORDER:
-            processes[service] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                f"services.{service}",
-                *config_args,
-                start_new_session=True,
-            )
+            processes[service] = await spawn(service, config_args)
         for service in START_ORDER:
             await wait_serving(config, service, processes[service])
             if stop.is_set():
@@ -118,19 +206,9 @@ async def supervise(config: Config, config_args: list[str]) -> int:
         "Ctrl-C stops them gracefully.\n",
         flush=True,
     )
-    waits = {asyncio.ensure_future(p.wait()): s for s, p in processes.items()}
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    for task in done:
-        if task in waits:
-            print(
-                f"saga: {waits[task]} exited with code {task.result()}; stopping", file=sys.stderr
-            )
-            code = 1
+    code = await keep_running(processes, lambda service: spawn(service, config_args), stop)
     print("saga: stopping (gateway first)", file=sys.stderr, flush=True)
     await stop_all(processes, config.server.grace_seconds)
-    stopper.cancel()
     return code
 
 

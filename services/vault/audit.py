@@ -4,7 +4,8 @@ what operation, whose secret, an HMAC of the secret's name, and the outcome.
 Never the name or the value in clear: the name is tagged with HMAC-SHA256 under a key derived
 (HKDF) from the active vault key, and the row records that key's id, so an investigator
 holding the keyring can recompute the tag of a name and find its accesses. The outcome is
-`OK` or the error's reason.
+`OK`, the error's reason, `CANCELLED` (the caller went away before the call ended) or
+`INTERNAL`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from services.common.database import now_micros
 from services.vault.keyring import Key, Keyring
-from services.vault.store import SecretStore, now_micros
+from services.vault.store import SecretStore
 
 _HKDF_INFO = b"saga.vault.v1/audit-name-hmac"
 

@@ -11,11 +11,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from services.common.database import now_micros
 from services.common.errors import Aborted, FailedPrecondition, NotFound
 from services.vault import bounds
 from services.vault.crypto import RowId, SecretCorrupt, seal, unseal
 from services.vault.keyring import Key, Keyring, KeyringSource
-from services.vault.store import CANARY_ROW, Head, SecretStore, StoredVersion, now_micros
+from services.vault.store import CANARY_ROW, Head, SecretStore, StoredVersion
 
 log = logging.getLogger("saga.vault")
 

@@ -1,11 +1,14 @@
 """`saga.vault.v1.VaultService`: translation between protobuf and the barrier, and the audit
-of every call (the calling service comes from its certificate; the secret's name only as an
-HMAC; payloads never leave this module except in a GetSecret reply)."""
+of every call — one row each, the Rewrap stream included, written when the call ends (the
+calling service comes from its certificate; the secret's name only as an HMAC; payloads never
+leave this module except in a GetSecret reply)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -16,8 +19,6 @@ from services.vault import bounds
 from services.vault.audit import AuditLog
 from services.vault.barrier import Barrier
 from services.vault.rotation import rewrap, rotate_key, status
-
-T = TypeVar("T")
 
 
 def _timestamp(micros: int) -> Timestamp:
@@ -37,49 +38,46 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         self._identify = identify
         self._batch_size = rewrap_batch_size
 
+    @asynccontextmanager
     async def _audited(
-        self, context: Any, operation: str, owner: str, name: str, work: Awaitable[T]
-    ) -> T:
-        """Run `work` and record the access with its outcome (OK or the error's reason)."""
+        self, context: Any, operation: str, owner: str = "", name: str = ""
+    ) -> AsyncIterator[None]:
+        """Record the access once it ends, with its outcome: OK, the error's reason,
+        CANCELLED (the caller went away mid-way; what was committed stays done) or INTERNAL.
+        Unary calls and the Rewrap stream alike: one audit row per call."""
         caller = self._identify(context) or "unidentified"
+        outcome = "INTERNAL"
         try:
-            result = await work
+            yield
+            outcome = "OK"
         except SagaError as error:
-            await self._audit.record(caller, operation, owner, name, error.reason)
+            outcome = error.reason
             raise
-        except Exception:
-            await self._audit.record(caller, operation, owner, name, "INTERNAL")
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: grpc closes a stream whose client disconnected between reports.
+            outcome = "CANCELLED"
             raise
-        await self._audit.record(caller, operation, owner, name, "OK")
-        return result
+        finally:
+            # Shielded: the row of a cancelled call is still written.
+            await asyncio.shield(self._audit.record(caller, operation, owner, name, outcome))
 
     async def PutSecret(
         self, request: vault_pb2.PutSecretRequest, context: Any
     ) -> vault_pb2.PutSecretResponse:
         """Write a new version (compare-and-set on `expected_version`)."""
         expected = request.expected_version if request.HasField("expected_version") else None
-        version = await self._audited(
-            context,
-            "PutSecret",
-            request.owner,
-            request.name,
-            self._barrier.put(
+        async with self._audited(context, "PutSecret", request.owner, request.name):
+            version = await self._barrier.put(
                 request.owner, request.name, request.payload, dict(request.metadata), expected
-            ),
-        )
+            )
         return vault_pb2.PutSecretResponse(version=version)
 
     async def GetSecret(
         self, request: vault_pb2.GetSecretRequest, context: Any
     ) -> vault_pb2.GetSecretResponse:
         """Read and decrypt a version (0 = the latest)."""
-        secret = await self._audited(
-            context,
-            "GetSecret",
-            request.owner,
-            request.name,
-            self._barrier.get(request.owner, request.name, request.version),
-        )
+        async with self._audited(context, "GetSecret", request.owner, request.name):
+            secret = await self._barrier.get(request.owner, request.name, request.version)
         return vault_pb2.GetSecretResponse(
             payload=secret.payload,
             version=secret.version,
@@ -92,26 +90,18 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
     ) -> vault_pb2.DeleteSecretResponse:
         """Delete every version (compare-and-set on `expected_version`)."""
         expected = request.expected_version if request.HasField("expected_version") else None
-        await self._audited(
-            context,
-            "DeleteSecret",
-            request.owner,
-            request.name,
-            self._barrier.delete(request.owner, request.name, expected),
-        )
+        async with self._audited(context, "DeleteSecret", request.owner, request.name):
+            await self._barrier.delete(request.owner, request.name, expected)
         return vault_pb2.DeleteSecretResponse()
 
     async def ListSecrets(
         self, request: vault_pb2.ListSecretsRequest, context: Any
     ) -> vault_pb2.ListSecretsResponse:
         """A page of an owner's secrets: names, versions and metadata, never payloads."""
-        infos, token = await self._audited(
-            context,
-            "ListSecrets",
-            request.owner,
-            "",
-            self._barrier.list(request.owner, request.page_size, request.page_token),
-        )
+        async with self._audited(context, "ListSecrets", request.owner):
+            infos, token = await self._barrier.list(
+                request.owner, request.page_size, request.page_token
+            )
         return vault_pb2.ListSecretsResponse(
             secrets=[
                 vault_pb2.SecretInfo(
@@ -130,18 +120,15 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         self, request: vault_pb2.RotateKeyRequest, context: Any
     ) -> vault_pb2.RotateKeyResponse:
         """Make a fresh key active (writable keyrings only)."""
-        key_id = await self._audited(context, "RotateKey", "", "", rotate_key(self._barrier))
+        async with self._audited(context, "RotateKey"):
+            key_id = await rotate_key(self._barrier)
         return vault_pb2.RotateKeyResponse(key_id=key_id)
 
     async def Rewrap(
         self, request: vault_pb2.RewrapRequest, context: Any
     ) -> AsyncIterator[vault_pb2.RewrapResponse]:
         """Re-encrypt every row under the active key, reporting after each batch."""
-        caller = self._identify(context) or "unidentified"
-        # Recorded when it starts: a client that disconnects mid-way cancels the handler, and
-        # the batches already committed stay done.
-        await self._audit.record(caller, "Rewrap", "", "", "STARTED")
-        try:
+        async with self._audited(context, "Rewrap"):
             size = bounds.batch_size(request.batch_size, self._batch_size)
             async for progress in rewrap(self._barrier, size):
                 yield vault_pb2.RewrapResponse(
@@ -150,16 +137,13 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
                     active_key_id=progress.active_key_id,
                     done=progress.done,
                 )
-        except SagaError as error:
-            await self._audit.record(caller, "Rewrap", "", "", error.reason)
-            raise
-        await self._audit.record(caller, "Rewrap", "", "", "OK")
 
     async def GetStatus(
         self, request: vault_pb2.GetStatusRequest, context: Any
     ) -> vault_pb2.GetStatusResponse:
         """Serving or sealed (and why), the active key, and key usage."""
-        current = await self._audited(context, "GetStatus", "", "", status(self._barrier))
+        async with self._audited(context, "GetStatus"):
+            current = await status(self._barrier)
         return vault_pb2.GetStatusResponse(
             status=status_pb2.VaultStatus(
                 state=(

@@ -1,85 +1,21 @@
-"""The vault's tables and the SQL over them (SQLite or PostgreSQL through
-`services.common.database`); nothing here encrypts or decides.
-
-* `heads` — one row per secret: `current` (the live version, 0 once deleted) and `last` (the
-  highest version ever written, so versions are never reused). Every write is a conditional
-  update of this row — the compare-and-set that serialises concurrent writers of a secret on
-  both backends (PostgreSQL re-checks the condition after a competing update commits).
-* `secrets` — every version: key id, nonce, ciphertext, metadata (JSON), time, and a
-  `deleted` tombstone (a deleted version keeps its identity and loses its ciphertext).
-  Primary key (owner, name, version): two writers can never both store a version.
-* `canary` — one row sealed under the active key at first start; a keyring that cannot
-  open it is the wrong keyring (sealed mode).
-* `audit` — one row per access (see `audit.py`).
+"""The SQL over the vault's tables (`schema.py` says what each holds), on SQLite or
+PostgreSQL through `services.common.database`; nothing here encrypts or decides.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.database import Database, Row, Tx, open_database
+from services.common.database import Database, Row, Tx, now_micros, open_database
 from services.vault.crypto import RowId, Sealed
-
-# PostgreSQL compares and sorts names byte-wise (COLLATE "C") like SQLite does, so listing
-# order and page tokens mean the same on both backends.
-_V1 = {
-    "sqlite": """
-CREATE TABLE heads (
-  owner TEXT NOT NULL, name TEXT NOT NULL,
-  current BIGINT NOT NULL, last BIGINT NOT NULL,
-  PRIMARY KEY (owner, name));
-CREATE TABLE secrets (
-  owner TEXT NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL,
-  key_id TEXT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL,
-  metadata TEXT NOT NULL, created_at BIGINT NOT NULL,
-  deleted BOOLEAN NOT NULL DEFAULT FALSE,
-  PRIMARY KEY (owner, name, version));
-CREATE INDEX secrets_by_key ON secrets (key_id);
-CREATE TABLE canary (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  key_id TEXT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL,
-  created_at BIGINT NOT NULL);
-CREATE TABLE audit (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL, caller TEXT NOT NULL,
-  operation TEXT NOT NULL, owner TEXT NOT NULL, name_hmac TEXT NOT NULL,
-  hmac_key_id TEXT NOT NULL, outcome TEXT NOT NULL)
-""",
-    "postgresql": """
-CREATE TABLE heads (
-  owner TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL,
-  current BIGINT NOT NULL, last BIGINT NOT NULL,
-  PRIMARY KEY (owner, name));
-CREATE TABLE secrets (
-  owner TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL,
-  key_id TEXT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL,
-  metadata TEXT NOT NULL, created_at BIGINT NOT NULL,
-  deleted BOOLEAN NOT NULL DEFAULT FALSE,
-  PRIMARY KEY (owner, name, version));
-CREATE INDEX secrets_by_key ON secrets (key_id);
-CREATE TABLE canary (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  key_id TEXT NOT NULL, nonce BYTEA NOT NULL, ciphertext BYTEA NOT NULL,
-  created_at BIGINT NOT NULL);
-CREATE TABLE audit (
-  id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, caller TEXT NOT NULL,
-  operation TEXT NOT NULL, owner TEXT NOT NULL, name_hmac TEXT NOT NULL,
-  hmac_key_id TEXT NOT NULL, outcome TEXT NOT NULL)
-""",
-}
-MIGRATIONS = [_V1]
+from services.vault.schema import MIGRATIONS
 
 CANARY_ROW = RowId(owner="", name="canary", version=0)
 """The canary's identity in its associated data; no secret has an empty owner."""
-
-
-def now_micros() -> int:
-    """Wall-clock time in integer microseconds (how every table stores time)."""
-    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)

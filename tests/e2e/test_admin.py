@@ -4,8 +4,6 @@ the owning service with reason and domain intact; sign-up and sign-in limited pe
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -22,7 +20,7 @@ from saga.gateway.v1 import (
 from saga.vault.v1 import status_pb2
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, completes, create_key
-from tests.harness import ROOT, Stack, stack_for
+from tests.harness import Stack, stack_for
 
 
 async def test_admin_rpcs_need_the_admin_scope(stack: Stack) -> None:
@@ -131,42 +129,3 @@ async def test_a_key_created_without_scopes_gets_the_callers(stack: Stack) -> No
         )
     assert "admin" in reply.info.scopes
     assert "execute" in reply.info.scopes
-
-
-def saga_cli(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clients.cli",
-            "--gateway",
-            stack.target("gateway"),
-            "--key",
-            stack.admin_key(),
-            *args,
-        ],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_cli_operator_commands(stack: Stack) -> None:
-    status = saga_cli(stack, "vault", "status")
-    assert status.returncode == 0, status.stderr
-    assert "VAULT_STATE_SERVING" in status.stdout
-    listed = saga_cli(stack, "providers", "list")
-    assert listed.returncode == 0, listed.stderr
-    assert "sim-fast" in listed.stdout
-    # The secret comes on stdin, never argv; a provider without a key credential refuses it,
-    # and the CLI prints auth's reason instead of a traceback.
-    refused = saga_cli(stack, "providers", "set-key", "sim-fast", stdin="sk-from-stdin\n")
-    assert refused.returncode == 1
-    assert "auth.saga" in refused.stderr
-    assert "sk-from-stdin" not in refused.stderr + refused.stdout
-    assert "Traceback" not in refused.stderr
-    usage = saga_cli(stack, "usage", "--all", "--by", "provider")
-    assert usage.returncode == 0, usage.stderr
-    assert usage.stdout.splitlines()[-1].startswith("total")

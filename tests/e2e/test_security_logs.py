@@ -34,6 +34,7 @@ from tests.e2e.test_execute import bearer, chat
 from tests.fakes.entra import FakeEntra
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import stack_for
+from tests.raw_http2 import grpc_call
 
 TOKENS = 6
 MIN_NEEDLE = 12
@@ -193,6 +194,18 @@ async def test_no_secret_reaches_any_log(tmp_path: Path) -> None:
                 # The user's own API key on the same linked account (the token now cached).
                 again = await execute(own.api_key, "copilot")
 
+            # The live admin key with one byte that is not UTF-8, sent as raw HTTP/2 (no grpc
+            # client would): grpc cannot decode it and logs the value it could not decode.
+            reply = await asyncio.to_thread(
+                grpc_call,
+                stack.ports["gateway"].port,
+                "/saga.gateway.v1.ExecutionService/Execute",
+                [(b"authorization", f"Bearer {admin}".encode() + b"\xff")],
+                chat("raw").SerializeToString(),
+            )
+            assert b"grpc-status" in reply
+            assert b"Invalid encoding" not in reply
+
             for events in (keyed, linked, again):
                 kinds = [e.WhichOneof("event") for e in events]
                 assert (kinds[0], kinds[-1]) == ("accepted", "completed"), kinds
@@ -228,8 +241,10 @@ async def test_no_secret_reaches_any_log(tmp_path: Path) -> None:
         await entra.stop()
 
     logs = {service: stack.read_log(service) for service in SERVICES}
-    # First: these are the run's logs, captured from every process.
+    # First: these are the run's logs, captured from every process, with grpc's complaint
+    # about the undecodable header among them.
     assert all(logs.values()), [s for s, text in logs.items() if not text]
+    assert "Invalid encoding" in logs["gateway"]
     everything = "\n".join(logs.values())
     for execution_id in execution_ids:
         assert execution_id in everything, f"{execution_id} is in no log"

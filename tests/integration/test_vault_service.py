@@ -215,7 +215,9 @@ async def test_rotation_and_rewrap_through_the_gateway_identity(
 
         store = await SecretStore.open(backend.url, backend.namespace, tmp_path)
         try:
-            audit = await store.db.fetch("SELECT caller, operation, owner, name_hmac FROM audit")
+            audit = await store.db.fetch(
+                "SELECT caller, operation, owner, name_hmac, outcome FROM audit"
+            )
         finally:
             await store.close()
         operations = {(r["caller"], r["operation"]) for r in audit}
@@ -227,3 +229,7 @@ async def test_rotation_and_rewrap_through_the_gateway_identity(
             ("gateway", "Rewrap"),
         } <= operations
         assert {len(r["name_hmac"]) for r in audit} == {0, 64}  # hex HMACs, never a name
+        # Rewrap like every other call: one row, with how it ended.
+        assert [(r["caller"], r["outcome"]) for r in audit if r["operation"] == "Rewrap"] == [
+            ("gateway", "OK")
+        ]

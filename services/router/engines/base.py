@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import SagaError
+from services.common.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,6 @@ class Finish:
 EngineEvent = TextDelta | Finish
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What a failed attempt consumed, as far as the engine knows."""
-
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-    estimated: bool = True
-
-
 def estimate_tokens(text: str) -> int:
     """Tokens of `text` when the provider does not say: ~4 characters each (OpenAI's rule
     of thumb for English); 0 for no text."""
@@ -165,8 +156,6 @@ class ProviderError(Exception):
     context_length_exceeded: bool = False
     """The input does not fit the provider's context window: a provider with a larger
     window may take it (only `ProviderContextTooLong` sets it)."""
-    credential_failure: bool = False
-    """Auth could not give a credential for the call (only `ProviderCredentialFailed`)."""
 
     def __init__(
         self,
@@ -207,8 +196,6 @@ class ProviderCredentialFailed(ProviderUnauthenticated):
     a key never set, auth unreachable …). `upstream` is auth's error, reason and domain
     intact, so the router can end the call with it. The provider itself was not called:
     this says nothing of its health, and a retry would get the same answer."""
-
-    credential_failure = True
 
     def __init__(self, message: str, upstream: SagaError) -> None:
         super().__init__(message)

@@ -11,13 +11,13 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from services.common.config import ProviderConfig
+from services.common.usage import Usage
 from services.router.engines.base import (
     EngineRequest,
     Finish,
     FinishReason,
     ProviderTimeout,
     TextDelta,
-    Usage,
     estimate_input_tokens,
 )
 

@@ -21,10 +21,10 @@ from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2
 from services.common.context import METADATA_KEY
 from services.common.errors import Unavailable
+from services.common.usage_messages import usage_from_proto
 from services.runtime import wire
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
 from services.runtime.capabilities import Capability, FieldSpec
-from services.runtime.usage import Usage
 
 REASON = "/saga.router.v1.RouterService/Reason"
 
@@ -40,16 +40,6 @@ LLM_COMPLETE = Capability(
     ),
     outputs=(FieldSpec("text", "string", required=True, description="the whole answer"),),
 )
-
-
-def _usage(usage: common_pb2.Usage) -> Usage:
-    return Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        total_tokens=usage.total_tokens,
-        cached_tokens=usage.cached_tokens,
-        estimated=usage.estimated,
-    )
 
 
 def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
@@ -124,7 +114,7 @@ class LlmAgent:
         text = final.text or "".join(reason_events_pb2.Delta.FromString(d).text for d in deltas)
         yield StepResult(
             output={"text": text},
-            usage=_usage(final.usage),
+            usage=usage_from_proto(final.usage),
             provider=final.provider,
             model=final.model,
             cost_micro_usd=final.cost_micro_usd,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.runtime.usage import Usage
+from services.common.usage import Usage
 
 
 @dataclass(frozen=True)

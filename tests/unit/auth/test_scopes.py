@@ -41,3 +41,11 @@ def test_no_scope_is_invalid() -> None:
 
 def test_canonical_drops_duplicates_and_unknowns() -> None:
     assert canonical(["admin", "execute", "admin", "nope"]) == ("execute", "admin")
+
+
+def test_a_request_for_endless_scopes_is_refused_before_each_is_checked() -> None:
+    assert grantable(["execute"] * 32, SCOPES) == ("execute",)  # control: duplicates are fine
+    with pytest.raises(InvalidArgument) as refused:
+        grantable([f"bogus{i}" for i in range(100_000)], SCOPES)
+    assert refused.value.reason == "SCOPES_TOO_MANY"
+    assert [v.field for v in refused.value.field_violations] == ["scopes"]

@@ -155,6 +155,21 @@ async def test_forged_and_foreign_tokens_are_unknown(
     assert await reason(tokens, "eyJh.eyJz.sig") == unknown
 
 
+async def test_time_claims_no_timestamp_can_hold_are_unknown(
+    tokens: AccessTokens, keys: SigningKeys
+) -> None:
+    issued = await tokens.issue("usr_1", "default", ("admin",))
+    header, claims = segments(issued.token)
+    current = await keys.current()
+
+    def signed(**times: object) -> str:
+        return jwt.encode({**claims, **times}, current.private_key, "EdDSA", headers=header)
+
+    assert await reason(tokens, signed()) == "OK"  # positive control: re-signed as issued
+    for times in ({"exp": 1e300}, {"exp": 10**30}, {"iat": -1}, {"exp": float("inf")}):
+        assert await reason(tokens, signed(**times)) == "CREDENTIAL_UNKNOWN", times
+
+
 async def test_signing_keys_persist_across_restarts(
     backend: Backend, tmp_path: Path, vault: MemorySecrets, clock: Clock
 ) -> None:

@@ -5,18 +5,20 @@ login when the parameters changed, and a JWT that Authenticate accepts."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from services.auth.accounts import Accounts
 from services.auth.api_keys import User
 from services.auth.passwords import HashParameters, Passwords
+from services.auth.schema import MIGRATIONS
 from services.auth.signing_keys import SigningKeys
 from services.auth.store import Store
 from services.auth.throttle import LoginThrottle, ThrottlePolicy
 from services.auth.tokens import AccessTokens
 from services.auth.users import Users
-from services.common.database import Database
+from services.common.database import Database, open_database
 from services.common.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -25,6 +27,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from tests.clock import Clock
+from tests.conftest import Backend
 from tests.unit.auth.memory_secrets import MemorySecrets
 
 CHEAP = HashParameters(memory_kib=64, time_cost=1, parallelism=1)
@@ -63,7 +66,7 @@ async def test_register_then_login_gives_a_token_authenticate_accepts(
     users: Users, db: Database, vault: MemorySecrets, clock: Clock
 ) -> None:
     user = await users.register("  Ada@Example.COM ", PASSWORD)
-    assert user.email == "Ada@example.com"
+    assert user.email == "ada@example.com"
     assert user.user_id.startswith("usr_")
     issued = await users.login("Ada@EXAMPLE.com", PASSWORD)
     keys = SigningKeys(db, vault, rotation_seconds=86_400, token_ttl_seconds=900, clock=clock)
@@ -91,6 +94,16 @@ async def test_a_taken_email_is_already_exists_after_normalising(users: Users) -
     assert await outcome(users.register("bob@example.com", PASSWORD)) == "OK"  # control
     # The first password still works: nothing was overwritten.
     assert await outcome(users.login("ada@example.com", PASSWORD)) == "OK"
+
+
+async def test_emails_differing_only_in_case_are_one_account(users: Users) -> None:
+    await users.register("Alice@example.com", PASSWORD)
+    assert await outcome(users.register("alice@example.com", "another good password")) == (
+        "EMAIL_TAKEN"
+    )
+    assert await outcome(users.register("ALICE@Example.com", PASSWORD)) == "EMAIL_TAKEN"
+    assert await outcome(users.register("alicia@example.com", PASSWORD)) == "OK"  # control
+    assert await outcome(users.login("aLiCe@example.com", PASSWORD)) == "OK"
 
 
 async def test_concurrent_registrations_of_one_email_create_one_user(
@@ -186,3 +199,30 @@ async def test_login_rehashes_when_the_parameters_changed(
 async def test_inputs_are_bounded(users: Users) -> None:
     assert await outcome(users.login("a" * 5000, PASSWORD)) == "EMAIL_INVALID"
     assert await outcome(users.login("ada@example.com", "p" * 5000)) == "PASSWORD_TOO_LONG"
+
+
+async def test_stored_emails_are_lowered_by_migration_unless_that_would_merge_accounts(
+    backend: Backend, tmp_path: Path
+) -> None:
+    before = await open_database(backend.url, backend.namespace, tmp_path, "auth", MIGRATIONS[:2])
+    for user_id, email in [
+        ("usr_bob", "Bob@example.com"),
+        ("usr_carol1", "Carol@example.com"),
+        ("usr_carol2", "CAROL@example.com"),
+        ("usr_dan", "dan@example.com"),
+    ]:
+        await before.execute(
+            "INSERT INTO users (user_id, email, created_at) VALUES ($1, $2, 0)", user_id, email
+        )
+    await before.close()
+    after = await open_database(backend.url, backend.namespace, tmp_path, "auth", MIGRATIONS)
+    try:
+        rows = await after.fetch("SELECT user_id, email FROM users ORDER BY user_id")
+    finally:
+        await after.close()
+    assert {r["user_id"]: r["email"] for r in rows} == {
+        "usr_bob": "bob@example.com",
+        "usr_carol1": "Carol@example.com",  # two accounts once lowered: left for an operator
+        "usr_carol2": "CAROL@example.com",
+        "usr_dan": "dan@example.com",
+    }

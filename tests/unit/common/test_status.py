@@ -6,6 +6,7 @@ import grpc
 from google.rpc import error_details_pb2
 
 from services.common.errors import (
+    Code,
     FieldViolation,
     InvalidArgument,
     QuotaViolation,
@@ -85,3 +86,43 @@ def test_transport_failure_gets_an_error_info_naming_who_saw_it() -> None:
     decoded = describe_status(to_status_proto(relayed, "gateway.saga"))
     assert (decoded.reason, decoded.domain) == ("UPSTREAM_UNAVAILABLE", "gateway.saga")
     assert decoded.message == "connection refused"
+
+
+def test_an_error_with_endless_violations_stays_small_and_says_what_it_left_out() -> None:
+    few = InvalidArgument(
+        "bad inputs",
+        field_violations=[FieldViolation(f"inputs.x{i}", "undeclared") for i in range(3)],
+    )
+    assert [
+        v.field for v in describe_status(to_status_proto(few, "runtime.saga")).field_violations
+    ] == [
+        "inputs.x0",
+        "inputs.x1",
+        "inputs.x2",
+    ]  # positive control: a short list is whole, with no count
+    assert "fieldViolationsOmitted" not in describe_status(to_status_proto(few, "d")).metadata
+
+    many = InvalidArgument(
+        "é" * 5000,
+        reason="INPUT_INVALID",
+        metadata={f"k{i}": "v" * 10_000 for i in range(100)},
+        field_violations=[
+            FieldViolation(f"inputs.{'x' * 500}{i}", "d" * 500) for i in range(100_000)
+        ],
+        quota_violations=[QuotaViolation(f"scope:{i}", "unknown") for i in range(100_000)],
+    )
+    status = to_status_proto(many, "auth.saga")
+    assert status.ByteSize() <= 4000
+    assert len(status.message.encode()) <= 400
+    decoded = describe_status(status)
+    assert 0 < len(decoded.field_violations) <= 20
+    kept = len(decoded.field_violations)
+    assert decoded.metadata["fieldViolationsOmitted"] == str(100_000 - kept)
+    assert decoded.metadata["quotaViolationsOmitted"] == str(
+        100_000 - len(decoded.quota_violations)
+    )
+    assert (decoded.code, decoded.reason, decoded.domain) == (
+        Code.INVALID_ARGUMENT,
+        "INPUT_INVALID",
+        "auth.saga",
+    )

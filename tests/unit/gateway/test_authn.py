@@ -9,24 +9,34 @@ import pytest
 
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.gateway.authn import CredentialCache, Principal, bearer_credential
+from tests.clock import Clock
 
 ALICE = Principal("usr_a", "default", frozenset({"execute"}), "key_a")
 
 
 class CountingAuth:
-    """Stands in for the network call to auth (the cache's only collaborator)."""
+    """Stands in for the network call to auth (the cache's only collaborator); with `held`,
+    each call waits until `answer` is set, so a test decides when auth replies."""
 
-    def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
+    def __init__(self, held: bool = False, fail: Exception | None = None) -> None:
         self.calls = 0
-        self.delay = delay
+        self.answer = asyncio.Event()
+        if not held:
+            self.answer.set()
         self.fail = fail
 
     async def __call__(self, credential: str) -> Principal:
         self.calls += 1
-        await asyncio.sleep(self.delay)
+        await self.answer.wait()
         if self.fail is not None:
             raise self.fail
         return ALICE
+
+
+async def ready() -> None:
+    """Let every ready task run until it blocks."""
+    for _ in range(5):
+        await asyncio.sleep(0)
 
 
 def test_bearer_parsing() -> None:
@@ -47,9 +57,12 @@ def test_scope_check() -> None:
 
 
 async def test_concurrent_first_requests_share_one_verification() -> None:
-    auth = CountingAuth(delay=0.05)
-    cache = CredentialCache(auth, ttl=10)
-    results = await asyncio.gather(*(cache.principal("k") for _ in range(20)))
+    auth = CountingAuth(held=True)
+    cache = CredentialCache(auth, ttl=10, clock=Clock())
+    crowd = [asyncio.ensure_future(cache.principal("k")) for _ in range(20)]
+    await ready()
+    auth.answer.set()
+    results = await asyncio.gather(*crowd)
     assert results == [ALICE] * 20
     assert auth.calls == 1
     await cache.principal("k")
@@ -60,19 +73,24 @@ async def test_concurrent_first_requests_share_one_verification() -> None:
 
 async def test_entries_expire_after_the_ttl() -> None:
     auth = CountingAuth()
-    cache = CredentialCache(auth, ttl=0.05)
+    clock = Clock()
+    cache = CredentialCache(auth, ttl=0.05, clock=clock)
     await cache.principal("k")
-    await asyncio.sleep(0.08)
+    clock.now += 0.04
+    await cache.principal("k")
+    assert auth.calls == 1  # still fresh
+    clock.now += 0.04
     await cache.principal("k")
     assert auth.calls == 2
 
 
 async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
-    auth = CountingAuth(delay=0.02, fail=Unauthenticated("no", reason="CREDENTIAL_UNKNOWN"))
-    cache = CredentialCache(auth, ttl=10)
-    outcomes = await asyncio.gather(
-        *(cache.principal("k") for _ in range(3)), return_exceptions=True
-    )
+    auth = CountingAuth(held=True, fail=Unauthenticated("no", reason="CREDENTIAL_UNKNOWN"))
+    cache = CredentialCache(auth, ttl=10, clock=Clock())
+    crowd = [asyncio.ensure_future(cache.principal("k")) for _ in range(3)]
+    await ready()
+    auth.answer.set()
+    outcomes = await asyncio.gather(*crowd, return_exceptions=True)
     assert all(isinstance(o, Unauthenticated) for o in outcomes)
     assert auth.calls == 1
     auth.fail = None
@@ -81,11 +99,26 @@ async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
 
 
 async def test_a_cancelled_leader_does_not_fail_its_waiters() -> None:
-    auth = CountingAuth(delay=0.1)
-    cache = CredentialCache(auth, ttl=10)
+    auth = CountingAuth(held=True)
+    cache = CredentialCache(auth, ttl=10, clock=Clock())
     leader = asyncio.ensure_future(cache.principal("k"))
-    await asyncio.sleep(0.01)
+    await ready()
     waiter = asyncio.ensure_future(cache.principal("k"))
-    await asyncio.sleep(0.01)
+    await ready()
     leader.cancel()
+    await ready()
+    auth.answer.set()
     assert await waiter == ALICE
+    assert auth.calls == 1  # the leader's verification went on for its waiter
+
+
+async def test_a_verification_nobody_waits_for_any_more_is_still_kept() -> None:
+    auth = CountingAuth(held=True)
+    cache = CredentialCache(auth, ttl=10, clock=Clock())
+    gone = asyncio.ensure_future(cache.principal("k"))
+    await ready()
+    gone.cancel()
+    auth.answer.set()
+    await ready()
+    assert await cache.principal("k") == ALICE
+    assert auth.calls == 1

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.common.config import DEFAULT_PROVIDERS
+from services.common.strategy import Strategy
 from services.optimizer.metrics import LiveMetrics, Sample
 from services.optimizer.publisher import RankingPublisher
-from services.optimizer.ranking import Strategy
 from services.optimizer.snapshots import SnapshotBoard
 from tests.clock import Clock, settle
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from services.common.strategy import Strategy
 from services.optimizer.ranking import (
     ExclusionReason,
     ProviderStats,
-    Strategy,
     TokenEstimate,
     Weights,
     estimated_cost,

@@ -17,12 +17,12 @@ from services.common.config import load_config
 from services.common.database import open_database
 from services.common.server import Registration
 from services.common.status import describe
+from services.common.strategy import Strategy
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger
 from services.optimizer.metrics import LiveMetrics
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
-from services.optimizer.ranking import Strategy
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
 from services.optimizer.snapshots import SnapshotBoard

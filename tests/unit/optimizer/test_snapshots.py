@@ -9,7 +9,8 @@ import pytest
 
 from services.common.config import DEFAULT_PROVIDERS, ProviderConfig
 from services.common.prices import price_table
-from services.optimizer.ranking import ProviderStats, Strategy, Weights
+from services.common.strategy import Strategy
+from services.optimizer.ranking import ProviderStats, Weights
 from services.optimizer.snapshots import WATCHED_BY_DEFAULT, SnapshotBoard
 
 

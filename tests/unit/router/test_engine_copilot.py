@@ -82,7 +82,7 @@ async def test_a_token_refused_twice_is_an_authentication_failure(fake: FakeProv
     with pytest.raises(ProviderError) as caught:
         await collect(fake, credentials, stream=False)
     assert caught.value.kind is ErrorKind.UNAUTHENTICATED
-    assert not caught.value.credential_failure
+    assert not isinstance(caught.value, ProviderCredentialFailed)
     assert len(fake.requests("copilot")) == 2  # one re-fetch, never a loop
     assert OLD not in caught.value.message
     assert NEW not in caught.value.message
@@ -109,7 +109,7 @@ async def test_no_token_from_auth_is_a_credential_failure_with_auths_error_intac
         await collect(fake, FakeCredentials(OLD, error=upstream), stream=False)
     assert caught.value.upstream is upstream
     assert caught.value.kind is ErrorKind.UNAUTHENTICATED
-    assert caught.value.credential_failure
+    assert type(caught.value) is ProviderCredentialFailed
     assert fake.requests("copilot") == []  # the provider was never called
     # Control: with a token, the same engine configuration answers.
     assert isinstance((await collect(fake, FakeCredentials(OLD), stream=False))[-1], Finish)

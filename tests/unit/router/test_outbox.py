@@ -17,7 +17,8 @@ import pytest
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.database import Database, open_database
 from services.common.telemetry import client_interceptors
-from services.router.outbox import MIGRATIONS, Outbox
+from services.router.outbox import Outbox
+from services.router.schema import MIGRATIONS
 from tests.conftest import Backend
 
 TRACE_A = "00-5af7183fb1d4cf5f11b2d3a4e5f60718-00f067aa0ba902b7-01"

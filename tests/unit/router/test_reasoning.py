@@ -166,7 +166,7 @@ async def test_a_call_streams_attempt_deltas_and_final() -> None:
     assert got.events[0] == AttemptStarted("good", "good-m", 1)
     assert [type(e) for e in got.events[1:-1]] == [TextDelta] * 4
     final = got.final()
-    assert (final.input_tokens, final.output_tokens, final.text) == (3, 4, "")
+    assert (final.usage.input_tokens, final.usage.output_tokens, final.text) == (3, 4, "")
     assert final.cost_micro_usd == 3 * 1 + 4 * 2
     assert [r.status for r in got.reports] == [AttemptStatus.SUCCEEDED]
     assert final.attempts == tuple(got.reports)
@@ -269,7 +269,7 @@ async def test_failure_before_text_falls_back_to_the_next_candidate() -> None:
         ("good", AttemptStatus.SUCCEEDED, ""),
     ]
     # The failed attempt generated nothing and costs nothing.
-    assert (got.reports[0].input_tokens, got.reports[0].cost_micro_usd) == (0, 0)
+    assert (got.reports[0].usage.input_tokens, got.reports[0].cost_micro_usd) == (0, 0)
 
 
 async def test_a_rate_limited_provider_falls_back_after_its_retries() -> None:
@@ -398,15 +398,15 @@ async def test_a_stream_cut_after_text_continues_on_the_next_provider() -> None:
     assert request.max_tokens < CALL.engine_request().max_tokens
     # Usage and cost are summed; the cut attempt is estimated and flagged.
     cut, rest = got.reports
-    assert (cut.status, cut.estimated) == (AttemptStatus.FAILED, True)
-    assert cut.output_tokens > 0
+    assert (cut.status, cut.usage.estimated) == (AttemptStatus.FAILED, True)
+    assert cut.usage.output_tokens > 0
     assert cut.cost_micro_usd > 0
-    assert (rest.status, rest.estimated) == (AttemptStatus.SUCCEEDED, False)
+    assert (rest.status, rest.usage.estimated) == (AttemptStatus.SUCCEEDED, False)
     final = got.final()
-    assert final.output_tokens == cut.output_tokens + rest.output_tokens
-    assert final.input_tokens == cut.input_tokens + rest.input_tokens
+    assert final.usage.output_tokens == cut.usage.output_tokens + rest.usage.output_tokens
+    assert final.usage.input_tokens == cut.usage.input_tokens + rest.usage.input_tokens
     assert final.cost_micro_usd == cut.cost_micro_usd + rest.cost_micro_usd
-    assert final.estimated
+    assert final.usage.estimated
     assert final.provider == "next"
 
 
@@ -422,7 +422,7 @@ async def test_a_cut_stream_without_fallback_ends_after_its_text() -> None:
     assert isinstance(got.error, Unavailable)
     assert [type(e) for e in got.events] == [AttemptStarted, TextDelta, TextDelta]
     (cut,) = got.reports
-    assert (cut.status, cut.estimated) == (AttemptStatus.FAILED, True)
+    assert (cut.status, cut.usage.estimated) == (AttemptStatus.FAILED, True)
 
 
 async def test_complete_mode_falls_back_from_scratch_after_partial_text() -> None:
@@ -437,8 +437,8 @@ async def test_complete_mode_falls_back_from_scratch_after_partial_text() -> Non
     ]
     alone = await run(call, [GOOD])
     assert got.final().text == alone.final().text
-    assert got.final().output_tokens == got.reports[0].output_tokens + 4
-    assert got.final().estimated
+    assert got.final().usage.output_tokens == got.reports[0].usage.output_tokens + 4
+    assert got.final().usage.estimated
 
 
 # ---------------------------------------------------------------- circuits

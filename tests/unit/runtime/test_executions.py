@@ -11,6 +11,7 @@ import pytest
 
 from services.common.database import Database, open_database
 from services.common.errors import AlreadyExists
+from services.common.usage import Usage
 from services.runtime.executions import (
     LEASE_MS,
     ExecutionRecord,
@@ -18,7 +19,6 @@ from services.runtime.executions import (
     ExecutionStore,
 )
 from services.runtime.schema import MIGRATIONS
-from services.runtime.usage import Usage
 from tests.conftest import Backend
 
 
@@ -51,14 +51,14 @@ async def test_a_run_is_recorded_at_start_and_settled_once(
     db = await open_db(backend, tmp_path)
     store = await ExecutionStore.open(db, "host:1")
     ok = store.begin(record("exe_ok"))
-    await ok.succeeded(Usage(3, 5, 8), 42)
+    await ok.succeeded(Usage(input_tokens=3, output_tokens=5), 42)
     failed = store.begin(record("exe_failed"))
     await failed.failed("PROVIDER_UNAVAILABLE")
     done = await store.get("exe_ok")
     assert done is not None
     assert (done.status, done.usage, done.cost_micro_usd) == (
         ExecutionStatus.SUCCEEDED,
-        Usage(3, 5, 8),
+        Usage(input_tokens=3, output_tokens=5),
         42,
     )
     assert done.completed_at is not None
@@ -106,7 +106,7 @@ async def test_a_replica_leaves_live_replicas_runs_alone_and_interrupts_the_gone
     await b.renew()
     assert await status(b, "exe_a_left") == ExecutionStatus.RUNNING
     # …so a can still settle them.
-    await running.succeeded(Usage(1, 1, 2), 1)
+    await running.succeeded(Usage(input_tokens=1, output_tokens=1), 1)
     assert await status(b, "exe_a_running") == ExecutionStatus.SUCCEEDED
 
     # a dies without a word: its run stays RUNNING while its lease lasts…

@@ -1,0 +1,115 @@
+"""`saga keys …`, `saga register` and `saga login`: the caller's own account.
+
+A new API key is printed once, alone on stdout (so `KEY=$(saga keys create ci)` captures
+it), with its id, scopes and expiry on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from clients.cli.output import is_past, table, to_json, when
+from clients.cli.settings import Metadata
+from saga.auth.v1 import api_keys_pb2
+from saga.gateway.v1 import account_pb2, account_pb2_grpc
+
+
+def read_secret(prompt: str) -> str:
+    """A secret from stdin when piped, else from a prompt that does not echo."""
+    value = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass(prompt)
+    if not value:
+        raise SystemExit("saga: nothing was entered")
+    return value
+
+
+def key_state(key: api_keys_pb2.ApiKeyInfo, now: datetime) -> str:
+    """`revoked`, `expired` or `active`."""
+    if key.HasField("revoked_at"):
+        return "revoked"
+    if key.HasField("expires_at") and is_past(key.expires_at, now):
+        return "expired"
+    return "active"
+
+
+def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
+    """The caller's keys, one row each (scopes last: the one wide column)."""
+    return table(
+        ("KEY ID", "PREFIX", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE", "SCOPES"),
+        [
+            (
+                k.key_id,
+                f"{k.prefix}…",
+                k.name,
+                when(k.created_at),
+                when(k.expires_at, unset="never"),
+                when(k.last_used_at, unset="never"),
+                key_state(k, now),
+                ",".join(k.scopes),
+            )
+            for k in keys
+        ],
+    )
+
+
+async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga keys create|list|revoke`."""
+    stub: account_pb2_grpc.AccountServiceAsyncStub = account_pb2_grpc.AccountServiceStub(channel)
+    if args.keys_command == "create":
+        request = account_pb2.CreateApiKeyRequest(name=args.name, scopes=args.scope or ["execute"])
+        if args.expires:
+            request.expires_at.CopyFrom(_timestamp(args.expires))
+        created = await stub.CreateApiKey(request, metadata=md, timeout=args.timeout)
+        if args.json:
+            print(to_json(created))
+            return 0
+        print(created.api_key)
+        info = created.info
+        print(
+            f"key {info.key_id} ({', '.join(info.scopes)}), expires "
+            f"{when(info.expires_at, unset='never')}: shown once, store it now",
+            file=sys.stderr,
+        )
+    elif args.keys_command == "list":
+        listed = await stub.ListApiKeys(
+            account_pb2.ListApiKeysRequest(), metadata=md, timeout=args.timeout
+        )
+        print(to_json(listed) if args.json else keys_table(list(listed.keys), datetime.now(UTC)))
+    else:
+        revoked = await stub.RevokeApiKey(
+            account_pb2.RevokeApiKeyRequest(key_id=args.key_id), metadata=md, timeout=args.timeout
+        )
+        print(to_json(revoked) if args.json else f"revoked {revoked.info.key_id}")
+    return 0
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def sign_in(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    """`saga register EMAIL` and `saga login EMAIL` (password on stdin or a hidden prompt)."""
+    stub: account_pb2_grpc.AccountServiceAsyncStub = account_pb2_grpc.AccountServiceStub(channel)
+    password = read_secret("password: ")
+    if args.command == "register":
+        registered = await stub.Register(
+            account_pb2.RegisterRequest(email=args.email, password=password), timeout=args.timeout
+        )
+        print(
+            to_json(registered)
+            if args.json
+            else f"registered {registered.email} as {registered.user_id}"
+        )
+    else:
+        logged_in = await stub.Login(
+            account_pb2.LoginRequest(email=args.email, password=password), timeout=args.timeout
+        )
+        print(to_json(logged_in) if args.json else logged_in.access_token)
+    return 0

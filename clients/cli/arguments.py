@@ -1,0 +1,102 @@
+"""Command-line values and what a bad one prints: one line naming the problem, exit 2.
+
+`Parser` replaces argparse's usage dump with a single line that points at `--help`; the
+value parsers here are argparse `type=` functions, so a bad `--expires` or `--by` is refused
+before any call is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from saga.execution.v1 import records_pb2
+
+EXIT_USAGE = 2
+"""The exit code of a usage error: argparse's own, and every bad value's."""
+
+DIMENSIONS = tuple(
+    name.removeprefix("USAGE_DIMENSION_").lower()
+    for name, value in records_pb2.UsageDimension.items()
+    if value != records_pb2.USAGE_DIMENSION_UNSPECIFIED
+)
+"""The `--by` dimensions, in the order of the UsageDimension enum."""
+
+MAX_TIMEOUT = 86_400.0
+"""The longest `--timeout`, in seconds."""
+
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"(\d+)([mhdw])")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`saga keys create: … (see --help)`)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the problem and where to read more, then exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def expiry(text: str, now: datetime) -> datetime:
+    """`--expires`: a duration from `now` (`45m`, `12h`, `30d`, `2w`) or an ISO 8601 time
+    (`2027-01-01T00:00:00Z`; UTC when it names no offset); it must lie in the future."""
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        amount, unit = int(match[1]), _UNITS[match[2]]
+        if amount == 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is no time at all; the key would be dead")
+        try:
+            return now + timedelta(**{unit: amount})
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} is too far in the future") from None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (45m, 12h, 30d, 2w) nor an ISO 8601 time "
+            f"(2027-01-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment <= now:
+        raise argparse.ArgumentTypeError(f"{text!r} is in the past; an expiry must be ahead")
+    return moment
+
+
+def expiry_from_now(text: str) -> datetime:
+    """`expiry` against the clock, for argparse."""
+    return expiry(text, datetime.now(UTC))
+
+
+def seconds(text: str) -> float:
+    """`--timeout`: a deadline in seconds, above 0 and at most a day (gRPC cannot carry an
+    absurd deadline: it would fail at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r}: use more than 0 and at most {MAX_TIMEOUT:g}")
+    return value
+
+
+def dimensions(text: str) -> tuple[str, ...]:
+    """`--by`: comma-separated dimensions, each named once (repeats are dropped)."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DIMENSIONS]
+    if unknown:
+        which = ", ".join(repr(name) for name in unknown)
+        noun = "dimension" if len(unknown) == 1 else "dimensions"
+        raise argparse.ArgumentTypeError(
+            f"unknown {noun} {which}; use any of {', '.join(DIMENSIONS)}"
+        )
+    if not names:
+        raise argparse.ArgumentTypeError(f"name at least one of {', '.join(DIMENSIONS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def dimension_values(names: tuple[str, ...]) -> list[records_pb2.UsageDimension.ValueType]:
+    """The UsageDimension values of `--by` names."""
+    return [records_pb2.UsageDimension.Value(f"USAGE_DIMENSION_{name.upper()}") for name in names]

@@ -1,0 +1,86 @@
+"""`saga execute`: run a pattern and stream its events.
+
+For people: tokens on stdout as they arrive, switches and a one-line summary on stderr. With
+`--json`: every event as one JSON document per line, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterable
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from clients.cli.output import dollars, to_json
+from clients.cli.settings import Metadata
+from saga.execution.v1 import options_pb2
+from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from services.common.strategy import Strategy
+from services.common.strategy_proto import TO_PROTO
+
+
+def inputs(pairs: list[str]) -> struct_pb2.Struct:
+    """`--input NAME=VALUE` pairs as the pattern's inputs (a value starting with [ or { is JSON)."""
+    struct = struct_pb2.Struct()
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"saga: --input takes NAME=VALUE, got {pair!r}")
+        try:
+            parsed: Any = json.loads(value) if value[:1] in "[{" else value
+        except json.JSONDecodeError:
+            parsed = value
+        struct.update({name: parsed})
+    return struct
+
+
+async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga execute PATTERN`."""
+    stub: execution_pb2_grpc.ExecutionServiceAsyncStub = execution_pb2_grpc.ExecutionServiceStub(
+        channel
+    )
+    options = options_pb2.ExecuteOptions()
+    if args.strategy:
+        options.strategy = TO_PROTO[Strategy(args.strategy)]
+    request = execution_pb2.ExecuteRequest(
+        pattern_id=args.pattern, inputs=inputs(args.input), asof=args.asof or "", options=options
+    )
+    if args.json:
+        async for event in stub.Execute(request, metadata=md, timeout=args.timeout):
+            print(to_json(event, compact=True), flush=True)
+        return 0
+    try:
+        summary = await _stream(stub.Execute(request, metadata=md, timeout=args.timeout))
+    finally:
+        print()  # end the line of tokens, before a summary or an error
+    print(" · ".join(summary), file=sys.stderr)
+    return 0
+
+
+async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[str]:
+    """Print tokens and switches as they come; the parts of the summary line."""
+    summary: list[str] = []
+    provider = ""
+    async for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "accepted":
+            summary.append(f"execution {event.accepted.execution_id}")
+            summary.append(f"ledger {event.accepted.ledger_commit_hash[:12]}")
+            summary.append(f"pack {event.accepted.pricing_pack_id}")
+        elif kind == "token":
+            print(event.token.text, end="", flush=True)
+        elif kind == "provider_switched":
+            s = event.provider_switched
+            print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
+        elif kind == "step_completed":
+            provider = f"{event.step_completed.provider} ({event.step_completed.model})"
+        elif kind == "completed":
+            usage = event.completed.usage
+            summary.append(f"provider {provider}")
+            summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
+            summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
+    return summary

@@ -1,0 +1,114 @@
+"""The steps of one Reason call around its attempts, in their order (no gRPC: the servicer
+translates the request in and the events out).
+
+1. Rank the candidates: the call's strategy in the latest snapshot (`candidates`).
+2. Reserve the call's maximum cost (`budget.max_cost` of those candidates) before any
+   provider is called; the optimizer's refusal ends the call here, with nothing spent.
+3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST.
+4. Run the attempts (`reasoning`); each attempt's outcome is handed to the outbox the moment
+   it ends, and its cost added to the call's.
+5. Before `Finished` goes out, wait until every outcome is stored — else UNAVAILABLE
+   USAGE_NOT_STORED: a caller never holds an answer whose usage a crash could lose.
+6. Settle the reservation to the attempts' cost however the call ended — answered, failed or
+   cancelled — once its events are done (in the background: settling never blocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Protocol
+
+from services.common.config import ProviderConfig
+from services.common.errors import Unavailable
+from services.common.prices import PriceTable
+from services.common.strategy import Strategy
+from services.router.attempts import AttemptRecord
+from services.router.budget import Reservation, max_cost
+from services.router.calls import ReasonCall
+from services.router.candidates import choose
+from services.router.outcomes import call_id
+from services.router.rankings import RankingSnapshot
+from services.router.reasoning import Finished, Report, RouterEvent
+
+
+class CallBudget(Protocol):
+    """Where a call's cost is reserved and settled (`budget.Budgets`)."""
+
+    async def reserve(
+        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+    ) -> Reservation | None:
+        """Hold `amount`; None when no budget is configured; raise the refusal."""
+        ...
+
+    def settle(self, reservation: Reservation | None, cost: int) -> None:
+        """Settle `reservation` to `cost` in the background (never blocks)."""
+        ...
+
+
+Attempts = Callable[[Sequence[ProviderConfig], Report], AsyncGenerator[RouterEvent, None]]
+"""Runs the call's attempts over the candidates, handing each attempt to the report as it
+ends (`reasoning.reason`, coalesced or not)."""
+
+StoreOutcome = Callable[[AttemptRecord, str], Awaitable[None]]
+"""Stores one attempt of the call whose id is given (`outbox`); returns at once, and what it
+returns is done when the outcome is stored."""
+
+
+async def run_call(
+    call: ReasonCall,
+    providers: Sequence[ProviderConfig],
+    snapshot: RankingSnapshot | None,
+    prices: PriceTable,
+    budget: CallBudget,
+    attempts: Attempts,
+    store: StoreOutcome,
+) -> AsyncGenerator[RouterEvent, None]:
+    """The events of one call, its steps taken in order (see the module docstring). Close
+    the generator (`aclosing`) when done with it: that is when it settles."""
+
+    def ranked(strategy: Strategy | None) -> list[ProviderConfig]:
+        return choose(
+            providers, snapshot, strategy=strategy, preferred=call.preferred, pinned=call.pinned
+        )
+
+    candidates = ranked(call.strategy)
+    cid = call_id(call.accounting)
+    reservation = await budget.reserve(
+        cid,
+        call.accounting.user_id,
+        call.accounting.execution_id,
+        max_cost(call.engine_request(), candidates, prices),
+    )
+    if reservation is not None and reservation.degrade_to_cheapest:
+        candidates = ranked(Strategy.CHEAPEST)
+
+    stored: list[Awaitable[None]] = []
+    cost = 0
+
+    def report(record: AttemptRecord) -> None:
+        nonlocal cost
+        cost += record.cost_micro_usd
+        stored.append(store(record, cid))
+
+    try:
+        async with aclosing(attempts(candidates, report)) as events:
+            async for event in events:
+                if isinstance(event, Finished):
+                    await _all_stored(stored)
+                yield event
+    finally:
+        budget.settle(reservation, cost)
+
+
+async def _all_stored(stored: Sequence[Awaitable[None]]) -> None:
+    """Wait until every attempt of the call is in the outbox (before Finished)."""
+    try:
+        await asyncio.gather(*stored)
+    except Exception:
+        raise Unavailable(
+            "the call's usage could not be stored; its answer is not confirmed",
+            reason="USAGE_NOT_STORED",
+            retry_after=1.0,
+        ) from None

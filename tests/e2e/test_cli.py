@@ -1,0 +1,210 @@
+"""The `saga` CLI against the real stack: human tables, `--json` for scripts, one-line errors
+with exit 2 for bad arguments, and the credential found through the services' configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.harness import ROOT, Stack
+
+
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m clients.cli ARGS` with no SAGA_… variable of the test run leaking in."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+    )
+
+
+def saga_cli(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The CLI as the stack's admin."""
+    return run_cli(
+        "--gateway", stack.target("gateway"), "--key", stack.admin_key(), *args, stdin=stdin
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+    return result.stderr
+
+
+def row(table: str, first: str) -> str:
+    return next(line for line in table.splitlines() if line.split()[0] == first)
+
+
+def test_providers_list_is_a_table_of_names_circuits_and_prices(stack: Stack) -> None:
+    table = ok(saga_cli(stack, "providers", "list"))
+    header = table.splitlines()[0]
+    for column in ("NAME", "KIND", "MODEL", "CIRCUIT", "HEALTHY", "IN $/1M", "OUT $/1M"):
+        assert column in header
+    assert "LIMITS" in header
+    assert "CONTEXT" in header
+    fast, smart = row(table, "sim-fast"), row(table, "sim-smart")
+    # Columns are aligned: each row's circuit state starts under the header's CIRCUIT.
+    assert fast.index("closed") == smart.index("closed") == header.index("CIRCUIT")
+    assert "sim-small" in fast
+    assert "$0.15" in fast
+    assert "$0.60" in fast
+    assert "$2.50" in smart
+    assert "$10.00" in smart
+    assert "CIRCUIT_STATE" not in table
+
+
+def test_json_is_the_reply_for_scripts_before_or_after_the_command(stack: Stack) -> None:
+    listed = json.loads(ok(saga_cli(stack, "--json", "providers", "list")))
+    by_name = {p["name"]: p for p in listed["providers"]}
+    assert set(by_name) == {"sim-fast", "sim-smart"}
+    fast = by_name["sim-fast"]
+    assert fast["circuitState"] == "CIRCUIT_STATE_CLOSED"
+    assert fast["prices"]["inputPerMillionMicroUsd"] == "150000"
+    assert fast["prices"]["outputPerMillionMicroUsd"] == "600000"
+    assert isinstance(fast["healthy"], bool)  # present even when false
+    assert "limits" in fast
+    assert "contextWindow" in fast
+    vault = json.loads(ok(saga_cli(stack, "vault", "status", "--json")))
+    assert vault["status"]["state"] == "VAULT_STATE_SERVING"
+    assert vault["status"]["activeKeyId"]
+    keys = json.loads(ok(saga_cli(stack, "keys", "list", "--json")))
+    assert all("keyId" in k for k in keys["keys"])
+    usage = json.loads(ok(saga_cli(stack, "usage", "--all", "--json")))
+    assert "calls" in usage["totals"]
+
+
+def test_execute_with_json_prints_one_event_per_line(stack: Stack) -> None:
+    lines = ok(saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json")).splitlines()
+    events = [json.loads(line) for line in lines]
+    assert "accepted" in events[0]
+    assert "completed" in events[-1]
+    assert any("token" in event for event in events)
+
+
+def test_vault_status_reads_as_words(stack: Stack) -> None:
+    status = ok(saga_cli(stack, "vault", "status"))
+    assert status.splitlines()[0].split() == ["state", "serving"]
+    active = row(status, "active").split()
+    assert active[:2] == ["active", "key"]
+    assert len(active) == 3
+    assert "keys in use" in status
+    assert "VAULT_STATE" not in status
+
+
+def test_providers_check_probes_each_provider(stack: Stack) -> None:
+    checked = ok(saga_cli(stack, "providers", "check"))
+    assert checked.splitlines()[0].split() == ["PROVIDER", "RESULT", "LATENCY", "ERROR"]
+    for name in ("sim-fast", "sim-smart"):
+        cells = row(checked, name).split()
+        assert cells[1] == "ok"
+        assert cells[3] == "ms"
+        assert int(cells[2]) >= 0
+    one = json.loads(ok(saga_cli(stack, "--json", "providers", "check", "sim-smart")))
+    assert [(r["provider"], r["ok"]) for r in one["results"]] == [("sim-smart", True)]
+    assert "latencyMs" in one["results"][0]
+
+
+def test_keys_create_with_an_expiry_shows_it_in_the_list(stack: Stack) -> None:
+    before = datetime.now(UTC)
+    created = saga_cli(stack, "keys", "create", "month-key", "--expires", "30d")
+    assert ok(created).strip().startswith("saga_")
+    assert "expires " in created.stderr
+    dated = saga_cli(stack, "keys", "create", "dated-key", "--expires", "2030-01-01T00:00:00Z")
+    assert ok(dated).strip()
+    listed = ok(saga_cli(stack, "keys", "list"))
+    after = datetime.now(UTC)
+    assert "EXPIRES" in listed.splitlines()[0]
+    month = next(line for line in listed.splitlines() if "  month-key  " in line)
+    days = {f"{moment + timedelta(days=30):%Y-%m-%d} " for moment in (before, after)}
+    assert any(day in month for day in days), month
+    assert month.split()[-2:] == ["active", "execute"]
+    dated_row = next(line for line in listed.splitlines() if "  dated-key  " in line)
+    assert "2030-01-01 00:00Z" in dated_row
+    keys = json.loads(ok(saga_cli(stack, "keys", "list", "--json")))["keys"]
+    assert {k["name"]: k.get("expiresAt") for k in keys}["dated-key"] == "2030-01-01T00:00:00Z"
+
+
+def test_a_past_or_malformed_expiry_is_refused_before_any_call(stack: Stack) -> None:
+    past = refused_in_one_line(
+        saga_cli(stack, "keys", "create", "old", "--expires", "2020-01-01T00:00:00Z")
+    )
+    assert "in the past" in past
+    malformed = refused_in_one_line(saga_cli(stack, "keys", "create", "odd", "--expires", "soon"))
+    assert "'soon'" in malformed
+    names = {k["name"] for k in json.loads(ok(saga_cli(stack, "keys", "list", "--json")))["keys"]}
+    assert not names & {"old", "odd"}
+
+
+def test_an_unknown_usage_dimension_is_named_in_one_line(stack: Stack) -> None:
+    refused = refused_in_one_line(saga_cli(stack, "usage", "--by", "model,bogus"))
+    assert "'bogus'" in refused
+    assert "user, session, provider, model, day" in refused
+
+
+def test_usage_is_a_table_with_a_column_per_dimension_and_totals(stack: Stack) -> None:
+    table = ok(saga_cli(stack, "usage", "--all", "--by", "provider,model"))
+    lines = table.splitlines()
+    assert lines[0].split() == ["PROVIDER", "MODEL", "CALLS", "IN", "OUT", "CACHED", "COST"]
+    assert lines[-1].startswith("total")
+    assert lines[-1].split()[-1].startswith("$")
+
+
+def test_the_credential_comes_from_the_data_dir_of_saga_config(
+    stack: Stack, tmp_path: Path
+) -> None:
+    data = tmp_path / "state"
+    data.mkdir()
+    (data / "admin.key").write_text(stack.admin_key() + "\n")
+    port = stack.target("gateway").rsplit(":", 1)[1]
+    config = tmp_path / "saga.toml"
+    config.write_text(f'data_dir = "{data}"\n\n[services.gateway]\nport = {port}\n')
+    # No --key, --gateway or --data-dir: both come from the file SAGA_CONFIG names.
+    table = ok(run_cli("providers", "list", env={"SAGA_CONFIG": str(config)}))
+    assert "sim-fast" in table
+    # $SAGA_DATA_DIR comes before the file's data_dir.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = refused_in_one_line(
+        run_cli("providers", "list", env={"SAGA_CONFIG": str(config), "SAGA_DATA_DIR": str(empty)}),
+        code=1,
+    )
+    assert str(empty / "admin.key") in missing
+    # A configuration the services would refuse is one line and EX_CONFIG, like theirs.
+    broken = refused_in_one_line(
+        run_cli("providers", "list", env={"SAGA_CONFIG": str(tmp_path / "absent.toml")}),
+        code=78,
+    )
+    assert "absent.toml" in broken
+
+
+def test_cli_operator_commands(stack: Stack) -> None:
+    listed = saga_cli(stack, "providers", "list")
+    assert "sim-fast" in ok(listed)
+    # The secret comes on stdin, never argv; a provider without a key credential refuses it,
+    # and the CLI prints auth's reason instead of a traceback.
+    refused = saga_cli(stack, "providers", "set-key", "sim-fast", stdin="sk-from-stdin\n")
+    assert refused.returncode == 1
+    assert "auth.saga" in refused.stderr
+    assert "sk-from-stdin" not in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
+    usage = saga_cli(stack, "usage", "--all", "--by", "provider")
+    assert ok(usage).splitlines()[-1].startswith("total")

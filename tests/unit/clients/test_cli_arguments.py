@@ -1,0 +1,81 @@
+"""The CLI's argument values: expiries and usage dimensions, refused in one line with exit 2."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from clients.cli.__main__ import parser
+from clients.cli.arguments import dimensions, expiry, seconds
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "ahead"),
+    [
+        ("45m", timedelta(minutes=45)),
+        ("12h", timedelta(hours=12)),
+        ("30d", timedelta(days=30)),
+        ("2w", timedelta(weeks=2)),
+    ],
+)
+def test_an_expiry_may_be_a_duration(text: str, ahead: timedelta) -> None:
+    assert expiry(text, NOW) == NOW + ahead
+
+
+def test_an_expiry_may_be_a_time_utc_unless_it_names_an_offset() -> None:
+    assert expiry("2027-01-01T00:00:00Z", NOW) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert expiry("2027-01-01", NOW) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert expiry("2027-01-01T02:00:00+02:00", NOW) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("0d", "no time at all"),
+        ("2026-12-03T11:59:00Z", "in the past"),
+        ("soon", "neither a duration"),
+        ("30x", "neither a duration"),
+        ("-1d", "neither a duration"),
+        ("99999999999w", "too far"),
+    ],
+)
+def test_a_bad_expiry_says_why(text: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=says):
+        expiry(text, NOW)
+
+
+def test_dimensions_are_checked_and_named_once() -> None:
+    assert dimensions("provider, model,provider") == ("provider", "model")
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        dimensions("model,bogus")
+    assert str(err.value) == (
+        "unknown dimension 'bogus'; use any of user, session, provider, model, day"
+    )
+    with pytest.raises(argparse.ArgumentTypeError, match="at least one"):
+        dimensions(" , ")
+
+
+def test_a_bad_argument_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parser().parse_args(["usage", "--by", "bogus"])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("saga usage: argument --by: unknown dimension 'bogus'")
+
+
+def test_json_may_come_before_or_after_the_command() -> None:
+    assert parser().parse_args(["--json", "providers", "list"]).json is True
+    assert parser().parse_args(["providers", "list", "--json"]).json is True
+    assert parser().parse_args(["providers", "list"]).json is False
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "1e10", "soon"])
+def test_a_timeout_is_a_sane_number_of_seconds(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        seconds(text)
+    assert seconds("2.5") == 2.5

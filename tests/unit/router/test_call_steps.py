@@ -1,0 +1,271 @@
+"""The steps of a Reason call around its attempts (`call_steps.run_call`), against fakes of the
+budget, the attempts and the outbox that write one shared log: the order of the steps, the
+degrade to CHEAPEST, no Finished before every outcome is stored, and a settlement however the
+call ended — answered, failed, refused by the outbox or cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from services.common.config import ProviderConfig
+from services.common.errors import ResourceExhausted, SagaError, Unavailable
+from services.common.prices import PriceTable, price_table
+from services.common.strategy import Strategy
+from services.router.attempts import AttemptRecord, AttemptStatus
+from services.router.budget import Reservation, max_cost
+from services.router.call_steps import run_call
+from services.router.calls import Accounting, ReasonCall
+from services.router.engines.base import ChatMessage, FinishReason, TextDelta
+from services.router.rankings import RankingSnapshot
+from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
+
+CHEAP = ProviderConfig(
+    name="cheap", kind="sim", model="s", input_micro_usd_per_mtok=1, output_micro_usd_per_mtok=1
+)
+DEAR = ProviderConfig(
+    name="dear",
+    kind="sim",
+    model="l",
+    input_micro_usd_per_mtok=4_000_000,
+    output_micro_usd_per_mtok=4_000_000,
+)
+PROVIDERS = (DEAR, CHEAP)
+PRICES = price_table(PROVIDERS)
+SNAPSHOT = RankingSnapshot(
+    version=1,
+    default_strategy=Strategy.BALANCED,
+    rankings={Strategy.BALANCED: ("dear", "cheap"), Strategy.CHEAPEST: ("cheap", "dear")},
+    prices=PRICES,
+)
+CALL = ReasonCall(
+    messages=(ChatMessage("user", "hello"),),
+    max_tokens=100,
+    accounting=Accounting("usr_a", "ses", "exe_1", "step_1"),
+)
+
+
+def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRecord:
+    return AttemptRecord(
+        provider=provider,
+        model="m",
+        n=n,
+        status=status,
+        error_reason="",
+        input_tokens=1,
+        output_tokens=1,
+        cached_tokens=0,
+        estimated=False,
+        cost_micro_usd=cost,
+        latency_ms=1,
+        ttft_ms=1,
+        price_table_version=PRICES.version,
+        occurred_at=0.0,
+    )
+
+
+def finished(*attempts: AttemptRecord) -> Finished:
+    return Finished(
+        text="hi",
+        finish_reason=FinishReason.STOP,
+        input_tokens=1,
+        output_tokens=1,
+        cached_tokens=0,
+        estimated=False,
+        cost_micro_usd=sum(a.cost_micro_usd for a in attempts),
+        provider=attempts[-1].provider,
+        model="m",
+        latency_ms=1,
+        ttft_ms=1,
+        attempts=attempts,
+        price_table_version=PRICES.version,
+    )
+
+
+@dataclass
+class World:
+    """The fakes; every step they see is appended to `log`."""
+
+    log: list[tuple[object, ...]] = field(default_factory=list)
+    degrade: bool = False
+    budgeted: bool = True
+    refusal: SagaError | None = None
+    store_failure: Exception | None = None
+    store_held: bool = False
+    """Outcomes stay unstored until `release_store`."""
+    fail_after_first: Exception | None = None
+    """The attempts raise this after the first attempt ended."""
+    block_after_first: bool = False
+    """The attempts wait forever after the first attempt ended (to be cancelled)."""
+    pending: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def reserve(
+        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+    ) -> Reservation | None:
+        self.log.append(("reserve", user_id, execution_id, amount))
+        if self.refusal is not None:
+            raise self.refusal
+        if not self.budgeted:
+            return None
+        return Reservation(reservation_id, amount, self.degrade)
+
+    def settle(self, reservation: Reservation | None, cost: int) -> None:
+        self.log.append(("settle", reservation is not None, cost))
+
+    def store(self, rec: AttemptRecord, cid: str) -> asyncio.Future[None]:
+        self.log.append(("store", rec.n, cid.startswith("exe_1:step_1:")))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        if not self.store_held:
+            self._resolve(future)
+        return future
+
+    def _resolve(self, future: asyncio.Future[None]) -> None:
+        if self.store_failure is not None:
+            future.set_exception(self.store_failure)
+        else:
+            future.set_result(None)
+        self.log.append(("stored",))
+
+    def release_store(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                self._resolve(future)
+
+    async def attempts(
+        self, candidates: Sequence[ProviderConfig], report: Report
+    ) -> AsyncGenerator[RouterEvent, None]:
+        names = [c.name for c in candidates]
+        self.log.append(("attempts", *names))
+        first = record(names[0], 1, 30, AttemptStatus.FAILED)
+        yield AttemptStarted(names[0], "m", 1)
+        report(first)
+        if self.fail_after_first is not None:
+            raise self.fail_after_first
+        if self.block_after_first:
+            await asyncio.Event().wait()
+        second = record(names[1], 2, 12, AttemptStatus.SUCCEEDED)
+        yield AttemptStarted(names[1], "m", 2)
+        yield TextDelta("hi")
+        report(second)
+        yield finished(first, second)
+
+
+def steps(world: World, prices: PriceTable = PRICES) -> AsyncGenerator[RouterEvent, None]:
+    return run_call(CALL, PROVIDERS, SNAPSHOT, prices, world, world.attempts, world.store)
+
+
+async def collect(world: World) -> list[RouterEvent]:
+    out: list[RouterEvent] = []
+    events = steps(world)
+    try:
+        async for event in events:
+            out.append(event)
+            world.log.append(("yield", type(event).__name__))
+    finally:
+        await events.aclose()
+    return out
+
+
+async def test_the_steps_run_in_their_order() -> None:
+    world = World()
+    events = await collect(world)
+    amount = max_cost(CALL.engine_request(), [DEAR, CHEAP], PRICES)
+    assert amount > 0
+    assert world.log == [
+        ("reserve", "usr_a", "exe_1", amount),  # before any provider
+        ("attempts", "dear", "cheap"),  # the call's (default) ranking
+        ("yield", "AttemptStarted"),
+        ("store", 1, True),  # each attempt stored as it ends, under the call's id
+        ("stored",),
+        ("yield", "AttemptStarted"),
+        ("yield", "TextDelta"),
+        ("store", 2, True),
+        ("stored",),
+        ("yield", "Finished"),
+        ("settle", True, 42),  # the attempts' cost, once the events are done
+    ]
+    assert isinstance(events[-1], Finished)
+
+
+async def test_near_the_limit_the_call_is_ranked_by_cheapest() -> None:
+    world = World(degrade=True)
+    await collect(world)
+    assert ("attempts", "cheap", "dear") in world.log
+
+
+async def test_a_refused_reservation_ends_the_call_before_any_attempt() -> None:
+    world = World(refusal=ResourceExhausted("spent", reason="BUDGET_EXHAUSTED"))
+    with pytest.raises(ResourceExhausted):
+        await collect(world)
+    assert [step[0] for step in world.log] == ["reserve"]  # no attempt, nothing to settle
+
+
+async def test_without_a_budget_the_call_runs_and_settles_nothing_held() -> None:
+    world = World(budgeted=False)
+    await collect(world)
+    assert world.log[-1] == ("settle", False, 42)
+
+
+async def test_finished_waits_until_every_outcome_is_stored() -> None:
+    world = World(store_held=True)
+    events = steps(world)
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for event in events:
+            seen.append(type(event).__name__)
+
+    consumer = asyncio.ensure_future(consume())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert seen == ["AttemptStarted", "AttemptStarted", "TextDelta"]  # Finished held back
+    assert not any(step[0] == "settle" for step in world.log)
+    world.release_store()
+    await consumer
+    await events.aclose()
+    assert seen[-1] == "Finished"
+    kinds = [step[0] for step in world.log]
+    assert kinds.index("stored") < kinds.index("settle")  # the outbox before the settlement
+
+
+async def test_an_outcome_not_stored_fails_the_call_and_still_settles() -> None:
+    world = World(store_failure=OSError("disk full"))
+    with pytest.raises(Unavailable) as caught:
+        await collect(world)
+    assert caught.value.reason == "USAGE_NOT_STORED"
+    assert ("yield", "Finished") not in world.log
+    assert world.log[-1] == ("settle", True, 42)
+
+
+async def test_a_failed_call_settles_what_its_attempts_cost() -> None:
+    world = World(fail_after_first=Unavailable("all down", reason="NO_PROVIDER_AVAILABLE"))
+    with pytest.raises(Unavailable):
+        await collect(world)
+    assert world.log[-1] == ("settle", True, 30)
+
+
+async def test_a_cancelled_call_settles_what_its_attempts_cost() -> None:
+    world = World(block_after_first=True)
+    consumer = asyncio.ensure_future(collect(world))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert world.log[-1][0] == "stored"  # the first attempt ended; the call is waiting
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert world.log[-1] == ("settle", True, 30)
+
+
+async def test_a_consumer_that_stops_early_settles_when_it_closes_the_steps() -> None:
+    world = World()
+    events = steps(world)
+    async for event in events:
+        if isinstance(event, AttemptStarted) and event.n == 2:
+            break  # the caller went away during the second attempt
+    assert not any(step[0] == "settle" for step in world.log)
+    await events.aclose()
+    assert world.log[-1] == ("settle", True, 30)
