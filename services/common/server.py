@@ -13,44 +13,31 @@ tracing and metrics, lets `build` register the servicers, and then serves:
 Health is SERVING for `""` (liveness) and each service name (readiness) once started, except
 the names `build` held back with `host.hold_readiness`; a service flips readiness itself
 while a dependency it cannot work without is down. A `ConfigError` raised by `build` (a
-keyring, a pattern file) exits 78 like one in saga.toml. A port that is
-taken ends the process with exit 1 and a log line saying which.
+keyring, a pattern file) exits 78 like one in saga.toml. A port that is taken ends the
+process with exit 1 and a log line saying which.
 
-Background work and shutdown (one lifecycle, as Starlette's lifespan). `build` starts a
-service's background loops with `host.spawn(name, factory)`: `factory()` runs at once as a
-supervised task. The rule for a task that dies: one that raises is logged with its traceback
-and restarted after the shared reconnect backoff (`services.common.backoff`, from
-`RESTART_INITIAL_SECONDS` doubling to `RESTART_MAX_SECONDS`, jittered; a run that lasted
-longer than the cap starts the pauses over); one that returns has finished and is not
-restarted. Loops that expect failures (a peer down) handle them themselves; the restart is the
-backstop for a bug, so one bad iteration never ends a loop for the process's life.
-
-`build` registers its shutdown work with `host.on_stop(callback, phase)`. On SIGTERM or
-SIGINT, in this order:
+Background work and shutdown are one lifecycle (as Starlette's lifespan): `build` starts
+its loops with `host.spawn(name, factory)` — supervised tasks, restarted with backoff when
+they raise (the rule: `services.common.lifecycle`) — and registers its shutdown work with
+`host.on_stop(callback, phase)`. On SIGTERM or SIGINT, in this order:
 
 1. `host.stopping` is set and health turns NOT_SERVING (load balancers stop sending work;
    endless streams that wait on `stopping` end now, not after the grace period);
 2. in-flight RPCs drain for `server.grace_seconds` (a second signal cuts the drain short);
-3. `Phase.FINISH` callbacks: finish queued work while the background tasks still run
-   (commit what a writer task has queued, settle what is in flight);
+3. `Phase.FINISH` work: finish queued work while the background tasks still run;
 4. every spawned task is cancelled and awaited;
-5. `Phase.CLOSE` callbacks (the default): close stores and clients — nothing spawned runs
-   any more, so no task outlives the database or the engine it uses;
+5. `Phase.CLOSE` work (the default): close stores and clients, which no task uses any more;
 6. the peer channels close, the probe server stops, spans are flushed.
-
-Callbacks of one phase run one after another in the order they were registered.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
 import functools
 import logging
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,11 +49,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs lag
 from grpc_reflection.v1alpha import reflection
 
-from services.common.backoff import reconnect_delay
 from services.common.channels import Peers
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
 from services.common.guard import Guard, identify_for
 from services.common.identity import DISPLAY_NAMES
+from services.common.lifecycle import Lifecycle, Phase, Work
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.telemetry import setup_tracing, shutdown_tracing
@@ -75,10 +62,6 @@ from services.common.tls import server_credentials
 log = logging.getLogger("saga.server")
 
 EXIT_PORT_IN_USE = 1
-RESTART_INITIAL_SECONDS = 1.0
-"""The pause before a background task that raised is restarted the first time."""
-RESTART_MAX_SECONDS = 60.0
-"""The longest pause between restarts (and how long a run must last to start them over)."""
 
 
 @dataclass(frozen=True)
@@ -157,89 +140,6 @@ def _add_generic(
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
     )
-
-
-Sleep = Callable[[float], Awaitable[None]]
-Work = Callable[[], Awaitable[None]]
-
-
-class Phase(enum.Enum):
-    """When a piece of shutdown work runs, relative to the background tasks' cancellation."""
-
-    FINISH = "finish"
-    """Before the tasks are cancelled: finish queued work they are still needed for."""
-    CLOSE = "close"
-    """After the tasks ended: close stores and clients."""
-
-
-class Lifecycle:
-    """A service's background tasks and shutdown work (the rules: the module docstring)."""
-
-    def __init__(
-        self,
-        *,
-        restart_initial: float = RESTART_INITIAL_SECONDS,
-        restart_max: float = RESTART_MAX_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._restart_initial = restart_initial
-        self._restart_max = restart_max
-        self._clock = clock
-        self._sleep = sleep
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._on_stop: dict[Phase, list[Work]] = {phase: [] for phase in Phase}
-        self.stopping = asyncio.Event()
-        """Set when the shutdown begins, before in-flight RPCs drain."""
-
-    def spawn(self, name: str, factory: Work) -> None:
-        """Run `factory()` now as the task `name`, and again after each time it raises, until
-        the shutdown cancels it (after `Phase.FINISH`, before `Phase.CLOSE`)."""
-        if self.running(name):
-            raise ValueError(f"a background task {name!r} is already running")
-        self._tasks[name] = asyncio.create_task(self._supervise(name, factory), name=name)
-
-    def running(self, name: str) -> bool:
-        """Whether the task `name` was spawned and has neither finished nor been cancelled."""
-        task = self._tasks.get(name)
-        return task is not None and not task.done()
-
-    def on_stop(self, callback: Work, phase: Phase = Phase.CLOSE) -> None:
-        """Run `callback` at shutdown in `phase`, after the work registered before it."""
-        self._on_stop[phase].append(callback)
-
-    async def shut_down(self) -> None:
-        """The shutdown work, once the servers drained: `Phase.FINISH`, cancel every task
-        and wait for it, `Phase.CLOSE` (`stopping` is set first, if it was not yet)."""
-        self.stopping.set()
-        for callback in self._on_stop[Phase.FINISH]:
-            await callback()
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for callback in self._on_stop[Phase.CLOSE]:
-            await callback()
-
-    async def _supervise(self, name: str, factory: Work) -> None:
-        failures = 0
-        while True:
-            started = self._clock()
-            try:
-                await factory()
-            except Exception:
-                # A run that outlasted the longest pause was healthy: start the pauses over.
-                lasted = self._clock() - started
-                failures = 1 if lasted >= self._restart_max else failures + 1
-                delay = reconnect_delay(failures, self._restart_initial, self._restart_max)
-                log.exception(
-                    "background task failed; restarting",
-                    extra={"task": name, "failures": failures, "retry_in_seconds": round(delay, 3)},
-                )
-                await self._sleep(delay)
-            else:
-                return
 
 
 @dataclass

@@ -17,8 +17,9 @@ from __future__ import annotations
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
+from services.common.lifecycle import Phase
 from services.common.prices import price_table
-from services.common.server import Phase, Registration, ServiceHost
+from services.common.server import Registration, ServiceHost
 from services.router.budget import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.engines import engine_for

@@ -1,6 +1,7 @@
 """The bootstrap's lifecycle: a background task that raises is logged and restarted after a
 growing pause, one that returns is done; shutdown runs FINISH work while the tasks still run,
-then cancels them, then CLOSE work, each phase in the order it was registered."""
+then cancels them, then CLOSE work, each phase in the order it was registered. One-shot tasks
+in flight are waited for, those started meanwhile too, or for a grace period at most."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 
 import pytest
 
-from services.common.server import Lifecycle, Phase, Work
+from services.common.lifecycle import InFlight, Lifecycle, Phase, Work
 
 
 class Clock:
@@ -54,7 +55,7 @@ async def test_a_task_that_raises_is_logged_and_restarted_after_a_growing_pause(
         again.set()
         await asyncio.Event().wait()  # healthy from now on
 
-    with caplog.at_level(logging.ERROR, logger="saga.server"):
+    with caplog.at_level(logging.ERROR, logger="saga.lifecycle"):
         lifecycle.spawn("flaky", flaky)
         await asyncio.wait_for(again.wait(), 5)
     assert runs == 4
@@ -187,3 +188,37 @@ async def test_a_task_is_cancelled_before_the_store_it_uses_is_closed() -> None:
     await started.wait()
     await lifecycle.shut_down()
     assert (store_open, used_after_close) == (False, False)
+
+
+async def test_in_flight_waits_for_every_task_including_those_started_meanwhile() -> None:
+    in_flight = InFlight()
+    done: list[str] = []
+
+    async def write(name: str, then: str | None = None) -> None:
+        await asyncio.sleep(0)
+        if then is not None:
+            in_flight.start(write(then))  # e.g. a run abandoned while its insert is in flight
+        done.append(name)
+
+    in_flight.start(write("insert", then="cancelled"))
+    await in_flight.wait()
+    assert done == ["insert", "cancelled"]
+
+
+async def test_in_flight_with_a_grace_cancels_what_is_late() -> None:
+    in_flight = InFlight()
+    ended: list[str] = []
+
+    async def settle(seconds: float, name: str) -> None:
+        try:
+            await asyncio.sleep(seconds)
+            ended.append(f"{name} settled")
+        except asyncio.CancelledError:
+            ended.append(f"{name} cancelled")
+            raise
+
+    in_flight.start(settle(0, "quick"))
+    late = in_flight.start(settle(60, "late"))
+    await in_flight.wait(grace=0.05)
+    assert ended == ["quick settled", "late cancelled"]
+    assert late.cancelled()

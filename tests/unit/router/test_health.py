@@ -18,7 +18,7 @@ from services.common.errors import (
     SagaError,
     Unavailable,
 )
-from services.common.server import Lifecycle
+from services.common.lifecycle import Lifecycle
 from services.router.circuit import CircuitState
 from services.router.engines.base import (
     EngineEvent,

@@ -17,7 +17,7 @@ import pytest
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.database import Database, open_database
-from services.common.server import Lifecycle, Phase
+from services.common.lifecycle import Lifecycle, Phase
 from services.common.telemetry import client_interceptors
 from services.router.outbox import MIGRATIONS, Outbox
 from tests.conftest import Backend
