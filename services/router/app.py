@@ -61,12 +61,10 @@ async def build(host: ServiceHost) -> list[Registration]:
     verifier = ContextVerifier(JwksKeys(host.peers.channel("auth")))
     health = HealthChecks(providers, engines, resilience, config.router)
     host.spawn("ranking-watcher", rankings.run)
-    host.spawn("outbox-writer", outbox.write_forever)
-    host.spawn("outbox-shipper", outbox.ship_forever)
+    outbox.run_in(host.lifecycle)
     if health.periodic:
         host.spawn("router-health-checks", health.run_periodic)
     host.on_stop(budgets.close, Phase.FINISH)
-    host.on_stop(outbox.flush, Phase.FINISH)
     host.on_stop(db.close)
     host.on_stop(credentials.close)
     for engine in engines.values():

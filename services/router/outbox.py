@@ -23,9 +23,9 @@ trace context, so the optimizer's span joins the run's trace. A larger round (a 
 the optimizer was down) goes as one untraced call: catching up quickly matters more then
 than trace links to runs that ended long ago.
 
-Running and stopping. The writer (`write_forever`) and the shipper (`ship_forever`) are
-background tasks of the host. `flush`, shutdown work that runs before they are cancelled,
-waits for what is queued to be committed; outcomes still queued when the writer is cancelled
+Running and stopping. `run_in(lifecycle)` spawns the writer and the shipper as supervised
+tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
+work that runs before they are cancelled; outcomes still queued when the writer is cancelled
 fail their futures. Unshipped rows stay stored for the next start.
 """
 
@@ -45,6 +45,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.backoff import reconnect_delay
 from services.common.database import Database
+from services.common.lifecycle import Lifecycle, Phase
 
 log = logging.getLogger("saga.router.outbox")
 
@@ -133,6 +134,12 @@ class Outbox:
     async def pending(self) -> int:
         """Rows stored and not yet acknowledged by the optimizer."""
         return int(await _shielded(self._db.fetchval("SELECT COUNT(*) FROM outbox")) or 0)
+
+    def run_in(self, lifecycle: Lifecycle) -> None:
+        """Run the writer and the shipper in `lifecycle`; at shutdown, flush first."""
+        lifecycle.spawn("outbox-writer", self.write_forever)
+        lifecycle.spawn("outbox-shipper", self.ship_forever)
+        lifecycle.on_stop(self.flush, Phase.FINISH)
 
     async def flush(self, grace: float = 5.0) -> None:
         """Wait (at most `grace` seconds) until what is queued has been committed."""

@@ -17,7 +17,7 @@ import pytest
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.database import Database, open_database
-from services.common.lifecycle import Lifecycle, Phase
+from services.common.lifecycle import Lifecycle
 from services.common.telemetry import client_interceptors
 from services.router.outbox import MIGRATIONS, Outbox
 from tests.conftest import Backend
@@ -81,9 +81,7 @@ async def rig(tmp_path: Path, backend: Backend) -> AsyncIterator[Rig]:
 async def running(outbox: Outbox) -> AsyncIterator[None]:
     """Run the outbox's tasks, and stop them as the router's shutdown does."""
     lifecycle = Lifecycle()
-    lifecycle.spawn("outbox-writer", outbox.write_forever)
-    lifecycle.spawn("outbox-shipper", outbox.ship_forever)
-    lifecycle.on_stop(outbox.flush, Phase.FINISH)
+    outbox.run_in(lifecycle)
     try:
         yield
     finally:
