@@ -48,6 +48,7 @@ from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.config import BudgetsConfig, ProviderConfig, RouterConfig, SimConfig
 from services.common.context import ContextSigner, ContextVerifier, key_id
 from services.common.database import open_database
+from services.common.lifecycle import Lifecycle
 from services.common.prices import price_table
 from services.router.budget import Budgets
 from services.router.engines import engine_for
@@ -133,7 +134,8 @@ class Router:
         nowhere = grpc.aio.insecure_channel("127.0.0.1:9")
         self.db = await open_database("", "saga", self.data_dir, "router", MIGRATIONS)
         self.outbox = Outbox(self.db, nowhere, max_backoff=60.0)
-        self.outbox.start()
+        self.lifecycle = Lifecycle()
+        self.outbox.run_in(self.lifecycle)
         router_config = replace(RouterConfig(), coalesce_deltas=self.coalesce)
         engines = {provider.name: engine_for(provider)}
         resilience = Resilience.build((provider,), router_config)
@@ -163,7 +165,7 @@ class Router:
     async def stop(self) -> None:
         await self.channel.close()
         await self.server.stop(None)
-        await self.outbox.close()
+        await self.lifecycle.shut_down()
         await self.db.close()
         await self.nowhere.close()
 

@@ -13,33 +13,47 @@ tracing and metrics, lets `build` register the servicers, and then serves:
 Health is SERVING for `""` (liveness) and each service name (readiness) once started, except
 the names `build` held back with `host.hold_readiness`; a service flips readiness itself
 while a dependency it cannot work without is down. A `ConfigError` raised by `build` (a
-keyring, a pattern file) exits 78 like one in saga.toml. On SIGTERM
-or SIGINT: NOT_SERVING first, then in-flight RPCs drain for `server.grace_seconds`, then the
-servers stop and spans are flushed; a second signal skips the drain. A port that is taken
-ends the process with exit 1 and a log line saying which.
+keyring, a pattern file) exits 78 like one in saga.toml. A port that is taken ends the
+process with exit 1 and a log line saying which.
+
+Background work and shutdown are one lifecycle (as Starlette's lifespan): `build` starts
+its loops with `host.spawn(name, factory)` — supervised tasks, restarted with backoff when
+they raise (the rule: `services.common.lifecycle`) — and registers its shutdown work with
+`host.on_stop(callback, phase)`. On SIGTERM or SIGINT, in this order:
+
+1. `host.stopping` is set and health turns NOT_SERVING (load balancers stop sending work;
+   endless streams that wait on `stopping` end now, not after the grace period);
+2. in-flight RPCs drain for `server.grace_seconds` (a second signal cuts the drain short);
+3. `Phase.FINISH` work: finish queued work while the background tasks still run;
+4. every spawned task is cancelled and awaited;
+5. `Phase.CLOSE` work (the default): close stores and clients, which no task uses any more;
+6. the peer channels close, the probe server stops, spans are flushed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import _async as health_aio  # the aio HealthServicer
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs lag
 from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import Peers
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
 from services.common.guard import Guard, identify_for
 from services.common.identity import DISPLAY_NAMES
+from services.common.lifecycle import Lifecycle, Phase, Work
 from services.common.logs import setup_logging
 from services.common.metrics import register_peer_channels, serve_metrics
 from services.common.telemetry import setup_tracing, shutdown_tracing
@@ -52,7 +66,7 @@ EXIT_PORT_IN_USE = 1
 
 @dataclass(frozen=True)
 class Registration:
-    """One gRPC service a process serves: the generated `add_…_to_server` and its servicer."""
+    """One gRPC service a process serves: how to add it to a server, and its servicer."""
 
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: object
@@ -64,18 +78,27 @@ class Registration:
         return str(self.descriptor.full_name)
 
     @classmethod
-    def of(cls, servicer: object) -> Registration:
-        """Register `servicer` under the gRPC service of the generated base class it extends."""
+    def of(cls, servicer: object, *, raw_responses: Collection[str] = ()) -> Registration:
+        """Register `servicer` under the gRPC service of the generated base class it extends.
+
+        The RPCs named in `raw_responses` send what the servicer yields or returns as is: it
+        serializes its responses itself (the runtime relays a token's bytes without decoding
+        them). Such a service is registered through grpc's public generic-handler API, its
+        handlers built from the service descriptor; any other service through its generated
+        `add_…_to_server`, which also takes grpc's registered-method fast path."""
         for base in type(servicer).__mro__:
             if base.__module__.endswith("_pb2_grpc") and base.__name__.endswith("Servicer"):
                 grpc_module = sys.modules[base.__module__]
                 messages = sys.modules[base.__module__.removesuffix("_grpc")]
                 service = base.__name__.removesuffix("Servicer")
-                return cls(
-                    add=getattr(grpc_module, f"add_{base.__name__}_to_server"),
-                    servicer=servicer,
-                    descriptor=messages.DESCRIPTOR.services_by_name[service],
-                )
+                descriptor = messages.DESCRIPTOR.services_by_name[service]
+                add = getattr(grpc_module, f"add_{base.__name__}_to_server")
+                if raw_responses:
+                    unknown = set(raw_responses) - {m.name for m in descriptor.methods}
+                    if unknown:
+                        raise ValueError(f"{descriptor.full_name} has no RPC {sorted(unknown)}")
+                    add = functools.partial(_add_generic, descriptor, frozenset(raw_responses))
+                return cls(add=add, servicer=servicer, descriptor=descriptor)
         raise TypeError(f"{type(servicer).__name__} extends no generated *Servicer class")
 
     @classmethod
@@ -84,20 +107,65 @@ class Registration:
         return cls.of(servicer_class())
 
 
+def _method_handler(
+    method: MethodDescriptor, behaviour: Callable[..., Any], raw_response: bool
+) -> grpc.RpcMethodHandler[Any, Any]:
+    request = message_factory.GetMessageClass(method.input_type)
+    response = message_factory.GetMessageClass(method.output_type)
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(method.client_streaming, method.server_streaming)]
+    return make(
+        behaviour,
+        request_deserializer=request.FromString,
+        response_serializer=None if raw_response else response.SerializeToString,
+    )
+
+
+def _add_generic(
+    descriptor: ServiceDescriptor,
+    raw_responses: frozenset[str],
+    servicer: object,
+    server: grpc.aio.Server,
+) -> None:
+    """Add `servicer` to `server` as the generated code would, except that the RPCs named in
+    `raw_responses` have no response serializer."""
+    handlers = {
+        m.name: _method_handler(m, getattr(servicer, m.name), m.name in raw_responses)
+        for m in descriptor.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),)
+    )
+
+
 @dataclass
 class ServiceHost:
-    """What a service's `build` gets: its config, its peers and its health servicer."""
+    """What a service's `build` gets: its config, its peers, its health servicer, and its
+    lifecycle (background tasks and shutdown work, see the module docstring)."""
 
     service: str
     config: Config
     peers: Peers
     health: health_aio.HealthServicer
-    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
     held: dict[str, str] = field(default_factory=dict)
 
-    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run `callback` after the servers have drained (close pools, flush stores)."""
-        self._on_stop.append(callback)
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when a graceful shutdown begins, before in-flight RPCs drain."""
+        return self.lifecycle.stopping
+
+    def spawn(self, name: str, factory: Work) -> None:
+        """Run `factory()` now as a supervised background task (`Lifecycle.spawn`)."""
+        self.lifecycle.spawn(name, factory)
+
+    def on_stop(self, callback: Work, phase: Phase = Phase.CLOSE) -> None:
+        """Run `callback` at shutdown, after the servers drained, in `phase`."""
+        self.lifecycle.on_stop(callback, phase)
 
     def hold_readiness(self, service: str, reason: str) -> None:
         """Start `service` NOT_SERVING (a dependency it cannot work without is missing, e.g. a
@@ -159,6 +227,7 @@ class RunningService:
 
     async def stop(self, grace: float, force: asyncio.Event | None = None) -> None:
         """NOT_SERVING, drain in-flight RPCs for `grace` (less if `force` is set), stop."""
+        self.host.stopping.set()
         # Readiness first, so load balancers stop sending new work while streams drain.
         await self.host.health.enter_graceful_shutdown()
         drain = asyncio.ensure_future(self.server.stop(grace))
@@ -168,9 +237,7 @@ class RunningService:
             await self.server.stop(0)
             await drain
         forced.cancel()
-        for callback in self.host._on_stop:
-            await callback()
-        await self.host.peers.close()
+        await self.host.lifecycle.shut_down()
         await self.probe.stop(0)
 
 
@@ -187,6 +254,7 @@ async def start_service(
     )
     registrations = list(await build(host))
     register_peer_channels(host.peers.states)
+    host.on_stop(host.peers.close)  # last: what closed before may still have used a peer
 
     # The public gateway authenticates callers by bearer credential, not by certificate.
     guard = Guard(f"{service}.saga", None if public else identify_for(config.tls.mode))

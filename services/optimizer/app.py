@@ -1,13 +1,15 @@
 """The optimizer's gRPC service, registered with the shared bootstrap: opens its database
 (ledger, budgets, priors), warms the live metrics up from the ledger's recent outcomes, and
-runs two background tasks — the ranking publisher and an hourly prune of old reservations —
-that stop with the process.
+spawns two background tasks on the host — the ranking publisher and an hourly prune of old
+reservations. WatchRankings streams never end by themselves: the board closes as soon as the
+shutdown begins (`host.stopping`), so they end at once instead of holding the drain for the
+whole grace period; the database closes once the tasks were cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 
@@ -21,7 +23,6 @@ from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
-from services.optimizer.shutdown import shutdown_started
 from services.optimizer.snapshots import SnapshotBoard
 
 log = logging.getLogger("saga.optimizer")
@@ -81,25 +82,13 @@ async def build(host: ServiceHost) -> list[Registration]:
     budgets = Budgets(db, config.budgets)
     log.info("live metrics warmed up", extra={"samples": warmed})
 
-    async def end_watches_on_shutdown() -> None:
-        await shutdown_started(host.health)
+    async def end_watches_at_shutdown() -> None:
+        await host.stopping.wait()
         board.close()
 
-    tasks = [
-        asyncio.create_task(end_watches_on_shutdown()),
-        asyncio.create_task(publisher.run()),
-        asyncio.create_task(_prune_forever(budgets)),
-    ]
-
-    async def stop() -> None:
-        board.close()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await db.close()
-
-    host.on_stop(stop)
+    host.spawn("end-watches", end_watches_at_shutdown)
+    host.spawn("ranking-publisher", publisher.run)
+    host.spawn("prune-reservations", functools.partial(_prune_forever, budgets))
+    host.on_stop(db.close)
     parts = Parts(publisher=publisher, ledger=ledger, budgets=budgets, priors=priors)
     return [Registration.of(OptimizerServicer(parts))]

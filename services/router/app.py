@@ -2,12 +2,14 @@
 
 Built once per process: the engines (with auth's provider credentials), the ranking watch,
 the providers' circuits, retry budgets and limits, the durable outbox in the router's own
-database, and the budget client. Everything started here stops in `on_stop`, after the
-servers drained: the outbox commits what is queued (unshipped rows stay for the next start).
+database, and the budget client. The background tasks (the ranking watch, the outbox's
+writer and shipper, the periodic health checks) are the host's. At shutdown, after the
+servers drained: settlements in flight get their grace and the outbox commits what is queued
+(`Phase.FINISH`); then the tasks are cancelled; then the database, the credential client and
+the engines close, so no task outlives what it uses (unshipped rows stay for the next start).
 
 The health checks (`health`) probe providers on CheckProviders, and every
-`router.health_check_interval_seconds` when that is above 0; the periodic task is cancelled
-first in `on_stop`, before the engines it calls are closed.
+`router.health_check_interval_seconds` when that is above 0.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
+from services.common.lifecycle import Phase
 from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
 from services.router.budget import Budgets
@@ -58,21 +61,15 @@ async def build(host: ServiceHost) -> list[Registration]:
     budgets = Budgets(optimizer, config.budgets)
     verifier = ContextVerifier(JwksKeys(host.peers.channel("auth")))
     health = HealthChecks(providers, engines, resilience, config.router)
-    rankings.start()
-    outbox.start()
-    health.start()
-
-    async def stop() -> None:
-        await health.stop()
-        await rankings.stop()
-        await budgets.close()
-        await outbox.close()
-        await db.close()
-        await credentials.close()
-        for engine in engines.values():
-            await engine.close()
-
-    host.on_stop(stop)
+    host.spawn("ranking-watcher", rankings.run)
+    outbox.run_in(host.lifecycle)
+    if health.periodic:
+        host.spawn("router-health-checks", health.run_periodic)
+    host.on_stop(budgets.close, Phase.FINISH)
+    host.on_stop(db.close)
+    host.on_stop(credentials.close)
+    for engine in engines.values():
+        host.on_stop(engine.close)
     servicer = RouterServicer(
         RouterParts(
             providers=providers,

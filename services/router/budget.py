@@ -23,7 +23,6 @@ ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather than spend unaccounte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.backoff import Backoff
 from services.common.config import BudgetsConfig, ProviderConfig
 from services.common.errors import Unavailable
+from services.common.lifecycle import InFlight
 from services.common.prices import PriceTable
 from services.router.engines.base import EngineRequest, estimate_input_tokens
 
@@ -75,7 +75,7 @@ class Budgets:
     def __init__(self, channel: grpc.aio.Channel, config: BudgetsConfig) -> None:
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
         self.enabled = config.per_user_micro_usd > 0
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling = InFlight()
 
     async def reserve(
         self, reservation_id: str, user_id: str, execution_id: str, amount: int
@@ -112,9 +112,7 @@ class Budgets:
         the task joins the call's trace; never blocks)."""
         if reservation is None:
             return
-        task = asyncio.create_task(self._settle(reservation, cost))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._settling.start(self._settle(reservation, cost))
 
     async def _settle(self, reservation: Reservation, cost: int) -> None:
         request = optimizer_pb2.SettleBudgetRequest(
@@ -139,11 +137,4 @@ class Budgets:
 
     async def close(self, grace: float = 2.0) -> None:
         """Give settlements in flight `grace` seconds, then cancel the rest."""
-        if not self._settling:
-            return
-        _, late = await asyncio.wait(set(self._settling), timeout=grace)
-        for task in late:
-            task.cancel()
-        for task in late:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._settling.wait(grace)

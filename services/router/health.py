@@ -209,7 +209,8 @@ async def probe(
 
 
 class HealthChecks:
-    """The router's active probes: on demand (`check`) and periodic (`start`/`stop`)."""
+    """The router's active probes: on demand (`check`) and periodic (`run_periodic`, a
+    background task of the host)."""
 
     def __init__(
         self,
@@ -224,7 +225,6 @@ class HealthChecks:
         self._limit = config.health_check_timeout_seconds
         self._interval = config.health_check_interval_seconds
         self._slots = asyncio.Semaphore(config.health_check_concurrency)
-        self._task: asyncio.Task[None] | None = None
 
     def select(self, names: Sequence[str]) -> list[ProviderConfig]:
         """The providers `names` asks for (all when empty; each once, in the order named);
@@ -279,22 +279,12 @@ class HealthChecks:
 
     @property
     def periodic(self) -> bool:
-        """Whether the periodic probes are running."""
-        return self._task is not None and not self._task.done()
+        """Whether periodic probes are configured (`health_check_interval_seconds` > 0)."""
+        return self._interval > 0
 
-    def start(self) -> None:
-        """Probe every provider each `health_check_interval_seconds` (nothing when 0)."""
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="router-health-checks")
-
-    async def stop(self) -> None:
-        """Cancel the periodic probes (a probe in flight releases its circuit permit)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
+    async def run_periodic(self) -> None:
+        """Probe every provider each `health_check_interval_seconds`, until cancelled (a
+        probe in flight then releases its circuit permit)."""
         while True:
             # First wait, then probe: a router just started is not held up by its probes.
             await asyncio.sleep(self._interval)

@@ -22,12 +22,16 @@ normal case: the shipper keeps up), each group is one RecordOutcomes call sent u
 trace context, so the optimizer's span joins the run's trace. A larger round (a backlog, after
 the optimizer was down) goes as one untraced call: catching up quickly matters more then
 than trace links to runs that ended long ago.
+
+Running and stopping. `run_in(lifecycle)` spawns the writer and the shipper as supervised
+tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
+work that runs before they are cancelled; outcomes still queued when the writer is cancelled
+fail their futures. Unshipped rows stay stored for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -41,6 +45,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.backoff import Backoff
 from services.common.database import Database
+from services.common.lifecycle import Lifecycle, Phase
 
 log = logging.getLogger("saga.router.outbox")
 
@@ -96,17 +101,9 @@ class Outbox:
         self._queue: list[tuple[optimizer_pb2.Outcome, str, asyncio.Future[None]]] = []
         self._queued = asyncio.Event()
         self._committed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._unstored: set[asyncio.Future[None]] = set()
         self.shipped = 0
         """Outcomes the optimizer acknowledged since start."""
-
-    def start(self) -> None:
-        """Start the writer and the shipper (in build)."""
-        self._tasks = [
-            asyncio.create_task(self._write_forever(), name="outbox-writer"),
-            asyncio.create_task(self._ship_forever(), name="outbox-shipper"),
-        ]
 
     def add(self, outcome: optimizer_pb2.Outcome, traceparent: str) -> asyncio.Future[None]:
         """Queue `outcome` for the store; the future resolves once it is committed (or
@@ -125,22 +122,31 @@ class Outbox:
         """Rows stored and not yet acknowledged by the optimizer."""
         return int(await _shielded(self._db.fetchval("SELECT COUNT(*) FROM outbox")) or 0)
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Commit what is queued (within `grace`), then stop; unshipped rows stay stored."""
+    def run_in(self, lifecycle: Lifecycle) -> None:
+        """Run the writer and the shipper in `lifecycle`; at shutdown, flush first."""
+        lifecycle.spawn("outbox-writer", self.write_forever)
+        lifecycle.spawn("outbox-shipper", self.ship_forever)
+        lifecycle.on_stop(self.flush, Phase.FINISH)
+
+    async def flush(self, grace: float = 5.0) -> None:
+        """Wait (at most `grace` seconds) until what is queued has been committed."""
         if self._unstored:
             await asyncio.wait(set(self._unstored), timeout=grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for _, _, future in self._queue:
-            if not future.done():
-                future.set_exception(RuntimeError("the router stopped before storing it"))
 
     # ------------------------------------------------------------------ writing
 
-    async def _write_forever(self) -> None:
+    async def write_forever(self) -> None:
+        """Commit what is queued, batch by batch, until cancelled; then fail the futures of
+        what is left."""
+        try:
+            await self._write()
+        except asyncio.CancelledError:
+            for _, _, future in self._queue:
+                if not future.done():
+                    future.set_exception(RuntimeError("the router stopped before storing it"))
+            raise
+
+    async def _write(self) -> None:
         while True:
             await self._queued.wait()
             self._queued.clear()
@@ -180,7 +186,8 @@ class Outbox:
 
     # ------------------------------------------------------------------ shipping
 
-    async def _ship_forever(self) -> None:
+    async def ship_forever(self) -> None:
+        """Ship the oldest rows whenever there are some, until cancelled."""
         failures = 0
         while True:
             try:

@@ -1,15 +1,15 @@
 """The router's copy of the optimizer's ranking snapshot, kept fresh by a background watch.
 
-`RankingWatcher` subscribes to the optimizer's `WatchRankings` and keeps the latest snapshot;
-when the stream ends or fails it reconnects with capped exponential backoff and jitter. Reason
-only ever reads `snapshot` — it never waits for the optimizer: without a snapshot yet it ranks
-by configuration order, and when the optimizer goes away the last snapshot stays in use.
+`RankingWatcher.run` (a background task of the host) subscribes to the optimizer's
+`WatchRankings` and keeps the latest snapshot; when the stream ends or fails it reconnects
+with capped exponential backoff and jitter. Reason only ever reads `snapshot` — it never
+waits for the optimizer: without a snapshot yet it ranks by configuration order, and when
+the optimizer goes away the last snapshot stays in use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,29 +78,18 @@ class RankingWatcher:
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._snapshot: RankingSnapshot | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def snapshot(self) -> RankingSnapshot | None:
         """The latest snapshot received, or None before the first."""
         return self._snapshot
 
-    def start(self) -> None:
-        """Start watching (in build)."""
-        self._task = asyncio.create_task(self._run(), name="ranking-watcher")
-
-    async def stop(self) -> None:
-        """Stop watching (in on_stop)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
     def backoff(self, failures: int) -> float:
         """Seconds to wait after `failures` consecutive failed watches."""
         return Backoff(self._initial_backoff, self._max_backoff).delay(failures)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Watch, and reconnect whenever the watch ends, until cancelled."""
         failures = 0  # consecutive watches that delivered nothing
         while True:
             received = await self._watch_once()

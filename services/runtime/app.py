@@ -1,12 +1,13 @@
 """The runtime's gRPC services, registered with the shared bootstrap.
 
 At start: register the built-in agents and load the patterns (shipped samples plus
-`runtime.patterns_dir`) — a bad pattern file stops the process with exit 78 and a message
-naming the file and field; open the runtime's database (`<data_dir>/runtime.db`, or the
-PostgreSQL schema `<storage.namespace>_runtime`; migrations), seed the demo ledger and pack
-on first start, and take this replica's execution lease (interrupting runs that a stopped
-replica left RUNNING). PackService and SessionService are declared but not built yet: the
-guard answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+`runtime.patterns_dir`) — a bad pattern file is a `ConfigError`, which stops the process
+with exit 78 and a message naming the file and field; open the runtime's database
+(`<data_dir>/runtime.db`, or the PostgreSQL schema `<storage.namespace>_runtime`;
+migrations), seed the demo ledger and pack on first start, and take this replica's execution
+lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
+of the host. PackService and SessionService are declared but not built yet: the guard
+answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import socket
 from pathlib import Path
 
 from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
-from services.common.config import EXIT_CONFIG
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
@@ -28,7 +28,7 @@ from services.runtime.capabilities import CapabilityRegistry
 from services.runtime.executions import ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
-from services.runtime.patterns import SAMPLES_DIR, PatternError, load_patterns
+from services.runtime.patterns import SAMPLES_DIR, load_patterns
 from services.runtime.schema import MIGRATIONS
 from services.runtime.servicer import RuntimeServicer, registration
 
@@ -42,11 +42,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     directories = [(SAMPLES_DIR, "samples")]
     if host.config.runtime.patterns_dir:
         directories.append((Path(host.config.runtime.patterns_dir), "user"))
-    try:
-        patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
-    except PatternError as error:
-        log.error("invalid pattern: %s", error, extra={"file": error.file, "field": error.field})
-        raise SystemExit(EXIT_CONFIG) from None
+    patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
 
     config = host.config
     db = await open_database(
@@ -58,15 +54,9 @@ async def build(host: ServiceHost) -> list[Registration]:
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
     executions = await ExecutionStore.open(db, replica_id)
-    lease = asyncio.create_task(executions.keep_alive())
-
-    async def close() -> None:
-        lease.cancel()
-        await asyncio.gather(lease, return_exceptions=True)
-        await executions.close()
-        await db.close()
-
-    host.on_stop(close)
+    host.spawn("execution-lease", executions.keep_alive)
+    host.on_stop(executions.close)  # after the lease task ended, before the database closes
+    host.on_stop(db.close)
     log.info(
         "runtime ready",
         extra={

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from services.common.database import Database, Row, Tx
 from services.common.errors import AlreadyExists
+from services.common.lifecycle import InFlight
 from services.common.usage import Usage, usage_from_json, usage_json
 
 log = logging.getLogger("saga.runtime.executions")
@@ -103,7 +104,7 @@ class ExecutionStore:
         self._db = db
         self._clock = clock
         self.replica_id = replica_id
-        self._pending: set[asyncio.Task[None]] = set()
+        self._writes = InFlight()
 
     @classmethod
     async def open(
@@ -218,14 +219,9 @@ class ExecutionStore:
         """Start recording a run: the RUNNING row is written in the background."""
         return Recording(self, record)
 
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
     async def drain(self) -> None:
         """Wait for writes still in flight (on shutdown, before the database closes)."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._writes.wait()
 
     async def close(self) -> None:
         """On a clean stop: wait for writes in flight, then give up the lease, so a run still
@@ -249,8 +245,7 @@ class Recording:
     def __init__(self, store: ExecutionStore, record: ExecutionRecord) -> None:
         self._store = store
         self._record = record
-        self._inserted: asyncio.Task[None] = asyncio.ensure_future(store.insert(record))
-        store._track(self._inserted)
+        self._inserted = store._writes.start(store.insert(record))
 
     async def succeeded(self, usage: Usage, cost_micro_usd: int) -> None:
         """Mark the run SUCCEEDED; AlreadyExists if its id turned out to be taken."""
@@ -271,5 +266,4 @@ class Recording:
     def abandoned(self, reason: str) -> None:
         """The caller went away: mark the run CANCELLED in the background (the handler is
         being cancelled and cannot wait for the write)."""
-        task = asyncio.ensure_future(self.failed(reason, ExecutionStatus.CANCELLED))
-        self._store._track(task)
+        self._store._writes.start(self.failed(reason, ExecutionStatus.CANCELLED))

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from services.common.config import ConfigError
 from services.runtime.capabilities import FIELD_TYPES, Capability, FieldSpec, a_type
 from services.runtime.templates import (
     Template,
@@ -51,8 +52,9 @@ OUTPUT_ROOTS = ("steps",)
 """Template roots a pattern's outputs may use."""
 
 
-class PatternError(ValueError):
-    """A pattern file that cannot be loaded: which file, which field, what is wrong."""
+class PatternError(ConfigError):
+    """A pattern file that cannot be loaded: which file, which field, what is wrong. A
+    configuration error: raised while the service builds, it stops the service with exit 78."""
 
     def __init__(self, file: str, field: str, message: str) -> None:
         super().__init__(f"{file}: {field}: {message}")

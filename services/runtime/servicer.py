@@ -1,34 +1,34 @@
 """`saga.runtime.v1.RuntimeService`: translation between protobuf and the runtime's domain.
 
 RunPattern verifies the caller's request context (bound to the execution), admits the
-request (pattern, inputs, asof, execution id), pins the run's data (the newest fresh pack and
-the ledger head, both in memory), and streams the runner's events as `RunPatternResponse`s
-numbered 1, 2, 3… The stream is written as serialized bytes: a token from the router becomes a
-response by prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and
-does no I/O. The execution record is written once as the run starts (beside the first step)
-and once as it ends, before the last event; a failure is recorded with its reason before the
-error — the router's status, unchanged — ends the stream.
+request (pattern, inputs, asof, execution id), pins the run's data (the newest fresh pack
+and the ledger head, both in memory), and streams the runner's events as
+`RunPatternResponse`s numbered 1, 2, 3… The stream is written as serialized bytes (the
+service is registered with `raw_responses`): a token from the router becomes a response by
+prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
+the other events are built in `messages.py`. The execution record is written once as the run
+starts (beside the first step) and once as it ends, before the last event; a failure is
+recorded with its reason before the error — the router's status, unchanged — ends the
+stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from opentelemetry import trace
 
-from saga.execution.v1 import events_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import NotFound, SagaError
 from services.common.server import Registration
 from services.common.status import describe
-from services.common.usage_messages import usage_proto
-from services.runtime import wire
+from services.runtime import messages, wire
 from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
@@ -36,30 +36,9 @@ from services.runtime.executions import ExecutionRecord, ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
-from services.runtime.runner import RunFinished, Runner, StepBegan, StepFinished
+from services.runtime.runner import RunFinished, Runner
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-SERVICE = "saga.runtime.v1.RuntimeService"
-
-
-def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(dict(values))
-    return out
-
-
-def _pattern(pattern: Pattern) -> runtime_pb2.Pattern:
-    return runtime_pb2.Pattern(
-        pattern_id=pattern.id,
-        description=pattern.description,
-        requires_pack=pattern.requires_pack,
-        input_schema=_struct(json_schema(pattern.inputs)),
-        steps=[
-            runtime_pb2.PatternStep(step_id=s.id, capability=s.capability) for s in pattern.steps
-        ],
-        source=pattern.source,
-    )
 
 
 def error_reason(error: BaseException) -> str:
@@ -69,10 +48,6 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return describe(error).reason or f"UPSTREAM_{error.code().name}"
     return "INTERNAL"
-
-
-def _event(**event: Any) -> bytes:
-    return runtime_pb2.RunPatternResponse(**event).SerializeToString()
 
 
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
@@ -158,57 +133,25 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                 trace_id=trace_id,
             )
         )
+        pinned = messages.Pinned(
+            execution_id=execution_id,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            trace_id=trace_id,
+            asof=asof,
+        )
         sequence = 1
         try:
-            yield _event(
-                accepted=events_pb2.Accepted(
-                    execution_id=execution_id,
-                    pricing_pack_id=pack_id,
-                    ledger_commit_hash=commit,
-                    trace_id=trace_id,
-                    asof=asof,
-                ),
-                sequence=sequence,
-            )
+            yield messages.accepted(pinned, sequence)
             async for event in self._runner.run(pattern, inputs, scope):
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
                     yield wire.step_event(event.field, event.step_id, event.payload, sequence)
-                elif isinstance(event, StepBegan):
-                    yield _event(
-                        step_started=events_pb2.StepStarted(
-                            step_id=event.step_id, agent=event.agent, capability=event.capability
-                        ),
-                        sequence=sequence,
-                    )
-                elif isinstance(event, StepFinished):
-                    result = event.result
-                    yield _event(
-                        step_completed=events_pb2.StepCompleted(
-                            step_id=event.step_id,
-                            agent=event.agent,
-                            capability=event.capability,
-                            duration_ms=event.duration_ms,
-                            output=_struct(result.output),
-                            usage=usage_proto(result.usage),
-                            provider=result.provider,
-                            model=result.model,
-                            cost_micro_usd=result.cost_micro_usd,
-                        ),
-                        sequence=sequence,
-                    )
-                elif isinstance(event, RunFinished):
+                    continue
+                if isinstance(event, RunFinished):
+                    # Recorded before the last event: a caller that saw Completed finds it.
                     await recording.succeeded(event.usage, event.cost_micro_usd)
-                    yield _event(
-                        completed=events_pb2.Completed(
-                            outputs=_struct(event.outputs),
-                            usage=usage_proto(event.usage),
-                            cost_micro_usd=event.cost_micro_usd,
-                            pricing_pack_id=pack_id,
-                            ledger_commit_hash=commit,
-                        ),
-                        sequence=sequence,
-                    )
+                yield messages.run_event(event, pinned, sequence)
         except (asyncio.CancelledError, GeneratorExit):
             recording.abandoned("CANCELLED")
             raise
@@ -221,14 +164,16 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     ) -> runtime_pb2.ListPatternsResponse:
         """Every loaded pattern, by id."""
         return runtime_pb2.ListPatternsResponse(
-            patterns=[_pattern(self._patterns[k]) for k in sorted(self._patterns)]
+            patterns=[messages.pattern(self._patterns[k]) for k in sorted(self._patterns)]
         )
 
     async def GetPattern(
         self, request: runtime_pb2.GetPatternRequest, context: Context
     ) -> runtime_pb2.GetPatternResponse:
         """One pattern; NOT_FOUND PATTERN_NOT_FOUND when unknown."""
-        return runtime_pb2.GetPatternResponse(pattern=_pattern(self._find(request.pattern_id)))
+        return runtime_pb2.GetPatternResponse(
+            pattern=messages.pattern(self._find(request.pattern_id))
+        )
 
     async def ListCapabilities(
         self, request: runtime_pb2.ListCapabilitiesRequest, context: Context
@@ -241,49 +186,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     name=c.name,
                     agent=c.agent,
                     description=c.description,
-                    input_schema=_struct(json_schema(c.args)),
-                    output_schema=_struct(json_schema(c.outputs)),
+                    input_schema=messages.struct(json_schema(c.args)),
+                    output_schema=messages.struct(json_schema(c.outputs)),
                 )
                 for c in (capabilities[k] for k in sorted(capabilities))
             ]
         )
 
 
-class _HandlerCapture:
-    """Stands in for a server while generated code registers its method handlers."""
-
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        """Ignored: the generic handler is rebuilt from the captured method handlers."""
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
-    ) -> None:
-        """Keep the method handlers."""
-        self.handlers = dict(handlers)
-
-
 def registration(servicer: RuntimeServicer) -> Registration:
-    """The Registration of `servicer`, with RunPattern streaming bytes it serialized itself
-    (the generated registration, except that RunPattern has no response serializer)."""
-
-    def add(target: RuntimeServicer, server: grpc.aio.Server) -> None:
-        capture = _HandlerCapture()
-        add_generated = cast(
-            Callable[[Any, Any], None], runtime_pb2_grpc.add_RuntimeServiceServicer_to_server
-        )
-        add_generated(target, capture)
-        handlers = capture.handlers
-        handlers["RunPattern"] = handlers["RunPattern"]._replace(  # type: ignore[attr-defined]
-            response_serializer=None
-        )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        # Registered handlers are grpc's fast path; grpc-stubs does not declare the method yet.
-        cast(Any, server).add_registered_method_handlers(SERVICE, handlers)
-
-    return Registration(
-        add=add,
-        servicer=servicer,
-        descriptor=runtime_pb2.DESCRIPTOR.services_by_name["RuntimeService"],
-    )
+    """The Registration of `servicer`: RunPattern streams bytes it serialized itself."""
+    return Registration.of(servicer, raw_responses={"RunPattern"})

@@ -15,6 +15,7 @@ from services.common.config import ProviderConfig
 from services.common.errors import ResourceExhausted, SagaError, Unavailable
 from services.common.prices import PriceTable, price_table
 from services.common.strategy import Strategy
+from services.common.usage import Usage
 from services.router.attempts import AttemptRecord, AttemptStatus
 from services.router.budget import Reservation, max_cost
 from services.router.call_steps import run_call
@@ -55,10 +56,7 @@ def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRe
         n=n,
         status=status,
         error_reason="",
-        input_tokens=1,
-        output_tokens=1,
-        cached_tokens=0,
-        estimated=False,
+        usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=cost,
         latency_ms=1,
         ttft_ms=1,
@@ -71,10 +69,7 @@ def finished(*attempts: AttemptRecord) -> Finished:
     return Finished(
         text="hi",
         finish_reason=FinishReason.STOP,
-        input_tokens=1,
-        output_tokens=1,
-        cached_tokens=0,
-        estimated=False,
+        usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=sum(a.cost_micro_usd for a in attempts),
         provider=attempts[-1].provider,
         model="m",

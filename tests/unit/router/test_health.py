@@ -18,6 +18,7 @@ from services.common.errors import (
     SagaError,
     Unavailable,
 )
+from services.common.lifecycle import Lifecycle
 from services.router.circuit import CircuitState
 from services.router.engines.base import (
     EngineEvent,
@@ -355,8 +356,9 @@ async def test_periodic_probes_flip_health_without_calls_and_stop() -> None:
     checks, resilience = checks_for([GOOD, DOWN], health_check_interval_seconds=0.05)
     circuits = {name: s.circuit for name, s in resilience.states.items()}
     assert circuits["down"].healthy is True  # nothing known yet
-    checks.start()
     assert checks.periodic
+    lifecycle = Lifecycle()
+    lifecycle.spawn("router-health-checks", checks.run_periodic)
     try:
         for _ in range(200):
             if not circuits["down"].healthy:
@@ -364,12 +366,10 @@ async def test_periodic_probes_flip_health_without_calls_and_stop() -> None:
             await asyncio.sleep(0.02)
         assert (circuits["down"].healthy, circuits["good"].healthy) == (False, True)
     finally:
-        await checks.stop()
-    assert not checks.periodic
+        await lifecycle.shut_down()
+    assert not lifecycle.running("router-health-checks")
 
 
 async def test_no_periodic_probes_when_the_interval_is_zero() -> None:
     checks, _ = checks_for([DOWN])
-    checks.start()
     assert not checks.periodic
-    await checks.stop()

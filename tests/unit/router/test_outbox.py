@@ -6,6 +6,7 @@ trace when few."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.database import Database, open_database
+from services.common.lifecycle import Lifecycle
 from services.common.telemetry import client_interceptors
 from services.router.outbox import Outbox
 from services.router.schema import MIGRATIONS
@@ -76,6 +78,17 @@ async def rig(tmp_path: Path, backend: Backend) -> AsyncIterator[Rig]:
         await server.stop(None)
 
 
+@contextlib.asynccontextmanager
+async def running(outbox: Outbox) -> AsyncIterator[None]:
+    """Run the outbox's tasks, and stop them as the router's shutdown does."""
+    lifecycle = Lifecycle()
+    outbox.run_in(lifecycle)
+    try:
+        yield
+    finally:
+        await lifecycle.shut_down()
+
+
 def outcome(outcome_id: str) -> optimizer_pb2.Outcome:
     return optimizer_pb2.Outcome(outcome_id=outcome_id, provider="p")
 
@@ -93,44 +106,35 @@ async def test_an_outcome_is_stored_before_add_resolves_and_deleted_once_acknowl
 ) -> None:
     outbox = rig.outbox()
     stored = outbox.add(outcome("exe:s:a:1"), TRACE_A)
-    outbox.start()
-    try:
+    async with running(outbox):
         await stored
         await eventually(lambda: _true(rig.fake.shipped() == ["exe:s:a:1"]))
         await eventually(lambda: _is_zero(rig))
         assert outbox.shipped == 1
-    finally:
-        await outbox.close()
 
 
 async def test_rows_stay_while_the_optimizer_fails_and_ship_when_it_answers(rig: Rig) -> None:
     rig.fake.failures = 2
     outbox = rig.outbox(max_backoff=0.2)
-    outbox.start()
-    try:
+    async with running(outbox):
         await asyncio.gather(outbox.add(outcome("e:s:a:1"), ""), outbox.add(outcome("e:s:a:2"), ""))
         assert await rig.rows() == 2  # durable before any acknowledgement
         await eventually(lambda: _is_zero(rig))
         assert rig.fake.shipped() == ["e:s:a:1", "e:s:a:2"]
         assert rig.fake.failures == 0  # it was asked (and failed) twice first
-    finally:
-        await outbox.close()
 
 
 async def test_rows_left_by_a_stopped_router_are_shipped_by_the_next(rig: Rig) -> None:
     first = rig.outbox()
-    first.start()
-    await asyncio.gather(*(first.add(outcome(f"e:s:a:{n}"), "") for n in (1, 2, 3)))
-    await first.close()  # may or may not have shipped: whatever is left stays stored
+    async with running(first):
+        await asyncio.gather(*(first.add(outcome(f"e:s:a:{n}"), "") for n in (1, 2, 3)))
+    # The first may or may not have shipped: whatever is left stays stored.
     left = await rig.rows()
     second = rig.outbox()
-    second.start()
-    try:
+    async with running(second):
         await eventually(lambda: _is_zero(rig))
         assert rig.fake.shipped() == ["e:s:a:1", "e:s:a:2", "e:s:a:3"]
         assert second.shipped == left
-    finally:
-        await second.close()
 
 
 async def test_few_calls_ship_under_their_own_trace_a_backlog_in_one_call(rig: Rig) -> None:
@@ -140,32 +144,25 @@ async def test_few_calls_ship_under_their_own_trace_a_backlog_in_one_call(rig: R
         outbox.add(outcome("a:2"), TRACE_A),
         outbox.add(outcome("b:1"), TRACE_B),
     ]
-    outbox.start()  # the three are queued: they are committed and read together
-    try:
+    async with running(outbox):  # the three are queued: they are committed and read together
         await asyncio.gather(*stored)
         await eventually(lambda: _is_zero(rig))
         by_trace = {trace: sorted(ids) for ids, trace in rig.fake.calls}
         assert by_trace == {TRACE_A: ["a:1", "a:2"], TRACE_B: ["b:1"]}
-    finally:
-        await outbox.close()
 
 
 async def test_a_backlog_of_many_calls_ships_in_one_untraced_call(rig: Rig) -> None:
     # Rows stored while the optimizer could not be reached (nothing listens on port 9).
     async with grpc.aio.insecure_channel("127.0.0.1:9") as nowhere:
         offline = Outbox(rig.db, nowhere)
-        offline.start()
-        await asyncio.gather(
-            *(offline.add(outcome(f"c{n}:1"), f"00-{n:032x}-{n:016x}-01") for n in (1, 2, 3))
-        )
-        await offline.close()
+        async with running(offline):
+            await asyncio.gather(
+                *(offline.add(outcome(f"c{n}:1"), f"00-{n:032x}-{n:016x}-01") for n in (1, 2, 3))
+            )
     outbox = rig.outbox(traced_groups=2)
-    outbox.start()
-    try:
+    async with running(outbox):
         await eventually(lambda: _is_zero(rig))
         assert rig.fake.calls == [(["c1:1", "c2:1", "c3:1"], "")]
-    finally:
-        await outbox.close()
 
 
 async def _true(value: bool) -> bool:

@@ -1,0 +1,109 @@
+"""The runtime's domain values as `saga.runtime.v1` messages: patterns, and RunPattern's
+stream — the runner's events as serialized `RunPatternResponse`s.
+
+RunPattern's servicer writes bytes, not messages (see `Registration.of(raw_responses=…)`):
+a relayed token becomes a response by prefixing its bytes (`wire.step_event`, the hot path,
+which the servicer calls itself); the few other events of a run are built and serialized here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from saga.execution.v1 import events_pb2
+from saga.runtime.v1 import runtime_pb2
+from services.common.usage_messages import usage_proto
+from services.runtime.capabilities import json_schema
+from services.runtime.patterns import Pattern
+from services.runtime.runner import RunFinished, StepBegan, StepFinished
+
+
+def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    """`values` as a protobuf Struct."""
+    out = struct_pb2.Struct()
+    out.update(dict(values))
+    return out
+
+
+def pattern(value: Pattern) -> runtime_pb2.Pattern:
+    """The Pattern message of a loaded pattern."""
+    return runtime_pb2.Pattern(
+        pattern_id=value.id,
+        description=value.description,
+        requires_pack=value.requires_pack,
+        input_schema=struct(json_schema(value.inputs)),
+        steps=[runtime_pb2.PatternStep(step_id=s.id, capability=s.capability) for s in value.steps],
+        source=value.source,
+    )
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a run is pinned to, echoed in its Accepted and Completed events."""
+
+    execution_id: str
+    pricing_pack_id: str
+    ledger_commit_hash: str
+    trace_id: str
+    asof: str
+
+
+def _response(**event: Any) -> bytes:
+    return runtime_pb2.RunPatternResponse(**event).SerializeToString()
+
+
+def accepted(pinned: Pinned, sequence: int) -> bytes:
+    """The run's first response: it was admitted, and what it is pinned to."""
+    return _response(
+        accepted=events_pb2.Accepted(
+            execution_id=pinned.execution_id,
+            pricing_pack_id=pinned.pricing_pack_id,
+            ledger_commit_hash=pinned.ledger_commit_hash,
+            trace_id=pinned.trace_id,
+            asof=pinned.asof,
+        ),
+        sequence=sequence,
+    )
+
+
+def run_event(
+    event: StepBegan | StepFinished | RunFinished, pinned: Pinned, sequence: int
+) -> bytes:
+    """The response for one of the runner's step or run events."""
+    if isinstance(event, StepBegan):
+        return _response(
+            step_started=events_pb2.StepStarted(
+                step_id=event.step_id, agent=event.agent, capability=event.capability
+            ),
+            sequence=sequence,
+        )
+    if isinstance(event, StepFinished):
+        result = event.result
+        return _response(
+            step_completed=events_pb2.StepCompleted(
+                step_id=event.step_id,
+                agent=event.agent,
+                capability=event.capability,
+                duration_ms=event.duration_ms,
+                output=struct(result.output),
+                usage=usage_proto(result.usage),
+                provider=result.provider,
+                model=result.model,
+                cost_micro_usd=result.cost_micro_usd,
+            ),
+            sequence=sequence,
+        )
+    return _response(
+        completed=events_pb2.Completed(
+            outputs=struct(event.outputs),
+            usage=usage_proto(event.usage),
+            cost_micro_usd=event.cost_micro_usd,
+            pricing_pack_id=pinned.pricing_pack_id,
+            ledger_commit_hash=pinned.ledger_commit_hash,
+        ),
+        sequence=sequence,
+    )
