@@ -16,7 +16,7 @@ import pytest
 from saga.gateway.v1 import execution_pb2_grpc
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat
-from tests.harness import Stack
+from tests.harness import Stack, stack_for
 
 # Well under what a hung peer used to cost (~62 s: a 30 s keepalive, its 10 s timeout, then
 # a 20 s connect attempt), well over what keepalive needs now (10 s + 5 s).
@@ -46,9 +46,7 @@ def router_channel_state(stack: Stack) -> int:
 
 
 async def test_a_hung_router_fails_calls_fast_and_recovers(tmp_path: Path) -> None:
-    stack = Stack.create(tmp_path)
-    try:
-        await stack.start_all()
+    async with stack_for(tmp_path) as stack:
         kinds = await execute(stack)  # the runtime's channel to the router is up and warm
         assert kinds[-1] == "completed"
         assert router_channel_state(stack) == READY
@@ -67,5 +65,3 @@ async def test_a_hung_router_fails_calls_fast_and_recovers(tmp_path: Path) -> No
         kinds = await execute(stack)
         assert kinds[-1] == "completed"
         assert router_channel_state(stack) == READY
-    finally:
-        stack.stop_all()

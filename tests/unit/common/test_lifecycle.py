@@ -11,16 +11,7 @@ import logging
 import pytest
 
 from services.common.lifecycle import InFlight, Lifecycle, Phase, Work
-
-
-class Clock:
-    """Monotonic seconds that move only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 class Pauses:
