@@ -50,12 +50,12 @@ from services.common.context import ContextSigner, ContextVerifier, key_id
 from services.common.database import open_database
 from services.common.lifecycle import Lifecycle
 from services.common.prices import price_table
-from services.router.budget import Budgets
+from services.router.budget_reservations import Budgets
 from services.router.engines import engine_for
-from services.router.health import HealthChecks
 from services.router.outbox import Outbox
-from services.router.providers import Resilience
+from services.router.probes import HealthChecks
 from services.router.rankings import RankingWatcher
+from services.router.resilience import Resilience
 from services.router.schema import MIGRATIONS
 from services.router.servicer import RouterParts, RouterServicer
 

@@ -12,7 +12,6 @@ is never enough to act for a user.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import timestamp_pb2
@@ -27,6 +26,7 @@ from services.auth.store import Store
 from services.auth.users import Users
 from services.common.context import ContextVerifier, RequestContext, metadata_token, public_jwk
 from services.common.errors import NotFound, PermissionDenied
+from services.common.guard import Context
 
 _KINDS = {"api_key": auth_pb2.CREDENTIAL_KIND_API_KEY, "jwt": auth_pb2.CREDENTIAL_KIND_JWT}
 _PROVIDER_KINDS = {
@@ -78,11 +78,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, parts: AuthParts) -> None:
         self._p = parts
 
-    async def _context(self, context: Any) -> RequestContext:
+    async def _context(self, context: Context) -> RequestContext:
         return await self._p.contexts.verify(metadata_token(context.invocation_metadata()))
 
     async def _acting_for(
-        self, context: Any, user_id: str, *, admin_may: bool = False
+        self, context: Context, user_id: str, *, admin_may: bool = False
     ) -> RequestContext:
         """The verified request context of a call that acts for `user_id`: that user's own
         (or, where `admin_may`, an operator's with scope admin)."""
@@ -95,7 +95,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         return verified
 
-    async def _admin(self, context: Any) -> RequestContext:
+    async def _admin(self, context: Context) -> RequestContext:
         verified = await self._context(context)
         if not verified.has_scope("admin"):
             raise PermissionDenied(
@@ -106,7 +106,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return verified
 
     async def Authenticate(
-        self, request: auth_pb2.AuthenticateRequest, context: Any
+        self, request: auth_pb2.AuthenticateRequest, context: Context
     ) -> auth_pb2.AuthenticateResponse:
         """Verify an API key or an access token and say who it is."""
         principal = await self._p.accounts.authenticate(request.credential)
@@ -122,13 +122,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
 
     async def Register(
-        self, request: auth_pb2.RegisterRequest, context: Any
+        self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
         """Create a user with a password."""
         user = await self._p.users.register(request.email, request.password)
         return auth_pb2.RegisterResponse(user_id=user.user_id, email=user.email or "")
 
-    async def Login(self, request: auth_pb2.LoginRequest, context: Any) -> auth_pb2.LoginResponse:
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
         """Exchange email and password for an access token."""
         issued = await self._p.users.login(request.email, request.password)
         return auth_pb2.LoginResponse(
@@ -138,7 +140,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
 
     async def CreateApiKey(
-        self, request: auth_pb2.CreateApiKeyRequest, context: Any
+        self, request: auth_pb2.CreateApiKeyRequest, context: Context
     ) -> auth_pb2.CreateApiKeyResponse:
         """Create a key for the user the request context speaks for."""
         actor = await self._acting_for(context, request.user_id)
@@ -152,7 +154,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.CreateApiKeyResponse(api_key=secret, info=_info(key))
 
     async def ListApiKeys(
-        self, request: auth_pb2.ListApiKeysRequest, context: Any
+        self, request: auth_pb2.ListApiKeysRequest, context: Context
     ) -> auth_pb2.ListApiKeysResponse:
         """The caller's keys, without their secrets."""
         await self._acting_for(context, request.user_id)
@@ -160,7 +162,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.ListApiKeysResponse(keys=[_info(k) for k in keys])
 
     async def RevokeApiKey(
-        self, request: auth_pb2.RevokeApiKeyRequest, context: Any
+        self, request: auth_pb2.RevokeApiKeyRequest, context: Context
     ) -> auth_pb2.RevokeApiKeyResponse:
         """Revoke one of the caller's keys."""
         await self._acting_for(context, request.user_id)
@@ -168,7 +170,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RevokeApiKeyResponse(info=_info(key))
 
     async def GetJwks(
-        self, request: auth_pb2.GetJwksRequest, context: Any
+        self, request: auth_pb2.GetJwksRequest, context: Context
     ) -> auth_pb2.GetJwksResponse:
         """Publish the verification keys: the gateway's context key and auth's signing
         keys, old ones until their last token has expired (no secret: callable by the
@@ -177,7 +179,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**public_jwk(k)) for k in keys])
 
     async def SetProviderKey(
-        self, request: auth_pb2.SetProviderKeyRequest, context: Any
+        self, request: auth_pb2.SetProviderKeyRequest, context: Context
     ) -> auth_pb2.SetProviderKeyResponse:
         """Store an operator's provider key (an admin's request context required)."""
         await self._admin(context)
@@ -185,7 +187,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.SetProviderKeyResponse(version=version)
 
     async def LinkProviderAccount(
-        self, request: auth_pb2.LinkProviderAccountRequest, context: Any
+        self, request: auth_pb2.LinkProviderAccountRequest, context: Context
     ) -> auth_pb2.LinkProviderAccountResponse:
         """Store a user's refresh token (that user's request context, or an admin's)."""
         self._p.providers.provider(request.provider)  # an unknown provider first
@@ -198,7 +200,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.LinkProviderAccountResponse(version=version)
 
     async def GetProviderCredential(
-        self, request: auth_pb2.GetProviderCredentialRequest, context: Any
+        self, request: auth_pb2.GetProviderCredentialRequest, context: Context
     ) -> auth_pb2.GetProviderCredentialResponse:
         """The credential the router calls a provider with; a user's OAuth token only with
         that user's request context."""

@@ -44,6 +44,7 @@ from services.common.telemetry import end_server_span, start_server_span, traced
 log = logging.getLogger("saga.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+"""The context every servicer method receives; servicers annotate `context` with it."""
 Identify = Callable[[Context], str | None]
 """Names the calling service (None when it cannot be identified)."""
 

@@ -7,8 +7,9 @@ import grpc
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from saga.gateway.v1 import account_pb2, account_pb2_grpc
 from services.common.errors import QuotaViolation, ResourceExhausted
+from services.common.guard import Context
 from services.gateway.authn import Principal
-from services.gateway.edge import Context, Edge, new_request_id
+from services.gateway.edge import Edge, new_request_id
 from services.gateway.limits import Gcra, Limit, client_address
 
 _RELAY_TTL_SECONDS = 30.0

@@ -4,16 +4,14 @@ request context (SPEC section 2) that the inner services verify."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import grpc
 
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.common.config import Config
 from services.common.context import METADATA_KEY, ContextSigner
+from services.common.guard import Context
 from services.gateway.authn import CredentialCache, Principal, bearer_credential
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def new_execution_id() -> str:

@@ -9,7 +9,8 @@ import grpc
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from saga.runtime.v1 import runtime_pb2
 from services.common.errors import FieldViolation, InvalidArgument
-from services.gateway.edge import Context, Edge, new_execution_id
+from services.common.guard import Context
+from services.gateway.edge import Edge, new_execution_id
 
 MAX_PATTERN_ID = 128
 MAX_INPUT_BYTES = 1024 * 1024

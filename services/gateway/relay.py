@@ -13,8 +13,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from services.common.channels import Peers
+from services.common.guard import Context
 from services.gateway.authn import Principal
-from services.gateway.edge import Context, Edge, new_request_id
+from services.gateway.edge import Edge, new_request_id
 
 RELAY_TTL_SECONDS = 60.0
 

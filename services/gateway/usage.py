@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from saga.gateway.v1 import usage_pb2, usage_pb2_grpc
-from services.gateway.edge import Context, Edge
+from services.common.guard import Context
+from services.gateway.edge import Edge
 from services.gateway.relay import Relay
 
 _GET_USAGE = "/saga.optimizer.v1.OptimizerService/GetUsage"

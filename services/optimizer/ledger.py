@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 from services.common.database import Database, Row
 from services.common.errors import FieldViolation, InvalidArgument
-from services.optimizer.metrics import Sample
+from services.optimizer.live_metrics import Sample
 from services.optimizer.usage import UsageQuery
 
 MAX_USAGE_ROWS = 10_000

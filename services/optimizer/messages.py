@@ -17,7 +17,7 @@ from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.common.strategy_proto import FROM_PROTO, TO_PROTO
 from services.optimizer.ledger import UsageRecord, UsageRow
-from services.optimizer.metrics import Metrics
+from services.optimizer.live_metrics import Metrics
 from services.optimizer.priors import FIELDS as PRIOR_FIELDS
 from services.optimizer.ranking import Ranking, Weights
 from services.optimizer.snapshots import Snapshot

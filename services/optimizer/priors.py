@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from services.common.config import ProviderConfig
 from services.common.database import Database
-from services.optimizer.metrics import Prior
+from services.optimizer.live_metrics import Prior
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Prior))
 """The prior values an operator may set, in column order."""

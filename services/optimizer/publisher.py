@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from services.optimizer.metrics import LiveMetrics
+from services.optimizer.live_metrics import LiveMetrics
 from services.optimizer.snapshots import SnapshotBoard
 
 log = logging.getLogger("saga.optimizer.publisher")

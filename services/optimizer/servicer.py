@@ -10,10 +10,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.guard import Context
 from services.common.strategy import Strategy
 from services.common.strategy_proto import TO_PROTO
 from services.optimizer import messages
@@ -66,7 +66,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         self._known = set(self._live.providers)
 
     async def Rank(
-        self, request: optimizer_pb2.RankRequest, context: Any
+        self, request: optimizer_pb2.RankRequest, context: Context
     ) -> optimizer_pb2.RankResponse:
         """Rank the candidates for one call, with score breakdowns and exclusions; with a
         user, also by what is left of their budget (near its end, CHEAPEST when configured)."""
@@ -114,7 +114,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def WatchRankings(
-        self, request: optimizer_pb2.WatchRankingsRequest, context: Any
+        self, request: optimizer_pb2.WatchRankingsRequest, context: Context
     ) -> AsyncIterator[optimizer_pb2.WatchRankingsResponse]:
         """A full snapshot now, then one whenever it changes; ends when shutdown begins."""
         if len(request.strategies) > MAX_WATCHED_STRATEGIES:
@@ -130,7 +130,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             snapshot = await self._board.next_after(snapshot.version)
 
     async def SetDefaultStrategy(
-        self, request: optimizer_pb2.SetDefaultStrategyRequest, context: Any
+        self, request: optimizer_pb2.SetDefaultStrategyRequest, context: Context
     ) -> optimizer_pb2.SetDefaultStrategyResponse:
         """Change the strategy STRATEGY_UNSPECIFIED resolves to; watchers get a new snapshot."""
         strategy = messages.strategy(request.strategy, "strategy")
@@ -155,7 +155,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def RecordOutcomes(
-        self, request_iterator: AsyncIterator[optimizer_pb2.RecordOutcomesRequest], context: Any
+        self, request_iterator: AsyncIterator[optimizer_pb2.RecordOutcomesRequest], context: Context
     ) -> optimizer_pb2.RecordOutcomesResponse:
         """Persist batches of outcomes (each in one transaction) before answering; a resent
         outcome id is acknowledged, not counted. New outcomes feed the live metrics."""
@@ -183,7 +183,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         return optimizer_pb2.RecordOutcomesResponse(accepted=accepted, duplicates=duplicates)
 
     async def GetMetrics(
-        self, request: optimizer_pb2.GetMetricsRequest, context: Any
+        self, request: optimizer_pb2.GetMetricsRequest, context: Context
     ) -> optimizer_pb2.GetMetricsResponse:
         """Current metrics of the named providers (all when none is named)."""
         names = self._providers(request.providers, "providers") or list(self._live.providers)
@@ -193,7 +193,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def UpdateMetrics(
-        self, request: optimizer_pb2.UpdateMetricsRequest, context: Any
+        self, request: optimizer_pb2.UpdateMetricsRequest, context: Context
     ) -> optimizer_pb2.UpdateMetricsResponse:
         """Set providers' priors (persisted; re-ranked at once); unset values are kept."""
         names = self._providers([p.provider for p in request.priors], "priors.provider")
@@ -217,7 +217,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def GetUsage(
-        self, request: optimizer_pb2.GetUsageRequest, context: Any
+        self, request: optimizer_pb2.GetUsageRequest, context: Context
     ) -> optimizer_pb2.GetUsageResponse:
         """Aggregate the usage ledger by the requested dimensions, with totals."""
         query = usage_query(
@@ -235,7 +235,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def ReserveBudget(
-        self, request: optimizer_pb2.ReserveBudgetRequest, context: Any
+        self, request: optimizer_pb2.ReserveBudgetRequest, context: Context
     ) -> optimizer_pb2.ReserveBudgetResponse:
         """Hold the most a call may cost against the user's budget for this period."""
         grant = await self._parts.budgets.reserve(
@@ -248,7 +248,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         )
 
     async def SettleBudget(
-        self, request: optimizer_pb2.SettleBudgetRequest, context: Any
+        self, request: optimizer_pb2.SettleBudgetRequest, context: Context
     ) -> optimizer_pb2.SettleBudgetResponse:
         """Replace a reservation with what the call really cost."""
         remaining = await self._parts.budgets.settle(request.reservation_id, request.cost_micro_usd)

@@ -8,7 +8,7 @@ servers drained: settlements in flight get their grace and the outbox commits wh
 (`Phase.FINISH`); then the tasks are cancelled; then the database, the credential client and
 the engines close, so no task outlives what it uses (unshipped rows stay for the next start).
 
-The health checks (`health`) probe providers on CheckProviders, and every
+The health checks (`probes`) probe providers on CheckProviders, and every
 `router.health_check_interval_seconds` when that is above 0.
 """
 
@@ -20,14 +20,14 @@ from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
 from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
-from services.router.budget import Budgets
+from services.router.budget_reservations import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.engines import engine_for
-from services.router.health import HealthChecks
 from services.router.metrics import REFUSALS, register_circuits
 from services.router.outbox import Outbox
-from services.router.providers import Resilience
+from services.router.probes import HealthChecks
 from services.router.rankings import RankingWatcher
+from services.router.resilience import Resilience
 from services.router.schema import MIGRATIONS
 from services.router.servicer import RouterParts, RouterServicer
 

@@ -25,7 +25,7 @@ from services.common.errors import Unavailable
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.router.attempts import AttemptRecord
-from services.router.budget import Reservation, max_cost
+from services.router.budget_reservations import Reservation, max_cost
 from services.router.calls import ReasonCall
 from services.router.candidates import choose
 from services.router.outcomes import call_id

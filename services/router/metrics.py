@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.router.attempts import AttemptRecord
-from services.router.providers import Resilience
+from services.router.resilience import Resilience
 
 FALLBACKS = Counter(
     "saga_router_fallbacks",

@@ -54,7 +54,7 @@ from services.router.engines.base import (
 )
 from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
 from services.router.limits import LimitReached
-from services.router.providers import ProviderState, Resilience
+from services.router.resilience import ProviderState, Resilience
 from services.router.retries import retry_delay
 
 __all__ = [

@@ -6,7 +6,7 @@ Reason: verify the request context and validate the call, then take the call's s
 mid-stream continuation, circuits, limits — store their outcomes in the outbox and wait for
 the store before Final, settle the budget however the call ended), with deltas the caller is
 too slow for merged (`coalescing`); each event becomes its message. ListProviders shows the
-live circuits. CheckProviders probes providers actively (`health`).
+live circuits. CheckProviders probes providers actively (`probes`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry import trace
 
@@ -24,20 +23,20 @@ from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument
+from services.common.guard import Context
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.common.strategy_proto import FROM_PROTO
 from services.common.usage_messages import usage_proto
-from services.router.budget import Budgets
+from services.router.budget_reservations import Budgets
 from services.router.call_steps import run_call
 from services.router.calls import Accounting, ReasonCall, validate
 from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
-from services.router.health import HealthChecks
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import outcome_proto
-from services.router.providers import Resilience
+from services.router.probes import HealthChecks
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
@@ -48,6 +47,7 @@ from services.router.reasoning import (
     RouterEvent,
     reason,
 )
+from services.router.resilience import Resilience
 
 _ROLES: Mapping[int, str] = {
     router_pb2.ROLE_SYSTEM: "system",
@@ -166,7 +166,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._health = parts.health
 
     async def Reason(
-        self, request: router_pb2.ReasonRequest, context: Any
+        self, request: router_pb2.ReasonRequest, context: Context
     ) -> AsyncIterator[router_pb2.ReasonResponse]:
         """Stream one LLM call: Attempt, Delta… (Switched and another Attempt on fallback),
         Final."""
@@ -212,7 +212,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 yield _event_proto(event)
 
     async def ListProviders(
-        self, request: router_pb2.ListProvidersRequest, context: Any
+        self, request: router_pb2.ListProvidersRequest, context: Context
     ) -> router_pb2.ListProvidersResponse:
         """The configured providers with their circuit state, health, prices, limits and
         capabilities."""
@@ -253,10 +253,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.ListProvidersResponse(providers=infos)
 
     async def CheckProviders(
-        self, request: router_pb2.CheckProvidersRequest, context: Any
+        self, request: router_pb2.CheckProvidersRequest, context: Context
     ) -> router_pb2.CheckProvidersResponse:
         """Probe the named providers (every one when none is named) with a one-token call
-        each, and give their circuits the verdicts (`health`)."""
+        each, and give their circuits the verdicts (`probes`)."""
         health = self._health
         selected = health.select(request.providers)
         remaining = context.time_remaining()

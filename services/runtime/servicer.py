@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -26,6 +25,7 @@ from opentelemetry import trace
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import NotFound, SagaError
+from services.common.guard import Context
 from services.common.server import Registration
 from services.common.status import describe
 from services.runtime import messages, wire
@@ -37,8 +37,6 @@ from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
 from services.runtime.runner import RunFinished, Runner
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def error_reason(error: BaseException) -> str:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from saga.vault.v1 import status_pb2, vault_pb2, vault_pb2_grpc
 from services.common.errors import SagaError
-from services.common.guard import Identify
+from services.common.guard import Context, Identify
 from services.vault import bounds
 from services.vault.audit import AuditLog
 from services.vault.barrier import Barrier
@@ -40,7 +39,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
 
     @asynccontextmanager
     async def _audited(
-        self, context: Any, operation: str, owner: str = "", name: str = ""
+        self, context: Context, operation: str, owner: str = "", name: str = ""
     ) -> AsyncIterator[None]:
         """Record the access once it ends, with its outcome: OK, the error's reason,
         CANCELLED (the caller went away mid-way; what was committed stays done) or INTERNAL.
@@ -62,7 +61,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
             await asyncio.shield(self._audit.record(caller, operation, owner, name, outcome))
 
     async def PutSecret(
-        self, request: vault_pb2.PutSecretRequest, context: Any
+        self, request: vault_pb2.PutSecretRequest, context: Context
     ) -> vault_pb2.PutSecretResponse:
         """Write a new version (compare-and-set on `expected_version`)."""
         expected = request.expected_version if request.HasField("expected_version") else None
@@ -73,7 +72,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         return vault_pb2.PutSecretResponse(version=version)
 
     async def GetSecret(
-        self, request: vault_pb2.GetSecretRequest, context: Any
+        self, request: vault_pb2.GetSecretRequest, context: Context
     ) -> vault_pb2.GetSecretResponse:
         """Read and decrypt a version (0 = the latest)."""
         async with self._audited(context, "GetSecret", request.owner, request.name):
@@ -86,7 +85,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         )
 
     async def DeleteSecret(
-        self, request: vault_pb2.DeleteSecretRequest, context: Any
+        self, request: vault_pb2.DeleteSecretRequest, context: Context
     ) -> vault_pb2.DeleteSecretResponse:
         """Delete every version (compare-and-set on `expected_version`)."""
         expected = request.expected_version if request.HasField("expected_version") else None
@@ -95,7 +94,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         return vault_pb2.DeleteSecretResponse()
 
     async def ListSecrets(
-        self, request: vault_pb2.ListSecretsRequest, context: Any
+        self, request: vault_pb2.ListSecretsRequest, context: Context
     ) -> vault_pb2.ListSecretsResponse:
         """A page of an owner's secrets: names, versions and metadata, never payloads."""
         async with self._audited(context, "ListSecrets", request.owner):
@@ -117,7 +116,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         )
 
     async def RotateKey(
-        self, request: vault_pb2.RotateKeyRequest, context: Any
+        self, request: vault_pb2.RotateKeyRequest, context: Context
     ) -> vault_pb2.RotateKeyResponse:
         """Make a fresh key active (writable keyrings only)."""
         async with self._audited(context, "RotateKey"):
@@ -125,7 +124,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         return vault_pb2.RotateKeyResponse(key_id=key_id)
 
     async def Rewrap(
-        self, request: vault_pb2.RewrapRequest, context: Any
+        self, request: vault_pb2.RewrapRequest, context: Context
     ) -> AsyncIterator[vault_pb2.RewrapResponse]:
         """Re-encrypt every row under the active key, reporting after each batch."""
         async with self._audited(context, "Rewrap"):
@@ -139,7 +138,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
                 )
 
     async def GetStatus(
-        self, request: vault_pb2.GetStatusRequest, context: Any
+        self, request: vault_pb2.GetStatusRequest, context: Context
     ) -> vault_pb2.GetStatusResponse:
         """Serving or sealed (and why), the active key, and key usage."""
         async with self._audited(context, "GetStatus"):

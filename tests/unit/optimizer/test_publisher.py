@@ -13,7 +13,7 @@ import pytest
 
 from services.common.config import DEFAULT_PROVIDERS
 from services.common.strategy import Strategy
-from services.optimizer.metrics import LiveMetrics, Sample
+from services.optimizer.live_metrics import LiveMetrics, Sample
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.snapshots import SnapshotBoard
 from tests.clock import Clock, settle

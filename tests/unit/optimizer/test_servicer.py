@@ -20,7 +20,7 @@ from services.common.status import describe
 from services.common.strategy import Strategy
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger
-from services.optimizer.metrics import LiveMetrics
+from services.optimizer.live_metrics import LiveMetrics
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.schema import MIGRATIONS

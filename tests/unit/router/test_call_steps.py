@@ -17,7 +17,7 @@ from services.common.prices import PriceTable, price_table
 from services.common.strategy import Strategy
 from services.common.usage import Usage
 from services.router.attempts import AttemptRecord, AttemptStatus
-from services.router.budget import Reservation, max_cost
+from services.router.budget_reservations import Reservation, max_cost
 from services.router.call_steps import run_call
 from services.router.calls import Accounting, ReasonCall
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta

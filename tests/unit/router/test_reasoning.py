@@ -38,7 +38,6 @@ from services.router.engines.base import (
     ProviderUnavailable,
     TextDelta,
 )
-from services.router.providers import Resilience
 from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
@@ -48,6 +47,7 @@ from services.router.reasoning import (
     RouterEvent,
     reason,
 )
+from services.router.resilience import Resilience
 from tests.clock import Clock
 
 

@@ -38,7 +38,7 @@ from services.common.lifecycle import InFlight
 from services.common.prices import PriceTable
 from services.router.engines.base import EngineRequest, estimate_input_tokens
 
-log = logging.getLogger("saga.router.budget")
+log = logging.getLogger("saga.router.budget_reservations")
 
 RESERVE_TIMEOUT_SECONDS = 2.0
 SETTLE_TIMEOUT_SECONDS = 5.0

@@ -18,7 +18,7 @@ from services.router.circuit import Circuit, CircuitSettings, CircuitState
 from services.router.limits import ProviderLimits
 from services.router.retries import RetryBudget, retry_backoff
 
-log = logging.getLogger("saga.router.providers")
+log = logging.getLogger("saga.router.resilience")
 
 
 @dataclass(frozen=True)

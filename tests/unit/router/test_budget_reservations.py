@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.common.config import ProviderConfig
 from services.common.prices import price_table
-from services.router.budget import max_cost
+from services.router.budget_reservations import max_cost
 from services.router.calls import Accounting
 from services.router.engines.base import ChatMessage, EngineRequest
 from services.router.outcomes import call_id, outcome_id

@@ -37,7 +37,7 @@ from services.router.engines.base import (
 )
 from services.router.engines.sim import SimEngine
 from services.router.failures import Verdict
-from services.router.health import (
+from services.router.probes import (
     PROBE_MAX_TOKENS,
     SKIPPED_PER_USER_CREDENTIAL,
     HealthChecks,
@@ -46,7 +46,7 @@ from services.router.health import (
     probe_outcome,
     probe_timeout,
 )
-from services.router.providers import Resilience
+from services.router.resilience import Resilience
 from tests.clock import Clock, settle
 
 

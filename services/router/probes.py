@@ -58,9 +58,9 @@ from services.router.engines.base import (
 )
 from services.router.failures import Verdict, classify
 from services.router.limits import LimitReached
-from services.router.providers import ProviderState, Resilience
+from services.router.resilience import ProviderState, Resilience
 
-log = logging.getLogger("saga.router.health")
+log = logging.getLogger("saga.router.probes")
 
 PROBE_PROMPT = "ping"
 PROBE_MAX_TOKENS = 1

@@ -9,7 +9,7 @@ import pytest
 
 from services.common.config import ProviderConfig
 from services.common.strategy import Strategy
-from services.optimizer.metrics import LiveMetrics, Prior, Sample, weighted_percentile
+from services.optimizer.live_metrics import LiveMetrics, Prior, Sample, weighted_percentile
 from services.optimizer.ranking import ExclusionReason, rank
 
 NOW = 1_800_000_000.0
