@@ -4,6 +4,9 @@ A pinned provider is the only candidate (no ranking). Otherwise the order is the
 the call's strategy in the latest snapshot (the snapshot's default when the call names none
 or the snapshot lacks it), or the configuration order before any snapshot arrived; preferred
 providers that are eligible move to the front, in the order given.
+
+A caller's allow-list (`allowed_only`) narrows the configured providers before any of this:
+the others are never candidates, whatever the ranking says.
 """
 
 from __future__ import annotations
@@ -25,6 +28,22 @@ def _unknown(names: Sequence[str], field: str) -> InvalidArgument:
         reason="UNKNOWN_PROVIDER",
         field_violations=[FieldViolation(field, f"not configured: {shown}")],
     )
+
+
+def allowed_only(
+    providers: Sequence[ProviderConfig], allowed: Sequence[str]
+) -> Sequence[ProviderConfig]:
+    """`providers` restricted to the `allowed` names (all of them when `allowed` is empty);
+    raise InvalidArgument UNKNOWN_PROVIDER naming `allowed_providers` for a name that is not
+    configured."""
+    if not allowed:
+        return providers
+    configured = {p.name for p in providers}
+    unknown = [n for n in allowed if n not in configured]
+    if unknown:
+        raise _unknown(unknown, "allowed_providers")
+    wanted = set(allowed)
+    return [p for p in providers if p.name in wanted]
 
 
 def choose(

@@ -14,6 +14,14 @@ collects them instead). Then, by the failure's kind (`failures`):
   failure only to a candidate with a larger context window;
 * else end the call with the failure's status (input errors stop at once).
 
+Every candidate passed over without a call — its circuit open, a limit spent, or its least
+cost above what is left of the call's `max_cost_micro_usd` — is announced by
+`ProvidersSkipped` (which providers, why, when they may be tried again) before the attempt
+that follows, or before the error when none is left, and counted (`Resilience.refused`). A
+stream that would bill more than the rest of `max_cost_micro_usd` is stopped once its text
+passes that point: the attempt is accounted as it stands and the call fails
+RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED.
+
 A stream that breaks after the caller received text continues on the next candidate, which
 is asked to pick up from the partial text (`continuation`), so the caller reads one text.
 Each attempt, however it ends, is handed to `report` as soon as it ends; `Finished` carries
@@ -39,6 +47,7 @@ from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
 from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
+from services.router.budget_reservations import cost_limit_exceeded, min_cost, output_tokens_within
 from services.router.calls import ReasonCall
 from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
@@ -63,7 +72,9 @@ __all__ = [
     "AttemptStatus",
     "Finished",
     "ProviderSwitched",
+    "ProvidersSkipped",
     "RouterEvent",
+    "Skip",
     "reason",
 ]
 
@@ -78,6 +89,24 @@ class AttemptStarted:
     provider: str
     model: str
     n: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One candidate passed over without a call."""
+
+    provider: str
+    reason: str
+    """An ErrorInfo reason: CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, COST_LIMIT_EXCEEDED."""
+    retry_after: float = 0.0
+    """Seconds until it may be tried again; 0 = unknown."""
+
+
+@dataclass(frozen=True)
+class ProvidersSkipped:
+    """The router passed over these candidates (sent before the attempt after them)."""
+
+    skipped: tuple[Skip, ...]
 
 
 @dataclass(frozen=True)
@@ -105,9 +134,13 @@ class Finished:
     price_table_version: str
 
 
-RouterEvent = AttemptStarted | TextDelta | ProviderSwitched | Finished
+RouterEvent = AttemptStarted | TextDelta | ProvidersSkipped | ProviderSwitched | Finished
 Report = Callable[[AttemptRecord], None]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _CostLimitReached(Exception):
+    """Raised inside an attempt whose text passed the call's cost limit."""
 
 
 def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
@@ -123,16 +156,26 @@ def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
 
 def usable_candidates(
     call: ReasonCall, candidates: Sequence[ProviderConfig], resilience: Resilience
-) -> list[ProviderConfig]:
-    """The candidates whose circuit is not open (only the first without fallback); raise
-    CIRCUIT_OPEN, with the soonest cooldown's end, when every circuit is open."""
-    usable = [
-        p for p in candidates if resilience.states[p.name].circuit.state is not CircuitState.OPEN
-    ]
-    if not usable:
-        soonest = min(candidates, key=lambda p: resilience.states[p.name].circuit.retry_after())
-        raise circuit_open(soonest.name, resilience.states[soonest.name].circuit.retry_after())
-    return usable if call.allow_fallback else usable[:1]
+) -> tuple[list[ProviderConfig], list[Skip]]:
+    """The candidates whose circuit is not open (only the first without fallback), and the
+    open ones ranked before the last of those (skipped: the call would have tried them)."""
+    usable: list[ProviderConfig] = []
+    skipped: list[Skip] = []
+    for p in candidates:
+        circuit = resilience.states[p.name].circuit
+        if circuit.state is CircuitState.OPEN:
+            skipped.append(Skip(p.name, "CIRCUIT_OPEN", circuit.retry_after()))
+            continue
+        usable.append(p)
+        if not call.allow_fallback:
+            break
+    return usable, skipped
+
+
+def _no_circuit_closed(candidates: Sequence[ProviderConfig], resilience: Resilience) -> SagaError:
+    """CIRCUIT_OPEN with the soonest cooldown's end (every candidate's circuit is open)."""
+    soonest = min(candidates, key=lambda p: resilience.states[p.name].circuit.retry_after())
+    return circuit_open(soonest.name, resilience.states[soonest.name].circuit.retry_after())
 
 
 class _Call:
@@ -148,6 +191,34 @@ class _Call:
         self.sent: list[str] = []  # text the caller received (streaming mode)
         self.attempts: list[AttemptRecord] = []
         self.n = 0
+        self.skipped: list[Skip] = []  # not yet announced
+
+    def skip(self, skip: Skip, resilience: Resilience) -> None:
+        """Pass over a candidate: counted now, announced before the next attempt."""
+        self.skipped.append(skip)
+        resilience.refused(skip.provider, skip.reason)
+
+    def announce(self) -> ProvidersSkipped | None:
+        """The skips not yet announced, if any."""
+        if not self.skipped:
+            return None
+        event = ProvidersSkipped(tuple(self.skipped))
+        self.skipped = []
+        return event
+
+    def cost_left(self) -> int:
+        """What is left of the call's cost limit (only meaningful with one)."""
+        return self.call.max_cost_micro_usd - sum(r.cost_micro_usd for r in self.attempts)
+
+    def char_cap(self, provider: ProviderConfig, request: EngineRequest) -> int | None:
+        """The most characters of text this attempt may receive within the cost limit
+        (~4 characters a token, the estimate a cut stream is billed by); None = no cap."""
+        if self.call.max_cost_micro_usd <= 0:
+            return None
+        tokens = output_tokens_within(
+            self.prices.of(provider.name), estimate_input_tokens(request), self.cost_left()
+        )
+        return None if tokens is None else tokens * 4
 
     def request_for_next(self) -> tuple[EngineRequest, str]:
         """The request of the next provider, and the partial text it must continue."""
@@ -221,18 +292,33 @@ async def reason(
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
     min_window = 0  # after a context-length failure: the next window must be larger
-    for provider in usable_candidates(call, candidates, resilience):
+    usable, open_circuits = usable_candidates(call, candidates, resilience)
+    for skip in open_circuits:
+        run.skip(skip, resilience)
+    if not usable:
+        if (skipped := run.announce()) is not None:
+            yield skipped
+        raise _no_circuit_closed(candidates, resilience)
+    for provider in usable:
         if provider.context_window <= min_window:
             continue
         state = resilience.states[provider.name]
         engine = engines[provider.name]
         request, partial = run.request_for_next()
+        if call.max_cost_micro_usd > 0 and (
+            (least := min_cost(request, provider, prices)) > run.cost_left()
+        ):
+            refusals.append(cost_limit_exceeded(call.max_cost_micro_usd, least))
+            run.skip(Skip(provider.name, "COST_LIMIT_EXCEEDED"), resilience)
+            continue
         retries = 0
         while True:
             permit = state.circuit.allow()
             if permit is None:
                 refusals.append(circuit_open(provider.name, state.circuit.retry_after()))
-                resilience.refused(provider.name, refusals[-1].reason)
+                run.skip(
+                    Skip(provider.name, "CIRCUIT_OPEN", state.circuit.retry_after()), resilience
+                )
                 switch_from = provider.name if retries else switch_from
                 break
             try:
@@ -242,7 +328,7 @@ async def reason(
             except LimitReached as limit:
                 state.circuit.release(permit)
                 refusals.append(limit_reached(provider.name, limit.message, limit.retry_after))
-                resilience.refused(provider.name, refusals[-1].reason)
+                run.skip(Skip(provider.name, refusals[-1].reason, limit.retry_after), resilience)
                 # A retry refused: the failed attempt before it is what the next one follows.
                 switch_from = provider.name if retries else switch_from
                 break
@@ -256,7 +342,11 @@ async def reason(
             finish: Finish | None = None
             collected: list[str] = []
             repeat = RepeatFilter(partial) if partial else None
+            cap = run.char_cap(provider, request)
+            chars = 0  # received in this attempt, against `cap`
             try:
+                if (skipped := run.announce()) is not None:
+                    yield skipped
                 if switch_from and failure is not None:
                     yield ProviderSwitched(switch_from, provider.name, failure.error.reason)
                     switch_from = ""
@@ -267,6 +357,9 @@ async def reason(
                             finish = event
                             continue
                         meter.text(event.text)
+                        chars += len(event.text)
+                        if cap is not None and chars > cap:
+                            raise _CostLimitReached
                         if call.complete:
                             collected.append(event.text)
                             continue
@@ -301,6 +394,19 @@ async def reason(
                     min_window = max(min_window, provider.context_window)
                 switch_from = provider.name
                 break
+            except _CostLimitReached:
+                # No verdict on the provider: it did nothing wrong. The text it sent is billed.
+                state.circuit.release(permit)
+                record = meter.record(
+                    AttemptStatus.FAILED, prices, error_reason="COST_LIMIT_EXCEEDED"
+                )
+                lease.release(record.usage.total_tokens)
+                run.add(record)
+                raise cost_limit_exceeded(
+                    call.max_cost_micro_usd,
+                    call.max_cost_micro_usd - run.cost_left(),
+                    provider.name,
+                ) from None
             except (asyncio.CancelledError, GeneratorExit):
                 # The caller went away (or its deadline passed): no verdict on the provider.
                 state.circuit.release(permit)
@@ -323,6 +429,8 @@ async def reason(
             run.add(record)
             yield run.finished(provider, finish, "".join(collected))
             return
+    if (skipped := run.announce()) is not None:
+        yield skipped
     if failure is not None:
         raise failure.error
     if refusals:

@@ -30,8 +30,9 @@ from services.common.strategy_proto import FROM_PROTO
 from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
 from services.router.call_steps import run_call
-from services.router.calls import Accounting, ReasonCall, validate
+from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
 from services.router.coalescing import coalesce, merge_text
+from services.router.custom_ranking import CustomRanker
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
@@ -42,6 +43,7 @@ from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
     Finished,
+    ProvidersSkipped,
     ProviderSwitched,
     Report,
     RouterEvent,
@@ -82,6 +84,8 @@ def call_from_proto(
         complete=request.response_mode == common_pb2.RESPONSE_MODE_COMPLETE,
         strategy=strategy,
         preferred=tuple(request.preferred_providers),
+        allowed=tuple(request.allowed_providers),
+        weights=_weights(request),
         pinned=request.pinned_provider,
         allow_fallback=request.allow_fallback,
         # The verified context, not the request, says whose call this is.
@@ -89,6 +93,13 @@ def call_from_proto(
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
     )
+
+
+def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:
+    if not request.HasField("weights"):
+        return None
+    w = request.weights
+    return CustomWeights(w.cost, w.latency, w.quality, w.reliability)
 
 
 def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
@@ -137,6 +148,8 @@ class RouterParts:
     config_prices: PriceTable
     coalesce: bool
     health: HealthChecks
+    custom_ranker: CustomRanker | None = None
+    """Ranks calls that pass their own CUSTOM weights (None: such calls are UNAVAILABLE)."""
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -145,6 +158,19 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
     if isinstance(event, AttemptStarted):
         return router_pb2.ReasonResponse(
             attempt=reason_events_pb2.Attempt(provider=event.provider, model=event.model, n=event.n)
+        )
+    if isinstance(event, ProvidersSkipped):
+        return router_pb2.ReasonResponse(
+            skipped=reason_events_pb2.Skipped(
+                providers=[
+                    reason_events_pb2.SkippedProvider(
+                        provider=s.provider,
+                        reason=s.reason,
+                        retry_after_ms=round(s.retry_after * 1000),
+                    )
+                    for s in event.skipped
+                ]
+            )
         )
     if isinstance(event, ProviderSwitched):
         return router_pb2.ReasonResponse(
@@ -195,7 +221,17 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             observe_attempt(record)
             return parts.outbox.add(outcome_proto(record, call.accounting, cid), traceparent)
 
-        steps = run_call(call, self._providers, snapshot, prices, parts.budgets, attempts, store)
+        ranker = parts.custom_ranker
+        steps = run_call(
+            call,
+            self._providers,
+            snapshot,
+            prices,
+            parts.budgets,
+            attempts,
+            store,
+            rank_custom=None if ranker is None else ranker.rank,
+        )
         async with aclosing(steps) as events:
             async for event in events:
                 if isinstance(event, ProviderSwitched):

@@ -4,7 +4,10 @@
 the caller's `saga-context` token travels unchanged and `accounting` names the user, session,
 execution, step and pattern, so the router can verify the context and account the call.
 
-The router's events are read as bytes: a Delta or Switched is relayed without being decoded
+The run's options travel with each call: the allow-list, `disable_fallback` (the router's
+`allow_fallback` is its negation), the cost limit and the CUSTOM weights.
+
+The router's events are read as bytes: a Delta, Switched or Skipped is relayed without being decoded
 (the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
 ends the step, is parsed. Failures from the router propagate unchanged, so its reason and
 domain reach the client.
@@ -17,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from saga.execution.v1 import common_pb2, reason_events_pb2
+from saga.execution.v1 import common_pb2, options_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2
 from services.common.context import METADATA_KEY
 from services.common.errors import Unavailable
@@ -53,7 +56,8 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
         response_mode=common_pb2.RESPONSE_MODE_STREAMING,
         strategy=run.strategy,  # type: ignore[arg-type]
         preferred_providers=run.preferred_providers,
-        allow_fallback=True,
+        allowed_providers=run.allowed_providers,
+        allow_fallback=not run.disable_fallback,
         accounting=router_pb2.AccountingContext(
             user_id=run.user_id,
             session_id=run.session_id,
@@ -63,6 +67,13 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
         ),
         max_cost_micro_usd=run.max_cost_micro_usd,
     )
+    if run.weights is not None:
+        cost, latency, quality, reliability = run.weights
+        request.weights.CopyFrom(
+            options_pb2.StrategyWeights(
+                cost=cost, latency=latency, quality=quality, reliability=reliability
+            )
+        )
     if args.get("temperature") is not None:
         request.temperature = float(args["temperature"])
     return request

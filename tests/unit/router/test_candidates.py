@@ -65,3 +65,25 @@ def test_providers_the_router_does_not_know_are_skipped() -> None:
     with pytest.raises(Unavailable) as err:
         choose(PROVIDERS, empty)
     assert err.value.reason == "NO_PROVIDER_AVAILABLE"
+
+
+# ---------------------------------------------------------------- the caller's allow-list
+
+
+def test_an_allow_list_keeps_only_the_named_providers_in_ranking_order() -> None:
+    from services.router.candidates import allowed_only
+
+    allowed = allowed_only(PROVIDERS, ["c", "a"])
+    assert names(choose(allowed, SNAPSHOT, strategy="cheapest")) == ["c", "a"]
+    assert names(choose(allowed, SNAPSHOT)) == ["a", "c"]
+    # Empty: every configured provider (control).
+    assert names(choose(allowed_only(PROVIDERS, []), SNAPSHOT)) == ["b", "a", "c"]
+
+
+def test_an_allow_list_naming_an_unknown_provider_is_refused_naming_the_field() -> None:
+    from services.router.candidates import allowed_only
+
+    with pytest.raises(InvalidArgument) as caught:
+        allowed_only(PROVIDERS, ["a", "nope"])
+    assert caught.value.reason == "UNKNOWN_PROVIDER"
+    assert [v.field for v in caught.value.field_violations] == ["allowed_providers"]
