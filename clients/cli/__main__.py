@@ -1,6 +1,7 @@
 """`saga` — call Saga's gateway from a terminal.
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
+        [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -64,6 +65,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
     run.add_argument("--strategy", choices=STRATEGIES)
+    run.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        dest="providers",
+        metavar="NAME",
+        help="only this provider may answer (repeatable: an allow-list)",
+    )
+    run.add_argument(
+        "--no-fallback", action="store_true", help="never move to another provider on a failure"
+    )
+    run.add_argument(
+        "--weights",
+        type=arguments.weights,
+        metavar="cost=0.7,latency=0.3",
+        help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
+    )
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
