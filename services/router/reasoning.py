@@ -1,10 +1,11 @@
 """One Reason call, provider attempt by attempt, as a stream of domain events.
 
 `reason` walks the ranked candidates whose circuit is not open (only the first of them
-without `allow_fallback`). For each it takes the provider's circuit permit and a slot within
-its limits — a provider that refuses either is passed over without a call — announces the
-attempt, and passes every text delta on the moment the engine yields it (complete mode
-collects them instead). Then, by the failure's kind (`failures`):
+without `allow_fallback`; an open one it reaches is skipped). For each it takes the
+provider's circuit permit and a slot within its limits — a provider that refuses either is
+passed over without a call — announces the attempt, and passes every text delta on the
+moment the engine yields it (complete mode collects them instead). Then, by the failure's
+kind (`failures`):
 
 * retry on the same provider — transient failures and rate limits only, before any text of
   the attempt arrived, at most `max_retries` times, after a jittered backoff that honours
@@ -154,28 +155,12 @@ def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
         circuit.release(permit)
 
 
-def usable_candidates(
-    call: ReasonCall, candidates: Sequence[ProviderConfig], resilience: Resilience
-) -> tuple[list[ProviderConfig], list[Skip]]:
-    """The candidates whose circuit is not open (only the first without fallback), and the
-    open ones ranked before the last of those (skipped: the call would have tried them)."""
-    usable: list[ProviderConfig] = []
-    skipped: list[Skip] = []
-    for p in candidates:
-        circuit = resilience.states[p.name].circuit
-        if circuit.state is CircuitState.OPEN:
-            skipped.append(Skip(p.name, "CIRCUIT_OPEN", circuit.retry_after()))
-            continue
-        usable.append(p)
-        if not call.allow_fallback:
-            break
-    return usable, skipped
-
-
-def _no_circuit_closed(candidates: Sequence[ProviderConfig], resilience: Resilience) -> SagaError:
-    """CIRCUIT_OPEN with the soonest cooldown's end (every candidate's circuit is open)."""
-    soonest = min(candidates, key=lambda p: resilience.states[p.name].circuit.retry_after())
-    return circuit_open(soonest.name, resilience.states[soonest.name].circuit.retry_after())
+def _circuit_open(state: ProviderState) -> Skip | None:
+    """The skip of a candidate whose circuit is open, or None when it may be called."""
+    circuit = state.circuit
+    if circuit.state is not CircuitState.OPEN:
+        return None
+    return Skip(state.config.name, "CIRCUIT_OPEN", circuit.retry_after())
 
 
 class _Call:
@@ -292,17 +277,19 @@ async def reason(
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
     min_window = 0  # after a context-length failure: the next window must be larger
-    usable, open_circuits = usable_candidates(call, candidates, resilience)
-    for skip in open_circuits:
-        run.skip(skip, resilience)
-    if not usable:
-        if (skipped := run.announce()) is not None:
-            yield skipped
-        raise _no_circuit_closed(candidates, resilience)
-    for provider in usable:
+    reached = False  # a candidate whose circuit is not open: without fallback, the only one
+    for provider in candidates:
+        state = resilience.states[provider.name]
+        if reached and not call.allow_fallback:
+            break
+        if (open_circuit := _circuit_open(state)) is not None:
+            # Left out of the chain, and said: the caller learns why it was not tried.
+            refusals.append(circuit_open(provider.name, open_circuit.retry_after))
+            run.skip(open_circuit, resilience)
+            continue
+        reached = True
         if provider.context_window <= min_window:
             continue
-        state = resilience.states[provider.name]
         engine = engines[provider.name]
         request, partial = run.request_for_next()
         if call.max_cost_micro_usd > 0 and (

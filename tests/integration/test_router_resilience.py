@@ -344,7 +344,11 @@ async def test_max_concurrency_sends_the_overflow_elsewhere_or_refuses_it(
             {"provider": "single"},
         )
         assert details.retry_after is not None
-        assert refused.events == []
+        # No attempt: the only event says the provider was skipped, and why.
+        assert [e.WhichOneof("event") for e in refused.events] == ["skipped"]
+        assert [(p.provider, p.reason) for p in refused.events[0].skipped.providers] == [
+            ("single", "PROVIDER_LIMIT_REACHED")
+        ]
 
 
 async def test_list_providers_shows_limits(stack: Stack) -> None:

@@ -577,6 +577,11 @@ async def test_an_open_circuit_is_announced_as_skipped_before_the_fallback_attem
     assert got.events[0] == ProvidersSkipped((Skip("down", "CIRCUIT_OPEN", 30.0),))
     assert got.events[1] == AttemptStarted("good", "good-m", 1)
     assert counted == [("down", "CIRCUIT_OPEN")]
+    # An open circuit ranked after the provider that answers was never reached: not said.
+    after = await run(CALL, [GOOD, down], resilience=resilience)
+    assert after.error is None
+    assert not [e for e in after.events if isinstance(e, ProvidersSkipped)]
+    assert counted == [("down", "CIRCUIT_OPEN")]
 
 
 # ---------------------------------------------------------------- the call's cost limit
