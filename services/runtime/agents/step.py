@@ -55,6 +55,8 @@ class StepCall:
     step_id: str
     capability: str
     args: Mapping[str, Any]
+    spent_micro_usd: int = 0
+    """What the run's steps before this one cost (against `RunScope.max_cost_micro_usd`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,10 +72,11 @@ class ExecuteOptions(_message.Message):
     first one started (its events are replayed from the start) instead of starting another.
     """
     max_cost_micro_usd: _builtins.int
-    """Upper bound on the cost of each LLM call of the run, micro-USD; 0 = only the user's budget
-    applies. A call whose cheapest candidate cannot fit it is refused before any provider is
-    called, and a stream that would exceed it is stopped; both fail RESOURCE_EXHAUSTED
-    COST_LIMIT_EXCEEDED (with QuotaFailure). At most 10^12 (a million USD).
+    """Upper bound on the run's cost, micro-USD; 0 = only the user's budget applies. Each LLM
+    step may spend what the steps before it left; a call whose cheapest candidate cannot fit
+    that is refused before any provider is called, and a stream that would exceed it is
+    stopped; both fail RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED (with QuotaFailure). At most
+    10^12 (a million USD).
     """
     detach_on_disconnect: _builtins.bool
     """Keep running when the client disconnects; the events are recorded and WatchExecution
