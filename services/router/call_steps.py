@@ -26,7 +26,7 @@ from contextlib import aclosing
 from typing import Protocol
 
 from services.common.config import ProviderConfig
-from services.common.errors import Unavailable
+from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.router.attempts import AttemptRecord
@@ -93,6 +93,19 @@ async def run_call(
             )
         order = await rank_custom(call.weights, [p.name for p in allowed], call)
         ranking = custom_snapshot(snapshot, tuple(order), prices)
+    elif (
+        call.strategy is Strategy.CUSTOM
+        and snapshot is not None
+        and Strategy.CUSTOM not in snapshot.rankings
+        and not call.pinned
+    ):
+        # The optimizer ranks CUSTOM only once weights are configured: without the caller's
+        # own, the call would silently be ranked by another strategy.
+        raise InvalidArgument(
+            "STRATEGY_CUSTOM needs weights: none given and none configured",
+            reason="WEIGHTS_INVALID",
+            field_violations=[FieldViolation("weights", "required for STRATEGY_CUSTOM")],
+        )
     candidates = ranked(call.strategy, ranking)
     request = call.engine_request()
     check_cost_limit(request, candidates, prices, call.max_cost_micro_usd)

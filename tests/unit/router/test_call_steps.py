@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from services.common.config import ProviderConfig
-from services.common.errors import ResourceExhausted, SagaError, Unavailable
+from services.common.errors import InvalidArgument, ResourceExhausted, SagaError, Unavailable
 from services.common.prices import PriceTable, price_table
 from services.common.strategy import Strategy
 from services.common.usage import Usage
@@ -327,11 +327,23 @@ async def test_custom_weights_rank_the_call_through_the_ranker() -> None:
     await drain(steps_of(world, call, rank))
     assert asked == [(weights, ("dear", "cheap"))]
     assert ("attempts", "cheap", "dear") in world.log
-    # Control: without weights, the snapshot (whose default is BALANCED here) ranks it.
+    # Control: without weights, the snapshot's CUSTOM ranking (the configured weights') does.
+    configured = dataclasses.replace(
+        SNAPSHOT, rankings={**SNAPSHOT.rankings, Strategy.CUSTOM: ("dear", "cheap")}
+    )
     world = World()
-    await drain(steps_of(world, dataclasses.replace(CALL, strategy=Strategy.CUSTOM), rank))
+    unweighted = dataclasses.replace(CALL, strategy=Strategy.CUSTOM)
+    await drain(
+        run_call(
+            unweighted, PROVIDERS, configured, PRICES, world, world.attempts, world.store, rank
+        )
+    )
     assert len(asked) == 1
     assert ("attempts", "dear", "cheap") in world.log
+    # Neither the caller's weights nor configured ones: refused, not ranked by another strategy.
+    with pytest.raises(InvalidArgument) as refused:
+        await drain(steps_of(World(), unweighted, rank))
+    assert refused.value.reason == "WEIGHTS_INVALID"
     # Without a ranker the call cannot honour its weights: refused, not ranked otherwise.
     with pytest.raises(Unavailable) as caught:
         await drain(steps_of(World(), call))
