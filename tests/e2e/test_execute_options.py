@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -272,3 +273,15 @@ async def test_an_open_circuit_is_said_in_the_runs_events(
             assert 0 < skipped.providers[0].retry_after_ms <= 60_000
             assert run.provider == "second"
             assert pair.counts() == (before_a, before_b + 1)  # "first" was not called
+            # ...and counted, by provider and reason.
+            assert await refusals(stack, "first", "CIRCUIT_OPEN") == 1
+
+
+async def refusals(stack: Stack, provider: str, reason: str) -> float:
+    """The router's `saga_router_refusals_total` for `provider` and `reason` (0 if none)."""
+    url = f"http://127.0.0.1:{stack.ports['router'].metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    prefix = f'saga_router_refusals_total{{provider="{provider}",reason="{reason}"}} '
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0][len(prefix) :]) if lines else 0.0
