@@ -73,18 +73,20 @@ def min_cost(request: EngineRequest, provider: ProviderConfig, prices: PriceTabl
     return prices.of(provider.name).cost(estimate_input_tokens(request), 1)
 
 
-def cost_limit_exceeded(limit: int, needed: int, provider: str = "") -> ResourceExhausted:
-    """The call's `max_cost_micro_usd` cannot pay for `needed` micro-USD (or, with a
-    `provider`, its stream was stopped at the limit)."""
+def cost_limit_exceeded(limit: int, amount: int, provider: str = "") -> ResourceExhausted:
+    """The call's `max_cost_micro_usd` cannot pay for `amount` micro-USD (the least a
+    candidate would cost) — or, with a `provider`, its stream was stopped at the limit after
+    the call's attempts cost `amount`."""
     if provider:
         description = f"{provider}: the answer was stopped at the call's cost limit of {limit}"
+        metadata = {"limitMicroUsd": str(limit), "spentMicroUsd": str(amount), "provider": provider}
     else:
-        description = f"the cheapest candidate needs at least {needed}; the limit is {limit}"
+        description = f"the cheapest candidate needs at least {amount}; the limit is {limit}"
+        metadata = {"limitMicroUsd": str(limit), "neededMicroUsd": str(amount)}
     return ResourceExhausted(
         f"max_cost_micro_usd exceeded: {description} micro-USD",
         reason="COST_LIMIT_EXCEEDED",
-        metadata={"limitMicroUsd": str(limit), "neededMicroUsd": str(needed)}
-        | ({"provider": provider} if provider else {}),
+        metadata=metadata,
         quota_violations=[QuotaViolation("max_cost_micro_usd", description)],
     )
 

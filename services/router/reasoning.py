@@ -277,7 +277,7 @@ async def reason(
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
     min_window = 0  # after a context-length failure: the next window must be larger
-    reached = False  # a candidate whose circuit is not open: without fallback, the only one
+    reached = False  # a candidate not skipped: without fallback, the only one
     for provider in candidates:
         state = resilience.states[provider.name]
         if reached and not call.allow_fallback:
@@ -287,17 +287,18 @@ async def reason(
             refusals.append(circuit_open(provider.name, open_circuit.retry_after))
             run.skip(open_circuit, resilience)
             continue
-        reached = True
-        if provider.context_window <= min_window:
-            continue
-        engine = engines[provider.name]
         request, partial = run.request_for_next()
         if call.max_cost_micro_usd > 0 and (
             (least := min_cost(request, provider, prices)) > run.cost_left()
         ):
+            # Like an open circuit, not a failure: the next candidate may still fit.
             refusals.append(cost_limit_exceeded(call.max_cost_micro_usd, least))
             run.skip(Skip(provider.name, "COST_LIMIT_EXCEEDED"), resilience)
             continue
+        reached = True
+        if provider.context_window <= min_window:
+            continue
+        engine = engines[provider.name]
         retries = 0
         while True:
             permit = state.circuit.allow()

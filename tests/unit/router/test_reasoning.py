@@ -617,6 +617,9 @@ async def test_a_candidate_whose_least_cost_passes_the_limit_is_skipped() -> Non
     assert got.error is None
     assert got.events[0] == ProvidersSkipped((Skip("dear", "COST_LIMIT_EXCEEDED"),))
     assert got.attempts() == [("good", 1)]
+    # A skip is no failure: without fallback too, the first candidate that fits is called.
+    single = dataclasses.replace(CALL, max_cost_micro_usd=20, allow_fallback=False)
+    assert (await run(single, [dear, GOOD])).attempts() == [("good", 1)]
     # Alone, it is refused before any call.
     alone = await run(dataclasses.replace(CALL, max_cost_micro_usd=20), [dear])
     assert isinstance(alone.error, ResourceExhausted)
