@@ -112,15 +112,18 @@ def test_vault_status_reads_as_words(stack: Stack) -> None:
 
 def test_providers_check_probes_each_provider(stack: Stack) -> None:
     checked = ok(saga_cli(stack, "providers", "check"))
-    assert checked.splitlines()[0].split() == ["PROVIDER", "RESULT", "LATENCY", "ERROR"]
+    assert checked.splitlines()[0].split() == ["PROVIDER", "RESULT", "STREAMED", "COMPLETE"]
     for name in ("sim-fast", "sim-smart"):
         cells = row(checked, name).split()
-        assert cells[1] == "ok"
-        assert cells[3] == "ms"
-        assert int(cells[2]) >= 0
+        # name, ok, then each mode: "ok N ms"
+        assert (cells[1], cells[2], cells[4], cells[5], cells[7]) == ("ok", "ok", "ms", "ok", "ms")
+        assert int(cells[3]) >= 0
+        assert int(cells[6]) >= 0
     one = json.loads(ok(saga_cli(stack, "--json", "providers", "check", "sim-smart")))
     assert [(r["provider"], r["ok"]) for r in one["results"]] == [("sim-smart", True)]
     assert "latencyMs" in one["results"][0]
+    assert one["results"][0]["stream"]["ok"] is True
+    assert one["results"][0]["complete"]["ok"] is True
 
 
 def test_keys_create_with_an_expiry_shows_it_in_the_list(stack: Stack) -> None:
