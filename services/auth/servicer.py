@@ -4,9 +4,10 @@ who a call acts for.
 Calls that act for a user carry the gateway's (or, for GetProviderCredential, the router's
 forwarded) `saga-context`, verified here: API-key management and linking an account need
 that user's context (linking also accepts an operator's admin context); SetProviderKey
-needs an admin context; GetProviderCredential for an `oauth_user` provider needs the
-context of the user whose token is asked for. The certificate of the calling service alone
-is never enough to act for a user.
+needs an admin context; Register needs an admin context unless `auth.self_registration` is
+open (SPEC 3.2: closed by default, an operator creates the accounts); GetProviderCredential
+for an `oauth_user` provider needs the context of the user whose token is asked for. The
+certificate of the calling service alone is never enough to act for a user.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class AuthParts:
     users: Users
     signing_keys: SigningKeys
     providers: ProviderCredentials
+    self_registration: str = "closed"
+    """`auth.self_registration`: "open" lets anyone Register; "closed" only an admin."""
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -105,6 +108,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         return verified
 
+    async def _registrar(self, context: Context) -> RequestContext:
+        """The admin context that may create a user while self-registration is closed."""
+        token = metadata_token(context.invocation_metadata())
+        verified = None if token is None else await self._p.contexts.verify(token)
+        if verified is None or not verified.has_scope("admin"):
+            raise PermissionDenied(
+                "self-registration is closed: an admin creates accounts (`saga register EMAIL` "
+                'with an admin key), or the operator sets auth.self_registration = "open"',
+                reason="REGISTRATION_CLOSED",
+            )
+        return verified
+
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: Context
     ) -> auth_pb2.AuthenticateResponse:
@@ -124,7 +139,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        """Create a user with a password."""
+        """Create a user with a password: anyone's call when self-registration is open,
+        otherwise only one with an admin's request context (checked before any hashing)."""
+        if self._p.self_registration != "open":
+            await self._registrar(context)
         user = await self._p.users.register(request.email, request.password)
         return auth_pb2.RegisterResponse(user_id=user.user_id, email=user.email or "")
 
