@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,26 @@ async def test_the_jwt_verifies_against_the_jwks_in_python_and_node(stack: Stack
     assert answer["claims"]["sub"] == user.user_id
     code, answer = await asyncio.to_thread(node_verify, flip_signature_byte(token), jwks)
     assert (code, answer) == (1, {"valid": False, "error": "bad signature"})
+
+
+async def test_an_expired_key_stops_at_its_expiry_not_at_the_cache_ttl(stack: Stack) -> None:
+    # This module's gateway caches credentials for the default 10 s.
+    async with stack.gateway_channel() as ch:
+        accounts = account_pb2_grpc.AccountServiceStub(ch)
+        request = account_pb2.CreateApiKeyRequest(name="brief", scopes=["execute"])
+        request.expires_at.FromNanoseconds(time.time_ns() + 2_000_000_000)
+        created = await accounts.CreateApiKey(
+            request, metadata=bearer(stack.admin_key()), timeout=10
+        )
+        listing = account_pb2.ListApiKeysRequest()
+        # Used (and so cached) while it lives: the positive control.
+        await accounts.ListApiKeys(listing, metadata=bearer(created.api_key), timeout=10)
+        await asyncio.sleep(max(0.0, created.info.expires_at.ToNanoseconds() / 1e9 - time.time()))
+        await asyncio.sleep(0.3)
+        expired = await refused(
+            accounts.ListApiKeys(listing, metadata=bearer(created.api_key), timeout=10)
+        )
+    assert (expired.code(), describe(expired).reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CREDENTIAL_EXPIRED",
+    )
