@@ -26,7 +26,7 @@ from services.auth.signing_keys import SigningKeys
 from services.auth.store import Store
 from services.auth.users import Users
 from services.common.context import ContextVerifier, RequestContext, metadata_token, public_jwk
-from services.common.errors import NotFound, PermissionDenied
+from services.common.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from services.common.guard import Context
 
 _KINDS = {"api_key": auth_pb2.CREDENTIAL_KIND_API_KEY, "jwt": auth_pb2.CREDENTIAL_KIND_JWT}
@@ -45,6 +45,20 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 def _seconds(ts: timestamp_pb2.Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
+
+
+def _expiry(request: auth_pb2.CreateApiKeyRequest) -> float | None:
+    """The requested expiry in Unix seconds; None = never. A Timestamp whose nanos lie outside
+    0..999,999,999 is malformed (protobuf's rule), not a time to round."""
+    if not request.HasField("expires_at"):
+        return None
+    if not 0 <= request.expires_at.nanos < 1_000_000_000:
+        raise InvalidArgument(
+            "expires_at is not a valid timestamp",
+            reason="EXPIRY_INVALID",
+            field_violations=[FieldViolation("expires_at", "nanos must be 0..999,999,999")],
+        )
+    return _seconds(request.expires_at)
 
 
 def _info(key: ApiKey) -> api_keys_pb2.ApiKeyInfo:
@@ -166,7 +180,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.user_id,
             request.name,
             list(request.scopes),
-            _seconds(request.expires_at) if request.HasField("expires_at") else None,
+            _expiry(request),
             held=actor.scopes,
         )
         return auth_pb2.CreateApiKeyResponse(api_key=secret, info=_info(key))
