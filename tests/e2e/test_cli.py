@@ -211,3 +211,25 @@ def test_cli_operator_commands(stack: Stack) -> None:
     assert "Traceback" not in refused.stderr
     usage = saga_cli(stack, "usage", "--all", "--by", "provider")
     assert ok(usage).splitlines()[-1].startswith("total")
+
+
+def test_register_with_an_admin_key_creates_a_user_and_without_one_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    email = f"cli.{os.urandom(4).hex()}@example.com"
+    password = "correct horse " + os.urandom(6).hex() + "\n"
+    created = ok(saga_cli(stack, "register", email, stdin=password))
+    assert created.startswith(f"created user {email} as usr_"), created
+    # No key anywhere (an empty data dir): an anonymous sign-up, refused while it is closed.
+    anonymous = run_cli(
+        "--gateway",
+        stack.target("gateway"),
+        "--data-dir",
+        str(tmp_path),
+        "register",
+        f"other.{email}",
+        stdin=password,
+    )
+    assert "REGISTRATION_CLOSED" in refused_in_one_line(anonymous, code=1)
+    token = ok(run_cli("--gateway", stack.target("gateway"), "login", email, stdin=password))
+    assert token.strip().count(".") == 2
