@@ -80,6 +80,8 @@ class PromptSize:
 
     estimate: int
     """The router's estimate of the prompt, tokens."""
+    completion: int = 0
+    """The most tokens the call may generate (its max tokens)."""
     needs: int = 0
     """After a context-length failure: a window under this many tokens cannot take the
     call (0: nothing known yet)."""
@@ -88,7 +90,7 @@ class PromptSize:
 def too_small(provider: ProviderConfig, learned: LearnedWindow, size: PromptSize) -> bool:
     """Whether `provider` is known too small for the call: the provider stated a window the
     prompt is over, or its window (stated, else configured) is under what the call needs."""
-    if learned.refuses(size.estimate):
+    if learned.refuses(size.estimate, size.completion):
         return True
     return (learned.window() or provider.context_window) < size.needs
 

@@ -12,7 +12,9 @@ call to learn again.
 The router's estimate of a prompt (~4 characters a token) is not the provider's count, so the
 learned window also keeps how the provider counted the refused prompt against the estimate:
 the same prompt sent again is known too long for that provider however far the estimate is
-off, and a prompt estimated shorter in proportion is tried.
+off, and a prompt estimated shorter in proportion is tried. A provider whose error counted
+the completion against the window (vLLM, Anthropic's `max_tokens` wording) has the call's
+max tokens counted too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class LearnedWindow:
         self._keep = keep_seconds
         self._window = 0
         self._scale = 1.0
+        self._counts_completion = False
         self._until = 0.0
 
     def learn(self, limit: ContextLimit, estimate: int) -> None:
@@ -51,6 +54,12 @@ class LearnedWindow:
             return
         self._window = limit.window
         self._scale = 1.0
+        # The provider counted the completion (max tokens) against the window too.
+        self._counts_completion = (
+            limit.requested is not None
+            and limit.prompt is not None
+            and limit.requested > limit.prompt
+        )
         if limit.prompt is not None and estimate > 0:
             low, high = _SCALE_BOUNDS
             self._scale = min(high, max(low, limit.prompt / estimate))
@@ -62,8 +71,12 @@ class LearnedWindow:
             return self._window
         return None
 
-    def refuses(self, estimate: int) -> bool:
-        """Whether a prompt of `estimate` tokens (the router's estimate) is known too long
-        for the provider: over the learned window, counted as the provider counts."""
+    def refuses(self, estimate: int, completion: int = 0) -> bool:
+        """Whether a prompt of `estimate` tokens (the router's estimate) asking for up to
+        `completion` tokens is known too long for the provider: over the learned window,
+        counted as the provider counts (the completion only if its error counted it)."""
         window = self.window()
-        return window is not None and estimate * self._scale > window
+        if window is None:
+            return False
+        asked = completion if self._counts_completion else 0
+        return estimate * self._scale + asked > window

@@ -222,7 +222,7 @@ async def reason(
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
-    size = PromptSize(estimate_input_tokens(run.base))
+    size = PromptSize(estimate_input_tokens(run.base), run.base.max_tokens)
     too_long_for: SagaError | None = None  # a candidate passed over: it stated a smaller window
     for provider in usable_candidates(call, candidates, resilience):
         learned = resilience.states[provider.name].window

@@ -43,3 +43,16 @@ def test_an_error_without_a_window_teaches_nothing() -> None:
     learned.learn(ContextLimit(window=None, prompt=5000, requested=5000), estimate=5000)
     assert learned.window() is None
     assert not learned.refuses(5000)
+
+
+def test_the_completion_counts_where_the_provider_counted_it() -> None:
+    # Anthropic: "input length and `max_tokens` exceed context limit: 960 + 50 > 1000".
+    counted = LearnedWindow(Clock())
+    counted.learn(ContextLimit(window=1000, prompt=960, requested=1010), estimate=960)
+    assert counted.refuses(960, completion=50)
+    assert not counted.refuses(960, completion=40)
+    # OpenAI's "your messages resulted in": only the prompt counted.
+    prompt_only = LearnedWindow(Clock())
+    prompt_only.learn(ContextLimit(window=1000, prompt=1500, requested=1500), estimate=1500)
+    assert not prompt_only.refuses(960, completion=50)
+    assert prompt_only.refuses(1001, completion=0)
