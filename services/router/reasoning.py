@@ -229,6 +229,7 @@ async def reason(
         if too_small(provider, learned, size):
             if too_long_for is None and (window := learned.window()) is not None:
                 too_long_for = too_long(provider.name, window, size.estimate)
+            resilience.refused(provider.name, "PROVIDER_CONTEXT_LENGTH_EXCEEDED")
             continue
         state = resilience.states[provider.name]
         engine = engines[provider.name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
 
@@ -147,3 +148,11 @@ async def test_a_window_the_provider_states_is_learned_and_the_rest_are_tried(
         assert details.reason == "PROVIDER_CONTEXT_LENGTH_EXCEEDED"
         assert details.metadata == {"provider": small, "context_window": str(WINDOW)}
         assert len(fake.requests(fmt)) == 2
+
+    # Each pass-over is counted: the second call's and the pinned one's.
+    url = f"http://127.0.0.1:{stack.ports['router'].metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    labels = f'provider="{small}",reason="PROVIDER_CONTEXT_LENGTH_EXCEEDED"'
+    counted = f"saga_router_refusals_total{{{labels}}}"
+    assert f"{counted} 2.0" in text
