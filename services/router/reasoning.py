@@ -10,8 +10,9 @@ collects them instead). Then, by the failure's kind (`failures`):
   the attempt arrived, at most `max_retries` times, after a jittered backoff that honours
   Retry-After and fits the caller's deadline, while the provider's circuit stays closed and
   its retry budget allows (`retries`);
-* else fall back to the next candidate, announced by `ProviderSwitched` — a context-length
-  failure only to a candidate with a larger context window;
+* else fall back to the next candidate, announced by `ProviderSwitched` — after a
+  context-length failure, past the candidates known too small for the prompt
+  (`candidates.too_small`: what the provider's error counted, the windows providers stated);
 * else end the call with the failure's status (input errors stop at once).
 
 A stream that breaks after the caller received text continues on the next candidate, which
@@ -40,6 +41,7 @@ from services.common.prices import PriceTable
 from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.calls import ReasonCall
+from services.router.candidates import PromptSize, after_too_long, too_long, too_small
 from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
@@ -220,9 +222,14 @@ async def reason(
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
-    min_window = 0  # after a context-length failure: the next window must be larger
+    size = PromptSize(estimate_input_tokens(run.base), run.base.max_tokens)
+    too_long_for: SagaError | None = None  # a candidate passed over: it stated a smaller window
     for provider in usable_candidates(call, candidates, resilience):
-        if provider.context_window <= min_window:
+        learned = resilience.states[provider.name].window
+        if too_small(provider, learned, size):
+            if too_long_for is None and (window := learned.window()) is not None:
+                too_long_for = too_long(provider.name, window, size.estimate)
+            resilience.refused(provider.name, "PROVIDER_CONTEXT_LENGTH_EXCEEDED")
             continue
         state = resilience.states[provider.name]
         engine = engines[provider.name]
@@ -298,7 +305,7 @@ async def reason(
                 if not call.allow_fallback or not failure.fallback:
                     raise failure.error from None
                 if failure.larger_context:
-                    min_window = max(min_window, provider.context_window)
+                    after_too_long(provider, learned, size, error.message)
                 switch_from = provider.name
                 break
             except (asyncio.CancelledError, GeneratorExit):
@@ -327,6 +334,8 @@ async def reason(
         raise failure.error
     if refusals:
         raise min(refusals, key=lambda e: e.retry_after or 0.0)
+    if too_long_for is not None:
+        raise too_long_for
     raise Unavailable(
         "no provider is eligible for this call", reason="NO_PROVIDER_AVAILABLE", retry_after=1.0
     )

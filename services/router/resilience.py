@@ -1,4 +1,5 @@
-"""The router's live view of each provider: its circuit, its retry budget, its limits.
+"""The router's live view of each provider: its circuit, its retry budget, its limits, the
+context window it stated.
 
 One `ProviderState` per configured provider, made once per process and shared by every call
 (they only make sense across calls). Circuit transitions are logged here, where the provider's
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from services.common.backoff import Backoff
 from services.common.config import ProviderConfig, RouterConfig
 from services.router.circuit import Circuit, CircuitSettings, CircuitState
+from services.router.context_windows import LearnedWindow
 from services.router.limits import ProviderLimits
 from services.router.retries import RetryBudget, retry_backoff
 
@@ -29,6 +31,8 @@ class ProviderState:
     circuit: Circuit
     retries: RetryBudget
     limits: ProviderLimits
+    window: LearnedWindow
+    """The context window the provider stated in its last context-length error."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Resilience:
                 circuit=circuit,
                 retries=RetryBudget.from_config(config, clock),
                 limits=ProviderLimits(p, config.concurrency_wait_ms / 1000, clock),
+                window=LearnedWindow(clock),
             )
         return cls(states, retry_backoff(config), on_refusal)
 

@@ -16,7 +16,9 @@ take in order; when the queue is empty the format's default applies. A script an
 tokens (`w0 `, `w1 `, …) paced by a delay, or fails: 429 with Retry-After, 500, 401, 400
 context-length, 529 overloaded; or hangs; or cuts the connection after N tokens; or sends a
 malformed chunk or an error event after N tokens; or omits usage; or answers a given JSON
-body as it is. Streamed and complete (`stream: false`) answers both follow the script.
+body as it is; or is a model with a context window, refusing what exceeds it with the
+format's real context-length error. Streamed and complete (`stream: false`) answers both
+follow the script.
 
 Everything is counted: each request (`seen`), the tokens each produced on the wire, and the
 usage each reported (in Saga's terms: input including cached, output, cached), so a test can
@@ -91,6 +93,11 @@ class Script:
     cached_tokens: int = 0
     reply: Any = None
     """A JSON body to answer as it is, with status 200 (odd answers, for defensive parsing)."""
+    context_window: int = 0
+    """Be a model with this many tokens of context (0: no limit): a request whose input words
+    (plus its max tokens, when it sets them) exceed it gets HTTP 400 with the format's own
+    context-length error naming the window and the request's counts, as the providers word
+    it; a request that fits is answered as scripted."""
 
 
 @dataclass
@@ -126,6 +133,36 @@ def _max_tokens(body: dict[str, Any], fmt: str) -> int | None:
     else:
         value = body.get("max_tokens") or body.get("max_completion_tokens")
     return value if isinstance(value, int) and value > 0 else None
+
+
+def _context_error(fmt: str, window: int, prompt: int, completion: int) -> dict[str, Any]:
+    """The context-length error body of `fmt` for a request of `prompt` input tokens and
+    `completion` max tokens over a `window`, worded as the provider words it."""
+    if fmt == "anthropic":
+        if prompt > window:
+            message = f"prompt is too long: {prompt} tokens > {window} maximum"
+        else:
+            message = (
+                f"input length and `max_tokens` exceed context limit: {prompt} + {completion}"
+                f" > {window}, decrease input length or `max_tokens` and try again"
+            )
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    message = f"This model's maximum context length is {window} tokens. However, " + (
+        f"your messages resulted in {prompt} tokens. Please reduce the length of the messages."
+        if prompt > window
+        else f"you requested {prompt + completion} tokens ({prompt} in the messages, "
+        f"{completion} in the completion). Please reduce the length of the messages or "
+        "completion."
+    )
+    if fmt == "ollama":
+        return {"error": message}
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    return {"error": error}
 
 
 class FakeProviders:
@@ -287,6 +324,10 @@ class FakeProviders:
             )
         words = _words(seen.body, fmt)
         limit = _max_tokens(seen.body, fmt)
+        if script.context_window and words + (limit or 0) > script.context_window:
+            seen.status = 400
+            body = _context_error(fmt, script.context_window, words, limit or 0)
+            return web.json_response(body, status=400)
         count = min(script.tokens, limit) if limit else script.tokens
         length = count < script.tokens
         streamed = seen.body.get("stream", fmt == "ollama") is not False

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Mapping
 
+from services.router import context_limits
 from services.router.engines.base import (
     ProviderContextTooLong,
     ProviderError,
@@ -70,7 +71,13 @@ def shown(message: str, secret: str = "") -> str:
 
 def is_context_length(code: str, message: str) -> bool:
     """Whether an input error says the prompt does not fit the context window."""
-    return code == "context_length_exceeded" or bool(_CONTEXT_LENGTH.search(message))
+    return (
+        code == "context_length_exceeded"
+        or bool(_CONTEXT_LENGTH.search(message))
+        # The wordings without those words: Anthropic's "exceed context limit", Azure's
+        # "exceed the configured limit".
+        or context_limits.parse(message) is not None
+    )
 
 
 def error_for_status(
