@@ -192,7 +192,10 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
+    limited = resilience.rate_limit_backoff if failure.rate_limited else None
+    delay = retry_delay(
+        resilience.backoff, meter.retry_count + 1, failure.retry_after, rate_limit=limited
+    )
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()
