@@ -21,7 +21,7 @@ the usage and cost summed over every attempt. When no candidate could be called 
 call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
 RetryInfo).
 
-Timeouts (connect, first token, total) are the engines' own, raised as `ProviderTimeout`;
+Timeouts (connect, first token, idle, total) are the engines' own, raised as `ProviderTimeout`;
 the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
 started when its wait leaves time for it.
 """

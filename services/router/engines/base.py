@@ -3,7 +3,7 @@ error taxonomy engines raise (SPEC 3.4).
 
 An engine turns an `EngineRequest` into an async stream of `TextDelta`s followed by exactly
 one `Finish` (usage and finish reason). A failure raises a `ProviderError` subclass whose
-`kind` is one of the taxonomy's five: the router maps each kind to one gRPC code and reason,
+`kind` is one of the taxonomy's six: the router maps each kind to one gRPC code and reason,
 and decides on fallback by it. Engines know nothing of ranking, fallback or gRPC.
 
 The error tree::

@@ -17,6 +17,7 @@ from services.router.engines.base import (
     ProviderError,
     TextDelta,
 )
+from services.router.engines.openai import OpenAIEngine
 from services.router.failures import Verdict, classify
 from tests.fakes.providers import FakeProviders, Script
 
@@ -86,3 +87,22 @@ async def test_any_other_input_error_stays_a_rejected_input(fake: FakeProviders,
     failure = classify(error, fake.provider(fmt))
     assert failure.error.reason == "PROVIDER_REJECTED_INPUT"
     assert failure.error.metadata == {"provider": fake.provider(fmt).name}
+
+
+def test_a_reasoning_models_flagged_prompt_is_a_content_policy_refusal() -> None:
+    # OpenAI's reasoning models answer a flagged prompt with `invalid_prompt`.
+    engine = OpenAIEngine(FakeProviders().provider("openai"))
+    body = {
+        "error": {
+            "message": "Invalid prompt: your prompt was flagged as potentially violating our "
+            "usage policy. Please try again with a different prompt.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_prompt",
+        }
+    }
+    error = engine.error_of(400, body, "", None)
+    assert error.content_filtered
+    assert error.metadata == {"providerCode": "invalid_prompt"}
+    body["error"]["message"] = "Invalid prompt: the messages array is empty."
+    assert not engine.error_of(400, body, "", None).content_filtered
