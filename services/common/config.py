@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.common.strategy import Strategy
 
@@ -862,6 +863,13 @@ def _validate(config: Config) -> Config:
                 f"providers: the name {name!r} is used twice. Fix: give each provider its own name."
             )
     for i, p in enumerate(config.providers):
+        endpoint = urlsplit(p.base_url.strip())
+        if p.kind != "sim" and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+            raise ConfigError(
+                f"providers[{i}].base_url: provider {p.name!r} ({p.kind}) needs an http(s) URL. "
+                "Fix: set it, e.g. https://api.openai.com/v1 (see docs/configuration.md, "
+                "Provider endpoints)."
+            )
         if p.max_tokens_field != "max_tokens" and p.kind not in ("openai", "copilot"):
             raise ConfigError(
                 f"providers[{i}].max_tokens_field: only the openai and copilot engines send it "

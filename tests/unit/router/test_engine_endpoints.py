@@ -189,7 +189,18 @@ def test_max_tokens_field_is_refused_where_no_engine_sends_it(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"providers\[0\]\.max_tokens_field"):
         load_config(path, env={})
     path.write_text(
-        '[[providers]]\nname = "o"\nkind = "openai"\nmodel = "m"\nmax_tokens_field = "max_tok"\n'
+        '[[providers]]\nname = "o"\nkind = "openai"\nmodel = "m"\n'
+        'base_url = "https://api.openai.com/v1"\nmax_tokens_field = "max_tok"\n'
     )
     with pytest.raises(ConfigError, match="max_tokens_field"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize("base_url", ["", "api.openai.com/v1", "ftp://host/v1", "https://"])
+def test_an_http_provider_without_an_http_url_is_refused(tmp_path: Path, base_url: str) -> None:
+    path = tmp_path / "saga.toml"
+    path.write_text(
+        f'[[providers]]\nname = "o"\nkind = "openai"\nmodel = "m"\nbase_url = "{base_url}"\n'
+    )
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.base_url: .*needs an http\(s\) URL"):
         load_config(path, env={})
