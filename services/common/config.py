@@ -550,6 +550,14 @@ class AuthConfig:
         default=("execute", "sessions", "usage:read"),
         metadata=_doc("scopes of a newly registered user's tokens"),
     )
+    self_registration: str = field(
+        default="closed",
+        metadata=_doc(
+            "who may Register: closed = only a caller with scope admin (an operator creates "
+            "each account); open = anyone who reaches the gateway",
+            choices=("closed", "open"),
+        ),
+    )
     login_max_failures: int = field(
         default=5,
         metadata=_doc("failed logins in a row before an account is locked for a while", min=1),
