@@ -273,7 +273,7 @@ async def test_the_first_token_timeout_does_not_cut_a_stream_that_started(
 async def test_a_stream_that_stalls_after_its_first_tokens_fails_at_the_idle_timeout(
     fake: FakeProviders, fmt: str
 ) -> None:
-    eng = fake.engine(fmt, idle_timeout_ms=300, total_timeout_ms=60_000)
+    eng = fake.engine(fmt, idle_timeout_ms=500, total_timeout_ms=60_000)
     fake.script(fmt, Script(tokens=6, stall_after=2))
     error, seen = await failure(eng, request())
     assert texts(seen) == ["w0 ", "w1 "]
@@ -282,7 +282,7 @@ async def test_a_stream_that_stalls_after_its_first_tokens_fails_at_the_idle_tim
     assert error.usage is not None
     assert error.usage.output_tokens == 2
     # A stream whose chunks keep coming within the idle timeout is not cut by it.
-    fake.script(fmt, Script(tokens=4, interval=0.15))
+    fake.script(fmt, Script(tokens=4, interval=0.1))
     assert len(texts(await run(eng, request()))) == 4
 
 
