@@ -22,7 +22,7 @@ the usage and cost summed over every attempt. When no candidate could be called 
 call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
 RetryInfo).
 
-Timeouts (connect, first token, total) are the engines' own, raised as `ProviderTimeout`;
+Timeouts (connect, first token, idle, total) are the engines' own, raised as `ProviderTimeout`;
 the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
 started when its wait leaves time for it.
 """
@@ -194,7 +194,10 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
+    limited = resilience.rate_limit_backoff if failure.rate_limited else None
+    delay = retry_delay(
+        resilience.backoff, meter.retry_count + 1, failure.retry_after, rate_limit=limited
+    )
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()

@@ -18,7 +18,7 @@ from services.common.config import ProviderConfig, RouterConfig
 from services.router.circuit import Circuit, CircuitSettings, CircuitState
 from services.router.context_windows import LearnedWindow
 from services.router.limits import ProviderLimits
-from services.router.retries import RetryBudget, retry_backoff
+from services.router.retries import RetryBudget, rate_limit_backoff, retry_backoff
 
 log = logging.getLogger("saga.router.resilience")
 
@@ -44,6 +44,8 @@ class Resilience:
     backoff: Backoff
     on_refusal: Callable[[str, str], None] | None = None
     """Told (provider, reason) when a candidate is passed over without a call (metrics)."""
+    rate_limit_backoff: Backoff | None = None
+    """The wait before retrying a 429 without Retry-After (None: `backoff`'s)."""
 
     @classmethod
     def build(
@@ -66,7 +68,7 @@ class Resilience:
                 limits=ProviderLimits(p, config.concurrency_wait_ms / 1000, clock),
                 window=LearnedWindow(clock),
             )
-        return cls(states, retry_backoff(config), on_refusal)
+        return cls(states, retry_backoff(config), on_refusal, rate_limit_backoff(config))
 
     def refused(self, provider: str, reason: str) -> None:
         """Note that `provider` was passed over for `reason` (CIRCUIT_OPEN, …)."""

@@ -252,6 +252,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         connect_timeout_ms=p.connect_timeout_ms,
                         first_token_timeout_ms=p.first_token_timeout_ms,
                         total_timeout_ms=p.total_timeout_ms,
+                        idle_timeout_ms=p.idle_timeout_ms,
                     ),
                     context_window=p.context_window,
                     quality_prior=p.quality,

@@ -89,6 +89,7 @@ class Limits(_message.Message):
     CONNECT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     FIRST_TOKEN_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     TOTAL_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     max_concurrency: _builtins.int
     """Calls in flight at once."""
     rpm: _builtins.int
@@ -100,6 +101,10 @@ class Limits(_message.Message):
     """From sending the request to the first token."""
     total_timeout_ms: _builtins.int
     """Whole call."""
+    idle_timeout_ms: _builtins.int
+    """Longest silence between two chunks of a stream once text has come; past it the attempt
+    fails and the answer continues on the next provider.
+    """
     def __init__(
         self,
         *,
@@ -109,10 +114,11 @@ class Limits(_message.Message):
         connect_timeout_ms: _builtins.int = ...,
         first_token_timeout_ms: _builtins.int = ...,
         total_timeout_ms: _builtins.int = ...,
+        idle_timeout_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout_ms", b"connect_timeout_ms", "first_token_timeout_ms", b"first_token_timeout_ms", "max_concurrency", b"max_concurrency", "rpm", b"rpm", "total_timeout_ms", b"total_timeout_ms", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout_ms", b"connect_timeout_ms", "first_token_timeout_ms", b"first_token_timeout_ms", "idle_timeout_ms", b"idle_timeout_ms", "max_concurrency", b"max_concurrency", "rpm", b"rpm", "total_timeout_ms", b"total_timeout_ms", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
