@@ -104,7 +104,7 @@ WEIGHT_NAMES = ("cost", "latency", "quality", "reliability")
 
 def weights(text: str) -> options_pb2.StrategyWeights:
     """`--weights`: comma-separated NAME=NUMBER (`cost=0.7,latency=0.3`); a criterion not
-    named weighs 0. Bounded as the gateway bounds them (each 0 to 1000, not all 0)."""
+    named weighs 0. Bounded as the gateway bounds them (each 0 to 1,000,000, not all 0)."""
     given: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")):
         name, sep, value = part.partition("=")

@@ -14,15 +14,16 @@ MAX_PROVIDER_NAME_CHARS = 128
 """Longest provider name a caller may pass."""
 MAX_COST_MICRO_USD = 10**12
 """Largest `max_cost_micro_usd` (a million USD): beyond it the limit means nothing."""
-MAX_WEIGHT = 1000.0
-"""Largest CUSTOM weight (weights are relative: normalised to sum to 1)."""
+MAX_WEIGHT = 1_000_000.0
+"""Largest CUSTOM weight (weights are relative: normalised to sum to 1); the optimizer's
+bound too (`services/optimizer/ranking.py` MAX_WEIGHT)."""
 
 
 def weights_problem(values: Sequence[float]) -> str:
     """Why the CUSTOM weights `values` (cost, latency, quality, reliability) cannot rank a
     call, or "" when they can: each finite and in 0..MAX_WEIGHT, not all 0."""
     if not all(math.isfinite(v) and 0 <= v <= MAX_WEIGHT for v in values):
-        return f"each weight finite and between 0 and {MAX_WEIGHT:g}"
+        return f"each weight finite and between 0 and {MAX_WEIGHT:,.0f}"
     if not any(values):
         return "at least one weight above 0"
     return ""

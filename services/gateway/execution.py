@@ -64,6 +64,22 @@ def _validate_options(options: options_pb2.ExecuteOptions) -> None:
             raise _option_invalid("weights", problem, "WEIGHTS_INVALID")
 
 
+def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
+    """An enum number the contract does not define is refused, never read as the default
+    (proto3 keeps unknown enum numbers as they came)."""
+    if request.options.export_format not in options_pb2.ExportFormat.values():
+        raise InvalidArgument(
+            f"options.export_format {request.options.export_format} is not an export format",
+            reason="OPTION_INVALID",
+            field_violations=[
+                FieldViolation(
+                    "options.export_format",
+                    "one of " + ", ".join(options_pb2.ExportFormat.keys()),
+                )
+            ],
+        )
+
+
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Execute; the execution records (Get/List/Watch) come with a later issue."""
 
@@ -84,6 +100,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if request.options.allow_stale_pack:
             principal.require("pack:stale")
         _validate(request)
+        _check_enums(request)
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(

@@ -11,17 +11,18 @@ kind (`failures`):
   the attempt arrived, at most `max_retries` times, after a jittered backoff that honours
   Retry-After and fits the caller's deadline, while the provider's circuit stays closed and
   its retry budget allows (`retries`);
-* else fall back to the next candidate, announced by `ProviderSwitched` — a context-length
-  failure only to a candidate with a larger context window;
+* else fall back to the next candidate, announced by `ProviderSwitched` — after a
+  context-length failure, past the candidates known too small for the prompt
+  (`candidates.too_small`: what the provider's error counted, the windows providers stated);
 * else end the call with the failure's status (input errors stop at once).
 
-Every candidate passed over without a call — its circuit open, a limit spent, or its least
-cost above what is left of the call's `max_cost_micro_usd` — is announced by
-`ProvidersSkipped` (which providers, why, when they may be tried again) before the attempt
-that follows, or before the error when none is left, and counted (`Resilience.refused`). A
-stream that would bill more than the rest of `max_cost_micro_usd` is stopped once its text
-passes that point: the attempt is accounted as it stands and the call fails
-RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED.
+Every candidate passed over without a call — its circuit open, a limit spent, a window known
+too small, or its least cost above what is left of the call's `max_cost_micro_usd` — is
+announced by `ProvidersSkipped` (which providers, why, when they may be tried again) before
+the attempt that follows, or before the error when none is left, and counted
+(`Resilience.refused`). A stream that would bill more than the rest of `max_cost_micro_usd`
+is stopped once its text passes that point: the attempt is accounted as it stands and the
+call fails RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED.
 
 A stream that breaks after the caller received text continues on the next candidate, which
 is asked to pick up from the partial text (`continuation`), so the caller reads one text.
@@ -30,7 +31,7 @@ the usage and cost summed over every attempt. When no candidate could be called 
 call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
 RetryInfo).
 
-Timeouts (connect, first token, total) are the engines' own, raised as `ProviderTimeout`;
+Timeouts (connect, first token, idle, total) are the engines' own, raised as `ProviderTimeout`;
 the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
 started when its wait leaves time for it.
 """
@@ -50,6 +51,7 @@ from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.budget_reservations import cost_limit_exceeded, min_cost, output_tokens_within
 from services.router.calls import ReasonCall
+from services.router.candidates import PromptSize, after_too_long, too_long, too_small
 from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
@@ -98,7 +100,8 @@ class Skip:
 
     provider: str
     reason: str
-    """An ErrorInfo reason: CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, COST_LIMIT_EXCEEDED."""
+    """An ErrorInfo reason: CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, COST_LIMIT_EXCEEDED,
+    PROVIDER_CONTEXT_LENGTH_EXCEEDED (a window it stated is too small for the prompt)."""
     retry_after: float = 0.0
     """Seconds until it may be tried again; 0 = unknown."""
 
@@ -248,7 +251,10 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
+    limited = resilience.rate_limit_backoff if failure.rate_limited else None
+    delay = retry_delay(
+        resilience.backoff, meter.retry_count + 1, failure.retry_after, rate_limit=limited
+    )
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()
@@ -276,7 +282,8 @@ async def reason(
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
-    min_window = 0  # after a context-length failure: the next window must be larger
+    size = PromptSize(estimate_input_tokens(run.base), run.base.max_tokens)
+    too_long_for: SagaError | None = None  # a candidate passed over: it stated a smaller window
     reached = False  # a candidate not skipped: without fallback, the only one
     for provider in candidates:
         state = resilience.states[provider.name]
@@ -287,6 +294,12 @@ async def reason(
             refusals.append(circuit_open(provider.name, open_circuit.retry_after))
             run.skip(open_circuit, resilience)
             continue
+        learned = state.window
+        if too_small(provider, learned, size):
+            if too_long_for is None and (window := learned.window()) is not None:
+                too_long_for = too_long(provider.name, window, size.estimate)
+            run.skip(Skip(provider.name, "PROVIDER_CONTEXT_LENGTH_EXCEEDED"), resilience)
+            continue
         request, partial = run.request_for_next()
         if call.max_cost_micro_usd > 0 and (
             (least := min_cost(request, provider, prices)) > run.cost_left()
@@ -296,8 +309,6 @@ async def reason(
             run.skip(Skip(provider.name, "COST_LIMIT_EXCEEDED"), resilience)
             continue
         reached = True
-        if provider.context_window <= min_window:
-            continue
         engine = engines[provider.name]
         retries = 0
         while True:
@@ -379,7 +390,7 @@ async def reason(
                 if not call.allow_fallback or not failure.fallback:
                     raise failure.error from None
                 if failure.larger_context:
-                    min_window = max(min_window, provider.context_window)
+                    after_too_long(provider, learned, size, error.message)
                 switch_from = provider.name
                 break
             except _CostLimitReached:
@@ -423,6 +434,8 @@ async def reason(
         raise failure.error
     if refusals:
         raise min(refusals, key=lambda e: e.retry_after or 0.0)
+    if too_long_for is not None:
+        raise too_long_for
     raise Unavailable(
         "no provider is eligible for this call", reason="NO_PROVIDER_AVAILABLE", retry_after=1.0
     )

@@ -37,7 +37,7 @@ from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import outcome_proto
-from services.router.probes import HealthChecks
+from services.router.probes import HealthChecks, ModeResult
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
@@ -183,6 +183,14 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
     return final_proto(event)
 
 
+def _mode_proto(mode: ModeResult | None) -> providers_pb2.ProbeModeResult | None:
+    if mode is None:
+        return None
+    return providers_pb2.ProbeModeResult(
+        ok=mode.ok, latency_ms=mode.latency_ms, error_reason=mode.error_reason
+    )
+
+
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """The router service."""
 
@@ -280,6 +288,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         connect_timeout_ms=p.connect_timeout_ms,
                         first_token_timeout_ms=p.first_token_timeout_ms,
                         total_timeout_ms=p.total_timeout_ms,
+                        idle_timeout_ms=p.idle_timeout_ms,
                     ),
                     context_window=p.context_window,
                     quality_prior=p.quality,
@@ -291,8 +300,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def CheckProviders(
         self, request: router_pb2.CheckProvidersRequest, context: Context
     ) -> router_pb2.CheckProvidersResponse:
-        """Probe the named providers (every one when none is named) with a one-token call
-        each, and give their circuits the verdicts (`probes`)."""
+        """Probe the named providers (every one when none is named) with a streamed and a
+        non-streamed one-token call each, and give their circuits the verdicts (`probes`)."""
         health = self._health
         selected = health.select(request.providers)
         remaining = context.time_remaining()
@@ -305,6 +314,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     ok=r.ok,
                     latency_ms=r.latency_ms,
                     error_reason=r.error_reason,
+                    stream=_mode_proto(r.stream),
+                    complete=_mode_proto(r.complete),
                 )
                 for r in results
             ]

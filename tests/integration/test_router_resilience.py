@@ -363,6 +363,7 @@ async def test_list_providers_shows_limits(stack: Stack) -> None:
         1000000,
     )
     assert single.limits.first_token_timeout_ms == 30_000
+    assert single.limits.idle_timeout_ms == 15_000
 
 
 async def test_fallbacks_are_counted_in_prometheus(stack: Stack, runtime: grpc.aio.Channel) -> None:

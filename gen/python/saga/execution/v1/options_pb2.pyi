@@ -129,7 +129,7 @@ Global___ExecuteOptions: _TypeAlias = ExecuteOptions  # noqa: Y015
 @_typing.final
 class StrategyWeights(_message.Message):
     """Relative importance of each ranking criterion for STRATEGY_CUSTOM: each finite and between
-    0 and 1000, not all 0; normalised to sum to 1 before use (same meaning as
+    0 and 1,000,000, not all 0; normalised to sum to 1 before use (same meaning as
     saga.optimizer.v1.Weights).
     """
 
