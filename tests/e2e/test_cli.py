@@ -100,6 +100,19 @@ def test_execute_with_json_prints_one_event_per_line(stack: Stack) -> None:
     assert any("token" in event for event in events)
 
 
+def test_execute_with_an_allow_list_is_answered_by_the_allowed_provider(stack: Stack) -> None:
+    args = ("execute", "chat", "--input", "prompt=hi", "--json", "--no-fallback")
+    for name in ("sim-fast", "sim-smart"):
+        lines = ok(saga_cli(stack, *args, "--provider", name)).splitlines()
+        (step,) = [e["stepCompleted"] for e in map(json.loads, lines) if "stepCompleted" in e]
+        assert step["provider"] == name
+    # A name the router does not know is refused, in one line naming the reason.
+    refused = saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--provider", "nope")
+    assert refused.returncode == 1, refused.stderr
+    assert "UNKNOWN_PROVIDER" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_vault_status_reads_as_words(stack: Stack) -> None:
     status = ok(saga_cli(stack, "vault", "status"))
     assert status.splitlines()[0].split() == ["state", "serving"]
