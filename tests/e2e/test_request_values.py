@@ -105,7 +105,7 @@ async def test_a_malformed_expires_at_is_refused(stack: Stack, stamp: dict[str, 
     expires.nanos = stamp["nanos"]
     async with stack.gateway_channel() as ch:
         accounts = account_pb2_grpc.AccountServiceStub(ch)
-        request = account_pb2.CreateApiKeyRequest(name="odd", scopes=["execute"])
+        request = account_pb2.CreateApiKeyRequest(name="odd-nanos", scopes=["execute"])
         request.expires_at.CopyFrom(expires)
         assert await refused(
             accounts.CreateApiKey(request, metadata=bearer(stack.admin_key()), timeout=10)
