@@ -20,6 +20,7 @@ from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
 from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
+from services.router import genai
 from services.router.budget_reservations import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.custom_ranking import CustomRanker
@@ -37,6 +38,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
     config = host.config
     providers = config.providers
+    genai.configure(capture_message_content=config.telemetry.capture_message_content)
     credentials = ProviderCredentials(host.peers.channel("auth"))
     engines = {
         p.name: engine_for(p, None if p.credential == "none" else credentials.lookup(p))

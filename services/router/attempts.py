@@ -21,6 +21,7 @@ from services.router.engines.base import (
     estimate_input_tokens,
     estimate_tokens,
 )
+from services.router.genai import AttemptSpan
 
 
 class AttemptStatus(enum.Enum):
@@ -69,6 +70,8 @@ class AttemptMeter:
         self.started = time.monotonic()
         self.ttft: float | None = None
         self.pieces: list[str] = []  # the text received, for the estimate without usage
+        # The attempt's GenAI span: opened here, closed once by `record` (never per token).
+        self.span = AttemptSpan.start(provider, n, request, retry_count)
 
     def text(self, text: str) -> None:
         """The provider sent `text`."""
@@ -104,6 +107,16 @@ class AttemptMeter:
     ) -> AttemptRecord:
         """The attempt's accounting, as it ended."""
         usage = self.usage(finish, reported)
+        elapsed = time.monotonic() - self.started
+        self.span.end(
+            usage=usage,
+            duration=elapsed,
+            ttft=self.ttft,
+            finish=finish.reason if finish is not None else None,
+            error_type=error_reason or ("CANCELLED" if status is AttemptStatus.CANCELLED else ""),
+            failed=status is AttemptStatus.FAILED,
+            pieces=self.pieces,
+        )
         return AttemptRecord(
             provider=self.provider.name,
             model=self.provider.model,
@@ -114,7 +127,7 @@ class AttemptMeter:
             cost_micro_usd=prices.of(self.provider.name).cost(
                 usage.input_tokens, usage.output_tokens, usage.cached_tokens
             ),
-            latency_ms=ms(time.monotonic() - self.started),
+            latency_ms=ms(elapsed),
             # 0 means "no token"; a token that came within the first millisecond counts 1.
             ttft_ms=0 if self.ttft is None else max(1, ms(self.ttft)),
             price_table_version=prices.version,

@@ -245,12 +245,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 if isinstance(event, ProviderSwitched):
                     FALLBACKS.labels(event.from_provider, event.to_provider, event.reason).inc()
                 elif isinstance(event, Finished):
+                    # Saga's own names: the gen_ai.* attributes are the attempts' CLIENT
+                    # spans' (services/router/genai.py); this span is the whole call.
                     span.set_attributes(
                         {
-                            "gen_ai.system": event.provider,
-                            "gen_ai.request.model": event.model,
-                            "gen_ai.usage.input_tokens": event.usage.input_tokens,
-                            "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                            "saga.provider": event.provider,
+                            "saga.model": event.model,
+                            "saga.attempts": len(event.attempts),
+                            "saga.usage.input_tokens": event.usage.input_tokens,
+                            "saga.usage.output_tokens": event.usage.output_tokens,
                         }
                     )
                 yield _event_proto(event)
