@@ -116,6 +116,7 @@ class AttemptMeter:
             error_type=error_reason or ("CANCELLED" if status is AttemptStatus.CANCELLED else ""),
             failed=status is AttemptStatus.FAILED,
             pieces=self.pieces,
+            response_model=finish.model if finish is not None else "",
         )
         return AttemptRecord(
             provider=self.provider.name,

@@ -114,7 +114,7 @@ async def test_each_provider_attempt_is_a_genai_client_span_with_metrics(
                         timeout=10,
                     )
                 a.defaults["openai"] = Script(fail="server_error")
-                b.defaults["ollama"] = Script(tokens=5)
+                b.defaults["ollama"] = Script(tokens=5, response_model="ollama-model:7b")
                 run = await execute(
                     stack, "trace my attempts", preferred_providers=["cheap", "backup"]
                 )
@@ -165,6 +165,8 @@ async def test_each_provider_attempt_is_a_genai_client_span_with_metrics(
     assert answered["saga.provider"] == "backup"
     assert "error.type" not in answered
     assert answered["gen_ai.response.finish_reasons"] == ["stop"]
+    assert answered["gen_ai.response.model"] == "ollama-model:7b"  # as the provider named it
+    assert "gen_ai.response.model" not in failed
     reported = b.requests()[-1].usage
     assert reported is not None
     assert (answered["gen_ai.usage.input_tokens"], answered["gen_ai.usage.output_tokens"]) == (
@@ -189,7 +191,7 @@ async def test_each_provider_attempt_is_a_genai_client_span_with_metrics(
     assert labels["gen_ai_request_model"] == "ollama-model"
     assert labels["server_address"] == "127.0.0.1"
     assert labels["server_port"] == str(b.port)
-    assert "gen_ai_response_model" in labels
+    assert labels["gen_ai_response_model"] == "ollama-model:7b"
     tokens = samples(metrics, "gen_ai_client_token_usage_bucket")
     for kind, count in (("input", reported[0]), ("output", reported[1])):
         rows = [
