@@ -16,6 +16,10 @@ usage). Message content (prompt, system instructions, answer) is recorded only w
 the conventions allow on spans); the answer is the text the attempt already keeps for its
 accounting, so capturing adds nothing per token either.
 
+The metric names are those of the conventions' metrics page (`gen_ai.client.operation.*`,
+`gen_ai.client.token.usage`); a later draft of the client-inference page renames them
+`gen_ai.client.inference.*` — still Development, so not followed yet.
+
 Prometheus names follow OpenTelemetry's conversion: dots become underscores and the unit
 is a suffix (`gen_ai_client_operation_duration_seconds`, label `gen_ai_provider_name`).
 `error.type` is the attempt's ErrorInfo reason (docs/errors.md lists them), or
@@ -253,7 +257,8 @@ class AttemptSpan:
         reason = _FINISH[finish] if finish is not None else ("error" if failed else "")
         if reason:
             attributes["gen_ai.response.finish_reasons"] = [reason]
-        if ttft is not None:
+        streamed = self._request.stream  # the conventions: first chunks of streams only
+        if ttft is not None and streamed:
             attributes["gen_ai.response.time_to_first_chunk"] = ttft
         if error_type:
             attributes["error.type"] = error_type
@@ -276,7 +281,7 @@ class AttemptSpan:
         op, provider, model, _, address, port = self._labels
         labels = (op, provider, model, response_model, address, port)
         OPERATION_DURATION.labels(*labels, error_type).observe(duration)
-        if ttft is not None and self._request.stream:  # the conventions: streaming calls only
+        if ttft is not None and streamed:
             TIME_TO_FIRST_CHUNK.labels(*labels).observe(ttft)
         if usage.input_tokens:
             TOKEN_USAGE.labels(*labels, "input").observe(usage.input_tokens)
