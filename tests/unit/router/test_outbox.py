@@ -89,8 +89,10 @@ async def running(outbox: Outbox) -> AsyncIterator[None]:
         await lifecycle.shut_down()
 
 
-def outcome(outcome_id: str) -> optimizer_pb2.Outcome:
-    return optimizer_pb2.Outcome(outcome_id=outcome_id, provider="p")
+def outcome(outcome_id: str, **fields: Any) -> optimizer_pb2.Outcome:
+    return optimizer_pb2.Outcome(
+        outcome_id=outcome_id, provider="p", status=optimizer_pb2.OUTCOME_STATUS_SUCCEEDED, **fields
+    )
 
 
 async def eventually(check: Any, within: float = 10.0) -> None:
