@@ -10,10 +10,12 @@ that crashes mid-stream still bills it: written when the attempt starts (before 
 is called), estimated (flagged) as the prompt's input tokens plus a *claim* on the output —
 characters, ~4 a token, always at least what the caller was given. The claim starts at
 `CLAIM_AHEAD_CHARS` and is raised, ahead of the text, to what was given plus
-`CLAIM_AHEAD_CHARS` or a quarter more, whichever is larger: one write per that many
-characters, queued halfway through the previous claim so the stream rarely waits for it, and
-waited for only when text would pass the durable claim. A crashed attempt is therefore billed
-for the text the caller was given, at most a quarter (or `CLAIM_AHEAD_CHARS`) more; in
+`CLAIM_AHEAD_CHARS` (~64 tokens) or a quarter more, whichever is larger: one write per
+~200 characters at first, then per ~19 % more text (about a dozen writes for a 1,000-token
+answer), queued three quarters through the previous claim so the stream rarely waits for it,
+and waited for only when text would pass the durable claim. A crashed attempt is therefore
+billed for the text the caller was given, at most a quarter (or `CLAIM_AHEAD_CHARS`) more —
+text the provider sent that was still queued for a slow caller (`coalescing`) is not; in
 complete mode (no text until the end) the claim is the request's `max_tokens`, the most it
 may have produced. The attempt's real record, however it ends, replaces the provisional one.
 """
@@ -138,7 +140,7 @@ class AttemptMeter:
         )
 
 
-CLAIM_AHEAD_CHARS = 64
+CLAIM_AHEAD_CHARS = 256
 """The least a provisional record claims beyond the text the caller was given."""
 STOPPED_REASON = "ROUTER_STOPPED"
 """The error reason of a provisional record: the router stopped during the attempt."""
@@ -219,7 +221,7 @@ class InFlight:
             return
         future = asyncio.ensure_future(self._hold(self.record(chars)))
         self._latest = (chars, future)
-        self.soft = self.given + (chars - self.given) // 2
+        self.soft = self.given + 3 * (chars - self.given) // 4
 
         def stored(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:

@@ -60,7 +60,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -165,8 +165,10 @@ class Outbox:
         batch_size: int = 200,
         max_backoff: float = 10.0,
         traced_groups: int = 8,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
+        self._clock = clock  # wall-clock seconds: row times, leases
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
         self._batch_size = batch_size
         self._max_backoff = max_backoff
@@ -238,7 +240,7 @@ class Outbox:
         last read (at most `KEEP_INTERVAL_SECONDS` old): for the metrics, read at scrape
         time."""
         s = self._status
-        return s.backlog, s.oldest_age(time.time()), s.in_flight
+        return s.backlog, s.oldest_age(self._clock()), s.in_flight
 
     def run_in(self, lifecycle: Lifecycle) -> None:
         """Run the writer, the shipper and the keeper in `lifecycle`; at shutdown, flush
@@ -292,7 +294,7 @@ class Outbox:
     async def _store_in_one(self, batch: Sequence[_Queued]) -> None:
         """One transaction: the provisional records raised, then the outcomes that ended
         (stored, their provisional records deleted), so a crash leaves one or the other."""
-        now = time.time()
+        now = self._clock()
         finals: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
         refused: list[tuple[optimizer_pb2.Outcome, outcome_bounds.Problem]] = []
         held: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
@@ -361,7 +363,7 @@ class Outbox:
             payload,
             str(found)[:1024],
             _micros(stored),
-            _micros(time.time()),
+            _micros(self._clock()),
         )
         await tx.execute("DELETE FROM outbox WHERE outcome_id = $1", outcome_id)
 
@@ -503,7 +505,7 @@ class Outbox:
 
     async def keep(self) -> None:
         """One round of upkeep (see `keep_forever`)."""
-        now = time.time()
+        now = self._clock()
         if self._held:
             await _shielded(
                 self._db.execute(
