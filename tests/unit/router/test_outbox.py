@@ -266,7 +266,10 @@ async def test_an_attempt_held_in_flight_is_replaced_by_its_outcome(rig: Rig) ->
     outbox = rig.outbox()
     async with running(outbox):
         await outbox.hold(outcome("run:1", estimated=True), "")
+        await outbox.hold(outcome("run:1", estimated=True, cost_micro_usd=2), "")  # raised
         assert (await rig.rows("outbox_attempts"), await rig.rows()) == (1, 0)
+        payload = await rig.db.fetchval("SELECT payload FROM outbox_attempts")
+        assert optimizer_pb2.Outcome.FromString(bytes(payload)).cost_micro_usd == 2
         raised = outbox.hold(outcome("run:1", estimated=True, cost_micro_usd=5), "")
         ended = outbox.add(outcome("run:1", cost_micro_usd=7), "")
         await asyncio.gather(raised, ended)
