@@ -1,10 +1,13 @@
 """`saga` — call Saga's gateway from a terminal.
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
+        [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
-    saga register EMAIL | saga login EMAIL     password on stdin or a hidden prompt
+    saga register EMAIL | saga login EMAIL     password on stdin or a hidden prompt; register
+                                               creates a user (an admin's key while
+                                               self-registration is closed, the default)
     saga providers list                        circuit, health, prices per 1M tokens, limits
     saga providers check [NAME...]             probe now: ok or failed, latency (exit 1: a failure)
     saga providers set-key NAME | link NAME --user U          (admin; secret on stdin)
@@ -64,6 +67,23 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
     run.add_argument("--strategy", choices=STRATEGIES)
+    run.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        dest="providers",
+        metavar="NAME",
+        help="only this provider may answer (repeatable: an allow-list)",
+    )
+    run.add_argument(
+        "--no-fallback", action="store_true", help="never move to another provider on a failure"
+    )
+    run.add_argument(
+        "--weights",
+        type=arguments.weights,
+        metavar="cost=0.7,latency=0.3",
+        help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
+    )
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
@@ -79,17 +99,34 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key now")
     revoke.add_argument("key_id")
     for command in ("register", "login"):
-        signing = sub.add_parser(command, parents=[common], help=f"{command} with email+password")
+        signing = sub.add_parser(
+            command,
+            parents=[common],
+            help="create a user with email+password (an admin's key unless sign-up is open)"
+            if command == "register"
+            else "log in with email+password",
+        )
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     return p
 
 
+def _credential_if_any(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The caller's credential for `register` (an admin creates accounts while
+    self-registration is closed), or none: anyone may register when it is open."""
+    try:
+        return settings.metadata()
+    except SystemExit:  # no key anywhere: an anonymous sign-up
+        return ()
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     channel: grpc.aio.Channel = grpc.aio.insecure_channel(settings.gateway())
     try:
-        if args.command in ("register", "login"):
-            return await account.sign_in(channel, args)
+        if args.command == "register":
+            return await account.sign_in(channel, args, _credential_if_any(settings))
+        if args.command == "login":
+            return await account.sign_in(channel, args, ())
         command = {
             "execute": execute,
             "keys": account.keys,

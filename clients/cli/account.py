@@ -94,18 +94,24 @@ def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-async def sign_in(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
-    """`saga register EMAIL` and `saga login EMAIL` (password on stdin or a hidden prompt)."""
+async def sign_in(
+    channel: grpc.aio.Channel, args: argparse.Namespace, metadata: tuple[tuple[str, str], ...]
+) -> int:
+    """`saga register EMAIL` (creates a user, with `metadata` naming who asks: an admin while
+    self-registration is closed) and `saga login EMAIL` (password on stdin or a hidden
+    prompt)."""
     stub: account_pb2_grpc.AccountServiceAsyncStub = account_pb2_grpc.AccountServiceStub(channel)
     password = read_secret("password: ")
     if args.command == "register":
         registered = await stub.Register(
-            account_pb2.RegisterRequest(email=args.email, password=password), timeout=args.timeout
+            account_pb2.RegisterRequest(email=args.email, password=password),
+            metadata=metadata,
+            timeout=args.timeout,
         )
         print(
             to_json(registered)
             if args.json
-            else f"registered {registered.email} as {registered.user_id}"
+            else f"created user {registered.email} as {registered.user_id}"
         )
     else:
         logged_in = await stub.Login(

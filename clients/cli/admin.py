@@ -106,15 +106,26 @@ def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
     )
 
 
+def _mode(mode: providers_pb2.ProbeModeResult) -> str:
+    if mode.ok:
+        return f"ok {mode.latency_ms} ms"
+    return mode.error_reason or "failed"
+
+
 def checks_table(results: list[providers_pb2.ProviderCheck]) -> str:
-    """One row per probed provider: ok or failed, latency, the failure's reason."""
+    """One row per probed provider: ok or failed, then each mode (streamed, not streamed)
+    with its latency or its failure's reason."""
     return table(
-        ("PROVIDER", "RESULT", "LATENCY", "ERROR"),
+        ("PROVIDER", "RESULT", "STREAMED", "COMPLETE"),
         [
-            (c.provider, "ok" if c.ok else "failed", f"{c.latency_ms} ms", c.error_reason)
+            (
+                c.provider,
+                "ok" if c.ok else "failed",
+                _mode(c.stream) if c.HasField("stream") else c.error_reason,
+                _mode(c.complete) if c.HasField("complete") else "",
+            )
             for c in results
         ],
-        right=(2,),
     )
 
 

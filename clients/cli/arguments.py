@@ -12,7 +12,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
-from saga.execution.v1 import records_pb2
+from saga.execution.v1 import options_pb2, records_pb2
+from services.common.call_options import weights_problem
 
 EXIT_USAGE = 2
 """The exit code of a usage error: argparse's own, and every bad value's."""
@@ -95,6 +96,34 @@ def dimensions(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"name at least one of {', '.join(DIMENSIONS)}")
     return tuple(dict.fromkeys(names))
+
+
+WEIGHT_NAMES = ("cost", "latency", "quality", "reliability")
+"""The criteria `--weights` may name (saga.execution.v1.StrategyWeights)."""
+
+
+def weights(text: str) -> options_pb2.StrategyWeights:
+    """`--weights`: comma-separated NAME=NUMBER (`cost=0.7,latency=0.3`); a criterion not
+    named weighs 0. Bounded as the gateway bounds them (each 0 to 1,000,000, not all 0)."""
+    given: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in WEIGHT_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: use NAME=NUMBER with NAME one of {', '.join(WEIGHT_NAMES)}"
+            )
+        if name in given:
+            raise argparse.ArgumentTypeError(f"{name!r} is named twice")
+        try:
+            given[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: {value.strip()!r} is not a number"
+            ) from None
+    if problem := weights_problem([given.get(n, 0.0) for n in WEIGHT_NAMES]):
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return options_pb2.StrategyWeights(**given)
 
 
 def dimension_values(names: tuple[str, ...]) -> list[records_pb2.UsageDimension.ValueType]:

@@ -1,7 +1,10 @@
 """`saga execute`: run a pattern and stream its events.
 
-For people: tokens on stdout as they arrive, switches and a one-line summary on stderr. With
-`--json`: every event as one JSON document per line, nothing else.
+For people: tokens on stdout as they arrive, switches, skipped providers and a one-line
+summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
+
+`--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
+fallback, `--weights` the CUSTOM strategy's weights (and implies it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from clients.cli.arguments import EXIT_USAGE
 from clients.cli.output import dollars, to_json
 from clients.cli.settings import Metadata
 from saga.execution.v1 import options_pb2
@@ -38,14 +42,29 @@ def inputs(pairs: list[str]) -> struct_pb2.Struct:
     return struct
 
 
+def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
+    """The run's options from the command line (`--weights` means `--strategy custom`)."""
+    options = options_pb2.ExecuteOptions(
+        allowed_providers=args.providers, disable_fallback=args.no_fallback
+    )
+    strategy = args.strategy
+    if args.weights is not None:
+        if strategy not in (None, Strategy.CUSTOM.value):
+            print(f"saga: --weights goes with --strategy custom, not {strategy}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        strategy = Strategy.CUSTOM.value
+        options.weights.CopyFrom(args.weights)
+    if strategy:
+        options.strategy = TO_PROTO[Strategy(strategy)]
+    return options
+
+
 async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
     """`saga execute PATTERN`."""
     stub: execution_pb2_grpc.ExecutionServiceAsyncStub = execution_pb2_grpc.ExecutionServiceStub(
         channel
     )
-    options = options_pb2.ExecuteOptions()
-    if args.strategy:
-        options.strategy = TO_PROTO[Strategy(args.strategy)]
+    options = execute_options(args)
     request = execution_pb2.ExecuteRequest(
         pattern_id=args.pattern, inputs=inputs(args.input), asof=args.asof or "", options=options
     )
@@ -65,6 +84,7 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
     """Print tokens and switches as they come; the parts of the summary line."""
     summary: list[str] = []
     provider = ""
+    skipped: dict[str, str] = {}  # provider -> why, for the summary
     async for event in events:
         kind = event.WhichOneof("event")
         if kind == "accepted":
@@ -76,6 +96,11 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
         elif kind == "provider_switched":
             s = event.provider_switched
             print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
+        elif kind == "providers_skipped":
+            for p in event.providers_skipped.providers:
+                skipped[p.provider] = p.reason
+                when = f", retry in {p.retry_after_ms / 1000:g} s" if p.retry_after_ms else ""
+                print(f"\n[skipped {p.provider}: {p.reason}{when}]", file=sys.stderr)
         elif kind == "step_completed":
             provider = f"{event.step_completed.provider} ({event.step_completed.model})"
         elif kind == "completed":
@@ -83,4 +108,8 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
             summary.append(f"provider {provider}")
             summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
             summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
+            if skipped:
+                summary.append(
+                    "skipped " + ", ".join(f"{name} ({why})" for name, why in skipped.items())
+                )
     return summary

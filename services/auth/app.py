@@ -125,5 +125,6 @@ async def build(host: ServiceHost) -> list[Registration]:
         users=users,
         signing_keys=signing_keys,
         providers=providers,
+        self_registration=settings.self_registration,
     )
     return [Registration.of(AuthServicer(parts))]

@@ -4,9 +4,10 @@ who a call acts for.
 Calls that act for a user carry the gateway's (or, for GetProviderCredential, the router's
 forwarded) `saga-context`, verified here: API-key management and linking an account need
 that user's context (linking also accepts an operator's admin context); SetProviderKey
-needs an admin context; GetProviderCredential for an `oauth_user` provider needs the
-context of the user whose token is asked for. The certificate of the calling service alone
-is never enough to act for a user.
+needs an admin context; Register needs an admin context unless `auth.self_registration` is
+open (SPEC 3.2: closed by default, an operator creates the accounts); GetProviderCredential
+for an `oauth_user` provider needs the context of the user whose token is asked for. The
+certificate of the calling service alone is never enough to act for a user.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from services.auth.signing_keys import SigningKeys
 from services.auth.store import Store
 from services.auth.users import Users
 from services.common.context import ContextVerifier, RequestContext, metadata_token, public_jwk
-from services.common.errors import NotFound, PermissionDenied
+from services.common.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from services.common.guard import Context
 
 _KINDS = {"api_key": auth_pb2.CREDENTIAL_KIND_API_KEY, "jwt": auth_pb2.CREDENTIAL_KIND_JWT}
@@ -44,6 +45,20 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 def _seconds(ts: timestamp_pb2.Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
+
+
+def _expiry(request: auth_pb2.CreateApiKeyRequest) -> float | None:
+    """The requested expiry in Unix seconds; None = never. A Timestamp whose nanos lie outside
+    0..999,999,999 is malformed (protobuf's rule), not a time to round."""
+    if not request.HasField("expires_at"):
+        return None
+    if not 0 <= request.expires_at.nanos < 1_000_000_000:
+        raise InvalidArgument(
+            "expires_at is not a valid timestamp",
+            reason="EXPIRY_INVALID",
+            field_violations=[FieldViolation("expires_at", "nanos must be 0..999,999,999")],
+        )
+    return _seconds(request.expires_at)
 
 
 def _info(key: ApiKey) -> api_keys_pb2.ApiKeyInfo:
@@ -70,6 +85,8 @@ class AuthParts:
     users: Users
     signing_keys: SigningKeys
     providers: ProviderCredentials
+    self_registration: str = "closed"
+    """`auth.self_registration`: "open" lets anyone Register; "closed" only an admin."""
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -105,6 +122,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         return verified
 
+    async def _registrar(self, context: Context) -> RequestContext:
+        """The admin context that may create a user while self-registration is closed."""
+        token = metadata_token(context.invocation_metadata())
+        verified = None if token is None else await self._p.contexts.verify(token)
+        if verified is None or not verified.has_scope("admin"):
+            raise PermissionDenied(
+                "self-registration is closed: an admin creates accounts (`saga register EMAIL` "
+                'with an admin key), or the operator sets auth.self_registration = "open"',
+                reason="REGISTRATION_CLOSED",
+            )
+        return verified
+
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: Context
     ) -> auth_pb2.AuthenticateResponse:
@@ -124,7 +153,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        """Create a user with a password."""
+        """Create a user with a password: anyone's call when self-registration is open,
+        otherwise only one with an admin's request context (checked before any hashing)."""
+        if self._p.self_registration != "open":
+            await self._registrar(context)
         user = await self._p.users.register(request.email, request.password)
         return auth_pb2.RegisterResponse(user_id=user.user_id, email=user.email or "")
 
@@ -148,7 +180,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.user_id,
             request.name,
             list(request.scopes),
-            _seconds(request.expires_at) if request.HasField("expires_at") else None,
+            _expiry(request),
             held=actor.scopes,
         )
         return auth_pb2.CreateApiKeyResponse(api_key=secret, info=_info(key))

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.common.strategy import Strategy
 
@@ -238,6 +239,23 @@ class ProviderConfig:
     total_timeout_ms: int = field(
         default=300_000, metadata=_doc("time allowed for a whole call", min=1)
     )
+    idle_timeout_ms: int = field(
+        default=15_000,
+        metadata=_doc(
+            "longest silence between two chunks of a stream once text has come; the "
+            "attempt then fails and the answer continues on the next provider (0 is refused: "
+            "to relax it, set it as high as total_timeout_ms)",
+            min=1,
+        ),
+    )
+    max_tokens_field: str = field(
+        default="max_tokens",
+        metadata=_doc(
+            "openai/copilot: the request field the output limit goes in (OpenAI's reasoning "
+            "models take only max_completion_tokens)",
+            choices=("max_tokens", "max_completion_tokens"),
+        ),
+    )
     max_retries: int = field(
         default=2, metadata=_doc("retries inside this provider before falling back", min=0)
     )
@@ -404,6 +422,14 @@ class RouterConfig:
             min=0,
         ),
     )
+    rate_limit_backoff_ms: float = field(
+        default=1000.0,
+        metadata=_doc(
+            "cap of the first jittered wait (at least half of it) before retrying a 429 that "
+            "came without Retry-After; doubles per retry, at most retry_max_backoff_ms",
+            min=0,
+        ),
+    )
     retry_budget_ratio: float = field(
         default=0.2,
         metadata=_doc("retries allowed per provider as a share of its calls in the window", min=0),
@@ -523,6 +549,14 @@ class AuthConfig:
     default_scopes: tuple[str, ...] = field(
         default=("execute", "sessions", "usage:read"),
         metadata=_doc("scopes of a newly registered user's tokens"),
+    )
+    self_registration: str = field(
+        default="closed",
+        metadata=_doc(
+            "who may Register: closed = only a caller with scope admin (an operator creates "
+            "each account); open = anyone who reaches the gateway",
+            choices=("closed", "open"),
+        ),
     )
     login_max_failures: int = field(
         default=5,
@@ -835,6 +869,19 @@ def _validate(config: Config) -> Config:
         if names.count(name) > 1:
             raise ConfigError(
                 f"providers: the name {name!r} is used twice. Fix: give each provider its own name."
+            )
+    for i, p in enumerate(config.providers):
+        endpoint = urlsplit(p.base_url.strip())
+        if p.kind != "sim" and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+            raise ConfigError(
+                f"providers[{i}].base_url: provider {p.name!r} ({p.kind}) needs an http(s) URL. "
+                "Fix: set it, e.g. https://api.openai.com/v1 (see docs/configuration.md, "
+                "Provider endpoints)."
+            )
+        if p.max_tokens_field != "max_tokens" and p.kind not in ("openai", "copilot"):
+            raise ConfigError(
+                f"providers[{i}].max_tokens_field: only the openai and copilot engines send it "
+                f"(provider {p.name!r} is {p.kind!r}). Fix: remove it."
             )
     if config.tls.mode == "files":
         for key in ("cert_file", "key_file", "ca_file"):

@@ -41,10 +41,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.common.backoff import Backoff
+
 Row = dict[str, Any]
 Migration = str | Mapping[str, str]
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+WAL_SWITCH_ATTEMPTS = 40
+WAL_SWITCH_BACKOFF = Backoff(initial=0.01, maximum=0.25)  # ~5 s over the attempts
 
 
 class Tx(Protocol):
@@ -148,6 +152,22 @@ def _sqlite(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
+def enter_wal(connection: sqlite3.Connection) -> None:
+    """Switch a connection's file to WAL, waiting out other processes doing the same.
+
+    Two processes opening a new file together can each hold a shared lock while asking for
+    the exclusive one the switch needs; SQLite answers one of them "database is locked" at
+    once (deadlock avoidance: the busy timeout does not apply), so the switch is retried."""
+    for attempt in range(1, WAL_SWITCH_ATTEMPTS + 1):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_SWITCH_ATTEMPTS:
+                raise
+            time.sleep(WAL_SWITCH_BACKOFF.delay(attempt))
+
+
 class SqliteDatabase:
     """The embedded backend."""
 
@@ -169,7 +189,7 @@ class SqliteDatabase:
             connection.row_factory = sqlite3.Row
             # busy_timeout first: another process may hold the file while this one starts.
             connection.execute("PRAGMA busy_timeout=5000")
-            connection.execute("PRAGMA journal_mode=WAL")
+            enter_wal(connection)
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute(

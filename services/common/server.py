@@ -10,11 +10,14 @@ tracing and metrics, lets `build` register the servicers, and then serves:
   servicer, for Kubernetes probes that cannot present a certificate;
 * `/metrics` for Prometheus.
 
-Health is SERVING for `""` (liveness) and each service name (readiness) once started, except
-the names `build` held back with `host.hold_readiness`; a service flips readiness itself
-while a dependency it cannot work without is down. A `ConfigError` raised by `build` (a
-keyring, a pattern file) exits 78 like one in saga.toml. A port that is taken ends the
-process with exit 1 and a log line saying which.
+Health is SERVING for `""` (liveness) and each built service name (readiness) once started,
+except the names `build` held back with `host.hold_readiness`; a service flips readiness
+itself while a dependency it cannot work without is down. A service none of whose RPCs is
+built (`Registration.unbuilt`, or a servicer that overrides none of its base's RPCs) is
+still served — each call answers UNIMPLEMENTED NOT_IMPLEMENTED, reflection lists it — but it
+is left out of health: Check says NOT_FOUND, so nothing reads it as ready. A `ConfigError`
+raised by `build` (a keyring, a pattern file) exits 78 like one in saga.toml. A port that is
+taken ends the process with exit 1 and a log line saying which.
 
 Background work and shutdown are one lifecycle (as Starlette's lifespan): `build` starts
 its loops with `host.spawn(name, factory)` — supervised tasks, restarted with backoff when
@@ -71,6 +74,8 @@ class Registration:
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: object
     descriptor: ServiceDescriptor
+    built: bool = True
+    """False when none of the service's RPCs is implemented: not reported in health."""
 
     @property
     def name(self) -> str:
@@ -98,12 +103,19 @@ class Registration:
                     if unknown:
                         raise ValueError(f"{descriptor.full_name} has no RPC {sorted(unknown)}")
                     add = functools.partial(_add_generic, descriptor, frozenset(raw_responses))
-                return cls(add=add, servicer=servicer, descriptor=descriptor)
+                # Built = at least one RPC is the servicer's own, not the generated
+                # UNIMPLEMENTED stub it inherits.
+                built = any(
+                    getattr(type(servicer), m.name, None) is not getattr(base, m.name, None)
+                    for m in descriptor.methods
+                )
+                return cls(add=add, servicer=servicer, descriptor=descriptor, built=built)
         raise TypeError(f"{type(servicer).__name__} extends no generated *Servicer class")
 
     @classmethod
     def unbuilt(cls, servicer_class: type[Any]) -> Registration:
-        """Serve a generated base servicer as is: every RPC answers UNIMPLEMENTED."""
+        """Serve a generated base servicer as is: every RPC answers UNIMPLEMENTED, and
+        health does not name the service (readiness names only what is built)."""
         return cls.of(servicer_class())
 
 
@@ -291,7 +303,7 @@ async def start_service(
 
     await server.start()
     await probe.start()
-    for name in ["", *names]:
+    for name in ["", *(r.name for r in registrations if r.built)]:
         if name in host.held:
             log.warning("not ready", extra={"service": name, "reason": host.held[name]})
             await host.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -15,6 +15,11 @@ from services.gateway.limits import Gcra, Limit, client_address
 _RELAY_TTL_SECONDS = 30.0
 
 
+def _sends_credential(context: Context) -> bool:
+    """Whether the call carries an `authorization` header (Register works without one)."""
+    return any(key == "authorization" for key, _ in context.invocation_metadata() or ())
+
+
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     """Sign-up and sign-in (limited per client address), and the caller's own API keys."""
 
@@ -44,10 +49,21 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def Register(
         self, request: account_pb2.RegisterRequest, context: Context
     ) -> account_pb2.RegisterResponse:
-        """Create a user (auth checks the email and the password policy)."""
-        self._admit_address(context)
+        """Create a user (auth checks the email, the password policy and who may register).
+
+        A caller who sends a credential is authenticated and its request context relayed, so
+        an admin can create accounts while self-registration is closed (auth decides); an
+        admin is not held to the per-address sign-up limit, everyone else is."""
+        metadata: tuple[tuple[str, str], ...] = ()
+        if _sends_credential(context):
+            principal, metadata = await self._for_caller(context)
+            if "admin" not in principal.scopes:
+                self._admit_address(context)
+        else:
+            self._admit_address(context)
         reply = await self._auth.Register(
-            auth_pb2.RegisterRequest(email=request.email, password=request.password)
+            auth_pb2.RegisterRequest(email=request.email, password=request.password),
+            metadata=metadata,
         )
         return account_pb2.RegisterResponse(user_id=reply.user_id, email=reply.email)
 

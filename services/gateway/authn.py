@@ -2,9 +2,11 @@
 
 A verified credential is reused for at most `gateway.credential_cache_seconds` (≤ 10 s), so a
 revoked key stops working within that bound while the hot path makes no call to auth for a
-caller it has just seen. Concurrent first requests with the same credential share one call to
-auth (`SingleFlight`: a request that gives up does not cancel it for the others). The cache
-is keyed by a hash of the credential, never the credential itself.
+caller it has just seen — and never past the credential's own expiry (an API key's
+`expires_at`, a JWT's `exp`, as auth's answer states it): an expired credential stops at
+once. Concurrent first requests with the same credential share one call to auth
+(`SingleFlight`: a request that gives up does not cancel it for the others). The cache is
+keyed by a hash of the credential, never the credential itself.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     credential_id: str
+    expires_at: float | None = None
+    """When the credential stops being valid (Unix seconds); None when it never expires."""
 
     def require(self, scope: str) -> None:
         """PermissionDenied unless the caller holds `scope`."""
@@ -74,14 +78,23 @@ def bearer_credential(authorization: str | None) -> str:
 
 
 class CredentialCache:
-    """Verified credentials for up to `ttl` seconds; one verification in flight per credential."""
+    """Verified credentials for up to `ttl` seconds, never past their own expiry; one
+    verification in flight per credential.
+
+    `clock` measures the TTL (monotonic: a wall-clock step cannot stretch it); `wall` is the
+    Unix time a credential's expiry is stated in."""
 
     def __init__(
-        self, verify: Verify, ttl: float, clock: Callable[[], float] = time.monotonic
+        self,
+        verify: Verify,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._verify = verify
         self._ttl = ttl
         self._clock = clock
+        self._wall = wall
         self._entries: dict[bytes, tuple[float, Principal]] = {}
         self._verifying: SingleFlight[bytes, Principal] = SingleFlight("verify-credential")
 
@@ -97,10 +110,14 @@ class CredentialCache:
         """Ask auth, and keep the answer (here, so it is kept even if every waiter left)."""
         now = self._clock()  # the entry's life counts from before the question
         principal = await self._verify(credential)
-        if self._ttl > 0:
+        until = now + self._ttl
+        if principal.expires_at is not None:
+            # The credential's remaining life, moved onto the TTL's clock.
+            until = min(until, self._clock() + principal.expires_at - self._wall())
+        if until > now:
             if len(self._entries) >= MAX_CACHED:
                 self._evict(now)
-            self._entries[key] = (now + self._ttl, principal)
+            self._entries[key] = (until, principal)
         return principal
 
     def _evict(self, now: float) -> None:

@@ -41,6 +41,10 @@ class Edge:
             tenant=p.tenant,
             scopes=frozenset(p.scopes),
             credential_id=p.credential_id,
+            # The cache keeps the principal no longer than the credential lives.
+            expires_at=p.expires_at.seconds + p.expires_at.nanos / 1e9
+            if p.HasField("expires_at")
+            else None,
         )
 
     async def principal(self, context: Context) -> Principal:

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from saga.execution.v1 import common_pb2, options_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from saga.runtime.v1 import runtime_pb2
+from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
 from services.gateway.edge import Edge, new_execution_id
@@ -30,6 +32,52 @@ def _validate(request: execution_pb2.ExecuteRequest) -> None:
         violations.append(FieldViolation("inputs", f"at most {MAX_INPUT_BYTES} bytes"))
     if violations:
         raise InvalidArgument("invalid Execute request", field_violations=violations)
+    _validate_options(request.options)
+
+
+def _option_invalid(field: str, description: str, reason: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"invalid Execute option {field}: {description}",
+        reason=reason,
+        field_violations=[FieldViolation(f"options.{field}", description)],
+    )
+
+
+def _validate_options(options: options_pb2.ExecuteOptions) -> None:
+    """The call options' bounds (`services.common.call_options`, which the router checks
+    too); whether named providers are configured is the router's check (UNKNOWN_PROVIDER),
+    when a step calls it."""
+    for field in ("preferred_providers", "allowed_providers"):
+        if problem := names_problem(getattr(options, field)):
+            raise _option_invalid(field, problem, "OPTION_INVALID")
+    if not 0 <= options.max_cost_micro_usd <= MAX_COST_MICRO_USD:
+        raise _option_invalid(
+            "max_cost_micro_usd", f"0 (no limit) to {MAX_COST_MICRO_USD}", "OPTION_INVALID"
+        )
+    if options.HasField("weights"):
+        if options.strategy != common_pb2.STRATEGY_CUSTOM:
+            raise _option_invalid(
+                "weights", "only with strategy STRATEGY_CUSTOM", "WEIGHTS_INVALID"
+            )
+        w = options.weights
+        if problem := weights_problem((w.cost, w.latency, w.quality, w.reliability)):
+            raise _option_invalid("weights", problem, "WEIGHTS_INVALID")
+
+
+def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
+    """An enum number the contract does not define is refused, never read as the default
+    (proto3 keeps unknown enum numbers as they came)."""
+    if request.options.export_format not in options_pb2.ExportFormat.values():
+        raise InvalidArgument(
+            f"options.export_format {request.options.export_format} is not an export format",
+            reason="OPTION_INVALID",
+            field_violations=[
+                FieldViolation(
+                    "options.export_format",
+                    "one of " + ", ".join(options_pb2.ExportFormat.keys()),
+                )
+            ],
+        )
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
@@ -52,6 +100,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         if request.options.allow_stale_pack:
             principal.require("pack:stale")
         _validate(request)
+        _check_enums(request)
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(

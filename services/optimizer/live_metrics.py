@@ -31,14 +31,15 @@ NEUTRAL_REASONS = frozenset(
     {
         "PROVIDER_REJECTED_INPUT",
         "PROVIDER_CONTEXT_LENGTH_EXCEEDED",
+        "PROVIDER_CONTENT_FILTERED",
         "CIRCUIT_OPEN",
         "PROVIDER_LIMIT_REACHED",
     }
 )
 """Failure reasons that say nothing of a provider's health, so they stay out of its success
-rate: the request was at fault (rejected input, too long a context), or the router never
-reached the provider (its circuit was open, or the router's own limit for it was full —
-counting those would keep a provider down only because it was down)."""
+rate: the request was at fault (rejected input, too long a context, content policy), or the
+router never reached the provider (its circuit was open, or the router's own limit for it was
+full — counting those would keep a provider down only because it was down)."""
 
 
 @dataclass(frozen=True)

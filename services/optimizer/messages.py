@@ -20,7 +20,7 @@ from services.common.strategy_proto import FROM_PROTO, TO_PROTO
 from services.optimizer.ledger import UsageRecord, UsageRow
 from services.optimizer.live_metrics import Metrics
 from services.optimizer.priors import FIELDS as PRIOR_FIELDS
-from services.optimizer.ranking import Ranking, Weights
+from services.optimizer.ranking import MAX_WEIGHT, Ranking, Weights
 from services.optimizer.snapshots import Snapshot
 from services.optimizer.usage import Dimension
 
@@ -71,14 +71,17 @@ def weights_proto(value: Weights) -> ranking_pb2.Weights:
     )
 
 
-def bad_weights(field: str) -> InvalidArgument:
-    """The error for unusable CUSTOM weights."""
+def bad_weights(field: str, value: Weights) -> InvalidArgument:
+    """The error for unusable CUSTOM weights `value`, given in `field`: one violation per
+    weight at fault (`weights.cost` …), or the whole field when they are all zero."""
+    violations = [
+        FieldViolation(f"{field}.{name}" if name else field, why) for name, why in value.problems()
+    ]
     return InvalidArgument(
-        "custom weights must be finite, non-negative and not all zero",
+        f"custom weights must be finite, non-negative, at most {MAX_WEIGHT:g} and not all zero",
         reason="WEIGHTS_INVALID",
-        field_violations=[
-            FieldViolation(field, "finite, non-negative, and at least one above zero")
-        ],
+        field_violations=violations
+        or [FieldViolation(field, "finite, non-negative, and at least one above zero")],
     )
 
 

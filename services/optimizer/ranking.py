@@ -1,19 +1,30 @@
 """Provider ranking by strategy: pure functions over provider statistics (no gRPC, no I/O).
 
-Every criterion is scored over the eligible candidates by min-max normalisation to [0, 1],
-higher is better; when all candidates share a value, each scores 1 (none is worse):
+Scoring. Each criterion is scored in [0, 1], higher is better:
 
 * cost — the estimated cost of one call (estimated input and output tokens at the
-  provider's prices), lower is better;
+  provider's prices), lower is better, on a log scale (`log1p` of micro-USD): what matters
+  is how many times dearer a provider is, so a 16x dearer model stays 16x dearer whatever
+  else is configured, and one outlier price cannot squash the others' differences;
 * latency — the mean of the normalised time to first token and whole-call latency, lower is
   better (a streaming caller feels the first, a complete-mode caller the second);
 * quality — the quality prior;
 * reliability — the success rate.
 
+Each criterion is min-max normalised over the *non-dominated* eligible candidates only (the
+Pareto front over estimated cost, time to first token, latency, quality and success rate):
+a candidate that another is at least as good as on every one of those and better on one
+never sets a range, and its scores are clamped to [0, 1]. When the front shares a value,
+each candidate with that value (or better) scores 1 and a worse one 0. So adding a provider
+that is worse on every dimension than one already there changes no other provider's scores,
+and it can never rank above the provider that dominates it: the order among the others, and
+so the top choice, stay what they were.
+
 Single-criterion strategies order by the raw values, so no rounding can reorder them:
 CHEAPEST by estimated cost, FASTEST by time to first token then latency, QUALITY by quality,
 RELIABLE by success rate. BALANCED (cost 0.5, latency 0.3, quality 0.2) and CUSTOM order by
-the weighted score. Every order ends with the provider name, so rankings are deterministic.
+the weighted score (weights normalised to sum to 1). Ties go to a non-dominated candidate
+before a dominated one, then to the provider name, so rankings are deterministic.
 
 A candidate that lacks a required capability, whose success rate (live, see `metrics`) is
 under the floor, or whose estimated cost the caller's remaining budget cannot cover, is
@@ -46,6 +57,14 @@ class ExclusionReason(enum.Enum):
     BUDGET_EXHAUSTED = 4
 
 
+MAX_WEIGHT = 1_000_000.0
+"""The largest weight accepted: weights are relative, and a million to one is more than any
+preference needs, while the sum of four such stays finite."""
+
+WEIGHT_NAMES = ("cost", "latency", "quality", "reliability")
+"""The criteria a `Weights` weighs, in the order of its fields (and of the proto message)."""
+
+
 @dataclass(frozen=True)
 class Weights:
     """Relative importance of each criterion (any non-negative scale)."""
@@ -60,10 +79,27 @@ class Weights:
         """The sum of the four weights."""
         return self.cost + self.latency + self.quality + self.reliability
 
+    def problems(self) -> list[tuple[str, str]]:
+        """What makes these weights unusable, as (criterion, why) pairs; empty when they are
+        usable. Each weight must be finite, non-negative and at most `MAX_WEIGHT` (so their
+        sum stays finite and normalising cannot turn them all into zeros), and one must be
+        above zero."""
+        found: list[tuple[str, str]] = []
+        for name in WEIGHT_NAMES:
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                found.append((name, "must be finite"))
+            elif value < 0:
+                found.append((name, "must not be negative"))
+            elif value > MAX_WEIGHT:
+                found.append((name, f"must be at most {MAX_WEIGHT:g}"))
+        if not found and self.total <= 0:
+            found.append(("", "at least one weight must be above zero"))
+        return found
+
     def is_valid(self) -> bool:
-        """Finite, non-negative, and not all zero."""
-        values = (self.cost, self.latency, self.quality, self.reliability)
-        return all(math.isfinite(v) and v >= 0 for v in values) and self.total > 0
+        """Finite, non-negative, bounded by `MAX_WEIGHT`, and not all zero."""
+        return not self.problems()
 
     def normalised(self) -> Weights:
         """The same weights scaled to sum to 1 (call only when `is_valid`)."""
@@ -175,18 +211,34 @@ def estimated_cost(stats: ProviderStats, estimate: TokenEstimate) -> int:
     return (numerator + 500_000) // 1_000_000
 
 
-def _lower_is_better(values: Sequence[float]) -> list[float]:
-    low, high = min(values), max(values)
+def _higher_is_better(values: Sequence[float], front: Sequence[bool]) -> list[float]:
+    """Min-max over the values of the front (`front[i]`: candidate i is non-dominated),
+    clamped to [0, 1]; when the front shares one value, 1 for that value or better, else 0."""
+    ranged = [v for v, f in zip(values, front, strict=True) if f]
+    low, high = min(ranged), max(ranged)
     if high == low:
-        return [1.0] * len(values)
-    return [(high - v) / (high - low) for v in values]
+        return [1.0 if v >= high else 0.0 for v in values]
+    return [min(1.0, max(0.0, (v - low) / (high - low))) for v in values]
 
 
-def _higher_is_better(values: Sequence[float]) -> list[float]:
-    low, high = min(values), max(values)
-    if high == low:
-        return [1.0] * len(values)
-    return [(v - low) / (high - low) for v in values]
+def _lower_is_better(values: Sequence[float], front: Sequence[bool]) -> list[float]:
+    return _higher_is_better([-v for v in values], front)
+
+
+def _criteria(stats: ProviderStats, cost: int) -> tuple[float, ...]:
+    """The raw values dominance compares, each oriented so that higher is better."""
+    return (-cost, -stats.ttft_ms, -stats.latency_ms, stats.quality, stats.success_rate)
+
+
+def non_dominated(values: Sequence[tuple[float, ...]]) -> list[bool]:
+    """For each candidate (its criteria, higher is better), whether no other candidate is at
+    least as good on every criterion and better on one (the Pareto front). Quadratic in the
+    candidates, who are few (a deployment's providers)."""
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return a != b and all(x >= y for x, y in zip(a, b, strict=True))
+
+    return [not any(dominates(other, mine) for other in values) for mine in values]
 
 
 def _exclusion(
@@ -232,7 +284,9 @@ def rank(
     candidate is excluded, otherwise those whose estimated cost exceeds it."""
     if strategy is Strategy.CUSTOM:
         if weights is None or not weights.is_valid():
-            raise ValueError("CUSTOM needs finite, non-negative weights that are not all zero")
+            raise ValueError(
+                "CUSTOM needs finite, non-negative, bounded weights that are not all zero"
+            )
         applied = weights.normalised()
     else:
         applied = STRATEGY_WEIGHTS[strategy]
@@ -252,11 +306,13 @@ def rank(
         return Ranking(strategy, applied, (), tuple(sorted(excluded, key=lambda e: e.provider)))
 
     costs = [estimated_cost(s, estimate) for s in eligible]
-    cost_scores = _lower_is_better(costs)
-    ttft_scores = _lower_is_better([s.ttft_ms for s in eligible])
-    latency_only = _lower_is_better([s.latency_ms for s in eligible])
-    quality_scores = _higher_is_better([s.quality for s in eligible])
-    reliability_scores = _higher_is_better([s.success_rate for s in eligible])
+    front = non_dominated([_criteria(s, c) for s, c in zip(eligible, costs, strict=True)])
+    # log1p: ratios of cost count, not differences (the module docstring); 0 stays 0.
+    cost_scores = _lower_is_better([math.log1p(c) for c in costs], front)
+    ttft_scores = _lower_is_better([s.ttft_ms for s in eligible], front)
+    latency_only = _lower_is_better([s.latency_ms for s in eligible], front)
+    quality_scores = _higher_is_better([s.quality for s in eligible], front)
+    reliability_scores = _higher_is_better([s.success_rate for s in eligible], front)
 
     scored: list[tuple[tuple[object, ...], Ranked]] = []
     for i, stats in enumerate(eligible):
@@ -274,7 +330,7 @@ def rank(
             + applied.reliability * breakdown.reliability
         )
         ranked = Ranked(stats.name, stats.model, score, breakdown)
-        scored.append((_order_key(strategy, stats, costs[i], score), ranked))
+        scored.append((_order_key(strategy, stats, costs[i], score, not front[i]), ranked))
     scored.sort(key=lambda pair: pair[0])
     return Ranking(
         strategy,
@@ -285,16 +341,17 @@ def rank(
 
 
 def _order_key(
-    strategy: Strategy, stats: ProviderStats, cost: int, score: float
+    strategy: Strategy, stats: ProviderStats, cost: int, score: float, dominated: bool
 ) -> tuple[object, ...]:
     """Sort key, best first: raw values for single-criterion strategies, the rounded score
-    otherwise; the provider name breaks every tie."""
+    otherwise; a non-dominated candidate wins a tie over a dominated one (so adding a
+    dominated provider cannot take the first place by its name), then the provider name."""
     if strategy is Strategy.CHEAPEST:
-        return (cost, stats.name)
+        return (cost, dominated, stats.name)
     if strategy is Strategy.FASTEST:
-        return (stats.ttft_ms, stats.latency_ms, stats.name)
+        return (stats.ttft_ms, stats.latency_ms, dominated, stats.name)
     if strategy is Strategy.QUALITY:
-        return (-stats.quality, stats.name)
+        return (-stats.quality, dominated, stats.name)
     if strategy is Strategy.RELIABLE:
-        return (-stats.success_rate, stats.name)
-    return (-round(score, _SCORE_DIGITS), stats.name)
+        return (-stats.success_rate, dominated, stats.name)
+    return (-round(score, _SCORE_DIGITS), dominated, stats.name)

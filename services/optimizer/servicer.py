@@ -143,7 +143,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             )
         weights = messages.weights(request.weights) if strategy is Strategy.CUSTOM else None
         if weights is not None and not weights.is_valid():
-            raise messages.bad_weights("weights")
+            raise messages.bad_weights("weights", weights)
         snapshot = self._board.set_default(strategy, weights)
         applied = snapshot.custom_weights if strategy is Strategy.CUSTOM else None
         log.info(
@@ -275,7 +275,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         given = messages.weights(request.weights)
         if request.HasField("weights") and given != Weights():
             if not given.is_valid():
-                raise messages.bad_weights("weights")
+                raise messages.bad_weights("weights", given)
             return given
         if current.custom_weights is None:
             raise InvalidArgument(

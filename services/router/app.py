@@ -22,6 +22,7 @@ from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
 from services.router.budget_reservations import Budgets
 from services.router.credentials import ProviderCredentials
+from services.router.custom_ranking import CustomRanker
 from services.router.engines import engine_for
 from services.router.metrics import REFUSALS, register_circuits, register_outbox
 from services.router.outbox import Outbox
@@ -83,6 +84,7 @@ async def build(host: ServiceHost) -> list[Registration]:
             config_prices=price_table(providers),
             health=health,
             coalesce=config.router.coalesce_deltas,
+            custom_ranker=CustomRanker(optimizer),
         )
     )
     return [Registration.of(servicer)]

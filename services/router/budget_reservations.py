@@ -14,6 +14,13 @@ it), retried a few times since SettleBudget is idempotent. A call whose continua
 broken stream cost more than its reservation settles to the real, higher cost: the budget
 books what was spent.
 
+A call's own limit (`max_cost_micro_usd`) uses the same estimates: the call is refused before
+anything is reserved or called when even the cheapest candidate's least cost (the prompt and
+one output token, `min_cost`) exceeds it — RESOURCE_EXHAUSTED `COST_LIMIT_EXCEEDED` with
+QuotaFailure (`check_cost_limit`) — and the reservation is never more than the limit. While
+a stream runs, `output_tokens_within` says how many output tokens the rest of the limit pays
+for; `reasoning` stops the attempt past that point with the same error.
+
 Without a configured budget (`budgets.per_user_micro_usd` = 0) there is nothing to reserve
 against, and the router adds no hop to the call. With one, the router fails closed: an
 optimizer it cannot reach for ReserveBudget (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED)
@@ -33,9 +40,9 @@ import grpc
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common.backoff import Backoff
 from services.common.config import BudgetsConfig, ProviderConfig
-from services.common.errors import Unavailable
+from services.common.errors import QuotaViolation, ResourceExhausted, Unavailable
 from services.common.lifecycle import InFlight
-from services.common.prices import PriceTable
+from services.common.prices import MICRO_PER_MILLION, PriceTable, ProviderPrice
 from services.router.engines.base import EngineRequest, estimate_input_tokens
 
 log = logging.getLogger("saga.router.budget_reservations")
@@ -58,6 +65,54 @@ def max_cost(
     return max(
         (prices.of(p.name).cost(input_tokens, request.max_tokens) for p in candidates), default=0
     )
+
+
+def min_cost(request: EngineRequest, provider: ProviderConfig, prices: PriceTable) -> int:
+    """The least `provider` can charge for the call, micro-USD: the prompt (estimated) and
+    one output token."""
+    return prices.of(provider.name).cost(estimate_input_tokens(request), 1)
+
+
+def cost_limit_exceeded(limit: int, amount: int, provider: str = "") -> ResourceExhausted:
+    """The call's `max_cost_micro_usd` cannot pay for `amount` micro-USD (the least a
+    candidate would cost) — or, with a `provider`, its stream was stopped at the limit after
+    the call's attempts cost `amount`."""
+    if provider:
+        description = f"{provider}: the answer was stopped at the call's cost limit of {limit}"
+        metadata = {"limitMicroUsd": str(limit), "spentMicroUsd": str(amount), "provider": provider}
+    else:
+        description = f"the cheapest candidate needs at least {amount}; the limit is {limit}"
+        metadata = {"limitMicroUsd": str(limit), "neededMicroUsd": str(amount)}
+    return ResourceExhausted(
+        f"max_cost_micro_usd exceeded: {description} micro-USD",
+        reason="COST_LIMIT_EXCEEDED",
+        metadata=metadata,
+        quota_violations=[QuotaViolation("max_cost_micro_usd", description)],
+    )
+
+
+def check_cost_limit(
+    request: EngineRequest, candidates: Sequence[ProviderConfig], prices: PriceTable, limit: int
+) -> None:
+    """Raise COST_LIMIT_EXCEEDED when `limit` (> 0) is below every candidate's `min_cost`."""
+    if limit <= 0 or not candidates:
+        return
+    cheapest = min(min_cost(request, p, prices) for p in candidates)
+    if cheapest > limit:
+        raise cost_limit_exceeded(limit, cheapest)
+
+
+def output_tokens_within(price: ProviderPrice, input_tokens: int, left: int) -> int | None:
+    """The most output tokens an attempt may bill, after `input_tokens` of prompt, while its
+    cost (rounded as `ProviderPrice.cost` rounds) stays within `left` micro-USD; None when
+    output is free (no bound)."""
+    per_mtok = price.output_micro_usd_per_mtok
+    if per_mtok <= 0:
+        return None
+    # cost <= left  <=>  numerator + MICRO/2 < (left + 1) * MICRO (integer rounding half up).
+    prompt = input_tokens * price.input_micro_usd_per_mtok  # uncached: the safe side
+    room = (left + 1) * MICRO_PER_MILLION - MICRO_PER_MILLION // 2 - 1 - prompt
+    return max(room // per_mtok, 0)
 
 
 @dataclass(frozen=True)

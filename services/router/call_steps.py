@@ -1,9 +1,14 @@
 """The steps of one Reason call around its attempts, in their order (no gRPC: the servicer
 translates the request in and the events out).
 
-1. Rank the candidates: the call's strategy in the latest snapshot (`candidates`).
-2. Reserve the call's maximum cost (`budget.max_cost` of those candidates) before any
-   provider is called; the optimizer's refusal ends the call here, with nothing spent.
+1. Rank the candidates among the caller's allowed providers (all when none are named): the
+   call's strategy in the latest snapshot (`candidates`) — or, for STRATEGY_CUSTOM with the
+   caller's own weights, the optimizer's `Rank` with those weights (`CustomRank`: the
+   snapshot holds only the configured weights' ranking).
+2. Refuse a call whose `max_cost_micro_usd` not even the cheapest candidate fits
+   (`check_cost_limit`: COST_LIMIT_EXCEEDED), then reserve the call's maximum cost
+   (`budget.max_cost` of those candidates, never more than that limit) before any provider
+   is called; the optimizer's refusal ends the call here, with nothing spent.
 3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST.
 4. Run the attempts (`reasoning`); each attempt is held in the outbox as a provisional,
    estimated record from the moment it starts, raised as its text is given to the caller
@@ -25,13 +30,13 @@ from contextlib import aclosing
 from typing import Protocol
 
 from services.common.config import ProviderConfig
-from services.common.errors import Unavailable
+from services.common.errors import FieldViolation, InvalidArgument, Unavailable
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.router.attempts import AttemptRecord, InFlight
-from services.router.budget_reservations import Reservation, max_cost
-from services.router.calls import ReasonCall
-from services.router.candidates import choose
+from services.router.budget_reservations import Reservation, check_cost_limit, max_cost
+from services.router.calls import CustomWeights, ReasonCall
+from services.router.candidates import allowed_only, choose
 from services.router.engines.base import TextDelta, estimate_input_tokens
 from services.router.outcomes import call_id
 from services.router.rankings import RankingSnapshot
@@ -56,6 +61,9 @@ Attempts = Callable[[Sequence[ProviderConfig], Report], AsyncGenerator[RouterEve
 """Runs the call's attempts over the candidates, handing each attempt to the report as it
 ends (`reasoning.reason`, coalesced or not)."""
 
+CustomRank = Callable[[CustomWeights, Sequence[str], ReasonCall], Awaitable[Sequence[str]]]
+"""Ranks the named providers by the given weights, best first (the optimizer's `Rank`)."""
+
 StoreOutcome = Callable[[AttemptRecord, str], Awaitable[None]]
 """Stores one attempt of the call whose id is given (`outbox`); returns at once, and what it
 returns is done when the outcome is stored."""
@@ -69,27 +77,54 @@ async def run_call(
     budget: CallBudget,
     attempts: Attempts,
     store: StoreOutcome,
+    rank_custom: CustomRank | None = None,
     hold: StoreOutcome | None = None,
 ) -> AsyncGenerator[RouterEvent, None]:
     """The events of one call, its steps taken in order (see the module docstring). Close
     the generator (`aclosing`) when done with it: that is when it settles. `hold` stores an
     attempt's provisional record (None: attempts are stored only when they end)."""
+    allowed = allowed_only(providers, call.allowed)
 
-    def ranked(strategy: Strategy | None) -> list[ProviderConfig]:
+    def ranked(strategy: Strategy | None, ranking: RankingSnapshot | None) -> list[ProviderConfig]:
         return choose(
-            providers, snapshot, strategy=strategy, preferred=call.preferred, pinned=call.pinned
+            allowed, ranking, strategy=strategy, preferred=call.preferred, pinned=call.pinned
         )
 
-    candidates = ranked(call.strategy)
+    ranking = snapshot
+    if call.weights is not None and call.strategy is Strategy.CUSTOM and not call.pinned:
+        if rank_custom is None:
+            raise Unavailable(
+                "this router cannot rank by a call's own weights",
+                reason="RANKING_UNAVAILABLE",
+                retry_after=1.0,
+            )
+        order = await rank_custom(call.weights, [p.name for p in allowed], call)
+        ranking = custom_snapshot(snapshot, tuple(order), prices)
+    elif (
+        call.strategy is Strategy.CUSTOM
+        and snapshot is not None
+        and Strategy.CUSTOM not in snapshot.rankings
+        and not call.pinned
+    ):
+        # The optimizer ranks CUSTOM only once weights are configured: without the caller's
+        # own, the call would silently be ranked by another strategy.
+        raise InvalidArgument(
+            "STRATEGY_CUSTOM needs weights: none given and none configured",
+            reason="WEIGHTS_INVALID",
+            field_violations=[FieldViolation("weights", "required for STRATEGY_CUSTOM")],
+        )
+    candidates = ranked(call.strategy, ranking)
+    request = call.engine_request()
+    check_cost_limit(request, candidates, prices, call.max_cost_micro_usd)
+    most = max_cost(request, candidates, prices)
+    if call.max_cost_micro_usd > 0:
+        most = min(most, call.max_cost_micro_usd)
     cid = call_id(call.accounting)
     reservation = await budget.reserve(
-        cid,
-        call.accounting.user_id,
-        call.accounting.execution_id,
-        max_cost(call.engine_request(), candidates, prices),
+        cid, call.accounting.user_id, call.accounting.execution_id, most
     )
     if reservation is not None and reservation.degrade_to_cheapest:
-        candidates = ranked(Strategy.CHEAPEST)
+        candidates = ranked(Strategy.CHEAPEST, snapshot)
 
     stored: list[Awaitable[None]] = []
     cost = 0
@@ -124,6 +159,18 @@ async def run_call(
                 yield event
     finally:
         budget.settle(reservation, cost)
+
+
+def custom_snapshot(
+    snapshot: RankingSnapshot | None, order: tuple[str, ...], prices: PriceTable
+) -> RankingSnapshot:
+    """A snapshot whose only ranking is `order`, for STRATEGY_CUSTOM (the caller's weights)."""
+    return RankingSnapshot(
+        version=snapshot.version if snapshot is not None else 0,
+        default_strategy=Strategy.CUSTOM,
+        rankings={Strategy.CUSTOM: order},
+        prices=prices,
+    )
 
 
 def _in_flight(

@@ -9,6 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from services.common.call_options import (
+    MAX_COST_MICRO_USD,
+    MAX_PROVIDER_NAMES,
+    names_problem,
+    weights_problem,
+)
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.strategy import Strategy
 from services.router.engines.base import Caller, ChatMessage, EngineRequest
@@ -19,10 +25,23 @@ DEFAULT_MAX_TOKENS = 1024
 MAX_MAX_TOKENS = 32_768
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
-MAX_PROVIDER_NAMES = 64
 MAX_TEMPERATURE = 2.0
 MAX_ACCOUNTING_CHARS = 128
 """Longest session, step or pattern id (they make up outcome and reservation ids)."""
+
+
+@dataclass(frozen=True)
+class CustomWeights:
+    """The weights of a STRATEGY_CUSTOM call (relative; the optimizer normalises them)."""
+
+    cost: float = 0.0
+    latency: float = 0.0
+    quality: float = 0.0
+    reliability: float = 0.0
+
+    def values(self) -> tuple[float, float, float, float]:
+        """(cost, latency, quality, reliability)."""
+        return (self.cost, self.latency, self.quality, self.reliability)
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,10 @@ class ReasonCall:
     complete: bool = False
     strategy: Strategy | None = None
     preferred: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
+    """Only these providers are candidates; empty = every configured one."""
+    weights: CustomWeights | None = None
+    """The caller's STRATEGY_CUSTOM weights; None = the snapshot's CUSTOM ranking."""
     pinned: str = ""
     allow_fallback: bool = False
     accounting: Accounting = Accounting()
@@ -133,6 +156,7 @@ def _validate_options(call: ReasonCall) -> None:
             f"at most {MAX_PROVIDER_NAMES}",
             reason="OPTION_INVALID",
         )
+    _validate_selection(call)
     for name in ("session_id", "step_id", "pattern_id"):
         if len(getattr(call.accounting, name)) > MAX_ACCOUNTING_CHARS:
             raise _invalid(
@@ -141,10 +165,38 @@ def _validate_options(call: ReasonCall) -> None:
                 f"at most {MAX_ACCOUNTING_CHARS} characters",
                 reason="ACCOUNTING_INVALID",
             )
-    if call.max_cost_micro_usd < 0:
+    if not 0 <= call.max_cost_micro_usd <= MAX_COST_MICRO_USD:
         raise _invalid(
-            "max_cost_micro_usd is negative",
+            "max_cost_micro_usd out of range",
             "max_cost_micro_usd",
-            "0 (no limit) or more",
+            f"0 (no limit) to {MAX_COST_MICRO_USD}",
             reason="OPTION_INVALID",
         )
+
+
+def _validate_selection(call: ReasonCall) -> None:
+    """The allow-list and the CUSTOM weights (unknown names are the candidates' check)."""
+    if problem := names_problem(call.allowed):
+        raise _invalid(
+            "bad allowed providers", "allowed_providers", problem, reason="OPTION_INVALID"
+        )
+    if call.allowed:
+        outside = [n for n in call.preferred if n not in call.allowed]
+        if outside:
+            # A preference the allow-list forbids would be silently dropped: refuse it.
+            raise _invalid(
+                "a preferred provider is not allowed",
+                "preferred_providers",
+                f"not in allowed_providers: {', '.join(n[:128] for n in outside[:5])}",
+                reason="OPTION_INVALID",
+            )
+    if call.weights is not None:
+        if call.strategy is not Strategy.CUSTOM:
+            raise _invalid(
+                "weights are used only with STRATEGY_CUSTOM",
+                "weights",
+                "only with strategy STRATEGY_CUSTOM",
+                reason="WEIGHTS_INVALID",
+            )
+        if problem := weights_problem(call.weights.values()):
+            raise _invalid("bad CUSTOM weights", "weights", problem, reason="WEIGHTS_INVALID")

@@ -13,7 +13,15 @@ about the provider's health (its circuit's verdict):
 | unauthenticated | UNAVAILABLE `PROVIDER_AUTH_FAILED` | no | yes | opens now |
 | no credential | auth's own status, relayed | no | yes | opens if shared |
 | context too long | INVALID_ARGUMENT `PROVIDER_CONTEXT_LENGTH_EXCEEDED` | no | wider | success |
+| content policy | INVALID_ARGUMENT `PROVIDER_CONTENT_FILTERED` | no | no: stops | success |
 | other input | INVALID_ARGUMENT `PROVIDER_REJECTED_INPUT` | no | no: stops | success |
+| misconfigured (404/405) | FAILED_PRECONDITION `PROVIDER_MISCONFIGURED` | no | yes | opens now |
+
+What the engine adds to the failure's ErrorInfo (`ProviderError.metadata`: the provider's
+`providerCode` for a content-policy refusal, the `urlPath` a 404 answered) joins `provider`.
+A content-policy refusal stops the call: another provider's policy is no way around one's
+own. A 404/405 is the configuration's fault (a wrong base_url or model), so every call
+would fail alike: not retried, the circuit opens at once, and the call moves on.
 
 A credential failure (`ProviderCredentialFailed`: auth had no credential, e.g.
 REAUTH_REQUIRED, PROVIDER_KEY_NOT_SET) ends the call with auth's status unchanged when no
@@ -36,6 +44,7 @@ from services.common.config import ProviderConfig
 from services.common.errors import (
     Code,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     SagaError,
@@ -77,11 +86,13 @@ class Failure:
     """Fall back only to a provider with a larger context window."""
     retry_after: float | None = None
     """The provider's Retry-After, if it sent one."""
+    rate_limited: bool = False
+    """A 429: without Retry-After, its retry waits the longer rate-limit backoff."""
 
 
 def provider_failure(error: ProviderError, provider: str) -> SagaError:
     """The status a call ends with when `provider` failed with `error`."""
-    metadata = {"provider": provider}
+    metadata = {**error.metadata, "provider": provider}
     retry_after = error.retry_after or DEFAULT_RETRY_AFTER_SECONDS
     if isinstance(error, ProviderCredentialFailed):
         return error.upstream
@@ -100,9 +111,16 @@ def provider_failure(error: ProviderError, provider: str) -> SagaError:
             return InvalidArgument(
                 error.message, reason="PROVIDER_CONTEXT_LENGTH_EXCEEDED", metadata=metadata
             )
+        if error.content_filtered:
+            return InvalidArgument(
+                error.message, reason="PROVIDER_CONTENT_FILTERED", metadata=metadata
+            )
         return InvalidArgument(error.message, reason="PROVIDER_REJECTED_INPUT", metadata=metadata)
     if error.kind is ErrorKind.TIMEOUT:
         return DeadlineExceeded(error.message, reason="PROVIDER_TIMEOUT", metadata=metadata)
+    if error.kind is ErrorKind.MISCONFIGURED:
+        # The operator's to fix, not the caller's: FAILED_PRECONDITION, no RetryInfo.
+        return FailedPrecondition(error.message, reason="PROVIDER_MISCONFIGURED", metadata=metadata)
     return Unavailable(
         error.message, reason="PROVIDER_UNAVAILABLE", metadata=metadata, retry_after=retry_after
     )
@@ -123,11 +141,18 @@ def classify(error: ProviderError, provider: ProviderConfig) -> Failure:
     if kind is ErrorKind.INVALID_INPUT:
         larger = error.context_length_exceeded
         return Failure(status, False, larger, Verdict.SUCCESS, larger_context=larger)
-    if kind is ErrorKind.UNAUTHENTICATED:
+    if kind in (ErrorKind.UNAUTHENTICATED, ErrorKind.MISCONFIGURED):
         return Failure(status, False, True, Verdict.TRIP)
     if kind is ErrorKind.TIMEOUT:
         return Failure(status, False, True, Verdict.FAILURE)
-    return Failure(status, True, True, Verdict.FAILURE, retry_after=error.retry_after)
+    return Failure(
+        status,
+        True,
+        True,
+        Verdict.FAILURE,
+        retry_after=error.retry_after,
+        rate_limited=kind is ErrorKind.RATE_LIMITED,
+    )
 
 
 def circuit_open(provider: str, retry_after: float) -> Unavailable:

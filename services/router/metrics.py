@@ -36,7 +36,8 @@ TOKENS = Counter(
 COST = Counter("saga_router_cost_micro_usd", "Cost of provider attempts, micro-USD.", ["provider"])
 REFUSALS = Counter(
     "saga_router_refusals",
-    "Candidates passed over without a call, by reason (CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED).",
+    "Candidates passed over without a call, by reason (CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, "
+    "COST_LIMIT_EXCEEDED); each is also announced in the call's Skipped event.",
     ["provider", "reason"],
 )
 DEAD_LETTERS = Counter(

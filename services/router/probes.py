@@ -1,8 +1,11 @@
 """Active health checks: a tiny real call to each provider, on demand (CheckProviders) and,
 when `router.health_check_interval_seconds` > 0, periodically with no user traffic at all.
 
-A probe is one COMPLETE-mode call through the provider's own engine — a fixed one-word
-prompt, `max_tokens` 1 — so it exercises what a user's call would: the credential, the
+A probe is two calls through the provider's own engine — a fixed one-word prompt,
+`max_tokens` 1 — streamed first (as calls are made by default), then not streamed (COMPLETE
+response mode), one after the other: a provider whose streams are broken while its plain
+answers work is not healthy, and the result shows each mode. Each exercises what a user's call
+would: the credential, the
 provider's wire format, its connect / first-token / total timeouts (the engine's), the
 router's per-provider limits (a probe takes a slot and its tokens like any call, so it never
 pushes a provider past its RPM). It is bounded by `health_check_timeout_seconds`, the
@@ -75,14 +78,29 @@ _SHOWN = 5  # unknown names echoed back at most
 
 
 @dataclass(frozen=True)
+class ModeResult:
+    """One mode of a probe (saga.router.v1.ProbeModeResult)."""
+
+    ok: bool
+    latency_ms: int = 0
+    error_reason: str = ""
+    """The ErrorInfo reason a call failing this way would end with; empty when ok."""
+
+
+NOT_PROBED = "NOT_PROBED"
+
+
+@dataclass(frozen=True)
 class ProbeResult:
-    """One provider's probe (saga.router.v1.ProviderCheck)."""
+    """One provider's probe (saga.router.v1.ProviderCheck): ok when both modes are."""
 
     provider: str
     ok: bool
     latency_ms: int
     error_reason: str = ""
-    """The ErrorInfo reason a call failing this way would end with; empty when ok."""
+    """The reason of the first mode that failed (streamed first); empty when ok."""
+    stream: ModeResult | None = None
+    complete: ModeResult | None = None
 
 
 @dataclass(frozen=True)
@@ -96,14 +114,23 @@ class ProbeOutcome:
 OK = ProbeOutcome("", Verdict.SUCCESS)
 
 
-def probe_request() -> EngineRequest:
-    """The probe's call: one fixed word in, at most one token out, one JSON answer."""
+def probe_request(stream: bool) -> EngineRequest:
+    """A probe's call: one fixed word in, at most one token out, streamed or one answer."""
     return EngineRequest(
         messages=(ChatMessage("user", PROBE_PROMPT),),
         system_prompt="",
         max_tokens=PROBE_MAX_TOKENS,
-        stream=False,
+        stream=stream,
     )
+
+
+_SEVERITY = {Verdict.TRIP: 3, Verdict.FAILURE: 2, Verdict.NONE: 1, Verdict.SUCCESS: 0}
+
+
+def worst(*verdicts: Verdict) -> Verdict:
+    """The verdict of a probe whose modes said `verdicts`: the worst of them (a mode that
+    says nothing makes the whole say nothing unless another failed)."""
+    return max(verdicts, key=_SEVERITY.__getitem__)
 
 
 def probe_outcome(error: ProviderError, provider: ProviderConfig) -> ProbeOutcome:
@@ -146,13 +173,13 @@ def judge(circuit: Circuit, permit: Permit | None, verdict: Verdict) -> None:
 
 
 async def _call(
-    engine: Engine, provider: ProviderConfig, seconds: float, by_caller: bool
+    engine: Engine, provider: ProviderConfig, seconds: float, by_caller: bool, stream: bool
 ) -> tuple[ProbeOutcome, int | None]:
-    """Run the probe's call, for at most `seconds`: its outcome and the tokens it used
+    """Run one mode's call, for at most `seconds`: its outcome and the tokens it used
     (None: unknown)."""
     try:
         async with asyncio.timeout(seconds):
-            async with aclosing(engine.stream(probe_request())) as events:
+            async with aclosing(engine.stream(probe_request(stream))) as events:
                 used = None
                 async for event in events:
                     if isinstance(event, Finish):
@@ -176,15 +203,16 @@ async def _call(
 async def probe(
     state: ProviderState, engine: Engine, *, limit: float, remaining: float | None = None
 ) -> ProbeResult:
-    """Probe one provider and give its circuit the verdict; `limit` and `remaining` as in
-    `probe_timeout`."""
+    """Probe one provider in both modes and give its circuit the verdict; `limit` and
+    `remaining` as in `probe_timeout` (the caller's deadline covers both modes)."""
     provider = state.config
     if provider.credential == "oauth_user":
         return ProbeResult(provider.name, False, 0, SKIPPED_PER_USER_CREDENTIAL)
-    request = probe_request()
+    request = probe_request(stream=True)
     permit = state.circuit.allow()
     try:
-        lease = await state.limits.acquire(estimate_input_tokens(request) + request.max_tokens)
+        # One lease for both calls, which run one after the other: one slot, both's tokens.
+        lease = await state.limits.acquire(2 * (estimate_input_tokens(request) + PROBE_MAX_TOKENS))
     except LimitReached:
         if permit is not None:
             state.circuit.release(permit)
@@ -193,19 +221,46 @@ async def probe(
         if permit is not None:
             state.circuit.release(permit)  # a half-open circuit's probe permit must not be lost
         raise
-    timeout, by_caller = probe_timeout(provider, limit, remaining)
-    started = time.monotonic()
-    outcome, used = OK, None
+    loop = asyncio.get_running_loop()
+    deadline = None if remaining is None else loop.time() + remaining
+    modes: dict[bool, tuple[ProbeOutcome, ModeResult]] = {}
+    used: int | None = 0
+    verdict = Verdict.NONE
     try:
-        outcome, used = await _call(engine, provider, timeout, by_caller)
-    except asyncio.CancelledError:
-        outcome = ProbeOutcome("", Verdict.NONE)  # the caller went away: no verdict
-        raise
+        for stream in (True, False):
+            left = None if deadline is None else deadline - loop.time()
+            timeout, by_caller = probe_timeout(provider, limit, left)
+            first = modes.get(True)
+            if first is not None and (
+                first[0].verdict is Verdict.TRIP or (by_caller and timeout <= 0)
+            ):
+                modes[stream] = (
+                    ProbeOutcome(NOT_PROBED, Verdict.NONE),
+                    ModeResult(False, 0, NOT_PROBED),
+                )
+                continue
+            started = time.monotonic()
+            outcome, tokens = await _call(engine, provider, timeout, by_caller, stream)
+            used = None if used is None or tokens is None else used + tokens
+            latency = ms(time.monotonic() - started)
+            modes[stream] = (
+                outcome,
+                ModeResult(not outcome.error_reason, latency, outcome.error_reason),
+            )
+        verdict = worst(*(outcome.verdict for outcome, _ in modes.values()))
     finally:
         lease.release(used)
-        judge(state.circuit, permit, outcome.verdict)
-    latency = ms(time.monotonic() - started)
-    return ProbeResult(provider.name, not outcome.error_reason, latency, outcome.error_reason)
+        judge(state.circuit, permit, verdict)  # cancelled: no verdict
+    (stream_outcome, stream_result), (complete_outcome, complete_result) = modes[True], modes[False]
+    reason = stream_outcome.error_reason or complete_outcome.error_reason
+    return ProbeResult(
+        provider.name,
+        stream_result.ok and complete_result.ok,
+        stream_result.latency_ms,
+        reason,
+        stream=stream_result,
+        complete=complete_result,
+    )
 
 
 class HealthChecks:

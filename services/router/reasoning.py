@@ -1,18 +1,28 @@
 """One Reason call, provider attempt by attempt, as a stream of domain events.
 
 `reason` walks the ranked candidates whose circuit is not open (only the first of them
-without `allow_fallback`). For each it takes the provider's circuit permit and a slot within
-its limits — a provider that refuses either is passed over without a call — announces the
-attempt, and passes every text delta on the moment the engine yields it (complete mode
-collects them instead). Then, by the failure's kind (`failures`):
+without `allow_fallback`; an open one it reaches is skipped). For each it takes the
+provider's circuit permit and a slot within its limits — a provider that refuses either is
+passed over without a call — announces the attempt, and passes every text delta on the
+moment the engine yields it (complete mode collects them instead). Then, by the failure's
+kind (`failures`):
 
 * retry on the same provider — transient failures and rate limits only, before any text of
   the attempt arrived, at most `max_retries` times, after a jittered backoff that honours
   Retry-After and fits the caller's deadline, while the provider's circuit stays closed and
   its retry budget allows (`retries`);
-* else fall back to the next candidate, announced by `ProviderSwitched` — a context-length
-  failure only to a candidate with a larger context window;
+* else fall back to the next candidate, announced by `ProviderSwitched` — after a
+  context-length failure, past the candidates known too small for the prompt
+  (`candidates.too_small`: what the provider's error counted, the windows providers stated);
 * else end the call with the failure's status (input errors stop at once).
+
+Every candidate passed over without a call — its circuit open, a limit spent, a window known
+too small, or its least cost above what is left of the call's `max_cost_micro_usd` — is
+announced by `ProvidersSkipped` (which providers, why, when they may be tried again) before
+the attempt that follows, or before the error when none is left, and counted
+(`Resilience.refused`). A stream that would bill more than the rest of `max_cost_micro_usd`
+is stopped once its text passes that point: the attempt is accounted as it stands and the
+call fails RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED.
 
 A stream that breaks after the caller received text continues on the next candidate, which
 is asked to pick up from the partial text (`continuation`), so the caller reads one text.
@@ -21,7 +31,7 @@ the usage and cost summed over every attempt. When no candidate could be called 
 call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
 RetryInfo).
 
-Timeouts (connect, first token, total) are the engines' own, raised as `ProviderTimeout`;
+Timeouts (connect, first token, idle, total) are the engines' own, raised as `ProviderTimeout`;
 the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
 started when its wait leaves time for it.
 """
@@ -39,7 +49,9 @@ from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
 from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
+from services.router.budget_reservations import cost_limit_exceeded, min_cost, output_tokens_within
 from services.router.calls import ReasonCall
+from services.router.candidates import PromptSize, after_too_long, too_long, too_small
 from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
@@ -63,7 +75,9 @@ __all__ = [
     "AttemptStatus",
     "Finished",
     "ProviderSwitched",
+    "ProvidersSkipped",
     "RouterEvent",
+    "Skip",
     "reason",
 ]
 
@@ -78,6 +92,25 @@ class AttemptStarted:
     provider: str
     model: str
     n: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One candidate passed over without a call."""
+
+    provider: str
+    reason: str
+    """An ErrorInfo reason: CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, COST_LIMIT_EXCEEDED,
+    PROVIDER_CONTEXT_LENGTH_EXCEEDED (a window it stated is too small for the prompt)."""
+    retry_after: float = 0.0
+    """Seconds until it may be tried again; 0 = unknown."""
+
+
+@dataclass(frozen=True)
+class ProvidersSkipped:
+    """The router passed over these candidates (sent before the attempt after them)."""
+
+    skipped: tuple[Skip, ...]
 
 
 @dataclass(frozen=True)
@@ -105,9 +138,13 @@ class Finished:
     price_table_version: str
 
 
-RouterEvent = AttemptStarted | TextDelta | ProviderSwitched | Finished
+RouterEvent = AttemptStarted | TextDelta | ProvidersSkipped | ProviderSwitched | Finished
 Report = Callable[[AttemptRecord], None]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class _CostLimitReached(Exception):
+    """Raised inside an attempt whose text passed the call's cost limit."""
 
 
 def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
@@ -121,18 +158,12 @@ def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
         circuit.release(permit)
 
 
-def usable_candidates(
-    call: ReasonCall, candidates: Sequence[ProviderConfig], resilience: Resilience
-) -> list[ProviderConfig]:
-    """The candidates whose circuit is not open (only the first without fallback); raise
-    CIRCUIT_OPEN, with the soonest cooldown's end, when every circuit is open."""
-    usable = [
-        p for p in candidates if resilience.states[p.name].circuit.state is not CircuitState.OPEN
-    ]
-    if not usable:
-        soonest = min(candidates, key=lambda p: resilience.states[p.name].circuit.retry_after())
-        raise circuit_open(soonest.name, resilience.states[soonest.name].circuit.retry_after())
-    return usable if call.allow_fallback else usable[:1]
+def _circuit_open(state: ProviderState) -> Skip | None:
+    """The skip of a candidate whose circuit is open, or None when it may be called."""
+    circuit = state.circuit
+    if circuit.state is not CircuitState.OPEN:
+        return None
+    return Skip(state.config.name, "CIRCUIT_OPEN", circuit.retry_after())
 
 
 class _Call:
@@ -148,6 +179,34 @@ class _Call:
         self.sent: list[str] = []  # text the caller received (streaming mode)
         self.attempts: list[AttemptRecord] = []
         self.n = 0
+        self.skipped: list[Skip] = []  # not yet announced
+
+    def skip(self, skip: Skip, resilience: Resilience) -> None:
+        """Pass over a candidate: counted now, announced before the next attempt."""
+        self.skipped.append(skip)
+        resilience.refused(skip.provider, skip.reason)
+
+    def announce(self) -> ProvidersSkipped | None:
+        """The skips not yet announced, if any."""
+        if not self.skipped:
+            return None
+        event = ProvidersSkipped(tuple(self.skipped))
+        self.skipped = []
+        return event
+
+    def cost_left(self) -> int:
+        """What is left of the call's cost limit (only meaningful with one)."""
+        return self.call.max_cost_micro_usd - sum(r.cost_micro_usd for r in self.attempts)
+
+    def char_cap(self, provider: ProviderConfig, request: EngineRequest) -> int | None:
+        """The most characters of text this attempt may receive within the cost limit
+        (~4 characters a token, the estimate a cut stream is billed by); None = no cap."""
+        if self.call.max_cost_micro_usd <= 0:
+            return None
+        tokens = output_tokens_within(
+            self.prices.of(provider.name), estimate_input_tokens(request), self.cost_left()
+        )
+        return None if tokens is None else tokens * 4
 
     def request_for_next(self) -> tuple[EngineRequest, str]:
         """The request of the next provider, and the partial text it must continue."""
@@ -192,7 +251,10 @@ def _may_retry(
         return None
     if state.circuit.state is not CircuitState.CLOSED:
         return None
-    delay = retry_delay(resilience.backoff, meter.retry_count + 1, failure.retry_after)
+    limited = resilience.rate_limit_backoff if failure.rate_limited else None
+    delay = retry_delay(
+        resilience.backoff, meter.retry_count + 1, failure.retry_after, rate_limit=limited
+    )
     if delay is None:
         return None
     now = asyncio.get_running_loop().time()
@@ -220,19 +282,42 @@ async def reason(
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
     refusals: list[SagaError] = []  # candidates passed over without a call
-    min_window = 0  # after a context-length failure: the next window must be larger
-    for provider in usable_candidates(call, candidates, resilience):
-        if provider.context_window <= min_window:
-            continue
+    size = PromptSize(estimate_input_tokens(run.base), run.base.max_tokens)
+    too_long_for: SagaError | None = None  # a candidate passed over: it stated a smaller window
+    reached = False  # a candidate not skipped: without fallback, the only one
+    for provider in candidates:
         state = resilience.states[provider.name]
-        engine = engines[provider.name]
+        if reached and not call.allow_fallback:
+            break
+        if (open_circuit := _circuit_open(state)) is not None:
+            # Left out of the chain, and said: the caller learns why it was not tried.
+            refusals.append(circuit_open(provider.name, open_circuit.retry_after))
+            run.skip(open_circuit, resilience)
+            continue
+        learned = state.window
+        if too_small(provider, learned, size):
+            if too_long_for is None and (window := learned.window()) is not None:
+                too_long_for = too_long(provider.name, window, size.estimate)
+            run.skip(Skip(provider.name, "PROVIDER_CONTEXT_LENGTH_EXCEEDED"), resilience)
+            continue
         request, partial = run.request_for_next()
+        if call.max_cost_micro_usd > 0 and (
+            (least := min_cost(request, provider, prices)) > run.cost_left()
+        ):
+            # Like an open circuit, not a failure: the next candidate may still fit.
+            refusals.append(cost_limit_exceeded(call.max_cost_micro_usd, least))
+            run.skip(Skip(provider.name, "COST_LIMIT_EXCEEDED"), resilience)
+            continue
+        reached = True
+        engine = engines[provider.name]
         retries = 0
         while True:
             permit = state.circuit.allow()
             if permit is None:
                 refusals.append(circuit_open(provider.name, state.circuit.retry_after()))
-                resilience.refused(provider.name, refusals[-1].reason)
+                run.skip(
+                    Skip(provider.name, "CIRCUIT_OPEN", state.circuit.retry_after()), resilience
+                )
                 switch_from = provider.name if retries else switch_from
                 break
             try:
@@ -242,7 +327,7 @@ async def reason(
             except LimitReached as limit:
                 state.circuit.release(permit)
                 refusals.append(limit_reached(provider.name, limit.message, limit.retry_after))
-                resilience.refused(provider.name, refusals[-1].reason)
+                run.skip(Skip(provider.name, refusals[-1].reason, limit.retry_after), resilience)
                 # A retry refused: the failed attempt before it is what the next one follows.
                 switch_from = provider.name if retries else switch_from
                 break
@@ -256,7 +341,11 @@ async def reason(
             finish: Finish | None = None
             collected: list[str] = []
             repeat = RepeatFilter(partial) if partial else None
+            cap = run.char_cap(provider, request)
+            chars = 0  # received in this attempt, against `cap`
             try:
+                if (skipped := run.announce()) is not None:
+                    yield skipped
                 if switch_from and failure is not None:
                     yield ProviderSwitched(switch_from, provider.name, failure.error.reason)
                     switch_from = ""
@@ -267,6 +356,9 @@ async def reason(
                             finish = event
                             continue
                         meter.text(event.text)
+                        chars += len(event.text)
+                        if cap is not None and chars > cap:
+                            raise _CostLimitReached
                         if call.complete:
                             collected.append(event.text)
                             continue
@@ -298,9 +390,22 @@ async def reason(
                 if not call.allow_fallback or not failure.fallback:
                     raise failure.error from None
                 if failure.larger_context:
-                    min_window = max(min_window, provider.context_window)
+                    after_too_long(provider, learned, size, error.message)
                 switch_from = provider.name
                 break
+            except _CostLimitReached:
+                # No verdict on the provider: it did nothing wrong. The text it sent is billed.
+                state.circuit.release(permit)
+                record = meter.record(
+                    AttemptStatus.FAILED, prices, error_reason="COST_LIMIT_EXCEEDED"
+                )
+                lease.release(record.usage.total_tokens)
+                run.add(record)
+                raise cost_limit_exceeded(
+                    call.max_cost_micro_usd,
+                    call.max_cost_micro_usd - run.cost_left(),
+                    provider.name,
+                ) from None
             except (asyncio.CancelledError, GeneratorExit):
                 # The caller went away (or its deadline passed): no verdict on the provider.
                 state.circuit.release(permit)
@@ -323,10 +428,14 @@ async def reason(
             run.add(record)
             yield run.finished(provider, finish, "".join(collected))
             return
+    if (skipped := run.announce()) is not None:
+        yield skipped
     if failure is not None:
         raise failure.error
     if refusals:
         raise min(refusals, key=lambda e: e.retry_after or 0.0)
+    if too_long_for is not None:
+        raise too_long_for
     raise Unavailable(
         "no provider is eligible for this call", reason="NO_PROVIDER_AVAILABLE", retry_after=1.0
     )

@@ -1,4 +1,5 @@
-"""The router's live view of each provider: its circuit, its retry budget, its limits.
+"""The router's live view of each provider: its circuit, its retry budget, its limits, the
+context window it stated.
 
 One `ProviderState` per configured provider, made once per process and shared by every call
 (they only make sense across calls). Circuit transitions are logged here, where the provider's
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from services.common.backoff import Backoff
 from services.common.config import ProviderConfig, RouterConfig
 from services.router.circuit import Circuit, CircuitSettings, CircuitState
+from services.router.context_windows import LearnedWindow
 from services.router.limits import ProviderLimits
-from services.router.retries import RetryBudget, retry_backoff
+from services.router.retries import RetryBudget, rate_limit_backoff, retry_backoff
 
 log = logging.getLogger("saga.router.resilience")
 
@@ -29,6 +31,8 @@ class ProviderState:
     circuit: Circuit
     retries: RetryBudget
     limits: ProviderLimits
+    window: LearnedWindow
+    """The context window the provider stated in its last context-length error."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Resilience:
     backoff: Backoff
     on_refusal: Callable[[str, str], None] | None = None
     """Told (provider, reason) when a candidate is passed over without a call (metrics)."""
+    rate_limit_backoff: Backoff | None = None
+    """The wait before retrying a 429 without Retry-After (None: `backoff`'s)."""
 
     @classmethod
     def build(
@@ -60,8 +66,9 @@ class Resilience:
                 circuit=circuit,
                 retries=RetryBudget.from_config(config, clock),
                 limits=ProviderLimits(p, config.concurrency_wait_ms / 1000, clock),
+                window=LearnedWindow(clock),
             )
-        return cls(states, retry_backoff(config), on_refusal)
+        return cls(states, retry_backoff(config), on_refusal, rate_limit_backoff(config))
 
     def refused(self, provider: str, reason: str) -> None:
         """Note that `provider` was passed over for `reason` (CIRCUIT_OPEN, …)."""

@@ -8,6 +8,12 @@ jitter (a uniform draw between 0 and `initial * 2^(retry-1)`, capped) so a crowd
 does not retry in step; a `Retry-After` from the provider is honoured as a floor. A provider
 asking for more than `max_backoff` is not waited for: the call moves to the next candidate.
 
+A rate limit (429) that says nothing of when to come back is not retried after the ~100 ms
+a 5xx gets — a throttled provider is not ready again that soon, and hammering it extends the
+throttle: its wait is the rate-limit backoff (`rate_limit_backoff_ms`), at least half of its
+cap and doubling per retry, still capped at `retry_max_backoff_ms`, and the retry still
+needs the caller's deadline and the provider's retry budget to allow it.
+
 The retry budget bounds the extra load retries put on a provider that is failing: over a
 sliding window, retries may be at most `ratio` of the calls (20 % by default) plus a small
 fixed allowance, so a quiet provider can still be retried. Without it every layer of
@@ -32,16 +38,30 @@ def retry_backoff(config: RouterConfig) -> Backoff:
     )
 
 
+def rate_limit_backoff(config: RouterConfig) -> Backoff:
+    """The wait before retrying a 429 without Retry-After (RouterConfig
+    `rate_limit_backoff_ms`): between half and all of a doubling cap, so throttled callers
+    spread out but none comes back almost at once."""
+    return Backoff(
+        config.rate_limit_backoff_ms / 1000, config.retry_max_backoff_ms / 1000, jitter=0.5
+    )
+
+
 def retry_delay(
     backoff: Backoff,
     retry: int,
     retry_after: float | None = None,
     draw: Callable[[], float] = random.random,
+    *,
+    rate_limit: Backoff | None = None,
 ) -> float | None:
     """Seconds to wait before retry number `retry` (1 = the first), or None when the
-    provider asks for longer than the backoff's `maximum`."""
+    provider asks for longer than the backoff's `maximum`. `rate_limit` is the backoff of a
+    429, used when the provider sent no Retry-After (None: not a rate limit)."""
     if retry_after is not None and retry_after > backoff.maximum:
         return None
+    if rate_limit is not None and retry_after is None:
+        return rate_limit.delay(retry, None, draw)
     return backoff.delay(retry, retry_after, draw)
 
 

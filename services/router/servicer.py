@@ -33,18 +33,20 @@ from services.common.strategy_proto import FROM_PROTO
 from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
 from services.router.call_steps import run_call
-from services.router.calls import Accounting, ReasonCall, validate
+from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
 from services.router.coalescing import coalesce, merge_text
+from services.router.custom_ranking import CustomRanker
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import outcome_proto
-from services.router.probes import HealthChecks
+from services.router.probes import HealthChecks, ModeResult
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
     AttemptRecord,
     AttemptStarted,
     Finished,
+    ProvidersSkipped,
     ProviderSwitched,
     Report,
     RouterEvent,
@@ -85,6 +87,8 @@ def call_from_proto(
         complete=request.response_mode == common_pb2.RESPONSE_MODE_COMPLETE,
         strategy=strategy,
         preferred=tuple(request.preferred_providers),
+        allowed=tuple(request.allowed_providers),
+        weights=_weights(request),
         pinned=request.pinned_provider,
         allow_fallback=request.allow_fallback,
         # The verified context, not the request, says whose call this is.
@@ -92,6 +96,13 @@ def call_from_proto(
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
     )
+
+
+def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:
+    if not request.HasField("weights"):
+        return None
+    w = request.weights
+    return CustomWeights(w.cost, w.latency, w.quality, w.reliability)
 
 
 def _check_identity(accounting: Accounting) -> None:
@@ -158,6 +169,8 @@ class RouterParts:
     config_prices: PriceTable
     coalesce: bool
     health: HealthChecks
+    custom_ranker: CustomRanker | None = None
+    """Ranks calls that pass their own CUSTOM weights (None: such calls are UNAVAILABLE)."""
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -166,6 +179,19 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
     if isinstance(event, AttemptStarted):
         return router_pb2.ReasonResponse(
             attempt=reason_events_pb2.Attempt(provider=event.provider, model=event.model, n=event.n)
+        )
+    if isinstance(event, ProvidersSkipped):
+        return router_pb2.ReasonResponse(
+            skipped=reason_events_pb2.Skipped(
+                providers=[
+                    reason_events_pb2.SkippedProvider(
+                        provider=s.provider,
+                        reason=s.reason,
+                        retry_after_ms=round(s.retry_after * 1000),
+                    )
+                    for s in event.skipped
+                ]
+            )
         )
     if isinstance(event, ProviderSwitched):
         return router_pb2.ReasonResponse(
@@ -176,6 +202,14 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
             )
         )
     return final_proto(event)
+
+
+def _mode_proto(mode: ModeResult | None) -> providers_pb2.ProbeModeResult | None:
+    if mode is None:
+        return None
+    return providers_pb2.ProbeModeResult(
+        ok=mode.ok, latency_ms=mode.latency_ms, error_reason=mode.error_reason
+    )
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -220,8 +254,17 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         def hold(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
             return parts.outbox.hold(outcome_proto(record, call.accounting, cid), traceparent)
 
+        ranker = parts.custom_ranker
         steps = run_call(
-            call, self._providers, snapshot, prices, parts.budgets, attempts, store, hold
+            call,
+            self._providers,
+            snapshot,
+            prices,
+            parts.budgets,
+            attempts,
+            store,
+            rank_custom=None if ranker is None else ranker.rank,
+            hold=hold,
         )
         async with aclosing(steps) as events:
             async for event in events:
@@ -271,6 +314,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         connect_timeout_ms=p.connect_timeout_ms,
                         first_token_timeout_ms=p.first_token_timeout_ms,
                         total_timeout_ms=p.total_timeout_ms,
+                        idle_timeout_ms=p.idle_timeout_ms,
                     ),
                     context_window=p.context_window,
                     quality_prior=p.quality,
@@ -291,8 +335,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def CheckProviders(
         self, request: router_pb2.CheckProvidersRequest, context: Context
     ) -> router_pb2.CheckProvidersResponse:
-        """Probe the named providers (every one when none is named) with a one-token call
-        each, and give their circuits the verdicts (`probes`)."""
+        """Probe the named providers (every one when none is named) with a streamed and a
+        non-streamed one-token call each, and give their circuits the verdicts (`probes`)."""
         health = self._health
         selected = health.select(request.providers)
         remaining = context.time_remaining()
@@ -305,6 +349,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     ok=r.ok,
                     latency_ms=r.latency_ms,
                     error_reason=r.error_reason,
+                    stream=_mode_proto(r.stream),
+                    complete=_mode_proto(r.complete),
                 )
                 for r in results
             ]

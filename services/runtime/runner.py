@@ -75,6 +75,7 @@ class Runner:
                 step_id=step.id,
                 capability=step.capability,
                 args=render_value(step.args, render_scope),
+                spent_micro_usd=cost,
             )
             yield StepBegan(step.id, agent.name, capability.name)
             started = time.monotonic()

@@ -22,6 +22,7 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry import trace
 
+from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import NotFound, SagaError
@@ -46,6 +47,14 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return describe(error).reason or f"UPSTREAM_{error.code().name}"
     return "INTERNAL"
+
+
+def _weights(options: options_pb2.ExecuteOptions) -> tuple[float, float, float, float] | None:
+    """The run's CUSTOM weights; None when it sets none (the router checks them)."""
+    if not options.HasField("weights"):
+        return None
+    w = options.weights
+    return (w.cost, w.latency, w.quality, w.reliability)
 
 
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
@@ -117,6 +126,9 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             strategy=options.strategy,
             preferred_providers=tuple(options.preferred_providers),
             max_cost_micro_usd=options.max_cost_micro_usd,
+            allowed_providers=tuple(options.allowed_providers),
+            disable_fallback=options.disable_fallback,
+            weights=_weights(options),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
         recording = self._executions.begin(

@@ -100,6 +100,19 @@ def test_execute_with_json_prints_one_event_per_line(stack: Stack) -> None:
     assert any("token" in event for event in events)
 
 
+def test_execute_with_an_allow_list_is_answered_by_the_allowed_provider(stack: Stack) -> None:
+    args = ("execute", "chat", "--input", "prompt=hi", "--json", "--no-fallback")
+    for name in ("sim-fast", "sim-smart"):
+        lines = ok(saga_cli(stack, *args, "--provider", name)).splitlines()
+        (step,) = [e["stepCompleted"] for e in map(json.loads, lines) if "stepCompleted" in e]
+        assert step["provider"] == name
+    # A name the router does not know is refused, in one line naming the reason.
+    refused = saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--provider", "nope")
+    assert refused.returncode == 1, refused.stderr
+    assert "UNKNOWN_PROVIDER" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_vault_status_reads_as_words(stack: Stack) -> None:
     status = ok(saga_cli(stack, "vault", "status"))
     assert status.splitlines()[0].split() == ["state", "serving"]
@@ -112,15 +125,18 @@ def test_vault_status_reads_as_words(stack: Stack) -> None:
 
 def test_providers_check_probes_each_provider(stack: Stack) -> None:
     checked = ok(saga_cli(stack, "providers", "check"))
-    assert checked.splitlines()[0].split() == ["PROVIDER", "RESULT", "LATENCY", "ERROR"]
+    assert checked.splitlines()[0].split() == ["PROVIDER", "RESULT", "STREAMED", "COMPLETE"]
     for name in ("sim-fast", "sim-smart"):
         cells = row(checked, name).split()
-        assert cells[1] == "ok"
-        assert cells[3] == "ms"
-        assert int(cells[2]) >= 0
+        # name, ok, then each mode: "ok N ms"
+        assert (cells[1], cells[2], cells[4], cells[5], cells[7]) == ("ok", "ok", "ms", "ok", "ms")
+        assert int(cells[3]) >= 0
+        assert int(cells[6]) >= 0
     one = json.loads(ok(saga_cli(stack, "--json", "providers", "check", "sim-smart")))
     assert [(r["provider"], r["ok"]) for r in one["results"]] == [("sim-smart", True)]
     assert "latencyMs" in one["results"][0]
+    assert one["results"][0]["stream"]["ok"] is True
+    assert one["results"][0]["complete"]["ok"] is True
 
 
 def test_keys_create_with_an_expiry_shows_it_in_the_list(stack: Stack) -> None:
@@ -208,3 +224,25 @@ def test_cli_operator_commands(stack: Stack) -> None:
     assert "Traceback" not in refused.stderr
     usage = saga_cli(stack, "usage", "--all", "--by", "provider")
     assert ok(usage).splitlines()[-1].startswith("total")
+
+
+def test_register_with_an_admin_key_creates_a_user_and_without_one_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    email = f"cli.{os.urandom(4).hex()}@example.com"
+    password = "correct horse " + os.urandom(6).hex() + "\n"
+    created = ok(saga_cli(stack, "register", email, stdin=password))
+    assert created.startswith(f"created user {email} as usr_"), created
+    # No key anywhere (an empty data dir): an anonymous sign-up, refused while it is closed.
+    anonymous = run_cli(
+        "--gateway",
+        stack.target("gateway"),
+        "--data-dir",
+        str(tmp_path),
+        "register",
+        f"other.{email}",
+        stdin=password,
+    )
+    assert "REGISTRATION_CLOSED" in refused_in_one_line(anonymous, code=1)
+    token = ok(run_cli("--gateway", stack.target("gateway"), "login", email, stdin=password))
+    assert token.strip().count(".") == 2

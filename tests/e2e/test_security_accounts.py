@@ -1,5 +1,7 @@
-"""Accounts through the gateway with all six real processes: Register refuses a bad email, a
-weak password and a taken address with their reasons; Login gives a JWT that Execute accepts
+"""Accounts through the gateway with all six real processes: self-registration is closed by
+default (an anonymous or non-admin Register is refused, an admin's creates the user) and open
+when configured; Register refuses a bad email, a weak password and a taken address with their
+reasons; Login gives a JWT that Execute accepts
 and a wrong password does not; the JWT verifies offline against the JWKS the gateway
 publishes, from Python (pyjwt) and from Node.js (built-in `crypto` only)."""
 
@@ -10,7 +12,9 @@ import base64
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -49,11 +53,20 @@ def new_password() -> str:
     return "correct horse " + secrets.token_urlsafe(9)
 
 
-async def register(stack: Stack, email: str, password: str) -> account_pb2.RegisterResponse:
+async def register(
+    stack: Stack, email: str, password: str, key: str | None = ""
+) -> account_pb2.RegisterResponse:
+    """Register through the gateway: as the admin by default (self-registration is closed),
+    as the holder of `key`, or anonymously with `key=None`."""
+    key = stack.admin_key() if key == "" else key
     async with stack.gateway_channel() as ch:
         reply: account_pb2.RegisterResponse = await account_pb2_grpc.AccountServiceStub(
             ch
-        ).Register(account_pb2.RegisterRequest(email=email, password=password), timeout=30)
+        ).Register(
+            account_pb2.RegisterRequest(email=email, password=password),
+            metadata=bearer(key) if key is not None else None,
+            timeout=30,
+        )
     return reply
 
 
@@ -100,6 +113,43 @@ def node_verify(token: str, jwks: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     )
     assert result.stderr == "", result.stderr
     return result.returncode, json.loads(result.stdout)
+
+
+async def test_self_registration_is_closed_by_default_and_an_admin_creates_users(
+    stack: Stack,
+) -> None:
+    email, password = new_email(), new_password()
+    anonymous = await refused(register(stack, email, password, key=None))
+    details = describe(anonymous)
+    assert (anonymous.code(), details.reason, details.domain) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "REGISTRATION_CLOSED",
+        "auth.saga",
+    )
+    assert "admin" in anonymous.details()
+
+    # The admin creates the account (the positive control); its user may not create others.
+    created = await register(stack, email, password)
+    assert created.email == email.lower()
+    token = (await login(stack, email, password)).access_token
+    by_user = await refused(register(stack, new_email(), new_password(), key=token))
+    assert (by_user.code(), describe(by_user).reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "REGISTRATION_CLOSED",
+    )
+    # A credential that is no credential is refused as such, not as a closed registration.
+    bogus = await refused(register(stack, new_email(), new_password(), key="saga_nokey"))
+    assert bogus.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_open_self_registration_lets_anyone_register(tmp_path: Path) -> None:
+    async with stack_for(
+        tmp_path, ["vault", "auth", "gateway"], **ENV, SAGA_AUTH__SELF_REGISTRATION="open"
+    ) as open_stack:
+        email, password = new_email(), new_password()
+        created = await register(open_stack, email, password, key=None)
+        assert created.email == email.lower()
+        assert (await login(open_stack, email, password)).access_token.count(".") == 2
 
 
 async def test_register_refuses_bad_input_with_reasons(stack: Stack) -> None:
@@ -198,3 +248,26 @@ async def test_the_jwt_verifies_against_the_jwks_in_python_and_node(stack: Stack
     assert answer["claims"]["sub"] == user.user_id
     code, answer = await asyncio.to_thread(node_verify, flip_signature_byte(token), jwks)
     assert (code, answer) == (1, {"valid": False, "error": "bad signature"})
+
+
+async def test_an_expired_key_stops_at_its_expiry_not_at_the_cache_ttl(stack: Stack) -> None:
+    # This module's gateway caches credentials for the default 10 s.
+    async with stack.gateway_channel() as ch:
+        accounts = account_pb2_grpc.AccountServiceStub(ch)
+        request = account_pb2.CreateApiKeyRequest(name="brief", scopes=["execute"])
+        request.expires_at.FromNanoseconds(time.time_ns() + 2_000_000_000)
+        created = await accounts.CreateApiKey(
+            request, metadata=bearer(stack.admin_key()), timeout=10
+        )
+        listing = account_pb2.ListApiKeysRequest()
+        # Used (and so cached) while it lives: the positive control.
+        await accounts.ListApiKeys(listing, metadata=bearer(created.api_key), timeout=10)
+        await asyncio.sleep(max(0.0, created.info.expires_at.ToNanoseconds() / 1e9 - time.time()))
+        await asyncio.sleep(0.3)
+        expired = await refused(
+            accounts.ListApiKeys(listing, metadata=bearer(created.api_key), timeout=10)
+        )
+    assert (expired.code(), describe(expired).reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CREDENTIAL_EXPIRED",
+    )

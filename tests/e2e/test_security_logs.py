@@ -152,7 +152,9 @@ async def test_no_secret_reaches_any_log(tmp_path: Path) -> None:
                 )
                 email = f"logs.{secrets.token_hex(4)}@example.com"
                 user = await accounts.Register(
-                    account_pb2.RegisterRequest(email=email, password=password), timeout=30
+                    account_pb2.RegisterRequest(email=email, password=password),
+                    metadata=bearer(admin),  # self-registration is closed: the admin creates it
+                    timeout=30,
                 )
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await accounts.Login(

@@ -14,9 +14,15 @@ A wrong or missing credential answers 401 with the format's error body. What a r
 is scripted per format: `script(format, *scripts)` queues `Script`s that the next requests
 take in order; when the queue is empty the format's default applies. A script answers N
 tokens (`w0 `, `w1 `, …) paced by a delay, or fails: 429 with Retry-After, 500, 401, 400
-context-length, 529 overloaded; or hangs; or cuts the connection after N tokens; or sends a
+context-length, 529 overloaded, a content-policy refusal (OpenAI's, Azure's, Anthropic's
+wording), 404 for a model the provider lacks; or hangs; or cuts the connection after N
+tokens; or stalls after N tokens (the connection kept open, nothing more sent); or sends a
 malformed chunk or an error event after N tokens; or omits usage; or answers a given JSON
-body as it is. Streamed and complete (`stream: false`) answers both follow the script.
+body as it is; or is a model with a context window, refusing what exceeds it with the
+format's real context-length error. A request to a path the fake does not serve gets
+aiohttp's own 404 (a wrong `base_url`), and is not in `seen`. Streamed and complete
+(`stream: false`) answers both
+follow the script.
 
 Everything is counted: each request (`seen`), the tokens each produced on the wire, and the
 usage each reported (in Saga's terms: input including cached, output, cached), so a test can
@@ -53,6 +59,9 @@ FAILURE_STATUS = {
     "timeout": 504,
     "request_timeout": 408,
     "too_large": 413,
+    "content_policy": 400,
+    "azure_content_filter": 400,
+    "model_not_found": 404,
 }
 
 
@@ -82,6 +91,9 @@ class Script:
     """Accept the request and never answer (until the fake stops)."""
     cut_after: int | None = None
     """Stream this many tokens, then close the connection mid-stream."""
+    stall_after: int | None = None
+    """Stream this many tokens, then send nothing more, the connection kept open (until the
+    fake stops)."""
     malformed_after: int | None = None
     """Stream this many tokens, then a chunk that does not parse."""
     error_after: int | None = None
@@ -91,6 +103,11 @@ class Script:
     cached_tokens: int = 0
     reply: Any = None
     """A JSON body to answer as it is, with status 200 (odd answers, for defensive parsing)."""
+    context_window: int = 0
+    """Be a model with this many tokens of context (0: no limit): a request whose input words
+    (plus its max tokens, when it sets them) exceed it gets HTTP 400 with the format's own
+    context-length error naming the window and the request's counts, as the providers word
+    it; a request that fits is answered as scripted."""
 
 
 @dataclass
@@ -126,6 +143,36 @@ def _max_tokens(body: dict[str, Any], fmt: str) -> int | None:
     else:
         value = body.get("max_tokens") or body.get("max_completion_tokens")
     return value if isinstance(value, int) and value > 0 else None
+
+
+def _context_error(fmt: str, window: int, prompt: int, completion: int) -> dict[str, Any]:
+    """The context-length error body of `fmt` for a request of `prompt` input tokens and
+    `completion` max tokens over a `window`, worded as the provider words it."""
+    if fmt == "anthropic":
+        if prompt > window:
+            message = f"prompt is too long: {prompt} tokens > {window} maximum"
+        else:
+            message = (
+                f"input length and `max_tokens` exceed context limit: {prompt} + {completion}"
+                f" > {window}, decrease input length or `max_tokens` and try again"
+            )
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    message = f"This model's maximum context length is {window} tokens. However, " + (
+        f"your messages resulted in {prompt} tokens. Please reduce the length of the messages."
+        if prompt > window
+        else f"you requested {prompt + completion} tokens ({prompt} in the messages, "
+        f"{completion} in the completion). Please reduce the length of the messages or "
+        "completion."
+    )
+    if fmt == "ollama":
+        return {"error": message}
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    return {"error": error}
 
 
 class FakeProviders:
@@ -287,6 +334,10 @@ class FakeProviders:
             )
         words = _words(seen.body, fmt)
         limit = _max_tokens(seen.body, fmt)
+        if script.context_window and words + (limit or 0) > script.context_window:
+            seen.status = 400
+            body = _context_error(fmt, script.context_window, words, limit or 0)
+            return web.json_response(body, status=400)
         count = min(script.tokens, limit) if limit else script.tokens
         length = count < script.tokens
         streamed = seen.body.get("stream", fmt == "ollama") is not False
@@ -316,6 +367,14 @@ class FakeProviders:
             "timeout": "Gateway timeout",
             "request_timeout": "Request timeout",
             "too_large": "Request entity too large",
+            # OpenAI's safety system (its images and moderated chat answer this wording).
+            "content_policy": "Your request was rejected as a result of our safety system. "
+            "Your prompt may contain text that is not allowed by our safety system.",
+            # Azure OpenAI's content filter on the prompt.
+            "azure_content_filter": "The response was filtered due to the prompt triggering "
+            "Azure OpenAI's content management policy. Please modify your prompt and retry.",
+            "model_not_found": "The model `gpt-nope` does not exist or you do not have access "
+            "to it.",
         }
         message = messages[kind]
         if fmt == "anthropic":
@@ -330,9 +389,16 @@ class FakeProviders:
                 "timeout": "timeout_error",
                 "request_timeout": "timeout_error",
                 "too_large": "request_too_large",
+                "content_policy": "invalid_request_error",
+                "azure_content_filter": "invalid_request_error",
+                "model_not_found": "not_found_error",
             }
             if kind == "context_length":
                 message = "prompt is too long: 210000 tokens > 200000 maximum"
+            if kind in ("content_policy", "azure_content_filter"):
+                message = "Output blocked by content filtering policy"
+            if kind == "model_not_found":
+                message = "model: claude-nope"
             return {"type": "error", "error": {"type": types[kind], "message": message}}
         if fmt == "ollama":
             return {"error": message}
@@ -347,7 +413,29 @@ class FakeProviders:
             "timeout": ("server_error", "timeout"),
             "request_timeout": ("server_error", "timeout"),
             "too_large": ("invalid_request_error", None),
+            "content_policy": ("invalid_request_error", "content_policy_violation"),
+            "model_not_found": ("invalid_request_error", "model_not_found"),
         }
+        if kind == "azure_content_filter":
+            # Azure's shape: no type, the prompt as param, the per-category verdicts inside.
+            return {
+                "error": {
+                    "message": message,
+                    "type": None,
+                    "param": "prompt",
+                    "code": "content_filter",
+                    "status": 400,
+                    "innererror": {
+                        "code": "ResponsibleAIPolicyViolation",
+                        "content_filter_result": {
+                            "hate": {"filtered": False, "severity": "safe"},
+                            "self_harm": {"filtered": False, "severity": "safe"},
+                            "sexual": {"filtered": False, "severity": "safe"},
+                            "violence": {"filtered": True, "severity": "medium"},
+                        },
+                    },
+                }
+            }
         kind_type, code = codes[kind]
         return {"error": {"message": message, "type": kind_type, "param": None, "code": code}}
 
@@ -462,6 +550,9 @@ class FakeProviders:
         started = loop.time()
         for i in range(count):
             if i == script.cut_after:
+                return await self._cut(request, response)
+            if i == script.stall_after:
+                await self._release.wait()
                 return await self._cut(request, response)
             if i == script.malformed_after:
                 await response.write(frames.malformed())

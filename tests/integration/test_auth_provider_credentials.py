@@ -131,6 +131,7 @@ async def new_user(stack: Stack) -> str:
             auth_pb2.RegisterRequest(
                 email=f"u{secrets.token_hex(4)}@example.com", password=password
             ),
+            metadata=context(stack, "usr_operator", ("admin",)),  # self-registration is closed
             timeout=10,
         )
     return str(reply.user_id)

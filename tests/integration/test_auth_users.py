@@ -20,9 +20,11 @@ from services.common.context import key_id, load_public_key, public_key_from_jwk
 from services.common.status import describe
 from tests.conftest import PG_URL
 from tests.harness import Stack, stack_for
-from tests.integration.test_auth_api_keys import outcome
+from tests.integration.test_auth_api_keys import context_for, outcome
 
 CHEAP_HASHING = {"SAGA_AUTH__ARGON2_MEMORY_KIB": "64", "SAGA_AUTH__ARGON2_TIME_COST": "1"}
+OPEN = {"SAGA_AUTH__SELF_REGISTRATION": "open"}
+"""These tests register as the gateway does for an anonymous caller: only with open sign-up."""
 LOCKOUT = 2.0
 SECRETS_USED: set[str] = set()
 """Every password and token the tests of this module sent or received."""
@@ -55,6 +57,7 @@ async def stack(
             tmp_path_factory.mktemp(f"users-{request.param}"),
             ["vault", "auth"],
             **CHEAP_HASHING,
+            **OPEN,
             **storage,
             SAGA_AUTH__LOGIN_MAX_FAILURES="3",
             SAGA_AUTH__LOGIN_LOCKOUT_SECONDS=str(LOCKOUT),
@@ -247,7 +250,11 @@ async def test_signing_keys_rotate_and_old_tokens_verify_across_a_restart(
     tmp_path: Path,
 ) -> None:
     async with stack_for(
-        tmp_path, ["vault", "auth"], **CHEAP_HASHING, SAGA_AUTH__SIGNING_KEY_ROTATION_SECONDS="2"
+        tmp_path,
+        ["vault", "auth"],
+        **CHEAP_HASHING,
+        **OPEN,
+        SAGA_AUTH__SIGNING_KEY_ROTATION_SECONDS="2",
     ) as stack:
         email, password = new_email(), new_password()
         await register(stack, email, password)
@@ -265,3 +272,27 @@ async def test_signing_keys_rotate_and_old_tokens_verify_across_a_restart(
             assert (await authenticate(stack, token)).kind == auth_pb2.CREDENTIAL_KIND_JWT
         third = (await login(stack, email, password)).access_token
         assert jwt.get_unverified_header(third)["kid"] == kids[1]  # no rotation: not due
+
+
+async def test_registration_is_closed_by_default_and_an_admin_context_creates_users(
+    tmp_path: Path,
+) -> None:
+    async with stack_for(tmp_path, ["vault", "auth"], **CHEAP_HASHING) as stack:
+        request = auth_pb2.RegisterRequest(email=new_email(), password=new_password())
+        async with stack.channel_as("gateway", "auth") as ch:
+            auth = auth_pb2_grpc.AuthServiceStub(ch)
+            # No request context (an anonymous caller), and a user's context: both refused.
+            assert await outcome(auth.Register(request, timeout=10)) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "REGISTRATION_CLOSED",
+            )
+            as_user = context_for(stack, "usr_someone", ["execute"])
+            assert await outcome(auth.Register(request, metadata=as_user, timeout=10)) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "REGISTRATION_CLOSED",
+            )
+            # An admin's context creates the user (the positive control), who can then log in.
+            as_admin = context_for(stack, "usr_operator", ["admin"])
+            created = await auth.Register(request, metadata=as_admin, timeout=10)
+        assert created.user_id.startswith("usr_")
+        assert (await login(stack, request.email, request.password)).access_token

@@ -7,7 +7,11 @@ as the runtime calls Reason, against the fake providers on loopback:
   SetProviderKey (auth, in the vault) reaches the provider through GetProviderCredential —
   never through the configuration; without it the call fails with auth's reason intact; a key
   rotated at the provider and in auth is picked up at once (the refused key is dropped and
-  fetched again)."""
+  fetched again);
+- an `ollama` provider that stalls after its first tokens: the idle timeout fails the
+  attempt and the answer is continued on the next provider, announced by a Switched event;
+- an `ollama` provider with a wrong base_url: PROVIDER_MISCONFIGURED naming the path, not
+  retried."""
 
 from __future__ import annotations
 
@@ -25,8 +29,10 @@ from saga.execution.v1 import common_pb2
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.context import ContextSigner, load_private_key
 from services.common.status import describe
+from services.router.continuation import CONTINUE_INSTRUCTION
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import Stack, stack_for
+from tests.integration.test_router_reason import collapse
 
 PROMPT = "tell me about the saga of the river"  # 8 words, the fake's input count
 
@@ -55,6 +61,24 @@ credential = "none"
 input_micro_usd_per_mtok = 3_000_000
 output_micro_usd_per_mtok = 5_000_000
 first_token_timeout_ms = 5000
+
+[[providers]]
+name = "stalls"
+kind = "ollama"
+model = "llama-stalls"
+base_url = "{fake.base_url("ollama")}"
+credential = "none"
+first_token_timeout_ms = 5000
+idle_timeout_ms = 300
+total_timeout_ms = 60000
+max_retries = 0
+
+[[providers]]
+name = "misrouted"
+kind = "ollama"
+model = "llama-fake"
+base_url = "{fake.url}/ollama/"
+credential = "none"
 """
 
 
@@ -230,3 +254,62 @@ async def test_a_key_rotated_at_the_provider_and_in_auth_is_used_at_once(
     finally:
         fake.api_key = old
         await set_provider_key(stack, "keyed", old)
+
+
+async def test_a_stream_that_stalls_mid_answer_continues_on_the_next_provider(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    # Both providers are the fake's ollama format: the first request stalls after two
+    # tokens (the connection kept open), the continuation gets a whole answer.
+    fake.script("ollama", Script(tokens=6, stall_after=2), Script(tokens=4))
+    got = await reason(
+        stack, runtime, "", preferred_providers=["stalls", "local"], allow_fallback=True
+    )
+    assert got.error is None, describe(got.error)
+    kinds = got.kinds()
+    assert collapse(kinds) == ["attempt", "delta", "switched", "attempt", "delta", "final"]
+    switched = got.events[kinds.index("switched")].switched
+    assert (switched.from_provider, switched.to_provider, switched.reason) == (
+        "stalls",
+        "local",
+        "PROVIDER_TIMEOUT",
+    )
+    stalled, continued = fake.requests("ollama")
+    assert (stalled.body["model"], stalled.tokens, stalled.completed) == ("llama-stalls", 2, False)
+    # The next provider was asked to continue the text the caller already has.
+    partial = answer_text(2)
+    assert continued.body["messages"][-2:] == [
+        {"role": "assistant", "content": partial},
+        {"role": "user", "content": CONTINUE_INSTRUCTION},
+    ]
+    # The fake starts its answer over ("w0 w1 w2 w3 "): the repetition of the partial text is
+    # dropped, so the caller reads one text.
+    assert got.text() == answer_text(4)
+    first, rest = got.events[-1].final.attempts
+    assert (first.provider, first.error_reason, first.usage.output_tokens) == (
+        "stalls",
+        "PROVIDER_TIMEOUT",
+        2,
+    )
+    assert rest.provider == "local"
+
+
+async def test_a_wrong_base_url_is_a_configuration_error_and_not_retried(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    got = await reason(stack, runtime, "misrouted")
+    assert got.error is not None
+    details = describe(got.error)
+    assert got.error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert details.reason == "PROVIDER_MISCONFIGURED"
+    assert details.metadata == {"provider": "misrouted", "urlPath": "/ollama/api/chat"}
+    assert got.kinds() == ["attempt"]  # max_retries is 2: a 404 is not retried
+
+
+async def test_list_providers_shows_the_idle_timeout(stack: Stack) -> None:
+    async with stack.channel_as("gateway", "router") as ch:
+        reply = await router_pb2_grpc.RouterServiceStub(ch).ListProviders(
+            router_pb2.ListProvidersRequest(), timeout=5
+        )
+    limits = {p.name: p.limits.idle_timeout_ms for p in reply.providers}
+    assert (limits["stalls"], limits["local"]) == (300, 15_000)

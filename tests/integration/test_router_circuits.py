@@ -118,7 +118,11 @@ async def test_a_lone_provider_trips_fails_fast_and_recovers_after_the_cooldown(
     )
     assert details.retry_after is not None
     assert 0 < details.retry_after <= COOLDOWN_SECONDS
-    assert got.events == []
+    # No attempt: the only event says the provider was skipped, and why.
+    assert [e.WhichOneof("event") for e in got.events] == ["skipped"]
+    assert [(p.provider, p.reason) for p in got.events[0].skipped.providers] == [
+        ("lonely", "CIRCUIT_OPEN")
+    ]
     assert (await circuits(stack))["lonely"] == (OPEN, False)
     assert await gauge(stack, "lonely") == OPEN
     assert await gauge(stack, "backup") == CLOSED
@@ -128,8 +132,12 @@ async def test_a_lone_provider_trips_fails_fast_and_recovers_after_the_cooldown(
         runtime, stack, preferred_providers=["lonely", "backup"], allow_fallback=True
     )
     assert got.error is None
-    assert got.kinds()[:2] == ["attempt", "delta"]
-    assert got.events[0].attempt.provider == "backup"
+    # ...and the caller is told it was skipped, and why, before that attempt.
+    assert got.kinds()[:3] == ["skipped", "attempt", "delta"]
+    assert [(p.provider, p.reason) for p in got.events[0].skipped.providers] == [
+        ("lonely", "CIRCUIT_OPEN")
+    ]
+    assert got.events[1].attempt.provider == "backup"
 
     # After the cooldown, one probe; the provider has recovered (only 3 calls failed).
     await asyncio.sleep(details.retry_after + 0.2)

@@ -19,7 +19,7 @@ from saga.gateway.v1 import admin_pb2, admin_pb2_grpc
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.status import describe
 from tests.e2e.test_execute import bearer
-from tests.fakes.providers import FakeProviders
+from tests.fakes.providers import FakeProviders, Script
 from tests.harness import Stack, stack_for
 
 OPEN = providers_pb2.CIRCUIT_STATE_OPEN
@@ -61,7 +61,7 @@ kind = "sim"
 model = "sim-flaky"
 [providers.sim]
 fail = "unavailable"
-fail_calls = 2
+fail_calls = 4
 
 [[providers]]
 name = "keyed"
@@ -128,7 +128,7 @@ async def test_a_probe_reports_ok_or_the_reason_and_sets_healthy(stack: Stack) -
 
 
 async def test_a_successful_probe_closes_a_half_open_circuit(stack: Stack) -> None:
-    for _ in range(2):  # flaky fails its first two calls
+    for _ in range(2):  # flaky fails its first four calls: two probes of two calls
         assert await check(stack, "flaky") == {"flaky": (False, "PROVIDER_UNAVAILABLE")}
     assert (await listed(stack))["flaky"] == (OPEN, False)
 
@@ -191,10 +191,46 @@ async def test_the_gateway_relays_checks_to_an_admin_with_the_operators_key(
         )
     ((result,),) = [second.results]
     assert (result.provider, result.ok, result.error_reason) == ("keyed", True, "")
-    (seen,) = fake.requests("openai")
-    assert seen.authorized
-    assert (seen.body.get("max_tokens") or seen.body.get("max_completion_tokens")) == 1
-    assert not seen.streamed  # COMPLETE mode: one JSON answer
+    seen = fake.requests("openai")
+    assert [s.authorized for s in seen] == [True, True]
+    assert [s.body.get("max_tokens") or s.body.get("max_completion_tokens") for s in seen] == [
+        1,
+        1,
+    ]
+    assert [s.streamed for s in seen] == [True, False]  # as calls stream, then COMPLETE mode
+
+
+async def test_a_provider_whose_streams_break_is_not_healthy(
+    stack: Stack, fake: FakeProviders
+) -> None:
+    async with stack.gateway_channel() as ch:
+        admin = admin_pb2_grpc.AdminServiceStub(ch)
+        key = bearer(stack.admin_key())
+        await admin.SetProviderKey(
+            admin_pb2.SetProviderKeyRequest(provider="keyed", api_key=OPERATOR_KEY),
+            metadata=key,
+            timeout=10,
+        )
+        fake.reset()
+        fake.defaults["openai"] = Script(cut_after=0)  # streams cut at once; plain answers work
+        try:
+            broken = await admin.CheckProviders(
+                admin_pb2.CheckProvidersRequest(providers=["keyed"]), metadata=key, timeout=20
+            )
+        finally:
+            fake.defaults["openai"] = Script()
+        unhealthy = (await listed(stack))["keyed"][1]
+        healthy = await admin.CheckProviders(
+            admin_pb2.CheckProvidersRequest(providers=["keyed"]), metadata=key, timeout=20
+        )
+    ((result,),) = [broken.results]
+    assert (result.ok, result.stream.ok, result.complete.ok) == (False, False, True)
+    assert result.error_reason == result.stream.error_reason != ""
+    assert unhealthy is False
+    # Positive control: with whole streams the same provider is healthy in both modes.
+    ((control,),) = [healthy.results]
+    assert (control.ok, control.stream.ok, control.complete.ok) == (True, True, True)
+    assert (await listed(stack))["keyed"][1] is True
 
 
 # --- periodic probes ----------------------------------------------------------------------

@@ -344,7 +344,11 @@ async def test_max_concurrency_sends_the_overflow_elsewhere_or_refuses_it(
             {"provider": "single"},
         )
         assert details.retry_after is not None
-        assert refused.events == []
+        # No attempt: the only event says the provider was skipped, and why.
+        assert [e.WhichOneof("event") for e in refused.events] == ["skipped"]
+        assert [(p.provider, p.reason) for p in refused.events[0].skipped.providers] == [
+            ("single", "PROVIDER_LIMIT_REACHED")
+        ]
 
 
 async def test_list_providers_shows_limits(stack: Stack) -> None:
@@ -359,6 +363,7 @@ async def test_list_providers_shows_limits(stack: Stack) -> None:
         1000000,
     )
     assert single.limits.first_token_timeout_ms == 30_000
+    assert single.limits.idle_timeout_ms == 15_000
 
 
 async def test_fallbacks_are_counted_in_prometheus(stack: Stack, runtime: grpc.aio.Channel) -> None:

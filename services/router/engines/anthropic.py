@@ -1,6 +1,8 @@
 """`anthropic`: the Messages API.
 
 `POST {base_url}/v1/messages` with `x-api-key` and `anthropic-version: 2023-06-01`; the
+engine adds `/v1` itself, so `base_url` is the bare host (`https://api.anthropic.com`): a
+trailing slash and a trailing `/v1` are dropped. The output limit goes in `max_tokens`; the
 system prompt (and any system-role message) goes in the top-level `system` field. A stream
 is server-sent events whose data carry their `type`: `message_start` (the message, with
 `usage.input_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens`),
@@ -13,7 +15,8 @@ COMPLETE mode reads one `message` object (`content[].text`, `stop_reason`, `usag
 Usage: Anthropic's `input_tokens` exclude cache reads and writes; Saga's input tokens
 include them (cached tokens are part of the input, billed at the cached price), so input =
 input + cache reads + cache writes, cached = cache reads. HTTP errors carry the same error
-object; 529 is `overloaded_error`.
+object; 529 is `overloaded_error`; a content-policy block is an `invalid_request_error`
+worded "Output blocked by content filtering policy" (`http_errors`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ from services.router.engines.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from services.router.engines.http import HttpEngine, as_dict, as_int
-from services.router.engines.http_errors import error_for_status, is_context_length, shown
+from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
+from services.router.engines.http_errors import (
+    error_for_status,
+    is_content_filtered,
+    is_context_length,
+    shown,
+)
 from services.router.engines.progress import Progress
 from services.router.engines.sse import sse_events
 
@@ -79,8 +87,8 @@ class AnthropicEngine(HttpEngine):
     """The Messages API over HTTP (see the module docstring)."""
 
     def url(self) -> str:
-        """`{base_url}/v1/messages`."""
-        return self.provider.base_url.rstrip("/") + "/v1/messages"
+        """`{base_url}/v1/messages`, a `/v1` already in base_url dropped."""
+        return endpoint(self.provider.base_url, "/v1/messages", strip=("/v1",))
 
     def headers(self, secret: str) -> dict[str, str]:
         """The version header and the credential: an API key as `x-api-key`, an OAuth
@@ -133,6 +141,8 @@ class AnthropicEngine(HttpEngine):
             shown(message),
             retry_after=retry_after,
             context_length=is_context_length(kind, message),
+            content_filtered=is_content_filtered((kind,), message),
+            provider_code=shown(kind),
             in_stream=in_stream,
         )
 

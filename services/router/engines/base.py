@@ -3,7 +3,7 @@ error taxonomy engines raise (SPEC 3.4).
 
 An engine turns an `EngineRequest` into an async stream of `TextDelta`s followed by exactly
 one `Finish` (usage and finish reason). A failure raises a `ProviderError` subclass whose
-`kind` is one of the taxonomy's five: the router maps each kind to one gRPC code and reason,
+`kind` is one of the taxonomy's six: the router maps each kind to one gRPC code and reason,
 and decides on fallback by it. Engines know nothing of ranking, fallback or gRPC.
 
 The error tree::
@@ -15,12 +15,16 @@ The error tree::
     │   └── ProviderCredentialFailed   UNAUTHENTICATED  auth could not give us a credential
     │                                                   (`upstream`: auth's error, intact)
     ├── ProviderRejectedInput          INVALID_INPUT    400/413/422
-    │   └── ProviderContextTooLong     INVALID_INPUT    the prompt exceeds the context window
-    └── ProviderTimeout                TIMEOUT          408/504, our connect/first-token/total
+    │   ├── ProviderContextTooLong     INVALID_INPUT    the prompt exceeds the context window
+    │   └── ProviderContentFiltered    INVALID_INPUT    the provider's content policy refused it
+    ├── ProviderMisconfigured          MISCONFIGURED    404/405: wrong base_url, model or path
+    └── ProviderTimeout                TIMEOUT          408/504, our connect/first-token/idle/total
 
 `usage` on an error is what the failed attempt consumed as far as the engine knows (input
 tokens the provider reported before failing, text it had sent), flagged `estimated`; it is
-None when nothing was generated.
+None when nothing was generated. `metadata` is what the failure adds to the ErrorInfo the
+caller sees (the provider's own error code as `providerCode`, the URL path a 404 answered as
+`urlPath`): safe to show, never a credential.
 """
 
 from __future__ import annotations
@@ -147,6 +151,9 @@ class ErrorKind(enum.Enum):
     """400/413: the provider refuses this input (context too long, say)."""
     TIMEOUT = "timeout"
     """408/504 or our own timeout."""
+    MISCONFIGURED = "misconfigured"
+    """404/405: the provider has no such endpoint or model — our configuration (base_url,
+    model) is wrong, so the same call would fail again."""
 
 
 class ProviderError(Exception):
@@ -156,6 +163,9 @@ class ProviderError(Exception):
     context_length_exceeded: bool = False
     """The input does not fit the provider's context window: a provider with a larger
     window may take it (only `ProviderContextTooLong` sets it)."""
+    content_filtered: bool = False
+    """The provider's content policy refused the input or the answer (only
+    `ProviderContentFiltered` sets it)."""
 
     def __init__(
         self,
@@ -164,6 +174,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         usage: Usage | None = None,
         http_status: int = 0,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -171,6 +182,8 @@ class ProviderError(Exception):
         self.usage = usage
         self.http_status = http_status
         """The provider's HTTP status (0: no HTTP answer, or a failure inside a stream)."""
+        self.metadata: dict[str, str] = metadata if metadata is not None else {}
+        """ErrorInfo metadata the failure adds (see the module docstring)."""
 
 
 class ProviderUnavailable(ProviderError):
@@ -212,6 +225,19 @@ class ProviderContextTooLong(ProviderRejectedInput):
     """The input exceeds the provider's context window."""
 
     context_length_exceeded = True
+
+
+class ProviderContentFiltered(ProviderRejectedInput):
+    """The provider's content policy (safety system, content filter) refused the call;
+    `metadata["providerCode"]` is the provider's own code for it."""
+
+    content_filtered = True
+
+
+class ProviderMisconfigured(ProviderError):
+    """The provider answered 404 or 405: no such endpoint (a wrong base_url) or model."""
+
+    kind = ErrorKind.MISCONFIGURED
 
 
 class ProviderTimeout(ProviderError):

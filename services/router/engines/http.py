@@ -12,8 +12,16 @@ may well succeed) carrying the usage consumed so far, estimated.
 
 Timeouts (from the provider's configuration): `connect_timeout_ms` to open a connection;
 `first_token_timeout_ms` from the call's start to its first text (streams only: a complete
-answer has no first token before its last); `total_timeout_ms` for the whole call. Each read
-waits at most until the deadline that applies, so a provider that hangs is left on time.
+answer has no first token before its last); `idle_timeout_ms` between two chunks of a
+stream once text has come (a stall mid-answer fails the attempt like a cut stream, and the
+router continues the answer on the next provider); `total_timeout_ms` for the whole call.
+Each read waits at most until the deadline that applies, so a provider that hangs is left on
+time.
+
+The URL: each engine appends its endpoint to `base_url` (`endpoint`), after normalising what
+can be: a trailing slash, and the version segment an engine adds itself (see each engine).
+A 404 or 405 means the URL or the model is wrong — a configuration error, never retried,
+whose ErrorInfo names the URL path (`urlPath`; the query and host are left out).
 Fetching the credential is bounded by its own call's deadline (auth's), not by these: a slow
 auth is not the provider's fault.
 """
@@ -25,6 +33,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -37,6 +46,7 @@ from services.router.engines.base import (
     EngineRequest,
     ProviderCredentialFailed,
     ProviderError,
+    ProviderMisconfigured,
     ProviderTimeout,
     ProviderUnauthenticated,
     ProviderUnavailable,
@@ -57,6 +67,19 @@ MAX_ERROR_BYTES = 64 << 10
 def as_dict(value: Any) -> dict[str, Any]:
     """`value` if it is a JSON object, else an empty one (defensive parsing)."""
     return value if isinstance(value, dict) else {}
+
+
+def endpoint(base_url: str, suffix: str, *, strip: tuple[str, ...] = (), empty: str = "") -> str:
+    """`suffix` appended to the path of `base_url`, its query kept (Azure's `api-version`):
+    a trailing slash and then one trailing segment of `strip` (one the engine adds itself)
+    are removed first, and an empty path becomes `empty`."""
+    parts = urlsplit(base_url.strip())
+    path = parts.path.rstrip("/")
+    for tail in strip:
+        if path.endswith(tail):
+            path = path[: -len(tail)]
+            break
+    return urlunsplit(parts._replace(path=(path or empty) + suffix))
 
 
 def as_int(value: Any) -> int | None:
@@ -84,11 +107,13 @@ class HttpEngine:
         self._credential = credential
         self._session = session
         self._owns_session = session is None
+        self.endpoint = self.url()
+        """Where calls are POSTed (worked out once)."""
 
     # --- what a subclass provides -----------------------------------------------------
 
     def url(self) -> str:
-        """Where calls are POSTed."""
+        """Where calls are POSTed, from the provider's `base_url` (see `endpoint`)."""
         raise NotImplementedError
 
     def headers(self, secret: str) -> dict[str, str]:
@@ -216,7 +241,7 @@ class HttpEngine:
 
     async def _post(self, body: bytes, secret: str, deadlines: Deadlines) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", **self.headers(secret)}
-        return await deadlines.wait(self._client().post(self.url(), data=body, headers=headers))
+        return await deadlines.wait(self._client().post(self.endpoint, data=body, headers=headers))
 
     async def _failed(
         self, response: aiohttp.ClientResponse, secret: str, deadlines: Deadlines
@@ -232,6 +257,10 @@ class HttpEngine:
         )
         # The provider's own message may echo the key (OpenAI's 401 does, partly masked).
         error.message = shown(error.message, secret)
+        if isinstance(error, ProviderMisconfigured):
+            path = urlsplit(self.endpoint).path
+            error.metadata["urlPath"] = shown(path, secret)
+            error.message += f" (POST {path}: check base_url and model)"
         error.args = (error.message,)
         return error
 

@@ -1,6 +1,8 @@
 """`ollama`: Ollama's native chat API.
 
-`POST {base_url}/api/chat` (no credential by default; a bearer key when configured, for an
+`POST {base_url}/api/chat` (`base_url` is the bare host, `http://localhost:11434`: a
+trailing slash and a trailing `/api` or `/v1` — the OpenAI-compatible path, which the
+`openai` engine speaks — are dropped; no credential by default; a bearer key when configured, for an
 Ollama behind a proxy). Options go in `options` (`num_predict`, `temperature`, `stop`).
 A stream is newline-delimited JSON: objects with `message.content` and `done: false`, then
 one with `done: true`, `done_reason` and the counts `prompt_eval_count` (input tokens) and
@@ -22,7 +24,7 @@ from services.router.engines.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from services.router.engines.http import HttpEngine, as_dict, as_int
+from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
 from services.router.engines.http_errors import error_for_status, is_context_length, shown
 from services.router.engines.progress import Progress
 
@@ -38,8 +40,8 @@ class OllamaEngine(HttpEngine):
     """Ollama's /api/chat over HTTP (see the module docstring)."""
 
     def url(self) -> str:
-        """`{base_url}/api/chat`."""
-        return self.provider.base_url.rstrip("/") + "/api/chat"
+        """`{base_url}/api/chat` (see the module docstring for `base_url`)."""
+        return endpoint(self.provider.base_url, "/api/chat", strip=("/api", "/v1"))
 
     def headers(self, secret: str) -> dict[str, str]:
         """A bearer key, only when one is configured."""

@@ -2,7 +2,13 @@
 Ollama's /v1, LM Studio).
 
 `POST {base_url}/chat/completions` with `Authorization: Bearer <key>` (`api-key: <key>` for
-an Azure OpenAI v1 endpoint, `https://<resource>.openai.azure.com/openai/v1`). Streaming asks for
+an Azure OpenAI v1 endpoint, `https://<resource>.openai.azure.com/openai/v1`). `base_url`
+includes the API's version path: `https://api.openai.com/v1`, `http://host:8000/v1` (vLLM),
+`http://localhost:11434/v1` (Ollama). A trailing slash is dropped; a base_url with no path
+at all gets `/v1` (`/openai/v1` on an Azure host); any other path is kept as written (Azure's
+`/openai/deployments/<name>`, with its `?api-version=` query kept after the endpoint). The
+output limit goes in `max_tokens`, or in `max_completion_tokens` when the provider's
+`max_tokens_field` says so (OpenAI's reasoning models refuse `max_tokens`). Streaming asks for
 `stream: true` and `stream_options.include_usage`, and reads server-sent events: `data:
 {chunk}` with `choices[0].delta.content` and `choices[0].finish_reason`, then a last chunk
 with `usage` and no choices, then `data: [DONE]`. COMPLETE mode reads one JSON answer
@@ -10,7 +16,9 @@ with `usage` and no choices, then `data: [DONE]`. COMPLETE mode reads one JSON a
 `prompt_tokens_details.cached_tokens` (cached tokens are part of the prompt tokens). Errors:
 `{"error": {"message", "type", "code"}}` with the HTTP status; `code:
 context_length_exceeded` (or a message saying so, as vLLM words it) is the context-length
-case; an `error` object inside the stream is a failure too.
+case; `code: content_policy_violation` (OpenAI), `content_filter` with `innererror.code:
+ResponsibleAIPolicyViolation` (Azure) are content-policy refusals (`http_errors`); an
+`error` object inside the stream is a failure too.
 
 Parsing is defensive (this engine also serves `copilot`): a chunk without choices is skipped;
 an answer without choices or message is malformed (transient); missing or empty content is
@@ -32,8 +40,13 @@ from services.router.engines.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from services.router.engines.http import HttpEngine, as_dict, as_int
-from services.router.engines.http_errors import error_for_status, is_context_length, shown
+from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
+from services.router.engines.http_errors import (
+    error_for_status,
+    is_content_filtered,
+    is_context_length,
+    shown,
+)
 from services.router.engines.progress import Progress
 from services.router.engines.sse import sse_events
 
@@ -52,6 +65,10 @@ _AZURE_HOST = ".openai.azure.com"
 _TYPE_STATUS = {
     "invalid_request_error": 400,
     "context_length_exceeded": 400,
+    "content_policy_violation": 400,
+    "content_filter": 400,
+    "not_found_error": 404,
+    "model_not_found": 404,
     "authentication_error": 401,
     "invalid_api_key": 401,
     "permission_error": 403,
@@ -90,8 +107,11 @@ class OpenAIEngine(HttpEngine):
     """Chat completions over HTTP (see the module docstring)."""
 
     def url(self) -> str:
-        """`{base_url}/chat/completions`."""
-        return self.provider.base_url.rstrip("/") + "/chat/completions"
+        """`{base_url}/chat/completions` (see the module docstring for `base_url`)."""
+        azure = _AZURE_HOST in self.provider.base_url
+        return endpoint(
+            self.provider.base_url, "/chat/completions", empty="/openai/v1" if azure else "/v1"
+        )
 
     def headers(self, secret: str) -> dict[str, str]:
         """The credential, when the provider has one: a bearer; Azure OpenAI's API keys go
@@ -111,7 +131,7 @@ class OpenAIEngine(HttpEngine):
         body: dict[str, Any] = {
             "model": self.provider.model,
             "messages": messages,
-            "max_tokens": request.max_tokens,
+            self.provider.max_tokens_field: request.max_tokens,
             "stream": request.stream,
         }
         if request.stream:
@@ -134,6 +154,7 @@ class OpenAIEngine(HttpEngine):
             detail = body.get("message") or body.get("detail")
             message = detail if isinstance(detail, str) else text
         code = str(details.get("code") or "")
+        inner = str(as_dict(details.get("innererror")).get("code") or "")
         kind = str(details.get("type") or "")
         in_stream = status == 0
         if in_stream:
@@ -144,6 +165,8 @@ class OpenAIEngine(HttpEngine):
             shown(message),
             retry_after=retry_after,
             context_length=is_context_length(code, message),
+            content_filtered=is_content_filtered((code, inner), message),
+            provider_code=shown(code or inner or kind),
             in_stream=in_stream,
         )
 

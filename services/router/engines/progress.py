@@ -1,4 +1,4 @@
-"""One provider call as it goes: its deadlines (first token, total) and what it has
+"""One provider call as it goes: its deadlines (first token, idle, total) and what it has
 produced (text deltas, the usage the provider reported), from which its final usage — or,
 when it fails, the usage consumed so far — is taken, estimated where the provider was
 silent."""
@@ -25,39 +25,54 @@ T = TypeVar("T")
 
 
 class Deadlines:
-    """The first-token and total deadlines of one call, on the event loop's clock."""
+    """The first-token, idle and total deadlines of one call, on the event loop's clock.
+
+    Until the first text a read waits until the first-token deadline; after it, each read
+    waits at most `idle_timeout_ms` (a stream that stalls mid-answer is left then, not at the
+    total timeout), and never past the total deadline."""
 
     def __init__(self, provider: ProviderConfig, streamed: bool) -> None:
         self._provider = provider
-        now = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
         self.total = now + provider.total_timeout_ms / 1000
         self.first_token = (
             min(self.total, now + provider.first_token_timeout_ms / 1000)
             if streamed
             else self.total
         )
+        self._idle = provider.idle_timeout_ms / 1000
         self.got_text = False
 
     def current(self) -> float:
         """The deadline the next read must meet."""
-        return self.total if self.got_text else self.first_token
+        if self.got_text:
+            return min(self.total, self._loop.time() + self._idle)
+        return self.first_token
 
-    def error(self) -> ProviderTimeout:
-        """The failure of a missed deadline."""
+    def error(self, missed: float | None = None) -> ProviderTimeout:
+        """The failure of the missed deadline `missed` (None: the current one)."""
         p = self._provider
+        if missed is None:
+            missed = self.current()
+        if self.got_text and missed < self.total:
+            return ProviderTimeout(
+                f"{p.name}: the stream stalled (no data for {p.idle_timeout_ms} ms)"
+            )
         if self.got_text or self.first_token >= self.total:
             return ProviderTimeout(f"{p.name}: no complete answer within {p.total_timeout_ms} ms")
         return ProviderTimeout(f"{p.name}: no first token within {p.first_token_timeout_ms} ms")
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` until the current deadline; raise ProviderTimeout after it."""
-        timeout = asyncio.timeout_at(self.current())
+        missed = self.current()
+        timeout = asyncio.timeout_at(missed)
         try:
             async with timeout:
                 return await awaitable
         except TimeoutError:
             if timeout.expired():
-                raise self.error() from None
+                raise self.error(missed) from None
             raise
 
 

@@ -4,7 +4,12 @@
 the caller's `saga-context` token travels unchanged and `accounting` names the user, session,
 execution, step and pattern, so the router can verify the context and account the call.
 
-The router's events are read as bytes: a Delta or Switched is relayed without being decoded
+The run's options travel with each call: the allow-list, `disable_fallback` (the router's
+`allow_fallback` is its negation), the CUSTOM weights, and what is left of the run's cost
+limit after the steps before this one (a step that finds nothing left is refused
+RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED without calling the router).
+
+The router's events are read as bytes: a Delta, Switched or Skipped is relayed without being decoded
 (the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
 ends the step, is parsed. Failures from the router propagate unchanged, so its reason and
 domain reach the client.
@@ -17,10 +22,10 @@ from typing import Any
 
 import grpc
 
-from saga.execution.v1 import common_pb2, reason_events_pb2
+from saga.execution.v1 import common_pb2, options_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2
 from services.common.context import METADATA_KEY
-from services.common.errors import Unavailable
+from services.common.errors import QuotaViolation, ResourceExhausted, Unavailable
 from services.common.usage_messages import usage_from_proto
 from services.runtime import wire
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
@@ -42,6 +47,30 @@ LLM_COMPLETE = Capability(
 )
 
 
+def cost_left(call: StepCall) -> int:
+    """What the step may spend of the run's cost limit (0 = no limit); raise
+    COST_LIMIT_EXCEEDED when the steps before it spent it all."""
+    limit = call.run.max_cost_micro_usd
+    if limit <= 0:
+        return 0
+    left = limit - call.spent_micro_usd
+    if left <= 0:
+        raise ResourceExhausted(
+            f"max_cost_micro_usd exceeded: the run's steps before {call.step_id} spent "
+            f"{call.spent_micro_usd} of {limit} micro-USD",
+            reason="COST_LIMIT_EXCEEDED",
+            metadata={
+                "limitMicroUsd": str(limit),
+                "spentMicroUsd": str(call.spent_micro_usd),
+                "stepId": call.step_id,
+            },
+            quota_violations=[
+                QuotaViolation("max_cost_micro_usd", f"{call.spent_micro_usd} of {limit} spent")
+            ],
+        )
+    return left
+
+
 def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
     """The router request for one `llm.complete` step."""
     args = call.args
@@ -53,7 +82,8 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
         response_mode=common_pb2.RESPONSE_MODE_STREAMING,
         strategy=run.strategy,  # type: ignore[arg-type]
         preferred_providers=run.preferred_providers,
-        allow_fallback=True,
+        allowed_providers=run.allowed_providers,
+        allow_fallback=not run.disable_fallback,
         accounting=router_pb2.AccountingContext(
             user_id=run.user_id,
             session_id=run.session_id,
@@ -61,8 +91,15 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
             step_id=call.step_id,
             pattern_id=run.pattern_id,
         ),
-        max_cost_micro_usd=run.max_cost_micro_usd,
+        max_cost_micro_usd=cost_left(call),
     )
+    if run.weights is not None:
+        cost, latency, quality, reliability = run.weights
+        request.weights.CopyFrom(
+            options_pb2.StrategyWeights(
+                cost=cost, latency=latency, quality=quality, reliability=reliability
+            )
+        )
     if args.get("temperature") is not None:
         request.temperature = float(args["temperature"])
     return request

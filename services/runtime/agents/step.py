@@ -1,9 +1,10 @@
 """What an agent receives for one step and what it reports back.
 
-An agent's `run(call)` yields, in order, any number of `Relayed` chain events (tokens and
-provider switches, as they happen) and finally one `StepResult`. `Relayed` carries protobuf
-bytes rather than text so that a token crosses the runtime without being decoded and rebuilt
-(see `services/runtime/wire.py` and "Relaying bytes" in docs/architecture.md).
+An agent's `run(call)` yields, in order, any number of `Relayed` chain events (tokens,
+provider switches and skipped providers, as they happen) and finally one `StepResult`.
+`Relayed` carries protobuf bytes rather than text so that a token crosses the runtime
+without being decoded and rebuilt (see `services/runtime/wire.py` and "Relaying bytes" in
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class RunScope:
     strategy: int = 0
     preferred_providers: tuple[str, ...] = ()
     max_cost_micro_usd: int = 0
+    # Only these providers may serve the run's LLM calls; empty = any.
+    allowed_providers: tuple[str, ...] = ()
+    # Each LLM call tries its first candidate only.
+    disable_fallback: bool = False
+    # STRATEGY_CUSTOM weights (cost, latency, quality, reliability); None = the configured ones.
+    weights: tuple[float, float, float, float] | None = None
     # time.monotonic() by which the run must end; None = the channels' default deadlines.
     deadline: float | None = None
 
@@ -48,13 +55,16 @@ class StepCall:
     step_id: str
     capability: str
     args: Mapping[str, Any]
+    spent_micro_usd: int = 0
+    """What the run's steps before this one cost (against `RunScope.max_cost_micro_usd`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
     """A chain event of a step in wire form: `field` is its number in the `oneof event` of
-    the chain responses (3 token, 4 provider_switched) and `payload` the serialized message
-    without its step_id, which the runtime writes in front when it relays it."""
+    the chain responses (3 token, 4 provider_switched, 9 providers_skipped) and `payload`
+    the serialized message without its step_id, which the runtime writes in front when it
+    relays it."""
 
     step_id: str
     field: int

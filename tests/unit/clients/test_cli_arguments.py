@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from clients.cli.__main__ import parser
-from clients.cli.arguments import dimensions, expiry, seconds
+from clients.cli.arguments import dimensions, expiry, seconds, weights
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -79,3 +80,83 @@ def test_a_timeout_is_a_sane_number_of_seconds(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         seconds(text)
     assert seconds("2.5") == 2.5
+
+
+# ---------------------------------------------------------------- execute's provider options
+
+
+def test_execute_options_carry_the_allow_list_no_fallback_and_weights() -> None:
+    from clients.cli.execute import execute_options
+    from saga.execution.v1 import common_pb2
+
+    flags = ["--provider", "a", "--provider", "b", "--no-fallback"]
+    args = parser().parse_args(["execute", "chat", *flags, "--weights", "cost=0.7,latency=0.3"])
+    options = execute_options(args)
+    assert list(options.allowed_providers) == ["a", "b"]
+    assert options.disable_fallback
+    assert options.strategy == common_pb2.STRATEGY_CUSTOM  # --weights implies it
+    assert (options.weights.cost, options.weights.latency, options.weights.quality) == (
+        0.7,
+        0.3,
+        0.0,
+    )
+    # Control: none of them given, none sent.
+    plain = execute_options(parser().parse_args(["execute", "chat"]))
+    assert not plain.allowed_providers
+    assert not plain.disable_fallback
+    assert not plain.HasField("weights")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("cost", "NAME=NUMBER"),
+        ("speed=1", "NAME=NUMBER"),
+        ("cost=x", "not a number"),
+        ("cost=1,cost=2", "twice"),
+        ("cost=1e308", "between 0 and 1,000,000"),
+        ("cost=nan", "between 0 and 1,000,000"),
+        ("cost=0", "at least one"),
+    ],
+)
+def test_bad_weights_say_why(text: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=says):
+        weights(text)
+
+
+def test_weights_with_another_strategy_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clients.cli.execute import execute_options
+
+    args = parser().parse_args(["execute", "chat", "--strategy", "cheapest", "--weights", "cost=1"])
+    with pytest.raises(SystemExit) as exited:
+        execute_options(args)
+    assert exited.value.code == 2
+    assert "--weights goes with --strategy custom" in capsys.readouterr().err
+
+
+async def test_the_execute_summary_names_skipped_providers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clients.cli.execute import _stream
+    from saga.execution.v1 import events_pb2, reason_events_pb2
+    from saga.gateway.v1 import execution_pb2
+
+    skipped = events_pb2.ProvidersSkipped(
+        step_id="answer",
+        providers=[
+            reason_events_pb2.SkippedProvider(
+                provider="down", reason="CIRCUIT_OPEN", retry_after_ms=1500
+            )
+        ],
+    )
+
+    async def events() -> Any:
+        yield execution_pb2.ExecuteResponse(providers_skipped=skipped)
+        yield execution_pb2.ExecuteResponse(token=events_pb2.Token(step_id="answer", text="hi"))
+        yield execution_pb2.ExecuteResponse(completed=events_pb2.Completed())
+
+    summary = await _stream(events())
+    assert "skipped down (CIRCUIT_OPEN)" in summary
+    assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err

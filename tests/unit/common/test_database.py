@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from services.common.database import open_database
+from services.common.database import enter_wal, open_database
 from tests.conftest import Backend
 from tests.harness import ROOT
 
@@ -114,7 +116,7 @@ def test_processes_opening_a_new_database_together_migrate_it_once(
 ) -> None:
     script = (
         "import asyncio, sys; from pathlib import Path; "
-        "from services.common.database import open_database; "
+        "from services.common.database import enter_wal, open_database; "
         "asyncio.run(open_database(sys.argv[1], sys.argv[2], Path(sys.argv[3]), 'race', "
         "['CREATE TABLE t (x INTEGER)', 'ALTER TABLE t ADD COLUMN y INTEGER']))"
     )
@@ -154,3 +156,39 @@ async def test_a_cancelled_transaction_does_not_wedge_the_database(
         assert [r["name"] for r in await db.fetch("SELECT name FROM items")] == ["kept"]
     finally:
         await db.close()
+
+
+def test_connections_switching_one_new_file_to_wal_together_all_succeed(tmp_path: Path) -> None:
+    # What every SqliteDatabase.open does first. SQLite refuses one of two racing switches at
+    # once ("database is locked": deadlock avoidance, no busy wait); seen as a flaky
+    # multi-process test of the runtime's seeding.
+    for round_ in range(30):
+        path = tmp_path / f"{round_}.db"
+        connections = [sqlite3.connect(path, isolation_level=None, check_same_thread=False)]
+        connections += [
+            sqlite3.connect(path, isolation_level=None, check_same_thread=False) for _ in range(7)
+        ]
+        ready = threading.Barrier(len(connections))
+        errors: list[Exception] = []
+
+        def switch(
+            connection: sqlite3.Connection,
+            ready: threading.Barrier = ready,
+            errors: list[Exception] = errors,
+        ) -> None:
+            connection.execute("PRAGMA busy_timeout=5000")
+            ready.wait()
+            try:
+                enter_wal(connection)
+            except sqlite3.OperationalError as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=switch, args=(c,)) for c in connections]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        modes = {c.execute("PRAGMA journal_mode").fetchone()[0] for c in connections}
+        for connection in connections:
+            connection.close()
+        assert (errors, modes) == ([], {"wal"}), f"round {round_}"

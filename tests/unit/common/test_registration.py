@@ -54,3 +54,18 @@ def test_an_unknown_rpc_name_is_refused() -> None:
 def test_without_raw_responses_the_generated_registration_is_used() -> None:
     registration = Registration.of(RawWatch())
     assert registration.add is health_pb2_grpc.add_HealthServicer_to_server
+
+
+class OnlyCheck(health_pb2_grpc.HealthServicer):
+    """One RPC of two built."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> Any:
+        return health_pb2.HealthCheckResponse(status=SERVING)
+
+
+def test_a_service_is_built_when_any_of_its_rpcs_is() -> None:
+    assert Registration.of(RawWatch()).built
+    assert Registration.of(OnlyCheck()).built
+    # Nothing overridden: every RPC is the generated UNIMPLEMENTED stub (not ready in health).
+    assert not Registration.unbuilt(health_pb2_grpc.HealthServicer).built
+    assert not Registration.of(health_pb2_grpc.HealthServicer()).built

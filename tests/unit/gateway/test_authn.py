@@ -84,6 +84,46 @@ async def test_entries_expire_after_the_ttl() -> None:
     assert auth.calls == 2
 
 
+class ExpiringAuth:
+    """Auth answering with a principal whose credential expires at `expires_at`."""
+
+    def __init__(self, expires_at: float) -> None:
+        self.calls = 0
+        self.principal = Principal("usr_a", "default", frozenset({"execute"}), "key_a", expires_at)
+
+    async def __call__(self, credential: str) -> Principal:
+        self.calls += 1
+        return self.principal
+
+
+async def test_an_entry_lives_no_longer_than_its_credential() -> None:
+    # Expiry is wall time (as auth states it), moved onto the TTL's own (monotonic) clock.
+    monotonic, wall = Clock(now=100.0), Clock()
+
+    def elapse(seconds: float) -> None:
+        monotonic.advance(seconds)
+        wall.advance(seconds)
+
+    auth = ExpiringAuth(wall.now + 3)
+    cache = CredentialCache(auth, ttl=10, clock=monotonic, wall=wall)
+    await cache.principal("k")
+    elapse(2.9)
+    await cache.principal("k")
+    assert auth.calls == 1  # within the credential's life: cached
+    elapse(0.2)  # past its expiry, well inside the 10 s TTL: auth is asked again
+    await cache.principal("k")
+    assert auth.calls == 2
+    await cache.principal("k")  # an answer for an already expired credential is never kept
+    assert auth.calls == 3
+
+    counted = CountingAuth()  # a credential without expiry lives the whole TTL
+    forever = CredentialCache(counted, ttl=10, clock=monotonic, wall=wall)
+    await forever.principal("k")
+    elapse(9.9)
+    await forever.principal("k")
+    assert counted.calls == 1
+
+
 async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
     auth = CountingAuth(held=True, fail=Unauthenticated("no", reason="CREDENTIAL_UNKNOWN"))
     cache = CredentialCache(auth, ttl=10, clock=Clock())

@@ -6,9 +6,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common.strategy import Strategy
 from services.optimizer.ranking import (
+    MAX_WEIGHT,
     ExclusionReason,
     ProviderStats,
     TokenEstimate,
@@ -214,3 +217,133 @@ def test_a_nearly_spent_budget_excludes_what_it_cannot_cover() -> None:
     assert set(excluded) == {"quick", "smart", "steady"}
     assert all(e.reason is ExclusionReason.BUDGET_EXHAUSTED for e in excluded.values())
     assert f"{affordable} left" in excluded["smart"].detail
+
+
+# --- A dominated provider never changes the choice (issue 9: BALANCED flipped to a 16x
+# dearer model when one expensive provider was added to the configuration).
+
+_provider = st.builds(
+    lambda name, price_in, price_out, ttft, latency, quality, success: stats(
+        name,
+        input_micro_usd_per_mtok=price_in,
+        output_micro_usd_per_mtok=price_out,
+        ttft_ms=ttft,
+        latency_ms=latency,
+        quality=quality,
+        success_rate=success,
+    ),
+    st.text("abcdefgh", min_size=1, max_size=4),
+    st.integers(0, 80_000_000),
+    st.integers(0, 80_000_000),
+    st.floats(1, 5_000),
+    st.floats(1, 60_000),
+    st.floats(0, 1),
+    st.floats(0.5, 1),
+)
+_weights = st.builds(Weights, *(st.floats(0, 10) for _ in range(4))).filter(lambda w: w.total > 0)
+
+
+@st.composite
+def _worse_than(draw: st.DrawFn, better: ProviderStats) -> ProviderStats:
+    """A provider worse than `better` on every dimension: dearer, slower, no better."""
+    return dataclasses.replace(
+        better,
+        name=draw(st.text("abcdefgh", min_size=1, max_size=4)),
+        input_micro_usd_per_mtok=better.input_micro_usd_per_mtok + draw(st.integers(0, 10**9)),
+        output_micro_usd_per_mtok=better.output_micro_usd_per_mtok + draw(st.integers(0, 10**9)),
+        ttft_ms=better.ttft_ms + draw(st.floats(1, 10_000)),
+        latency_ms=better.latency_ms + draw(st.floats(1, 100_000)),
+        quality=better.quality - draw(st.floats(0, better.quality)),
+        success_rate=max(0.5, better.success_rate - draw(st.floats(0, 0.5))),
+    )
+
+
+def _dominates(a: ProviderStats, b: ProviderStats) -> bool:
+    def key(s: ProviderStats) -> tuple[float, ...]:
+        cost = estimated_cost(s, TokenEstimate())
+        return (-cost, -s.ttft_ms, -s.latency_ms, s.quality, s.success_rate)
+
+    return key(a) != key(b) and all(x >= y for x, y in zip(key(a), key(b), strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_dominated_provider_never_changes_the_choice(data: st.DataObject) -> None:
+    others = data.draw(st.lists(_provider, min_size=1, max_size=6, unique_by=lambda s: s.name))
+    better = data.draw(st.sampled_from(others))
+    worse = data.draw(_worse_than(better).filter(lambda w: w.name not in {s.name for s in others}))
+    weights = data.draw(_weights)
+    # `worse` always ranks behind a non-dominated `better`; when another provider dominates
+    # `better` too, both are dominated and may tie, broken by name.
+    front = [s for s in others if not any(_dominates(o, s) for o in others)]
+    for strategy in Strategy:
+        extra = {"weights": weights} if strategy is Strategy.CUSTOM else {}
+        before = rank(others, strategy, **extra).order
+        after = rank([*others, worse], strategy, **extra).order
+        assert after[0] == before[0], strategy
+        assert tuple(n for n in after if n != worse.name) == before, strategy
+        if better in front:
+            assert after.index(worse.name) > after.index(better.name), strategy
+
+
+def test_an_expensive_dominated_model_does_not_flip_balanced() -> None:
+    # The load test's shape: a cheap model and a 16x dearer, better one; BALANCED picks the
+    # cheap one. Adding a far dearer model that is worse than the dear one on everything
+    # must not hand the choice to the dear one.
+    # (name, input and output price per Mtok, quality, ttft, latency)
+    table = [
+        ("cheap", 150_000, 600_000, 0.7, 300.0, 1200.0),
+        ("dear", 2_500_000, 10_000_000, 0.9, 250.0, 1000.0),
+        ("outlier", 75_000_000, 150_000_000, 0.85, 900.0, 4000.0),
+    ]
+    cheap, dear, outlier = (
+        stats(
+            name,
+            input_micro_usd_per_mtok=price_in,
+            output_micro_usd_per_mtok=price_out,
+            quality=quality,
+            ttft_ms=ttft,
+            latency_ms=latency,
+        )
+        for name, price_in, price_out, quality, ttft, latency in table
+    )
+    assert rank([cheap, dear], Strategy.BALANCED).order[0] == "cheap"
+    assert rank([cheap, dear, outlier], Strategy.BALANCED).order == ("cheap", "dear", "outlier")
+
+
+def test_log_cost_keeps_ratios_whatever_else_is_configured() -> None:
+    # Three on the front: 1x, 16x and 256x the price; on a log scale the middle one sits
+    # half-way, where linear min-max would have put it next to the cheapest.
+    a = stats("a", input_micro_usd_per_mtok=1_000_000, output_micro_usd_per_mtok=1_000_000)
+    b = stats(
+        "b", input_micro_usd_per_mtok=16_000_000, output_micro_usd_per_mtok=16_000_000, quality=0.6
+    )
+    c = stats(
+        "c",
+        input_micro_usd_per_mtok=256_000_000,
+        output_micro_usd_per_mtok=256_000_000,
+        quality=0.7,
+    )
+    by_name = {r.provider: r.breakdown.cost for r in rank([a, b, c], Strategy.CHEAPEST).ranked}
+    assert by_name["a"] == 1.0
+    assert by_name["c"] == 0.0
+    assert by_name["b"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("weights", "field"),
+    [
+        (Weights(cost=1e308, latency=1e308), "cost"),
+        (Weights(quality=float("inf")), "quality"),
+        (Weights(reliability=-0.5, cost=1), "reliability"),
+        (Weights(latency=MAX_WEIGHT * 2), "latency"),
+        (Weights(), ""),
+    ],
+)
+def test_weights_name_what_is_wrong_with_them(weights: Weights, field: str) -> None:
+    assert not weights.is_valid()
+    assert weights.problems()[0][0] == field
+    with pytest.raises(ValueError, match="CUSTOM"):
+        rank(ALL, Strategy.CUSTOM, weights=weights)
+    # Positive control: the largest weight accepted ranks.
+    assert Weights(cost=MAX_WEIGHT, quality=MAX_WEIGHT).is_valid()

@@ -148,7 +148,16 @@ async def test_rank_applies_capabilities_candidates_and_the_default(
                 strategy=S.STRATEGY_CUSTOM, weights=ranking_pb2.Weights(cost=-1, quality=1)
             ),
             "WEIGHTS_INVALID",
-            "weights",
+            "weights.cost",
+        ),
+        (
+            # Finite but unbounded: accepted before (and, with another as large, summed to
+            # infinity and normalised to all zeros).
+            optimizer_pb2.RankRequest(
+                strategy=S.STRATEGY_CUSTOM, weights=ranking_pb2.Weights(cost=1e308, quality=1)
+            ),
+            "WEIGHTS_INVALID",
+            "weights.cost",
         ),
         (optimizer_pb2.RankRequest(strategy=S.STRATEGY_CUSTOM), "WEIGHTS_INVALID", "weights"),
     ],
@@ -232,3 +241,32 @@ async def test_a_bad_outcome_is_rejected_alone_and_the_others_are_recorded(
         ("exe_b:s:2", 2, "user_id"),
     ]
     assert reply.rejected[1].problem == "at most 256 characters"
+
+
+async def test_set_default_strategy_refuses_unbounded_custom_weights(
+    optimizer: Registration,
+) -> None:
+    huge = ranking_pb2.Weights(cost=1e308, latency=1e308, quality=1e308, reliability=1e308)
+    async with serve("optimizer", optimizer, caller="gateway") as ch:
+        admin = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await admin.SetDefaultStrategy(
+                optimizer_pb2.SetDefaultStrategyRequest(strategy=S.STRATEGY_CUSTOM, weights=huge),
+                timeout=5,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = describe(err.value)
+        assert details.reason == "WEIGHTS_INVALID"
+        assert [v.field for v in details.field_violations] == [
+            "weights.cost",
+            "weights.latency",
+            "weights.quality",
+            "weights.reliability",
+        ]
+        # Positive control: bounded weights are taken, as given and normalised.
+        ok = ranking_pb2.Weights(cost=3, quality=1)
+        reply = await admin.SetDefaultStrategy(
+            optimizer_pb2.SetDefaultStrategyRequest(strategy=S.STRATEGY_CUSTOM, weights=ok),
+            timeout=5,
+        )
+        assert (reply.weights.cost, reply.weights.quality) == (0.75, 0.25)

@@ -38,3 +38,21 @@ def test_each_call_gets_its_own_id_and_attempts_number_under_it() -> None:
     assert first.startswith("exe_1:answer:")
     assert first != second  # a step that calls again does not reuse the ids
     assert outcome_id(first, 2) == f"{first}:2"
+
+
+def test_the_output_a_cost_limit_pays_for_is_what_the_price_table_bills_within_it() -> None:
+    from services.common.prices import ProviderPrice
+    from services.router.budget_reservations import output_tokens_within
+
+    price = ProviderPrice("p", "m", 1_000_000, 2_000_000)  # 1 and 2 micro-USD a token
+    for left in range(0, 40):
+        tokens = output_tokens_within(price, 4, left)
+        assert tokens is not None
+        if price.cost(4, 0) <= left:
+            assert price.cost(4, tokens) <= left < price.cost(4, tokens + 1)
+        else:
+            assert tokens == 0
+    # Rounding half up: 0.4 micro-USD of output bills nothing, so it fits a limit of 0.
+    cheap = ProviderPrice("c", "m", 0, 400_000)
+    assert output_tokens_within(cheap, 0, 0) == 1
+    assert output_tokens_within(ProviderPrice("free", "m", 1, 0), 10, 0) is None

@@ -6,20 +6,22 @@ call ended — answered, failed, refused by the outbox or cancelled."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import pytest
 
 from services.common.config import ProviderConfig
-from services.common.errors import ResourceExhausted, SagaError, Unavailable
+from services.common.errors import InvalidArgument, ResourceExhausted, SagaError, Unavailable
 from services.common.prices import PriceTable, price_table
 from services.common.strategy import Strategy
 from services.common.usage import Usage
 from services.router.attempts import CLAIM_AHEAD_CHARS, AttemptRecord, AttemptStatus
 from services.router.budget_reservations import Reservation, max_cost
-from services.router.call_steps import Attempts, run_call
-from services.router.calls import Accounting, ReasonCall
+from services.router.call_steps import Attempts, CustomRank, run_call
+from services.router.calls import Accounting, CustomWeights, ReasonCall
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta
 from services.router.rankings import RankingSnapshot
 from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
@@ -310,7 +312,7 @@ async def test_an_attempt_is_held_before_its_provider_is_called_and_raised_ahead
     world, held = World(), Held()
     order: list[str] = []
     events = run_call(
-        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(200, 10, order), world.store, held
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(200, 10, order), world.store, hold=held
     )
     given = 0
     async for event in events:
@@ -335,7 +337,7 @@ async def test_an_attempt_that_cannot_be_held_is_not_started() -> None:
     world, held = World(), Held(failure=OSError("disk full"))
     order: list[str] = []
     events = run_call(
-        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(3, 10, order), world.store, held
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(3, 10, order), world.store, hold=held
     )
     with pytest.raises(Unavailable) as error:
         async for _ in events:
@@ -357,7 +359,89 @@ async def test_an_attempt_already_ended_when_its_start_is_read_is_not_held() -> 
         yield finished(done)
 
     world, held = World(), Held()
-    events = run_call(CALL, PROVIDERS, SNAPSHOT, PRICES, world, ran_ahead, world.store, held)
+    events = run_call(CALL, PROVIDERS, SNAPSHOT, PRICES, world, ran_ahead, world.store, hold=held)
     async for _ in events:
         pass
     assert held.log == []
+
+
+# ---------------------------------------------------------------- the caller's options
+
+
+def steps_of(
+    world: World, call: ReasonCall, rank_custom: CustomRank | None = None
+) -> AsyncGenerator[RouterEvent, None]:
+    return run_call(
+        call, PROVIDERS, SNAPSHOT, PRICES, world, world.attempts, world.store, rank_custom
+    )
+
+
+async def drain(events: AsyncGenerator[RouterEvent, None]) -> None:
+    async with aclosing(events):
+        async for _ in events:
+            pass
+
+
+async def test_a_cost_limit_no_candidate_fits_is_refused_before_reserving() -> None:
+    world = World()
+    # "cheap" bills 1 micro-USD a million tokens: its least cost rounds to 0, so only a
+    # call whose candidates are all dear can be refused; allow only "dear".
+    call = dataclasses.replace(CALL, allowed=("dear",), max_cost_micro_usd=1)
+    with pytest.raises(ResourceExhausted) as caught:
+        await drain(steps_of(world, call))
+    assert caught.value.reason == "COST_LIMIT_EXCEEDED"
+    assert world.log == []  # nothing reserved, no provider called
+
+
+async def test_the_reservation_never_exceeds_the_cost_limit() -> None:
+    world = World()
+    limit = 50
+    assert max_cost(CALL.engine_request(), [DEAR, CHEAP], PRICES) > limit
+    await drain(steps_of(world, dataclasses.replace(CALL, max_cost_micro_usd=limit)))
+    assert world.log[0] == ("reserve", "usr_a", "exe_1", limit)
+
+
+async def test_an_allow_list_narrows_the_candidates() -> None:
+    world = World()
+    await drain(steps_of(world, dataclasses.replace(CALL, allowed=("cheap", "dear"))))
+    assert ("attempts", "dear", "cheap") in world.log  # both allowed: the ranking's order
+    world = World(fail_after_first=Unavailable("down", reason="PROVIDER_UNAVAILABLE"))
+    with pytest.raises(Unavailable):
+        await drain(steps_of(world, dataclasses.replace(CALL, allowed=("cheap",))))
+    assert ("attempts", "cheap") in world.log
+
+
+async def test_custom_weights_rank_the_call_through_the_ranker() -> None:
+    asked: list[tuple[CustomWeights, tuple[str, ...]]] = []
+
+    async def rank(weights: CustomWeights, names: Sequence[str], call: ReasonCall) -> list[str]:
+        asked.append((weights, tuple(names)))
+        return ["cheap", "dear"]
+
+    weights = CustomWeights(cost=0.7, latency=0.3)
+    call = dataclasses.replace(CALL, strategy=Strategy.CUSTOM, weights=weights)
+    world = World()
+    await drain(steps_of(world, call, rank))
+    assert asked == [(weights, ("dear", "cheap"))]
+    assert ("attempts", "cheap", "dear") in world.log
+    # Control: without weights, the snapshot's CUSTOM ranking (the configured weights') does.
+    configured = dataclasses.replace(
+        SNAPSHOT, rankings={**SNAPSHOT.rankings, Strategy.CUSTOM: ("dear", "cheap")}
+    )
+    world = World()
+    unweighted = dataclasses.replace(CALL, strategy=Strategy.CUSTOM)
+    await drain(
+        run_call(
+            unweighted, PROVIDERS, configured, PRICES, world, world.attempts, world.store, rank
+        )
+    )
+    assert len(asked) == 1
+    assert ("attempts", "dear", "cheap") in world.log
+    # Neither the caller's weights nor configured ones: refused, not ranked by another strategy.
+    with pytest.raises(InvalidArgument) as refused:
+        await drain(steps_of(World(), unweighted, rank))
+    assert refused.value.reason == "WEIGHTS_INVALID"
+    # Without a ranker the call cannot honour its weights: refused, not ranked otherwise.
+    with pytest.raises(Unavailable) as caught:
+        await drain(steps_of(World(), call))
+    assert caught.value.reason == "RANKING_UNAVAILABLE"

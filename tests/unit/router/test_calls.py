@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import pytest
 
 from services.common.errors import InvalidArgument
+from services.common.strategy import Strategy
 from services.router.calls import (
     DEFAULT_MAX_TOKENS,
     MAX_ACCOUNTING_CHARS,
     MAX_MESSAGES,
     MAX_PROMPT_CHARS,
     Accounting,
+    CustomWeights,
     ReasonCall,
     validate,
 )
@@ -85,3 +89,55 @@ def test_inputs_at_the_bounds_are_accepted() -> None:
 def test_max_tokens_zero_means_the_default() -> None:
     assert OK.engine_request().max_tokens == DEFAULT_MAX_TOKENS
     assert dataclasses.replace(OK, max_tokens=7).engine_request().max_tokens == 7
+
+
+# ---------------------------------------------------------------- allow-list and CUSTOM weights
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "field"),
+    [
+        ({"allowed": tuple(f"p{i}" for i in range(65))}, "OPTION_INVALID", "allowed_providers"),
+        ({"allowed": ("",)}, "OPTION_INVALID", "allowed_providers"),
+        ({"allowed": ("a",), "preferred": ("b",)}, "OPTION_INVALID", "preferred_providers"),
+        ({"weights": CustomWeights(cost=1)}, "WEIGHTS_INVALID", "weights"),  # not CUSTOM
+        (
+            {"weights": CustomWeights(cost=1e308), "strategy": Strategy.CUSTOM},
+            "WEIGHTS_INVALID",
+            "weights",
+        ),
+        (
+            {"weights": CustomWeights(latency=math.nan), "strategy": Strategy.CUSTOM},
+            "WEIGHTS_INVALID",
+            "weights",
+        ),
+        (
+            {"weights": CustomWeights(cost=-1, quality=1), "strategy": Strategy.CUSTOM},
+            "WEIGHTS_INVALID",
+            "weights",
+        ),
+        ({"weights": CustomWeights(), "strategy": Strategy.CUSTOM}, "WEIGHTS_INVALID", "weights"),
+        ({"max_cost_micro_usd": 10**12 + 1}, "OPTION_INVALID", "max_cost_micro_usd"),
+    ],
+)
+def test_bad_selection_options_are_refused_naming_the_field(
+    changes: dict[str, Any], reason: str, field: str
+) -> None:
+    call = ReasonCall(messages=(ChatMessage("user", "hi"),), **changes)
+    with pytest.raises(InvalidArgument) as caught:
+        validate(call)
+    assert caught.value.reason == reason
+    assert [v.field for v in caught.value.field_violations] == [field]
+
+
+def test_good_selection_options_pass() -> None:
+    validate(
+        ReasonCall(
+            messages=(ChatMessage("user", "hi"),),
+            allowed=("a", "b"),
+            preferred=("b",),
+            strategy=Strategy.CUSTOM,
+            weights=CustomWeights(cost=0.7, latency=0.3),
+            max_cost_micro_usd=10**12,
+        )
+    )

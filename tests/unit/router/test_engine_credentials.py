@@ -102,6 +102,11 @@ async def test_an_oauth_token_is_cached_until_a_minute_before_it_expires(
     clock.now = START + 341
     assert await credentials.get(PER_USER, ALICE) == "tok-a2"
     assert len(fake.calls) == 2
+    # A token with less life left than the margin is used, and never cached past its expiry.
+    fake.secrets[("copilot", "usr_bob")] = ("tok-brief", START + 371)
+    assert await credentials.get(PER_USER, BOB) == "tok-brief"
+    assert await credentials.get(PER_USER, BOB) == "tok-brief"
+    assert len(fake.calls) == 4
 
 
 async def test_each_user_has_their_own_token_fetched_with_their_context(

@@ -82,7 +82,7 @@ async def test_done_reason_length_is_a_length_finish(fake: FakeProviders) -> Non
 @pytest.mark.parametrize(
     ("status", "message", "kind"),
     [
-        (404, 'model "llama9" not found, try pulling it first', ErrorKind.UNAVAILABLE),
+        (404, 'model "llama9" not found, try pulling it first', ErrorKind.MISCONFIGURED),
         (400, "invalid options", ErrorKind.INVALID_INPUT),
         (500, "llama runner process has terminated", ErrorKind.UNAVAILABLE),
     ],

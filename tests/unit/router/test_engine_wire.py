@@ -1,6 +1,6 @@
 """What every HTTP engine does, against the fake providers over real HTTP on loopback, for
 each wire format: streamed and complete answers with the provider's usage, every error kind,
-broken and malformed streams, and the connect / first-token / total timeouts."""
+broken and malformed streams, and the connect / first-token / idle / total timeouts."""
 
 from __future__ import annotations
 
@@ -160,6 +160,7 @@ ERRORS = [
     ("timeout", ErrorKind.TIMEOUT, None, False),
     ("request_timeout", ErrorKind.TIMEOUT, None, False),
     ("too_large", ErrorKind.INVALID_INPUT, None, False),
+    ("model_not_found", ErrorKind.MISCONFIGURED, None, False),
 ]
 
 
@@ -266,6 +267,23 @@ async def test_the_first_token_timeout_does_not_cut_a_stream_that_started(
     fake.script(fmt, Script(tokens=4, first_token_delay=0.6))
     error, _ = await failure(eng, request())
     assert error.kind is ErrorKind.TIMEOUT
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_a_stream_that_stalls_after_its_first_tokens_fails_at_the_idle_timeout(
+    fake: FakeProviders, fmt: str
+) -> None:
+    eng = fake.engine(fmt, idle_timeout_ms=500, total_timeout_ms=60_000)
+    fake.script(fmt, Script(tokens=6, stall_after=2))
+    error, seen = await failure(eng, request())
+    assert texts(seen) == ["w0 ", "w1 "]
+    assert error.kind is ErrorKind.TIMEOUT
+    assert "stalled" in error.message
+    assert error.usage is not None
+    assert error.usage.output_tokens == 2
+    # A stream whose chunks keep coming within the idle timeout is not cut by it.
+    fake.script(fmt, Script(tokens=4, interval=0.1))
+    assert len(texts(await run(eng, request()))) == 4
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -15,9 +15,11 @@ from services.common.errors import (
     Unavailable,
 )
 from services.router.engines.base import (
+    ProviderContentFiltered,
     ProviderContextTooLong,
     ProviderCredentialFailed,
     ProviderError,
+    ProviderMisconfigured,
     ProviderRateLimited,
     ProviderRejectedInput,
     ProviderTimeout,
@@ -76,6 +78,24 @@ P1 = ProviderConfig(name="p1", kind="sim", model="m")
             False,
             True,
             Verdict.SUCCESS,
+        ),
+        (
+            ProviderContentFiltered("x"),
+            Code.INVALID_ARGUMENT,
+            "PROVIDER_CONTENT_FILTERED",
+            None,
+            False,
+            False,
+            Verdict.SUCCESS,
+        ),
+        (
+            ProviderMisconfigured("x"),
+            Code.FAILED_PRECONDITION,
+            "PROVIDER_MISCONFIGURED",
+            None,
+            False,
+            True,
+            Verdict.TRIP,
         ),
         (
             ProviderTimeout("x"),
@@ -151,3 +171,11 @@ def test_router_refusals_carry_the_wait() -> None:
         0.5,
     )
     assert opened.metadata == limited.metadata == {"provider": "p1"}
+
+
+def test_the_engines_metadata_joins_the_provider_and_cannot_replace_it() -> None:
+    error = ProviderContentFiltered(
+        "x", metadata={"providerCode": "content_filter", "provider": "spoofed"}
+    )
+    metadata = classify(error, P1).error.metadata
+    assert metadata == {"provider": "p1", "providerCode": "content_filter"}

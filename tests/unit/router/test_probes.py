@@ -38,6 +38,7 @@ from services.router.engines.base import (
 from services.router.engines.sim import SimEngine
 from services.router.failures import Verdict
 from services.router.probes import (
+    NOT_PROBED,
     PROBE_MAX_TOKENS,
     SKIPPED_PER_USER_CREDENTIAL,
     HealthChecks,
@@ -78,9 +79,16 @@ def resilience_for(
 class Gated:
     """An engine that answers once `gate` is set, counting calls and calls in flight."""
 
-    def __init__(self, gate: asyncio.Event | None = None, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        gate: asyncio.Event | None = None,
+        error: Exception | None = None,
+        stream_error: Exception | None = None,
+    ) -> None:
         self.gate = gate
         self.error = error
+        self.stream_error = stream_error
+        """Raised by streamed calls only (a provider whose streams are broken)."""
         self.calls = 0
         self.in_flight = 0
         self.most = 0
@@ -96,6 +104,8 @@ class Gated:
                 await self.gate.wait()
             if self.error is not None:
                 raise self.error
+            if request.stream and self.stream_error is not None:
+                raise self.stream_error
             yield TextDelta("pong")
             yield Finish(FinishReason.LENGTH, input_tokens=1, output_tokens=1)
         finally:
@@ -166,13 +176,47 @@ async def test_a_healthy_provider_answers_the_probe() -> None:
     assert (circuit.state, circuit.healthy) == (CircuitState.CLOSED, True)
 
 
-async def test_the_probe_is_one_token_in_complete_mode() -> None:
+def modes(result: ProbeResult) -> tuple[tuple[bool, str], tuple[bool, str]]:
+    """(ok, reason) of the streamed and the non-streamed probe."""
+    assert result.stream is not None
+    assert result.complete is not None
+    return (result.stream.ok, result.stream.error_reason), (
+        result.complete.ok,
+        result.complete.error_reason,
+    )
+
+
+async def test_the_probe_is_one_token_streamed_then_not_streamed() -> None:
     engine = Gated()
     resilience = resilience_for([GOOD])
-    assert (await probe(resilience.states["good"], engine, limit=5)).ok
-    (request,) = engine.requests
-    assert (request.max_tokens, request.stream) == (PROBE_MAX_TOKENS, False)
-    assert [m.content for m in request.messages] == ["ping"]
+    result = await probe(resilience.states["good"], engine, limit=5)
+    assert result.ok
+    assert modes(result) == ((True, ""), (True, ""))
+    assert [(r.max_tokens, r.stream) for r in engine.requests] == [
+        (PROBE_MAX_TOKENS, True),
+        (PROBE_MAX_TOKENS, False),
+    ]
+    assert [[m.content for m in r.messages] for r in engine.requests] == [["ping"], ["ping"]]
+
+
+async def test_broken_streams_fail_the_probe_though_plain_answers_work() -> None:
+    resilience = resilience_for([GOOD])
+    state = resilience.states["good"]
+    engine = Gated(stream_error=ProviderUnavailable("stream cut"))
+    result = await probe(state, engine, limit=5)
+    assert (result.ok, result.error_reason) == (False, "PROVIDER_UNAVAILABLE")
+    assert modes(result) == ((False, "PROVIDER_UNAVAILABLE"), (True, ""))
+    assert state.circuit.healthy is False  # a failure for the circuit, like a failed call
+    # Positive control: the same provider with working streams is healthy.
+    assert (await probe(state, Gated(), limit=5)).ok
+
+
+async def test_a_refused_credential_is_not_probed_twice() -> None:
+    resilience = resilience_for([GOOD])
+    engine = Gated(error=ProviderUnauthenticated("401"))
+    result = await probe(resilience.states["good"], engine, limit=5)
+    assert (result.ok, result.error_reason, engine.calls) == (False, "PROVIDER_AUTH_FAILED", 1)
+    assert modes(result)[1] == (False, NOT_PROBED)
 
 
 async def test_failed_probes_count_towards_opening_the_circuit() -> None:
@@ -198,7 +242,7 @@ async def test_an_authentication_failure_opens_the_circuit_at_once() -> None:
 
 async def test_a_successful_probe_closes_a_half_open_circuit() -> None:
     clock = Clock()
-    flaky = sim("flaky", fail="unavailable", fail_calls=2)
+    flaky = sim("flaky", fail="unavailable", fail_calls=4)  # two probes, two calls each
     resilience = resilience_for([flaky], clock, circuit_cooldown_seconds=30)
     state = resilience.states["flaky"]
     engine = SimEngine(flaky)
@@ -227,7 +271,7 @@ async def test_a_failed_probe_reopens_a_half_open_circuit() -> None:
 
 async def test_a_probe_in_the_cooldown_shows_health_but_leaves_the_circuit_open() -> None:
     clock = Clock()
-    flaky = sim("flaky", fail="unavailable", fail_calls=2)
+    flaky = sim("flaky", fail="unavailable", fail_calls=4)  # two probes, two calls each
     resilience = resilience_for([flaky], clock, circuit_cooldown_seconds=30)
     state = resilience.states["flaky"]
     engine = SimEngine(flaky)
@@ -251,7 +295,7 @@ async def test_a_per_user_credential_is_skipped_without_a_call() -> None:
     # Positive control: the same engine behind a shared credential is probed.
     shared = sim("shared", credential="api_key")
     assert (await probe(resilience_for([shared]).states["shared"], engine, limit=5)).ok
-    assert engine.calls == 1
+    assert engine.calls == 2  # streamed and not
 
 
 async def test_a_provider_that_does_not_answer_in_time_fails_the_probe() -> None:
@@ -284,7 +328,7 @@ async def test_a_probe_refused_by_the_routers_own_limit_gives_no_verdict() -> No
     assert (await probe(state, engine, limit=5)).ok
     refused = await probe(state, engine, limit=5)
     assert (refused.ok, refused.error_reason) == (False, "PROVIDER_LIMIT_REACHED")
-    assert engine.calls == 1
+    assert engine.calls == 2  # the first probe's two calls, none for the refused one
     assert state.circuit.healthy is True
 
 
@@ -349,7 +393,7 @@ async def test_probes_run_at_most_the_configured_number_at_once() -> None:
     gate.set()
     results = await running
     assert [r.ok for r in results] == [True] * 5
-    assert (engine.calls, engine.most) == (5, 2)
+    assert (engine.calls, engine.most) == (10, 2)  # two calls per probe, one at a time
 
 
 async def test_periodic_probes_flip_health_without_calls_and_stop() -> None:

@@ -5,6 +5,7 @@ and one report per attempt."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +44,10 @@ from services.router.reasoning import (
     AttemptStarted,
     AttemptStatus,
     Finished,
+    ProvidersSkipped,
     ProviderSwitched,
     RouterEvent,
+    Skip,
     reason,
 )
 from services.router.resilience import Resilience
@@ -453,12 +456,13 @@ async def test_the_circuit_opens_after_consecutive_failures_and_fails_fast() -> 
         got = await run(CALL, [down], engines, resilience)
         assert got.error is not None
         assert got.error.reason == "PROVIDER_UNAVAILABLE"
-    # Alone in its group, it trips too: the call fails fast, nothing is attempted.
+    # Alone in its group, it trips too: the call fails fast, nothing is attempted; the only
+    # event says why the provider was skipped.
     got = await run(CALL, [down], engines, resilience)
     assert isinstance(got.error, Unavailable)
     assert got.error.reason == "CIRCUIT_OPEN"
     assert got.error.retry_after == pytest.approx(30.0)
-    assert got.events == []
+    assert got.events == [ProvidersSkipped((Skip("down", "CIRCUIT_OPEN", 30.0),))]
     assert got.reports == []
     # After the cooldown one probe goes through; the provider has recovered, so it closes.
     clock.now += 30
@@ -550,3 +554,74 @@ async def test_an_engine_bug_is_accounted_and_frees_the_probe() -> None:
     # The probe permit was released: the next call may probe.
     assert resilience.states["buggy"].circuit.allow() is not None
     assert resilience.states["buggy"].limits.in_flight == 0
+
+
+# ---------------------------------------------------------------- skipped providers
+
+
+async def test_an_open_circuit_is_announced_as_skipped_before_the_fallback_attempt() -> None:
+    clock = Clock()
+    down = sim("down", fail="unavailable", max_retries=0)
+    counted: list[tuple[str, str]] = []
+    config = RouterConfig(retry_initial_backoff_ms=10.0, circuit_consecutive_failures=1)
+    resilience = Resilience.build(
+        [down, GOOD], config, clock, on_refusal=lambda p, r: counted.append((p, r))
+    )
+    # Control: the first call tries "down" (nothing skipped), fails over, and opens its circuit.
+    first = await run(CALL, [down, GOOD], resilience=resilience)
+    assert first.error is None
+    assert not [e for e in first.events if isinstance(e, ProvidersSkipped)]
+    assert resilience.states["down"].circuit.state is CircuitState.OPEN
+    got = await run(CALL, [down, GOOD], resilience=resilience)
+    assert got.error is None
+    assert got.events[0] == ProvidersSkipped((Skip("down", "CIRCUIT_OPEN", 30.0),))
+    assert got.events[1] == AttemptStarted("good", "good-m", 1)
+    assert counted == [("down", "CIRCUIT_OPEN")]
+    # An open circuit ranked after the provider that answers was never reached: not said.
+    after = await run(CALL, [GOOD, down], resilience=resilience)
+    assert after.error is None
+    assert not [e for e in after.events if isinstance(e, ProvidersSkipped)]
+    assert counted == [("down", "CIRCUIT_OPEN")]
+
+
+# ---------------------------------------------------------------- the call's cost limit
+
+WORDS = Scripted(["abcd"] * 5)
+"""Five deltas of one estimated token each (4 characters)."""
+
+
+async def test_a_stream_that_would_pass_the_cost_limit_is_stopped_and_accounted() -> None:
+    # The prompt is ~4 tokens at 1 micro-USD, each output token 2: a limit of 8 pays for two.
+    limited = dataclasses.replace(CALL, max_cost_micro_usd=8)
+    got = await run(limited, [GOOD], {"good": WORDS})
+    assert isinstance(got.error, ResourceExhausted)
+    assert got.error.reason == "COST_LIMIT_EXCEEDED"
+    assert got.error.quota_violations[0].subject == "max_cost_micro_usd"
+    assert got.text() == "abcd" * 2  # the chunk past the limit never reached the caller
+    (report,) = got.reports
+    assert report.status is AttemptStatus.FAILED
+    assert report.error_reason == "COST_LIMIT_EXCEEDED"
+    # The attempt's tokens are accounted: the prompt and the three chunks the provider sent.
+    assert (report.usage.input_tokens, report.usage.output_tokens) == (4, 3)
+    assert report.usage.estimated
+    assert report.cost_micro_usd == 4 + 3 * 2
+    # Control: a limit that covers the answer lets it finish.
+    enough = await run(dataclasses.replace(CALL, max_cost_micro_usd=15), [GOOD], {"good": WORDS})
+    assert enough.error is None
+    assert enough.text() == "abcd" * 5
+
+
+async def test_a_candidate_whose_least_cost_passes_the_limit_is_skipped() -> None:
+    dear = dataclasses.replace(sim("dear"), input_micro_usd_per_mtok=10_000_000)
+    got = await run(dataclasses.replace(CALL, max_cost_micro_usd=20), [dear, GOOD])
+    assert got.error is None
+    assert got.events[0] == ProvidersSkipped((Skip("dear", "COST_LIMIT_EXCEEDED"),))
+    assert got.attempts() == [("good", 1)]
+    # A skip is no failure: without fallback too, the first candidate that fits is called.
+    single = dataclasses.replace(CALL, max_cost_micro_usd=20, allow_fallback=False)
+    assert (await run(single, [dear, GOOD])).attempts() == [("good", 1)]
+    # Alone, it is refused before any call.
+    alone = await run(dataclasses.replace(CALL, max_cost_micro_usd=20), [dear])
+    assert isinstance(alone.error, ResourceExhausted)
+    assert alone.error.reason == "COST_LIMIT_EXCEEDED"
+    assert alone.reports == []

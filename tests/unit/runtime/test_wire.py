@@ -49,6 +49,25 @@ def test_a_router_switch_becomes_provider_switched() -> None:
     assert relayed.sequence == 7
 
 
+def test_a_router_skip_becomes_providers_skipped() -> None:
+    skip = reason_events_pb2.SkippedProvider(
+        provider="down", reason="CIRCUIT_OPEN", retry_after_ms=1500
+    )
+    raw = router_pb2.ReasonResponse(
+        skipped=reason_events_pb2.Skipped(providers=[skip])
+    ).SerializeToString()
+    split = wire.single_field(raw)
+    assert split is not None
+    assert split[0] in wire.RELAYED_FIELDS
+    relayed = runtime_pb2.RunPatternResponse.FromString(
+        wire.step_event(split[0], "answer", split[1], 3)
+    )
+    assert relayed.WhichOneof("event") == "providers_skipped"
+    assert relayed.providers_skipped == events_pb2.ProvidersSkipped(
+        step_id="answer", providers=[skip]
+    )
+
+
 def test_messages_that_are_not_one_length_delimited_field_are_not_split() -> None:
     final = router_pb2.ReasonResponse(final=reason_events_pb2.Final(provider="p"))
     assert wire.single_field(final.SerializeToString()) is not None  # one field: split fine

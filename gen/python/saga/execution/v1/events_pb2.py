@@ -24,27 +24,30 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
+from saga.execution.v1 import reason_events_pb2 as saga_dot_execution_dot_v1_dot_reason__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/events.proto\x12\x11saga.execution.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1esaga/execution/v1/common.proto\"u\n\x08\x41\x63\x63\x65pted\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x02 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61sof\x18\x05 \x01(\t\"A\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"&\n\x05Token\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"_\n\x10ProviderSwitched\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xe3\x01\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\'\n\x06output\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\"+\n\x0b\x41ttribution\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xf4\x01\n\tCompleted\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\x12\x34\n\x0c\x61ttributions\x18\x04 \x03(\x0b\x32\x1e.saga.execution.v1.Attribution\x12\x11\n\twatermark\x18\x05 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x06 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/events.proto\x12\x11saga.execution.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1esaga/execution/v1/common.proto\x1a%saga/execution/v1/reason_events.proto\"u\n\x08\x41\x63\x63\x65pted\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x02 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61sof\x18\x05 \x01(\t\"A\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"&\n\x05Token\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"_\n\x10ProviderSwitched\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"Z\n\x10ProvidersSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x35\n\tproviders\x18\x02 \x03(\x0b\x32\".saga.execution.v1.SkippedProvider\"\xe3\x01\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\'\n\x06output\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\"+\n\x0b\x41ttribution\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xf4\x01\n\tCompleted\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\x12\x34\n\x0c\x61ttributions\x18\x04 \x03(\x0b\x32\x1e.saga.execution.v1.Attribution\x12\x11\n\twatermark\x18\x05 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x06 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.execution.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCEPTED']._serialized_start=115
-  _globals['_ACCEPTED']._serialized_end=232
-  _globals['_STEPSTARTED']._serialized_start=234
-  _globals['_STEPSTARTED']._serialized_end=299
-  _globals['_TOKEN']._serialized_start=301
-  _globals['_TOKEN']._serialized_end=339
-  _globals['_PROVIDERSWITCHED']._serialized_start=341
-  _globals['_PROVIDERSWITCHED']._serialized_end=436
-  _globals['_STEPCOMPLETED']._serialized_start=439
-  _globals['_STEPCOMPLETED']._serialized_end=666
-  _globals['_ATTRIBUTION']._serialized_start=668
-  _globals['_ATTRIBUTION']._serialized_end=711
-  _globals['_COMPLETED']._serialized_start=714
-  _globals['_COMPLETED']._serialized_end=958
+  _globals['_ACCEPTED']._serialized_start=154
+  _globals['_ACCEPTED']._serialized_end=271
+  _globals['_STEPSTARTED']._serialized_start=273
+  _globals['_STEPSTARTED']._serialized_end=338
+  _globals['_TOKEN']._serialized_start=340
+  _globals['_TOKEN']._serialized_end=378
+  _globals['_PROVIDERSWITCHED']._serialized_start=380
+  _globals['_PROVIDERSWITCHED']._serialized_end=475
+  _globals['_PROVIDERSSKIPPED']._serialized_start=477
+  _globals['_PROVIDERSSKIPPED']._serialized_end=567
+  _globals['_STEPCOMPLETED']._serialized_start=570
+  _globals['_STEPCOMPLETED']._serialized_end=797
+  _globals['_ATTRIBUTION']._serialized_start=799
+  _globals['_ATTRIBUTION']._serialized_end=842
+  _globals['_COMPLETED']._serialized_start=845
+  _globals['_COMPLETED']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

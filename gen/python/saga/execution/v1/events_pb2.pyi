@@ -13,6 +13,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from saga.execution.v1 import common_pb2 as _common_pb2
+from saga.execution.v1 import reason_events_pb2 as _reason_events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -150,6 +151,35 @@ class ProviderSwitched(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderSwitched: _TypeAlias = ProviderSwitched  # noqa: Y015
+
+@_typing.final
+class ProvidersSkipped(_message.Message):
+    """The router passed over providers of an LLM step without calling them (an open circuit, a
+    spent limit, the run's cost limit). Wire-compatible with saga.execution.v1.Skipped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[_reason_events_pb2.SkippedProvider]:
+        """The providers passed over and why."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        providers: _abc.Iterable[_reason_events_pb2.SkippedProvider] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvidersSkipped: _TypeAlias = ProvidersSkipped  # noqa: Y015
 
 @_typing.final
 class StepCompleted(_message.Message):

@@ -54,6 +54,9 @@ class ExecuteOptions(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     DETACH_ON_DISCONNECT_FIELD_NUMBER: _builtins.int
+    ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    DISABLE_FALLBACK_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
     strategy: _common_pb2.Strategy.ValueType
     """Provider selection for LLM steps; unspecified = the operator's default."""
     allow_stale_pack: _builtins.bool
@@ -69,16 +72,36 @@ class ExecuteOptions(_message.Message):
     first one started (its events are replayed from the start) instead of starting another.
     """
     max_cost_micro_usd: _builtins.int
-    """Upper bound on the run's cost; 0 = only the user's budget applies. Exceeding it fails
-    RESOURCE_EXHAUSTED.
+    """Upper bound on the run's cost, micro-USD; 0 = only the user's budget applies. Each LLM
+    step may spend what the steps before it left; a call whose cheapest candidate cannot fit
+    that is refused before any provider is called, and a stream that would exceed it is
+    stopped; both fail RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED (with QuotaFailure). At most
+    10^12 (a million USD).
     """
     detach_on_disconnect: _builtins.bool
     """Keep running when the client disconnects; the events are recorded and WatchExecution
     resumes them. Otherwise a disconnect cancels the run down the chain.
     """
+    disable_fallback: _builtins.bool
+    """Never move to another provider when one fails: each call tries its first candidate only
+    (with that provider's bounded retries) and fails with that provider's error.
+    """
     @_builtins.property
     def preferred_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Provider names tried first, in order, when they are eligible."""
+
+    @_builtins.property
+    def allowed_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these providers may serve the run's LLM calls (in the ranking's order, after any
+        preferred ones); empty = every configured provider. Unknown names are INVALID_ARGUMENT
+        UNKNOWN_PROVIDER; at most 64 names.
+        """
+
+    @_builtins.property
+    def weights(self) -> Global___StrategyWeights:
+        """The weights of STRATEGY_CUSTOM (only with it; INVALID_ARGUMENT otherwise); unset = the
+        operator's configured custom weights.
+        """
 
     def __init__(
         self,
@@ -91,11 +114,51 @@ class ExecuteOptions(_message.Message):
         idempotency_key: _builtins.str = ...,
         max_cost_micro_usd: _builtins.int = ...,
         detach_on_disconnect: _builtins.bool = ...,
+        allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
+        disable_fallback: _builtins.bool = ...,
+        weights: Global___StrategyWeights | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_stale_pack", b"allow_stale_pack", "detach_on_disconnect", b"detach_on_disconnect", "export", b"export", "export_format", b"export_format", "idempotency_key", b"idempotency_key", "max_cost_micro_usd", b"max_cost_micro_usd", "preferred_providers", b"preferred_providers", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_stale_pack", b"allow_stale_pack", "allowed_providers", b"allowed_providers", "detach_on_disconnect", b"detach_on_disconnect", "disable_fallback", b"disable_fallback", "export", b"export", "export_format", b"export_format", "idempotency_key", b"idempotency_key", "max_cost_micro_usd", b"max_cost_micro_usd", "preferred_providers", b"preferred_providers", "strategy", b"strategy", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecuteOptions: _TypeAlias = ExecuteOptions  # noqa: Y015
+
+@_typing.final
+class StrategyWeights(_message.Message):
+    """Relative importance of each ranking criterion for STRATEGY_CUSTOM: each finite and between
+    0 and 1,000,000, not all 0; normalised to sum to 1 before use (same meaning as
+    saga.optimizer.v1.Weights).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COST_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    RELIABILITY_FIELD_NUMBER: _builtins.int
+    cost: _builtins.float
+    """Cheaper providers score higher."""
+    latency: _builtins.float
+    """Faster providers (time to first token) score higher."""
+    quality: _builtins.float
+    """Providers with a higher quality prior score higher."""
+    reliability: _builtins.float
+    """Providers with a higher recent success rate score higher."""
+    def __init__(
+        self,
+        *,
+        cost: _builtins.float = ...,
+        latency: _builtins.float = ...,
+        quality: _builtins.float = ...,
+        reliability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "latency", b"latency", "quality", b"quality", "reliability", b"reliability"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StrategyWeights: _TypeAlias = StrategyWeights  # noqa: Y015

@@ -133,6 +133,64 @@ class Switched(_message.Message):
 Global___Switched: _TypeAlias = Switched  # noqa: Y015
 
 @_typing.final
+class SkippedProvider(_message.Message):
+    """One candidate the router passed over without calling it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    reason: _builtins.str
+    """Why, as an ErrorInfo reason: CIRCUIT_OPEN (its circuit breaker is open),
+    PROVIDER_LIMIT_REACHED (its concurrency, requests or tokens per minute are spent),
+    COST_LIMIT_EXCEEDED (its cheapest answer would exceed the call's max_cost_micro_usd),
+    PROVIDER_CONTEXT_LENGTH_EXCEEDED (a window it stated is too small for the prompt).
+    """
+    retry_after_ms: _builtins.int
+    """When the provider may be tried again (circuit cooldown, limit window); 0 = unknown."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        retry_after_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "reason", b"reason", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedProvider: _TypeAlias = SkippedProvider  # noqa: Y015
+
+@_typing.final
+class Skipped(_message.Message):
+    """The router passed over candidates without calling them. Sent before the attempt that
+    follows them (or before the error when none is left). Wire-compatible with
+    ProvidersSkipped: field 1 (its step_id) is reserved.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedProvider]: ...
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___SkippedProvider] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Skipped: _TypeAlias = Skipped  # noqa: Y015
+
+@_typing.final
 class Attempt(_message.Message):
     """The router starts an attempt (a first call, a retry or a fallback)."""
 

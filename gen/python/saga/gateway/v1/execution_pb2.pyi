@@ -83,6 +83,7 @@ class ExecuteResponse(_message.Message):
     PROVIDER_SWITCHED_FIELD_NUMBER: _builtins.int
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1 and increasing by one per
@@ -100,6 +101,10 @@ class ExecuteResponse(_message.Message):
     def step_completed(self) -> _events_pb2.StepCompleted: ...
     @_builtins.property
     def completed(self) -> _events_pb2.Completed: ...
+    @_builtins.property
+    def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
+        """Providers passed over without a call (an LLM step); the router's skipped = 9."""
+
     def __init__(
         self,
         *,
@@ -109,13 +114,14 @@ class ExecuteResponse(_message.Message):
         provider_switched: _events_pb2.ProviderSwitched | None = ...,
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
+        providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -248,6 +254,7 @@ class WatchExecutionResponse(_message.Message):
     PROVIDER_SWITCHED_FIELD_NUMBER: _builtins.int
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1."""
@@ -263,6 +270,10 @@ class WatchExecutionResponse(_message.Message):
     def step_completed(self) -> _events_pb2.StepCompleted: ...
     @_builtins.property
     def completed(self) -> _events_pb2.Completed: ...
+    @_builtins.property
+    def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
+        """Providers passed over without a call (an LLM step); the router's skipped = 9."""
+
     def __init__(
         self,
         *,
@@ -272,13 +283,14 @@ class WatchExecutionResponse(_message.Message):
         provider_switched: _events_pb2.ProviderSwitched | None = ...,
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
+        providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

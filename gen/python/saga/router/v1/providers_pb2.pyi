@@ -89,6 +89,7 @@ class Limits(_message.Message):
     CONNECT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     FIRST_TOKEN_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     TOTAL_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     max_concurrency: _builtins.int
     """Calls in flight at once."""
     rpm: _builtins.int
@@ -100,6 +101,10 @@ class Limits(_message.Message):
     """From sending the request to the first token."""
     total_timeout_ms: _builtins.int
     """Whole call."""
+    idle_timeout_ms: _builtins.int
+    """Longest silence between two chunks of a stream once text has come; past it the attempt
+    fails and the answer continues on the next provider.
+    """
     def __init__(
         self,
         *,
@@ -109,10 +114,11 @@ class Limits(_message.Message):
         connect_timeout_ms: _builtins.int = ...,
         first_token_timeout_ms: _builtins.int = ...,
         total_timeout_ms: _builtins.int = ...,
+        idle_timeout_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout_ms", b"connect_timeout_ms", "first_token_timeout_ms", b"first_token_timeout_ms", "max_concurrency", b"max_concurrency", "rpm", b"rpm", "total_timeout_ms", b"total_timeout_ms", "tpm", b"tpm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout_ms", b"connect_timeout_ms", "first_token_timeout_ms", b"first_token_timeout_ms", "idle_timeout_ms", b"idle_timeout_ms", "max_concurrency", b"max_concurrency", "rpm", b"rpm", "total_timeout_ms", b"total_timeout_ms", "tpm", b"tpm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,7 +187,9 @@ Global___ProviderInfo: _TypeAlias = ProviderInfo  # noqa: Y015
 
 @_typing.final
 class ProviderCheck(_message.Message):
-    """Result of an active probe of one provider."""
+    """Result of an active probe of one provider: a streamed one-token call (as calls are made
+    by default) and a non-streamed one (COMPLETE response mode), through its engine.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -189,11 +197,27 @@ class ProviderCheck(_message.Message):
     OK_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     ERROR_REASON_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     ok: _builtins.bool
+    """Both modes answered: the provider serves every kind of call."""
     latency_ms: _builtins.int
+    """The streamed probe's latency (the non-streamed one's is in `complete`)."""
     error_reason: _builtins.str
-    """ErrorInfo reason of a failed probe (e.g. PROVIDER_AUTH_FAILED); empty when ok."""
+    """ErrorInfo reason of the first mode that failed (streamed first, e.g.
+    PROVIDER_AUTH_FAILED); empty when ok.
+    """
+    @_builtins.property
+    def stream(self) -> Global___ProbeModeResult:
+        """The streamed probe."""
+
+    @_builtins.property
+    def complete(self) -> Global___ProbeModeResult:
+        """The non-streamed probe; not run when the streamed one left no time or proved the
+        credential refused.
+        """
+
     def __init__(
         self,
         *,
@@ -201,11 +225,42 @@ class ProviderCheck(_message.Message):
         ok: _builtins.bool = ...,
         latency_ms: _builtins.int = ...,
         error_reason: _builtins.str = ...,
+        stream: Global___ProbeModeResult | None = ...,
+        complete: Global___ProbeModeResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_reason", b"error_reason", "latency_ms", b"latency_ms", "ok", b"ok", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "error_reason", b"error_reason", "latency_ms", b"latency_ms", "ok", b"ok", "provider", b"provider", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderCheck: _TypeAlias = ProviderCheck  # noqa: Y015
+
+@_typing.final
+class ProbeModeResult(_message.Message):
+    """One mode of a provider's probe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """False also when the mode was not probed (`error_reason` says why)."""
+    latency_ms: _builtins.int
+    error_reason: _builtins.str
+    """ErrorInfo reason of the failure; empty when ok."""
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        latency_ms: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_reason", b"error_reason", "latency_ms", b"latency_ms", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeModeResult: _TypeAlias = ProbeModeResult  # noqa: Y015

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from saga.execution.v1 import common_pb2 as _common_pb2
+from saga.execution.v1 import options_pb2 as _options_pb2
 from saga.execution.v1 import reason_events_pb2 as _reason_events_pb2
 from saga.router.v1 import providers_pb2 as _providers_pb2
 import builtins as _builtins
@@ -117,6 +118,8 @@ class ReasonRequest(_message.Message):
     ALLOW_FALLBACK_FIELD_NUMBER: _builtins.int
     ACCOUNTING_FIELD_NUMBER: _builtins.int
     MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
     system_prompt: _builtins.str
     """Sent as the system message, before messages."""
     max_tokens: _builtins.int
@@ -132,7 +135,10 @@ class ReasonRequest(_message.Message):
     (with its bounded retries).
     """
     max_cost_micro_usd: _builtins.int
-    """Upper bound on this call's cost; 0 = only the user's budget applies."""
+    """Upper bound on this call's cost; 0 = only the user's budget applies. Refused before any
+    provider is called when the cheapest candidate cannot fit it; a stream that would exceed
+    it is stopped (RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation, oldest first."""
@@ -147,6 +153,16 @@ class ReasonRequest(_message.Message):
 
     @_builtins.property
     def accounting(self) -> Global___AccountingContext: ...
+    @_builtins.property
+    def allowed_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these providers are candidates (preferred ones first); empty = every configured one."""
+
+    @_builtins.property
+    def weights(self) -> _options_pb2.StrategyWeights:
+        """The weights of a STRATEGY_CUSTOM call, ranked by the optimizer's Rank with them; unset =
+        the snapshot's CUSTOM ranking (the configured weights).
+        """
+
     def __init__(
         self,
         *,
@@ -162,10 +178,12 @@ class ReasonRequest(_message.Message):
         allow_fallback: _builtins.bool = ...,
         accounting: Global___AccountingContext | None = ...,
         max_cost_micro_usd: _builtins.int = ...,
+        allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
+        weights: _options_pb2.StrategyWeights | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "temperature", b"temperature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
@@ -175,15 +193,16 @@ Global___ReasonRequest: _TypeAlias = ReasonRequest  # noqa: Y015
 
 @_typing.final
 class ReasonResponse(_message.Message):
-    """One event of a Reason stream: Attempt (one per attempt), Delta (streaming text),
-    Switched (fallback), and exactly one Final at the end; errors end the stream with a status.
+    """One event of a Reason stream: Skipped (candidates passed over without a call, before the
+    attempt that follows them), Attempt (one per attempt), Delta (streaming text), Switched
+    (fallback), and exactly one Final at the end; errors end the stream with a status.
 
     WIRE-COMPATIBILITY RULE: the oneof field numbers are shared with the execution-chain
     responses (saga.gateway.v1.ExecuteResponse / WatchExecutionResponse,
     saga.runtime.v1.RunPatternResponse / WatchExecutionResponse): delta = 3 is their token,
     switched = 4 their provider_switched, and the payloads have the same field numbers, so
     the runtime relays a router event's bytes (prefixed with the step id) without rebuilding
-    it. Numbers 1, 2, 5, 6 and 16 belong to the chain responses and must never be used here;
+    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6 and 16 belong to the chain responses and must never be used here;
     7 and 8 are reserved there. New events take a number unused by all of them.
     """
 
@@ -193,6 +212,7 @@ class ReasonResponse(_message.Message):
     SWITCHED_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def delta(self) -> _reason_events_pb2.Delta: ...
     @_builtins.property
@@ -201,6 +221,10 @@ class ReasonResponse(_message.Message):
     def attempt(self) -> _reason_events_pb2.Attempt: ...
     @_builtins.property
     def final(self) -> _reason_events_pb2.Final: ...
+    @_builtins.property
+    def skipped(self) -> _reason_events_pb2.Skipped:
+        """Wire-compatible with the chain responses' providers_skipped = 9 (relayed as bytes)."""
+
     def __init__(
         self,
         *,
@@ -208,12 +232,13 @@ class ReasonResponse(_message.Message):
         switched: _reason_events_pb2.Switched | None = ...,
         attempt: _reason_events_pb2.Attempt | None = ...,
         final: _reason_events_pb2.Final | None = ...,
+        skipped: _reason_events_pb2.Skipped | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "switched", b"switched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "switched", b"switched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "switched", "attempt", "final"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "switched", "attempt", "final", "skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
