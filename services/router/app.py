@@ -25,7 +25,7 @@ from services.router.budget_reservations import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.custom_ranking import CustomRanker
 from services.router.engines import engine_for
-from services.router.metrics import REFUSALS, register_circuits
+from services.router.metrics import REFUSALS, register_circuits, register_outbox
 from services.router.outbox import Outbox
 from services.router.probes import HealthChecks
 from services.router.rankings import RankingWatcher
@@ -66,6 +66,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     health = HealthChecks(providers, engines, resilience, config.router)
     host.spawn("ranking-watcher", rankings.run)
     outbox.run_in(host.lifecycle)
+    register_outbox(outbox.gauges)
     if health.periodic:
         host.spawn("router-health-checks", health.run_periodic)
     host.on_stop(budgets.close, Phase.FINISH)
