@@ -6,9 +6,12 @@ as estimated and flagged: the prompt's input tokens and the text received, ~4 ch
 token. An attempt that produced nothing and reported nothing costs nothing.
 
 In flight (`InFlight`), an attempt is also held durably as a provisional record, so a router
-that crashes mid-stream still bills it: written when the attempt starts (before the provider
-is called), estimated (flagged) as the prompt's input tokens plus a *claim* on the output —
-characters, ~4 a token, always at least what the caller was given. The claim starts at
+that crashes mid-stream still bills it: its write begins when the attempt starts, while the
+provider is called (the provider's first token takes longer than the write, so it costs no
+latency; a crash in that first millisecond or two loses the attempt's prompt tokens), and no
+text is given to the caller before it is durable; estimated (flagged) as the prompt's input
+tokens plus a *claim* on the output — characters, ~4 a token, always at least what the
+caller was given. The claim starts at
 `CLAIM_AHEAD_CHARS` and is raised, ahead of the text, to what was given plus
 `CLAIM_AHEAD_CHARS` (~64 tokens) or a quarter more, whichever is larger: one write per
 ~200 characters at first, then per ~19 % more text (about a dozen writes for a 1,000-token
@@ -186,7 +189,8 @@ class InFlight:
         self._max_tokens = max_tokens
         self._prices = prices
         self._hold = hold
-        self._durable = 0  # characters claimed by the latest committed write
+        self.durable = 0
+        """Characters claimed by the latest committed write: no more may be given."""
         self._latest: tuple[int, asyncio.Future[None]] | None = None
         self._started = time.monotonic()
         self._closed = False
@@ -196,11 +200,11 @@ class InFlight:
         self._closed = True
         self.soft = 1 << 62
 
-    async def start(self, complete: bool) -> None:
-        """Store the first claim and wait until it is stored (before the provider is
-        called): the request's whole `max_tokens` in complete mode."""
+    def start(self, complete: bool) -> None:
+        """Begin storing the first claim (the request's whole `max_tokens` in complete mode)
+        while the provider is called: the provider's first token takes longer than the write,
+        so the write costs no latency; no text is given before it is durable (`advance`)."""
         self._claim(self._max_tokens * 4 if complete else CLAIM_AHEAD_CHARS)
-        await self._wait()
 
     async def advance(self) -> None:
         """Raise the claim ahead of `given`; wait only if `given` is past the durable
@@ -209,7 +213,7 @@ class InFlight:
             return
         if self._latest is None or self.given > self.soft:
             self._claim(self.given + max(CLAIM_AHEAD_CHARS, self.given // 4))
-        if self.given > self._durable:
+        if self.given > self.durable:
             await self._wait()
 
     def record(self, chars: int) -> AttemptRecord:
@@ -239,7 +243,7 @@ class InFlight:
 
         def stored(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:
-                self._durable = max(self._durable, chars)
+                self.durable = max(self.durable, chars)
 
         future.add_done_callback(stored)
 
@@ -249,4 +253,4 @@ class InFlight:
             return
         chars, future = self._latest
         await asyncio.shield(future)
-        self._durable = max(self._durable, chars)
+        self.durable = max(self.durable, chars)

@@ -146,14 +146,14 @@ async def run_call(
             async for event in events:
                 if live is not None and type(event) is TextDelta:
                     live.given += len(event.text)
-                    if live.given > live.soft:
+                    if live.given > live.soft or live.given > live.durable:
                         await _stored(live.advance())
                 elif isinstance(event, AttemptStarted) and hold is not None:
                     given += 0 if live is None else live.given
                     live = None
                     if event.n not in ended:
                         live = _in_flight(event, candidates, call, given, prices, hold, cid)
-                        await _stored(live.start(call.complete))
+                        live.start(call.complete)
                 elif isinstance(event, Finished):
                     await _all_stored(stored)
                 yield event

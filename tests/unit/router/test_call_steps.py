@@ -333,17 +333,29 @@ async def test_an_attempt_is_held_before_its_provider_is_called_and_raised_ahead
     assert [step[0] for step in world.log if step[0] == "store"] == ["store"]  # the real one
 
 
-async def test_an_attempt_that_cannot_be_held_is_not_started() -> None:
+async def test_an_attempt_that_cannot_be_held_gives_the_caller_no_text() -> None:
+    # The hold's write runs while the provider is called (it costs no latency); no text is
+    # given before it is durable, so a failed write ends the call before any.
     world, held = World(), Held(failure=OSError("disk full"))
     order: list[str] = []
     events = run_call(
         CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(3, 10, order), world.store, hold=held
     )
+    given: list[RouterEvent] = []
+
+    async def read() -> None:
+        async for event in events:
+            given.append(event)
+
     with pytest.raises(Unavailable) as error:
-        async for _ in events:
-            pass
+        await read()
     assert error.value.reason == "USAGE_NOT_STORED"
-    assert order == []  # the provider was never called
+    assert [e for e in given if isinstance(e, TextDelta)] == []
+    # Positive control: with a hold that works, the same attempt's text is given.
+    works = run_call(
+        CALL, PROVIDERS, SNAPSHOT, PRICES, World(), streaming(3, 10, []), world.store, hold=Held()
+    )
+    assert [e async for e in works if isinstance(e, TextDelta)] != []
 
 
 async def test_an_attempt_already_ended_when_its_start_is_read_is_not_held() -> None:
