@@ -327,7 +327,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         outbox = await parts.outbox.status()
         return router_pb2.ListProvidersResponse(
             providers=infos,
-            outbox=router_pb2.OutboxStatus(
+            outbox=providers_pb2.OutboxStatus(
                 backlog=outbox.backlog,
                 oldest_age_ms=round(outbox.oldest_age(time.time()) * 1000),
                 dead_letters=outbox.dead_letters,

@@ -15,7 +15,7 @@ import grpc
 
 from saga.execution.v1 import records_pb2
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
-from saga.router.v1 import router_pb2, router_pb2_grpc
+from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
 from services.common.status import describe
 from tests.harness import Stack, stack_for
 from tests.integration.test_router_resilience import call
@@ -109,7 +109,7 @@ async def router_metrics(stack: Stack) -> dict[str, float]:
     return samples
 
 
-async def outbox_status(stack: Stack) -> router_pb2.OutboxStatus:
+async def outbox_status(stack: Stack) -> providers_pb2.OutboxStatus:
     async with stack.channel_as("gateway", "router") as ch:
         reply = await router_pb2_grpc.RouterServiceStub(ch).ListProviders(
             router_pb2.ListProvidersRequest(), timeout=5
