@@ -34,10 +34,11 @@ QuotaFailure (`check_cost_limit`) — and the reservation is never more than the
 a stream runs, `output_tokens_within` says how many output tokens the rest of the limit pays
 for; `reasoning` stops the attempt past that point with the same error.
 
-Without a configured budget (`budgets.per_user_micro_usd` = 0) there is nothing to reserve
-against, and the router adds no hop to the call. With one, the router fails closed: an
-optimizer it cannot reach for ReserveBudget (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED)
-ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather than spend unaccounted money.
+Without budgets (`budgets.per_user_micro_usd` = 0 and `budgets.enabled` false) there is
+nothing to reserve against, and the router adds no hop to the call. With them, the router
+fails closed: an optimizer it cannot reach for ReserveBudget (UNAVAILABLE,
+DEADLINE_EXCEEDED, UNIMPLEMENTED) ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather
+than spend unaccounted money.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class Budgets:
 
     def __init__(self, channel: grpc.aio.Channel, config: BudgetsConfig) -> None:
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
-        self.enabled = config.per_user_micro_usd > 0
+        self.enabled = config.active
         self._settling = InFlight()
 
     async def reserve(
