@@ -195,7 +195,9 @@ class Budgets:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in UNREACHABLE:
-                raise RemoteError.from_rpc_error(error, "optimizer.saga") from None
+                # Kept whole (relayed unchanged), and readable by the call's steps, which
+                # reserve again for the candidates that fit what the refusal says is left.
+                raise RemoteError.from_rpc_error(error, "router.saga") from None
             log.warning(
                 "budget not reserved: optimizer unreachable", extra={"code": error.code().name}
             )
