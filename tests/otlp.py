@@ -22,6 +22,26 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    """Attribute values as Python values (str, int, float, bool, list)."""
+    kind: int = 0
+    """The OTLP `Span.SpanKind` (2 server, 3 client)."""
+    status_code: int = 0
+    """The OTLP `Status.StatusCode` (0 unset, 1 ok, 2 error)."""
+    start_ns: int = 0
+    end_ns: int = 0
+
+
+SERVER = 2
+CLIENT = 3
+ERROR = 2
+
+
+def _value(v: Any) -> Any:
+    """An OTLP AnyValue as a Python value."""
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, which) if which else None
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
@@ -51,7 +71,11 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
                             trace_id=s.trace_id.hex(),
                             span_id=s.span_id.hex(),
                             parent_id=s.parent_span_id.hex(),
-                            attributes={a.key: a.value for a in s.attributes},
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            kind=s.kind,
+                            status_code=s.status.code,
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
                         )
                     )
         return trace_service_pb2.ExportTraceServiceResponse()

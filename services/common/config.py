@@ -140,7 +140,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class TelemetryConfig:
-    """Logs and traces."""
+    """Logs, traces and what GenAI spans may record."""
 
     log_level: str = field(
         default="info",
@@ -149,6 +149,13 @@ class TelemetryConfig:
     otlp_endpoint: str = field(
         default="",
         metadata=_doc("OTLP/gRPC trace collector; defaults to OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    capture_message_content: bool = field(
+        default=False,
+        metadata=_doc(
+            "record prompts and answers on the router's GenAI attempt spans "
+            "(gen_ai.input.messages, gen_ai.output.messages); off: never recorded"
+        ),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from saga.execution.v1 import common_pb2, records_pb2
 from saga.optimizer.v1 import budgets_pb2, metrics_pb2, optimizer_pb2, ranking_pb2
+from services.common import outcome_bounds
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
@@ -24,11 +25,8 @@ from services.optimizer.ranking import MAX_WEIGHT, Ranking, Weights
 from services.optimizer.snapshots import Snapshot
 from services.optimizer.usage import Dimension
 
-MAX_TEXT_CHARS = 256
-MAX_OUTCOME_ID_CHARS = 256
 MAX_PRIOR_MS = 3_600_000
 MAX_GROUP_BY = 8
-_LATEST_SECONDS = 253_402_300_800  # 10000-01-01: beyond it no date exists
 
 _STATUS: dict[int, str] = {
     optimizer_pb2.OUTCOME_STATUS_SUCCEEDED: "succeeded",
@@ -165,49 +163,15 @@ def _bad_outcome(field: str, problem: str) -> InvalidArgument:
 
 
 def usage_record(outcome: optimizer_pb2.Outcome, index: int, now: float) -> UsageRecord:
-    """The ledger record of outcome `index` of a batch; an unset `occurred_at` means `now`."""
-    at = f"outcomes[{index}]"
-    if not 0 < len(outcome.outcome_id) <= MAX_OUTCOME_ID_CHARS:
-        raise _bad_outcome(f"{at}.outcome_id", f"1 to {MAX_OUTCOME_ID_CHARS} characters")
-    if not outcome.provider:
-        raise _bad_outcome(f"{at}.provider", "required")
-    texts = (
-        "user_id",
-        "session_id",
-        "execution_id",
-        "step_id",
-        "pattern_id",
-        "provider",
-        "model",
-        "error_reason",
-        "price_table_version",
-    )
-    for name in texts:
-        if len(getattr(outcome, name)) > MAX_TEXT_CHARS:
-            raise _bad_outcome(f"{at}.{name}", f"at most {MAX_TEXT_CHARS} characters")
+    """The ledger record of outcome `index` of a batch; an unset `occurred_at` means `now`.
+    The bounds are the router's too (`outcome_bounds`)."""
+    found = outcome_bounds.problem(outcome)
+    if found is not None:
+        raise _bad_outcome(f"outcomes[{index}].{found.field}", found.problem)
     usage = outcome.usage
-    counts = {
-        "usage.input_tokens": usage.input_tokens,
-        "usage.output_tokens": usage.output_tokens,
-        "usage.cached_tokens": usage.cached_tokens,
-        "cost_micro_usd": outcome.cost_micro_usd,
-        "latency_ms": outcome.latency_ms,
-        "ttft_ms": outcome.ttft_ms,
-        "retry_count": outcome.retry_count,
-    }
-    for name, value in counts.items():
-        if value < 0:
-            raise _bad_outcome(f"{at}.{name}", "must not be negative")
-    status = _STATUS.get(outcome.status)
-    if status is None:
-        raise _bad_outcome(f"{at}.status", "succeeded, failed or cancelled")
     occurred = outcome.occurred_at
-    if occurred.seconds == 0 and occurred.nanos == 0:
-        occurred_at = now
-    elif 0 < occurred.seconds < _LATEST_SECONDS and 0 <= occurred.nanos < 1_000_000_000:
-        occurred_at = occurred.seconds + occurred.nanos / 1e9
-    else:
-        raise _bad_outcome(f"{at}.occurred_at", "a time between 1970 and 9999")
+    unset = occurred.seconds == 0 and occurred.nanos == 0
+    occurred_at = now if unset else occurred.seconds + occurred.nanos / 1e9
     return UsageRecord(
         outcome_id=outcome.outcome_id,
         user_id=outcome.user_id,
@@ -224,7 +188,7 @@ def usage_record(outcome: optimizer_pb2.Outcome, index: int, now: float) -> Usag
         cost_micro_usd=outcome.cost_micro_usd,
         latency_ms=outcome.latency_ms,
         ttft_ms=outcome.ttft_ms,
-        status=status,
+        status=_STATUS[outcome.status],
         error_reason=outcome.error_reason,
         retry_count=outcome.retry_count,
         price_table_version=outcome.price_table_version,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common import outcome_bounds
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
 from services.common.strategy import Strategy
@@ -158,8 +159,12 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         self, request_iterator: AsyncIterator[optimizer_pb2.RecordOutcomesRequest], context: Context
     ) -> optimizer_pb2.RecordOutcomesResponse:
         """Persist batches of outcomes (each in one transaction) before answering; a resent
-        outcome id is acknowledged, not counted. New outcomes feed the live metrics."""
+        outcome id is acknowledged, not counted. Each outcome is judged on its own: one that
+        breaks a bound (`outcome_bounds`) is listed as rejected and the others are recorded,
+        so one bad outcome never holds up the rest. New outcomes feed the live metrics."""
         accepted = duplicates = 0
+        accepted_ids: list[str] = []
+        rejected: list[optimizer_pb2.RejectedOutcome] = []
         async for batch in request_iterator:
             if len(batch.outcomes) > MAX_OUTCOMES_PER_BATCH:
                 raise InvalidArgument(
@@ -168,10 +173,17 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
                     field_violations=[FieldViolation("outcomes", "too many entries")],
                 )
             now = self._parts.clock()
-            records = [messages.usage_record(o, i, now) for i, o in enumerate(batch.outcomes)]
+            records = []
+            for i, outcome in enumerate(batch.outcomes):
+                found = outcome_bounds.problem(outcome)
+                if found is not None:
+                    rejected.append(_rejected(outcome, i, found))
+                    continue
+                records.append(messages.usage_record(outcome, i, now))
             stored = await self._parts.ledger.record(records)
             accepted += len(stored)
             duplicates += len(records) - len(stored)
+            accepted_ids += [r.outcome_id for r in records]
             learned = False
             for r in stored:
                 _log_outcome(r)
@@ -180,7 +192,12 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
                     learned |= self._live.record(r.provider, sample, now)
             if learned:
                 self._publisher.notify()
-        return optimizer_pb2.RecordOutcomesResponse(accepted=accepted, duplicates=duplicates)
+        return optimizer_pb2.RecordOutcomesResponse(
+            accepted=accepted,
+            duplicates=duplicates,
+            accepted_ids=accepted_ids,
+            rejected=rejected,
+        )
 
     async def GetMetrics(
         self, request: optimizer_pb2.GetMetricsRequest, context: Context
@@ -364,6 +381,21 @@ def _estimate(tokens: int, field: str, default: int) -> int:
             field_violations=[FieldViolation(field, f"0 to {MAX_ESTIMATED_TOKENS}")],
         )
     return tokens or default
+
+
+def _rejected(
+    outcome: optimizer_pb2.Outcome, index: int, found: outcome_bounds.Problem
+) -> optimizer_pb2.RejectedOutcome:
+    """The answer for a refused outcome, logged once (the field and its bound, never the
+    value: an oversized field is the attacker's text)."""
+    outcome_id = outcome.outcome_id[: outcome_bounds.MAX_OUTCOME_ID_CHARS]
+    log.warning(
+        "outcome rejected",
+        extra={"outcome_id": outcome_id, "field": found.field, "problem": found.problem},
+    )
+    return optimizer_pb2.RejectedOutcome(
+        outcome_id=outcome_id, index=index, field=found.field, problem=found.problem
+    )
 
 
 def _log_outcome(record: UsageRecord) -> None:

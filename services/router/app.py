@@ -20,11 +20,12 @@ from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
 from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
+from services.router import genai
 from services.router.budget_reservations import Budgets
 from services.router.credentials import ProviderCredentials
 from services.router.custom_ranking import CustomRanker
 from services.router.engines import engine_for
-from services.router.metrics import REFUSALS, register_circuits
+from services.router.metrics import REFUSALS, register_circuits, register_outbox
 from services.router.outbox import Outbox
 from services.router.probes import HealthChecks
 from services.router.rankings import RankingWatcher
@@ -37,6 +38,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
     config = host.config
     providers = config.providers
+    genai.configure(capture_message_content=config.telemetry.capture_message_content)
     credentials = ProviderCredentials(host.peers.channel("auth"))
     engines = {
         p.name: engine_for(p, None if p.credential == "none" else credentials.lookup(p))
@@ -64,6 +66,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     health = HealthChecks(providers, engines, resilience, config.router)
     host.spawn("ranking-watcher", rankings.run)
     outbox.run_in(host.lifecycle)
+    register_outbox(outbox.gauges)
     if health.periodic:
         host.spawn("router-health-checks", health.run_periodic)
     host.on_stop(budgets.close, Phase.FINISH)

@@ -14,8 +14,11 @@ translates the request in and the events out).
    spent.
 3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST (among
    the candidates reserved for).
-4. Run the attempts (`reasoning`); each attempt's outcome is handed to the outbox the moment
-   it ends, and its cost added to the call's.
+4. Run the attempts (`reasoning`); each attempt is held in the outbox as a provisional,
+   estimated record from the moment it starts, raised as its text is given to the caller
+   (`attempts.InFlight`: a write per many characters, never per token), so a router crash
+   still bills it; its real outcome replaces that record the moment it ends, and its cost is
+   added to the call's.
 5. Before `Finished` goes out, wait until every outcome is stored — else UNAVAILABLE
    USAGE_NOT_STORED: a caller never holds an answer whose usage a crash could lose.
 6. Settle the reservation to the attempts' cost however the call ended — answered, failed or
@@ -25,6 +28,7 @@ translates the request in and the events out).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Protocol
@@ -33,7 +37,7 @@ from services.common.config import ProviderConfig
 from services.common.errors import FieldViolation, InvalidArgument, SagaError, Unavailable
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
-from services.router.attempts import AttemptRecord
+from services.router.attempts import AttemptRecord, InFlight
 from services.router.budget_reservations import (
     Reservation,
     affordable,
@@ -43,9 +47,17 @@ from services.router.budget_reservations import (
 )
 from services.router.calls import CustomWeights, ReasonCall
 from services.router.candidates import allowed_only, choose
+from services.router.engines.base import TextDelta, estimate_input_tokens
 from services.router.outcomes import call_id
 from services.router.rankings import RankingSnapshot
-from services.router.reasoning import Finished, ProvidersSkipped, Report, RouterEvent, Skip
+from services.router.reasoning import (
+    AttemptStarted,
+    Finished,
+    ProvidersSkipped,
+    Report,
+    RouterEvent,
+    Skip,
+)
 
 
 class CallBudget(Protocol):
@@ -89,9 +101,11 @@ async def run_call(
     attempts: Attempts,
     store: StoreOutcome,
     rank_custom: CustomRank | None = None,
+    hold: StoreOutcome | None = None,
 ) -> AsyncGenerator[RouterEvent, None]:
     """The events of one call, its steps taken in order (see the module docstring). Close
-    the generator (`aclosing`) when done with it: that is when it settles."""
+    the generator (`aclosing`) when done with it: that is when it settles. `hold` stores an
+    attempt's provisional record (None: attempts are stored only when they end)."""
     allowed = allowed_only(providers, call.allowed)
 
     def ranked(strategy: Strategy | None, ranking: RankingSnapshot | None) -> list[ProviderConfig]:
@@ -151,21 +165,38 @@ async def run_call(
     kept = {p.name for p in candidates}
     if reservation is not None and reservation.degrade_to_cheapest:
         candidates = [p for p in ranked(Strategy.CHEAPEST, snapshot) if p.name in kept]
-    if passed_over:
-        yield ProvidersSkipped(tuple(Skip(p.name, "BUDGET_EXHAUSTED") for p in passed_over))
 
     stored: list[Awaitable[None]] = []
     cost = 0
 
+    live: InFlight | None = None
+    given = 0  # characters the caller was given by the call's earlier attempts
+    ended: set[int] = set()  # attempts whose outcome is stored: nothing left to hold
+
     def report(record: AttemptRecord) -> None:
         nonlocal cost
         cost += record.cost_micro_usd
+        ended.add(record.n)
+        if live is not None and live.n == record.n:
+            live.close()  # (with coalescing, the attempt may end before its deltas are read)
         stored.append(store(record, cid))
 
     try:
+        if passed_over:  # inside the try: a caller gone at this event still settles
+            yield ProvidersSkipped(tuple(Skip(p.name, "BUDGET_EXHAUSTED") for p in passed_over))
         async with aclosing(attempts(candidates, report)) as events:
             async for event in events:
-                if isinstance(event, Finished):
+                if live is not None and type(event) is TextDelta:
+                    live.given += len(event.text)
+                    if live.given > live.soft:
+                        await _stored(live.advance())
+                elif isinstance(event, AttemptStarted) and hold is not None:
+                    given += 0 if live is None else live.given
+                    live = None
+                    if event.n not in ended:
+                        live = _in_flight(event, candidates, call, given, prices, hold, cid)
+                        await _stored(live.start(call.complete))
+                elif isinstance(event, Finished):
                     await _all_stored(stored)
                 yield event
     finally:
@@ -184,10 +215,39 @@ def custom_snapshot(
     )
 
 
+def _in_flight(
+    started: AttemptStarted,
+    candidates: Sequence[ProviderConfig],
+    call: ReasonCall,
+    given: int,
+    prices: PriceTable,
+    hold: StoreOutcome,
+    cid: str,
+) -> InFlight:
+    """The provisional record of a starting attempt: a continuation's prompt also holds the
+    text given so far."""
+    provider = next(p for p in candidates if p.name == started.provider)
+    request = call.engine_request()
+    input_tokens = estimate_input_tokens(request) + math.ceil(given / 4)
+    return InFlight(
+        provider,
+        started.n,
+        input_tokens,
+        request.max_tokens,
+        prices,
+        lambda record: hold(record, cid),
+    )
+
+
 async def _all_stored(stored: Sequence[Awaitable[None]]) -> None:
     """Wait until every attempt of the call is in the outbox (before Finished)."""
+    await _stored(asyncio.gather(*stored))
+
+
+async def _stored(storing: Awaitable[object]) -> None:
+    """Wait for a store; its failure is USAGE_NOT_STORED (nothing unaccounted goes on)."""
     try:
-        await asyncio.gather(*stored)
+        await storing
     except Exception:
         raise Unavailable(
             "the call's usage could not be stored; its answer is not confirmed",

@@ -4,11 +4,16 @@ Circuit states are read when Prometheus scrapes (a collector over the live circu
 open circuit whose cooldown has passed shows as half-open without any call having touched
 it. `saga_router_circuit_state` values are those of `saga.router.v1.CircuitState`:
 1 closed, 2 open, 3 half-open.
+
+The outbox's gauges (`saga_router_outbox_backlog`, `…_oldest_age_seconds`, `…_in_flight`)
+are read at scrape time too, from the outbox's latest reading (at most a second old; the age
+as of the scrape); `saga_router_outbox_dead_letters_total` counts outcomes the optimizer
+refused for good — any increase wants an operator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -34,6 +39,10 @@ REFUSALS = Counter(
     "Candidates passed over without a call, by reason (CIRCUIT_OPEN, PROVIDER_LIMIT_REACHED, "
     "COST_LIMIT_EXCEEDED); each is also announced in the call's Skipped event.",
     ["provider", "reason"],
+)
+DEAD_LETTERS = Counter(
+    "saga_router_outbox_dead_letters",
+    "Usage outcomes moved to the dead-letter table: the optimizer can never accept them.",
 )
 TTFT = Histogram(
     "saga_router_provider_ttft_seconds",
@@ -85,13 +94,55 @@ class CircuitCollector(Collector):
         yield gauge
 
 
-_registered: CircuitCollector | None = None
+_registered: dict[str, Collector] = {}
+
+
+def _register(key: str, collector: Collector) -> None:
+    """Register `collector` in place of the one registered under `key` before (a process
+    builds the router again in tests)."""
+    before = _registered.pop(key, None)
+    if before is not None:
+        REGISTRY.unregister(before)
+    _registered[key] = collector
+    REGISTRY.register(collector)
 
 
 def register_circuits(resilience: Resilience) -> None:
     """Expose `resilience`'s circuits (replacing any registered before in this process)."""
-    global _registered
-    if _registered is not None:
-        REGISTRY.unregister(_registered)
-    _registered = CircuitCollector(resilience)
-    REGISTRY.register(_registered)
+    _register("circuits", CircuitCollector(resilience))
+
+
+OutboxGauges = Callable[[], tuple[int, float, int]]
+"""(backlog, the oldest outcome's age in seconds, attempts in flight) — `Outbox.gauges`."""
+
+
+class OutboxCollector(Collector):
+    """The outbox's backlog, its oldest row's age and its attempts in flight, at scrape
+    time."""
+
+    def __init__(self, gauges: OutboxGauges) -> None:
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        """Three gauges."""
+        backlog, age, in_flight = self._gauges()
+        yield GaugeMetricFamily(
+            "saga_router_outbox_backlog",
+            "Usage outcomes stored and not yet acknowledged by the optimizer.",
+            value=backlog,
+        )
+        yield GaugeMetricFamily(
+            "saga_router_outbox_oldest_age_seconds",
+            "How long the oldest unacknowledged usage outcome has waited (0: none).",
+            value=age,
+        )
+        yield GaugeMetricFamily(
+            "saga_router_outbox_in_flight",
+            "Attempts in flight held as provisional (estimated) usage records.",
+            value=in_flight,
+        )
+
+
+def register_outbox(gauges: OutboxGauges) -> None:
+    """Expose an outbox's gauges (replacing any registered before in this process)."""
+    _register("outbox", OutboxCollector(gauges))

@@ -16,6 +16,30 @@ left. A row may therefore be sent more than once (acknowledged, then the delete 
 two replicas sharing a PostgreSQL schema — never lost; the optimizer counts each outcome id
 once, so nothing is doubled either.
 
+Acknowledgement, one outcome at a time. The optimizer answers which outcomes it holds
+(`accepted_ids`) and which it refused (`rejected`, with the field and its bound); each row is
+dealt with on its own, so one bad outcome never holds up the others. A refused outcome can
+never be accepted (resent unchanged it is refused again): it moves to the dead-letter table
+`outbox_dead_letters`, counted by `saga_router_outbox_dead_letters_total` and logged at
+ERROR (its id, field and bound — never the values). An optimizer that refuses a whole batch
+(INVALID_ARGUMENT: an older one, or too big a batch) gets its rows again one by one, and a
+row it refuses alone is dead-lettered. The bounds are the optimizer's (`outcome_bounds`):
+`add` clips descriptive fields to them and dead-letters at once what still breaks one (the
+router refuses calls whose identity fields are too long before any provider is called).
+
+Attempts in flight. `hold` stores (or raises) an attempt's provisional, estimated outcome
+(`attempts.InFlight`) in `outbox_attempts`, in the same queue and commits as `add`, owned by
+this process under a lease it renews every `KEEP_INTERVAL_SECONDS`; the attempt's real
+outcome, added when it ends, replaces it in the same transaction, under the same id. A row
+whose lease ran out `LEASE_SECONDS` ago belongs to a router that crashed (or hung that long):
+its outcome moves to `outbox` as it is — estimated, flagged — and is shipped. Should its
+router come back after all, its real outcome has the same id and the optimizer keeps the one
+it got first: never doubled.
+
+Backlog. Every `KEEP_INTERVAL_SECONDS` the keeper also reads the backlog (rows, the oldest's
+age, attempts in flight, dead letters): `status()` for ListProviders reads them afresh,
+`gauges()` (the metrics, at scrape time) the latest reading, with the age as of the scrape.
+
 Traces. Each row keeps the W3C `traceparent` of the Reason call that produced it. Rows are
 shipped grouped by it: while a round holds at most `traced_groups` calls' outcomes (the
 normal case: the shipper keeps up), each group is one RecordOutcomes call sent under its own
@@ -23,8 +47,8 @@ trace context, so the optimizer's span joins the run's trace. A larger round (a 
 the optimizer was down) goes as one untraced call: catching up quickly matters more then
 than trace links to runs that ended long ago.
 
-Running and stopping. `run_in(lifecycle)` spawns the writer and the shipper as supervised
-tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
+Running and stopping. `run_in(lifecycle)` spawns the writer, the shipper and the keeper as
+supervised tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
 work that runs before they are cancelled; outcomes still queued when the writer is cancelled
 fail their futures. Unshipped rows stay stored for the next start.
 """
@@ -32,9 +56,11 @@ fail their futures. Unshipped rows stay stored for the next start.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import secrets
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,15 +69,22 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common import outcome_bounds
 from services.common.backoff import Backoff
-from services.common.database import Database
+from services.common.database import Database, Tx
 from services.common.lifecycle import Lifecycle, Phase
+from services.router.metrics import DEAD_LETTERS
 
 log = logging.getLogger("saga.router.outbox")
 
 SEND_TIMEOUT_SECONDS = 5.0
 INITIAL_BACKOFF_SECONDS = 0.2
 MAX_WRITE_BATCH = 500  # rows per commit, to bound a statement's size
+KEEP_INTERVAL_SECONDS = 1.0
+"""How often the keeper renews leases, adopts crashed routers' attempts and reads the
+backlog."""
+LEASE_SECONDS = 5.0
+"""How long a provisional record stays its router's without a renewal."""
 _propagator = TraceContextTextMapPropagator()
 T = TypeVar("T")
 
@@ -74,11 +107,51 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _placeholders(count: int, width: int, first: int = 0) -> str:
+    """`($1, $2), ($3, $4)…` for `count` rows of `width` values."""
+    rows = []
+    for i in range(count):
+        base = first + width * i
+        rows.append("(" + ", ".join(f"${base + k + 1}" for k in range(width)) + ")")
+    return ", ".join(rows)
+
+
+class _Kind(enum.Enum):
+    FINAL = 1  # an attempt's outcome, as it ended
+    HELD = 2  # an attempt's provisional outcome, while it runs
+
+
 @dataclass(frozen=True)
 class _Row:
     outcome_id: str
     payload: bytes
     traceparent: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """The outbox as last read."""
+
+    backlog: int = 0
+    """Outcomes stored and not yet acknowledged."""
+    oldest_created: float = 0.0
+    """Epoch seconds the oldest of them was stored (0 without a backlog)."""
+    in_flight: int = 0
+    """Provisional records of attempts in flight (every router sharing the database)."""
+    dead_letters: int = 0
+    """Outcomes in the dead-letter table."""
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest outcome has waited, as of `now` (0 without a backlog)."""
+        return max(0.0, now - self.oldest_created) if self.backlog else 0.0
+
+
+_Queued = tuple[_Kind, optimizer_pb2.Outcome, str, asyncio.Future[None]]
 
 
 class Outbox:
@@ -92,29 +165,57 @@ class Outbox:
         batch_size: int = 200,
         max_backoff: float = 10.0,
         traced_groups: int = 8,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
+        self._clock = clock  # wall-clock seconds: row times, leases
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
         self._batch_size = batch_size
         self._max_backoff = max_backoff
         self._traced_groups = traced_groups
-        self._queue: list[tuple[optimizer_pb2.Outcome, str, asyncio.Future[None]]] = []
+        self._queue: list[_Queued] = []
+        self._owner = secrets.token_hex(8)  # this process, as the owner of held attempts
+        self._held: set[str] = set()  # ids held by this process and not yet ended
+        self._status = OutboxStatus()
         self._queued = asyncio.Event()
         self._committed = asyncio.Event()
         self._unstored: set[asyncio.Future[None]] = set()
         self.shipped = 0
         """Outcomes the optimizer acknowledged since start."""
+        self.dead_lettered = 0
+        """Outcomes moved to the dead-letter table since start."""
+        self.adopted = 0
+        """Crashed routers' attempts moved to the outbox since start."""
 
     def add(self, outcome: optimizer_pb2.Outcome, traceparent: str) -> asyncio.Future[None]:
-        """Queue `outcome` for the store; the future resolves once it is committed (or
-        fails with the storage error). Never blocks, so it may be called while a call is
-        being cancelled."""
+        """Queue `outcome` for the store (replacing its provisional record, if any); the
+        future resolves once it is committed (or fails with the storage error). Never
+        blocks, so it may be called while a call is being cancelled."""
+        clipped = outcome_bounds.clip(outcome)
+        if clipped:
+            log.warning(
+                "outcome fields clipped to their bound",
+                extra={"outcome_id": outcome.outcome_id[:256], "fields": clipped},
+            )
+        self._held.discard(outcome.outcome_id)
+        return self._enqueue(_Kind.FINAL, outcome, traceparent)
+
+    def hold(self, outcome: optimizer_pb2.Outcome, traceparent: str) -> asyncio.Future[None]:
+        """Queue the provisional `outcome` of an attempt in flight (replacing the one held
+        before); the future resolves once it is committed."""
+        outcome_bounds.clip(outcome)
+        self._held.add(outcome.outcome_id)
+        return self._enqueue(_Kind.HELD, outcome, traceparent)
+
+    def _enqueue(
+        self, kind: _Kind, outcome: optimizer_pb2.Outcome, traceparent: str
+    ) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A cancelled call never awaits its futures: mark their errors seen (they are logged).
         future.add_done_callback(_retrieve)
         self._unstored.add(future)
         future.add_done_callback(self._unstored.discard)
-        self._queue.append((outcome, traceparent, future))
+        self._queue.append((kind, outcome, traceparent, future))
         self._queued.set()
         return future
 
@@ -122,10 +223,31 @@ class Outbox:
         """Rows stored and not yet acknowledged by the optimizer."""
         return int(await _shielded(self._db.fetchval("SELECT COUNT(*) FROM outbox")) or 0)
 
+    async def status(self) -> OutboxStatus:
+        """The outbox read now (and kept for `gauges`)."""
+        row = await _shielded(
+            self._db.fetchrow("SELECT COUNT(*) AS backlog, MIN(created_at) AS oldest FROM outbox")
+        )
+        in_flight = await _shielded(self._db.fetchval("SELECT COUNT(*) FROM outbox_attempts"))
+        dead = await _shielded(self._db.fetchval("SELECT COUNT(*) FROM outbox_dead_letters"))
+        backlog = int(row["backlog"] or 0) if row else 0
+        oldest = float(row["oldest"] or 0.0) if row and backlog else 0.0
+        self._status = OutboxStatus(backlog, oldest, int(in_flight or 0), int(dead or 0))
+        return self._status
+
+    def gauges(self) -> tuple[int, float, int]:
+        """(backlog, the oldest outcome's age in seconds as of now, attempts in flight), as
+        last read (at most `KEEP_INTERVAL_SECONDS` old): for the metrics, read at scrape
+        time."""
+        s = self._status
+        return s.backlog, s.oldest_age(self._clock()), s.in_flight
+
     def run_in(self, lifecycle: Lifecycle) -> None:
-        """Run the writer and the shipper in `lifecycle`; at shutdown, flush first."""
+        """Run the writer, the shipper and the keeper in `lifecycle`; at shutdown, flush
+        first."""
         lifecycle.spawn("outbox-writer", self.write_forever)
         lifecycle.spawn("outbox-shipper", self.ship_forever)
+        lifecycle.spawn("outbox-keeper", self.keep_forever)
         lifecycle.on_stop(self.flush, Phase.FINISH)
 
     async def flush(self, grace: float = 5.0) -> None:
@@ -141,7 +263,7 @@ class Outbox:
         try:
             await self._write()
         except asyncio.CancelledError:
-            for _, _, future in self._queue:
+            for _, _, _, future in self._queue:
                 if not future.done():
                     future.set_exception(RuntimeError("the router stopped before storing it"))
             raise
@@ -157,32 +279,103 @@ class Outbox:
                     await self._store(batch)
                 except Exception as error:
                     log.exception("outcomes not stored", extra={"count": len(batch)})
-                    for _, _, future in batch:
+                    for _, _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for _, _, future in batch:
+                for _, _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
                 self._committed.set()
 
-    async def _store(
-        self, batch: Sequence[tuple[optimizer_pb2.Outcome, str, asyncio.Future[None]]]
+    async def _store(self, batch: Sequence[_Queued]) -> None:
+        await _shielded(self._store_in_one(batch))
+
+    async def _store_in_one(self, batch: Sequence[_Queued]) -> None:
+        """One transaction: the provisional records raised, then the outcomes that ended
+        (stored, their provisional records deleted), so a crash leaves one or the other."""
+        now = self._clock()
+        finals: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
+        refused: list[tuple[optimizer_pb2.Outcome, outcome_bounds.Problem]] = []
+        held: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
+        for kind, outcome, traceparent, _ in batch:
+            if kind is _Kind.HELD:
+                held[outcome.outcome_id] = (outcome, traceparent)  # the latest claim counts
+                continue
+            found = outcome_bounds.problem(outcome)
+            if found is None:
+                finals[outcome.outcome_id] = (outcome, traceparent)
+            else:
+                refused.append((outcome, found))
+        ended = [*finals, *(o.outcome_id for o, _ in refused)]
+        for outcome_id in ended:
+            held.pop(outcome_id, None)
+        async with self._db.transaction() as tx:
+            if held:
+                await self._upsert_held(tx, list(held.values()), now)
+            if finals:
+                args: list[object] = []
+                for i, (outcome, traceparent) in enumerate(finals.values()):
+                    payload = outcome.SerializeToString()
+                    args += [outcome.outcome_id, payload, traceparent, now + i * 1e-6]
+                # Placeholders only: the values travel as parameters.
+                await tx.execute(
+                    "INSERT INTO outbox (outcome_id, payload, traceparent, created_at) "  # noqa: S608
+                    f"VALUES {_placeholders(len(finals), 4)} ON CONFLICT (outcome_id) DO NOTHING",
+                    *args,
+                )
+            for outcome, found in refused:
+                await self._bury(tx, outcome.outcome_id, outcome.SerializeToString(), now, found)
+            if ended:
+                await tx.execute(
+                    f"DELETE FROM outbox_attempts WHERE outcome_id IN ({_in(len(ended))})",  # noqa: S608
+                    *ended,
+                )
+        for outcome, found in refused:
+            self._dead_lettered(outcome.outcome_id, str(found))
+
+    async def _upsert_held(
+        self, tx: Tx, held: list[tuple[optimizer_pb2.Outcome, str]], now: float
     ) -> None:
-        now = time.time()
-        values = []
         args: list[object] = []
-        for i, (outcome, traceparent, _) in enumerate(batch):
-            base = 4 * i
-            values.append(f"(${base + 1}, ${base + 2}, ${base + 3}, ${base + 4})")
-            args += [outcome.outcome_id, outcome.SerializeToString(), traceparent, now + i * 1e-6]
+        lease = _micros(now + LEASE_SECONDS)
+        for outcome, traceparent in held:
+            payload = outcome.SerializeToString()
+            args += [outcome.outcome_id, payload, traceparent, self._owner, lease, _micros(now)]
         # Placeholders only: the values travel as parameters.
-        sql = (
-            "INSERT INTO outbox (outcome_id, payload, traceparent, created_at) VALUES "  # noqa: S608
-            + ", ".join(values)
-            + " ON CONFLICT (outcome_id) DO NOTHING"
+        await tx.execute(
+            "INSERT INTO outbox_attempts "  # noqa: S608
+            "(outcome_id, payload, traceparent, owner, lease_until_us, created_us) "
+            f"VALUES {_placeholders(len(held), 6)} ON CONFLICT (outcome_id) DO UPDATE SET "
+            "payload = excluded.payload, lease_until_us = excluded.lease_until_us, "
+            "owner = excluded.owner",
+            *args,
         )
-        await _shielded(self._db.execute(sql, *args))
+
+    async def _bury(
+        self, tx: Tx, outcome_id: str, payload: bytes, stored: float, found: object
+    ) -> None:
+        """Move one outcome to the dead-letter table (within `tx`)."""
+        await tx.execute(
+            "INSERT INTO outbox_dead_letters (outcome_id, payload, problem, stored_us, dead_us) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outcome_id) DO NOTHING",
+            outcome_id,
+            payload,
+            str(found)[:1024],
+            _micros(stored),
+            _micros(self._clock()),
+        )
+        await tx.execute("DELETE FROM outbox WHERE outcome_id = $1", outcome_id)
+
+    def _dead_lettered(self, outcome_id: str, problem: str) -> None:
+        """Count and announce one dead letter: an operator must look (ids and the bound
+        only — no values, no secrets)."""
+        self.dead_lettered += 1
+        DEAD_LETTERS.inc()
+        log.error(
+            "usage outcome dead-lettered: the optimizer can never accept it",
+            extra={"outcome_id": outcome_id[:256], "problem": problem[:1024]},
+        )
 
     # ------------------------------------------------------------------ shipping
 
@@ -220,11 +413,15 @@ class Outbox:
     async def _oldest(self) -> list[_Row]:
         rows = await _shielded(
             self._db.fetch(
-                "SELECT outcome_id, payload, traceparent FROM outbox ORDER BY created_at LIMIT $1",
+                "SELECT outcome_id, payload, traceparent, created_at FROM outbox "
+                "ORDER BY created_at LIMIT $1",
                 self._batch_size,
             )
         )
-        return [_Row(r["outcome_id"], bytes(r["payload"]), r["traceparent"]) for r in rows]
+        return [
+            _Row(r["outcome_id"], bytes(r["payload"]), r["traceparent"], float(r["created_at"]))
+            for r in rows
+        ]
 
     async def _ship(self, rows: list[_Row]) -> None:
         groups: dict[str, list[_Row]] = {}
@@ -241,8 +438,9 @@ class Outbox:
             await self._send(rows, "")
 
     async def _send(self, rows: list[_Row], traceparent: str) -> None:
-        """One RecordOutcomes call for `rows` under `traceparent`; delete them once
-        acknowledged."""
+        """One RecordOutcomes call for `rows` under `traceparent`; delete the rows the
+        optimizer acknowledged and dead-letter those it refused. A refusal of the whole
+        call (INVALID_ARGUMENT) sends the rows again one by one."""
         request = optimizer_pb2.RecordOutcomesRequest(
             outcomes=[optimizer_pb2.Outcome.FromString(r.payload) for r in rows]
         )
@@ -253,15 +451,120 @@ class Outbox:
             else otel_context.Context()
         )
         try:
-            await self._stub.RecordOutcomes(iter([request]), timeout=SEND_TIMEOUT_SECONDS)
+            reply = await self._stub.RecordOutcomes(iter([request]), timeout=SEND_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            if len(rows) > 1:
+                for row in rows:
+                    await self._send([row], traceparent)
+                return
+            await self._dead_letter(rows[0], error.details() or "refused")
+            return
         finally:
             otel_context.detach(token)
-        ids = [r.outcome_id for r in rows]
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(ids)))
-        await _shielded(
-            self._db.execute(
-                f"DELETE FROM outbox WHERE outcome_id IN ({placeholders})",  # noqa: S608
-                *ids,
+        by_id = {r.outcome_id: r for r in rows}
+        if not reply.accepted_ids and not reply.rejected:
+            acknowledged = list(by_id)  # an optimizer without per-outcome answers: all held
+        else:
+            acknowledged = [i for i in reply.accepted_ids if i in by_id]
+        for rejected in reply.rejected:
+            refused = by_id.get(rejected.outcome_id)
+            if refused is None and 0 <= rejected.index < len(rows):
+                refused = rows[rejected.index]
+            if refused is not None and refused.outcome_id not in acknowledged:
+                await self._dead_letter(refused, f"{rejected.field}: {rejected.problem}")
+        if acknowledged:
+            await _shielded(
+                self._db.execute(
+                    f"DELETE FROM outbox WHERE outcome_id IN ({_in(len(acknowledged))})",  # noqa: S608
+                    *acknowledged,
+                )
             )
-        )
-        self.shipped += len(ids)
+        self.shipped += len(acknowledged)
+
+    async def _dead_letter(self, row: _Row, problem: str) -> None:
+        async def move() -> None:
+            async with self._db.transaction() as tx:
+                await self._bury(tx, row.outcome_id, row.payload, row.created_at, problem)
+
+        await _shielded(move())
+        self._dead_lettered(row.outcome_id, problem)
+
+    # ------------------------------------------------------------------ keeping
+
+    async def keep_forever(self) -> None:
+        """Every `KEEP_INTERVAL_SECONDS`: renew this process's leases, adopt the attempts of
+        routers that crashed, read the backlog; until cancelled."""
+        while True:
+            try:
+                await self.keep()
+            except Exception:
+                log.exception("outbox upkeep failed; trying again")
+            await asyncio.sleep(KEEP_INTERVAL_SECONDS)
+
+    async def keep(self) -> None:
+        """One round of upkeep (see `keep_forever`)."""
+        now = self._clock()
+        if self._held:
+            await _shielded(
+                self._db.execute(
+                    "UPDATE outbox_attempts SET lease_until_us = $1 WHERE owner = $2",
+                    _micros(now + LEASE_SECONDS),
+                    self._owner,
+                )
+            )
+        if await self._adopt(now):
+            self._committed.set()  # wake the shipper
+        await self.status()
+
+    async def _adopt(self, now: float) -> int:
+        """Move the provisional records whose lease ran out (a crashed router's) to the
+        outbox, as they are: estimated and flagged. The number moved."""
+        expired = _micros(now)
+
+        async def move() -> int:
+            async with self._db.transaction() as tx:
+                rows = await tx.fetch(
+                    "SELECT outcome_id, payload, traceparent, created_us FROM outbox_attempts "
+                    "WHERE lease_until_us < $1 AND owner <> $2 ORDER BY created_us LIMIT $3",
+                    expired,
+                    self._owner,
+                    MAX_WRITE_BATCH,
+                )
+                if not rows:
+                    return 0
+                args: list[object] = []
+                for r in rows:
+                    args += [
+                        r["outcome_id"],
+                        bytes(r["payload"]),
+                        r["traceparent"],
+                        r["created_us"] / 1_000_000,
+                    ]
+                # Placeholders only: the values travel as parameters.
+                await tx.execute(
+                    "INSERT INTO outbox (outcome_id, payload, traceparent, created_at) "  # noqa: S608
+                    f"VALUES {_placeholders(len(rows), 4)} ON CONFLICT (outcome_id) DO NOTHING",
+                    *args,
+                )
+                ids = [r["outcome_id"] for r in rows]
+                await tx.execute(
+                    f"DELETE FROM outbox_attempts WHERE outcome_id IN ({_in(len(ids))})",  # noqa: S608
+                    *ids,
+                )
+                return len(rows)
+
+        moved = await _shielded(move())
+        if moved:
+            self.adopted += moved
+            log.warning(
+                "attempts of a stopped router billed as estimated",
+                extra={"count": moved},
+            )
+        return moved
+
+
+def _in(count: int, first: int = 0) -> str:
+    """`$1, $2, …` for an IN list of `count` values."""
+    return ", ".join(f"${first + i + 1}" for i in range(count))

@@ -6,12 +6,14 @@ Reason: verify the request context and validate the call, then take the call's s
 mid-stream continuation, circuits, limits — store their outcomes in the outbox and wait for
 the store before Final, settle the budget however the call ended), with deltas the caller is
 too slow for merged (`coalescing`); each event becomes its message. ListProviders shows the
-live circuits. CheckProviders probes providers actively (`probes`).
+live circuits and the usage outbox's backlog. CheckProviders probes providers actively
+(`probes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from opentelemetry import trace
 
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import providers_pb2, router_pb2, router_pb2_grpc
+from services.common import outcome_bounds
 from services.common.config import ProviderConfig
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import FieldViolation, InvalidArgument
@@ -105,6 +108,24 @@ def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:
         return None
     w = request.weights
     return CustomWeights(w.cost, w.latency, w.quality, w.reliability)
+
+
+def _check_identity(accounting: Accounting) -> None:
+    """Refuse, before any provider is called, a call whose usage the optimizer could not
+    record: an identity field over its bound (`outcome_bounds`) — the user id comes from
+    the verified context, the others from the request."""
+    for name in ("user_id", "execution_id"):
+        if outcome_bounds.too_long(getattr(accounting, name)):
+            raise InvalidArgument(
+                f"accounting.{name} is too long",
+                reason="ACCOUNTING_INVALID",
+                field_violations=[
+                    FieldViolation(
+                        f"accounting.{name}",
+                        f"at most {outcome_bounds.MAX_TEXT_CHARS} characters",
+                    )
+                ],
+            )
 
 
 def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
@@ -214,6 +235,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         verified = await parts.verifier.verify(token, request.accounting.execution_id)
         call = call_from_proto(request, verified.user_id, token or "", verified.credential_id)
         validate(call)
+        _check_identity(call.accounting)
         snapshot = parts.rankings.snapshot
         prices = snapshot.prices if snapshot is not None else parts.config_prices
         span = trace.get_current_span()
@@ -234,6 +256,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             observe_attempt(record)
             return parts.outbox.add(outcome_proto(record, call.accounting, cid), traceparent)
 
+        def hold(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
+            return parts.outbox.hold(outcome_proto(record, call.accounting, cid), traceparent)
+
         ranker = parts.custom_ranker
         steps = run_call(
             call,
@@ -244,18 +269,22 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             attempts,
             store,
             rank_custom=None if ranker is None else ranker.rank,
+            hold=hold,
         )
         async with aclosing(steps) as events:
             async for event in events:
                 if isinstance(event, ProviderSwitched):
                     FALLBACKS.labels(event.from_provider, event.to_provider, event.reason).inc()
                 elif isinstance(event, Finished):
+                    # Saga's own names: the gen_ai.* attributes are the attempts' CLIENT
+                    # spans' (services/router/genai.py); this span is the whole call.
                     span.set_attributes(
                         {
-                            "gen_ai.system": event.provider,
-                            "gen_ai.request.model": event.model,
-                            "gen_ai.usage.input_tokens": event.usage.input_tokens,
-                            "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                            "saga.provider": event.provider,
+                            "saga.model": event.model,
+                            "saga.attempts": len(event.attempts),
+                            "saga.usage.input_tokens": event.usage.input_tokens,
+                            "saga.usage.output_tokens": event.usage.output_tokens,
                         }
                     )
                 yield _event_proto(event)
@@ -300,7 +329,16 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     capabilities=list(p.capabilities),
                 )
             )
-        return router_pb2.ListProvidersResponse(providers=infos)
+        outbox = await parts.outbox.status()
+        return router_pb2.ListProvidersResponse(
+            providers=infos,
+            outbox=router_pb2.OutboxStatus(
+                backlog=outbox.backlog,
+                oldest_age_ms=round(outbox.oldest_age(time.time()) * 1000),
+                dead_letters=outbox.dead_letters,
+                in_flight=outbox.in_flight,
+            ),
+        )
 
     async def CheckProviders(
         self, request: router_pb2.CheckProvidersRequest, context: Context

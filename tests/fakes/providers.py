@@ -101,6 +101,9 @@ class Script:
     usage: bool = True
     """Report usage (False: omit it everywhere)."""
     cached_tokens: int = 0
+    response_model: str = ""
+    """The model the answer names ("" = the model requested), as providers name a dated
+    snapshot of an alias."""
     reply: Any = None
     """A JSON body to answer as it is, with status 200 (odd answers, for defensive parsing)."""
     context_window: int = 0
@@ -468,7 +471,7 @@ class FakeProviders:
         usage = self._usage(script, words, count)
         seen.usage = usage
         seen.completed = True
-        model = seen.body.get("model", "")
+        model = script.response_model or seen.body.get("model", "")
         if fmt == "anthropic":
             body: dict[str, Any] = {
                 "id": "msg_fake",
@@ -543,7 +546,7 @@ class FakeProviders:
         content_type = "application/x-ndjson" if fmt == "ollama" else "text/event-stream"
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
-        frames = _Frames(fmt, seen.body.get("model", ""))
+        frames = _Frames(fmt, script.response_model or seen.body.get("model", ""))
         usage = self._usage(script, words, count)
         await response.write(frames.start(usage))
         loop = asyncio.get_running_loop()

@@ -194,3 +194,22 @@ async def test_usage_is_for_the_gateway_and_outcomes_for_the_router(stack: Stack
                 iter([optimizer_pb2.RecordOutcomesRequest(outcomes=BATCH)]), timeout=5
             )
         assert describe(err.value).reason == "CALLER_NOT_ALLOWED"
+
+
+async def test_one_bad_outcome_is_rejected_alone_and_the_batch_recorded(stack: Stack) -> None:
+    bad = outcome("exe_9:answer:1", "u" * 300, "cheap", 50, MARCH_1)  # over the 256 cap
+    late = outcome("exe_9:answer:2", "usr_a", "cheap", 60, MARCH_1, latency_ms=-1)
+    batch = [BATCH[0], bad, BATCH[1], late, BATCH[2]]
+    async with stack.channel_as("router", "optimizer") as ch:
+        reply = await optimizer_pb2_grpc.OptimizerServiceStub(ch).RecordOutcomes(
+            iter([optimizer_pb2.RecordOutcomesRequest(outcomes=batch)]), timeout=10
+        )
+    assert (reply.accepted, reply.duplicates) == (3, 0)
+    assert sorted(reply.accepted_ids) == sorted(o.outcome_id for o in BATCH)
+    assert [(r.outcome_id, r.index, r.field, r.problem) for r in reply.rejected] == [
+        ("exe_9:answer:1", 1, "user_id", "at most 256 characters"),
+        ("exe_9:answer:2", 3, "latency_ms", "must not be negative"),
+    ]
+    totals = (await usage(stack, all_users=True)).totals
+    assert (totals.calls, totals.cost_micro_usd) == (3, 1000)
+    assert "u" * 300 not in stack.read_log("optimizer")  # the field named, never its value

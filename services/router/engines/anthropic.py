@@ -172,7 +172,9 @@ class AnthropicEngine(HttpEngine):
                 if kind == "error":
                     raise self.error_of(0, event, sse.data, None)
                 if kind == "message_start":
-                    report_usage(as_dict(event.get("message")).get("usage"), progress, output=False)
+                    message = as_dict(event.get("message"))
+                    progress.named(message.get("model"))
+                    report_usage(message.get("usage"), progress, output=False)
                 elif kind == "content_block_delta":
                     delta = as_dict(event.get("delta"))
                     text = delta.get("text")
@@ -207,6 +209,7 @@ class AnthropicEngine(HttpEngine):
         )
         events: list[EngineEvent] = [progress.text(text)] if text else []
         report_usage(body.get("usage"), progress, output=True)
+        progress.named(body.get("model"))
         reason = body.get("stop_reason")
         events.append(
             progress.finish(

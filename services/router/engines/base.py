@@ -107,6 +107,10 @@ class Finish:
     output_tokens: int
     cached_tokens: int = 0
     estimated: bool = False
+    model: str = field(default="", compare=False)
+    """The model that answered, as the provider named it ("" when it did not); for telemetry
+    (`gen_ai.response.model`), so left out of equality: two finishes that used the same
+    are equal."""
 
 
 EngineEvent = TextDelta | Finish

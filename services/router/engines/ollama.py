@@ -32,8 +32,9 @@ FINISH_REASONS = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
 
 
 def report_usage(answer: dict[str, Any], progress: Progress) -> None:
-    """Record the counts of the final object."""
+    """Record the counts and the model of the final object."""
     progress.report(as_int(answer.get("prompt_eval_count")), as_int(answer.get("eval_count")))
+    progress.named(answer.get("model"))
 
 
 class OllamaEngine(HttpEngine):

@@ -192,6 +192,8 @@ class OpenAIEngine(HttpEngine):
                 if event.data.strip() == "[DONE]":
                     break
                 chunk = self._chunk(event.data)
+                if not progress.model:
+                    progress.named(chunk.get("model"))
                 report_usage(chunk.get("usage"), progress)
                 choices = chunk.get("choices")
                 choice = as_dict(choices[0]) if isinstance(choices, list) and choices else {}
@@ -228,6 +230,7 @@ class OpenAIEngine(HttpEngine):
         else:
             log.warning("answer with empty content", extra={"provider": self.provider.name})
         report_usage(body.get("usage"), progress)
+        progress.named(body.get("model"))
         reason = choices[0].get("finish_reason")
         events.append(
             progress.finish(

@@ -87,6 +87,8 @@ class Progress:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.cached_tokens = 0
+        self.model = ""
+        """The model that answered, as the provider named it (first named wins)."""
         self.streamed = False
         """Whether the answer came as a stream (then about one token per chunk)."""
 
@@ -108,6 +110,11 @@ class Progress:
         if cached:
             self.cached_tokens = cached
 
+    def named(self, model: object) -> None:
+        """The provider named the model that answers (kept only if none was named yet)."""
+        if not self.model and isinstance(model, str):
+            self.model = model
+
     def _estimated_output(self) -> int:
         # Streaming APIs send about one token per chunk; a complete answer is one piece.
         return self.chunks if self.streamed else math.ceil(self.chars / 4)
@@ -115,7 +122,9 @@ class Progress:
     def finish(self, reason: FinishReason) -> Finish:
         """The final event: the provider's usage, or an estimate flagged as such."""
         if self.input_tokens is not None and self.output_tokens is not None:
-            return Finish(reason, self.input_tokens, self.output_tokens, self.cached_tokens)
+            return Finish(
+                reason, self.input_tokens, self.output_tokens, self.cached_tokens, model=self.model
+            )
         return Finish(
             reason,
             self.input_tokens
@@ -124,6 +133,7 @@ class Progress:
             self.output_tokens if self.output_tokens is not None else self._estimated_output(),
             self.cached_tokens,
             estimated=True,
+            model=self.model,
         )
 
     def usage(self) -> Usage | None:

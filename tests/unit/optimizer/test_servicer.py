@@ -222,12 +222,25 @@ async def test_record_outcomes_counts_each_id_once(
     assert (reply.accepted, reply.duplicates) == (2, 1)
     again = await as_router.RecordOutcomes(iter(batches[:1]), timeout=5)
     assert (again.accepted, again.duplicates) == (0, 2)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await as_router.RecordOutcomes(
-            iter([optimizer_pb2.RecordOutcomesRequest(outcomes=[outcome("")])]), timeout=5
-        )
-    assert describe(err.value).reason == "OUTCOMES_INVALID"
-    assert [v.field for v in describe(err.value).field_violations] == ["outcomes[0].outcome_id"]
+    assert sorted(again.accepted_ids) == ["exe_a:s:1", "exe_a:s:2"]  # acknowledged, each
+
+
+async def test_a_bad_outcome_is_rejected_alone_and_the_others_are_recorded(
+    as_router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    long_user = outcome("exe_b:s:2")
+    long_user.user_id = "u" * 300
+    batch = [outcome("exe_b:s:1"), outcome(""), long_user, outcome("exe_b:s:3")]
+    reply = await as_router.RecordOutcomes(
+        iter([optimizer_pb2.RecordOutcomesRequest(outcomes=batch)]), timeout=5
+    )
+    assert (reply.accepted, reply.duplicates) == (2, 0)
+    assert list(reply.accepted_ids) == ["exe_b:s:1", "exe_b:s:3"]
+    assert [(r.outcome_id, r.index, r.field) for r in reply.rejected] == [
+        ("", 1, "outcome_id"),
+        ("exe_b:s:2", 2, "user_id"),
+    ]
+    assert reply.rejected[1].problem == "at most 256 characters"
 
 
 async def test_set_default_strategy_refuses_unbounded_custom_weights(

@@ -18,9 +18,9 @@ from services.common.errors import InvalidArgument, ResourceExhausted, SagaError
 from services.common.prices import PriceTable, price_table
 from services.common.strategy import Strategy
 from services.common.usage import Usage
-from services.router.attempts import AttemptRecord, AttemptStatus
+from services.router.attempts import CLAIM_AHEAD_CHARS, AttemptRecord, AttemptStatus
 from services.router.budget_reservations import Reservation, max_cost
-from services.router.call_steps import CustomRank, run_call
+from services.router.call_steps import Attempts, CustomRank, run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta
 from services.router.rankings import RankingSnapshot
@@ -277,6 +277,103 @@ async def test_a_consumer_that_stops_early_settles_when_it_closes_the_steps() ->
     assert not any(step[0] == "settle" for step in world.log)
     await events.aclose()
     assert world.log[-1] == ("settle", True, 30)
+
+
+@dataclass
+class Held:
+    """A fake `hold`: logs each provisional record (attempt n, claimed output tokens) and
+    what the caller had been given when it was written."""
+
+    log: list[tuple[int, int, bool]] = field(default_factory=list)
+    given: int = 0
+    failure: Exception | None = None
+
+    def __call__(self, rec: AttemptRecord, cid: str) -> asyncio.Future[None]:
+        assert rec.usage.estimated
+        assert rec.error_reason == "ROUTER_STOPPED"
+        self.log.append((rec.n, rec.usage.output_tokens, cid.startswith("exe_1:step_1:")))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            future.set_exception(self.failure)
+        else:
+            future.set_result(None)
+        return future
+
+
+def streaming(pieces: int, size: int, order: list[str]) -> Attempts:
+    """Attempts: one attempt streaming `pieces` deltas of `size` characters."""
+
+    async def attempts(
+        candidates: Sequence[ProviderConfig], report: Report
+    ) -> AsyncGenerator[RouterEvent, None]:
+        yield AttemptStarted(candidates[0].name, "m", 1)
+        order.append("provider called")
+        for _ in range(pieces):
+            yield TextDelta("x" * size)
+        done = record(candidates[0].name, 1, 5, AttemptStatus.SUCCEEDED)
+        report(done)
+        yield finished(done)
+
+    return attempts
+
+
+async def test_an_attempt_is_held_before_its_provider_is_called_and_raised_ahead_of_its_text() -> (
+    None
+):
+    world, held = World(), Held()
+    order: list[str] = []
+    events = run_call(
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(200, 10, order), world.store, hold=held
+    )
+    given = 0
+    async for event in events:
+        if isinstance(event, AttemptStarted):
+            order.append("held" if held.log else "not held")
+        if isinstance(event, TextDelta):
+            given += len(event.text)
+            # Every character given is covered by a claim written before it went out.
+            assert max((tokens for _, tokens, _ in held.log), default=0) * 4 >= given
+    assert order[:2] == ["held", "provider called"]
+    assert given == 2000
+    # Raised ahead of the text by 256 characters or a quarter: a few writes, not 200.
+    assert 5 <= len(held.log) <= 15
+    assert all(n == 1 and ours for n, _, ours in held.log)
+    claims = [tokens for _, tokens, _ in held.log]
+    assert claims == sorted(claims)
+    assert claims[-1] * 4 <= 2000 + max(CLAIM_AHEAD_CHARS, 2000 // 4) + 4
+    assert [step[0] for step in world.log if step[0] == "store"] == ["store"]  # the real one
+
+
+async def test_an_attempt_that_cannot_be_held_is_not_started() -> None:
+    world, held = World(), Held(failure=OSError("disk full"))
+    order: list[str] = []
+    events = run_call(
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, streaming(3, 10, order), world.store, hold=held
+    )
+    with pytest.raises(Unavailable) as error:
+        async for _ in events:
+            pass
+    assert error.value.reason == "USAGE_NOT_STORED"
+    assert order == []  # the provider was never called
+
+
+async def test_an_attempt_already_ended_when_its_start_is_read_is_not_held() -> None:
+    # With coalescing, the attempts run ahead of the reader: an attempt may have ended (and
+    # its outcome be stored) before the reader sees it start.
+    async def ran_ahead(
+        candidates: Sequence[ProviderConfig], report: Report
+    ) -> AsyncGenerator[RouterEvent, None]:
+        done = record(candidates[0].name, 1, 5, AttemptStatus.SUCCEEDED)
+        report(done)
+        yield AttemptStarted(candidates[0].name, "m", 1)
+        yield TextDelta("x" * 500)
+        yield finished(done)
+
+    world, held = World(), Held()
+    events = run_call(CALL, PROVIDERS, SNAPSHOT, PRICES, world, ran_ahead, world.store, hold=held)
+    async for _ in events:
+        pass
+    assert held.log == []
 
 
 # ---------------------------------------------------------------- the caller's options

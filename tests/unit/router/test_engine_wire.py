@@ -321,3 +321,16 @@ async def test_a_wrong_key_is_refused_and_never_shown(fake: FakeProviders, fmt: 
     assert wrong not in error.message
     assert wrong not in str(error)
     assert not fake.requests(fmt)[-1].authorized
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_the_finish_names_the_model_that_answered(
+    fake: FakeProviders, fmt: str, stream: bool
+) -> None:
+    fake.script(fmt, Script(response_model=f"{fmt}-model-2025-01-01"))
+    events = await run(fake.engine(fmt), request(stream=stream))
+    assert last(events).model == f"{fmt}-model-2025-01-01"
+    # Unnamed by the provider: the request's model as the fake echoes it.
+    events = await run(fake.engine(fmt), request(stream=stream))
+    assert last(events).model == f"{fmt}-model"

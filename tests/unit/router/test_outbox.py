@@ -1,7 +1,9 @@
 """The outbox against a fake optimizer (a real gRPC server on loopback answering
 RecordOutcomes), on SQLite and PostgreSQL: rows are stored before `add` resolves, deleted only
 once acknowledged, kept and resent while the optimizer fails, and shipped under their own
-trace when few."""
+trace when few; an outcome the optimizer refuses is dead-lettered alone (answered one by one,
+or sent again one by one to an optimizer that refuses whole batches); attempts held in flight
+are replaced by their outcome, and a crashed router's are shipped once their lease ran out."""
 
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+from services.common import outcome_bounds
 from services.common.database import Database, open_database
 from services.common.lifecycle import Lifecycle
 from services.common.telemetry import client_interceptors
-from services.router.outbox import Outbox
+from services.router.outbox import LEASE_SECONDS, Outbox
 from services.router.schema import MIGRATIONS
+from tests.clock import Clock
 from tests.conftest import Backend
 
 TRACE_A = "00-5af7183fb1d4cf5f11b2d3a4e5f60718-00f067aa0ba902b7-01"
@@ -29,19 +34,43 @@ TRACE_B = "00-6bf7183fb1d4cf5f11b2d3a4e5f60719-00f067aa0ba902b8-01"
 
 @dataclass
 class FakeOptimizer(optimizer_pb2_grpc.OptimizerServiceServicer):
-    """Records each RecordOutcomes call (ids and traceparent); fails the first `failures`."""
+    """Records each RecordOutcomes call (ids and traceparent); fails the first `failures`.
+    It answers as an older optimizer does (counts only) unless `judge`: then outcome by
+    outcome, by the shared bounds. `refuse_batches`: a batch with a bad outcome is refused
+    whole, INVALID_ARGUMENT (an older optimizer)."""
 
     failures: int = 0
+    judge: bool = False
+    refuse_batches: bool = False
     calls: list[tuple[list[str], str]] = field(default_factory=list)
+    received: list[optimizer_pb2.Outcome] = field(default_factory=list)
 
     async def RecordOutcomes(self, request_iterator: Any, context: Any) -> Any:
         if self.failures:
             self.failures -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down")
-        ids = [o.outcome_id async for batch in request_iterator for o in batch.outcomes]
+        outcomes = [o async for batch in request_iterator for o in batch.outcomes]
+        bad = [(i, o, outcome_bounds.problem(o)) for i, o in enumerate(outcomes)]
+        bad = [(i, o, p) for i, o, p in bad if p is not None]
+        if self.refuse_batches and bad:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(bad[0][2]))
+        good = [o for o in outcomes if all(o is not b for _, b, _ in bad)]
         metadata = dict(context.invocation_metadata())
-        self.calls.append((ids, str(metadata.get("traceparent", ""))))
-        return optimizer_pb2.RecordOutcomesResponse(accepted=len(ids))
+        self.calls.append(([o.outcome_id for o in good], str(metadata.get("traceparent", ""))))
+        self.received += good
+        if not self.judge:
+            return optimizer_pb2.RecordOutcomesResponse(accepted=len(good))
+        return optimizer_pb2.RecordOutcomesResponse(
+            accepted=len(good),
+            accepted_ids=[o.outcome_id for o in good],
+            rejected=[
+                optimizer_pb2.RejectedOutcome(
+                    outcome_id=o.outcome_id, index=i, field=p.field, problem=p.problem
+                )
+                for i, o, p in bad
+                if p is not None
+            ],
+        )
 
     def shipped(self) -> list[str]:
         return sorted(i for ids, _ in self.calls for i in ids)
@@ -56,8 +85,24 @@ class Rig:
     def outbox(self, **options: Any) -> Outbox:
         return Outbox(self.db, self.channel, **options)
 
-    async def rows(self) -> int:
-        return int(await self.db.fetchval("SELECT COUNT(*) FROM outbox"))
+    async def rows(self, table: str = "outbox") -> int:
+        return int(await self.db.fetchval(f"SELECT COUNT(*) FROM {table}"))  # noqa: S608
+
+    async def dead_letters(self) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(
+            "SELECT outcome_id, problem FROM outbox_dead_letters ORDER BY outcome_id"
+        )
+        return [(r["outcome_id"], r["problem"]) for r in rows]
+
+    async def store_as_an_older_router_did(self, *outcomes: optimizer_pb2.Outcome) -> None:
+        for n, o in enumerate(outcomes):
+            await self.db.execute(
+                "INSERT INTO outbox (outcome_id, payload, traceparent, created_at) "
+                "VALUES ($1, $2, '', $3)",
+                o.outcome_id,
+                o.SerializeToString(),
+                float(n),
+            )
 
 
 @pytest.fixture
@@ -89,8 +134,10 @@ async def running(outbox: Outbox) -> AsyncIterator[None]:
         await lifecycle.shut_down()
 
 
-def outcome(outcome_id: str) -> optimizer_pb2.Outcome:
-    return optimizer_pb2.Outcome(outcome_id=outcome_id, provider="p")
+def outcome(outcome_id: str, **fields: Any) -> optimizer_pb2.Outcome:
+    return optimizer_pb2.Outcome(
+        outcome_id=outcome_id, provider="p", status=optimizer_pb2.OUTCOME_STATUS_SUCCEEDED, **fields
+    )
 
 
 async def eventually(check: Any, within: float = 10.0) -> None:
@@ -163,6 +210,125 @@ async def test_a_backlog_of_many_calls_ships_in_one_untraced_call(rig: Rig) -> N
     async with running(outbox):
         await eventually(lambda: _is_zero(rig))
         assert rig.fake.calls == [(["c1:1", "c2:1", "c3:1"], "")]
+
+
+def dead_letter_count() -> float:
+    return REGISTRY.get_sample_value("saga_router_outbox_dead_letters_total") or 0.0
+
+
+def poisoned(outcome_id: str) -> optimizer_pb2.Outcome:
+    """An outcome over the optimizer's bound (a 300-character user id)."""
+    return outcome(outcome_id, user_id="u" * 300)
+
+
+async def test_a_refused_outcome_is_dead_lettered_and_never_delays_the_others(rig: Rig) -> None:
+    rig.fake.judge = True
+    await rig.store_as_an_older_router_did(poisoned("bad:1"), outcome("old:1"))
+    counted = dead_letter_count()
+    outbox = rig.outbox()
+    async with running(outbox):
+        await asyncio.gather(*(outbox.add(outcome(f"new:{n}"), "") for n in (1, 2)))
+        await eventually(lambda: _is_zero(rig))
+        assert rig.fake.shipped() == ["new:1", "new:2", "old:1"]
+        assert await rig.dead_letters() == [("bad:1", "user_id: at most 256 characters")]
+        assert dead_letter_count() == counted + 1
+        assert (outbox.shipped, outbox.dead_lettered) == (3, 1)
+        status = await outbox.status()
+        assert (status.backlog, status.dead_letters, status.in_flight) == (0, 1, 0)
+
+
+async def test_an_optimizer_that_refuses_whole_batches_gets_them_one_by_one(rig: Rig) -> None:
+    rig.fake.refuse_batches = True
+    await rig.store_as_an_older_router_did(outcome("a:1"), poisoned("bad:1"), outcome("a:2"))
+    outbox = rig.outbox()
+    async with running(outbox):
+        await eventually(lambda: _is_zero(rig))
+    assert rig.fake.shipped() == ["a:1", "a:2"]
+    (dead,) = await rig.dead_letters()
+    assert dead[0] == "bad:1"
+    assert "user_id" in dead[1]
+
+
+async def test_add_clips_descriptive_fields_and_dead_letters_what_it_cannot_clip(
+    rig: Rig,
+) -> None:
+    rig.fake.judge = True
+    outbox = rig.outbox()
+    async with running(outbox):
+        await outbox.add(outcome("long:1", model="m" * 300), "")
+        await outbox.add(poisoned("bad:2"), "")  # whose usage it is cannot be clipped
+        await eventually(lambda: _is_zero(rig))
+        assert [(o.outcome_id, len(o.model)) for o in rig.fake.received] == [("long:1", 256)]
+        assert await rig.dead_letters() == [("bad:2", "user_id: at most 256 characters")]
+
+
+async def test_an_attempt_held_in_flight_is_replaced_by_its_outcome(rig: Rig) -> None:
+    outbox = rig.outbox()
+    async with running(outbox):
+        await outbox.hold(outcome("run:1", estimated=True), "")
+        await outbox.hold(outcome("run:1", estimated=True, cost_micro_usd=2), "")  # raised
+        assert (await rig.rows("outbox_attempts"), await rig.rows()) == (1, 0)
+        payload = await rig.db.fetchval("SELECT payload FROM outbox_attempts")
+        assert optimizer_pb2.Outcome.FromString(bytes(payload)).cost_micro_usd == 2
+        raised = outbox.hold(outcome("run:1", estimated=True, cost_micro_usd=5), "")
+        ended = outbox.add(outcome("run:1", cost_micro_usd=7), "")
+        await asyncio.gather(raised, ended)
+        assert await rig.rows("outbox_attempts") == 0
+        await eventually(lambda: _is_zero(rig))
+        assert [(o.cost_micro_usd, o.estimated) for o in rig.fake.received] == [(7, False)]
+
+
+async def test_a_crashed_routers_held_attempt_is_shipped_once_its_lease_ran_out(
+    rig: Rig,
+) -> None:
+    clock = Clock()
+    async with grpc.aio.insecure_channel("127.0.0.1:9") as nowhere:
+        crashed = Outbox(rig.db, nowhere, clock=clock)
+        held = crashed.hold(outcome("lost:1", estimated=True, cost_micro_usd=3), "")
+        async with running(crashed):  # stored; then it stops, the attempt never ended
+            await held
+    restarted = rig.outbox(clock=clock)
+    await restarted.keep()
+    assert await rig.rows("outbox_attempts") == 1  # its lease still runs: not yet
+    assert (await restarted.status()).in_flight == 1
+    clock.advance(LEASE_SECONDS + 1)
+    await restarted.keep()
+    assert (await rig.rows("outbox_attempts"), await rig.rows()) == (0, 1)
+    assert restarted.adopted == 1
+    async with running(restarted):
+        await eventually(lambda: _is_zero(rig))
+    assert [(o.outcome_id, o.estimated, o.cost_micro_usd) for o in rig.fake.received] == [
+        ("lost:1", True, 3)
+    ]
+
+
+async def test_a_live_routers_lease_is_renewed_and_its_attempts_never_taken(rig: Rig) -> None:
+    clock = Clock()
+    live = rig.outbox(clock=clock)
+    other = rig.outbox(clock=clock)
+    async with running(live):
+        await live.hold(outcome("live:1", estimated=True), "")
+    for _ in range(3):
+        clock.advance(LEASE_SECONDS - 1)
+        await live.keep()  # renews
+        await other.keep()
+        await live.keep()  # its own rows are never adopted by itself
+    assert (await rig.rows("outbox_attempts"), await rig.rows()) == (1, 0)
+
+
+async def test_the_backlog_gauges_show_count_and_age(rig: Rig) -> None:
+    clock = Clock()
+    outbox = rig.outbox(clock=clock)
+    assert outbox.gauges() == (0, 0.0, 0)
+    async with grpc.aio.insecure_channel("127.0.0.1:9") as nowhere:
+        offline = Outbox(rig.db, nowhere, clock=clock)
+        stored = [offline.add(outcome("w:1"), ""), offline.hold(outcome("w:2"), "")]
+        async with running(offline):
+            await asyncio.gather(*stored)
+    await outbox.status()
+    clock.advance(30)
+    backlog, age, in_flight = outbox.gauges()
+    assert (backlog, round(age), in_flight) == (1, 30, 1)
 
 
 async def _true(value: bool) -> bool:

@@ -304,23 +304,72 @@ class RecordOutcomesResponse(_message.Message):
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    ACCEPTED_IDS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Outcomes stored by this call."""
     duplicates: _builtins.int
     """Outcomes whose outcome_id was already stored (acknowledged, not counted again)."""
+    @_builtins.property
+    def accepted_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of every outcome of this call now in the ledger — stored by it or already stored:
+        the sender may forget them. An outcome that breaks a bound is not refused with the
+        whole call; it is listed in `rejected` and the others are recorded.
+        """
+
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedOutcome]:
+        """Outcomes refused, each with why; resending one unchanged is refused again."""
+
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
+        accepted_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rejected: _abc.Iterable[Global___RejectedOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "accepted_ids", b"accepted_ids", "duplicates", b"duplicates", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordOutcomesResponse: _TypeAlias = RecordOutcomesResponse  # noqa: Y015
+
+@_typing.final
+class RejectedOutcome(_message.Message):
+    """One outcome RecordOutcomes refused."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    outcome_id: _builtins.str
+    """The outcome's id as sent (possibly empty or over its cap: see `index`)."""
+    index: _builtins.int
+    """Its position among the `outcomes` of its RecordOutcomesRequest message."""
+    field: _builtins.str
+    """The field that breaks a bound, as named in Outcome (e.g. "user_id")."""
+    problem: _builtins.str
+    """What the field must be (e.g. "at most 256 characters")."""
+    def __init__(
+        self,
+        *,
+        outcome_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        field: _builtins.str = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "index", b"index", "outcome_id", b"outcome_id", "problem", b"problem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedOutcome: _TypeAlias = RejectedOutcome  # noqa: Y015
 
 @_typing.final
 class GetMetricsRequest(_message.Message):

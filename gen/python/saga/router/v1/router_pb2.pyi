@@ -264,20 +264,64 @@ class ListProvidersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    OUTBOX_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def providers(self) -> _containers.RepeatedCompositeFieldContainer[_providers_pb2.ProviderInfo]: ...
+    @_builtins.property
+    def outbox(self) -> Global___OutboxStatus:
+        """The usage outbox of the router that answered (its database: shared by replicas on
+        PostgreSQL).
+        """
+
     def __init__(
         self,
         *,
         providers: _abc.Iterable[_providers_pb2.ProviderInfo] | None = ...,
+        outbox: Global___OutboxStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outbox", b"outbox", "providers", b"providers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProvidersResponse: _TypeAlias = ListProvidersResponse  # noqa: Y015
+
+@_typing.final
+class OutboxStatus(_message.Message):
+    """The router's durable outbox of usage outcomes (see docs/operations.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKLOG_FIELD_NUMBER: _builtins.int
+    OLDEST_AGE_MS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    backlog: _builtins.int
+    """Outcomes stored and not yet acknowledged by the optimizer."""
+    oldest_age_ms: _builtins.int
+    """Age of the oldest of them, milliseconds; 0 when the backlog is empty."""
+    dead_letters: _builtins.int
+    """Outcomes the optimizer refused for good, kept in the dead-letter table."""
+    in_flight: _builtins.int
+    """Attempts in flight with a provisional (estimated) record, of every router sharing the
+    database.
+    """
+    def __init__(
+        self,
+        *,
+        backlog: _builtins.int = ...,
+        oldest_age_ms: _builtins.int = ...,
+        dead_letters: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backlog", b"backlog", "dead_letters", b"dead_letters", "in_flight", b"in_flight", "oldest_age_ms", b"oldest_age_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboxStatus: _TypeAlias = OutboxStatus  # noqa: Y015
 
 @_typing.final
 class CheckProvidersRequest(_message.Message):
