@@ -13,6 +13,8 @@
     saga providers set-key NAME | link NAME --user U          (admin; secret on stdin)
     saga vault status | rotate | rewrap                       (admin)
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
+    saga budgets set USER --amount 5.00 [--period day|month] [--key KEY_ID] | --clear   (admin)
+    saga budgets show [USER]                   what is left this period: the user's, their keys'
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
 as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
@@ -133,6 +135,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "providers": admin.providers,
             "vault": admin.vault,
             "usage": admin.usage,
+            "budgets": admin.budgets,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

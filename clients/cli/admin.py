@@ -1,4 +1,5 @@
-"""`saga providers …`, `saga vault …` and `saga usage`: operator and usage commands.
+"""`saga providers …`, `saga vault …`, `saga usage` and `saga budgets …`: operator and usage
+commands.
 
 Secrets (provider keys, refresh tokens) are read from standard input or a hidden prompt,
 never from the command line, where they would land in shell history and `ps`.
@@ -24,6 +25,7 @@ from clients.cli.output import (
 from clients.cli.settings import Metadata
 from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import admin_pb2, admin_pb2_grpc, usage_pb2, usage_pb2_grpc
+from saga.optimizer.v1 import budgets_pb2
 from saga.router.v1 import providers_pb2
 from saga.vault.v1 import status_pb2
 
@@ -71,6 +73,29 @@ def add_parsers(
         type=arguments.dimensions,
         default="provider,model",
         help=f"comma-separated, any of {','.join(arguments.DIMENSIONS)} (default: provider,model)",
+    )
+    budgets = sub.add_parser("budgets", help="spending limits per user and per API key")
+    bsub = budgets.add_subparsers(dest="budgets_command", required=True)
+    set_budget = bsub.add_parser(
+        "set", parents=[common], help="set a user's (or one of their keys') budget (admin)"
+    )
+    set_budget.add_argument("user")
+    given = set_budget.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--amount", type=arguments.amount, metavar="DOLLARS", help="per period, e.g. 5.00"
+    )
+    given.add_argument(
+        "--clear", action="store_true", help="remove it: back to the default (a key: no cap)"
+    )
+    set_budget.add_argument(
+        "--period", choices=("day", "month"), default="", help="default: the configured period"
+    )
+    set_budget.add_argument("--key", dest="key_id", default="", metavar="KEY_ID")
+    show = bsub.add_parser(
+        "show", parents=[common], help="what is left this period (yours, or a user's)"
+    )
+    show.add_argument(
+        "user", nargs="?", default="", help="another user's (needs usage:read:all or admin)"
     )
 
 
@@ -162,6 +187,54 @@ def usage_table(reply: usage_pb2.GetUsageResponse, by: tuple[str, ...]) -> str:
     return table(
         (*(d.upper() for d in by), "CALLS", "IN", "OUT", "CACHED", "COST"), rows, right=metrics
     )
+
+
+def _budget_row(b: budgets_pb2.BudgetStatus) -> tuple[str, ...]:
+    unlimited = b.budget_micro_usd < 0
+    return (
+        f"key {b.key_id}" if b.key_id else f"user {b.user_id}",
+        f"{b.period} ({b.period_kind})",
+        "none" if unlimited else dollars(b.budget_micro_usd),
+        "admin" if b.own else "default",
+        dollars(b.spent_micro_usd, places=6),
+        dollars(b.held_micro_usd, places=6),
+        "unlimited" if unlimited else dollars(b.remaining_micro_usd, places=6),
+    )
+
+
+def budgets_table(budgets: list[budgets_pb2.BudgetStatus]) -> str:
+    """One row per budget (the user's, then each key's own): its period, amount, who set it
+    (an admin, or the configured default), what is spent, held by calls in flight, and left."""
+    return table(
+        ("BUDGET", "PERIOD", "AMOUNT", "SET BY", "SPENT", "HELD", "LEFT"),
+        [_budget_row(b) for b in budgets],
+        right=(2, 4, 5, 6),
+    )
+
+
+async def budgets(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga budgets set|show`."""
+    if args.budgets_command == "set":
+        stub: admin_pb2_grpc.AdminServiceAsyncStub = admin_pb2_grpc.AdminServiceStub(channel)
+        reply = await stub.SetBudget(
+            admin_pb2.SetBudgetRequest(
+                user_id=args.user,
+                key_id=args.key_id,
+                amount_micro_usd=args.amount or 0,
+                period="" if args.clear else args.period,
+                clear=args.clear,
+            ),
+            metadata=md,
+            timeout=args.timeout,
+        )
+        print(to_json(reply) if args.json else budgets_table([reply.budget]))
+        return 0
+    usage_stub: usage_pb2_grpc.UsageServiceAsyncStub = usage_pb2_grpc.UsageServiceStub(channel)
+    shown = await usage_stub.GetBudget(
+        usage_pb2.GetBudgetRequest(user_id=args.user), metadata=md, timeout=args.timeout
+    )
+    print(to_json(shown) if args.json else budgets_table([shown.user, *shown.keys]))
+    return 0
 
 
 async def providers(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
 from saga.execution.v1 import options_pb2, records_pb2
@@ -24,6 +25,9 @@ DIMENSIONS = tuple(
     if value != records_pb2.USAGE_DIMENSION_UNSPECIFIED
 )
 """The `--by` dimensions, in the order of the UsageDimension enum."""
+
+MAX_BUDGET_MICRO_USD = 10**15
+"""The largest `--amount` (the optimizer's bound: $1,000,000,000)."""
 
 MAX_TIMEOUT = 86_400.0
 """The longest `--timeout`, in seconds."""
@@ -129,3 +133,20 @@ def weights(text: str) -> options_pb2.StrategyWeights:
 def dimension_values(names: tuple[str, ...]) -> list[records_pb2.UsageDimension.ValueType]:
     """The UsageDimension values of `--by` names."""
     return [records_pb2.UsageDimension.Value(f"USAGE_DIMENSION_{name.upper()}") for name in names]
+
+
+def amount(text: str) -> int:
+    """`--amount`: dollars (`5`, `5.00`, `$0.25`), at most to the micro-dollar, as micro-USD;
+    0 to $1,000,000,000 (0 = nothing may be spent)."""
+    try:
+        value = Decimal(text.strip().removeprefix("$").replace(",", ""))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars (5.00)") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 0 or more dollars")
+    micro = value * 1_000_000
+    if micro != micro.to_integral_value():
+        raise argparse.ArgumentTypeError(f"{text!r}: at most 6 decimals (a micro-dollar)")
+    if micro > MAX_BUDGET_MICRO_USD:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most $1,000,000,000")
+    return int(micro)

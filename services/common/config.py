@@ -372,10 +372,23 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class BudgetsConfig:
-    """Spending limits per user and period (the optimizer keeps the books)."""
+    """Spending limits per user and period (the optimizer keeps the books): the default for
+    every user, new ones included, unless an admin set their own (`saga budgets set`)."""
 
     per_user_micro_usd: int = field(
-        default=0, metadata=_doc("each user's budget per period, micro-USD; 0 = none", min=0)
+        default=0,
+        metadata=_doc(
+            "the default budget per period of every user without one of their own (new users"
+            " included), micro-USD; 0 = none",
+            min=0,
+        ),
+    )
+    enabled: bool = field(
+        default=False,
+        metadata=_doc(
+            "check calls against the budgets an admin sets per user and per API key even"
+            " without a default; always on when per_user_micro_usd > 0"
+        ),
     )
     period: str = field(default="month", metadata=_doc("budget period", choices=("day", "month")))
     degrade_ratio: float = field(
@@ -393,6 +406,11 @@ class BudgetsConfig:
             min=1,
         ),
     )
+
+    @property
+    def active(self) -> bool:
+        """Whether calls are checked against budgets at all (a default, or `enabled`)."""
+        return self.enabled or self.per_user_micro_usd > 0
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "GetMetrics",
             "UpdateMetrics",
             "SetDefaultStrategy",
+            "SetBudget",
+            "GetBudget",
         ),
         "saga.router.v1.RouterService": ("ListProviders", "CheckProviders"),
         "saga.vault.v1.VaultService": ("GetStatus", "RotateKey", "Rewrap"),

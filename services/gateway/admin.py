@@ -28,6 +28,7 @@ ADMIN_RELAYS = {
         "/saga.optimizer.v1.OptimizerService/SetDefaultStrategy",
         pb.SetDefaultStrategyResponse,
     ),
+    "SetBudget": ("/saga.optimizer.v1.OptimizerService/SetBudget", pb.SetBudgetResponse),
     "GetVaultStatus": ("/saga.vault.v1.VaultService/GetStatus", pb.GetVaultStatusResponse),
     "RotateVaultKey": ("/saga.vault.v1.VaultService/RotateKey", pb.RotateVaultKeyResponse),
 }
@@ -52,6 +53,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     CheckProviders = admin_relay(*ADMIN_RELAYS["CheckProviders"])
     UpdateMetrics = admin_relay(*ADMIN_RELAYS["UpdateMetrics"])
     SetDefaultStrategy = admin_relay(*ADMIN_RELAYS["SetDefaultStrategy"])
+    SetBudget = admin_relay(*ADMIN_RELAYS["SetBudget"])
     GetVaultStatus = admin_relay(*ADMIN_RELAYS["GetVaultStatus"])
     RotateVaultKey = admin_relay(*ADMIN_RELAYS["RotateVaultKey"])
     RewrapVault = admin_stream_relay(*ADMIN_STREAM_RELAYS["RewrapVault"])

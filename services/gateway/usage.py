@@ -1,5 +1,6 @@
 """`saga.gateway.v1.UsageService`: tokens and cost for the caller, or anyone with
-`usage:read:all`, relayed to the optimizer's usage ledger."""
+`usage:read:all`, relayed to the optimizer's usage ledger; and what is left of a budget
+(the caller's own, or anyone's with `usage:read:all` or `admin`), relayed to its books."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from services.gateway.edge import Edge
 from services.gateway.relay import Relay
 
 _GET_USAGE = "/saga.optimizer.v1.OptimizerService/GetUsage"
+_GET_BUDGET = "/saga.optimizer.v1.OptimizerService/GetBudget"
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -32,5 +34,21 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             asked.user_id = principal.user_id
         response: usage_pb2.GetUsageResponse = await self._relay.unary(
             _GET_USAGE, usage_pb2.GetUsageResponse, asked, principal
+        )
+        return response
+
+    async def GetBudget(
+        self, request: usage_pb2.GetBudgetRequest, context: Context
+    ) -> usage_pb2.GetBudgetResponse:
+        """Own budget with `usage:read`; another user's with `usage:read:all` or `admin`."""
+        principal = await self._edge.principal(context)
+        asked = usage_pb2.GetBudgetRequest(user_id=request.user_id or principal.user_id)
+        if asked.user_id != principal.user_id:
+            if "admin" not in principal.scopes:
+                principal.require("usage:read:all")
+        else:
+            principal.require("usage:read")
+        response: usage_pb2.GetBudgetResponse = await self._relay.unary(
+            _GET_BUDGET, usage_pb2.GetBudgetResponse, asked, principal
         )
         return response

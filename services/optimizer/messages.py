@@ -11,12 +11,13 @@ import math
 from collections.abc import Sequence
 
 from saga.execution.v1 import common_pb2, records_pb2
-from saga.optimizer.v1 import metrics_pb2, optimizer_pb2, ranking_pb2
+from saga.optimizer.v1 import budgets_pb2, metrics_pb2, optimizer_pb2, ranking_pb2
 from services.common import outcome_bounds
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.common.strategy_proto import FROM_PROTO, TO_PROTO
+from services.optimizer.budgets import BudgetView
 from services.optimizer.ledger import UsageRecord, UsageRow
 from services.optimizer.live_metrics import Metrics
 from services.optimizer.priors import FIELDS as PRIOR_FIELDS
@@ -275,4 +276,22 @@ def usage_row_proto(row: UsageRow) -> records_pb2.UsageRow:
         output_tokens=row.output_tokens,
         cached_tokens=row.cached_tokens,
         cost_micro_usd=row.cost_micro_usd,
+    )
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def budget_proto(view: BudgetView) -> budgets_pb2.BudgetStatus:
+    """The message of a budget as it stands."""
+    return budgets_pb2.BudgetStatus(
+        user_id=view.user_id,
+        key_id=view.key_id,
+        budget_micro_usd=view.budget_micro_usd,
+        own=view.own,
+        period_kind=view.period_kind,
+        period=view.period,
+        spent_micro_usd=view.spent_micro_usd,
+        held_micro_usd=view.held_micro_usd,
+        remaining_micro_usd=view.remaining_micro_usd,
     )

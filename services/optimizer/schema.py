@@ -9,6 +9,10 @@
   expires: a held row past `expires_at` no longer counts), then `settled` with the real
   cost. The answer given at reservation time is kept so a repeated reserve repeats it.
 * `provider_priors` — operator-set priors (UpdateMetrics); NULL = the configured value.
+* `budget_limits` (migration 2) — the budgets an admin set: per user (`key_id` '') and per
+  API key of a user; a user without a row has the configured default. `updated_at` is
+  BIGINT microseconds. Reservations gained `key_id` (the API key the call was made with,
+  '' for none), which a key's spend is summed over.
 """
 
 from __future__ import annotations
@@ -75,6 +79,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         quality DOUBLE PRECISION,
         updated_at DOUBLE PRECISION NOT NULL
     )
+    """,
+    """
+    CREATE TABLE budget_limits (
+        user_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        amount_micro_usd BIGINT NOT NULL,
+        period_kind TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, key_id)
+    );
+    ALTER TABLE budget_reservations ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX budget_reservations_key ON budget_reservations (user_id, key_id, created_at)
     """,
 )
 """Migrations in order; append, never edit one that has shipped."""

@@ -256,7 +256,11 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
     ) -> optimizer_pb2.ReserveBudgetResponse:
         """Hold the most a call may cost against the user's budget for this period."""
         grant = await self._parts.budgets.reserve(
-            request.reservation_id, request.user_id, request.execution_id, request.amount_micro_usd
+            request.reservation_id,
+            request.user_id,
+            request.execution_id,
+            request.amount_micro_usd,
+            key_id=request.key_id,
         )
         return optimizer_pb2.ReserveBudgetResponse(
             remaining_micro_usd=grant.remaining_micro_usd,
@@ -270,6 +274,38 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         """Replace a reservation with what the call really cost."""
         remaining = await self._parts.budgets.settle(request.reservation_id, request.cost_micro_usd)
         return optimizer_pb2.SettleBudgetResponse(remaining_micro_usd=remaining)
+
+    async def SetBudget(
+        self, request: optimizer_pb2.SetBudgetRequest, context: Context
+    ) -> optimizer_pb2.SetBudgetResponse:
+        """Set or clear a user's own budget, or one of their API keys' (admin)."""
+        view = await self._parts.budgets.set_limit(
+            request.user_id,
+            request.key_id,
+            request.amount_micro_usd,
+            request.period,
+            request.clear,
+        )
+        log.info(
+            "budget set",
+            extra={
+                "user_id": request.user_id,
+                "key_id": request.key_id,
+                "amount_micro_usd": request.amount_micro_usd,
+                "period": view.period_kind,
+                "cleared": request.clear,
+            },
+        )
+        return optimizer_pb2.SetBudgetResponse(budget=messages.budget_proto(view))
+
+    async def GetBudget(
+        self, request: optimizer_pb2.GetBudgetRequest, context: Context
+    ) -> optimizer_pb2.GetBudgetResponse:
+        """A user's budget and their keys' own, as they stand this period."""
+        user, keys = await self._parts.budgets.status(request.user_id)
+        return optimizer_pb2.GetBudgetResponse(
+            user=messages.budget_proto(user), keys=[messages.budget_proto(k) for k in keys]
+        )
 
     def _custom_weights(self, request: optimizer_pb2.RankRequest, current: Snapshot) -> Weights:
         given = messages.weights(request.weights)

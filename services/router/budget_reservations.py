@@ -1,12 +1,25 @@
 """Budgets, the router's side: reserve a call's maximum cost with the optimizer before any
 provider is called, settle to the real cost after.
 
-The maximum is what the dearest candidate would charge for the whole of `max_tokens` plus
-the prompt (estimated at ~4 characters a token): `max_cost`. The reservation id is the
-call's id (`outcomes.call_id`), so a resent ReserveBudget is idempotent. The optimizer's
-refusal (RESOURCE_EXHAUSTED `BUDGET_EXHAUSTED`, with QuotaFailure) reaches the caller
-unchanged, before any provider was called. When the optimizer asks for it
-(`degrade_to_cheapest`, near the limit) the call is ranked by CHEAPEST instead.
+The reservation covers the candidates that may be tried, no more: what the dearest of them
+would charge for the request's own `max_tokens` (the engines' default of 1,024 only when the
+request names none) plus the prompt (estimated at ~4 characters a token): `max_cost` — never
+more than the call's own `max_cost_micro_usd`. When the optimizer refuses that amount
+(RESOURCE_EXHAUSTED `BUDGET_EXHAUSTED`, saying what is left), the candidates whose own
+maximum exceeds what is left are passed over (announced as skipped, reason
+BUDGET_EXHAUSTED, before the first attempt) and the dearest of the rest is reserved instead
+(`affordable`). So a call is never refused while a candidate it would try fits the budget —
+a call preferring a free provider runs near the limit — and no attempt can cost more than
+what was reserved: a dearer fallback that does not fit is never tried. Only when no
+candidate fits does the refusal (with QuotaFailure) reach the caller, before any provider
+was called. The reservation id is the call's id (`outcomes.call_id`), so a resent
+ReserveBudget is idempotent (a refused one records nothing, so the second, smaller ask under
+the same id is a new one). When the optimizer asks for it (`degrade_to_cheapest`, near the
+limit) the call is ranked by CHEAPEST instead, among the same candidates.
+
+The budget reserved against is the caller's: the user's own (set by an admin, else the
+configured default `budgets.per_user_micro_usd`) and, for a call made with an API key, that
+key's budget too when it has one (`key_id`: the request context's credential id).
 
 Settling happens after the call however it ended — answered, failed or cancelled — with the
 sum of what its attempts were billed, in a background task (the caller does not wait for
@@ -21,10 +34,11 @@ QuotaFailure (`check_cost_limit`) — and the reservation is never more than the
 a stream runs, `output_tokens_within` says how many output tokens the rest of the limit pays
 for; `reasoning` stops the attempt past that point with the same error.
 
-Without a configured budget (`budgets.per_user_micro_usd` = 0) there is nothing to reserve
-against, and the router adds no hop to the call. With one, the router fails closed: an
-optimizer it cannot reach for ReserveBudget (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED)
-ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather than spend unaccounted money.
+Without budgets (`budgets.per_user_micro_usd` = 0 and `budgets.enabled` false) there is
+nothing to reserve against, and the router adds no hop to the call. With them, the router
+fails closed: an optimizer it cannot reach for ReserveBudget (UNAVAILABLE,
+DEADLINE_EXCEEDED, UNIMPLEMENTED) ends the call with UNAVAILABLE `BUDGET_UNAVAILABLE` rather
+than spend unaccounted money.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from services.common.config import BudgetsConfig, ProviderConfig
 from services.common.errors import QuotaViolation, ResourceExhausted, Unavailable
 from services.common.lifecycle import InFlight
 from services.common.prices import MICRO_PER_MILLION, PriceTable, ProviderPrice
+from services.common.status import RemoteError
 from services.router.engines.base import EngineRequest, estimate_input_tokens
 
 log = logging.getLogger("saga.router.budget_reservations")
@@ -65,6 +80,28 @@ def max_cost(
     return max(
         (prices.of(p.name).cost(input_tokens, request.max_tokens) for p in candidates), default=0
     )
+
+
+def remaining_after_refusal(error: Exception) -> int | None:
+    """What is left of the budget according to the optimizer's BUDGET_EXHAUSTED refusal
+    `error`; None for any other error (or a refusal that does not say)."""
+    if getattr(error, "reason", "") != "BUDGET_EXHAUSTED":
+        return None
+    metadata = getattr(error, "metadata", None) or {}
+    try:
+        return max(0, int(metadata["remainingMicroUsd"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def affordable(
+    candidates: Sequence[ProviderConfig], costs: Sequence[int], left: int
+) -> tuple[list[ProviderConfig], list[ProviderConfig]]:
+    """The candidates whose maximum (`costs`, in the same order) fits in `left`, in their
+    order, and those passed over."""
+    fits = [p for p, c in zip(candidates, costs, strict=True) if c <= left]
+    over = [p for p, c in zip(candidates, costs, strict=True) if c > left]
+    return fits, over
 
 
 def min_cost(request: EngineRequest, provider: ProviderConfig, prices: PriceTable) -> int:
@@ -129,14 +166,20 @@ class Budgets:
 
     def __init__(self, channel: grpc.aio.Channel, config: BudgetsConfig) -> None:
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
-        self.enabled = config.per_user_micro_usd > 0
+        self.enabled = config.active
         self._settling = InFlight()
 
     async def reserve(
-        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+        self,
+        reservation_id: str,
+        user_id: str,
+        execution_id: str,
+        amount: int,
+        key_id: str = "",
     ) -> Reservation | None:
-        """Hold `amount` of the user's budget; None when no budget is configured. The
-        optimizer's refusal propagates unchanged (the guard relays it)."""
+        """Hold `amount` of the user's budget (and of the API key `key_id`'s, when it has
+        one); None when no budget applies. The optimizer's refusal is raised as it came
+        (`RemoteError`: the guard relays it unchanged)."""
         if not self.enabled:
             return None
         try:
@@ -146,12 +189,15 @@ class Budgets:
                     user_id=user_id,
                     execution_id=execution_id,
                     amount_micro_usd=amount,
+                    key_id=key_id,
                 ),
                 timeout=RESERVE_TIMEOUT_SECONDS,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in UNREACHABLE:
-                raise
+                # Kept whole (relayed unchanged), and readable by the call's steps, which
+                # reserve again for the candidates that fit what the refusal says is left.
+                raise RemoteError.from_rpc_error(error, "router.saga") from None
             log.warning(
                 "budget not reserved: optimizer unreachable", extra={"code": error.code().name}
             )

@@ -7,9 +7,13 @@ translates the request in and the events out).
    snapshot holds only the configured weights' ranking).
 2. Refuse a call whose `max_cost_micro_usd` not even the cheapest candidate fits
    (`check_cost_limit`: COST_LIMIT_EXCEEDED), then reserve the call's maximum cost
-   (`budget.max_cost` of those candidates, never more than that limit) before any provider
-   is called; the optimizer's refusal ends the call here, with nothing spent.
-3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST.
+   (`budget_reservations.max_cost` of those candidates, never more than that limit) before
+   any provider is called. When the budget cannot cover it, the candidates that alone
+   would exceed what is left are passed over (announced as skipped, BUDGET_EXHAUSTED) and
+   the rest reserved for; only when none fits does the refusal end the call, with nothing
+   spent.
+3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST (among
+   the candidates reserved for).
 4. Run the attempts (`reasoning`); each attempt is held in the outbox as a provisional,
    estimated record from the moment it starts, raised as its text is given to the caller
    (`attempts.InFlight`: a write per many characters, never per token), so a router crash
@@ -30,26 +34,45 @@ from contextlib import aclosing
 from typing import Protocol
 
 from services.common.config import ProviderConfig
-from services.common.errors import FieldViolation, InvalidArgument, Unavailable
+from services.common.errors import FieldViolation, InvalidArgument, SagaError, Unavailable
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
 from services.router.attempts import AttemptRecord, InFlight
-from services.router.budget_reservations import Reservation, check_cost_limit, max_cost
+from services.router.budget_reservations import (
+    Reservation,
+    affordable,
+    check_cost_limit,
+    max_cost,
+    remaining_after_refusal,
+)
 from services.router.calls import CustomWeights, ReasonCall
 from services.router.candidates import allowed_only, choose
 from services.router.engines.base import TextDelta, estimate_input_tokens
 from services.router.outcomes import call_id
 from services.router.rankings import RankingSnapshot
-from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
+from services.router.reasoning import (
+    AttemptStarted,
+    Finished,
+    ProvidersSkipped,
+    Report,
+    RouterEvent,
+    Skip,
+)
 
 
 class CallBudget(Protocol):
     """Where a call's cost is reserved and settled (`budget.Budgets`)."""
 
     async def reserve(
-        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+        self,
+        reservation_id: str,
+        user_id: str,
+        execution_id: str,
+        amount: int,
+        key_id: str = "",
     ) -> Reservation | None:
-        """Hold `amount`; None when no budget is configured; raise the refusal."""
+        """Hold `amount` (of the user's and the key's budgets); None when no budget is
+        configured; raise the refusal."""
         ...
 
     def settle(self, reservation: Reservation | None, cost: int) -> None:
@@ -116,15 +139,32 @@ async def run_call(
     candidates = ranked(call.strategy, ranking)
     request = call.engine_request()
     check_cost_limit(request, candidates, prices, call.max_cost_micro_usd)
-    most = max_cost(request, candidates, prices)
-    if call.max_cost_micro_usd > 0:
-        most = min(most, call.max_cost_micro_usd)
+    limit = call.max_cost_micro_usd
+    costs = [max_cost(request, [p], prices) for p in candidates]
+    if limit > 0:
+        costs = [min(c, limit) for c in costs]
     cid = call_id(call.accounting)
-    reservation = await budget.reserve(
-        cid, call.accounting.user_id, call.accounting.execution_id, most
-    )
+    a = call.accounting
+
+    async def reserve(amount: int) -> Reservation | None:
+        return await budget.reserve(cid, a.user_id, a.execution_id, amount, a.key_id)
+
+    passed_over: list[ProviderConfig] = []
+    try:
+        reservation = await reserve(max(costs, default=0))
+    except SagaError as error:
+        # Not enough for the dearest candidate: reserve for those that fit (if any).
+        left = remaining_after_refusal(error)
+        if left is None:
+            raise
+        fits, passed_over = affordable(candidates, costs, left)
+        if not fits:
+            raise
+        reservation = await reserve(max(c for c in costs if c <= left))
+        candidates = fits
+    kept = {p.name for p in candidates}
     if reservation is not None and reservation.degrade_to_cheapest:
-        candidates = ranked(Strategy.CHEAPEST, snapshot)
+        candidates = [p for p in ranked(Strategy.CHEAPEST, snapshot) if p.name in kept]
 
     stored: list[Awaitable[None]] = []
     cost = 0
@@ -142,6 +182,8 @@ async def run_call(
         stored.append(store(record, cid))
 
     try:
+        if passed_over:  # inside the try: a caller gone at this event still settles
+            yield ProvidersSkipped(tuple(Skip(p.name, "BUDGET_EXHAUSTED") for p in passed_over))
         async with aclosing(attempts(candidates, report)) as events:
             async for event in events:
                 if live is not None and type(event) is TextDelta:

@@ -53,6 +53,9 @@ class Accounting:
     execution_id: str = ""
     step_id: str = ""
     pattern_id: str = ""
+    key_id: str = ""
+    """The API key the call was made with (the request context's credential id), whose
+    own budget applies too; empty or a session's id when none."""
 
 
 @dataclass(frozen=True)

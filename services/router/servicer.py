@@ -62,7 +62,10 @@ _ROLES: Mapping[int, str] = {
 
 
 def call_from_proto(
-    request: router_pb2.ReasonRequest, user_id: str, context_token: str = ""
+    request: router_pb2.ReasonRequest,
+    user_id: str,
+    context_token: str = "",
+    credential_id: str = "",
 ) -> ReasonCall:
     """The domain call of a request, accounted to the verified user `user_id` (whose
     request-context token engines may forward to auth)."""
@@ -92,7 +95,9 @@ def call_from_proto(
         pinned=request.pinned_provider,
         allow_fallback=request.allow_fallback,
         # The verified context, not the request, says whose call this is.
-        accounting=Accounting(user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id),
+        accounting=Accounting(
+            user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id, credential_id
+        ),
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
     )
@@ -228,7 +233,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         parts = self._parts
         token = metadata_token(context.invocation_metadata())
         verified = await parts.verifier.verify(token, request.accounting.execution_id)
-        call = call_from_proto(request, verified.user_id, token or "")
+        call = call_from_proto(request, verified.user_id, token or "", verified.credential_id)
         validate(call)
         _check_identity(call.accounting)
         snapshot = parts.rankings.snapshot

@@ -191,3 +191,55 @@ async def test_without_a_budget_every_reservation_is_granted(tmp_path: Path) -> 
             timeout=5,
         )
         assert settled.remaining_micro_usd == -1
+
+
+async def test_an_admin_sets_user_and_key_budgets_through_the_gateways_twin(
+    stack: Stack, router: optimizer_pb2_grpc.OptimizerServiceAsyncStub
+) -> None:
+    async with stack.channel_as("gateway", "optimizer") as ch:
+        gateway = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+        user = await gateway.SetBudget(
+            optimizer_pb2.SetBudgetRequest(user_id="usr_f", amount_micro_usd=500, period="day"),
+            timeout=5,
+        )
+        assert (user.budget.budget_micro_usd, user.budget.own, user.budget.period_kind) == (
+            500,
+            True,
+            "day",
+        )
+        key = await gateway.SetBudget(
+            optimizer_pb2.SetBudgetRequest(user_id="usr_f", key_id="key_f", amount_micro_usd=50),
+            timeout=5,
+        )
+        assert (key.budget.key_id, key.budget.period_kind) == ("key_f", "month")
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await gateway.SetBudget(
+                optimizer_pb2.SetBudgetRequest(user_id="usr_f", amount_micro_usd=-1), timeout=5
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert describe(bad.value).field_violations[0].field == "amount_micro_usd"
+
+        # The router reserves against both: the key's cap first refuses through that key.
+        keyed = reserve("f1", "usr_f", 51)
+        keyed.key_id = "key_f"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await router.ReserveBudget(keyed, timeout=5)
+        refusal = describe(err.value)
+        assert refusal.reason == "BUDGET_EXHAUSTED"
+        assert [v.subject for v in refusal.quota_violations] == ["key:key_f"]
+        assert refusal.metadata["remainingMicroUsd"] == "50"
+        granted = await router.ReserveBudget(reserve("f2", "usr_f", 400), timeout=5)
+        assert granted.remaining_micro_usd == 100  # the user's own 500, not the default
+
+        shown = await gateway.GetBudget(optimizer_pb2.GetBudgetRequest(user_id="usr_f"), timeout=5)
+        assert (shown.user.held_micro_usd, shown.user.remaining_micro_usd) == (400, 100)
+        assert [(k.key_id, k.remaining_micro_usd) for k in shown.keys] == [("key_f", 50)]
+        # Another user has the configured default.
+        other = await gateway.GetBudget(optimizer_pb2.GetBudgetRequest(user_id="usr_g"), timeout=5)
+        assert (other.user.budget_micro_usd, other.user.own) == (BUDGET, False)
+    # Setting budgets is the gateway's (an admin's), not the router's.
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await router.SetBudget(
+            optimizer_pb2.SetBudgetRequest(user_id="usr_f", amount_micro_usd=10**9), timeout=5
+        )
+    assert describe(denied.value).reason == "CALLER_NOT_ALLOWED"

@@ -147,3 +147,39 @@ async def test_without_the_optimizer_a_budgeted_call_fails_closed(
             break
         await asyncio.sleep(0.1)
     assert ok.error is None, describe(ok.error)
+
+
+async def test_near_the_limit_a_call_preferring_a_cheap_provider_is_admitted(
+    stack: Stack, runtime: grpc.aio.Channel
+) -> None:
+    user = new_user()
+    # 300 tokens: "thrifty" may charge ~300 micro-USD, "local" ~600, "dear" ~1,200 — past the
+    # budget of 1,000. The call prefers "thrifty": it fits, and is answered by it; "dear" is
+    # passed over (said in the events), never reserved for.
+    got = await call(
+        stack,
+        runtime,
+        "hi",
+        user,
+        max_tokens=300,
+        preferred_providers=["thrifty"],
+        allow_fallback=True,
+    )
+    assert got.error is None, describe(got.error)
+    attempts = [e.attempt.provider for e in got.events if e.HasField("attempt")]
+    assert attempts == ["thrifty"]
+    skipped = [
+        (s.provider, s.reason)
+        for e in got.events
+        if e.HasField("skipped")
+        for s in e.skipped.providers
+    ]
+    assert ("dear", "BUDGET_EXHAUSTED") in skipped
+    # Control: a call only "dear" may answer would exceed the budget: refused, nothing run.
+    over = await call(stack, runtime, "hi", new_user(), max_tokens=300, allowed_providers=["dear"])
+    assert over.error is not None
+    assert over.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = describe(over.error)
+    assert details.reason == "BUDGET_EXHAUSTED"
+    assert details.quota_violations
+    assert over.events == []

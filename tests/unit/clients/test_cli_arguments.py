@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from clients.cli.__main__ import parser
-from clients.cli.arguments import dimensions, expiry, seconds, weights
+from clients.cli.arguments import amount, dimensions, expiry, seconds, weights
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -160,3 +161,35 @@ async def test_the_execute_summary_names_skipped_providers(
     summary = await _stream(events())
     assert "skipped down (CIRCUIT_OPEN)" in summary
     assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "micro"),
+    [("5", 5_000_000), ("5.00", 5_000_000), ("$0.25", 250_000), ("0.000001", 1), ("0", 0)],
+)
+def test_an_amount_is_dollars_to_the_micro_dollar(text: str, micro: int) -> None:
+    assert amount(text) == micro
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("five", "not an amount"),
+        ("-1", "0 or more"),
+        ("0.0000001", "at most 6 decimals"),
+        ("2000000000", "at most $1,000,000,000"),
+        ("nan", "0 or more"),
+    ],
+)
+def test_a_bad_amount_says_why(text: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
+        amount(text)
+
+
+def test_budgets_set_needs_an_amount_or_clear(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["budgets", "set", "usr_a"])
+    assert exited.value.code == 2
+    assert "--amount" in capsys.readouterr().err
+    args = parser().parse_args(["budgets", "set", "usr_a", "--amount", "5.00", "--key", "k1"])
+    assert (args.amount, args.key_id, args.period, args.clear) == (5_000_000, "k1", "", False)

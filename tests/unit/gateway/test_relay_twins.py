@@ -42,6 +42,9 @@ def twins() -> list[tuple[str, Descriptor, Descriptor]]:
     usage = POOL.FindMethodByName("saga.optimizer.v1.OptimizerService.GetUsage")
     pairs.append(("GetUsage request", usage_pb2.GetUsageRequest.DESCRIPTOR, usage.input_type))
     pairs.append(("GetUsage response", usage_pb2.GetUsageResponse.DESCRIPTOR, usage.output_type))
+    budget = POOL.FindMethodByName("saga.optimizer.v1.OptimizerService.GetBudget")
+    pairs.append(("GetBudget request", usage_pb2.GetBudgetRequest.DESCRIPTOR, budget.input_type))
+    pairs.append(("GetBudget response", usage_pb2.GetBudgetResponse.DESCRIPTOR, budget.output_type))
     pairs.append(
         (
             "Execute events",

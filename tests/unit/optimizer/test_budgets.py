@@ -226,3 +226,88 @@ async def test_old_reservations_are_pruned(db: Database) -> None:
     with pytest.raises(NotFound):
         await b.settle("old", 1)
     assert await b.settle("recent", 1) >= 0
+
+
+async def test_an_admin_set_budget_replaces_the_default_for_that_user_only(db: Database) -> None:
+    b = books(db, Clock(START))
+    view = await b.set_limit("usr_small", "", 1_000, "", clear=False)
+    assert (view.budget_micro_usd, view.own, view.period_kind) == (1_000, True, "month")
+    assert view.remaining_micro_usd == 1_000
+    with pytest.raises(ResourceExhausted) as err:
+        await b.reserve("r1", "usr_small", "exe_1", 1_001)
+    assert err.value.quota_violations[0].subject == "user:usr_small"
+    # Every other user (a new one included) has the configured default.
+    assert (await b.reserve("r2", "usr_new", "exe_2", 1_001)).remaining_micro_usd == (
+        BUDGET - 1_001
+    )
+    user, keys = await b.status("usr_new")
+    assert (user.budget_micro_usd, user.own, keys) == (BUDGET, False, [])
+    # Cleared: back to the default.
+    await b.set_limit("usr_small", "", 0, "", clear=True)
+    assert (await b.reserve("r3", "usr_small", "exe_1", 1_001)).remaining_micro_usd == (
+        BUDGET - 1_001
+    )
+
+
+async def test_a_budget_of_its_own_may_have_its_own_period(db: Database) -> None:
+    clock = Clock(START)
+    b = books(db, clock)
+    await b.set_limit("usr_a", "", 1_000, "day", clear=False)
+    await b.reserve("r1", "usr_a", "exe_1", 1_000)
+    await b.settle("r1", 1_000)
+    with pytest.raises(ResourceExhausted):
+        await b.reserve("r2", "usr_a", "exe_1", 1)
+    clock.advance(86_400)  # the next day: a new period
+    assert (await b.reserve("r3", "usr_a", "exe_1", 1)).remaining_micro_usd == 999
+
+
+async def test_a_key_budget_caps_spend_through_that_key_within_its_users(db: Database) -> None:
+    b = books(db, Clock(START))
+    await b.set_limit("usr_a", "key_capped", 500, "", clear=False)
+    grant = await b.reserve("r1", "usr_a", "exe_1", 400, key_id="key_capped")
+    assert grant.remaining_micro_usd == 100  # the smaller of the key's and the user's
+    await b.settle("r1", 300)
+    with pytest.raises(ResourceExhausted) as err:
+        await b.reserve("r2", "usr_a", "exe_1", 201, key_id="key_capped")
+    assert err.value.quota_violations[0].subject == "key:key_capped"
+    assert err.value.metadata["remainingMicroUsd"] == "200"
+    # Another key of the same user, and calls without a key, still spend the user's budget.
+    assert (await b.reserve("r3", "usr_a", "exe_1", 201, key_id="key_other")).remaining_micro_usd
+    assert (await b.reserve("r4", "usr_a", "exe_1", 201)).remaining_micro_usd
+    # The key's cap is within its user's: the user's own limit refuses first.
+    await b.set_limit("usr_a", "", 750, "", clear=False)
+    with pytest.raises(ResourceExhausted) as err:
+        await b.reserve("r5", "usr_a", "exe_1", 100, key_id="key_capped")
+    assert err.value.quota_violations[0].subject == "user:usr_a"
+    assert err.value.metadata["remainingMicroUsd"] == "48"
+    user, keys = await b.status("usr_a")
+    assert user.remaining_micro_usd == 750 - 300 - 201 - 201
+    assert [(k.key_id, k.spent_micro_usd, k.remaining_micro_usd) for k in keys] == [
+        ("key_capped", 300, 200)
+    ]
+    # A key of one user has no cap when another user's call names the same id.
+    assert (await b.reserve("r6", "usr_b", "exe_2", 201, key_id="key_capped")).remaining_micro_usd
+
+
+async def test_setting_a_budget_is_checked_and_refused_when_budgets_are_off(db: Database) -> None:
+    b = books(db, Clock(START))
+    for args, field in (
+        (("usr_a", "", -1, "", False), "amount_micro_usd"),
+        (("usr_a", "", 10**16, "", False), "amount_micro_usd"),
+        (("usr_a", "", 5, "week", False), "period"),
+        (("usr_a", "", 5, "", True), "clear"),
+        (("", "", 5, "", False), "user_id"),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            await b.set_limit(*args)  # type: ignore[arg-type]
+        assert err.value.field_violations[0].field == field
+    off = books(db, Clock(START), per_user_micro_usd=0)
+    with pytest.raises(FailedPrecondition) as refused:
+        await off.set_limit("usr_a", "", 5, "", clear=False)
+    assert refused.value.reason == "BUDGETS_DISABLED"
+    # Enabled without a default: only users with their own budget are limited.
+    on = books(db, Clock(START), per_user_micro_usd=0, enabled=True)
+    await on.set_limit("usr_only", "", 5, "", clear=False)
+    with pytest.raises(ResourceExhausted):
+        await on.reserve("r1", "usr_only", "exe_1", 6)
+    assert (await on.reserve("r2", "usr_free", "exe_1", 6)).remaining_micro_usd == NO_BUDGET

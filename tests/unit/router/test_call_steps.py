@@ -90,6 +90,8 @@ class World:
     degrade: bool = False
     budgeted: bool = True
     refusal: SagaError | None = None
+    left: int | None = None
+    """What is left of the budget: a larger reservation is refused BUDGET_EXHAUSTED."""
     store_failure: Exception | None = None
     store_held: bool = False
     """Outcomes stay unstored until `release_store`."""
@@ -100,11 +102,20 @@ class World:
     pending: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def reserve(
-        self, reservation_id: str, user_id: str, execution_id: str, amount: int
+        self,
+        reservation_id: str,
+        user_id: str,
+        execution_id: str,
+        amount: int,
+        key_id: str = "",
     ) -> Reservation | None:
         self.log.append(("reserve", user_id, execution_id, amount))
         if self.refusal is not None:
             raise self.refusal
+        if self.left is not None and amount > self.left:
+            raise ResourceExhausted(
+                "spent", reason="BUDGET_EXHAUSTED", metadata={"remainingMicroUsd": str(self.left)}
+            )
         if not self.budgeted:
             return None
         return Reservation(reservation_id, amount, self.degrade)
@@ -457,3 +468,28 @@ async def test_custom_weights_rank_the_call_through_the_ranker() -> None:
     with pytest.raises(Unavailable) as caught:
         await drain(steps_of(World(), call))
     assert caught.value.reason == "RANKING_UNAVAILABLE"
+
+
+async def test_near_the_limit_only_the_candidates_that_fit_are_reserved_for_and_tried() -> None:
+    request = CALL.engine_request()
+    dear, cheap = (max_cost(request, [p], PRICES) for p in (DEAR, CHEAP))
+    assert cheap < dear
+    world = World(left=cheap, fail_after_first=Unavailable("down", reason="X"))
+    with pytest.raises(Unavailable):
+        await collect(world)
+    assert world.log[:4] == [
+        ("reserve", "usr_a", "exe_1", dear),  # refused: only `cheap` is left
+        ("reserve", "usr_a", "exe_1", cheap),
+        ("yield", "ProvidersSkipped"),  # "dear" passed over, said before any attempt
+        ("attempts", "cheap"),
+    ]
+
+
+async def test_when_no_candidate_fits_the_refusal_ends_the_call() -> None:
+    world = World(left=0)
+    only_dear = dataclasses.replace(CALL, allowed=("dear",))
+    events = run_call(only_dear, PROVIDERS, SNAPSHOT, PRICES, world, world.attempts, world.store)
+    async with aclosing(events):
+        with pytest.raises(ResourceExhausted):
+            await anext(events)
+    assert [step[0] for step in world.log] == ["reserve"]

@@ -146,7 +146,8 @@ class SkippedProvider(_message.Message):
     """Why, as an ErrorInfo reason: CIRCUIT_OPEN (its circuit breaker is open),
     PROVIDER_LIMIT_REACHED (its concurrency, requests or tokens per minute are spent),
     COST_LIMIT_EXCEEDED (its cheapest answer would exceed the call's max_cost_micro_usd),
-    PROVIDER_CONTEXT_LENGTH_EXCEEDED (a window it stated is too small for the prompt).
+    PROVIDER_CONTEXT_LENGTH_EXCEEDED (a window it stated is too small for the prompt),
+    BUDGET_EXHAUSTED (its most the call could cost exceeds what is left of the budget).
     """
     retry_after_ms: _builtins.int
     """When the provider may be tried again (circuit cooldown, limit window); 0 = unknown."""

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from saga.execution.v1 import common_pb2 as _common_pb2
 from saga.execution.v1 import records_pb2 as _records_pb2
+from saga.optimizer.v1 import budgets_pb2 as _budgets_pb2
 from saga.optimizer.v1 import metrics_pb2 as _metrics_pb2
 from saga.optimizer.v1 import ranking_pb2 as _ranking_pb2
 from saga.router.v1 import providers_pb2 as _providers_pb2
@@ -477,3 +478,61 @@ class RewrapVaultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RewrapVaultResponse: _TypeAlias = RewrapVaultResponse  # noqa: Y015
+
+@_typing.final
+class SetBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Whose budget."""
+    key_id: _builtins.str
+    """One of the user's API keys, to cap spend through it; empty = the user's budget."""
+    amount_micro_usd: _builtins.int
+    """The budget per period, micro-USD (0 = nothing may be spent)."""
+    period: _builtins.str
+    """"day" or "month"; empty = the configured `budgets.period`."""
+    clear: _builtins.bool
+    """Remove this own budget instead (back to the configured default; a key to no cap)."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        amount_micro_usd: _builtins.int = ...,
+        period: _builtins.str = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micro_usd", b"amount_micro_usd", "clear", b"clear", "key_id", b"key_id", "period", b"period", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetRequest: _TypeAlias = SetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class SetBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def budget(self) -> _budgets_pb2.BudgetStatus:
+        """The budget as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        budget: _budgets_pb2.BudgetStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetResponse: _TypeAlias = SetBudgetResponse  # noqa: Y015

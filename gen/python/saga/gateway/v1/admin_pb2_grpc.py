@@ -70,6 +70,11 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/SetBudget',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
         self.GetVaultStatus = channel.unary_unary(
                 '/saga.gateway.v1.AdminService/GetVaultStatus',
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetVaultStatusRequest.SerializeToString,
@@ -140,6 +145,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
+        SetBudget; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVaultStatus(self, request, context):
         """Vault state and key usage, never secrets (token-vault GetStatus).
         """
@@ -200,6 +213,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetDefaultStrategy,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.SerializeToString,
             ),
             'GetVaultStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVaultStatus,
@@ -407,6 +425,33 @@ class AdminService:
             '/saga.gateway.v1.AdminService/SetDefaultStrategy',
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetDefaultStrategyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/SetBudget',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

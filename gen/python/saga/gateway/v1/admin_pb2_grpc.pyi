@@ -49,6 +49,10 @@ class AdminServiceStub:
     """Sets providers' metric priors (optimizer)."""
     SetDefaultStrategy: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetDefaultStrategyRequest, _admin_pb2.SetDefaultStrategyResponse]
     """Sets the default routing strategy (optimizer)."""
+    SetBudget: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetBudgetRequest, _admin_pb2.SetBudgetResponse]
+    """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
+    SetBudget; same field numbers).
+    """
     GetVaultStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
     RotateVaultKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateVaultKeyRequest, _admin_pb2.RotateVaultKeyResponse]
@@ -79,6 +83,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Sets providers' metric priors (optimizer)."""
     SetDefaultStrategy: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetDefaultStrategyRequest, _admin_pb2.SetDefaultStrategyResponse]  # type: ignore[assignment]
     """Sets the default routing strategy (optimizer)."""
+    SetBudget: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetBudgetRequest, _admin_pb2.SetBudgetResponse]  # type: ignore[assignment]
+    """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
+    SetBudget; same field numbers).
+    """
     GetVaultStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]  # type: ignore[assignment]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
     RotateVaultKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateVaultKeyRequest, _admin_pb2.RotateVaultKeyResponse]  # type: ignore[assignment]
@@ -148,6 +156,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetDefaultStrategyResponse, _abc.Awaitable[_admin_pb2.SetDefaultStrategyResponse]]:
         """Sets the default routing strategy (optimizer)."""
+
+    @_abc_1.abstractmethod
+    def SetBudget(
+        self,
+        request: _admin_pb2.SetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetBudgetResponse, _abc.Awaitable[_admin_pb2.SetBudgetResponse]]:
+        """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
+        SetBudget; same field numbers).
+        """
 
     @_abc_1.abstractmethod
     def GetVaultStatus(

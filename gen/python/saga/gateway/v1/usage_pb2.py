@@ -23,19 +23,24 @@ _sym_db = _symbol_database.Default()
 
 
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
+from saga.optimizer.v1 import budgets_pb2 as saga_dot_optimizer_dot_v1_dot_budgets__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/usage.proto\x12\x0fsaga.gateway.v1\x1a\x1fsaga/execution/v1/records.proto\"\x90\x01\n\x0fGetUsageRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x33\n\x08group_by\x18\x04 \x03(\x0e\x32!.saga.execution.v1.UsageDimension\x12\x11\n\tall_users\x18\x05 \x01(\x08\"j\n\x10GetUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.saga.execution.v1.UsageRow\x12+\n\x06totals\x18\x02 \x01(\x0b\x32\x1b.saga.execution.v1.UsageRow2_\n\x0cUsageService\x12O\n\x08GetUsage\x12 .saga.gateway.v1.GetUsageRequest\x1a!.saga.gateway.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/usage.proto\x12\x0fsaga.gateway.v1\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\"\x90\x01\n\x0fGetUsageRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x33\n\x08group_by\x18\x04 \x03(\x0e\x32!.saga.execution.v1.UsageDimension\x12\x11\n\tall_users\x18\x05 \x01(\x08\"j\n\x10GetUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.saga.execution.v1.UsageRow\x12+\n\x06totals\x18\x02 \x01(\x0b\x32\x1b.saga.execution.v1.UsageRow\"#\n\x10GetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"q\n\x11GetBudgetResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\x12-\n\x04keys\x18\x02 \x03(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus2\xb3\x01\n\x0cUsageService\x12O\n\x08GetUsage\x12 .saga.gateway.v1.GetUsageRequest\x1a!.saga.gateway.v1.GetUsageResponse\x12R\n\tGetBudget\x12!.saga.gateway.v1.GetBudgetRequest\x1a\".saga.gateway.v1.GetBudgetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.gateway.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETUSAGEREQUEST']._serialized_start=82
-  _globals['_GETUSAGEREQUEST']._serialized_end=226
-  _globals['_GETUSAGERESPONSE']._serialized_start=228
-  _globals['_GETUSAGERESPONSE']._serialized_end=334
-  _globals['_USAGESERVICE']._serialized_start=336
-  _globals['_USAGESERVICE']._serialized_end=431
+  _globals['_GETUSAGEREQUEST']._serialized_start=115
+  _globals['_GETUSAGEREQUEST']._serialized_end=259
+  _globals['_GETUSAGERESPONSE']._serialized_start=261
+  _globals['_GETUSAGERESPONSE']._serialized_end=367
+  _globals['_GETBUDGETREQUEST']._serialized_start=369
+  _globals['_GETBUDGETREQUEST']._serialized_end=404
+  _globals['_GETBUDGETRESPONSE']._serialized_start=406
+  _globals['_GETBUDGETRESPONSE']._serialized_end=519
+  _globals['_USAGESERVICE']._serialized_start=522
+  _globals['_USAGESERVICE']._serialized_end=701
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class UsageServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/saga.gateway.v1.UsageService/GetBudget',
+                request_serializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -54,6 +59,15 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBudget(self, request, context):
+        """A user's budget (and their keys' own) as it stands: what is left this period. Scope
+        `usage:read` for the caller's own; `usage:read:all` or `admin` for another user's.
+        Same field numbers as saga.optimizer.v1.GetBudgetRequest / GetBudgetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +75,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +110,33 @@ class UsageService:
             '/saga.gateway.v1.UsageService/GetUsage',
             saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_usage__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.UsageService/GetBudget',
+            saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_usage__pb2.GetBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class UsageServiceStub:
     """Tokens and cost grouped by the requested dimensions. Scope `usage:read` for the
     caller's own usage; `usage:read:all` for another user's or everyone's.
     """
+    GetBudget: _grpc.UnaryUnaryMultiCallable[_usage_pb2.GetBudgetRequest, _usage_pb2.GetBudgetResponse]
+    """A user's budget (and their keys' own) as it stands: what is left this period. Scope
+    `usage:read` for the caller's own; `usage:read:all` or `admin` for another user's.
+    Same field numbers as saga.optimizer.v1.GetBudgetRequest / GetBudgetResponse.
+    """
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -48,6 +53,11 @@ class UsageServiceAsyncStub(UsageServiceStub):
     GetUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.GetUsageRequest, _usage_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Tokens and cost grouped by the requested dimensions. Scope `usage:read` for the
     caller's own usage; `usage:read:all` for another user's or everyone's.
+    """
+    GetBudget: _aio.UnaryUnaryMultiCallable[_usage_pb2.GetBudgetRequest, _usage_pb2.GetBudgetResponse]  # type: ignore[assignment]
+    """A user's budget (and their keys' own) as it stands: what is left this period. Scope
+    `usage:read` for the caller's own; `usage:read:all` or `admin` for another user's.
+    Same field numbers as saga.optimizer.v1.GetBudgetRequest / GetBudgetResponse.
     """
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -61,6 +71,17 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_usage_pb2.GetUsageResponse, _abc.Awaitable[_usage_pb2.GetUsageResponse]]:
         """Tokens and cost grouped by the requested dimensions. Scope `usage:read` for the
         caller's own usage; `usage:read:all` for another user's or everyone's.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBudget(
+        self,
+        request: _usage_pb2.GetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.GetBudgetResponse, _abc.Awaitable[_usage_pb2.GetBudgetResponse]]:
+        """A user's budget (and their keys' own) as it stands: what is left this period. Scope
+        `usage:read` for the caller's own; `usage:read:all` or `admin` for another user's.
+        Same field numbers as saga.optimizer.v1.GetBudgetRequest / GetBudgetResponse.
         """
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,59 +25,68 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
+from saga.optimizer.v1 import budgets_pb2 as saga_dot_optimizer_dot_v1_dot_budgets__pb2
 from saga.optimizer.v1 import metrics_pb2 as saga_dot_optimizer_dot_v1_dot_metrics__pb2
 from saga.optimizer.v1 import ranking_pb2 as saga_dot_optimizer_dot_v1_dot_ranking__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!saga/optimizer/v1/optimizer.proto\x12\x11saga.optimizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\"\xc2\x03\n\x07Outcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12\x0f\n\x07step_id\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\'\n\x05usage\x18\x08 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12\x12\n\nlatency_ms\x18\n \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x0b \x01(\x05\x12\x30\n\x06status\x18\x0c \x01(\x0e\x32 .saga.optimizer.v1.OutcomeStatus\x12\x14\n\x0c\x65rror_reason\x18\r \x01(\t\x12\x13\n\x0bretry_count\x18\x0e \x01(\x05\x12\x1b\n\x13price_table_version\x18\x0f \x01(\t\x12\x11\n\testimated\x18\x10 \x01(\x08\x12/\n\x0boccurred_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npattern_id\x18\x12 \x01(\t\"\xee\x01\n\x0bRankRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x1d\n\x15required_capabilities\x18\x04 \x03(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x05 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"\xcd\x01\n\x0cRankResponse\x12\x31\n\x06ranked\x18\x01 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\x12-\n\x08strategy\x18\x03 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x04 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"G\n\x14WatchRankingsRequest\x12/\n\nstrategies\x18\x01 \x03(\x0e\x32\x1b.saga.execution.v1.Strategy\"\xd2\x01\n\x15WatchRankingsResponse\x12\x18\n\x10snapshot_version\x18\x01 \x01(\x04\x12\x34\n\x08rankings\x18\x02 \x03(\x0b\x32\".saga.optimizer.v1.StrategyRanking\x12\x32\n\x0bprice_table\x18\x03 \x01(\x0b\x32\x1d.saga.optimizer.v1.PriceTable\x12\x35\n\x10\x64\x65\x66\x61ult_strategy\x18\x04 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\"E\n\x15RecordOutcomesRequest\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.saga.optimizer.v1.Outcome\"\x8a\x01\n\x16RecordOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x14\n\x0c\x61\x63\x63\x65pted_ids\x18\x03 \x03(\t\x12\x34\n\x08rejected\x18\x04 \x03(\x0b\x32\".saga.optimizer.v1.RejectedOutcome\"T\n\x0fRejectedOutcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07problem\x18\x04 \x01(\t\"&\n\x11GetMetricsRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"I\n\x12GetMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x90\x01\n\x0fGetUsageRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x33\n\x08group_by\x18\x04 \x03(\x0e\x32!.saga.execution.v1.UsageDimension\x12\x11\n\tall_users\x18\x05 \x01(\x08\"j\n\x10GetUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.saga.execution.v1.UsageRow\x12+\n\x06totals\x18\x02 \x01(\x0b\x32\x1b.saga.execution.v1.UsageRow\"o\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x04 \x01(\x03\"a\n\x15ReserveBudgetResponse\x12\x1b\n\x13remaining_micro_usd\x18\x01 \x01(\x03\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x1b\n\x13\x64\x65grade_to_cheapest\x18\x03 \x01(\x08\"E\n\x13SettleBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\x02 \x01(\x03\"3\n\x14SettleBudgetResponse\x12\x1b\n\x13remaining_micro_usd\x18\x01 \x01(\x03*\x86\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18OUTCOME_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15OUTCOME_STATUS_FAILED\x10\x02\x12\x1c\n\x18OUTCOME_STATUS_CANCELLED\x10\x03\x32\xf6\x06\n\x10OptimizerService\x12G\n\x04Rank\x12\x1e.saga.optimizer.v1.RankRequest\x1a\x1f.saga.optimizer.v1.RankResponse\x12\x64\n\rWatchRankings\x12\'.saga.optimizer.v1.WatchRankingsRequest\x1a(.saga.optimizer.v1.WatchRankingsResponse0\x01\x12g\n\x0eRecordOutcomes\x12(.saga.optimizer.v1.RecordOutcomesRequest\x1a).saga.optimizer.v1.RecordOutcomesResponse(\x01\x12Y\n\nGetMetrics\x12$.saga.optimizer.v1.GetMetricsRequest\x1a%.saga.optimizer.v1.GetMetricsResponse\x12\x62\n\rUpdateMetrics\x12\'.saga.optimizer.v1.UpdateMetricsRequest\x1a(.saga.optimizer.v1.UpdateMetricsResponse\x12q\n\x12SetDefaultStrategy\x12,.saga.optimizer.v1.SetDefaultStrategyRequest\x1a-.saga.optimizer.v1.SetDefaultStrategyResponse\x12S\n\x08GetUsage\x12\".saga.optimizer.v1.GetUsageRequest\x1a#.saga.optimizer.v1.GetUsageResponse\x12\x62\n\rReserveBudget\x12\'.saga.optimizer.v1.ReserveBudgetRequest\x1a(.saga.optimizer.v1.ReserveBudgetResponse\x12_\n\x0cSettleBudget\x12&.saga.optimizer.v1.SettleBudgetRequest\x1a\'.saga.optimizer.v1.SettleBudgetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!saga/optimizer/v1/optimizer.proto\x12\x11saga.optimizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\"\xc2\x03\n\x07Outcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12\x0f\n\x07step_id\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\'\n\x05usage\x18\x08 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12\x12\n\nlatency_ms\x18\n \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x0b \x01(\x05\x12\x30\n\x06status\x18\x0c \x01(\x0e\x32 .saga.optimizer.v1.OutcomeStatus\x12\x14\n\x0c\x65rror_reason\x18\r \x01(\t\x12\x13\n\x0bretry_count\x18\x0e \x01(\x05\x12\x1b\n\x13price_table_version\x18\x0f \x01(\t\x12\x11\n\testimated\x18\x10 \x01(\x08\x12/\n\x0boccurred_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npattern_id\x18\x12 \x01(\t\"\xee\x01\n\x0bRankRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x1d\n\x15required_capabilities\x18\x04 \x03(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x05 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"\xcd\x01\n\x0cRankResponse\x12\x31\n\x06ranked\x18\x01 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\x12-\n\x08strategy\x18\x03 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x04 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"G\n\x14WatchRankingsRequest\x12/\n\nstrategies\x18\x01 \x03(\x0e\x32\x1b.saga.execution.v1.Strategy\"\xd2\x01\n\x15WatchRankingsResponse\x12\x18\n\x10snapshot_version\x18\x01 \x01(\x04\x12\x34\n\x08rankings\x18\x02 \x03(\x0b\x32\".saga.optimizer.v1.StrategyRanking\x12\x32\n\x0bprice_table\x18\x03 \x01(\x0b\x32\x1d.saga.optimizer.v1.PriceTable\x12\x35\n\x10\x64\x65\x66\x61ult_strategy\x18\x04 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\"E\n\x15RecordOutcomesRequest\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.saga.optimizer.v1.Outcome\"\x8a\x01\n\x16RecordOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x14\n\x0c\x61\x63\x63\x65pted_ids\x18\x03 \x03(\t\x12\x34\n\x08rejected\x18\x04 \x03(\x0b\x32\".saga.optimizer.v1.RejectedOutcome\"T\n\x0fRejectedOutcome\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0f\n\x07problem\x18\x04 \x01(\t\"&\n\x11GetMetricsRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"I\n\x12GetMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x90\x01\n\x0fGetUsageRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x33\n\x08group_by\x18\x04 \x03(\x0e\x32!.saga.execution.v1.UsageDimension\x12\x11\n\tall_users\x18\x05 \x01(\x08\"j\n\x10GetUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.saga.execution.v1.UsageRow\x12+\n\x06totals\x18\x02 \x01(\x0b\x32\x1b.saga.execution.v1.UsageRow\"\x7f\n\x14ReserveBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x04 \x01(\x03\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"a\n\x15ReserveBudgetResponse\x12\x1b\n\x13remaining_micro_usd\x18\x01 \x01(\x03\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x1b\n\x13\x64\x65grade_to_cheapest\x18\x03 \x01(\x08\"E\n\x13SettleBudgetRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\x02 \x01(\x03\"3\n\x14SettleBudgetResponse\x12\x1b\n\x13remaining_micro_usd\x18\x01 \x01(\x03\"l\n\x10SetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x03 \x01(\x03\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\"D\n\x11SetBudgetResponse\x12/\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\"#\n\x10GetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"q\n\x11GetBudgetResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\x12-\n\x04keys\x18\x02 \x03(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus*\x86\x01\n\rOutcomeStatus\x12\x1e\n\x1aOUTCOME_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18OUTCOME_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15OUTCOME_STATUS_FAILED\x10\x02\x12\x1c\n\x18OUTCOME_STATUS_CANCELLED\x10\x03\x32\xa6\x08\n\x10OptimizerService\x12G\n\x04Rank\x12\x1e.saga.optimizer.v1.RankRequest\x1a\x1f.saga.optimizer.v1.RankResponse\x12\x64\n\rWatchRankings\x12\'.saga.optimizer.v1.WatchRankingsRequest\x1a(.saga.optimizer.v1.WatchRankingsResponse0\x01\x12g\n\x0eRecordOutcomes\x12(.saga.optimizer.v1.RecordOutcomesRequest\x1a).saga.optimizer.v1.RecordOutcomesResponse(\x01\x12Y\n\nGetMetrics\x12$.saga.optimizer.v1.GetMetricsRequest\x1a%.saga.optimizer.v1.GetMetricsResponse\x12\x62\n\rUpdateMetrics\x12\'.saga.optimizer.v1.UpdateMetricsRequest\x1a(.saga.optimizer.v1.UpdateMetricsResponse\x12q\n\x12SetDefaultStrategy\x12,.saga.optimizer.v1.SetDefaultStrategyRequest\x1a-.saga.optimizer.v1.SetDefaultStrategyResponse\x12S\n\x08GetUsage\x12\".saga.optimizer.v1.GetUsageRequest\x1a#.saga.optimizer.v1.GetUsageResponse\x12\x62\n\rReserveBudget\x12\'.saga.optimizer.v1.ReserveBudgetRequest\x1a(.saga.optimizer.v1.ReserveBudgetResponse\x12_\n\x0cSettleBudget\x12&.saga.optimizer.v1.SettleBudgetRequest\x1a\'.saga.optimizer.v1.SettleBudgetResponse\x12V\n\tSetBudget\x12#.saga.optimizer.v1.SetBudgetRequest\x1a$.saga.optimizer.v1.SetBudgetResponse\x12V\n\tGetBudget\x12#.saga.optimizer.v1.GetBudgetRequest\x1a$.saga.optimizer.v1.GetBudgetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.optimizer.v1.optimizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOMESTATUS']._serialized_start=2808
-  _globals['_OUTCOMESTATUS']._serialized_end=2942
-  _globals['_OUTCOME']._serialized_start=221
-  _globals['_OUTCOME']._serialized_end=671
-  _globals['_RANKREQUEST']._serialized_start=674
-  _globals['_RANKREQUEST']._serialized_end=912
-  _globals['_RANKRESPONSE']._serialized_start=915
-  _globals['_RANKRESPONSE']._serialized_end=1120
-  _globals['_WATCHRANKINGSREQUEST']._serialized_start=1122
-  _globals['_WATCHRANKINGSREQUEST']._serialized_end=1193
-  _globals['_WATCHRANKINGSRESPONSE']._serialized_start=1196
-  _globals['_WATCHRANKINGSRESPONSE']._serialized_end=1406
-  _globals['_RECORDOUTCOMESREQUEST']._serialized_start=1408
-  _globals['_RECORDOUTCOMESREQUEST']._serialized_end=1477
-  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=1480
-  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=1618
-  _globals['_REJECTEDOUTCOME']._serialized_start=1620
-  _globals['_REJECTEDOUTCOME']._serialized_end=1704
-  _globals['_GETMETRICSREQUEST']._serialized_start=1706
-  _globals['_GETMETRICSREQUEST']._serialized_end=1744
-  _globals['_GETMETRICSRESPONSE']._serialized_start=1746
-  _globals['_GETMETRICSRESPONSE']._serialized_end=1819
-  _globals['_UPDATEMETRICSREQUEST']._serialized_start=1821
-  _globals['_UPDATEMETRICSREQUEST']._serialized_end=1893
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=1895
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=1971
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=1973
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=2092
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=2094
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=2214
-  _globals['_GETUSAGEREQUEST']._serialized_start=2217
-  _globals['_GETUSAGEREQUEST']._serialized_end=2361
-  _globals['_GETUSAGERESPONSE']._serialized_start=2363
-  _globals['_GETUSAGERESPONSE']._serialized_end=2469
-  _globals['_RESERVEBUDGETREQUEST']._serialized_start=2471
-  _globals['_RESERVEBUDGETREQUEST']._serialized_end=2582
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=2584
-  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=2681
-  _globals['_SETTLEBUDGETREQUEST']._serialized_start=2683
-  _globals['_SETTLEBUDGETREQUEST']._serialized_end=2752
-  _globals['_SETTLEBUDGETRESPONSE']._serialized_start=2754
-  _globals['_SETTLEBUDGETRESPONSE']._serialized_end=2805
-  _globals['_OPTIMIZERSERVICE']._serialized_start=2945
-  _globals['_OPTIMIZERSERVICE']._serialized_end=3831
+  _globals['_OUTCOMESTATUS']._serialized_start=3189
+  _globals['_OUTCOMESTATUS']._serialized_end=3323
+  _globals['_OUTCOME']._serialized_start=254
+  _globals['_OUTCOME']._serialized_end=704
+  _globals['_RANKREQUEST']._serialized_start=707
+  _globals['_RANKREQUEST']._serialized_end=945
+  _globals['_RANKRESPONSE']._serialized_start=948
+  _globals['_RANKRESPONSE']._serialized_end=1153
+  _globals['_WATCHRANKINGSREQUEST']._serialized_start=1155
+  _globals['_WATCHRANKINGSREQUEST']._serialized_end=1226
+  _globals['_WATCHRANKINGSRESPONSE']._serialized_start=1229
+  _globals['_WATCHRANKINGSRESPONSE']._serialized_end=1439
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_start=1441
+  _globals['_RECORDOUTCOMESREQUEST']._serialized_end=1510
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_start=1513
+  _globals['_RECORDOUTCOMESRESPONSE']._serialized_end=1651
+  _globals['_REJECTEDOUTCOME']._serialized_start=1653
+  _globals['_REJECTEDOUTCOME']._serialized_end=1737
+  _globals['_GETMETRICSREQUEST']._serialized_start=1739
+  _globals['_GETMETRICSREQUEST']._serialized_end=1777
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1779
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1852
+  _globals['_UPDATEMETRICSREQUEST']._serialized_start=1854
+  _globals['_UPDATEMETRICSREQUEST']._serialized_end=1926
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=1928
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=2004
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=2006
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=2125
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=2127
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=2247
+  _globals['_GETUSAGEREQUEST']._serialized_start=2250
+  _globals['_GETUSAGEREQUEST']._serialized_end=2394
+  _globals['_GETUSAGERESPONSE']._serialized_start=2396
+  _globals['_GETUSAGERESPONSE']._serialized_end=2502
+  _globals['_RESERVEBUDGETREQUEST']._serialized_start=2504
+  _globals['_RESERVEBUDGETREQUEST']._serialized_end=2631
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_start=2633
+  _globals['_RESERVEBUDGETRESPONSE']._serialized_end=2730
+  _globals['_SETTLEBUDGETREQUEST']._serialized_start=2732
+  _globals['_SETTLEBUDGETREQUEST']._serialized_end=2801
+  _globals['_SETTLEBUDGETRESPONSE']._serialized_start=2803
+  _globals['_SETTLEBUDGETRESPONSE']._serialized_end=2854
+  _globals['_SETBUDGETREQUEST']._serialized_start=2856
+  _globals['_SETBUDGETREQUEST']._serialized_end=2964
+  _globals['_SETBUDGETRESPONSE']._serialized_start=2966
+  _globals['_SETBUDGETRESPONSE']._serialized_end=3034
+  _globals['_GETBUDGETREQUEST']._serialized_start=3036
+  _globals['_GETBUDGETREQUEST']._serialized_end=3071
+  _globals['_GETBUDGETRESPONSE']._serialized_start=3073
+  _globals['_GETBUDGETRESPONSE']._serialized_end=3186
+  _globals['_OPTIMIZERSERVICE']._serialized_start=3326
+  _globals['_OPTIMIZERSERVICE']._serialized_end=4388
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from saga.execution.v1 import common_pb2 as _common_pb2
 from saga.execution.v1 import records_pb2 as _records_pb2
+from saga.optimizer.v1 import budgets_pb2 as _budgets_pb2
 from saga.optimizer.v1 import metrics_pb2 as _metrics_pb2
 from saga.optimizer.v1 import ranking_pb2 as _ranking_pb2
 import builtins as _builtins
@@ -580,13 +581,20 @@ class ReserveBudgetRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     """Chosen by the router, unique per call (e.g. "<execution>:<step>:<attempt>")."""
     user_id: _builtins.str
     """Whose budget: the user of the verified request context."""
     execution_id: _builtins.str
     amount_micro_usd: _builtins.int
-    """The most the call may cost (max tokens at the dearest candidate's prices)."""
+    """The most the call may cost (its max tokens at the dearest price among the candidates
+    it may try).
+    """
+    key_id: _builtins.str
+    """The API key the call was made with (the request context's credential id): its own
+    budget, when an admin set one, must cover the amount too. Empty = none.
+    """
     def __init__(
         self,
         *,
@@ -594,10 +602,11 @@ class ReserveBudgetRequest(_message.Message):
         user_id: _builtins.str = ...,
         execution_id: _builtins.str = ...,
         amount_micro_usd: _builtins.int = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micro_usd", b"amount_micro_usd", "execution_id", b"execution_id", "reservation_id", b"reservation_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micro_usd", b"amount_micro_usd", "execution_id", b"execution_id", "key_id", b"key_id", "reservation_id", b"reservation_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -673,3 +682,111 @@ class SettleBudgetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleBudgetResponse: _TypeAlias = SettleBudgetResponse  # noqa: Y015
+
+@_typing.final
+class SetBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Whose budget."""
+    key_id: _builtins.str
+    """One of the user's API keys, to cap spend through it; empty = the user's budget."""
+    amount_micro_usd: _builtins.int
+    """The budget per period, micro-USD (0 = nothing may be spent)."""
+    period: _builtins.str
+    """"day" or "month"; empty = the configured `budgets.period`."""
+    clear: _builtins.bool
+    """Remove this own budget instead (the user falls back to the configured default; a key
+    to no cap of its own); amount_micro_usd and period must then be unset.
+    """
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        amount_micro_usd: _builtins.int = ...,
+        period: _builtins.str = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_micro_usd", b"amount_micro_usd", "clear", b"clear", "key_id", b"key_id", "period", b"period", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetRequest: _TypeAlias = SetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class SetBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def budget(self) -> _budgets_pb2.BudgetStatus:
+        """The budget as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        budget: _budgets_pb2.BudgetStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetResponse: _TypeAlias = SetBudgetResponse  # noqa: Y015
+
+@_typing.final
+class GetBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Whose budget (required: the gateway fills in the caller)."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBudgetRequest: _TypeAlias = GetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class GetBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> _budgets_pb2.BudgetStatus:
+        """The user's budget."""
+
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[_budgets_pb2.BudgetStatus]:
+        """The user's API keys that have a budget of their own."""
+
+    def __init__(
+        self,
+        *,
+        user: _budgets_pb2.BudgetStatus | None = ...,
+        keys: _abc.Iterable[_budgets_pb2.BudgetStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBudgetResponse: _TypeAlias = GetBudgetResponse  # noqa: Y015

@@ -80,6 +80,16 @@ class OptimizerServiceStub:
                 request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.SerializeToString,
                 response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/saga.optimizer.v1.OptimizerService/SetBudget',
+                request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/saga.optimizer.v1.OptimizerService/GetBudget',
+                request_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizerServiceServicer:
@@ -156,6 +166,23 @@ class OptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Sets (or clears) a user's own budget or one of their API keys' (admin, through the
+        gateway's AdminService.SetBudget). Budgets off (`budgets.enabled` false and no
+        default): FAILED_PRECONDITION BUDGETS_DISABLED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBudget(self, request, context):
+        """A user's budget and their keys' own budgets as they stand in the current period
+        (through the gateway's UsageService.GetBudget). Idempotent read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +230,16 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.SettleBudget,
                     request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.FromString,
                     response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetRequest.FromString,
+                    response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetRequest.FromString,
+                    response_serializer=saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -449,6 +486,60 @@ class OptimizerService:
             '/saga.optimizer.v1.OptimizerService/SettleBudget',
             saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetRequest.SerializeToString,
             saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SettleBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.optimizer.v1.OptimizerService/SetBudget',
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetRequest.SerializeToString,
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.optimizer.v1.OptimizerService/GetBudget',
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetRequest.SerializeToString,
+            saga_dot_optimizer_dot_v1_dot_optimizer__pb2.GetBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,15 @@ class OptimizerServiceStub:
     """Settles a reservation to what the call really cost (0 when nothing was billed) and
     frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
     """
+    SetBudget: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.SetBudgetRequest, _optimizer_pb2.SetBudgetResponse]
+    """Sets (or clears) a user's own budget or one of their API keys' (admin, through the
+    gateway's AdminService.SetBudget). Budgets off (`budgets.enabled` false and no
+    default): FAILED_PRECONDITION BUDGETS_DISABLED.
+    """
+    GetBudget: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.GetBudgetRequest, _optimizer_pb2.GetBudgetResponse]
+    """A user's budget and their keys' own budgets as they stand in the current period
+    (through the gateway's UsageService.GetBudget). Idempotent read.
+    """
 
 @_typing.type_check_only
 class OptimizerServiceAsyncStub(OptimizerServiceStub):
@@ -100,6 +109,15 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     SettleBudget: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.SettleBudgetRequest, _optimizer_pb2.SettleBudgetResponse]  # type: ignore[assignment]
     """Settles a reservation to what the call really cost (0 when nothing was billed) and
     frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+    """
+    SetBudget: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.SetBudgetRequest, _optimizer_pb2.SetBudgetResponse]  # type: ignore[assignment]
+    """Sets (or clears) a user's own budget or one of their API keys' (admin, through the
+    gateway's AdminService.SetBudget). Budgets off (`budgets.enabled` false and no
+    default): FAILED_PRECONDITION BUDGETS_DISABLED.
+    """
+    GetBudget: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.GetBudgetRequest, _optimizer_pb2.GetBudgetResponse]  # type: ignore[assignment]
+    """A user's budget and their keys' own budgets as they stand in the current period
+    (through the gateway's UsageService.GetBudget). Idempotent read.
     """
 
 class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -187,6 +205,27 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_optimizer_pb2.SettleBudgetResponse, _abc.Awaitable[_optimizer_pb2.SettleBudgetResponse]]:
         """Settles a reservation to what the call really cost (0 when nothing was billed) and
         frees the rest. Idempotent per reservation_id; an unknown id is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def SetBudget(
+        self,
+        request: _optimizer_pb2.SetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_pb2.SetBudgetResponse, _abc.Awaitable[_optimizer_pb2.SetBudgetResponse]]:
+        """Sets (or clears) a user's own budget or one of their API keys' (admin, through the
+        gateway's AdminService.SetBudget). Budgets off (`budgets.enabled` false and no
+        default): FAILED_PRECONDITION BUDGETS_DISABLED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBudget(
+        self,
+        request: _optimizer_pb2.GetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_pb2.GetBudgetResponse, _abc.Awaitable[_optimizer_pb2.GetBudgetResponse]]:
+        """A user's budget and their keys' own budgets as they stand in the current period
+        (through the gateway's UsageService.GetBudget). Idempotent read.
         """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
