@@ -19,6 +19,7 @@ from clients.cli.output import (
     dollars,
     limits,
     table,
+    timeouts,
     to_json,
     vault_state_name,
 )
@@ -100,7 +101,8 @@ def add_parsers(
 
 
 def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
-    """One row per provider: identity, live state, prices per million tokens, limits."""
+    """One row per provider: identity, live state, prices per million tokens, limits and
+    timeouts."""
     return table(
         (
             "NAME",
@@ -111,6 +113,7 @@ def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
             "IN $/1M",
             "OUT $/1M",
             "LIMITS",
+            "TIMEOUTS",
             "CONTEXT",
         ),
         [
@@ -123,11 +126,21 @@ def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
                 dollars(p.prices.input_per_million_micro_usd),
                 dollars(p.prices.output_per_million_micro_usd),
                 limits(p.limits),
+                timeouts(p.limits),
                 count(p.context_window) if p.context_window else "—",
             )
             for p in providers
         ],
-        right=(5, 6, 8),
+        right=(5, 6, 9),
+    )
+
+
+def outbox_line(outbox: providers_pb2.OutboxStatus) -> str:
+    """The router's usage outbox in one line (what is not shipped to the ledger yet)."""
+    oldest = f", oldest {outbox.oldest_age_ms / 1000:.1f} s" if outbox.backlog else ""
+    return (
+        f"usage outbox: {count(outbox.backlog)} waiting{oldest}, "
+        f"{count(outbox.in_flight)} in flight, {count(outbox.dead_letters)} dead letters"
     )
 
 
@@ -270,7 +283,11 @@ async def providers(channel: grpc.aio.Channel, args: argparse.Namespace, md: Met
         listed = await stub.ListProviders(
             admin_pb2.ListProvidersRequest(), metadata=md, timeout=args.timeout
         )
-        print(to_json(listed) if args.json else providers_table(list(listed.providers)))
+        if args.json:
+            print(to_json(listed))
+        else:
+            print(providers_table(list(listed.providers)))
+            print(outbox_line(listed.outbox))
     else:
         checked = await stub.CheckProviders(
             admin_pb2.CheckProvidersRequest(providers=args.names),

@@ -90,6 +90,22 @@ def limits(limits: providers_pb2.Limits) -> str:
     return ", ".join(parts) or "unlimited"
 
 
+def timeouts(limits: providers_pb2.Limits) -> str:
+    """A provider's timeouts in one cell (`first 30 s, idle 15 s, total 300 s`)."""
+    return (
+        ", ".join(
+            f"{label} {ms / 1000:g} s"
+            for label, ms in (
+                ("first", limits.first_token_timeout_ms),
+                ("idle", limits.idle_timeout_ms),
+                ("total", limits.total_timeout_ms),
+            )
+            if ms
+        )
+        or "—"
+    )
+
+
 def when(stamp: timestamp_pb2.Timestamp, unset: str = "—") -> str:
     """A timestamp to the minute, in UTC (`2027-01-01 00:00Z`); `unset` when it is not set."""
     if not stamp.seconds and not stamp.nanos:

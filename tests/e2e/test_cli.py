@@ -60,8 +60,11 @@ def test_providers_list_is_a_table_of_names_circuits_and_prices(stack: Stack) ->
     for column in ("NAME", "KIND", "MODEL", "CIRCUIT", "HEALTHY", "IN $/1M", "OUT $/1M"):
         assert column in header
     assert "LIMITS" in header
+    assert "TIMEOUTS" in header
     assert "CONTEXT" in header
     fast, smart = row(table, "sim-fast"), row(table, "sim-smart")
+    assert "first 30 s, idle 15 s, total 300 s" in fast
+    assert table.splitlines()[-1].startswith("usage outbox: 0 waiting, 0 in flight")
     # Columns are aligned: each row's circuit state starts under the header's CIRCUIT.
     assert fast.index("closed") == smart.index("closed") == header.index("CIRCUIT")
     assert "sim-small" in fast
