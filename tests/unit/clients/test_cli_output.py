@@ -98,6 +98,7 @@ def test_the_providers_table_shows_state_prices_and_limits() -> None:
         "$0.60",
         "500",
         "rpm",
+        "—",  # no timeouts in this ProviderInfo
         "128,000",
     ]
 
