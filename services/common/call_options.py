@@ -15,8 +15,9 @@ MAX_PROVIDER_NAME_CHARS = 128
 MAX_COST_MICRO_USD = 10**12
 """Largest `max_cost_micro_usd` (a million USD): beyond it the limit means nothing."""
 MAX_WEIGHT = 1_000_000.0
-"""Largest CUSTOM weight (weights are relative: normalised to sum to 1); the optimizer's
-bound too (`services/optimizer/ranking.py` MAX_WEIGHT)."""
+"""Largest CUSTOM weight, at the edge, in the router and in the optimizer's Rank: weights are
+relative (normalised to sum to 1), a million to one is more than any preference needs, and
+the sum of four such stays finite."""
 
 
 def weights_problem(values: Sequence[float]) -> str:

@@ -54,13 +54,19 @@ class PeerChannelCollector(Collector):
         yield gauge
 
 
-_peer_collector: PeerChannelCollector | None = None
+_registered: dict[str, Collector] = {}
+
+
+def register_collector(key: str, collector: Collector) -> None:
+    """Register `collector` in place of the one registered under `key` before (a process
+    builds a service again in tests and benchmarks)."""
+    before = _registered.pop(key, None)
+    if before is not None:
+        REGISTRY.unregister(before)
+    _registered[key] = collector
+    REGISTRY.register(collector)
 
 
 def register_peer_channels(states: PeerStates) -> None:
     """Expose this process's peer channels (replacing any registered before)."""
-    global _peer_collector
-    if _peer_collector is not None:
-        REGISTRY.unregister(_peer_collector)
-    _peer_collector = PeerChannelCollector(states)
-    REGISTRY.register(_peer_collector)
+    register_collector("peer-channels", PeerChannelCollector(states))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from saga.execution.v1 import common_pb2, records_pb2
 from saga.optimizer.v1 import budgets_pb2, metrics_pb2, optimizer_pb2, ranking_pb2
 from services.common import outcome_bounds
+from services.common.call_options import MAX_WEIGHT
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.prices import PriceTable
 from services.common.strategy import Strategy
@@ -21,7 +22,7 @@ from services.optimizer.budgets import BudgetView
 from services.optimizer.ledger import UsageRecord, UsageRow
 from services.optimizer.live_metrics import Metrics
 from services.optimizer.priors import FIELDS as PRIOR_FIELDS
-from services.optimizer.ranking import MAX_WEIGHT, Ranking, Weights
+from services.optimizer.ranking import Ranking, Weights
 from services.optimizer.snapshots import Snapshot
 from services.optimizer.usage import Dimension
 

@@ -39,6 +39,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from services.common.call_options import MAX_WEIGHT
 from services.common.config import ProviderConfig
 from services.common.strategy import Strategy
 
@@ -56,10 +57,6 @@ class ExclusionReason(enum.Enum):
     MISSING_CAPABILITY = 3
     BUDGET_EXHAUSTED = 4
 
-
-MAX_WEIGHT = 1_000_000.0
-"""The largest weight accepted: weights are relative, and a million to one is more than any
-preference needs, while the sum of four such stays finite."""
 
 WEIGHT_NAMES = ("cost", "latency", "quality", "reliability")
 """The criteria a `Weights` weighs, in the order of its fields (and of the proto message)."""

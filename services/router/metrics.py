@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.common.metrics import register_collector
 from services.router.attempts import AttemptRecord
 from services.router.resilience import Resilience
 
@@ -94,22 +95,9 @@ class CircuitCollector(Collector):
         yield gauge
 
 
-_registered: dict[str, Collector] = {}
-
-
-def _register(key: str, collector: Collector) -> None:
-    """Register `collector` in place of the one registered under `key` before (a process
-    builds the router again in tests)."""
-    before = _registered.pop(key, None)
-    if before is not None:
-        REGISTRY.unregister(before)
-    _registered[key] = collector
-    REGISTRY.register(collector)
-
-
 def register_circuits(resilience: Resilience) -> None:
     """Expose `resilience`'s circuits (replacing any registered before in this process)."""
-    _register("circuits", CircuitCollector(resilience))
+    register_collector("router-circuits", CircuitCollector(resilience))
 
 
 OutboxGauges = Callable[[], tuple[int, float, int]]
@@ -145,4 +133,4 @@ class OutboxCollector(Collector):
 
 def register_outbox(gauges: OutboxGauges) -> None:
     """Expose an outbox's gauges (replacing any registered before in this process)."""
-    _register("outbox", OutboxCollector(gauges))
+    register_collector("router-outbox", OutboxCollector(gauges))

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.call_options import MAX_WEIGHT
 from services.common.strategy import Strategy
 from services.optimizer.ranking import (
-    MAX_WEIGHT,
     ExclusionReason,
     ProviderStats,
     TokenEstimate,
