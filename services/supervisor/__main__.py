@@ -35,6 +35,9 @@ from services.common.tls import cert_paths
 READY_TIMEOUT = 30.0
 
 
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=30.0)
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """When a dead child is started again, and when the supervisor gives up instead."""
@@ -42,9 +45,8 @@ class RestartPolicy:
     crash_loop_limit: int = 5
     """This many exits of one service within `crash_loop_window` seconds is a crash loop."""
     crash_loop_window: float = 120.0
-    initial_seconds: float = 1.0
-    """Wait before the first restart; doubles with each recent crash, jittered."""
-    max_seconds: float = 30.0
+    backoff: Backoff = RESTART_BACKOFF
+    """The wait before a restart: 1 s, doubling with each recent crash to 30 s, jittered."""
 
 
 Restart = Callable[[str], Awaitable[asyncio.subprocess.Process]]
@@ -162,7 +164,7 @@ async def keep_running(
                         file=sys.stderr,
                     )
                     return 1
-                delay = Backoff(policy.initial_seconds, policy.max_seconds).delay(len(recent))
+                delay = policy.backoff.delay(len(recent))
                 print(
                     f"saga: {service} exited ({how_it_ended(code)}); restarting in {delay:.1f} s",
                     file=sys.stderr,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from services.common.backoff import Backoff
 from services.common.config import EXIT_CONFIG
 from services.supervisor.__main__ import RestartPolicy, keep_running
 
 FAST = RestartPolicy(
-    crash_loop_limit=3, crash_loop_window=60, initial_seconds=0.01, max_seconds=0.02
+    crash_loop_limit=3, crash_loop_window=60, backoff=Backoff(initial=0.01, maximum=0.02)
 )
 
 
