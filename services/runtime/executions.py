@@ -97,6 +97,12 @@ _INTERRUPT_ORPHANS = (
 )
 
 
+async def clear_session(tx: Tx, session_id: str) -> None:
+    """Detach every execution from `session_id` (the session is being deleted: the
+    executions stay, without it)."""
+    await tx.execute("UPDATE executions SET session_id = '' WHERE session_id = $1", session_id)
+
+
 class ExecutionStore:
     """Execution records in the runtime's database, written by one replica."""
 

@@ -54,6 +54,29 @@ _V1 = """
     CREATE INDEX executions_user ON executions (user_id, created_at)
     """
 
+_V3 = """
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at_us BIGINT NOT NULL,
+        updated_at_us BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id, updated_at_us, session_id);
+    CREATE TABLE session_stages (
+        seq {seq},
+        session_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        pattern_id TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        started_at_us BIGINT NOT NULL,
+        completed_at_us BIGINT NOT NULL
+    );
+    CREATE INDEX session_stages_session ON session_stages (session_id, seq);
+    CREATE INDEX executions_session ON executions (session_id)
+    """
+
 MIGRATIONS = (
     # 1: the hash-chained ledger, pricing packs, execution records. The SQLite text is the one
     # that shipped; PostgreSQL needs an identity column for `seq` (SQLite's INTEGER PRIMARY
@@ -74,6 +97,14 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
+    # 3: staged sessions and their stages (one per completed run, oldest first by `seq`).
+    # Instants are BIGINT microseconds (services.common.database); a session's list order is
+    # (updated_at_us, session_id) newest first, which is also its page token. Deleting a
+    # session clears the session id of its executions, hence their index on it.
+    {
+        "sqlite": _V3.format(seq="INTEGER PRIMARY KEY"),
+        "postgresql": _V3.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    },
 )
 
 
