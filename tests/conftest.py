@@ -38,6 +38,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         yield Backend("sqlite", "", namespace)
         return
     yield Backend("postgresql", PG_URL, namespace)
+    await drop_namespace(namespace)
+
+
+async def drop_namespace(namespace: str) -> None:
+    """Drop every PostgreSQL schema of a test's namespace (`<namespace>_<service>`)."""
     connection = await asyncpg.connect(PG_URL)
     try:
         schemas = await connection.fetch(

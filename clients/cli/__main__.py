@@ -2,6 +2,10 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+        [--session ID]                         append the run to a session once it completes
+    saga sessions create [--title T] [--meta NAME=VALUE]...   a new session; its id on stdout
+    saga sessions list [--page-size N] [--page-token T]       yours, most recently updated first
+    saga sessions show ID | saga sessions delete ID           its stages, oldest first
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -39,7 +43,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments
+from clients.cli import account, admin, arguments, sessions
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -68,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("pattern")
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
+    run.add_argument("--session", default="", metavar="ID", help="append to this session")
     run.add_argument("--strategy", choices=STRATEGIES)
     run.add_argument(
         "--provider",
@@ -110,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
         )
         signing.add_argument("email")
     admin.add_parsers(sub, common)
+    sessions.add_parser(sub, common)
     return p
 
 
@@ -136,6 +142,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "vault": admin.vault,
             "usage": admin.usage,
             "budgets": admin.budgets,
+            "sessions": sessions.sessions,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -3,6 +3,7 @@
 For people: tokens on stdout as they arrive, switches, skipped providers and a one-line
 summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
 
+`--session ID` appends the run to one of the caller's sessions as a stage once it completes.
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
 fallback, `--weights` the CUSTOM strategy's weights (and implies it).
 """
@@ -27,13 +28,14 @@ from services.common.strategy import Strategy
 from services.common.strategy_proto import TO_PROTO
 
 
-def inputs(pairs: list[str]) -> struct_pb2.Struct:
-    """`--input NAME=VALUE` pairs as the pattern's inputs (a value starting with [ or { is JSON)."""
+def inputs(pairs: list[str], flag: str = "--input") -> struct_pb2.Struct:
+    """`--input NAME=VALUE` pairs (or another `flag`'s) as a Struct: the pattern's inputs,
+    a session's metadata (a value starting with [ or { is JSON)."""
     struct = struct_pb2.Struct()
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise SystemExit(f"saga: --input takes NAME=VALUE, got {pair!r}")
+            raise SystemExit(f"saga: {flag} takes NAME=VALUE, got {pair!r}")
         try:
             parsed: Any = json.loads(value) if value[:1] in "[{" else value
         except json.JSONDecodeError:
@@ -66,7 +68,11 @@ async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metad
     )
     options = execute_options(args)
     request = execution_pb2.ExecuteRequest(
-        pattern_id=args.pattern, inputs=inputs(args.input), asof=args.asof or "", options=options
+        pattern_id=args.pattern,
+        inputs=inputs(args.input),
+        asof=args.asof or "",
+        session_id=args.session,
+        options=options,
     )
     if args.json:
         async for event in stub.Execute(request, metadata=md, timeout=args.timeout):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from saga.gateway.v1 import pack_health_pb2_grpc, sessions_pb2_grpc
+from saga.gateway.v1 import pack_health_pb2_grpc
 from services.common.context import ContextSigner, ensure_context_keys, load_private_key
 from services.common.server import Registration, ServiceHost
 from services.gateway.account import AccountServicer
@@ -12,6 +12,7 @@ from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
 from services.gateway.relay import Relay
+from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
 
 
@@ -32,6 +33,6 @@ async def build(host: ServiceHost) -> list[Registration]:
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
+        Registration.of(SessionServicer(edge, relay)),
         Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
-        Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

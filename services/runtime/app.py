@@ -6,8 +6,8 @@ with exit 78 and a message naming the file and field; open the runtime's databas
 (`<data_dir>/runtime.db`, or the PostgreSQL schema `<storage.namespace>_runtime`;
 migrations), seed the demo ledger and pack on first start, and take this replica's execution
 lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
-of the host. PackService and SessionService are declared but not built yet: the guard
-answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+of the host. PackService is declared but not built yet: the guard answers its RPCs
+UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import socket
 from pathlib import Path
 
-from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
+from saga.runtime.v1 import packs_pb2_grpc
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
@@ -31,6 +31,8 @@ from services.runtime.packs import PackStore
 from services.runtime.patterns import SAMPLES_DIR, load_patterns
 from services.runtime.schema import MIGRATIONS
 from services.runtime.servicer import RuntimeServicer, registration
+from services.runtime.session_servicer import SessionServicer
+from services.runtime.sessions import SessionStore
 
 log = logging.getLogger("saga.runtime")
 
@@ -65,16 +67,19 @@ async def build(host: ServiceHost) -> list[Registration]:
             "pricing_pack_id": (latest.pack_id if (latest := packs.latest()) else ""),
         },
     )
+    sessions = SessionStore(db)
+    verifier = ContextVerifier(JwksKeys(host.peers.channel("auth")))
     servicer = RuntimeServicer(
         patterns=patterns,
         registry=registry,
         ledger=ledger,
         packs=packs,
         executions=executions,
-        verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
+        sessions=sessions,
+        verifier=verifier,
     )
     return [
         registration(servicer),
         Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),
-        Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
+        Registration.of(SessionServicer(sessions, verifier)),
     ]

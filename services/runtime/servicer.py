@@ -9,7 +9,8 @@ prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and d
 the other events are built in `messages.py`. The execution record is written once as the run
 starts (beside the first step) and once as it ends, before the last event; a failure is
 recorded with its reason before the error — the router's status, unchanged — ends the
-stream.
+stream. A run in a session must name one of the caller's (NOT_FOUND before anything runs),
+and appends its stage there once it completed, also before the last event.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from opentelemetry import trace
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
+from services.common.database import now_micros
 from services.common.errors import NotFound, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
@@ -38,6 +40,7 @@ from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
 from services.runtime.runner import RunFinished, Runner
+from services.runtime.sessions import SessionStore
 
 
 def error_reason(error: BaseException) -> str:
@@ -68,6 +71,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         ledger: Ledger,
         packs: PackStore,
         executions: ExecutionStore,
+        sessions: SessionStore,
         verifier: ContextVerifier,
     ) -> None:
         self._patterns = dict(patterns)
@@ -76,6 +80,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         self._ledger = ledger
         self._packs = packs
         self._executions = executions
+        self._sessions = sessions
         self._verifier = verifier
 
     def _find(self, pattern_id: str) -> Pattern:
@@ -99,6 +104,9 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
+        if request.session_id:  # not the caller's (or no such) session: nothing runs
+            await self._sessions.require(verified.user_id, request.session_id)
+        started_at_us = now_micros()
 
         pack = self._packs.latest()
         pack_id = pack.pack_id if pack is not None else ""
@@ -161,6 +169,15 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                 if isinstance(event, RunFinished):
                     # Recorded before the last event: a caller that saw Completed finds it.
                     await recording.succeeded(event.usage, event.cost_micro_usd)
+                    if request.session_id:
+                        await self._sessions.append(
+                            verified.user_id,
+                            request.session_id,
+                            execution_id,
+                            pattern.id,
+                            event.outputs,
+                            started_at_us,
+                        )
                 yield messages.run_event(event, pinned, sequence)
         except (asyncio.CancelledError, GeneratorExit):
             recording.abandoned("CANCELLED")

@@ -71,7 +71,7 @@ def new_session_id() -> str:
     return f"ses_{secrets.token_hex(16)}"
 
 
-def _invalid(reason: str, violations: list[FieldViolation]) -> InvalidArgument:
+def _invalid(violations: list[FieldViolation], *, reason: str) -> InvalidArgument:
     return InvalidArgument(
         "; ".join(f"{v.field}: {v.description}" for v in violations),
         reason=reason,
@@ -83,8 +83,8 @@ def check_session_id(session_id: str, field_name: str = "session_id") -> str:
     """`session_id` if it is a `ses_<32 hex>` id; INVALID_ARGUMENT `SESSION_ID_INVALID`."""
     if not _SESSION_ID.fullmatch(session_id):
         raise _invalid(
-            "SESSION_ID_INVALID",
             [FieldViolation(field_name, "expected ses_<32 lowercase hex digits>")],
+            reason="SESSION_ID_INVALID",
         )
     return session_id
 
@@ -112,14 +112,16 @@ def check_new(title: str, metadata: Mapping[str, Any]) -> str:
             FieldViolation("metadata", f"{size} bytes as JSON; at most {MAX_METADATA_BYTES}")
         )
     if violations:
-        raise _invalid("SESSION_INVALID", violations)
+        raise _invalid(violations, reason="SESSION_INVALID")
     return stored
 
 
 def page_size(requested: int) -> int:
     """The page size for a ListSessions `page_size` (0 = the default, larger capped)."""
     if requested < 0:
-        raise _invalid("SESSION_INVALID", [FieldViolation("page_size", "must not be negative")])
+        raise _invalid(
+            [FieldViolation("page_size", "must not be negative")], reason="SESSION_INVALID"
+        )
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
@@ -144,8 +146,8 @@ def decode_page_token(user_id: str, token: str) -> tuple[int, str] | None:
         ):
             return updated, session_id
     raise _invalid(
-        "PAGE_TOKEN_INVALID",
         [FieldViolation("page_token", "not a token issued to you by a previous ListSessions")],
+        reason="PAGE_TOKEN_INVALID",
     )
 
 

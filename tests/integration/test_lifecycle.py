@@ -14,16 +14,14 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from saga.gateway.v1 import pack_health_pb2
-from saga.gateway.v1 import sessions_pb2 as gateway_sessions_pb2
 from saga.runtime.v1 import packs_pb2
-from saga.runtime.v1 import sessions_pb2 as runtime_sessions_pb2
 from services.common.identity import SERVICES
 from services.common.status import describe
 from tests.harness import SERVICE_NAMES, UNBUILT, Stack, stack_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-UNBUILT_CONTRACTS = (pack_health_pb2, gateway_sessions_pb2, packs_pb2, runtime_sessions_pb2)
+UNBUILT_CONTRACTS = (pack_health_pb2, packs_pb2)
 """Imported for their descriptors (the pool knows a service once its module is loaded)."""
 
 

@@ -3,20 +3,31 @@ bytes unchanged, so a field that differs in number or type would corrupt data si
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from saga.auth.v1 import auth_pb2
-from saga.gateway.v1 import admin_pb2, execution_pb2, usage_pb2
+from saga.gateway.v1 import admin_pb2, execution_pb2, sessions_pb2, usage_pb2
 from saga.optimizer.v1 import optimizer_pb2
 from saga.router.v1 import router_pb2
 from saga.runtime.v1 import packs_pb2, runtime_pb2
+from saga.runtime.v1 import sessions_pb2 as runtime_sessions_pb2
 from saga.vault.v1 import vault_pb2
 from services.gateway.admin import ADMIN_RELAYS, ADMIN_STREAM_RELAYS
+from services.gateway.sessions import SESSION_RELAYS
 
 POOL = descriptor_pool.Default()
-_ = (auth_pb2, optimizer_pb2, packs_pb2, router_pb2, vault_pb2)  # owners, into the pool
+_ = (
+    auth_pb2,
+    optimizer_pb2,
+    packs_pb2,
+    router_pb2,
+    runtime_sessions_pb2,
+    vault_pb2,
+)  # owners, into the pool
 
 
 def shape(message: Descriptor) -> dict[int, tuple[str, int, str]]:
@@ -30,15 +41,25 @@ def shape(message: Descriptor) -> dict[int, tuple[str, int, str]]:
     return {f.number: (f.name, f.type, kind(f)) for f in message.fields}
 
 
+RELAYED = (
+    (
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+        {**ADMIN_RELAYS, **ADMIN_STREAM_RELAYS},
+    ),
+    (sessions_pb2.DESCRIPTOR.services_by_name["SessionService"], SESSION_RELAYS),
+)
+"""Each gateway service relayed method by method, with its relay table."""
+
+
 def twins() -> list[tuple[str, Descriptor, Descriptor]]:
     pairs = []
-    gateway = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
-    for name, (path, _) in {**ADMIN_RELAYS, **ADMIN_STREAM_RELAYS}.items():
-        service, method = path[1:].split("/")
-        inner = POOL.FindServiceByName(service).methods_by_name[method]
-        outer = gateway.methods_by_name[name]
-        pairs.append((f"{name} request", outer.input_type, inner.input_type))
-        pairs.append((f"{name} response", outer.output_type, inner.output_type))
+    for gateway, relays in RELAYED:
+        for name, (path, _) in relays.items():
+            service, method = path[1:].split("/")
+            inner = POOL.FindServiceByName(service).methods_by_name[method]
+            outer = gateway.methods_by_name[name]
+            pairs.append((f"{name} request", outer.input_type, inner.input_type))
+            pairs.append((f"{name} response", outer.output_type, inner.output_type))
     usage = POOL.FindMethodByName("saga.optimizer.v1.OptimizerService.GetUsage")
     pairs.append(("GetUsage request", usage_pb2.GetUsageRequest.DESCRIPTOR, usage.input_type))
     pairs.append(("GetUsage response", usage_pb2.GetUsageResponse.DESCRIPTOR, usage.output_type))
@@ -60,9 +81,9 @@ def test_gateway_message_is_a_wire_twin(what: str, outer: Descriptor, inner: Des
     assert shape(outer) == shape(inner), what
 
 
-def test_every_admin_rpc_is_relayed() -> None:
-    declared = set(admin_pb2.DESCRIPTOR.services_by_name["AdminService"].methods_by_name)
-    assert declared == set(ADMIN_RELAYS) | set(ADMIN_STREAM_RELAYS)
+@pytest.mark.parametrize(("gateway", "relays"), RELAYED, ids=[g.name for g, _ in RELAYED])
+def test_every_rpc_of_a_relayed_service_is_relayed(gateway: Any, relays: dict[str, Any]) -> None:
+    assert set(gateway.methods_by_name) == set(relays)
 
 
 def test_execute_request_fields_are_run_pattern_fields() -> None:
