@@ -13,6 +13,9 @@
   API key of a user; a user without a row has the configured default. `updated_at` is
   BIGINT microseconds. Reservations gained `key_id` (the API key the call was made with,
   '' for none), which a key's spend is summed over.
+* migration 3 — `usage_records` gained `cache_write_tokens` (input tokens written to the
+  provider's prompt cache; 0 before) and `charge_micro_usd` (what the caller is charged
+  for the attempt; rows from before are charged their cost, as they were).
 """
 
 from __future__ import annotations
@@ -91,6 +94,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     ALTER TABLE budget_reservations ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX budget_reservations_key ON budget_reservations (user_id, key_id, created_at)
+    """,
+    """
+    ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE usage_records ADD COLUMN charge_micro_usd BIGINT NOT NULL DEFAULT 0;
+    UPDATE usage_records SET charge_micro_usd = cost_micro_usd
     """,
 )
 """Migrations in order; append, never edit one that has shipped."""

@@ -51,7 +51,9 @@ CALL = ReasonCall(
 )
 
 
-def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRecord:
+def record(
+    provider: str, n: int, cost: int, status: AttemptStatus, charge: int | None = None
+) -> AttemptRecord:
     return AttemptRecord(
         provider=provider,
         model="m",
@@ -60,6 +62,7 @@ def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRe
         error_reason="",
         usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=cost,
+        charge_micro_usd=cost if charge is None else charge,
         latency_ms=1,
         ttft_ms=1,
         price_table_version=PRICES.version,
@@ -73,6 +76,7 @@ def finished(*attempts: AttemptRecord) -> Finished:
         finish_reason=FinishReason.STOP,
         usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=sum(a.cost_micro_usd for a in attempts),
+        charge_micro_usd=sum(a.charge_micro_usd for a in attempts),
         provider=attempts[-1].provider,
         model="m",
         latency_ms=1,
@@ -100,6 +104,8 @@ class World:
     block_after_first: bool = False
     """The attempts wait forever after the first attempt ended (to be cancelled)."""
     pending: list[asyncio.Future[None]] = field(default_factory=list)
+    first_charge: int | None = None
+    """The first attempt's charge (None: its cost)."""
 
     async def reserve(
         self,
@@ -148,7 +154,7 @@ class World:
     ) -> AsyncGenerator[RouterEvent, None]:
         names = [c.name for c in candidates]
         self.log.append(("attempts", *names))
-        first = record(names[0], 1, 30, AttemptStatus.FAILED)
+        first = record(names[0], 1, 30, AttemptStatus.FAILED, self.first_charge)
         yield AttemptStarted(names[0], "m", 1)
         report(first)
         if self.fail_after_first is not None:
@@ -247,6 +253,12 @@ async def test_an_outcome_not_stored_fails_the_call_and_still_settles() -> None:
     assert caught.value.reason == "USAGE_NOT_STORED"
     assert ("yield", "Finished") not in world.log
     assert world.log[-1] == ("settle", True, 42)
+
+
+async def test_the_budget_settles_to_what_the_caller_is_charged_not_the_cost() -> None:
+    world = World(first_charge=0)  # the failed first attempt is waived by the charge policy
+    await collect(world)
+    assert world.log[-1] == ("settle", True, 12)
 
 
 async def test_a_failed_call_settles_what_its_attempts_cost() -> None:

@@ -118,6 +118,17 @@ async def test_cached_input_tokens_are_reported_as_part_of_the_input(
     assert (plain.input_tokens, plain.cached_tokens) == (10, 0)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_anthropic_cache_writes_are_reported_apart_within_the_input(
+    fake: FakeProviders, stream: bool
+) -> None:
+    eng = fake.engine("anthropic")
+    fake.script("anthropic", Script(cached_tokens=2, cache_write_tokens=5))
+    finish = last(await run(eng, request(stream)))
+    # input_tokens 3 + cache_read_input_tokens 2 + cache_creation_input_tokens 5 on the wire.
+    assert (finish.input_tokens, finish.cached_tokens, finish.cache_write_tokens) == (10, 2, 5)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_deltas_are_passed_on_as_they_arrive(fake: FakeProviders, fmt: str) -> None:
     eng = fake.engine(fmt)
