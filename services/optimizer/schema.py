@@ -3,7 +3,7 @@
 * `usage_records` — the usage ledger: one row per provider attempt, keyed by the router's
   outcome id so a resent outcome is stored once. `occurred_at` is epoch seconds and `day`
   its UTC date (`YYYY-MM-DD`), which GetUsage filters and groups on.
-* `budget_spend` — per user and period, what settled calls cost; its row is also the lock
+* `budget_spend` — per user and period, what settled calls were charged; its row is the lock
   that serialises a user's reservations.
 * `budget_reservations` — one row per reservation: `held` until settled (or until it
   expires: a held row past `expires_at` no longer counts), then `settled` with the real

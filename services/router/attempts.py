@@ -3,7 +3,10 @@
 Usage comes from the provider when it reported it (the engine's `Finish`, or the `usage` a
 failed engine attaches). When it did not — a stream cut mid-way, say — the attempt is billed
 as estimated and flagged: the prompt's input tokens and the text received, ~4 characters a
-token. An attempt that produced nothing and reported nothing costs nothing.
+token. An attempt that produced nothing and reported nothing costs nothing. Beside its cost
+(what the provider billed: input, output, cache reads and writes each at its price) an
+attempt carries its charge, what the caller pays for it (`charges`, by the configured policy;
+the meter is told whether the attempt's text was relayed to the caller).
 
 In flight (`InFlight`), an attempt is also held durably as a provisional record, so a router
 that crashes mid-stream still bills it: its write begins when the attempt starts, while the

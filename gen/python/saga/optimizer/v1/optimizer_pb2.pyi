@@ -656,7 +656,9 @@ class SettleBudgetRequest(_message.Message):
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     cost_micro_usd: _builtins.int
-    """What the call really cost (the sum over its attempts), micro-USD."""
+    """What the call is charged (the sum of its attempts' charges, by the router's
+    accounting.charge_policy: at most their cost), micro-USD.
+    """
     def __init__(
         self,
         *,
