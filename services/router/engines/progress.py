@@ -6,6 +6,7 @@ silent."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -154,8 +155,8 @@ class Progress:
         """What a call that fails now has consumed (None when it generated nothing)."""
         if self.chunks == 0:
             return None
-        finish = self.finish(FinishReason.ERROR)
-        return usage_of(finish)
+        # Flagged even when both counts came: the call ended before the provider's last word.
+        return dataclasses.replace(usage_of(self.finish(FinishReason.ERROR)), estimated=True)
 
 
 def usage_of(finish: Finish) -> Usage:
