@@ -22,6 +22,7 @@ from services.router.attempts import CLAIM_AHEAD_CHARS, AttemptRecord, AttemptSt
 from services.router.budget_reservations import Reservation, max_cost
 from services.router.call_steps import Attempts, CustomRank, run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall
+from services.router.charges import ChargePolicy
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta
 from services.router.rankings import RankingSnapshot
 from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
@@ -299,11 +300,14 @@ class Held:
     log: list[tuple[int, int, bool]] = field(default_factory=list)
     given: int = 0
     failure: Exception | None = None
+    charges: list[tuple[int, int]] = field(default_factory=list)
+    """(cost, charge) of each provisional record."""
 
     def __call__(self, rec: AttemptRecord, cid: str) -> asyncio.Future[None]:
         assert rec.usage.estimated
         assert rec.error_reason == "ROUTER_STOPPED"
         self.log.append((rec.n, rec.usage.output_tokens, cid.startswith("exe_1:step_1:")))
+        self.charges.append((rec.cost_micro_usd, rec.charge_micro_usd))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failure is not None:
             future.set_exception(self.failure)
@@ -505,3 +509,36 @@ async def test_when_no_candidate_fits_the_refusal_ends_the_call() -> None:
         with pytest.raises(ResourceExhausted):
             await anext(events)
     assert [step[0] for step in world.log] == ["reserve"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "before_text", "after_text"),
+    [
+        (ChargePolicy.ALL_ATTEMPTS, True, True),
+        # Should the router stop now: charged once the caller was given some of the text.
+        (ChargePolicy.DELIVERED_ONLY, False, True),
+        (ChargePolicy.WAIVE_UPSTREAM_FAILURES, False, False),  # the router's stop: waived
+    ],
+)
+async def test_a_held_attempt_is_charged_by_the_policy(
+    policy: ChargePolicy, before_text: bool, after_text: bool
+) -> None:
+    world, held = World(), Held()
+    events = run_call(
+        CALL,
+        PROVIDERS,
+        SNAPSHOT,
+        PRICES,
+        world,
+        streaming(200, 10, []),
+        world.store,
+        hold=held,
+        policy=policy,
+    )
+    async for _ in events:
+        pass
+    (first_cost, first_charge), *later = held.charges
+    assert first_cost > 0
+    assert first_charge == (first_cost if before_text else 0)
+    assert later
+    assert all(charge == (cost if after_text else 0) for cost, charge in later)
