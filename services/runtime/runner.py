@@ -23,6 +23,7 @@ its metadata (an upstream status keeps its code, reason and domain).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from services.runtime.patterns import Pattern, Step
 from services.runtime.templates import render_value
 
 DOMAIN = "runtime.saga"
+log = logging.getLogger("saga.runtime.runner")
 RETRYABLE = frozenset((Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.ABORTED))
 
 
@@ -104,6 +106,7 @@ def as_saga_error(error: BaseException) -> SagaError:
         return error
     if isinstance(error, grpc.aio.AioRpcError):
         return RemoteError.from_rpc_error(error, DOMAIN)
+    log.error("step failed unexpectedly", exc_info=error)
     return Internal(f"step failed: {type(error).__name__}")
 
 
@@ -274,9 +277,10 @@ class _Run:
                 spent_micro_usd=self.cost,
             )
             relayed = False
+            deadline = asyncio.timeout(step.timeout)
             try:
                 result: StepResult | None = None
-                async with asyncio.timeout(step.timeout):
+                async with deadline:
                     async for event in agent.run(call):
                         if isinstance(event, Relayed):
                             relayed = True
@@ -288,6 +292,8 @@ class _Run:
                 recovered = None
                 break
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # not the step's timeout: the agent's own failure
                 error: SagaError = DeadlineExceeded(
                     f"step {step.id} took longer than its timeout of {step.timeout:g} s",
                     reason="STEP_TIMEOUT",

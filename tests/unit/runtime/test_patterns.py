@@ -4,6 +4,7 @@ resolved: explicit and implied dependencies, cycles refused."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.runtime import patterns as patterns_module
 from services.runtime.agents.llm import LLM_COMPLETE
 from services.runtime.patterns import (
     MAX_NESTING,
@@ -76,6 +80,14 @@ def test_the_shipped_chat_pattern_loads() -> None:
     rendered = {k: v.render({"inputs": {"prompt": "Hi"}}) for k, v in step.args.items()}
     assert rendered == {"prompt": "Hi", "system": None}
     assert chat.outputs["text"].render({"state": {"answer": {"text": "Hello"}}}) == "Hello"
+
+
+def test_the_shipped_debate_pattern_runs_two_branches_then_joins_them() -> None:
+    debate = load_patterns([(SAMPLES_DIR, "samples")], CAPABILITIES).patterns["debate"]
+    steps = {s.id: s for s in debate.steps}
+    assert steps["case_for"].depends_on == steps["case_against"].depends_on == ()
+    assert steps["verdict"].depends_on == ("case_for", "case_against")
+    assert steps["case_for"].retry is not None
 
 
 def test_json_pattern_files_load_like_yaml(tmp_path: Path) -> None:
@@ -265,7 +277,7 @@ def test_a_bad_file_is_refused_and_the_good_ones_still_load(tmp_path: Path) -> N
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(_step(capability="llm.dream")))
     (tmp_path / "broken.json").write_text("{")
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path, "user")], CAPABILITIES)
-    assert sorted(catalog.patterns) == ["chat", "good"]
+    assert sorted(catalog.patterns) == ["chat", "debate", "good"]
     assert [(p.source, p.field) for p in catalog.problems] == [
         ("user/bad.yaml", "steps.answer.capability"),
         ("user/broken.json", "(file)"),
@@ -282,12 +294,12 @@ def test_an_id_defined_twice_keeps_the_first_and_names_both_files(tmp_path: Path
     # Positive control: under another id both load.
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(chat_document() | {"id": "mine"}))
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path, "user")], CAPABILITIES)
-    assert (sorted(catalog.patterns), catalog.problems) == (["chat", "mine"], ())
+    assert (sorted(catalog.patterns), catalog.problems) == (["chat", "debate", "mine"], ())
 
 
 def test_a_missing_patterns_directory_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path / "nope", "user")], CAPABILITIES)
-    assert list(catalog.patterns) == ["chat"]
+    assert sorted(catalog.patterns) == ["chat", "debate"]
     assert [(p.source, p.field) for p in catalog.problems] == [("user", "(directory)")]
 
 
@@ -494,3 +506,69 @@ def test_documents_are_plain_json_values_within_bounds(
         parse_pattern(text, "p.yaml", "user/p.yaml", CAPABILITIES)
     assert error.value.field.startswith(field), error.value
     assert message in error.value.message, error.value
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "{{inputs.prompt}}",
+            "{{state.answer.text}}",
+            "{{state.a.text}}",
+            "{{ctx.asof}}",
+            "{{session.x[0]}}",
+            "{{",
+            "llm.complete",
+            "answer",
+            "a",
+            "continue",
+            "inputs.prompt == 'x'",
+            "string",
+        ]
+    ),
+    st.text(max_size=8),
+)
+# Every field name a pattern knows, and a few of its values' names.
+_keys = st.sampled_from(
+    sorted({*patterns_module._PATTERN_KEYS, *patterns_module._STEP_KEYS, "prompt", "text", "a"})
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=5)),
+    max_leaves=30,
+)
+
+
+def _mutated(document: dict[str, Any], key: str, value: Any, where: int) -> dict[str, Any]:
+    """`document` with one field of the top level or of its first step replaced."""
+    copy = json.loads(json.dumps(document))
+    (copy if where == 0 else copy["steps"][0])[key] = value
+    return copy
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        _values,
+        st.builds(_mutated, st.just(chat_document()), _keys, _values, st.integers(0, 1)),
+    )
+)
+def test_any_document_loads_or_is_refused_with_a_pattern_error(document: Any) -> None:
+    try:
+        text = json.dumps(document).encode()
+    except ValueError:
+        return
+    for file in ("p.json", "p.yaml"):
+        with contextlib.suppress(PatternError):
+            parse_pattern(text, file, f"user/{file}", CAPABILITIES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_load_or_are_refused_with_a_pattern_error(data: bytes) -> None:
+    for file in ("p.json", "p.yaml"):
+        with contextlib.suppress(PatternError):
+            parse_pattern(data, file, f"user/{file}", CAPABILITIES)
