@@ -36,7 +36,9 @@ def _inputs(pattern: runtime_pb2.Pattern) -> dict[str, dict[str, object]]:
     schema = json_format.MessageToDict(pattern.input_schema)
     properties: dict[str, dict[str, object]] = schema.get("properties", {})
     required = set(schema.get("required", []))
-    return {name: spec | {"required": name in required} for name, spec in properties.items()}
+    # A Struct keeps no order: required inputs first, then by name.
+    names = sorted(properties, key=lambda name: (name not in required, name))
+    return {name: properties[name] | {"required": name in required} for name in names}
 
 
 async def patterns(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:

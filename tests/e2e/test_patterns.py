@@ -8,6 +8,9 @@ pattern file does not stop the runtime."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from saga.gateway.v1 import (
     patterns_pb2_grpc,
 )
 from services.common.status import describe
+from tests.e2e.test_cli import ok, saga_cli
 from tests.e2e.test_execute import bearer, create_key
 from tests.e2e.test_resilience_gateway import fakes, provider_toml
 from tests.fakes.providers import FakeProviders, Script, answer_text
@@ -183,3 +187,23 @@ async def test_patterns_are_listed_with_their_inputs_and_the_refused_files(
     assert list(verdict.depends_on) == ["case_for", "case_against"]
     assert describe(missing.value).reason == "PATTERN_NOT_FOUND"
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_cli_lists_and_shows_patterns(setup: tuple[Stack, FakeProviders]) -> None:
+    stack, _ = setup
+    listed = await asyncio.to_thread(saga_cli, stack, "patterns", "list")
+    out = ok(listed)
+    assert re.search(r"^debate\s+question\s+no\s+Argue both sides", out, re.M), out
+    assert re.search(r"^branch\s+prompt, explain\?\s+no", out, re.M), out
+    assert "user/bad.yaml: steps.explanation.when: expected a value" in listed.stderr
+    shown = ok(await asyncio.to_thread(saga_cli, stack, "patterns", "show", "debate"))
+    assert re.search(r"^question\s+string\s+yes", shown, re.M), shown
+    assert re.search(r"^verdict\s+llm\.complete\s+case_for, case_against\s+-\s+-", shown, re.M)
+    assert re.search(r"^case_for\s+llm\.complete\s+-\s+-\s+timeout 120 s, 2 tries", shown, re.M)
+    as_json = json.loads(
+        ok(await asyncio.to_thread(saga_cli, stack, "patterns", "show", "branch", "--json"))
+    )
+    assert as_json["pattern"]["steps"][1]["when"] == "inputs.explain == true"
+    missing = await asyncio.to_thread(saga_cli, stack, "patterns", "show", "nope")
+    assert missing.returncode == 1
+    assert "NOT_FOUND PATTERN_NOT_FOUND (runtime.saga)" in missing.stderr

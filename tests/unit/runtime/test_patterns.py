@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from services.runtime import patterns as patterns_module
 from services.runtime.agents.llm import LLM_COMPLETE
+from services.runtime.expressions import parse_expression
 from services.runtime.patterns import (
     MAX_NESTING,
     MAX_PATTERN_BYTES,
@@ -572,3 +574,13 @@ def test_any_bytes_load_or_are_refused_with_a_pattern_error(data: bytes) -> None
     for file in ("p.json", "p.yaml"):
         with contextlib.suppress(PatternError):
             parse_pattern(data, file, f"user/{file}", CAPABILITIES)
+
+
+def test_the_example_in_docs_patterns_md_loads_and_its_when_examples_parse() -> None:
+    doc = (SAMPLES_DIR.parents[2] / "docs" / "patterns.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    pattern = parse_pattern(example.encode(), "patterns.md", "docs/patterns.md", CAPABILITIES)
+    assert {s.id: s.depends_on for s in pattern.steps}["verdict"] == ("case_for", "case_against")
+    examples = doc.split("Examples: ", 1)[1].split("\n\n", 1)[0]
+    for text in re.findall(r"`([^`]+)`", examples):
+        parse_expression(text)
