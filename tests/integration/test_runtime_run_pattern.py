@@ -379,3 +379,33 @@ async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) 
             )
         finally:
             await db.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "setting"),
+    [
+        ("session_id", {"session_id": "ses_0123"}),
+        ("options.export", {"export": True}),
+        ("options.idempotency_key", {"idempotency_key": "retry-1"}),
+        ("options.detach_on_disconnect", {"detach_on_disconnect": True}),
+    ],
+)
+async def test_a_field_the_runtime_does_not_act_on_yet_is_refused(
+    stack: Stack, field: str, setting: dict[str, Any]
+) -> None:
+    # The runtime checks on its own: a caller past the gateway is refused too.
+    request = chat_request(new_execution_id(), prompt="Hi")
+    if field == "session_id":
+        request.session_id = setting["session_id"]
+    else:
+        for name, value in setting.items():
+            setattr(request.options, name, value)
+    error = await failure(stack, request)
+    details = describe(error)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (details.reason, details.domain, details.metadata) == (
+        "FIELD_NOT_IMPLEMENTED",
+        "runtime.saga",
+        {"field": field},
+    )
+    assert [v.field for v in details.field_violations] == [field]

@@ -1,0 +1,59 @@
+"""A request field the contract declares and Saga does not act on yet is refused at the
+gateway with UNIMPLEMENTED FIELD_NOT_IMPLEMENTED naming it (never a run that ignores it: the
+same idempotency key twice must not run and bill twice), over all six real processes; the
+same request without the field runs (the positive control)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from saga.gateway.v1 import execution_pb2
+from services.common.status import describe
+from tests.e2e.test_execute import chat
+from tests.e2e.test_request_values import execute
+from tests.harness import Stack
+
+
+def setting(field: str) -> execution_pb2.ExecuteRequest:
+    request = chat("hello")
+    if field == "session_id":
+        request.session_id = "ses_0123"
+    elif field == "options.idempotency_key":
+        request.options.idempotency_key = "retry-1"
+    else:
+        setattr(request.options, field.removeprefix("options."), True)
+    return request
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["session_id", "options.export", "options.idempotency_key", "options.detach_on_disconnect"],
+)
+async def test_an_unbuilt_field_is_refused_naming_it(stack: Stack, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await execute(stack, setting(field))
+    details = describe(err.value)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (details.reason, details.domain, details.metadata) == (
+        "FIELD_NOT_IMPLEMENTED",
+        "gateway.saga",
+        {"field": field},
+    )
+    assert [v.field for v in details.field_violations] == [field]
+
+
+async def test_two_unbuilt_fields_are_both_named(stack: Stack) -> None:
+    request = setting("options.export")
+    request.options.detach_on_disconnect = True
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await execute(stack, request)
+    assert [v.field for v in describe(err.value).field_violations] == [
+        "options.export",
+        "options.detach_on_disconnect",
+    ]
+
+
+async def test_the_same_request_without_it_runs(stack: Stack) -> None:
+    kinds = await execute(stack, chat("hello"))
+    assert (kinds[0], kinds[-1]) == ("accepted", "completed")
