@@ -7,29 +7,35 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from saga.gateway.v1 import execution_pb2
 from services.common.status import describe
+from services.common.unbuilt_fields import UNBUILT
 from tests.e2e.test_execute import chat
 from tests.e2e.test_request_values import execute
 from tests.harness import Stack
 
 
 def setting(field: str) -> execution_pb2.ExecuteRequest:
+    """A chat request with `field` (a path such as "options.export") set to a non-default
+    value of its type."""
     request = chat("hello")
-    if field == "session_id":
-        request.session_id = "ses_0123"
-    elif field == "options.idempotency_key":
-        request.options.idempotency_key = "retry-1"
-    else:
-        setattr(request.options, field.removeprefix("options."), True)
+    set_field(request, field)
     return request
 
 
-@pytest.mark.parametrize(
-    "field",
-    ["session_id", "options.export", "options.idempotency_key", "options.detach_on_disconnect"],
-)
+def set_field(message: Message, path: str) -> None:
+    *parents, leaf = path.split(".")
+    for name in parents:
+        message = getattr(message, name)
+    kind = message.DESCRIPTOR.fields_by_name[leaf].type
+    value: object = {FieldDescriptor.TYPE_BOOL: True, FieldDescriptor.TYPE_STRING: "x1"}[kind]
+    setattr(message, leaf, value)
+
+
+@pytest.mark.parametrize("field", sorted(UNBUILT))
 async def test_an_unbuilt_field_is_refused_naming_it(stack: Stack, field: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await execute(stack, setting(field))
