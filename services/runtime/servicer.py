@@ -29,6 +29,7 @@ from services.common.errors import NotFound, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
 from services.common.status import describe
+from services.common.unbuilt_fields import refuse_unbuilt
 from services.runtime import messages, wire
 from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
 from services.runtime.agents.step import Relayed, RunScope
@@ -98,6 +99,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             metadata_token(context.invocation_metadata()), request.execution_id
         )
         execution_id = check_execution_id(request.execution_id)
+        refuse_unbuilt(request.session_id, request.options)
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
