@@ -2,7 +2,8 @@
 
 A step starts once every step it depends on has finished (its `depends_on` and the steps
 whose output its templates read); steps that do not depend on each other run concurrently,
-at most `max_parallel` at once per run. Before a step starts: when every step it depends on
+at most `max_parallel` at once per run (one at a time when the run has a cost limit, which is
+checked against what finished steps spent). Before a step starts: when every step it depends on
 was skipped it is skipped too, and when its `when` does not hold it is skipped. A step's
 args are rendered from `inputs`, `state` (the outputs so far, by step id or `as` name),
 `ctx` and `session`; its capability's owner runs it.
@@ -177,7 +178,11 @@ class _Run:
         self.values = {"inputs": inputs, "state": self.state, "ctx": dict(ctx), "session": {}}
         self.outcome: dict[str, str] = {}  # step id -> "ran" | "skipped"
         self.queue: asyncio.Queue[StepBegan | Relayed | _Ended] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(runner._max_parallel)
+        # A cost limit is checked against what finished steps spent (StepCall.spent_micro_usd):
+        # two steps at once could each spend all that is left, so a limited run goes one step
+        # at a time and the limit holds.
+        limited = scope.max_cost_micro_usd > 0
+        self.slots = asyncio.Semaphore(1 if limited else runner._max_parallel)
         self.usage = Usage()
         self.cost = 0
 

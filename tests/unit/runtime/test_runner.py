@@ -6,6 +6,7 @@ implementations (the protocol every agent implements), so no socket is needed.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -96,7 +97,11 @@ def document(steps: list[dict[str, Any]], outputs: dict[str, str] | None = None)
 
 
 async def run(
-    agent: ScriptedAgent, text: str, max_parallel: int = 4, **inputs: Any
+    agent: ScriptedAgent,
+    text: str,
+    max_parallel: int = 4,
+    scope: RunScope = SCOPE,
+    **inputs: Any,
 ) -> tuple[list[RunEvent], list[float]]:
     registry = CapabilityRegistry()
     registry.register(agent)
@@ -109,7 +114,7 @@ async def run(
     events = [
         e
         async for e in runner.run(
-            pattern(text), inputs, SCOPE, {"asof": SCOPE.asof}, trace_id="t" * 32
+            pattern(text), inputs, scope, {"asof": scope.asof}, trace_id="t" * 32
         )
     ]
     return events, waits
@@ -170,6 +175,23 @@ async def test_parallelism_is_bounded_per_run() -> None:
     agent = ScriptedAgent(**{f"s{i}": hold for i in range(3)})
     await run(agent, document(steps[:3]), max_parallel=3)
     assert agent.most_open == 3
+
+
+async def test_a_run_with_a_cost_limit_runs_one_step_at_a_time_so_the_limit_holds() -> None:
+    # Each step is told what the finished steps spent; two at once could each spend the rest.
+    async def busy(call: StepCall, attempt: int) -> None:
+        for _ in range(5):  # give the others every chance to start meanwhile
+            await asyncio.sleep(0)
+
+    steps = [{"id": f"s{i}"} for i in range(4)]
+    agent = ScriptedAgent(**{f"s{i}": busy for i in range(4)})
+    await run(agent, document(steps), scope=dataclasses.replace(SCOPE, max_cost_micro_usd=10))
+    assert agent.most_open == 1
+    # Control: without a limit they overlap.
+    hold, _ = barrier(4)
+    agent = ScriptedAgent(**{f"s{i}": hold for i in range(4)})
+    await run(agent, document(steps))
+    assert agent.most_open == 4
 
 
 async def test_each_steps_events_stay_in_order_while_steps_interleave() -> None:
