@@ -207,3 +207,29 @@ async def test_the_cli_lists_and_shows_patterns(setup: tuple[Stack, FakeProvider
     missing = await asyncio.to_thread(saga_cli, stack, "patterns", "show", "nope")
     assert missing.returncode == 1
     assert "NOT_FOUND PATTERN_NOT_FOUND (runtime.saga)" in missing.stderr
+
+
+async def test_an_upstream_failure_keeps_its_reason_and_names_the_step_and_trace(
+    setup: tuple[Stack, FakeProviders],
+) -> None:
+    stack, fake = setup
+    fake.script("ollama", Script(fail="bad_request"))
+    events: list[execution_pb2.ExecuteResponse] = []
+
+    async def run() -> None:
+        async for event in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            execution_pb2.ExecuteRequest(pattern_id="branch", inputs=values),
+            metadata=bearer(stack.admin_key()),
+            timeout=60,
+        ):
+            events.append(event)
+
+    values = struct_pb2.Struct()
+    values.update({"prompt": "hi"})
+    async with stack.gateway_channel() as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await run()
+    described = describe(caught.value)
+    assert described.domain == "router.saga", described
+    assert described.metadata["stepId"] == "answer"
+    assert described.metadata["traceId"] == events[0].accepted.trace_id
