@@ -8,8 +8,8 @@ service is registered with `raw_responses`): a token from the router becomes a r
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
 the other events are built in `messages.py`. The execution record is written once as the run
 starts (beside the first step) and once as it ends, before the last event; a failure is
-recorded with its reason before the error — the router's status, unchanged — ends the
-stream.
+recorded with its reason before the error — the router's status, its code, reason and
+domain kept, with the step and trace ids added (runner.py) — ends the stream.
 """
 
 from __future__ import annotations
