@@ -6,6 +6,7 @@
     saga sessions create [--title T] [--meta NAME=VALUE]...   a new session; its id on stdout
     saga sessions list [--page-size N] [--page-token T]       yours, most recently updated first
     saga sessions show ID | saga sessions delete ID           its stages, oldest first
+    saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -43,7 +44,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, sessions
+from clients.cli import account, admin, arguments, patterns, sessions
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -116,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     sessions.add_parser(sub, common)
+    patterns.add_parsers(sub, common)
     return p
 
 
@@ -143,6 +145,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "usage": admin.usage,
             "budgets": admin.budgets,
             "sessions": sessions.sessions,
+            "patterns": patterns.patterns,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -11,6 +11,7 @@ from services.gateway.account import AccountServicer
 from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
@@ -34,5 +35,6 @@ async def build(host: ServiceHost) -> list[Registration]:
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
         Registration.of(SessionServicer(edge, relay)),
+        Registration.of(PatternServicer(edge, relay)),
         Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
     ]

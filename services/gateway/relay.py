@@ -75,8 +75,7 @@ class Relay:
 
 
 def scoped_relay(scope: str, path: str, response: type[Message]) -> Callable[..., Any]:
-    """A servicer method: require `scope`, then relay to the owner of `path` (who acts for
-    the caller the request context names)."""
+    """A servicer method: require `scope`, then relay to the owner of `path`."""
 
     async def method(self: Any, request: Message, context: Context) -> Any:
         principal = await self._edge.principal(context)

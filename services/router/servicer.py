@@ -34,6 +34,7 @@ from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
 from services.router.call_steps import run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
+from services.router.charges import ChargePolicy
 from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
@@ -79,10 +80,16 @@ def call_from_proto(
                 field_violations=[FieldViolation("strategy", "not a known strategy")],
             )
     a = request.accounting
+    if a.user_id and a.user_id != user_id:
+        raise InvalidArgument(
+            "accounting.user_id names another user than the request context's",
+            reason="ACCOUNTING_INVALID",
+            field_violations=[
+                FieldViolation("accounting.user_id", "empty or the request context's user")
+            ],
+        )
     return ReasonCall(
-        messages=tuple(
-            ChatMessage(_ROLES.get(m.role, "user"), m.content) for m in request.messages
-        ),
+        messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
         system_prompt=request.system_prompt,
         max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
@@ -101,6 +108,23 @@ def call_from_proto(
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
     )
+
+
+def _message(index: int, message: router_pb2.Message) -> ChatMessage:
+    if message.role == router_pb2.ROLE_UNSPECIFIED:
+        return ChatMessage("user", message.content)
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise InvalidArgument(
+            f"messages[{index}].role {message.role} is not a role",
+            reason="ROLE_INVALID",
+            field_violations=[
+                FieldViolation(
+                    f"messages[{index}].role", "ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+                )
+            ],
+        )
+    return ChatMessage(role, message.content)
 
 
 def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:
@@ -139,6 +163,7 @@ def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
         cost_micro_usd=a.cost_micro_usd,
         latency_ms=a.latency_ms,
         ttft_ms=a.ttft_ms,
+        charge_micro_usd=a.charge_micro_usd,
     )
 
 
@@ -156,6 +181,7 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
             ttft_ms=f.ttft_ms,
             attempts=[_summary(a) for a in f.attempts],
             price_table_version=f.price_table_version,
+            charge_micro_usd=f.charge_micro_usd,
         )
     )
 
@@ -176,6 +202,8 @@ class RouterParts:
     health: HealthChecks
     custom_ranker: CustomRanker | None = None
     """Ranks calls that pass their own CUSTOM weights (None: such calls are UNAVAILABLE)."""
+    charge_policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS
+    """What callers are charged for their attempts (`accounting.charge_policy`)."""
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -248,7 +276,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             candidates: Sequence[ProviderConfig], report: Report
         ) -> AsyncGenerator[RouterEvent, None]:
             events = reason(
-                call, candidates, parts.engines, prices, report, parts.resilience, deadline=deadline
+                call,
+                candidates,
+                parts.engines,
+                prices,
+                report,
+                parts.resilience,
+                deadline=deadline,
+                policy=parts.charge_policy,
             )
             return coalesce(events, merge_text) if parts.coalesce else events
 
@@ -270,6 +305,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             store,
             rank_custom=None if ranker is None else ranker.rank,
             hold=hold,
+            policy=parts.charge_policy,
         )
         async with aclosing(steps) as events:
             async for event in events:
@@ -313,6 +349,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         input_per_million_micro_usd=price.input_micro_usd_per_mtok,
                         output_per_million_micro_usd=price.output_micro_usd_per_mtok,
                         cached_input_per_million_micro_usd=price.cached_input_micro_usd_per_mtok,
+                        cache_write_per_million_micro_usd=price.cache_write_micro_usd_per_mtok,
                         price_table_version=prices.version,
                     ),
                     limits=providers_pb2.Limits(

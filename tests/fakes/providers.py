@@ -101,11 +101,18 @@ class Script:
     usage: bool = True
     """Report usage (False: omit it everywhere)."""
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    """anthropic: input tokens the answer reports written to the prompt cache
+    (`cache_creation_input_tokens`, with `cache_creation.ephemeral_5m_input_tokens`)."""
     response_model: str = ""
     """The model the answer names ("" = the model requested), as providers name a dated
     snapshot of an alias."""
     reply: Any = None
     """A JSON body to answer as it is, with status 200 (odd answers, for defensive parsing)."""
+    hold_until_open: int = 0
+    """Hold the request until this many held requests are open at once (counting this one),
+    then answer as scripted: requests that are answered at all were concurrent, which proves
+    concurrency without timing. One held longer than 10 s answers 503."""
     context_window: int = 0
     """Be a model with this many tokens of context (0: no limit): a request whose input words
     (plus its max tokens, when it sets them) exceed it gets HTTP 400 with the format's own
@@ -195,6 +202,8 @@ class FakeProviders:
         self.seen: list[Seen] = []
         self._queues: dict[str, deque[Script]] = {f: deque() for f in FORMATS}
         self._release = asyncio.Event()
+        self._held = 0
+        self._batch = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._engines: list[Engine] = []
         self.port = 0
@@ -289,6 +298,23 @@ class FakeProviders:
 
     # --- serving ---------------------------------------------------------------------
 
+    async def _hold(self, count: int) -> bool:
+        """Wait until `count` held requests are open at once (they are then released
+        together, and the next ones wait for a batch of their own); False after 10 s."""
+        batch = self._batch
+        self._held += 1
+        if self._held >= count:
+            self._held = 0
+            self._batch = asyncio.Event()
+            batch.set()
+        try:
+            await asyncio.wait_for(batch.wait(), 10)
+        except TimeoutError:
+            if batch is self._batch:
+                self._held -= 1
+            return False
+        return True
+
     def _route(self, fmt: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self._handle(fmt, request)
@@ -323,6 +349,9 @@ class FakeProviders:
             return self._error(seen, 401, "unauthorized", request.headers)
         if fmt == "anthropic" and "anthropic-version" not in request.headers:
             return self._error(seen, 400, "bad_request", request.headers)
+        if script.hold_until_open and not await self._hold(script.hold_until_open):
+            seen.status = 503
+            return web.Response(status=503)
         if script.hang:
             await self._release.wait()
             seen.status = 503
@@ -482,7 +511,7 @@ class FakeProviders:
                 "stop_reason": "max_tokens" if length else "end_turn",
             }
             if usage:
-                body["usage"] = self._anthropic_usage(usage)
+                body["usage"] = self._anthropic_usage(usage, _written(script, usage))
             return web.json_response(body)
         if fmt == "ollama":
             body = {
@@ -522,12 +551,16 @@ class FakeProviders:
         }
 
     @staticmethod
-    def _anthropic_usage(usage: tuple[int, int, int]) -> dict[str, Any]:
-        # Anthropic's input_tokens exclude cache reads.
+    def _anthropic_usage(usage: tuple[int, int, int], written: int = 0) -> dict[str, Any]:
+        # Anthropic's input_tokens exclude cache reads and writes.
         return {
-            "input_tokens": usage[0] - usage[2],
+            "input_tokens": usage[0] - usage[2] - written,
             "cache_read_input_tokens": usage[2],
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": written,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written,
+                "ephemeral_1h_input_tokens": 0,
+            },
             "output_tokens": usage[1],
         }
 
@@ -548,6 +581,7 @@ class FakeProviders:
         await response.prepare(request)
         frames = _Frames(fmt, script.response_model or seen.body.get("model", ""))
         usage = self._usage(script, words, count)
+        frames.written = _written(script, usage)
         await response.write(frames.start(usage))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -588,6 +622,11 @@ class FakeProviders:
         return response
 
 
+def _written(script: Script, usage: tuple[int, int, int] | None) -> int:
+    """The cache writes an answer reports: never more than the input left after reads."""
+    return 0 if usage is None else min(script.cache_write_tokens, usage[0] - usage[2])
+
+
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -599,6 +638,7 @@ class _Frames:
     def __init__(self, fmt: str, model: str) -> None:
         self.fmt = fmt
         self.model = model
+        self.written = 0  # anthropic: cache writes among the input tokens
 
     def _sse(self, data: Any, event: str = "") -> bytes:
         head = f"event: {event}\n" if event else ""
@@ -626,7 +666,10 @@ class _Frames:
                 "stop_reason": None,
             }
             if usage:
-                message["usage"] = {**FakeProviders._anthropic_usage(usage), "output_tokens": 1}
+                message["usage"] = {
+                    **FakeProviders._anthropic_usage(usage, self.written),
+                    "output_tokens": 1,
+                }
             return (
                 self._sse({"type": "message_start", "message": message}, "message_start")
                 + self._sse(

@@ -10,13 +10,14 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from saga.auth.v1 import auth_pb2
-from saga.gateway.v1 import admin_pb2, execution_pb2, sessions_pb2, usage_pb2
+from saga.gateway.v1 import admin_pb2, execution_pb2, patterns_pb2, sessions_pb2, usage_pb2
 from saga.optimizer.v1 import optimizer_pb2
 from saga.router.v1 import router_pb2
 from saga.runtime.v1 import packs_pb2, runtime_pb2
 from saga.runtime.v1 import sessions_pb2 as runtime_sessions_pb2
 from saga.vault.v1 import vault_pb2
 from services.gateway.admin import ADMIN_RELAYS, ADMIN_STREAM_RELAYS
+from services.gateway.patterns import PATTERN_RELAYS
 from services.gateway.sessions import SESSION_RELAYS
 
 POOL = descriptor_pool.Default()
@@ -46,6 +47,7 @@ RELAYED = (
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
         {**ADMIN_RELAYS, **ADMIN_STREAM_RELAYS},
     ),
+    (patterns_pb2.DESCRIPTOR.services_by_name["PatternService"], PATTERN_RELAYS),
     (sessions_pb2.DESCRIPTOR.services_by_name["SessionService"], SESSION_RELAYS),
 )
 """Each gateway service relayed method by method, with its relay table."""
