@@ -281,6 +281,21 @@ def test_the_cli_creates_lists_shows_and_deletes_sessions(stack: Stack) -> None:
     listed = saga("sessions", "list")
     assert listed.splitlines()[0].split() == ["SESSION", "ID", "CREATED", "UPDATED", "TITLE"]
     assert session_id in listed
+    saga("sessions", "create", "--title", "a second")
+    first = run_cli(
+        "--gateway",
+        stack.target("gateway"),
+        "--key",
+        stack.admin_key(),
+        "sessions",
+        "list",
+        "--page-size",
+        "1",
+    )
+    assert "a second" in ok(first)
+    hint = first.stderr.strip()
+    assert hint.startswith("more: --page-token ")
+    assert "cli run" in saga("sessions", "list", "--page-size", "1", *hint.split()[1:])
     executed = json.loads(
         saga(
             "execute", "chat", "--input", "prompt=hi", "--session", session_id, "--json"
