@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.runtime.capabilities import FieldSpec, a_type
+from services.runtime.capabilities import check_value
 from services.runtime.patterns import Pattern
 
 _EXECUTION_ID = re.compile(r"exe_[0-9a-f]{32}")
@@ -72,7 +72,7 @@ def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
             if spec.required:
                 violations.append(FieldViolation(f"inputs.{spec.name}", "required"))
             continue
-        value, problem = _check(spec, inputs[spec.name])
+        value, problem = check_value(spec, inputs[spec.name])
         if problem:
             violations.append(FieldViolation(f"inputs.{spec.name}", problem))
         else:
@@ -86,31 +86,3 @@ def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
             field_violations=violations,
         )
     return checked
-
-
-def _check(spec: FieldSpec, value: Any) -> tuple[Any, str]:
-    """(the value, "") or (None, what is wrong)."""
-    kind = spec.type
-    if kind == "string" and isinstance(value, str):
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return None, f"{len(value)} characters; at most {spec.max_length}"
-        return value, ""
-    if kind == "boolean" and isinstance(value, bool):
-        return value, ""
-    if (
-        kind in ("number", "integer")
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        if kind == "number":
-            return value, ""
-        if float(value).is_integer():
-            return int(value), ""
-        return None, f"expected an integer, got {value!r}"
-    if kind == "object" and isinstance(value, Mapping):
-        return value, ""
-    if kind == "array" and isinstance(value, list):
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return None, f"{len(value)} items; at most {spec.max_length}"
-        return value, ""
-    return None, f"expected {a_type(kind)}"

@@ -1,13 +1,14 @@
 """The runtime's gRPC services, registered with the shared bootstrap.
 
-At start: register the built-in agents and load the patterns (shipped samples plus
-`runtime.patterns_dir`) — a bad pattern file is a `ConfigError`, which stops the process
-with exit 78 and a message naming the file and field; open the runtime's database
-(`<data_dir>/runtime.db`, or the PostgreSQL schema `<storage.namespace>_runtime`;
-migrations), seed the demo ledger and pack on first start, and take this replica's execution
-lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
-of the host. PackService and SessionService are declared but not built yet: the guard
-answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+At start: open the runtime's database (`<data_dir>/runtime.db`, or the PostgreSQL schema
+`<storage.namespace>_runtime`; migrations run as it opens); register the built-in agents
+(`llm`, `financial_analyst` over the ledger and packs, `data` over the shipped datasets);
+load the patterns (shipped samples plus `runtime.patterns_dir`) — a bad pattern file is a
+`ConfigError`, which stops the process with exit 78 and a message naming the file and field;
+seed the demo ledger and pack on first start, and take this replica's execution lease
+(interrupting runs that a stopped replica left RUNNING), renewed by a background task of the
+host. PackService and SessionService are declared but not built yet: the guard answers their
+RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.server import Registration, ServiceHost
 from services.runtime import demo
+from services.runtime.agents.data import data_agent, load_datasets
+from services.runtime.agents.financial_analyst import FinancialAnalyst
 from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
 from services.runtime.executions import ExecutionStore
@@ -37,19 +40,20 @@ log = logging.getLogger("saga.runtime")
 
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
-    registry = CapabilityRegistry()
-    registry.register(LlmAgent(host.peers.channel("router")))
-    directories = [(SAMPLES_DIR, "samples")]
-    if host.config.runtime.patterns_dir:
-        directories.append((Path(host.config.runtime.patterns_dir), "user"))
-    patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
-
     config = host.config
     db = await open_database(
         config.storage.url, config.storage.namespace, config.data_path, "runtime", MIGRATIONS
     )
     ledger = await Ledger.open(db)
     packs = await PackStore.open(db)
+    registry = CapabilityRegistry()
+    registry.register(LlmAgent(host.peers.channel("router")))
+    registry.register(FinancialAnalyst(ledger, packs).agent())
+    registry.register(data_agent(await asyncio.to_thread(load_datasets)))
+    directories = [(SAMPLES_DIR, "samples")]
+    if host.config.runtime.patterns_dir:
+        directories.append((Path(host.config.runtime.patterns_dir), "user"))
+    patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
     await demo.seed(ledger, packs)
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"

@@ -7,10 +7,15 @@ written: the same transactions give the same head, and changing any row breaks t
 from that row on, which `verify` reports. Positions computed at a commit are therefore
 reproducible.
 
-The chain arithmetic (`Transaction`, `chain_hash`, `verify_chain`) is pure; `Ledger` keeps it
-in the runtime's database (SQLite or PostgreSQL). Appends from every replica take turns (see
-`schema.exclusive`) and read the head inside their transaction; a row's `prev_hash` is also
-unique, so even a writer that bypassed the turn could not fork the chain: it would fail.
+Holdings are what the transactions up to a commit add up to: per symbol the quantity held and
+its cost basis by average cost (a sell takes its share of the cost at the position's average
+price), in exact `Decimal` arithmetic. Selling more than is held is refused.
+
+The chain arithmetic (`Transaction`, `chain_hash`, `verify_chain`, `holdings`) is pure;
+`Ledger` keeps it in the runtime's database (SQLite or PostgreSQL). Appends from every
+replica take turns (see `schema.exclusive`) and read the head inside their transaction; a
+row's `prev_hash` is also unique, so even a writer that bypassed the turn could not fork the
+chain: it would fail.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 
 from services.common.database import Database, Row, Tx
+from services.common.errors import NotFound
 from services.runtime.schema import exclusive
 
 GENESIS = "0" * 64
@@ -109,6 +116,63 @@ def verify_chain(rows: Iterable[ChainRow]) -> Verification:
     return Verification(count, head)
 
 
+MICRO = Decimal("0.000001")
+"""The ledger's unit: amounts are integers of millionths."""
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What a portfolio holds of one symbol: the quantity and its cost basis (average cost),
+    both exact, in units of the symbol and of `currency`."""
+
+    symbol: str
+    currency: str
+    quantity: Decimal
+    cost_basis: Decimal
+
+
+class Oversold(ValueError):
+    """A sell of more than the portfolio holds (or in another currency than its holding)."""
+
+
+def holdings(transactions: Iterable[Transaction]) -> dict[tuple[str, str], Holding]:
+    """(portfolio, symbol) -> what the transactions, in order, leave held; symbols sold out
+    are left out. Oversold when a sell exceeds the holding or changes its currency."""
+    held: dict[tuple[str, str], Holding] = {}
+    for t in transactions:
+        key = (t.portfolio, t.symbol)
+        quantity = Decimal(t.quantity_micro) * MICRO
+        before = held.get(key)
+        if before is not None and before.currency != t.currency:
+            raise Oversold(
+                f"{t.symbol} is held in {before.currency} in portfolio {t.portfolio!r}, "
+                f"not {t.currency}"
+            )
+        if t.side == "buy":
+            cost = quantity * Decimal(t.price_micro) * MICRO
+            if before is None:
+                held[key] = Holding(t.symbol, t.currency, quantity, cost)
+            else:
+                held[key] = Holding(
+                    t.symbol, t.currency, before.quantity + quantity, before.cost_basis + cost
+                )
+            continue
+        if before is None or quantity > before.quantity:
+            have = before.quantity if before is not None else Decimal(0)
+            raise Oversold(
+                f"sells {quantity} {t.symbol} but portfolio {t.portfolio!r} holds {have}"
+            )
+        left = before.quantity - quantity
+        if left == 0:
+            del held[key]
+        else:
+            # Average cost: the remaining shares keep their share of the cost basis.
+            held[key] = Holding(
+                t.symbol, t.currency, left, before.cost_basis * left / before.quantity
+            )
+    return held
+
+
 _COLUMNS = "portfolio, trade_date, symbol, side, quantity_micro, price_micro, currency"
 
 
@@ -189,6 +253,30 @@ class Ledger:
             head = await _insert(tx, transactions) if seeded else await _head(tx)
         self._head = head
         return seeded
+
+    async def transactions_at(
+        self, commit: str, portfolio: str, asof: str | None = None
+    ) -> list[Transaction]:
+        """The transactions of `portfolio` recorded up to and including `commit` (and traded
+        on or before `asof`), in the order they were recorded; NOT_FOUND
+        LEDGER_COMMIT_NOT_FOUND when `commit` is not a hash of this ledger."""
+        if commit == GENESIS:
+            return []
+        seq = await self._db.fetchval("SELECT seq FROM ledger_transactions WHERE hash = $1", commit)
+        if seq is None:
+            raise NotFound(
+                f"ledger commit {commit[:64]!r} is not in the ledger",
+                reason="LEDGER_COMMIT_NOT_FOUND",
+                metadata={"ledgerCommitHash": commit[:64]},
+            )
+        rows = await self._db.fetch(
+            f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM ledger_transactions "  # noqa: S608 (constant columns)
+            "WHERE portfolio = $1 AND seq <= $2 AND trade_date <= $3 ORDER BY seq",
+            portfolio,
+            seq,
+            asof or "9999-12-31",
+        )
+        return [_row(r).transaction for r in rows]
 
     async def rows(self) -> list[ChainRow]:
         """Every stored transaction, oldest first."""

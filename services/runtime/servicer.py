@@ -130,6 +130,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             disable_fallback=options.disable_fallback,
             weights=_weights(options),
             deadline=None if remaining is None else time.monotonic() + remaining,
+            ledger_commit_hash=commit,
+            pricing_pack_id=pack_id,
         )
         recording = self._executions.begin(
             ExecutionRecord(

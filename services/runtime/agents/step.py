@@ -39,6 +39,10 @@ class RunScope:
     weights: tuple[float, float, float, float] | None = None
     # time.monotonic() by which the run must end; None = the channels' default deadlines.
     deadline: float | None = None
+    # What the run is pinned to (Accepted says the same): the ledger head its positions are
+    # read at and the pricing pack its prices come from ("" = none was available).
+    ledger_commit_hash: str = ""
+    pricing_pack_id: str = ""
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (at least a millisecond), or None when there is none."""
