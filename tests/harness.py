@@ -48,6 +48,7 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
         "saga.runtime.v1.RuntimeService",
         "saga.runtime.v1.PackService",
         "saga.runtime.v1.SessionService",
+        "saga.runtime.v1.LedgerService",
     ),
 }
 """Fully qualified gRPC services each process must serve (SPEC section 3)."""

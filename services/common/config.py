@@ -639,6 +639,37 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class RightsSourceConfig:
+    """One data source of the rights registry (a `[[rights.sources]]` table)."""
+
+    name: str = field(
+        metadata=_doc("the source's id: ledger, a pack's source, or a dataset's name")
+    )
+    export: str = field(
+        metadata=_doc(
+            "whether outputs that carry its data may be exported", choices=("allow", "deny")
+        )
+    )
+    attribution: str = field(
+        default="", metadata=_doc("credit shown with every run's outputs that used it")
+    )
+    watermark: str = field(default="", metadata=_doc("text stamped on exports that carry it"))
+
+
+@dataclass(frozen=True)
+class RightsConfig:
+    """The rights registry: what each data source allows (see docs/operations.md, Rights)."""
+
+    sources: tuple[RightsSourceConfig, ...] = field(
+        default=(),
+        metadata=_doc(
+            "[[rights.sources]] tables (saga.toml only); each replaces the shipped entry of the "
+            "same name (ledger, demo, securities); a source in none is denied export"
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """Where persistent state lives."""
 
@@ -673,6 +704,7 @@ class Config:
     vault: VaultConfig = field(default_factory=VaultConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    rights: RightsConfig = field(default_factory=RightsConfig)
     providers: tuple[ProviderConfig, ...] = field(
         default=DEFAULT_PROVIDERS,
         metadata=_doc("[[providers]] tables (saga.toml only); absent = the two sim providers"),
@@ -907,6 +939,13 @@ def _validate(config: Config) -> Config:
             raise ConfigError(
                 f"providers[{i}].max_tokens_field: only the openai and copilot engines send it "
                 f"(provider {p.name!r} is {p.kind!r}). Fix: remove it."
+            )
+    rights = [r.name for r in config.rights.sources]
+    for name in rights:
+        if rights.count(name) > 1 or not name:
+            raise ConfigError(
+                f"rights.sources: the name {name!r} is used twice or empty. Fix: one table "
+                "per source."
             )
     if config.tls.mode == "files":
         for key in ("cert_file", "key_file", "ca_file"):

@@ -30,8 +30,10 @@ from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
 from services.runtime.executions import ExecutionStore
 from services.runtime.ledger import Ledger
+from services.runtime.ledger_service import LedgerServicer
 from services.runtime.packs import PackStore
 from services.runtime.patterns import SAMPLES_DIR, load_patterns
+from services.runtime.rights import RightsRegistry
 from services.runtime.schema import MIGRATIONS
 from services.runtime.servicer import RuntimeServicer, registration
 
@@ -76,9 +78,11 @@ async def build(host: ServiceHost) -> list[Registration]:
         packs=packs,
         executions=executions,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
+        rights=RightsRegistry.from_config(config.rights),
     )
     return [
         registration(servicer),
+        Registration.of(LedgerServicer(ledger)),
         Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from services.common.database import Database, Row, Tx
-from services.common.errors import NotFound
+from services.common.errors import Aborted, NotFound
 from services.runtime.schema import exclusive
 
 GENESIS = "0" * 64
@@ -132,21 +132,27 @@ class Holding:
 
 
 class Oversold(ValueError):
-    """A sell of more than the portfolio holds (or in another currency than its holding)."""
+    """A sell of more than the portfolio holds (or a trade in another currency than its
+    holding); `index` is the offending transaction's position in the sequence checked."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def holdings(transactions: Iterable[Transaction]) -> dict[tuple[str, str], Holding]:
     """(portfolio, symbol) -> what the transactions, in order, leave held; symbols sold out
     are left out. Oversold when a sell exceeds the holding or changes its currency."""
     held: dict[tuple[str, str], Holding] = {}
-    for t in transactions:
+    for index, t in enumerate(transactions):
         key = (t.portfolio, t.symbol)
         quantity = Decimal(t.quantity_micro) * MICRO
         before = held.get(key)
         if before is not None and before.currency != t.currency:
             raise Oversold(
                 f"{t.symbol} is held in {before.currency} in portfolio {t.portfolio!r}, "
-                f"not {t.currency}"
+                f"not {t.currency}",
+                index,
             )
         if t.side == "buy":
             cost = quantity * Decimal(t.price_micro) * MICRO
@@ -160,7 +166,8 @@ def holdings(transactions: Iterable[Transaction]) -> dict[tuple[str, str], Holdi
         if before is None or quantity > before.quantity:
             have = before.quantity if before is not None else Decimal(0)
             raise Oversold(
-                f"sells {quantity} {t.symbol} but portfolio {t.portfolio!r} holds {have}"
+                f"sells {quantity} {t.symbol} but portfolio {t.portfolio!r} holds {have}",
+                index,
             )
         left = before.quantity - quantity
         if left == 0:
@@ -242,6 +249,39 @@ class Ledger:
             head = await _insert(tx, transactions)
         self._head = head
         return head
+
+    async def import_transactions(
+        self, transactions: Sequence[Transaction], expected_head: str = ""
+    ) -> tuple[str, str]:
+        """Append `transactions` atomically after checking them against what is already held
+        (Oversold, its `index` into `transactions`, when a sell exceeds a holding); (the head
+        before, the head after). ABORTED LEDGER_HEAD_MOVED, nothing appended, when
+        `expected_head` is set and is not the stored head."""
+        portfolios = sorted({t.portfolio for t in transactions})
+        async with self._db.transaction() as tx:
+            await exclusive(self._db.dialect, tx, "ledger")
+            before = await _head(tx)
+            if expected_head and expected_head != before:
+                raise Aborted(
+                    f"the ledger head is {before[:12]}…, not the expected {expected_head[:12]}…",
+                    reason="LEDGER_HEAD_MOVED",
+                    metadata={"ledgerCommitHash": before, "expectedHead": expected_head[:64]},
+                )
+            held: list[Transaction] = []
+            for portfolio in portfolios:
+                rows = await tx.fetch(
+                    f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM ledger_transactions "  # noqa: S608 (constant columns)
+                    "WHERE portfolio = $1 ORDER BY seq",
+                    portfolio,
+                )
+                held.extend(_row(r).transaction for r in rows)
+            try:
+                holdings([*held, *transactions])
+            except Oversold as error:
+                raise Oversold(str(error), error.index - len(held)) from None
+            after = await _insert(tx, transactions)
+        self._head = after
+        return before, after
 
     async def seed(self, transactions: Sequence[Transaction]) -> bool:
         """Append `transactions` only if the ledger is empty (checked in the same exclusive

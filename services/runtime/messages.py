@@ -19,6 +19,7 @@ from saga.runtime.v1 import runtime_pb2
 from services.common.usage_messages import usage_proto
 from services.runtime.capabilities import json_schema
 from services.runtime.patterns import Pattern
+from services.runtime.rights import Release
 from services.runtime.runner import RunFinished, StepBegan, StepFinished
 
 
@@ -71,9 +72,13 @@ def accepted(pinned: Pinned, sequence: int) -> bytes:
 
 
 def run_event(
-    event: StepBegan | StepFinished | RunFinished, pinned: Pinned, sequence: int
+    event: StepBegan | StepFinished | RunFinished,
+    pinned: Pinned,
+    sequence: int,
+    release: Release | None = None,
 ) -> bytes:
-    """The response for one of the runner's step or run events."""
+    """The response for one of the runner's step or run events (`release`: the rights
+    registry's attributions, watermark and export document of a finished run)."""
     if isinstance(event, StepBegan):
         return _response(
             step_started=events_pb2.StepStarted(
@@ -97,6 +102,7 @@ def run_event(
             ),
             sequence=sequence,
         )
+    release = release or Release(())
     return _response(
         completed=events_pb2.Completed(
             outputs=struct(event.outputs),
@@ -104,6 +110,11 @@ def run_event(
             cost_micro_usd=event.cost_micro_usd,
             pricing_pack_id=pinned.pricing_pack_id,
             ledger_commit_hash=pinned.ledger_commit_hash,
+            attributions=[
+                events_pb2.Attribution(source=a.source, text=a.text) for a in release.attributions
+            ],
+            watermark=release.watermark,
+            export_document=release.document,
         ),
         sequence=sequence,
     )

@@ -2,7 +2,8 @@
 
 RunPattern verifies the caller's request context (bound to the execution), admits the
 request (pattern, inputs, asof, execution id), pins the run's data (the newest fresh pack
-and the ledger head, both in memory), and streams the runner's events as
+and the ledger head, both in memory), checks an export against the rights registry (before
+anything is recorded or run), and streams the runner's events as
 `RunPatternResponse`s numbered 1, 2, 3… The stream is written as serialized bytes (the
 service is registered with `raw_responses`): a token from the router becomes a response by
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
@@ -25,7 +26,7 @@ from opentelemetry import trace
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import NotFound, SagaError
+from services.common.errors import FieldViolation, InvalidArgument, NotFound, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
 from services.common.status import describe
@@ -37,7 +38,8 @@ from services.runtime.executions import ExecutionRecord, ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
-from services.runtime.runner import RunFinished, Runner
+from services.runtime.rights import RightsRegistry
+from services.runtime.runner import RunFinished, Runner, StepFinished
 
 
 def error_reason(error: BaseException) -> str:
@@ -57,6 +59,26 @@ def _weights(options: options_pb2.ExecuteOptions) -> tuple[float, float, float, 
     return (w.cost, w.latency, w.quality, w.reliability)
 
 
+def export_format(options: options_pb2.ExecuteOptions) -> str:
+    """ "" when the run is not an export, else "json" or "csv"; a format without `export` (or
+    one the contract does not define) is INVALID_ARGUMENT OPTION_INVALID."""
+    chosen = options.export_format
+    problem = ""
+    if chosen not in options_pb2.ExportFormat.values():
+        problem = "one of " + ", ".join(options_pb2.ExportFormat.keys())
+    elif chosen != options_pb2.EXPORT_FORMAT_UNSPECIFIED and not options.export:
+        problem = "only with options.export"
+    if problem:
+        raise InvalidArgument(
+            f"invalid Execute option export_format: {problem}",
+            reason="OPTION_INVALID",
+            field_violations=[FieldViolation("options.export_format", problem)],
+        )
+    if not options.export:
+        return ""
+    return "csv" if chosen == options_pb2.EXPORT_FORMAT_CSV else "json"
+
+
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     """Runs patterns; RPCs not overridden here answer UNIMPLEMENTED."""
 
@@ -69,6 +91,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         packs: PackStore,
         executions: ExecutionStore,
         verifier: ContextVerifier,
+        rights: RightsRegistry,
     ) -> None:
         self._patterns = dict(patterns)
         self._registry = registry
@@ -77,6 +100,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         self._packs = packs
         self._executions = executions
         self._verifier = verifier
+        self._rights = rights
 
     def _find(self, pattern_id: str) -> Pattern:
         pattern = self._patterns.get(pattern_id)
@@ -103,6 +127,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         pack = self._packs.latest()
         pack_id = pack.pack_id if pack is not None else ""
         commit = self._ledger.head()
+        # Before anything is recorded or run: an export the rights registry denies never starts.
+        rights = self._rights.admit(
+            pattern,
+            self._registry.capabilities(),
+            pack.source if pack is not None else "",
+            export_format(request.options),
+            execution_id,
+        )
         span = trace.get_current_span()
         span_context = span.get_span_context()
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
@@ -160,9 +192,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                 if isinstance(event, Relayed):  # the hot path: one per token
                     yield wire.step_event(event.field, event.step_id, event.payload, sequence)
                     continue
+                if isinstance(event, StepFinished):
+                    rights.used(event.capability)
                 if isinstance(event, RunFinished):
                     # Recorded before the last event: a caller that saw Completed finds it.
                     await recording.succeeded(event.usage, event.cost_micro_usd)
+                    release = rights.release(event.outputs, pack_id, commit)
+                    yield messages.run_event(event, pinned, sequence, release)
+                    continue
                 yield messages.run_event(event, pinned, sequence)
         except (asyncio.CancelledError, GeneratorExit):
             recording.abandoned("CANCELLED")

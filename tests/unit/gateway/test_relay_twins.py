@@ -11,12 +11,12 @@ from saga.auth.v1 import auth_pb2
 from saga.gateway.v1 import admin_pb2, execution_pb2, usage_pb2
 from saga.optimizer.v1 import optimizer_pb2
 from saga.router.v1 import router_pb2
-from saga.runtime.v1 import packs_pb2, runtime_pb2
+from saga.runtime.v1 import ledger_pb2, packs_pb2, runtime_pb2
 from saga.vault.v1 import vault_pb2
 from services.gateway.admin import ADMIN_RELAYS, ADMIN_STREAM_RELAYS
 
 POOL = descriptor_pool.Default()
-_ = (auth_pb2, optimizer_pb2, packs_pb2, router_pb2, vault_pb2)  # owners, into the pool
+_ = (auth_pb2, ledger_pb2, optimizer_pb2, packs_pb2, router_pb2, vault_pb2)  # owners, into the pool
 
 
 def shape(message: Descriptor) -> dict[int, tuple[str, int, str]]:
