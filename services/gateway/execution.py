@@ -12,6 +12,7 @@ from saga.runtime.v1 import runtime_pb2
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
+from services.common.unbuilt_fields import refuse_unbuilt
 from services.gateway.edge import Edge, new_execution_id
 
 MAX_PATTERN_ID = 128
@@ -101,6 +102,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             principal.require("pack:stale")
         _validate(request)
         _check_enums(request)
+        refuse_unbuilt(request.session_id, request.options)
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(

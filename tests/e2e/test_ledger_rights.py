@@ -31,7 +31,6 @@ from google.protobuf import struct_pb2
 from saga.execution.v1 import options_pb2
 from saga.gateway.v1 import account_pb2, account_pb2_grpc, execution_pb2, execution_pb2_grpc
 from services.common.status import describe
-from services.runtime.patterns import OUTPUT_ROOTS
 from tests.conftest import PG_URL, Backend, drop_schemas
 from tests.e2e.test_cli import ok, run_cli, saga_cli
 from tests.e2e.test_execute import bearer
@@ -39,25 +38,22 @@ from tests.e2e.test_resilience_gateway import provider_toml
 from tests.fakes.providers import FakeProviders, Script
 from tests.harness import Stack, stack_for
 
-STEPS = OUTPUT_ROOTS[0]
-"""The root pattern outputs name step outputs by (`steps`, or `state` once renamed)."""
-
-POSITIONS = f"""
+POSITIONS = """
 id: positions_report
 description: The demo portfolio's positions and a line of LLM text.
 inputs:
-  portfolio: {{type: string, required: true}}
+  portfolio: {type: string, required: true}
 steps:
   - id: positions
     capability: ledger.positions
-    args: {{portfolio: "{{{{inputs.portfolio}}}}"}}
+    args: {portfolio: "{{inputs.portfolio}}"}
   - id: note
     capability: llm.complete
-    args: {{prompt: "Describe portfolio {{{{inputs.portfolio}}}}"}}
+    args: {prompt: "Describe portfolio {{inputs.portfolio}}"}
 outputs:
-  positions: "{{{{{STEPS}.positions.positions}}}}"
-  commit: "{{{{{STEPS}.positions.ledger_commit_hash}}}}"
-  note: "{{{{{STEPS}.note.text}}}}"
+  positions: "{{state.positions.positions}}"
+  commit: "{{state.positions.ledger_commit_hash}}"
+  note: "{{state.note.text}}"
 """
 
 REFERENCE = """
@@ -272,9 +268,9 @@ async def test_an_allowed_export_is_a_watermarked_document(deployment: Deploymen
     assert rows["saga.watermark"].startswith("Saga ledger | Saga export exe_")
     assert rows["positions.0.symbol"] == "AAPL"
 
-    # A format without export is refused, not ignored.
-    _, error = await deployment.execute(
+    # Without export, the format is not read: the run is not an export.
+    events, error = await deployment.execute(
         "positions_report", export_format=options_pb2.EXPORT_FORMAT_CSV
     )
-    assert error is not None
-    assert describe(error).reason == "OPTION_INVALID"
+    assert error is None, describe(error)
+    assert (completed(events).watermark, completed(events).export_document) == ("", "")

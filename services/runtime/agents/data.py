@@ -92,6 +92,7 @@ def lookup_capability(datasets: Mapping[str, Dataset]) -> Capability:
             FieldSpec("records", "array", required=True, description="one per known key"),
             FieldSpec("missing", "array", required=True, description="keys not in the dataset"),
         ),
+        retry_safe=True,
         sources=tuple(sorted(datasets)),
     )
 

@@ -53,6 +53,7 @@ LEDGER_POSITIONS = Capability(
         FieldSpec("asof", "string", required=True),
         _POSITIONS,
     ),
+    retry_safe=True,
     sources=(LEDGER_SOURCE,),
 )
 
@@ -71,6 +72,7 @@ PRICING_APPLY_PACK = Capability(
             description="each with price, price_source, market_value and unrealised_pnl",
         ),
     ),
+    retry_safe=True,
     sources=(PACK_SOURCE,),
 )
 
@@ -111,6 +113,7 @@ METRICS_COMPUTE = Capability(
         FieldSpec("top_n_share_bp", "integer", required=True),
         FieldSpec("sectors", "array", description="weights by sector (with securities)"),
     ),
+    retry_safe=True,
 )
 
 
