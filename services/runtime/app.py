@@ -68,6 +68,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
     executions = await ExecutionStore.open(db, replica_id)
     host.spawn("execution-lease", executions.keep_alive)
+    host.spawn("ledger-head", ledger.follow)  # other replicas' imports, within a second
     host.on_stop(executions.close)  # after the lease task ended, before the database closes
     host.on_stop(db.close)
     log.info(

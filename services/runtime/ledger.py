@@ -20,9 +20,11 @@ chain: it would fail.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -30,6 +32,11 @@ from decimal import Decimal
 from services.common.database import Database, Row, Tx
 from services.common.errors import Aborted, NotFound
 from services.runtime.schema import exclusive
+
+log = logging.getLogger("saga.runtime.ledger")
+
+HEAD_REFRESH_SECONDS = 1.0
+"""How stale a replica's head may be after another replica's import."""
 
 GENESIS = "0" * 64
 """The head of an empty ledger."""
@@ -226,12 +233,16 @@ async def _insert(tx: Tx, transactions: Sequence[Transaction]) -> str:
 
 
 class Ledger:
-    """The ledger in the runtime's database. The head is kept in memory (read at open,
-    moved by `append` and `seed`), so a run reads it without touching the disk."""
+    """The ledger in the runtime's database. The head is kept in memory (read at open, moved
+    by this replica's writes, re-read every `HEAD_REFRESH_SECONDS` by `follow` to see other
+    replicas' imports), so a run reads it without touching the disk."""
 
     def __init__(self, db: Database, head: str) -> None:
         self._db = db
         self._head = head
+        # This process's writes and refreshes take turns, so a refresh that read the stored
+        # head before a local append committed cannot move the head back after it.
+        self._moving = asyncio.Lock()
 
     @classmethod
     async def open(cls, db: Database) -> Ledger:
@@ -242,12 +253,28 @@ class Ledger:
         """The latest hash: the commit a run reads positions at (GENESIS when empty)."""
         return self._head
 
+    async def refresh(self) -> str:
+        """Re-read the stored head (another replica may have appended since); the head."""
+        async with self._moving:
+            self._head = await _head(self._db)
+        return self._head
+
+    async def follow(self) -> None:
+        """`refresh` every HEAD_REFRESH_SECONDS until cancelled (a background task); a failed
+        read is logged and retried at the next tick."""
+        while True:
+            await asyncio.sleep(HEAD_REFRESH_SECONDS)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("ledger head refresh failed")
+
     async def append(self, *transactions: Transaction) -> str:
         """Append `transactions` atomically, in order, after the stored head; the new head."""
-        async with self._db.transaction() as tx:
+        async with self._moving, self._db.transaction() as tx:
             await exclusive(self._db.dialect, tx, "ledger")
             head = await _insert(tx, transactions)
-        self._head = head
+        self._head = head  # no await since the commit: a refresh cannot come between
         return head
 
     async def import_transactions(
@@ -258,7 +285,7 @@ class Ledger:
         before, the head after). ABORTED LEDGER_HEAD_MOVED, nothing appended, when
         `expected_head` is set and is not the stored head."""
         portfolios = sorted({t.portfolio for t in transactions})
-        async with self._db.transaction() as tx:
+        async with self._moving, self._db.transaction() as tx:
             await exclusive(self._db.dialect, tx, "ledger")
             before = await _head(tx)
             if expected_head and expected_head != before:
@@ -287,7 +314,7 @@ class Ledger:
         """Append `transactions` only if the ledger is empty (checked in the same exclusive
         transaction, so of several replicas starting together exactly one seeds); whether it
         did. Either way the head is then the stored one."""
-        async with self._db.transaction() as tx:
+        async with self._moving, self._db.transaction() as tx:
             await exclusive(self._db.dialect, tx, "ledger")
             seeded = await tx.fetchval("SELECT 1 FROM ledger_transactions LIMIT 1") is None
             head = await _insert(tx, transactions) if seeded else await _head(tx)

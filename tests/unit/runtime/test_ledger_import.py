@@ -97,3 +97,17 @@ async def test_an_import_appends_atomically_and_checks_sells_against_holdings(
     assert after == chain_head([*demo.TRANSACTIONS, sell]) == ledger.head()
     assert (await ledger.verify()).ok
     await db.close()
+
+
+async def test_a_replica_sees_another_replicas_import_when_it_refreshes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    first_db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+    second_db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+    first, second = await Ledger.open(first_db), await Ledger.open(second_db)
+    buy = Transaction("p1", "2024-03-01", "AAPL", "buy", 1_000_000, 1_000_000, "USD")
+    _, after = await first.import_transactions([buy])
+    assert second.head() != after  # kept in memory: not read per run
+    assert await second.refresh() == after == second.head()
+    await first_db.close()
+    await second_db.close()
