@@ -2,6 +2,7 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+        [--export json|csv]                    an export: the watermarked document at the end
     saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
@@ -87,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
         type=arguments.weights,
         metavar="cost=0.7,latency=0.3",
         help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
+    )
+    run.add_argument(
+        "--export",
+        choices=("json", "csv"),
+        help="the outputs are an export (refused when a data source denies it): print the "
+        "watermarked document at the end",
     )
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -4,7 +4,8 @@ For people: tokens on stdout as they arrive, switches, skipped providers and ste
 summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
 
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
-fallback, `--weights` the CUSTOM strategy's weights (and implies it).
+fallback, `--weights` the CUSTOM strategy's weights (and implies it). `--export json|csv`
+makes the run an export: its watermarked document is printed on stdout after the tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def inputs(pairs: list[str]) -> struct_pb2.Struct:
     return struct
 
 
+_EXPORT_FORMATS = {"json": options_pb2.EXPORT_FORMAT_JSON, "csv": options_pb2.EXPORT_FORMAT_CSV}
+
+
 def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
     """The run's options from the command line (`--weights` means `--strategy custom`)."""
     options = options_pb2.ExecuteOptions(
@@ -56,6 +60,9 @@ def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
         options.weights.CopyFrom(args.weights)
     if strategy:
         options.strategy = TO_PROTO[Strategy(strategy)]
+    if args.export:
+        options.export = True
+        options.export_format = _EXPORT_FORMATS[args.export]
     return options
 
 
@@ -111,6 +118,8 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
             summary.append(f"provider {provider}")
             summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
             summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
+            if event.completed.export_document:
+                print(f"\n{event.completed.export_document}", end="", flush=True)
             if skipped:
                 summary.append(
                     "skipped " + ", ".join(f"{name} ({why})" for name, why in skipped.items())

@@ -13,6 +13,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -274,3 +275,16 @@ async def test_an_allowed_export_is_a_watermarked_document(deployment: Deploymen
     )
     assert error is None, describe(error)
     assert (completed(events).watermark, completed(events).export_document) == ("", "")
+
+
+async def test_saga_execute_export_prints_the_document_and_a_refusal_in_one_line(
+    deployment: Deployment,
+) -> None:
+    # Off the event loop: the fake provider this process serves must keep answering.
+    run = ("execute", "positions_report", "--input", "portfolio=demo", "--export", "csv")
+    printed = ok(await asyncio.to_thread(saga_cli, deployment.stack, *run))
+    assert "saga.watermark,Saga ledger | Saga export exe_" in printed
+    blocked = ("execute", "reference_report", "--input", "portfolio=demo", "--export", "json")
+    refused = await asyncio.to_thread(saga_cli, deployment.stack, *blocked)
+    assert refused.returncode == 1
+    assert "PERMISSION_DENIED RIGHTS_EXPORT_BLOCKED (runtime.saga)" in refused.stderr
