@@ -313,6 +313,20 @@ class GatewayConfig:
         default=10,
         metadata=_doc("Register and Login calls per minute per client address", min=1),
     )
+    pack_health_cache_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "how long the freshness gate and GetPackHealth reuse a pack's health", min=0, max=1
+        ),
+    )
+    pattern_cache_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long the freshness gate reuses a pattern's requires_pack (patterns change "
+            "only when the runtime restarts)",
+            min=0,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -635,6 +649,23 @@ class RuntimeConfig:
     patterns_dir: str = field(
         default="",
         metadata=_doc("a directory of user patterns, loaded beside the shipped samples"),
+    )
+    pack_max_age_days: int = field(
+        default=3,
+        metadata=_doc(
+            "a FRESH pack is STALE for runs more than this many days after its asof "
+            "(3: Friday's close serves Monday)",
+            min=0,
+        ),
+    )
+    pack_warmup_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "how long a published pack stays WARMING before it is reconciled (time for the "
+            "data behind it to settle); estimated_ready counts it",
+            min=0,
+            max=3600,
+        ),
     )
 
 

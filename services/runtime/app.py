@@ -6,8 +6,9 @@ with exit 78 and a message naming the file and field; open the runtime's databas
 (`<data_dir>/runtime.db`, or the PostgreSQL schema `<storage.namespace>_runtime`;
 migrations), seed the demo ledger and pack on first start, and take this replica's execution
 lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
-of the host. PackService and SessionService are declared but not built yet: the guard
-answers their RPCs UNIMPLEMENTED (reason NOT_IMPLEMENTED).
+of the host; reconcile the pricing packs left WARMING in the background (PackService).
+SessionService is declared but not built yet: the guard answers its RPCs UNIMPLEMENTED
+(reason NOT_IMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import socket
 from pathlib import Path
 
-from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
+from saga.runtime.v1 import sessions_pb2_grpc
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
@@ -27,8 +28,11 @@ from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
 from services.runtime.executions import ExecutionStore
 from services.runtime.ledger import Ledger
+from services.runtime.pack_rules import held_symbols
+from services.runtime.pack_servicer import PackServicer
 from services.runtime.packs import PackStore
 from services.runtime.patterns import SAMPLES_DIR, load_patterns
+from services.runtime.pins import Pinning
 from services.runtime.schema import MIGRATIONS
 from services.runtime.servicer import RuntimeServicer, registration
 
@@ -49,13 +53,24 @@ async def build(host: ServiceHost) -> list[Registration]:
         config.storage.url, config.storage.namespace, config.data_path, "runtime", MIGRATIONS
     )
     ledger = await Ledger.open(db)
-    packs = await PackStore.open(db)
+
+    async def held(asof: str) -> set[str]:
+        return held_symbols((row.transaction for row in await ledger.rows()), asof)
+
+    packs = await PackStore.open(
+        db,
+        held=held,
+        max_age_days=config.runtime.pack_max_age_days,
+        warmup_seconds=config.runtime.pack_warmup_seconds,
+    )
     await demo.seed(ledger, packs)
+    packs.start()
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
     executions = await ExecutionStore.open(db, replica_id)
     host.spawn("execution-lease", executions.keep_alive)
     host.on_stop(executions.close)  # after the lease task ended, before the database closes
+    host.on_stop(packs.close)
     host.on_stop(db.close)
     log.info(
         "runtime ready",
@@ -68,13 +83,12 @@ async def build(host: ServiceHost) -> list[Registration]:
     servicer = RuntimeServicer(
         patterns=patterns,
         registry=registry,
-        ledger=ledger,
-        packs=packs,
+        pinning=Pinning(packs, ledger, db),
         executions=executions,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
     )
     return [
         registration(servicer),
-        Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),
+        Registration.of(PackServicer(packs)),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

@@ -74,6 +74,13 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
+    # 3: pack reconciliation (its summary as JSON, '' until reconciled) and, while a pack is
+    # WARMING, when it is expected to be ready; packs of one date, newest first.
+    """
+    ALTER TABLE packs ADD COLUMN reconciliation TEXT NOT NULL DEFAULT '';
+    ALTER TABLE packs ADD COLUMN ready_by TEXT NOT NULL DEFAULT '';
+    CREATE INDEX packs_date ON packs (asof, created_at)
+    """,
 )
 
 

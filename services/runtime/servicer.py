@@ -1,8 +1,9 @@
 """`saga.runtime.v1.RuntimeService`: translation between protobuf and the runtime's domain.
 
 RunPattern verifies the caller's request context (bound to the execution), admits the
-request (pattern, inputs, asof, execution id), pins the run's data (the newest fresh pack
-and the ledger head, both in memory), and streams the runner's events as
+request (pattern, inputs, asof, execution id), pins the run's data (`pins.py`: the pack
+serving its asof, through the freshness gate when the pattern requires a pack, and the ledger
+head — or the pack and commit the options name), and streams the runner's events as
 `RunPatternResponse`s numbered 1, 2, 3… The stream is written as serialized bytes (the
 service is registered with `raw_responses`): a token from the router becomes a response by
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
@@ -25,7 +26,7 @@ from opentelemetry import trace
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import NotFound, SagaError
+from services.common.errors import NotFound, PermissionDenied, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
 from services.common.status import describe
@@ -34,9 +35,8 @@ from services.runtime.admission import check_execution_id, check_inputs, resolve
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
 from services.runtime.executions import ExecutionRecord, ExecutionStore
-from services.runtime.ledger import Ledger
-from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
+from services.runtime.pins import Pinning
 from services.runtime.runner import RunFinished, Runner
 
 
@@ -65,16 +65,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         *,
         patterns: Mapping[str, Pattern],
         registry: CapabilityRegistry,
-        ledger: Ledger,
-        packs: PackStore,
+        pinning: Pinning,
         executions: ExecutionStore,
         verifier: ContextVerifier,
     ) -> None:
         self._patterns = dict(patterns)
         self._registry = registry
         self._runner = Runner(registry)
-        self._ledger = ledger
-        self._packs = packs
+        self._pinning = pinning
         self._executions = executions
         self._verifier = verifier
 
@@ -99,10 +97,15 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
-
-        pack = self._packs.latest()
-        pack_id = pack.pack_id if pack is not None else ""
-        commit = self._ledger.head()
+        options = request.options
+        if options.allow_stale_pack and not verified.has_scope("pack:stale"):
+            raise PermissionDenied(
+                "allow_stale_pack needs scope pack:stale",
+                reason="SCOPE_MISSING",
+                metadata={"scope": "pack:stale"},
+            )
+        pins = await self._pinning.pin(asof, options, pattern.requires_pack)
+        pack_id, commit = pins.pricing_pack_id, pins.ledger_commit_hash
         span = trace.get_current_span()
         span_context = span.get_span_context()
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
@@ -115,13 +118,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             }
         )
         remaining = context.time_remaining()
-        options = request.options
         scope = RunScope(
             execution_id=execution_id,
             pattern_id=pattern.id,
             user_id=verified.user_id,
             session_id=request.session_id,
             asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
             context_token=verified.token,
             strategy=options.strategy,
             preferred_providers=tuple(options.preferred_providers),
