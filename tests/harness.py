@@ -54,9 +54,7 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
 
 UNBUILT: frozenset[str] = frozenset(
     {
-        "saga.gateway.v1.PackHealthService",
         "saga.gateway.v1.SessionService",
-        "saga.runtime.v1.PackService",
         "saga.runtime.v1.SessionService",
     }
 )

@@ -1,4 +1,8 @@
-"""`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller."""
+"""`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller.
+
+Before the runtime is called: scopes, bounds, the asof (a real date, not after today; empty =
+today, resolved here so the whole run sees one date) and the freshness gate
+(`pack_health.PackGate`, cached: no RPC per Execute while its entries live)."""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ import grpc
 from saga.execution.v1 import common_pb2, options_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from saga.runtime.v1 import runtime_pb2
+from services.common.asof import resolve_asof
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
 from services.gateway.edge import Edge, new_execution_id
+from services.gateway.pack_health import PackGate
 
 MAX_PATTERN_ID = 128
 MAX_INPUT_BYTES = 1024 * 1024
@@ -83,8 +89,9 @@ def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Execute; the execution records (Get/List/Watch) come with a later issue."""
 
-    def __init__(self, edge: Edge, runtime: grpc.aio.Channel) -> None:
+    def __init__(self, edge: Edge, runtime: grpc.aio.Channel, gate: PackGate) -> None:
         self._edge = edge
+        self._gate = gate
         self._run_pattern = runtime.unary_stream(
             _RUN_PATTERN,
             request_serializer=runtime_pb2.RunPatternRequest.SerializeToString,
@@ -101,13 +108,15 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             principal.require("pack:stale")
         _validate(request)
         _check_enums(request)
+        asof = resolve_asof(request.asof)
+        await self._gate.check(request.pattern_id, asof, request.options)
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(
             runtime_pb2.RunPatternRequest(
                 pattern_id=request.pattern_id,
                 inputs=request.inputs,
-                asof=request.asof,
+                asof=asof,
                 session_id=request.session_id,
                 options=request.options,
                 execution_id=execution_id,
