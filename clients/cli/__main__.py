@@ -2,6 +2,8 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+        [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
+                                               pin a pack and ledger commit to rerun a run
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -15,6 +17,8 @@
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
     saga budgets set USER --amount 5.00 [--period day|month] [--key KEY_ID] | --clear   (admin)
     saga budgets show [USER]                   what is left this period: the user's, their keys'
+    saga packs publish FILE [--asof D] [--source S]   a pricing pack from JSON or CSV (admin)
+    saga packs list | health [--asof D] [--pack ID]   packs and their status (FRESH, WARMING…)
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
 as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
@@ -39,7 +43,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments
+from clients.cli import account, admin, arguments, packs
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -86,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="cost=0.7,latency=0.3",
         help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
     )
+    run.add_argument("--pack", default="", help="run against this pricing pack (a rerun)")
+    run.add_argument("--commit", default="", help="read the ledger at this commit (a rerun)")
+    run.add_argument(
+        "--allow-stale", action="store_true", help="run on a STALE pack (scope pack:stale)"
+    )
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
@@ -110,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
         )
         signing.add_argument("email")
     admin.add_parsers(sub, common)
+    packs.add_parsers(sub, common)
     return p
 
 
@@ -136,6 +146,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "vault": admin.vault,
             "usage": admin.usage,
             "budgets": admin.budgets,
+            "packs": packs.packs,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

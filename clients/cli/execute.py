@@ -4,7 +4,9 @@ For people: tokens on stdout as they arrive, switches, skipped providers and a o
 summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
 
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
-fallback, `--weights` the CUSTOM strategy's weights (and implies it).
+fallback, `--weights` the CUSTOM strategy's weights (and implies it); `--pack` and `--commit`
+pin the pricing pack and ledger commit (from an earlier run's summary line) to reproduce it,
+`--allow-stale` lets it run on a STALE pack.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ def inputs(pairs: list[str]) -> struct_pb2.Struct:
 def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
     """The run's options from the command line (`--weights` means `--strategy custom`)."""
     options = options_pb2.ExecuteOptions(
-        allowed_providers=args.providers, disable_fallback=args.no_fallback
+        allowed_providers=args.providers,
+        disable_fallback=args.no_fallback,
+        pricing_pack_id=args.pack,
+        ledger_commit_hash=args.commit,
+        allow_stale_pack=args.allow_stale,
     )
     strategy = args.strategy
     if args.weights is not None:
@@ -89,7 +95,7 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
         kind = event.WhichOneof("event")
         if kind == "accepted":
             summary.append(f"execution {event.accepted.execution_id}")
-            summary.append(f"ledger {event.accepted.ledger_commit_hash[:12]}")
+            summary.append(f"ledger {event.accepted.ledger_commit_hash}")
             summary.append(f"pack {event.accepted.pricing_pack_id}")
         elif kind == "token":
             print(event.token.text, end="", flush=True)

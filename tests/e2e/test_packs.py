@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from services.runtime import demo
 from services.runtime.ledger import Ledger, Transaction
 from services.runtime.schema import MIGRATIONS
 from tests.conftest import Backend
+from tests.e2e.test_cli import ok, refused_in_one_line, row, saga_cli
 from tests.e2e.test_execute import bearer, create_key
 from tests.harness import ROOT, Stack, stack_for
 
@@ -316,3 +319,28 @@ async def test_publishing_a_pack_needs_the_admin_scope(stack: Stack) -> None:
             )
     assert reason(error.value) == (grpc.StatusCode.INVALID_ARGUMENT, "PACK_INVALID")
     assert describe(error.value).domain == "runtime.saga"
+
+
+def test_the_cli_publishes_lists_and_shows_packs(stack: Stack, tmp_path: Path) -> None:
+    csv = tmp_path / "close.csv"
+    csv.write_text(
+        "symbol,price,currency\n"
+        + "".join(f"{p.symbol},{p.price_micro / 1_000_000:.2f},USD\n" for p in demo.PRICES)
+    )
+    dated = ("--asof", day(-30), "--source", "close")
+    published = ok(saga_cli(stack, "packs", "publish", str(csv), *dated))
+    [line] = [line for line in published.splitlines() if line.startswith(f"PP_{day(-30)}_")]
+    assert line.split()[1:4] == [day(-30), "WARMING", "close"]
+    for _ in range(100):
+        shown = ok(saga_cli(stack, "packs", "health", "--asof", day(-30)))
+        if "WARMING" not in shown:
+            break
+        time.sleep(0.1)
+    assert row(shown, line.split()[0]).split()[1:3] == [day(-30), "FRESH"]
+    listed = ok(saga_cli(stack, "packs", "list"))
+    assert row(listed, line.split()[0])
+    as_json = json.loads(ok(saga_cli(stack, "packs", "health", "--json")))
+    assert as_json["health"]["status"] == "PACK_STATUS_FRESH"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("symbol,price\nAAPL,1.0000001\n")
+    refused_in_one_line(saga_cli(stack, "packs", "publish", str(bad), *dated))
