@@ -4,6 +4,7 @@
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
         [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
                                                pin a pack and ledger commit to rerun a run
+    saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -43,7 +44,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, packs
+from clients.cli import account, admin, arguments, packs, patterns
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -120,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     packs.add_parsers(sub, common)
+    patterns.add_parsers(sub, common)
     return p
 
 
@@ -147,6 +149,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "usage": admin.usage,
             "budgets": admin.budgets,
             "packs": packs.packs,
+            "patterns": patterns.patterns,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -667,6 +667,12 @@ class RuntimeConfig:
             max=3600,
         ),
     )
+    max_parallel_steps: int = field(
+        default=4,
+        metadata=_doc(
+            "steps of one run that may run at once (independent DAG branches)", min=1, max=64
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ def problem(outcome: optimizer_pb2.Outcome) -> Problem | None:
     for name, value in counts.items():
         if value < 0:
             return Problem(name, "must not be negative")
+    if usage.total_tokens not in (0, usage.input_tokens + usage.output_tokens):
+        # The contract defines the total; a sender whose total disagrees miscounted something.
+        return Problem("usage.total_tokens", "0 or input_tokens + output_tokens")
     if outcome.status not in _STATUSES:
         return Problem("status", "succeeded, failed or cancelled")
     occurred = outcome.occurred_at

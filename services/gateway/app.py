@@ -12,6 +12,7 @@ from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
 from services.gateway.pack_health import PackGate, PackHealthServicer
+from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.usage import UsageServicer
 
@@ -35,6 +36,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
+        Registration.of(PatternServicer(edge, relay)),
         Registration.of(PackHealthServicer(edge, gate, runtime)),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

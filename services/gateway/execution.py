@@ -17,6 +17,7 @@ from services.common.asof import resolve_asof
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
+from services.common.unbuilt_fields import refuse_unbuilt
 from services.gateway.edge import Edge, new_execution_id
 from services.gateway.pack_health import PackGate
 
@@ -108,6 +109,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             principal.require("pack:stale")
         _validate(request)
         _check_enums(request)
+        refuse_unbuilt(request.session_id, request.options)
         asof = resolve_asof(request.asof)
         await self._gate.check(request.pattern_id, asof, request.options)
         execution_id = new_execution_id()

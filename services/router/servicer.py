@@ -79,10 +79,16 @@ def call_from_proto(
                 field_violations=[FieldViolation("strategy", "not a known strategy")],
             )
     a = request.accounting
+    if a.user_id and a.user_id != user_id:
+        raise InvalidArgument(
+            "accounting.user_id names another user than the request context's",
+            reason="ACCOUNTING_INVALID",
+            field_violations=[
+                FieldViolation("accounting.user_id", "empty or the request context's user")
+            ],
+        )
     return ReasonCall(
-        messages=tuple(
-            ChatMessage(_ROLES.get(m.role, "user"), m.content) for m in request.messages
-        ),
+        messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
         system_prompt=request.system_prompt,
         max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
@@ -101,6 +107,23 @@ def call_from_proto(
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
     )
+
+
+def _message(index: int, message: router_pb2.Message) -> ChatMessage:
+    if message.role == router_pb2.ROLE_UNSPECIFIED:
+        return ChatMessage("user", message.content)
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise InvalidArgument(
+            f"messages[{index}].role {message.role} is not a role",
+            reason="ROLE_INVALID",
+            field_violations=[
+                FieldViolation(
+                    f"messages[{index}].role", "ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+                )
+            ],
+        )
+    return ChatMessage(role, message.content)
 
 
 def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:

@@ -9,15 +9,15 @@ service is registered with `raw_responses`): a token from the router becomes a r
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
 the other events are built in `messages.py`. The execution record is written once as the run
 starts (beside the first step) and once as it ends, before the last event; a failure is
-recorded with its reason before the error — the router's status, unchanged — ends the
-stream.
+recorded with its reason before the error — the router's status, its code, reason and
+domain kept, with the step and trace ids added (runner.py) — ends the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import json_format
@@ -30,12 +30,13 @@ from services.common.errors import NotFound, PermissionDenied, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
 from services.common.status import describe
+from services.common.unbuilt_fields import refuse_unbuilt
 from services.runtime import messages, wire
 from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
 from services.runtime.executions import ExecutionRecord, ExecutionStore
-from services.runtime.patterns import Pattern
+from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
 from services.runtime.runner import RunFinished, Runner
 
@@ -63,15 +64,17 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     def __init__(
         self,
         *,
-        patterns: Mapping[str, Pattern],
+        catalog: Catalog,
         registry: CapabilityRegistry,
         pinning: Pinning,
         executions: ExecutionStore,
         verifier: ContextVerifier,
+        max_parallel_steps: int = 4,
     ) -> None:
-        self._patterns = dict(patterns)
+        self._patterns = dict(catalog.patterns)
+        self._problems = sorted(catalog.problems, key=lambda p: p.source)
         self._registry = registry
-        self._runner = Runner(registry)
+        self._runner = Runner(registry, max_parallel_steps)
         self._pinning = pinning
         self._executions = executions
         self._verifier = verifier
@@ -94,6 +97,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             metadata_token(context.invocation_metadata()), request.execution_id
         )
         execution_id = check_execution_id(request.execution_id)
+        refuse_unbuilt(request.session_id, request.options)
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
@@ -157,7 +161,13 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         sequence = 1
         try:
             yield messages.accepted(pinned, sequence)
-            async for event in self._runner.run(pattern, inputs, scope):
+            ctx = {
+                "asof": asof,
+                "execution_id": execution_id,
+                "ledger_commit_hash": commit,
+                "pricing_pack_id": pack_id,
+            }
+            async for event in self._runner.run(pattern, inputs, scope, ctx, trace_id):
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
                     yield wire.step_event(event.field, event.step_id, event.payload, sequence)
@@ -176,9 +186,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     async def ListPatterns(
         self, request: runtime_pb2.ListPatternsRequest, context: Context
     ) -> runtime_pb2.ListPatternsResponse:
-        """Every loaded pattern, by id."""
+        """Every loaded pattern, by id, and the refused files, by source."""
         return runtime_pb2.ListPatternsResponse(
-            patterns=[messages.pattern(self._patterns[k]) for k in sorted(self._patterns)]
+            patterns=[messages.pattern(self._patterns[k]) for k in sorted(self._patterns)],
+            problems=[messages.problem(p) for p in self._problems],
         )
 
     async def GetPattern(

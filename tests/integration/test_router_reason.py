@@ -362,6 +362,34 @@ async def test_bad_options_name_their_field(stack: Stack, runtime: grpc.aio.Chan
     assert ok.error is None
 
 
+async def test_an_undefined_role_and_another_users_accounting_are_refused(
+    stack: Stack, runtime: grpc.aio.Channel
+) -> None:
+    exe = new_execution_id()
+    odd_role = request(exe, pinned_provider="cheap")
+    odd_role.messages.add(role=99, content="and you?")  # type: ignore[arg-type]
+    other_user = request(exe, pinned_provider="cheap")
+    other_user.accounting.user_id = "usr_someone_else"
+    for req, reason_, field_ in (
+        (odd_role, "ROLE_INVALID", "messages[1].role"),
+        (other_user, "ACCOUNTING_INVALID", "accounting.user_id"),
+    ):
+        got = await stream_reason(runtime, req, mint(stack, exe))
+        assert got.error is not None
+        assert got.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = describe(got.error)
+        assert (details.reason, [v.field for v in details.field_violations]) == (
+            reason_,
+            [field_],
+        )
+    # Positive controls: an unspecified role is a user's, and an empty accounting user is
+    # the context's.
+    fine = request(exe, pinned_provider="cheap")
+    fine.messages[0].role = router_pb2.ROLE_UNSPECIFIED
+    fine.accounting.user_id = ""
+    assert (await stream_reason(runtime, fine, mint(stack, exe))).error is None
+
+
 async def test_an_injected_provider_failure_is_unavailable_with_the_routers_reason(
     stack: Stack, runtime: grpc.aio.Channel
 ) -> None:

@@ -243,6 +243,22 @@ async def test_a_bad_outcome_is_rejected_alone_and_the_others_are_recorded(
     assert reply.rejected[1].problem == "at most 256 characters"
 
 
+async def test_an_outcome_whose_total_disagrees_with_its_counts_is_rejected(
+    as_router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    wrong, right, unset = outcome("exe_t:s:1"), outcome("exe_t:s:2"), outcome("exe_t:s:3")
+    for o in (wrong, right, unset):
+        o.usage.input_tokens, o.usage.output_tokens = 10, 5
+    wrong.usage.total_tokens, right.usage.total_tokens = 99, 15
+    reply = await as_router.RecordOutcomes(
+        iter([optimizer_pb2.RecordOutcomesRequest(outcomes=[wrong, right, unset])]), timeout=5
+    )
+    assert list(reply.accepted_ids) == ["exe_t:s:2", "exe_t:s:3"]
+    assert [(r.outcome_id, r.field) for r in reply.rejected] == [
+        ("exe_t:s:1", "usage.total_tokens")
+    ]
+
+
 async def test_set_default_strategy_refuses_unbounded_custom_weights(
     optimizer: Registration,
 ) -> None:

@@ -54,6 +54,9 @@ class Message(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
+    """ROLE_UNSPECIFIED is read as ROLE_USER; a number the enum does not define is
+    INVALID_ARGUMENT ROLE_INVALID naming the message.
+    """
     content: _builtins.str
     def __init__(
         self,
@@ -81,6 +84,10 @@ class AccountingContext(_message.Message):
     STEP_ID_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    """Whose call it is. The verified request context says that; this field may be left empty
+    or repeat the context's user, and any other user is INVALID_ARGUMENT ACCOUNTING_INVALID
+    (a call is never billed to someone the caller named).
+    """
     session_id: _builtins.str
     execution_id: _builtins.str
     step_id: _builtins.str
@@ -202,7 +209,7 @@ class ReasonResponse(_message.Message):
     saga.runtime.v1.RunPatternResponse / WatchExecutionResponse): delta = 3 is their token,
     switched = 4 their provider_switched, and the payloads have the same field numbers, so
     the runtime relays a router event's bytes (prefixed with the step id) without rebuilding
-    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6 and 16 belong to the chain responses and must never be used here;
+    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6, 10 and 16 belong to the chain responses and must never be used here;
     7 and 8 are reserved there. New events take a number unused by all of them.
     """
 
