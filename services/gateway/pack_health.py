@@ -13,16 +13,24 @@ from __future__ import annotations
 import datetime
 
 import grpc
+from prometheus_client import Counter
 
 from saga.execution.v1 import options_pb2, records_pb2
 from saga.gateway.v1 import pack_health_pb2, pack_health_pb2_grpc
 from saga.runtime.v1 import packs_pb2, packs_pb2_grpc, runtime_pb2, runtime_pb2_grpc
 from services.common.asof import resolve_asof
 from services.common.config import GatewayConfig
+from services.common.errors import SagaError
 from services.common.freshness import PackState, check_fresh
 from services.common.guard import Context
 from services.gateway.edge import Edge
 from services.gateway.ttl_cache import TtlCache
+
+GATE_REFUSALS = Counter(
+    "saga_gateway_pack_gate_refusals",
+    "Executes the freshness gate refused, by reason (PACK_WARMING, PACK_STALE, ...).",
+    ["reason"],
+)
 
 _STATUS = {
     records_pb2.PACK_STATUS_FRESH: "FRESH",
@@ -75,11 +83,15 @@ class PackGate:
         if not await self._requires_pack.get(pattern_id):
             return
         health = await self.health.get((asof, options.pricing_pack_id))
-        check_fresh(
-            pack_state(health, asof),
-            options.allow_stale_pack,
-            datetime.datetime.now(datetime.UTC),
-        )
+        try:
+            check_fresh(
+                pack_state(health, asof),
+                options.allow_stale_pack,
+                datetime.datetime.now(datetime.UTC),
+            )
+        except SagaError as refusal:
+            GATE_REFUSALS.labels(refusal.reason).inc()
+            raise
 
 
 class PackHealthServicer(pack_health_pb2_grpc.PackHealthServiceServicer):
