@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -43,7 +42,7 @@ from services.runtime.schema import MIGRATIONS
 from tests.conftest import Backend
 from tests.e2e.test_cli import ok, refused_in_one_line, row, saga_cli
 from tests.e2e.test_execute import bearer, create_key
-from tests.harness import ROOT, Stack, stack_for
+from tests.harness import ROOT, Stack, metric, stack_for
 
 WARMUP = 2.0
 TODAY = datetime.datetime.now(datetime.UTC).date()
@@ -126,16 +125,6 @@ def reason(error: Any) -> tuple[grpc.StatusCode, str]:
     return error.code(), describe(error).reason
 
 
-async def gate_refusals(stack: Stack, why: str) -> float:
-    """The gateway's `saga_gateway_pack_gate_refusals_total` for `why` (0 if none)."""
-    url = f"http://127.0.0.1:{stack.ports['gateway'].metrics_port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    prefix = f'saga_gateway_pack_gate_refusals_total{{reason="{why}"}} '
-    lines = [line for line in text.splitlines() if line.startswith(prefix)]
-    return float(lines[0][len(prefix) :]) if lines else 0.0
-
-
 async def append_transaction(stack: Stack, backend: Backend) -> str:
     """Stop the runtime, append a sale to its ledger, start it again; the new head."""
     stack.stop("runtime")
@@ -187,7 +176,10 @@ async def test_packs_and_the_freshness_gate_through_the_gateway(
         assert details.retry_after >= 1
         assert details.metadata["packId"] == published.pack_id
         assert "estimatedReady" in details.metadata
-        assert await gate_refusals(stack, "PACK_WARMING") == 1
+        refusals = await metric(
+            stack, "gateway", "saga_gateway_pack_gate_refusals_total", reason="PACK_WARMING"
+        )
+        assert refusals == 1
         # A pattern that reads no pack data is not gated.
         assert (await execute(stack, user, request("chat", day(-1))))[-1].HasField("completed")
         fresh = await settled(stack, user, published.pack_id)
