@@ -67,6 +67,8 @@ Clock = Callable[[], datetime.datetime]
 RECONCILE_ESTIMATE = datetime.timedelta(seconds=1)
 """What a reconciliation itself is expected to take (added to the warm-up for
 estimated_ready)."""
+MAX_PACK_ID = 64
+"""Longer than any id `new_pack` makes (`PP_YYYY-MM-DD_` and 8 hex): no query for it."""
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
@@ -292,7 +294,7 @@ class PackStore:
 
     async def health_of(self, pack_id: str, asof: str) -> Health:
         """A given pack and its status for a run of `asof`; NOT_FOUND PACK_NOT_FOUND."""
-        pack = await self.get(pack_id)
+        pack = await self.get(pack_id) if len(pack_id) <= MAX_PACK_ID else None
         if pack is None:
             raise NotFound(
                 f"no pack {pack_id[:64]!r}",

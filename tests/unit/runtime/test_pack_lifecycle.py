@@ -174,9 +174,11 @@ async def test_without_a_pack_of_the_date_the_newest_earlier_is_carried_forward(
     assert (await store.health_of(pack.pack_id, "2025-04-01")).status == "STALE"
     none = await store.health("2025-03-04")
     assert (none.pack, none.status) == (None, "")
-    with pytest.raises(NotFound) as error:
-        await store.health_of("PP_2025-03-05_00000000", "2025-03-05")
-    assert error.value.reason == "PACK_NOT_FOUND"
+    for unknown in ("PP_2025-03-05_00000000", "PP_" + "x" * 100_000):
+        with pytest.raises(NotFound) as error:
+            await store.health_of(unknown, "2025-03-05")
+        assert error.value.reason == "PACK_NOT_FOUND"
+        assert len(error.value.metadata["packId"]) <= 64
 
 
 async def test_a_malformed_publication_is_refused_with_field_violations(db: Database) -> None:

@@ -335,7 +335,9 @@ class PackHealth(_message.Message):
     pack_id: _builtins.str
     """Pack id, "PP_<asof>..."; empty when no pack exists for the date."""
     asof: _builtins.str
-    """"YYYY-MM-DD"."""
+    """"YYYY-MM-DD": the pack's date (earlier than the date asked for when carried_forward);
+    the date asked for when there is no pack.
+    """
     source: _builtins.str
     """Where the prices came from."""
     carried_forward: _builtins.bool
