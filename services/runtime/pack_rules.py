@@ -92,18 +92,27 @@ class Reconciliation:
 
 
 @dataclass(frozen=True)
-class Pack:
-    """A stored pricing pack. `status` is the stored one (WARMING, FRESH or ERROR)."""
+class PackHead:
+    """A stored pack without its prices: what selection, health and listing read (so a run
+    that pins a pack of 10,000 prices parses none of them). `status` is the stored one
+    (WARMING, FRESH or ERROR)."""
 
     pack_id: str
     asof: str
     source: str
     status: str
     created_at: str
-    prices: tuple[Price, ...]
     checksum: str
+    price_count: int
     reconciliation: Reconciliation | None = None
     ready_by: str = ""  # while WARMING: when it is expected to be reconciled (ISO 8601)
+
+
+@dataclass(frozen=True)
+class Pack(PackHead):
+    """A stored pricing pack with its prices (sorted by symbol)."""
+
+    prices: tuple[Price, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Health:
     """The pack serving an asof (or a pinned pack) and what it is for that date."""
 
     asof: str
-    pack: Pack | None = None
+    pack: PackHead | None = None
     status: str = ""  # "" when there is no pack
     carried_forward: bool = False
 
@@ -151,8 +160,9 @@ def new_pack(
         source=source,
         status=status,
         created_at=(now or datetime.datetime.now(datetime.UTC)).isoformat(),
-        prices=ordered,
         checksum=checksum,
+        price_count=len(ordered),
+        prices=ordered,
     )
 
 
@@ -232,7 +242,7 @@ def status_at(stored: str, pack_asof: str, asof: str, max_age_days: int) -> str:
     return stored
 
 
-def select(same_date: Sequence[Pack]) -> Pack | None:
+def select(same_date: Sequence[PackHead]) -> PackHead | None:
     """The pack that serves a date, among the packs of that date (newest first): see the
     module docstring."""
     for wanted in (FRESH, WARMING, ERROR):

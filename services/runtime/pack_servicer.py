@@ -48,7 +48,7 @@ def health_proto(health: Health) -> records_pb2.PackHealth:
     if pack.status == "WARMING" and (ready := _timestamp(pack.ready_by)):
         out.estimated_ready.CopyFrom(ready)
     summary = out.reconciliation
-    summary.prices_total = len(pack.prices)
+    summary.prices_total = pack.price_count
     if (r := pack.reconciliation) is not None:
         summary.passed = r.passed
         if reconciled := _timestamp(r.reconciled_at):

@@ -23,7 +23,7 @@ import datetime
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from services.common.database import Database, Row, Tx
@@ -34,6 +34,7 @@ from services.runtime.pack_rules import (
     WARMING,
     Health,
     Pack,
+    PackHead,
     Price,
     Reconciliation,
     check_publication,
@@ -51,6 +52,7 @@ __all__ = [
     "WARMING",
     "Health",
     "Pack",
+    "PackHead",
     "PackStore",
     "Price",
     "Reconciliation",
@@ -77,26 +79,35 @@ def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _pack(row: Row) -> Pack:
-    return Pack(
+def _head(row: Row) -> PackHead:
+    return PackHead(
         pack_id=row["pack_id"],
         asof=row["asof"],
         source=row["source"],
         status=row["status"],
         created_at=row["created_at"],
-        prices=tuple(Price(**p) for p in json.loads(row["prices"])),
         checksum=row["checksum"],
+        price_count=row["price_count"],
         reconciliation=Reconciliation.from_json(row["reconciliation"]),
         ready_by=row["ready_by"],
     )
 
 
+def _pack(row: Row) -> Pack:
+    head = _head(row)
+    return Pack(
+        **{f.name: getattr(head, f.name) for f in fields(PackHead)},
+        prices=tuple(Price(**p) for p in json.loads(row["prices"])),
+    )
+
+
+_HEAD = "pack_id, asof, source, status, created_at, checksum, price_count, reconciliation, ready_by"
 _LATEST_FRESH = (
     "SELECT * FROM packs WHERE status = 'FRESH' ORDER BY asof DESC, created_at DESC LIMIT 1"
 )
-_OF_DATE = "SELECT * FROM packs WHERE asof = $1 ORDER BY created_at DESC, pack_id DESC"
+_OF_DATE = f"SELECT {_HEAD} FROM packs WHERE asof = $1 ORDER BY created_at DESC, pack_id DESC"  # noqa: S608 (constant columns)
 _CARRIED = (
-    "SELECT * FROM packs WHERE status = 'FRESH' AND asof < $1 "
+    f"SELECT {_HEAD} FROM packs WHERE status = 'FRESH' AND asof < $1 "  # noqa: S608 (constant columns)
     "ORDER BY asof DESC, created_at DESC LIMIT 1"
 )
 
@@ -104,7 +115,7 @@ _CARRIED = (
 async def _insert(tx: Tx, pack: Pack) -> None:
     await tx.execute(
         "INSERT INTO packs (pack_id, asof, source, status, created_at, prices, checksum, "
-        "reconciliation, ready_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "reconciliation, ready_by, price_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         pack.pack_id,
         pack.asof,
         pack.source,
@@ -114,10 +125,11 @@ async def _insert(tx: Tx, pack: Pack) -> None:
         pack.checksum,
         pack.reconciliation.to_json() if pack.reconciliation else "",
         pack.ready_by,
+        pack.price_count,
     )
 
 
-def _encode_token(pack: Pack) -> str:
+def _encode_token(pack: PackHead) -> str:
     key = json.dumps([pack.asof, pack.created_at, pack.pack_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(key.encode()).decode()
 
@@ -282,25 +294,31 @@ class PackStore:
     async def health(self, asof: str) -> Health:
         """The pack serving `asof` and its status for that date (see `packs.select`)."""
         rows = await self._db.fetch(_OF_DATE, asof)
-        pack = select([_pack(r) for r in rows])
+        pack = select([_head(r) for r in rows])
         carried = False
         if pack is None:
             row = await self._db.fetchrow(_CARRIED, asof)
             if row is None:
                 return Health(asof=asof)
-            pack, carried = _pack(row), True
+            pack, carried = _head(row), True
         status = status_at(pack.status, pack.asof, asof, self._max_age_days)
         return Health(asof=asof, pack=pack, status=status, carried_forward=carried)
 
     async def health_of(self, pack_id: str, asof: str) -> Health:
         """A given pack and its status for a run of `asof`; NOT_FOUND PACK_NOT_FOUND."""
-        pack = await self.get(pack_id) if len(pack_id) <= MAX_PACK_ID else None
-        if pack is None:
+        row = None
+        if len(pack_id) <= MAX_PACK_ID:
+            row = await self._db.fetchrow(
+                f"SELECT {_HEAD} FROM packs WHERE pack_id = $1",  # noqa: S608 (constant columns)
+                pack_id,
+            )
+        if row is None:
             raise NotFound(
                 f"no pack {pack_id[:64]!r}",
                 reason="PACK_NOT_FOUND",
                 metadata={"packId": pack_id[:64]},
             )
+        pack = _head(row)
         status = status_at(pack.status, pack.asof, max(asof, pack.asof), self._max_age_days)
         return Health(asof=asof, pack=pack, status=status)
 
@@ -316,7 +334,7 @@ class PackStore:
         if page_token:
             asof, created_at, pack_id = _decode_token(page_token)
             rows = await self._db.fetch(
-                "SELECT * FROM packs WHERE asof < $1 OR (asof = $1 AND (created_at < $2 "
+                f"SELECT {_HEAD} FROM packs WHERE asof < $1 OR (asof = $1 AND (created_at < $2 "  # noqa: S608 (constant columns)
                 "OR (created_at = $2 AND pack_id < $3))) "
                 "ORDER BY asof DESC, created_at DESC, pack_id DESC LIMIT $4",
                 asof,
@@ -326,10 +344,11 @@ class PackStore:
             )
         else:
             rows = await self._db.fetch(
-                "SELECT * FROM packs ORDER BY asof DESC, created_at DESC, pack_id DESC LIMIT $1",
+                f"SELECT {_HEAD} FROM packs "  # noqa: S608 (constant columns)
+                "ORDER BY asof DESC, created_at DESC, pack_id DESC LIMIT $1",
                 size + 1,
             )
-        packs = [_pack(r) for r in rows[:size]]
+        packs = [_head(r) for r in rows[:size]]
         token = _encode_token(packs[-1]) if len(rows) > size else ""
         healths = [
             Health(

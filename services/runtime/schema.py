@@ -54,6 +54,14 @@ _V1 = """
     CREATE INDEX executions_user ON executions (user_id, created_at)
     """
 
+_V3 = """
+    ALTER TABLE packs ADD COLUMN reconciliation TEXT NOT NULL DEFAULT '';
+    ALTER TABLE packs ADD COLUMN ready_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE packs ADD COLUMN price_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE packs SET price_count = json_array_length({prices});
+    CREATE INDEX packs_date ON packs (asof, created_at)
+    """
+
 MIGRATIONS = (
     # 1: the hash-chained ledger, pricing packs, execution records. The SQLite text is the one
     # that shipped; PostgreSQL needs an identity column for `seq` (SQLite's INTEGER PRIMARY
@@ -74,13 +82,13 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
-    # 3: pack reconciliation (its summary as JSON, '' until reconciled) and, while a pack is
-    # WARMING, when it is expected to be ready; packs of one date, newest first.
-    """
-    ALTER TABLE packs ADD COLUMN reconciliation TEXT NOT NULL DEFAULT '';
-    ALTER TABLE packs ADD COLUMN ready_by TEXT NOT NULL DEFAULT '';
-    CREATE INDEX packs_date ON packs (asof, created_at)
-    """,
+    # 3: pack reconciliation (its summary as JSON, '' until reconciled), while a pack is
+    # WARMING when it is expected to be ready, and its number of prices (so health and lists
+    # read no prices; packs stored before are counted here); packs of one date, newest first.
+    {
+        "sqlite": _V3.format(prices="prices"),
+        "postgresql": _V3.format(prices="prices::json"),
+    },
 )
 
 

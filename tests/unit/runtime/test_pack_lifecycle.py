@@ -5,7 +5,9 @@ past the maximum age, carry the newest earlier pack forward, resume after a rest
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,25 @@ async def test_packs_are_listed_newest_first_in_pages(db: Database) -> None:
     with pytest.raises(InvalidArgument) as error:
         await store.page(2, "garbage!", "2025-03-03")
     assert error.value.reason == "PAGE_TOKEN_INVALID"
+
+
+async def test_packs_stored_before_the_migration_are_counted(
+    backend: Backend, tmp_path: Path
+) -> None:
+    old = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS[:2])
+    await old.execute(
+        "INSERT INTO packs (pack_id, asof, source, status, created_at, prices, checksum) "
+        "VALUES ('PP_x', '2025-03-01', 'demo', 'FRESH', '2025-03-01T00:00:00+00:00', $1, 'c')",
+        json.dumps([asdict(Price(s, 1, "USD", "demo")) for s in ("A", "B")]),
+    )
+    await old.close()
+    db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+    store = await open_store(db)
+    health = await store.health_of("PP_x", "2025-03-01")
+    assert health.pack is not None
+    assert (health.status, health.pack.price_count, health.pack.reconciliation) == (
+        "FRESH",
+        2,
+        None,
+    )
+    await db.close()
