@@ -280,15 +280,21 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "pattern_id": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.GetExecutionRequest": {
-        "execution_id": UNBUILT_RPC,
+        "execution_id": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.ListExecutionsRequest": {
-        "page_size": UNBUILT_RPC,
-        "page_token": UNBUILT_RPC,
+        "page_size": acted("services/runtime/servicer.py"),
+        "page_token": acted("services/runtime/servicer.py"),
+        "status": acted("services/runtime/execution_queries.py"),
+        "pattern_id": acted("services/runtime/execution_queries.py"),
+        "created_after": acted("services/runtime/execution_queries.py"),
+        "created_before": acted("services/runtime/execution_queries.py"),
+        "user_id": acted("services/runtime/execution_queries.py"),
+        "all_users": acted("services/runtime/execution_queries.py"),
     },
     "saga.runtime.v1.WatchExecutionRequest": {
-        "execution_id": UNBUILT_RPC,
-        "after_sequence": UNBUILT_RPC,
+        "execution_id": acted("services/runtime/servicer.py"),
+        "after_sequence": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.CreateSessionRequest": {
         "title": UNBUILT_RPC,

@@ -28,7 +28,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     edge = Edge(config, auth, signer)
     relay = Relay(edge, host.peers)
     return [
-        Registration.of(ExecutionServicer(edge, host.peers.channel("runtime"))),
+        Registration.of(ExecutionServicer(edge, host.peers.channel("runtime"), relay)),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),

@@ -25,6 +25,7 @@ from services.common.server import Registration, ServiceHost
 from services.runtime import demo
 from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
+from services.runtime.event_log import EventWriter
 from services.runtime.executions import ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
@@ -54,8 +55,12 @@ async def build(host: ServiceHost) -> list[Registration]:
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
     executions = await ExecutionStore.open(db, replica_id)
+    events = EventWriter(db)
     host.spawn("execution-lease", executions.keep_alive)
-    host.on_stop(executions.close)  # after the lease task ended, before the database closes
+    host.spawn("event-log", events.run)
+    # After the tasks ended, before the database closes: the last events, then the records.
+    host.on_stop(events.close)
+    host.on_stop(executions.close)
     host.on_stop(db.close)
     log.info(
         "runtime ready",
@@ -71,6 +76,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         ledger=ledger,
         packs=packs,
         executions=executions,
+        events=events,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
     )
     return [

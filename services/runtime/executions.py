@@ -4,7 +4,8 @@ when it ends — so the stream is never held up by per-event writes.
 The start write runs beside the first step rather than before the first event, and the end
 write happens before the last event is sent, so a caller that saw Completed finds the record
 SUCCEEDED. A run that its process did not finish (a crash, a forced stop) is marked
-INTERRUPTED: the record says so. (The event log for WatchExecution comes with that RPC.)
+INTERRUPTED: the record says so. The events themselves are in the event log
+(`event_log.py`).
 
 Several replicas may share one database, so each record names the replica running it, and
 each replica holds a lease it renews every `RENEW_SECONDS`. A replica that starts interrupts
@@ -70,6 +71,22 @@ class ExecutionRecord:
     usage: Usage = field(default_factory=Usage)
     cost_micro_usd: int = 0
     error_reason: str = ""
+    error_status: bytes | None = None
+    """The serialized google.rpc.Status a failed run's stream ended with."""
+
+
+@dataclass(frozen=True)
+class ExecutionQuery:
+    """Which records ListExecutions wants: one user's (None: everyone's), newest first."""
+
+    user_id: str | None
+    status: ExecutionStatus | None = None
+    pattern_id: str = ""
+    created_after: str = ""
+    """ISO timestamps, inclusive lower and exclusive upper bound; empty = unbounded."""
+    created_before: str = ""
+    after: tuple[str, str] | None = None
+    """The (created_at, execution_id) of the last record of the previous page."""
 
 
 def _record(row: Row) -> ExecutionRecord:
@@ -88,6 +105,7 @@ def _record(row: Row) -> ExecutionRecord:
         usage=usage_from_json(row["usage"]),
         cost_micro_usd=row["cost_micro_usd"],
         error_reason=row["error_reason"],
+        error_status=bytes(row["error_status"]) if row["error_status"] is not None else None,
     )
 
 
@@ -194,16 +212,19 @@ class ExecutionStore:
         usage: Usage = Usage(),  # noqa: B008 (frozen, immutable default)
         cost_micro_usd: int = 0,
         error_reason: str = "",
+        error_status: bytes | None = None,
     ) -> None:
         """Record how a RUNNING run ended."""
         await self._db.execute(
             "UPDATE executions SET status = $1, completed_at = $2, usage = $3, "
-            "cost_micro_usd = $4, error_reason = $5 WHERE execution_id = $6 AND status = $7",
+            "cost_micro_usd = $4, error_reason = $5, error_status = $6 "
+            "WHERE execution_id = $7 AND status = $8",
             status,
             _now(),
             usage_json(usage),
             cost_micro_usd,
             error_reason,
+            error_status,
             execution_id,
             ExecutionStatus.RUNNING,
         )
@@ -214,6 +235,49 @@ class ExecutionStore:
             "SELECT * FROM executions WHERE execution_id = $1", execution_id
         )
         return _record(row) if row is not None else None
+
+    async def search(self, query: ExecutionQuery, limit: int) -> list[ExecutionRecord]:
+        """At most `limit` records matching `query`, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.user_id is not None:
+            where.append(f"user_id = {arg(query.user_id)}")
+        if query.status is not None:
+            where.append(f"status = {arg(query.status)}")
+        if query.pattern_id:
+            where.append(f"pattern_id = {arg(query.pattern_id)}")
+        if query.created_after:
+            where.append(f"created_at >= {arg(query.created_after)}")
+        if query.created_before:
+            where.append(f"created_at < {arg(query.created_before)}")
+        if query.after is not None:
+            created, execution_id = query.after
+            c, e = arg(created), arg(execution_id)
+            where.append(f"(created_at < {c} OR (created_at = {c} AND execution_id < {e}))")
+        sql = "SELECT * FROM executions"  # the conditions hold placeholders only
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY created_at DESC, execution_id DESC LIMIT {arg(limit)}"
+        return [_record(row) for row in await self._db.fetch(sql, *args)]
+
+    async def events(
+        self, execution_id: str, after_sequence: int, limit: int = 500
+    ) -> list[tuple[int, bytes]]:
+        """The logged events of `execution_id` after `after_sequence` (sequence, serialized
+        response), oldest first, at most `limit` (the log is written by `event_log`)."""
+        rows = await self._db.fetch(
+            "SELECT sequence, payload FROM execution_events WHERE execution_id = $1 "
+            "AND sequence > $2 ORDER BY sequence LIMIT $3",
+            execution_id,
+            after_sequence,
+            limit,
+        )
+        return [(int(r["sequence"]), bytes(r["payload"])) for r in rows]
 
     def begin(self, record: ExecutionRecord) -> Recording:
         """Start recording a run: the RUNNING row is written in the background."""
@@ -254,16 +318,24 @@ class Recording:
             self._record.execution_id, ExecutionStatus.SUCCEEDED, usage, cost_micro_usd
         )
 
-    async def failed(self, reason: str, status: ExecutionStatus = ExecutionStatus.FAILED) -> None:
-        """Mark the run FAILED (or CANCELLED) with the ErrorInfo reason that ended it. A run
-        whose record could not be created (a reused id) leaves the existing record alone."""
+    async def failed(
+        self,
+        reason: str,
+        error_status: bytes | None,
+        status: ExecutionStatus = ExecutionStatus.FAILED,
+    ) -> None:
+        """Mark the run FAILED (or CANCELLED) with the ErrorInfo reason and the status that
+        ended it. A run whose record could not be created (a reused id) leaves the existing
+        record alone."""
         try:
             await asyncio.shield(self._inserted)
         except Exception:
             return
-        await self._store.finish(self._record.execution_id, status, error_reason=reason)
+        await self._store.finish(
+            self._record.execution_id, status, error_reason=reason, error_status=error_status
+        )
 
-    def abandoned(self, reason: str) -> None:
+    def abandoned(self, reason: str, error_status: bytes) -> None:
         """The caller went away: mark the run CANCELLED in the background (the handler is
         being cancelled and cannot wait for the write)."""
-        self._store._writes.start(self.failed(reason, ExecutionStatus.CANCELLED))
+        self._store._writes.start(self.failed(reason, error_status, ExecutionStatus.CANCELLED))

@@ -54,6 +54,17 @@ _V1 = """
     CREATE INDEX executions_user ON executions (user_id, created_at)
     """
 
+_V3 = """
+    CREATE TABLE execution_events (
+        execution_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        payload {bytes} NOT NULL,
+        PRIMARY KEY (execution_id, sequence)
+    );
+    ALTER TABLE executions ADD COLUMN error_status {bytes};
+    CREATE INDEX executions_created ON executions (created_at, execution_id)
+    """
+
 MIGRATIONS = (
     # 1: the hash-chained ledger, pricing packs, execution records. The SQLite text is the one
     # that shipped; PostgreSQL needs an identity column for `seq` (SQLite's INTEGER PRIMARY
@@ -74,6 +85,12 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
+    # 3: the event log of every execution (WatchExecution replays it) and the status a failed
+    # run's stream ended with (a watcher of it ends with the same).
+    {
+        "sqlite": _V3.format(bytes="BLOB"),
+        "postgresql": _V3.format(bytes="BYTEA"),
+    },
 )
 
 

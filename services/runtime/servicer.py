@@ -15,6 +15,7 @@ stream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -24,21 +25,33 @@ from opentelemetry import trace
 
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from services.common import page_tokens
 from services.common.context import ContextVerifier, metadata_token
 from services.common.errors import NotFound, SagaError
 from services.common.guard import Context
 from services.common.server import Registration
-from services.common.status import describe
+from services.common.status import describe, status_for
 from services.common.unbuilt_fields import refuse_unbuilt
 from services.runtime import messages, wire
 from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
+from services.runtime.event_log import EventWriter, LiveRun
+from services.runtime.execution_queries import (
+    MAX_EXECUTION_ID_CHARS,
+    READ_ANY_SCOPES,
+    execution_query,
+    page_size,
+)
 from services.runtime.executions import ExecutionRecord, ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Pattern
 from services.runtime.runner import RunFinished, Runner
+from services.runtime.watch import cancelled_status, watch
+
+DOMAIN = "runtime.saga"
+"""The ErrorInfo domain of the runtime's errors (the guard's, for the statuses it records)."""
 
 
 def error_reason(error: BaseException) -> str:
@@ -69,6 +82,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         ledger: Ledger,
         packs: PackStore,
         executions: ExecutionStore,
+        events: EventWriter,
         verifier: ContextVerifier,
     ) -> None:
         self._patterns = dict(patterns)
@@ -77,6 +91,9 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         self._ledger = ledger
         self._packs = packs
         self._executions = executions
+        self._events = events
+        self._live: dict[str, LiveRun] = {}
+        """The runs in progress on this replica, which watchers here follow in memory."""
         self._verifier = verifier
 
     def _find(self, pattern_id: str) -> Pattern:
@@ -152,24 +169,104 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             trace_id=trace_id,
             asof=asof,
         )
+        log = self._events.start(execution_id)
+        self._live[execution_id] = log
         sequence = 1
         try:
-            yield messages.accepted(pinned, sequence)
+            response = messages.accepted(pinned, sequence)
+            log.append(response)
+            yield response
             async for event in self._runner.run(pattern, inputs, scope):
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
-                    yield wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    response = wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    log.append(response)
+                    yield response
                     continue
+                response = messages.run_event(event, pinned, sequence)
+                log.append(response)
                 if isinstance(event, RunFinished):
-                    # Recorded before the last event: a caller that saw Completed finds it.
+                    # Logged and recorded before the last event is sent: a caller that saw
+                    # Completed finds the record SUCCEEDED and the whole log.
+                    await self._events.flush()
                     await recording.succeeded(event.usage, event.cost_micro_usd)
-                yield messages.run_event(event, pinned, sequence)
+                    log.end(None)
+                yield response
         except (asyncio.CancelledError, GeneratorExit):
-            recording.abandoned("CANCELLED")
+            cancelled = cancelled_status()
+            log.end(cancelled)
+            recording.abandoned("CANCELLED", cancelled.SerializeToString())
             raise
         except Exception as error:
-            await recording.failed(error_reason(error))
+            final = status_for(error, DOMAIN)
+            await self._events.flush()
+            await recording.failed(error_reason(error), final.SerializeToString())
+            log.end(final)
             raise
+        finally:
+            del self._live[execution_id]
+
+    async def _reader(self, context: Context) -> tuple[str, bool]:
+        """(the caller's user id, whether it may read every user's executions)."""
+        verified = await self._verifier.verify(metadata_token(context.invocation_metadata()))
+        return verified.user_id, any(verified.has_scope(s) for s in READ_ANY_SCOPES)
+
+    async def _readable(self, execution_id: str, context: Context) -> ExecutionRecord:
+        user_id, any_user = await self._reader(context)
+        record = None
+        if len(execution_id) <= MAX_EXECUTION_ID_CHARS:
+            record = await self._executions.get(execution_id)
+        if record is None or not (any_user or record.user_id == user_id):
+            # Another user's execution is as absent as one that never existed.
+            raise NotFound(
+                f"no execution {execution_id[:MAX_EXECUTION_ID_CHARS]!r}",
+                reason="EXECUTION_NOT_FOUND",
+                metadata={"executionId": execution_id[:MAX_EXECUTION_ID_CHARS]},
+            )
+        return record
+
+    async def GetExecution(
+        self, request: runtime_pb2.GetExecutionRequest, context: Context
+    ) -> runtime_pb2.GetExecutionResponse:
+        """One execution the caller may read; NOT_FOUND EXECUTION_NOT_FOUND otherwise."""
+        record = await self._readable(request.execution_id, context)
+        return runtime_pb2.GetExecutionResponse(execution=messages.execution(record))
+
+    async def ListExecutions(
+        self, request: runtime_pb2.ListExecutionsRequest, context: Context
+    ) -> runtime_pb2.ListExecutionsResponse:
+        """The executions the query asks for, newest first, one page."""
+        user_id, any_user = await self._reader(context)
+        query = execution_query(request, user_id, any_user)
+        size = page_size(request.page_size)
+        filters = (
+            query.user_id,
+            query.status,
+            query.pattern_id,
+            query.created_after,
+            query.created_before,
+        )
+        position = page_tokens.decode(request.page_token, filters, 2)
+        if position is not None:
+            query = dataclasses.replace(query, after=(position[0], position[1]))
+        records = await self._executions.search(query, size + 1)
+        token = ""
+        if len(records) > size:
+            records = records[:size]
+            token = page_tokens.encode((records[-1].created_at, records[-1].execution_id), filters)
+        return runtime_pb2.ListExecutionsResponse(
+            executions=[messages.execution(r) for r in records], next_page_token=token
+        )
+
+    async def WatchExecution(  # type: ignore[override]
+        self, request: runtime_pb2.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """The run's events after `after_sequence`, then live ones, then its end (see
+        services/runtime/watch.py); serialized WatchExecutionResponses, which share
+        RunPatternResponse's field numbers."""
+        record = await self._readable(request.execution_id, context)
+        async for event in watch(self._executions, self._live, record, request.after_sequence):
+            yield event
 
     async def ListPatterns(
         self, request: runtime_pb2.ListPatternsRequest, context: Context
@@ -208,4 +305,4 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
 
 def registration(servicer: RuntimeServicer) -> Registration:
     """The Registration of `servicer`: RunPattern streams bytes it serialized itself."""
-    return Registration.of(servicer, raw_responses={"RunPattern"})
+    return Registration.of(servicer, raw_responses={"RunPattern", "WatchExecution"})

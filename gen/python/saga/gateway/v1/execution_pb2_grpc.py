@@ -75,14 +75,16 @@ class ExecutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetExecution(self, request, context):
-        """One of the caller's executions; another user's is NOT_FOUND.
+        """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+        unless the caller holds `usage:read:all` or `admin`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListExecutions(self, request, context):
-        """The caller's executions, newest first.
+        """The caller's executions, newest first, filtered; a page token that was altered or
+        belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,7 +92,8 @@ class ExecutionServiceServicer:
 
     def WatchExecution(self, request, context):
         """Resumes a run's events after the last one the client saw (replayed from the record, then
-        live until the run ends), so a client that lost its stream loses nothing.
+        live until the run ends), so a client that lost its stream loses nothing. Ends as the
+        run ended (see saga.runtime.v1.RuntimeService.WatchExecution).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,264 @@
+"""Execution records through the gateway over all six real processes: every run is a record
+with its event log; GetExecution and ListExecutions show the caller's own (another user's is
+NOT_FOUND); WatchExecution replays a finished run from the database and follows a live one
+from where the client asks, with no gap and no duplicate, and ends the way the run ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from saga.execution.v1 import records_pb2
+from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from services.common.status import describe
+from tests.conftest import Backend
+from tests.e2e.test_budgets import new_user
+from tests.e2e.test_execute import bearer, chat
+from tests.harness import Stack, stack_for
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    async with stack_for(tmp_path_factory.mktemp("executions")) as s:
+        yield s
+
+
+async def execute(
+    stack: Stack, request: execution_pb2.ExecuteRequest, key: str
+) -> tuple[list[execution_pb2.ExecuteResponse], grpc.aio.AioRpcError | None]:
+    """Every event of one Execute and the error it ended with (None: it completed)."""
+    events: list[execution_pb2.ExecuteResponse] = []
+    async with stack.gateway_channel() as ch:
+        try:
+            async for event in execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+                request, metadata=bearer(key), timeout=60
+            ):
+                events.append(event)
+        except grpc.aio.AioRpcError as error:
+            return events, error
+    return events, None
+
+
+async def watch(
+    stack: Stack, execution_id: str, after: int, key: str
+) -> tuple[list[execution_pb2.WatchExecutionResponse], grpc.aio.AioRpcError | None]:
+    events: list[execution_pb2.WatchExecutionResponse] = []
+    async with stack.gateway_channel() as ch:
+        try:
+            async for event in execution_pb2_grpc.ExecutionServiceStub(ch).WatchExecution(
+                execution_pb2.WatchExecutionRequest(
+                    execution_id=execution_id, after_sequence=after
+                ),
+                metadata=bearer(key),
+                timeout=60,
+            ):
+                events.append(event)
+        except grpc.aio.AioRpcError as error:
+            return events, error
+    return events, None
+
+
+def wire(events: list[execution_pb2.ExecuteResponse]) -> list[bytes]:
+    return [e.SerializeToString() for e in events]
+
+
+async def get(stack: Stack, execution_id: str, key: str) -> records_pb2.Execution:
+    async with stack.gateway_channel() as ch:
+        reply = await execution_pb2_grpc.ExecutionServiceStub(ch).GetExecution(
+            execution_pb2.GetExecutionRequest(execution_id=execution_id),
+            metadata=bearer(key),
+            timeout=10,
+        )
+    return reply.execution
+
+
+async def listed(stack: Stack, key: str, **query: object) -> execution_pb2.ListExecutionsResponse:
+    async with stack.gateway_channel() as ch:
+        reply: execution_pb2.ListExecutionsResponse = await execution_pb2_grpc.ExecutionServiceStub(
+            ch
+        ).ListExecutions(
+            execution_pb2.ListExecutionsRequest(**query),  # type: ignore[arg-type]
+            metadata=bearer(key),
+            timeout=10,
+        )
+    return reply
+
+
+async def test_a_finished_run_is_recorded_and_replayed_whole(stack: Stack) -> None:
+    key = stack.admin_key()
+    events, error = await execute(stack, chat("What is a saga?"), key)
+    assert error is None
+    execution_id = events[0].accepted.execution_id
+    record = await get(stack, execution_id, key)
+    completed = events[-1].completed
+    assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
+    assert (record.pattern_id, record.usage.output_tokens, record.cost_micro_usd) == (
+        "chat",
+        completed.usage.output_tokens,
+        completed.cost_micro_usd,
+    )
+    assert record.completed_at.seconds >= record.created_at.seconds > 0
+    # The replay is the stream, byte for byte, from any point; past the end it is empty.
+    replayed, end = await watch(stack, execution_id, 0, key)
+    assert end is None
+    assert wire(replayed) == wire(events)  # type: ignore[arg-type]
+    tail, end = await watch(stack, execution_id, 3, key)
+    assert (wire(tail), end) == (wire(events[3:]), None)  # type: ignore[arg-type]
+    assert await watch(stack, execution_id, len(events), key) == ([], None)
+
+
+async def test_a_watcher_that_joins_mid_run_gets_every_event_once(stack: Stack) -> None:
+    key = stack.admin_key()
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            chat("a long answer, please " * 3), metadata=bearer(key), timeout=60
+        )
+        first = [await call.read() for _ in range(4)]  # accepted, step_started, two tokens
+        execution_id = first[0].accepted.execution_id
+        # Joining now, after the second event: the seam is inside the live run.
+        watcher = asyncio.ensure_future(watch(stack, execution_id, 2, key))
+        rest = []
+        while (event := await call.read()) is not grpc.aio.EOF:
+            rest.append(event)
+    events = first + rest
+    assert events[-1].WhichOneof("event") == "completed"
+    watched, end = await watcher
+    assert end is None
+    assert wire(watched) == wire(events[2:])  # type: ignore[arg-type]
+    assert [e.sequence for e in watched] == list(range(3, len(events) + 1))
+
+
+async def test_a_failed_run_is_watched_to_the_same_error(stack: Stack) -> None:
+    key = stack.admin_key()
+    request = chat("too dear")
+    request.options.max_cost_micro_usd = 1
+    events, error = await execute(stack, request, key)
+    assert error is not None
+    execution_id = events[0].accepted.execution_id
+    record = await get(stack, execution_id, key)
+    assert record.status == records_pb2.EXECUTION_STATUS_FAILED
+    assert record.error_reason == describe(error).reason
+    replayed, end = await watch(stack, execution_id, 0, key)
+    assert wire(replayed) == wire(events)  # type: ignore[arg-type]
+    assert end is not None
+    assert end.code() == error.code()
+    assert describe(end) == describe(error)
+
+
+async def test_a_cancelled_run_is_watched_to_cancelled(stack: Stack) -> None:
+    key = stack.admin_key()
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            chat("cancel me " * 5), metadata=bearer(key), timeout=60
+        )
+        accepted = await call.read()
+        call.cancel()
+    execution_id = accepted.accepted.execution_id
+    for _ in range(100):  # the record is settled in the background of the cancellation
+        record = await get(stack, execution_id, key)
+        if record.status != records_pb2.EXECUTION_STATUS_RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    assert record.status == records_pb2.EXECUTION_STATUS_CANCELLED
+    replayed, end = await watch(stack, execution_id, 0, key)
+    assert replayed[0].WhichOneof("event") == "accepted"
+    assert end is not None
+    assert end.code() == grpc.StatusCode.CANCELLED
+    assert describe(end).reason == "EXECUTION_CANCELLED"
+
+
+async def test_another_users_execution_does_not_exist_for_them(stack: Stack) -> None:
+    _, alice = await new_user(stack)
+    _, bob = await new_user(stack)
+    events, _ = await execute(stack, chat("mine"), alice)
+    execution_id = events[0].accepted.execution_id
+    assert (await get(stack, execution_id, alice)).execution_id == execution_id
+    for call in (get(stack, execution_id, bob), watch(stack, execution_id, 0, bob)):
+        try:
+            result = await call
+        except grpc.aio.AioRpcError as error:
+            failure = error
+        else:
+            assert isinstance(result, tuple)
+            assert result[0] == []
+            failure = result[1]  # type: ignore[assignment]
+        assert failure is not None
+        assert failure.code() == grpc.StatusCode.NOT_FOUND
+        assert describe(failure).reason == "EXECUTION_NOT_FOUND"
+    # Exactly as absent as an id that never existed.
+    never = await _not_found(stack, "exe_" + "0" * 32, bob)
+    theirs = await _not_found(stack, execution_id, bob)
+    assert (never.code(), describe(never).reason) == (theirs.code(), describe(theirs).reason)
+    # Lists: each their own; the admin may ask for anyone's.
+    assert [e.execution_id for e in (await listed(stack, bob)).executions] == []
+    assert execution_id in [e.execution_id for e in (await listed(stack, alice)).executions]
+    everyone = await listed(stack, stack.admin_key(), all_users=True, page_size=500)
+    assert execution_id in [e.execution_id for e in everyone.executions]
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await listed(stack, bob, all_users=True)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _not_found(stack: Stack, execution_id: str, key: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await get(stack, execution_id, key)
+    return error.value
+
+
+async def test_lists_page_newest_first_with_filters_and_refuse_altered_tokens(
+    stack: Stack,
+) -> None:
+    _, carol = await new_user(stack)
+    ids = []
+    for prompt in ("one", "two", "three"):
+        events, _ = await execute(stack, chat(prompt), carol)
+        ids.append(events[0].accepted.execution_id)
+    failing = chat("dear")
+    failing.options.max_cost_micro_usd = 1
+    events, _ = await execute(stack, failing, carol)
+    failed_id = events[0].accepted.execution_id
+    first = await listed(stack, carol, page_size=2)
+    assert [e.execution_id for e in first.executions] == [failed_id, ids[2]]
+    second = await listed(stack, carol, page_size=2, page_token=first.next_page_token)
+    assert [e.execution_id for e in second.executions] == [ids[1], ids[0]]
+    assert second.next_page_token == ""
+    succeeded = await listed(stack, carol, status=records_pb2.EXECUTION_STATUS_SUCCEEDED)
+    assert [e.execution_id for e in succeeded.executions] == ids[::-1]
+    assert (await listed(stack, carol, pattern_id="nope")).executions == []
+    token = first.next_page_token
+    for bad, query in (
+        (token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1], {}),
+        ("not a token", {}),
+        (token, {"status": records_pb2.EXECUTION_STATUS_SUCCEEDED}),  # another query's
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await listed(stack, carol, page_size=2, page_token=bad, **query)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert describe(refused.value).reason == "PAGE_TOKEN_INVALID"
+    with pytest.raises(grpc.aio.AioRpcError) as negative:
+        await listed(stack, carol, page_size=-1)
+    assert describe(negative.value).reason == "EXECUTION_QUERY_INVALID"
+
+
+async def test_records_and_logs_survive_a_runtime_restart_on_each_backend(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with stack_for(tmp_path, **backend.env()) as s:
+        key = s.admin_key()
+        events, error = await execute(s, chat("remember this"), key)
+        assert error is None
+        execution_id = events[0].accepted.execution_id
+        s.stop("runtime")
+        s.start("runtime")
+        await s.wait_serving("runtime")
+        # The live runs went with the old process: this replay is the database's.
+        replayed, end = await watch(s, execution_id, 0, key)
+        assert (wire(replayed), end) == (wire(events), None)  # type: ignore[arg-type]
+        record = await get(s, execution_id, key)
+        assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
+        listed_ids = [e.execution_id for e in (await listed(s, key)).executions]
+        assert listed_ids == [execution_id]
