@@ -15,6 +15,8 @@
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
     saga budgets set USER --amount 5.00 [--period day|month] [--key KEY_ID] | --clear   (admin)
     saga budgets show [USER]                   what is left this period: the user's, their keys'
+    saga executions list [--status S] [--pattern P] [--user U | --all] [--limit N]
+    saga executions show ID | watch ID [--after N]   a run's record; replay its events, follow it
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
 as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
@@ -39,7 +41,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments
+from clients.cli import account, admin, arguments, executions
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -110,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         )
         signing.add_argument("email")
     admin.add_parsers(sub, common)
+    executions.add_parser(sub, common)
     return p
 
 
@@ -136,6 +139,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "vault": admin.vault,
             "usage": admin.usage,
             "budgets": admin.budgets,
+            "executions": executions.executions,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -62,6 +62,12 @@ async def watch(
     return events, None
 
 
+async def drain(call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
+    """Read `call` to its end (raises its error)."""
+    while await call.read() is not grpc.aio.EOF:
+        pass
+
+
 def wire(events: list[execution_pb2.ExecuteResponse]) -> list[bytes]:
     return [e.SerializeToString() for e in events]
 
@@ -262,3 +268,32 @@ async def test_records_and_logs_survive_a_runtime_restart_on_each_backend(
         assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
         listed_ids = [e.execution_id for e in (await listed(s, key)).executions]
         assert listed_ids == [execution_id]
+
+
+async def test_a_run_whose_runtime_was_killed_is_interrupted_and_watched_to_that(
+    tmp_path: Path,
+) -> None:
+    async with stack_for(tmp_path) as s:
+        key = s.admin_key()
+        async with s.gateway_channel() as ch:
+            call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+                chat("this will not finish " * 4), metadata=bearer(key), timeout=60
+            )
+            seen = [await call.read() for _ in range(4)]
+            await asyncio.sleep(0.2)  # past the log's batch window: what was sent is durable
+            s.processes["runtime"].kill()
+            s.processes["runtime"].wait()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await drain(call)
+        execution_id = seen[0].accepted.execution_id
+        s.start("runtime")  # the same replica: it interrupts its previous life's runs
+        await s.wait_serving("runtime")
+        record = await get(s, execution_id, key)
+        assert record.status == records_pb2.EXECUTION_STATUS_INTERRUPTED
+        replayed, end = await watch(s, execution_id, 0, key)
+        assert wire(replayed)[:4] == wire(seen)  # type: ignore[arg-type]
+        assert end is not None
+        assert (end.code(), describe(end).reason) == (
+            grpc.StatusCode.ABORTED,
+            "EXECUTION_INTERRUPTED",
+        )
