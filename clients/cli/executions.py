@@ -25,9 +25,7 @@ from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[arguments.Parser], common: arguments.Parser
-) -> None:
+def add_parser(sub: argparse._SubParsersAction[arguments.Parser], common: arguments.Parser) -> None:
     """The `executions` command and its subcommands."""
     executions = sub.add_parser("executions", help="your runs: list, show, watch")
     commands = executions.add_subparsers(dest="executions_command", required=True)
