@@ -73,6 +73,9 @@ class ExecutionRecord:
     error_reason: str = ""
     error_status: bytes | None = None
     """The serialized google.rpc.Status a failed run's stream ended with."""
+    idempotency_key: str = ""
+    request_digest: str = ""
+    """What the request asked for (see `servicer.request_digest`): a retry's is the same."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def _record(row: Row) -> ExecutionRecord:
         cost_micro_usd=row["cost_micro_usd"],
         error_reason=row["error_reason"],
         error_status=bytes(row["error_status"]) if row["error_status"] is not None else None,
+        idempotency_key=row["idempotency_key"],
+        request_digest=row["request_digest"],
     )
 
 
@@ -179,8 +184,9 @@ class ExecutionStore:
         inserted = await self._db.execute(
             "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, "
             "status, error_reason, created_at, completed_at, usage, cost_micro_usd, "
-            "pricing_pack_id, ledger_commit_hash, trace_id, replica_id) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+            "pricing_pack_id, ledger_commit_hash, trace_id, replica_id, idempotency_key, "
+            "request_digest) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
             "ON CONFLICT (execution_id) DO NOTHING",
             record.execution_id,
             record.user_id,
@@ -197,6 +203,8 @@ class ExecutionStore:
             record.ledger_commit_hash,
             record.trace_id,
             self.replica_id,
+            record.idempotency_key,
+            record.request_digest,
         )
         if not inserted:
             raise AlreadyExists(
@@ -265,6 +273,42 @@ class ExecutionStore:
         sql += f" ORDER BY created_at DESC, execution_id DESC LIMIT {arg(limit)}"
         return [_record(row) for row in await self._db.fetch(sql, *args)]
 
+    async def claim(self, record: ExecutionRecord, window_seconds: float) -> ExecutionRecord | None:
+        """Insert the record of a run with an idempotency key, unless the user's key already
+        names a run younger than `window_seconds`: then that run's record (and nothing is
+        inserted). An older run's key is released first, so the key starts a new run."""
+        cutoff = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=window_seconds)
+        ).isoformat()
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE executions SET idempotency_key = '' WHERE user_id = $1 "
+                "AND idempotency_key = $2 AND created_at < $3",
+                record.user_id,
+                record.idempotency_key,
+                cutoff,
+            )
+            existing = await tx.fetchrow(
+                "SELECT * FROM executions WHERE user_id = $1 AND idempotency_key = $2",
+                record.user_id,
+                record.idempotency_key,
+            )
+            if existing is not None:
+                return _record(existing)
+        try:
+            await self.insert(record)
+        except Exception:
+            # Another replica (or call) claimed the key between the read and the insert.
+            winner = await self._db.fetchrow(
+                "SELECT * FROM executions WHERE user_id = $1 AND idempotency_key = $2",
+                record.user_id,
+                record.idempotency_key,
+            )
+            if winner is None:
+                raise
+            return _record(winner)
+        return None
+
     async def events(
         self, execution_id: str, after_sequence: int, limit: int = 500
     ) -> list[tuple[int, bytes]]:
@@ -279,9 +323,10 @@ class ExecutionStore:
         )
         return [(int(r["sequence"]), bytes(r["payload"])) for r in rows]
 
-    def begin(self, record: ExecutionRecord) -> Recording:
-        """Start recording a run: the RUNNING row is written in the background."""
-        return Recording(self, record)
+    def begin(self, record: ExecutionRecord, *, inserted: bool = False) -> Recording:
+        """Start recording a run: the RUNNING row is written in the background (unless it is
+        `inserted` already, by `claim`)."""
+        return Recording(self, record, inserted)
 
     async def drain(self) -> None:
         """Wait for writes still in flight (on shutdown, before the database closes)."""
@@ -303,13 +348,17 @@ class ExecutionStore:
             )
 
 
+async def _done() -> None:
+    return None
+
+
 class Recording:
     """The record of one run in progress; settle it exactly once."""
 
-    def __init__(self, store: ExecutionStore, record: ExecutionRecord) -> None:
+    def __init__(self, store: ExecutionStore, record: ExecutionRecord, inserted: bool) -> None:
         self._store = store
         self._record = record
-        self._inserted = store._writes.start(store.insert(record))
+        self._inserted = store._writes.start(_done() if inserted else store.insert(record))
 
     async def succeeded(self, usage: Usage, cost_micro_usd: int) -> None:
         """Mark the run SUCCEEDED; AlreadyExists if its id turned out to be taken."""

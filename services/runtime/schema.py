@@ -62,7 +62,11 @@ _V3 = """
         PRIMARY KEY (execution_id, sequence)
     );
     ALTER TABLE executions ADD COLUMN error_status {bytes};
-    CREATE INDEX executions_created ON executions (created_at, execution_id)
+    ALTER TABLE executions ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN request_digest TEXT NOT NULL DEFAULT '';
+    CREATE INDEX executions_created ON executions (created_at, execution_id);
+    CREATE UNIQUE INDEX executions_idempotency ON executions (user_id, idempotency_key)
+        WHERE idempotency_key <> ''
     """
 
 MIGRATIONS = (
@@ -85,8 +89,9 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
-    # 3: the event log of every execution (WatchExecution replays it) and the status a failed
-    # run's stream ended with (a watcher of it ends with the same).
+    # 3: the event log of every execution (WatchExecution replays it), the status a failed
+    # run's stream ended with (a watcher of it ends with the same), and idempotency keys (one
+    # live run per user and key; the digest tells a retry from another request).
     {
         "sqlite": _V3.format(bytes="BLOB"),
         "postgresql": _V3.format(bytes="BYTEA"),
