@@ -66,6 +66,7 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.ListExecutionsRequest": "saga.runtime.v1.ListExecutionsRequest",
     "saga.gateway.v1.WatchExecutionRequest": "saga.runtime.v1.WatchExecutionRequest",
     "saga.gateway.v1.GetPackHealthRequest": "saga.runtime.v1.GetPackHealthRequest",
+    "saga.gateway.v1.GetPatternRequest": "saga.runtime.v1.GetPatternRequest",
     "saga.gateway.v1.CreateSessionRequest": "saga.runtime.v1.CreateSessionRequest",
     "saga.gateway.v1.GetSessionRequest": "saga.runtime.v1.GetSessionRequest",
     "saga.gateway.v1.ListSessionsRequest": "saga.runtime.v1.ListSessionsRequest",

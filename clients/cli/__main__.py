@@ -2,6 +2,7 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+    saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -41,7 +42,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, executions
+from clients.cli import account, admin, arguments, executions, patterns
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -113,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     executions.add_parser(sub, common)
+    patterns.add_parsers(sub, common)
     return p
 
 
@@ -140,6 +142,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "usage": admin.usage,
             "budgets": admin.budgets,
             "executions": executions.executions,
+            "patterns": patterns.patterns,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

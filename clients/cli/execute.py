@@ -1,6 +1,6 @@
 """`saga execute`: run a pattern and stream its events.
 
-For people: tokens on stdout as they arrive, switches, skipped providers and a one-line
+For people: tokens on stdout as they arrive, switches, skipped providers and steps, and a one-line
 summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
 
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
@@ -103,6 +103,9 @@ async def stream_events(
                 skipped[p.provider] = p.reason
                 when = f", retry in {p.retry_after_ms / 1000:g} s" if p.retry_after_ms else ""
                 print(f"\n[skipped {p.provider}: {p.reason}{when}]", file=sys.stderr)
+        elif kind == "step_skipped":
+            step = event.step_skipped
+            print(f"\n[step {step.step_id} skipped: {step.reason}]", file=sys.stderr)
         elif kind == "step_completed":
             provider = f"{event.step_completed.provider} ({event.step_completed.model})"
         elif kind == "completed":

@@ -636,6 +636,12 @@ class RuntimeConfig:
         default="",
         metadata=_doc("a directory of user patterns, loaded beside the shipped samples"),
     )
+    max_parallel_steps: int = field(
+        default=4,
+        metadata=_doc(
+            "steps of one run that may run at once (independent DAG branches)", min=1, max=64
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from services.gateway.account import AccountServicer
 from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.usage import UsageServicer
 
@@ -32,6 +33,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
+        Registration.of(PatternServicer(edge, relay)),
         Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
         Registration.unbuilt(sessions_pb2_grpc.SessionServiceServicer),
     ]

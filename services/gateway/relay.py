@@ -74,16 +74,21 @@ class Relay:
             yield message
 
 
-def admin_relay(path: str, response: type[Message]) -> Callable[..., Any]:
-    """A servicer method: require scope `admin`, then relay to the owner of `path`."""
+def scoped_relay(scope: str, path: str, response: type[Message]) -> Callable[..., Any]:
+    """A servicer method: require `scope`, then relay to the owner of `path`."""
 
     async def method(self: Any, request: Message, context: Context) -> Any:
         principal = await self._edge.principal(context)
-        principal.require("admin")
+        principal.require(scope)
         return await self._relay.unary(path, response, request, principal)
 
-    method.__doc__ = f"Relays to {path} (scope admin)."
+    method.__doc__ = f"Relays to {path} (scope {scope})."
     return method
+
+
+def admin_relay(path: str, response: type[Message]) -> Callable[..., Any]:
+    """A servicer method: require scope `admin`, then relay to the owner of `path`."""
+    return scoped_relay("admin", path, response)
 
 
 def admin_stream_relay(path: str, response: type[Message]) -> Callable[..., Any]:

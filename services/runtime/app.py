@@ -1,8 +1,8 @@
 """The runtime's gRPC services, registered with the shared bootstrap.
 
 At start: register the built-in agents and load the patterns (shipped samples plus
-`runtime.patterns_dir`) — a bad pattern file is a `ConfigError`, which stops the process
-with exit 78 and a message naming the file and field; open the runtime's database
+`runtime.patterns_dir`) — a bad pattern file is refused and logged with the file and field,
+and listed in ListPatterns, while the good ones are served; open the runtime's database
 (`<data_dir>/runtime.db`, or the PostgreSQL schema `<storage.namespace>_runtime`;
 migrations), seed the demo ledger and pack on first start, and take this replica's execution
 lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
@@ -43,7 +43,14 @@ async def build(host: ServiceHost) -> list[Registration]:
     directories = [(SAMPLES_DIR, "samples")]
     if host.config.runtime.patterns_dir:
         directories.append((Path(host.config.runtime.patterns_dir), "user"))
-    patterns = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
+    catalog = await asyncio.to_thread(load_patterns, directories, registry.capabilities())
+    for problem in catalog.problems:
+        # Refused, not fatal: the service serves the good patterns and lists this one's
+        # problem in ListPatterns, so a bad file never puts the runtime in a crash loop.
+        log.warning(
+            "pattern refused",
+            extra={"source": problem.source, "field": problem.field, "problem": problem.message},
+        )
 
     config = host.config
     db = await open_database(
@@ -65,19 +72,20 @@ async def build(host: ServiceHost) -> list[Registration]:
     log.info(
         "runtime ready",
         extra={
-            "patterns": sorted(patterns),
+            "patterns": sorted(catalog.patterns),
             "ledger_head": ledger.head(),
             "pricing_pack_id": (latest.pack_id if (latest := packs.latest()) else ""),
         },
     )
     servicer = RuntimeServicer(
-        patterns=patterns,
+        catalog=catalog,
         registry=registry,
         ledger=ledger,
         packs=packs,
         executions=executions,
         events=events,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
+        max_parallel_steps=config.runtime.max_parallel_steps,
     )
     return [
         registration(servicer),

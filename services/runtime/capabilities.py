@@ -65,6 +65,10 @@ class Capability:
     description: str
     args: tuple[FieldSpec, ...]
     outputs: tuple[FieldSpec, ...]
+    # The agent's word that a failed step may run again (a pattern's `retry`): true for
+    # reads and for calls that change nothing until they report. The runner also never
+    # retries an attempt that already relayed events (an LLM step that streamed text).
+    retry_safe: bool = False
 
     def arg(self, name: str) -> FieldSpec | None:
         """The argument called `name`, if the capability takes one."""

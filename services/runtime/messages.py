@@ -20,8 +20,8 @@ from saga.runtime.v1 import runtime_pb2
 from services.common.usage_messages import usage_proto
 from services.runtime.capabilities import json_schema
 from services.runtime.executions import ExecutionRecord
-from services.runtime.patterns import Pattern
-from services.runtime.runner import RunFinished, StepBegan, StepFinished
+from services.runtime.patterns import Pattern, Problem
+from services.runtime.runner import RunFinished, StepBegan, StepFinished, StepSkipped
 
 
 def _timestamp(iso: str) -> timestamp_pb2.Timestamp:
@@ -66,9 +66,26 @@ def pattern(value: Pattern) -> runtime_pb2.Pattern:
         description=value.description,
         requires_pack=value.requires_pack,
         input_schema=struct(json_schema(value.inputs)),
-        steps=[runtime_pb2.PatternStep(step_id=s.id, capability=s.capability) for s in value.steps],
+        steps=[
+            runtime_pb2.PatternStep(
+                step_id=s.id,
+                capability=s.capability,
+                depends_on=s.depends_on,
+                when=s.when.source if s.when is not None else "",
+                as_name=s.state_key,
+                timeout_ms=int(s.timeout * 1000) if s.timeout is not None else 0,
+                retry_attempts=s.retry.max_attempts if s.retry is not None else 0,
+                on_error=s.on_error,
+            )
+            for s in value.steps
+        ],
         source=value.source,
     )
+
+
+def problem(value: Problem) -> runtime_pb2.PatternProblem:
+    """The PatternProblem message of a refused pattern file."""
+    return runtime_pb2.PatternProblem(source=value.source, field=value.field, message=value.message)
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ def accepted(pinned: Pinned, sequence: int) -> bytes:
 
 
 def run_event(
-    event: StepBegan | StepFinished | RunFinished, pinned: Pinned, sequence: int
+    event: StepBegan | StepFinished | StepSkipped | RunFinished, pinned: Pinned, sequence: int
 ) -> bytes:
     """The response for one of the runner's step or run events."""
     if isinstance(event, StepBegan):
@@ -111,8 +128,19 @@ def run_event(
             ),
             sequence=sequence,
         )
+    if isinstance(event, StepSkipped):
+        return _response(
+            step_skipped=events_pb2.StepSkipped(
+                step_id=event.step_id,
+                agent=event.agent,
+                capability=event.capability,
+                reason=event.reason,
+            ),
+            sequence=sequence,
+        )
     if isinstance(event, StepFinished):
         result = event.result
+        recovered = event.recovered
         return _response(
             step_completed=events_pb2.StepCompleted(
                 step_id=event.step_id,
@@ -124,6 +152,8 @@ def run_event(
                 provider=result.provider,
                 model=result.model,
                 cost_micro_usd=result.cost_micro_usd,
+                recovered_reason=recovered.reason if recovered is not None else "",
+                recovered_message=recovered.message if recovered is not None else "",
             ),
             sequence=sequence,
         )

@@ -8,8 +8,8 @@ service is registered with `raw_responses`): a token from the router becomes a r
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
 the other events are built in `messages.py`. The execution record is written once as the run
 starts (beside the first step) and once as it ends, before the last event; a failure is
-recorded with its reason before the error — the router's status, unchanged — ends the
-stream.
+recorded with its reason before the error — the router's status, its code, reason and
+domain kept, with the step and trace ids added (runner.py) — ends the stream.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import json_format
@@ -46,7 +46,7 @@ from services.runtime.execution_queries import (
 from services.runtime.executions import ExecutionRecord, ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
-from services.runtime.patterns import Pattern
+from services.runtime.patterns import Catalog, Pattern
 from services.runtime.runner import RunFinished, Runner
 from services.runtime.watch import cancelled_status, watch
 
@@ -77,17 +77,19 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     def __init__(
         self,
         *,
-        patterns: Mapping[str, Pattern],
+        catalog: Catalog,
         registry: CapabilityRegistry,
         ledger: Ledger,
         packs: PackStore,
         executions: ExecutionStore,
         events: EventWriter,
         verifier: ContextVerifier,
+        max_parallel_steps: int = 4,
     ) -> None:
-        self._patterns = dict(patterns)
+        self._patterns = dict(catalog.patterns)
+        self._problems = sorted(catalog.problems, key=lambda p: p.source)
         self._registry = registry
-        self._runner = Runner(registry)
+        self._runner = Runner(registry, max_parallel_steps)
         self._ledger = ledger
         self._packs = packs
         self._executions = executions
@@ -176,7 +178,13 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             response = messages.accepted(pinned, sequence)
             log.append(response)
             yield response
-            async for event in self._runner.run(pattern, inputs, scope):
+            ctx = {
+                "asof": asof,
+                "execution_id": execution_id,
+                "ledger_commit_hash": commit,
+                "pricing_pack_id": pack_id,
+            }
+            async for event in self._runner.run(pattern, inputs, scope, ctx, trace_id):
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
                     response = wire.step_event(event.field, event.step_id, event.payload, sequence)
@@ -271,9 +279,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     async def ListPatterns(
         self, request: runtime_pb2.ListPatternsRequest, context: Context
     ) -> runtime_pb2.ListPatternsResponse:
-        """Every loaded pattern, by id."""
+        """Every loaded pattern, by id, and the refused files, by source."""
         return runtime_pb2.ListPatternsResponse(
-            patterns=[messages.pattern(self._patterns[k]) for k in sorted(self._patterns)]
+            patterns=[messages.pattern(self._patterns[k]) for k in sorted(self._patterns)],
+            problems=[messages.problem(p) for p in self._problems],
         )
 
     async def GetPattern(

@@ -106,6 +106,10 @@ class Script:
     snapshot of an alias."""
     reply: Any = None
     """A JSON body to answer as it is, with status 200 (odd answers, for defensive parsing)."""
+    hold_until_open: int = 0
+    """Hold the request until this many held requests are open at once (counting this one),
+    then answer as scripted: requests that are answered at all were concurrent, which proves
+    concurrency without timing. One held longer than 10 s answers 503."""
     context_window: int = 0
     """Be a model with this many tokens of context (0: no limit): a request whose input words
     (plus its max tokens, when it sets them) exceed it gets HTTP 400 with the format's own
@@ -195,6 +199,8 @@ class FakeProviders:
         self.seen: list[Seen] = []
         self._queues: dict[str, deque[Script]] = {f: deque() for f in FORMATS}
         self._release = asyncio.Event()
+        self._held = 0
+        self._batch = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._engines: list[Engine] = []
         self.port = 0
@@ -289,6 +295,23 @@ class FakeProviders:
 
     # --- serving ---------------------------------------------------------------------
 
+    async def _hold(self, count: int) -> bool:
+        """Wait until `count` held requests are open at once (they are then released
+        together, and the next ones wait for a batch of their own); False after 10 s."""
+        batch = self._batch
+        self._held += 1
+        if self._held >= count:
+            self._held = 0
+            self._batch = asyncio.Event()
+            batch.set()
+        try:
+            await asyncio.wait_for(batch.wait(), 10)
+        except TimeoutError:
+            if batch is self._batch:
+                self._held -= 1
+            return False
+        return True
+
     def _route(self, fmt: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self._handle(fmt, request)
@@ -323,6 +346,9 @@ class FakeProviders:
             return self._error(seen, 401, "unauthorized", request.headers)
         if fmt == "anthropic" and "anthropic-version" not in request.headers:
             return self._error(seen, 400, "bad_request", request.headers)
+        if script.hold_until_open and not await self._hold(script.hold_until_open):
+            seen.status = 503
+            return web.Response(status=503)
         if script.hang:
             await self._release.wait()
             seen.status = 503

@@ -1,13 +1,12 @@
 """Patterns from `runtime.patterns_dir` are served beside the shipped samples; a bad pattern
-file stops the runtime at start (exit 78) with a message naming the file and the field."""
+file is refused — logged and listed in ListPatterns with the file, the field and the reason —
+while the runtime starts and serves the good ones (never a crash loop)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
-from services.common.config import EXIT_CONFIG
 from tests.harness import stack_for
 
 SUMMARY = """
@@ -22,14 +21,18 @@ steps:
       prompt: "Summarise in one paragraph: {{inputs.text}}"
       system: You write short summaries.
 outputs:
-  summary: "{{steps.summarise.text}}"
+  summary: "{{state.summarise.text}}"
 """
 
 
-async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> None:
+async def listed_with(
+    tmp_path: Path, files: dict[str, str]
+) -> tuple[runtime_pb2.ListPatternsResponse, str]:
+    """ListPatterns of a runtime started with `files` in its patterns directory, and its log."""
     patterns = tmp_path / "patterns"
     patterns.mkdir()
-    (patterns / "summary.yaml").write_text(SUMMARY)
+    for name, text in files.items():
+        (patterns / name).write_text(text)
     async with stack_for(
         tmp_path, ["auth", "runtime"], SAGA_RUNTIME__PATTERNS_DIR=str(patterns)
     ) as stack:
@@ -37,22 +40,33 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
             listed = await runtime_pb2_grpc.RuntimeServiceStub(ch).ListPatterns(
                 runtime_pb2.ListPatternsRequest(), timeout=5
             )
-        assert [(p.pattern_id, p.source) for p in listed.patterns] == [
-            ("chat", "samples/chat.yaml"),
-            ("summary", "user/summary.yaml"),
-        ]
+        return listed, stack.read_log("runtime")
 
 
-async def test_a_bad_pattern_file_stops_the_runtime_naming_file_and_field(tmp_path: Path) -> None:
-    patterns = tmp_path / "patterns"
-    patterns.mkdir()
-    (patterns / "summary.yaml").write_text(SUMMARY.replace("{{inputs.text}}", "{{inputs.txt}}"))
-    async with stack_for(tmp_path, [], SAGA_RUNTIME__PATTERNS_DIR=str(patterns)) as stack:
-        process = stack.start("runtime")
-        code = await asyncio.to_thread(process.wait, 30)
-        log = stack.read_log("runtime")
-        assert code == EXIT_CONFIG, log
-        assert str(patterns / "summary.yaml") in log
-        assert "steps.summarise.args.prompt" in log
-        assert "refers to input 'txt', which the pattern does not declare" in log
-        assert "Traceback" not in log
+async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> None:
+    listed, _ = await listed_with(tmp_path, {"summary.yaml": SUMMARY})
+    assert [(p.pattern_id, p.source) for p in listed.patterns] == [
+        ("chat", "samples/chat.yaml"),
+        ("debate", "samples/debate.yaml"),
+        ("summary", "user/summary.yaml"),
+    ]
+    assert list(listed.problems) == []
+
+
+async def test_a_bad_pattern_file_is_refused_and_the_runtime_serves_the_others(
+    tmp_path: Path,
+) -> None:
+    listed, log = await listed_with(
+        tmp_path,
+        {
+            "summary.yaml": SUMMARY.replace("{{inputs.text}}", "{{inputs.txt}}"),
+            "fine.yaml": SUMMARY.replace("id: summary", "id: fine"),
+        },
+    )
+    assert [p.pattern_id for p in listed.patterns] == ["chat", "debate", "fine"]
+    [problem] = listed.problems
+    assert (problem.source, problem.field) == ("user/summary.yaml", "steps.summarise.args.prompt")
+    assert "refers to input 'txt', which the pattern does not declare" in problem.message
+    assert "pattern refused" in log
+    assert "user/summary.yaml" in log
+    assert "Traceback" not in log

@@ -44,6 +44,8 @@ LLM_COMPLETE = Capability(
         FieldSpec("temperature", "number", description="sampling temperature"),
     ),
     outputs=(FieldSpec("text", "string", required=True, description="the whole answer"),),
+    # Until text streams nothing reached the caller, so another attempt is invisible.
+    retry_safe=True,
 )
 
 

@@ -8,12 +8,13 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from saga.auth.v1 import auth_pb2
-from saga.gateway.v1 import admin_pb2, execution_pb2, usage_pb2
+from saga.gateway.v1 import admin_pb2, execution_pb2, patterns_pb2, usage_pb2
 from saga.optimizer.v1 import optimizer_pb2
 from saga.router.v1 import router_pb2
 from saga.runtime.v1 import packs_pb2, runtime_pb2
 from saga.vault.v1 import vault_pb2
 from services.gateway.admin import ADMIN_RELAYS, ADMIN_STREAM_RELAYS
+from services.gateway.patterns import PATTERN_RELAYS
 
 POOL = descriptor_pool.Default()
 _ = (auth_pb2, optimizer_pb2, packs_pb2, router_pb2, vault_pb2)  # owners, into the pool
@@ -37,6 +38,13 @@ def twins() -> list[tuple[str, Descriptor, Descriptor]]:
         service, method = path[1:].split("/")
         inner = POOL.FindServiceByName(service).methods_by_name[method]
         outer = gateway.methods_by_name[name]
+        pairs.append((f"{name} request", outer.input_type, inner.input_type))
+        pairs.append((f"{name} response", outer.output_type, inner.output_type))
+    discovery = patterns_pb2.DESCRIPTOR.services_by_name["PatternService"]
+    for name, (path, _) in PATTERN_RELAYS.items():
+        service, method = path[1:].split("/")
+        inner = POOL.FindServiceByName(service).methods_by_name[method]
+        outer = discovery.methods_by_name[name]
         pairs.append((f"{name} request", outer.input_type, inner.input_type))
         pairs.append((f"{name} response", outer.output_type, inner.output_type))
     usage = POOL.FindMethodByName("saga.optimizer.v1.OptimizerService.GetUsage")

@@ -11,7 +11,7 @@ from services.runtime.admission import check_execution_id, check_inputs, resolve
 from services.runtime.agents.llm import LLM_COMPLETE
 from services.runtime.patterns import SAMPLES_DIR, load_patterns
 
-CHAT = load_patterns([(SAMPLES_DIR, "samples")], {LLM_COMPLETE.name: LLM_COMPLETE})["chat"]
+CHAT = load_patterns([(SAMPLES_DIR, "samples")], {LLM_COMPLETE.name: LLM_COMPLETE}).patterns["chat"]
 
 
 def test_valid_inputs_pass_and_an_empty_prompt_is_left_to_the_router() -> None:

@@ -53,8 +53,12 @@ def test_plain_text_is_a_literal() -> None:
             "uses root 'state', which is not available here (allowed: inputs)",
         ),
         ("{{inputs}}", "names no field below 'inputs'"),
-        ("{{inputs.a-b}}", "expected dotted names"),
-        ("{{inputs.a + 1}}", "expected dotted names"),
+        ("{{inputs.a-b}}", "expected a root and dotted names or [indices]"),
+        ("{{inputs.a + 1}}", "expected a root and dotted names or [indices]"),
+        ("{{inputs.rows[-1]}}", "expected a root and dotted names or [indices]"),
+        ("{{inputs.rows[1234567]}}", "expected a root and dotted names or [indices]"),
+        ("{{inputs[0]}}", "names no field below 'inputs'"),
+        ("{{steps.answer.text}}", "(step outputs are under `state`)"),
         ("Hello {{inputs.prompt", "unclosed placeholder"),
         ("Hello inputs.prompt}}", "stray '}}'"),
     ],
@@ -89,3 +93,56 @@ def test_rendering_substitutes_every_placeholder_and_keeps_the_text(
     assert rendered == (
         expected if (len(pieces) != 1 or pieces[0][0] or tail) else f"<{pieces[0][1]}>"
     )
+
+
+STATE = {
+    "inputs": {"n": 2},
+    "state": {"fetch": {"rows": [{"symbol": "AAPL", "qty": 3}, {"symbol": "MSFT"}]}},
+    "ctx": {"asof": "2026-12-01"},
+    "session": {},
+}
+
+
+def test_paths_have_names_and_indices_and_a_whole_template_keeps_its_type() -> None:
+    roots = ("inputs", "state", "ctx", "session")
+    assert parse("{{state.fetch.rows[0].qty}}", roots).render(STATE) == 3
+    assert parse("{{state.fetch.rows[1]}}", roots).render(STATE) == {"symbol": "MSFT"}
+    assert parse("{{ state.fetch.rows }}", roots).render(STATE)[0]["symbol"] == "AAPL"
+    assert parse("{{state.fetch.rows[0].symbol}} on {{ctx.asof}}", roots).render(STATE) == (
+        "AAPL on 2026-12-01"
+    )
+    assert str(parse("{{state.fetch.rows[0].symbol}}", roots).references[0]) == (
+        "state.fetch.rows[0].symbol"
+    )
+
+
+def test_absent_paths_are_none_alone_and_empty_in_text() -> None:
+    roots = ("inputs", "state", "ctx", "session")
+    for path in (
+        "state.fetch.rows[5]",
+        "state.fetch.rows[0].qty.deep",
+        "session.history",
+        "state.other.text",
+        "inputs.n[0]",
+    ):
+        assert parse(f"{{{{{path}}}}}", roots).render(STATE) is None, path
+        assert parse(f"<{{{{{path}}}}}>", roots).render(STATE) == "<>", path
+
+
+def test_ctx_holds_only_the_pinned_context() -> None:
+    roots = ("ctx",)
+    for name in ("asof", "pricing_pack_id", "ledger_commit_hash", "execution_id"):
+        assert parse(f"{{{{ctx.{name}}}}}", roots).references
+    with pytest.raises(TemplateError, match="ctx holds only"):
+        parse("{{ctx.user}}", roots)
+    with pytest.raises(TemplateError, match="ctx holds only"):
+        parse("{{ctx.asof.year}}", roots)
+
+
+@given(st.text(max_size=200))
+def test_any_string_parses_or_raises_template_error(text: str) -> None:
+    try:
+        template = parse(text, ("inputs", "state", "ctx", "session"))
+    except TemplateError:
+        return
+    template.render(STATE)

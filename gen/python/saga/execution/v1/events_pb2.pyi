@@ -196,6 +196,8 @@ class StepCompleted(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    RECOVERED_REASON_FIELD_NUMBER: _builtins.int
+    RECOVERED_MESSAGE_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     agent: _builtins.str
     capability: _builtins.str
@@ -206,6 +208,11 @@ class StepCompleted(_message.Message):
     model: _builtins.str
     cost_micro_usd: _builtins.int
     """Cost of the step, summed over all attempts."""
+    recovered_reason: _builtins.str
+    """Set when the step failed and its `on_error: continue` gave it its default output: the
+    failure's ErrorInfo reason and message.
+    """
+    recovered_message: _builtins.str
     @_builtins.property
     def output(self) -> _struct_pb2.Struct:
         """The step's output, as declared by the capability's output schema."""
@@ -226,14 +233,50 @@ class StepCompleted(_message.Message):
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
         cost_micro_usd: _builtins.int = ...,
+        recovered_reason: _builtins.str = ...,
+        recovered_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "capability", b"capability", "cost_micro_usd", b"cost_micro_usd", "duration_ms", b"duration_ms", "model", b"model", "output", b"output", "provider", b"provider", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "capability", b"capability", "cost_micro_usd", b"cost_micro_usd", "duration_ms", b"duration_ms", "model", b"model", "output", b"output", "provider", b"provider", "recovered_message", b"recovered_message", "recovered_reason", b"recovered_reason", "step_id", b"step_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepCompleted: _TypeAlias = StepCompleted  # noqa: Y015
+
+@_typing.final
+class StepSkipped(_message.Message):
+    """A pattern step that did not run: its `when` was false, or every step it depends on was
+    skipped. Steps that depend on it see its output as absent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    CAPABILITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    agent: _builtins.str
+    """The agent that owns the step's capability."""
+    capability: _builtins.str
+    reason: _builtins.str
+    """Why, e.g. "when 'state.metrics.hhi > 0.25' is false"."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        capability: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "capability", b"capability", "reason", b"reason", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepSkipped: _TypeAlias = StepSkipped  # noqa: Y015
 
 @_typing.final
 class Attribution(_message.Message):

@@ -85,6 +85,7 @@ class ExecuteResponse(_message.Message):
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
+    STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1 and increasing by one per
@@ -106,6 +107,12 @@ class ExecuteResponse(_message.Message):
     def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
         """Providers passed over without a call (an LLM step); the router's skipped = 9."""
 
+    @_builtins.property
+    def step_skipped(self) -> _events_pb2.StepSkipped:
+        """A pattern step that did not run (its `when` was false, or every step it depends on
+        was skipped).
+        """
+
     def __init__(
         self,
         *,
@@ -116,13 +123,14 @@ class ExecuteResponse(_message.Message):
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
+        step_skipped: _events_pb2.StepSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -284,6 +292,7 @@ class WatchExecutionResponse(_message.Message):
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
+    STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1."""
@@ -303,6 +312,12 @@ class WatchExecutionResponse(_message.Message):
     def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
         """Providers passed over without a call (an LLM step); the router's skipped = 9."""
 
+    @_builtins.property
+    def step_skipped(self) -> _events_pb2.StepSkipped:
+        """A pattern step that did not run (its `when` was false, or every step it depends on
+        was skipped).
+        """
+
     def __init__(
         self,
         *,
@@ -313,13 +328,14 @@ class WatchExecutionResponse(_message.Message):
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
+        step_skipped: _events_pb2.StepSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

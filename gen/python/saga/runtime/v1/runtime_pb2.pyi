@@ -38,6 +38,8 @@ class PatternStep(_message.Message):
     WHEN_FIELD_NUMBER: _builtins.int
     AS_NAME_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    RETRY_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ON_ERROR_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     capability: _builtins.str
     when: _builtins.str
@@ -46,6 +48,10 @@ class PatternStep(_message.Message):
     """Name the step's output is stored under in the state (the pattern's `as`)."""
     timeout_ms: _builtins.int
     """0 = the default step timeout."""
+    retry_attempts: _builtins.int
+    """Tries in all (the pattern's `retry.attempts`); 0 = one try, no retry."""
+    on_error: _builtins.str
+    """"fail" (the run fails with the step) or "continue" (the step gives its default output)."""
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Steps that must complete first."""
@@ -59,14 +65,46 @@ class PatternStep(_message.Message):
         when: _builtins.str = ...,
         as_name: _builtins.str = ...,
         timeout_ms: _builtins.int = ...,
+        retry_attempts: _builtins.int = ...,
+        on_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_name", b"as_name", "capability", b"capability", "depends_on", b"depends_on", "step_id", b"step_id", "timeout_ms", b"timeout_ms", "when", b"when"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_name", b"as_name", "capability", b"capability", "depends_on", b"depends_on", "on_error", b"on_error", "retry_attempts", b"retry_attempts", "step_id", b"step_id", "timeout_ms", b"timeout_ms", "when", b"when"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PatternStep: _TypeAlias = PatternStep  # noqa: Y015
+
+@_typing.final
+class PatternProblem(_message.Message):
+    """A pattern file that was refused at load (the service serves the others)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Where the file is, e.g. "user/report.yaml"."""
+    field: _builtins.str
+    """The field at fault, e.g. "steps.summary.args.prompt", or "(file)"."""
+    message: _builtins.str
+    """What is wrong."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "message", b"message", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatternProblem: _TypeAlias = PatternProblem  # noqa: Y015
 
 @_typing.final
 class Pattern(_message.Message):
@@ -212,6 +250,7 @@ class RunPatternResponse(_message.Message):
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
+    STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1 and increasing by one per
@@ -233,6 +272,12 @@ class RunPatternResponse(_message.Message):
     def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
         """Providers passed over without a call (an LLM step); the router's skipped = 9."""
 
+    @_builtins.property
+    def step_skipped(self) -> _events_pb2.StepSkipped:
+        """A pattern step that did not run (its `when` was false, or every step it depends on
+        was skipped).
+        """
+
     def __init__(
         self,
         *,
@@ -243,13 +288,14 @@ class RunPatternResponse(_message.Message):
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
+        step_skipped: _events_pb2.StepSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -275,18 +321,24 @@ class ListPatternsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATTERNS_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def patterns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pattern]:
         """Ordered by pattern_id."""
+
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___PatternProblem]:
+        """Pattern files that were refused, ordered by source."""
 
     def __init__(
         self,
         *,
         patterns: _abc.Iterable[Global___Pattern] | None = ...,
+        problems: _abc.Iterable[Global___PatternProblem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["patterns", b"patterns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["patterns", b"patterns", "problems", b"problems"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -524,6 +576,7 @@ class WatchExecutionResponse(_message.Message):
     STEP_COMPLETED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
+    STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1."""
@@ -543,6 +596,12 @@ class WatchExecutionResponse(_message.Message):
     def providers_skipped(self) -> _events_pb2.ProvidersSkipped:
         """Providers passed over without a call (an LLM step); the router's skipped = 9."""
 
+    @_builtins.property
+    def step_skipped(self) -> _events_pb2.StepSkipped:
+        """A pattern step that did not run (its `when` was false, or every step it depends on
+        was skipped).
+        """
+
     def __init__(
         self,
         *,
@@ -553,13 +612,14 @@ class WatchExecutionResponse(_message.Message):
         step_completed: _events_pb2.StepCompleted | None = ...,
         completed: _events_pb2.Completed | None = ...,
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
+        step_skipped: _events_pb2.StepSkipped | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
