@@ -261,8 +261,14 @@ async def test_records_and_logs_survive_a_runtime_restart_on_each_backend(
         s.stop("runtime")
         s.start("runtime")
         await s.wait_serving("runtime")
-        # The live runs went with the old process: this replay is the database's.
-        replayed, end = await watch(s, execution_id, 0, key)
+        # The live runs went with the old process: this replay is the database's. The
+        # gateway reconnects to the new process within its reconnect backoff (UNAVAILABLE
+        # until then, which a client retries).
+        for _ in range(50):
+            replayed, end = await watch(s, execution_id, 0, key)
+            if end is None or end.code() != grpc.StatusCode.UNAVAILABLE:
+                break
+            await asyncio.sleep(0.2)
         assert (wire(replayed), end) == (wire(events), None)  # type: ignore[arg-type]
         record = await get(s, execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
@@ -288,7 +294,14 @@ async def test_a_run_whose_runtime_was_killed_is_interrupted_and_watched_to_that
         execution_id = seen[0].accepted.execution_id
         s.start("runtime")  # the same replica: it interrupts its previous life's runs
         await s.wait_serving("runtime")
-        record = await get(s, execution_id, key)
+        for _ in range(50):  # until the gateway has reconnected (UNAVAILABLE meanwhile)
+            try:
+                record = await get(s, execution_id, key)
+                break
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(0.2)
         assert record.status == records_pb2.EXECUTION_STATUS_INTERRUPTED
         replayed, end = await watch(s, execution_id, 0, key)
         assert wire(replayed)[:4] == wire(seen)  # type: ignore[arg-type]
