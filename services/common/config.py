@@ -642,6 +642,15 @@ class RuntimeConfig:
             "steps of one run that may run at once (independent DAG branches)", min=1, max=64
         ),
     )
+    idempotency_window_seconds: float = field(
+        default=86_400.0,
+        metadata=_doc(
+            "how long an Execute's idempotency_key names its run: a retry within it attaches "
+            "to that run, after it the key starts a new one",
+            min=1,
+            max=30 * 86_400,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from saga.runtime.v1 import packs_pb2_grpc, sessions_pb2_grpc
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
+from services.common.lifecycle import Phase
 from services.common.server import Registration, ServiceHost
 from services.runtime import demo
 from services.runtime.agents.llm import LlmAgent
@@ -86,7 +87,11 @@ async def build(host: ServiceHost) -> list[Registration]:
         events=events,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
         max_parallel_steps=config.runtime.max_parallel_steps,
+        idempotency_window_seconds=config.runtime.idempotency_window_seconds,
+        detached_grace_seconds=config.server.grace_seconds,
     )
+    # Detached runs get the drain's grace while the event writer still runs (FINISH).
+    host.on_stop(servicer.stop_detached, Phase.FINISH)
     return [
         registration(servicer),
         Registration.unbuilt(packs_pb2_grpc.PackServiceServicer),

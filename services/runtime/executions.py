@@ -276,17 +276,22 @@ class ExecutionStore:
     async def claim(self, record: ExecutionRecord, window_seconds: float) -> ExecutionRecord | None:
         """Insert the record of a run with an idempotency key, unless the user's key already
         names a run younger than `window_seconds`: then that run's record (and nothing is
-        inserted). An older run's key is released first, so the key starts a new run."""
+        inserted). The key of an older run, or of one cancelled or interrupted, is released
+        first, so the key starts a new run."""
         cutoff = (
             datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=window_seconds)
         ).isoformat()
         async with self._db.transaction() as tx:
+            # A key is released when its window passed, or when its run was cancelled or
+            # interrupted (it will not complete: the retry is a new run).
             await tx.execute(
                 "UPDATE executions SET idempotency_key = '' WHERE user_id = $1 "
-                "AND idempotency_key = $2 AND created_at < $3",
+                "AND idempotency_key = $2 AND (created_at < $3 OR status IN ($4, $5))",
                 record.user_id,
                 record.idempotency_key,
                 cutoff,
+                ExecutionStatus.CANCELLED,
+                ExecutionStatus.INTERRUPTED,
             )
             existing = await tx.fetchrow(
                 "SELECT * FROM executions WHERE user_id = $1 AND idempotency_key = $2",
@@ -370,7 +375,7 @@ class Recording:
     async def failed(
         self,
         reason: str,
-        error_status: bytes | None,
+        error_status: bytes | None = None,
         status: ExecutionStatus = ExecutionStatus.FAILED,
     ) -> None:
         """Mark the run FAILED (or CANCELLED) with the ErrorInfo reason and the status that

@@ -15,6 +15,7 @@ domain kept, with the step and trace ids added (runner.py) — ends the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -27,13 +28,20 @@ from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common import page_tokens
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import NotFound, SagaError
+from services.common.errors import FailedPrecondition, NotFound, SagaError
 from services.common.guard import Context
+from services.common.lifecycle import InFlight
 from services.common.server import Registration
 from services.common.status import describe, status_for
 from services.common.unbuilt_fields import refuse_unbuilt
 from services.runtime import messages, wire
-from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
+from services.runtime.admission import (
+    check_execution_id,
+    check_idempotency_key,
+    check_inputs,
+    request_digest,
+    resolve_asof,
+)
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
 from services.runtime.event_log import EventWriter, LiveRun
@@ -43,12 +51,12 @@ from services.runtime.execution_queries import (
     execution_query,
     page_size,
 )
-from services.runtime.executions import ExecutionRecord, ExecutionStore
+from services.runtime.executions import ExecutionRecord, ExecutionStore, Recording
 from services.runtime.ledger import Ledger
 from services.runtime.packs import PackStore
 from services.runtime.patterns import Catalog, Pattern
-from services.runtime.runner import RunFinished, Runner
-from services.runtime.watch import cancelled_status, watch
+from services.runtime.runner import RunEvent, RunFinished, Runner
+from services.runtime.watch import cancelled_status, follow, interrupted_status, watch
 
 DOMAIN = "runtime.saga"
 """The ErrorInfo domain of the runtime's errors (the guard's, for the statuses it records)."""
@@ -61,6 +69,13 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return describe(error).reason or f"UPSTREAM_{error.code().name}"
     return "INTERNAL"
+
+
+async def _drain(run: AsyncIterator[bytes]) -> None:
+    """Drive a detached run to its end; how it ended is in its record and its log."""
+    with contextlib.suppress(Exception):
+        async for _ in run:
+            pass
 
 
 def _weights(options: options_pb2.ExecuteOptions) -> tuple[float, float, float, float] | None:
@@ -85,6 +100,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         events: EventWriter,
         verifier: ContextVerifier,
         max_parallel_steps: int = 4,
+        idempotency_window_seconds: float = 86_400.0,
+        detached_grace_seconds: float = 10.0,
     ) -> None:
         self._patterns = dict(catalog.patterns)
         self._problems = sorted(catalog.problems, key=lambda p: p.source)
@@ -96,6 +113,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         self._events = events
         self._live: dict[str, LiveRun] = {}
         """The runs in progress on this replica, which watchers here follow in memory."""
+        self._detached = InFlight()
+        """Runs with detach_on_disconnect, each a task of its own."""
+        self._idempotency_window = idempotency_window_seconds
+        self._grace = detached_grace_seconds
         self._verifier = verifier
 
     def _find(self, pattern_id: str) -> Pattern:
@@ -152,18 +173,32 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             weights=_weights(options),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
-        recording = self._executions.begin(
-            ExecutionRecord(
-                execution_id=execution_id,
-                user_id=verified.user_id,
-                pattern_id=pattern.id,
-                session_id=request.session_id,
-                asof=asof,
-                pricing_pack_id=pack_id,
-                ledger_commit_hash=commit,
-                trace_id=trace_id,
-            )
+        record = ExecutionRecord(
+            execution_id=execution_id,
+            user_id=verified.user_id,
+            pattern_id=pattern.id,
+            session_id=request.session_id,
+            asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            trace_id=trace_id,
+            idempotency_key=check_idempotency_key(options.idempotency_key),
         )
+        if record.idempotency_key:
+            record = dataclasses.replace(record, request_digest=request_digest(request))
+            first = await self._executions.claim(record, self._idempotency_window)
+            if first is not None:
+                # A retry: the first run's events, replayed and then followed.
+                if first.request_digest != record.request_digest:
+                    raise FailedPrecondition(
+                        "this idempotency_key was used for another request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                        metadata={"executionId": first.execution_id},
+                    )
+                async for event in watch(self._executions, self._live, first, 0):
+                    yield event
+                return
+        recording = self._executions.begin(record, inserted=bool(record.idempotency_key))
         pinned = messages.Pinned(
             execution_id=execution_id,
             pricing_pack_id=pack_id,
@@ -171,20 +206,46 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             trace_id=trace_id,
             asof=asof,
         )
+        ctx = {
+            "asof": asof,
+            "execution_id": execution_id,
+            "ledger_commit_hash": commit,
+            "pricing_pack_id": pack_id,
+        }
         log = self._events.start(execution_id)
         self._live[execution_id] = log
+        detached = options.detach_on_disconnect
+        run = self._drive(
+            log,
+            recording,
+            pinned,
+            self._runner.run(pattern, inputs, scope, ctx, trace_id),
+            detached,
+        )
+        if not detached:
+            async for event in run:
+                yield event
+            return
+        # The run is the task's: this call only follows it, and may go away.
+        self._detached.start(_drain(run))
+        async for event in follow(log, 0):
+            yield event
+
+    async def _drive(
+        self,
+        log: LiveRun,
+        recording: Recording,
+        pinned: messages.Pinned,
+        events: AsyncIterator[RunEvent],
+        detached: bool,
+    ) -> AsyncIterator[bytes]:
+        """The run's responses, each logged before it is sent, and its record settled."""
         sequence = 1
         try:
             response = messages.accepted(pinned, sequence)
             log.append(response)
             yield response
-            ctx = {
-                "asof": asof,
-                "execution_id": execution_id,
-                "ledger_commit_hash": commit,
-                "pricing_pack_id": pack_id,
-            }
-            async for event in self._runner.run(pattern, inputs, scope, ctx, trace_id):
+            async for event in events:
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
                     response = wire.step_event(event.field, event.step_id, event.payload, sequence)
@@ -201,9 +262,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     log.end(None)
                 yield response
         except (asyncio.CancelledError, GeneratorExit):
-            cancelled = cancelled_status()
-            log.end(cancelled)
-            recording.abandoned("CANCELLED", cancelled.SerializeToString())
+            if detached:
+                # Only the shutdown cancels a detached run: the record stays RUNNING until
+                # the replica gives up its lease, which marks it INTERRUPTED.
+                log.end(interrupted_status())
+            else:
+                cancelled = cancelled_status()
+                log.end(cancelled)
+                recording.abandoned("CANCELLED", cancelled.SerializeToString())
             raise
         except Exception as error:
             final = status_for(error, DOMAIN)
@@ -212,7 +278,11 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             log.end(final)
             raise
         finally:
-            del self._live[execution_id]
+            del self._live[pinned.execution_id]
+
+    async def stop_detached(self) -> None:
+        """On shutdown: give detached runs the drain grace, then stop them (INTERRUPTED)."""
+        await self._detached.wait(grace=self._grace)
 
     async def _reader(self, context: Context) -> tuple[str, bool]:
         """(the caller's user id, whether it may read every user's executions)."""

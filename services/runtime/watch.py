@@ -30,6 +30,18 @@ def cancelled_status() -> status_pb2.Status:
     return to_status_proto(_cancelled(), "runtime.saga")
 
 
+def interrupted_status() -> status_pb2.Status:
+    """The status a watcher of an interrupted run ends with."""
+    return to_status_proto(_interrupted(), "runtime.saga")
+
+
+def _interrupted() -> Aborted:
+    return Aborted(
+        "the run was interrupted: the process running it stopped before it finished",
+        reason="EXECUTION_INTERRUPTED",
+    )
+
+
 def _cancelled() -> Cancelled:
     return Cancelled("the run was cancelled by its caller", reason="EXECUTION_CANCELLED")
 
@@ -41,10 +53,7 @@ def ending(record: ExecutionRecord) -> SagaError | None:
     if record.status == ExecutionStatus.CANCELLED:
         return _cancelled()
     if record.status == ExecutionStatus.INTERRUPTED:
-        return Aborted(
-            "the run was interrupted: the process running it stopped before it finished",
-            reason="EXECUTION_INTERRUPTED",
-        )
+        return _interrupted()
     if record.error_status is not None:
         return RemoteError(status_pb2.Status.FromString(record.error_status))
     return Internal("the run failed", reason=record.error_reason or "EXECUTION_FAILED")

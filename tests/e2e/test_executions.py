@@ -310,3 +310,95 @@ async def test_a_run_whose_runtime_was_killed_is_interrupted_and_watched_to_that
             grpc.StatusCode.ABORTED,
             "EXECUTION_INTERRUPTED",
         )
+
+
+def text_of(events: list[execution_pb2.ExecuteResponse]) -> str:
+    return "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
+
+
+async def test_a_detached_run_cut_after_two_tokens_resumes_to_the_whole_answer(
+    stack: Stack,
+) -> None:
+    key = stack.admin_key()
+    prompt = "tell the whole story, detached"
+    whole, error = await execute(stack, chat(prompt), key)
+    assert error is None
+    request = chat(prompt)
+    request.options.detach_on_disconnect = True
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            request, metadata=bearer(key), timeout=60
+        )
+        seen = [await call.read() for _ in range(4)]  # accepted, step_started, two tokens
+        call.cancel()  # the client goes away
+    assert [e.WhichOneof("event") for e in seen][2:] == ["token", "token"]
+    execution_id = seen[0].accepted.execution_id
+    rest, end = await watch(stack, execution_id, seen[-1].sequence, key)
+    assert end is None
+    events = seen + rest  # type: ignore[operator]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].WhichOneof("event") == "completed"
+    # The simulator is deterministic: the resumed run said exactly what a full run says.
+    assert text_of(events) == text_of(whole)
+    assert (await get(stack, execution_id, key)).status == records_pb2.EXECUTION_STATUS_SUCCEEDED
+
+
+async def test_an_idempotent_retry_attaches_to_the_first_run(stack: Stack) -> None:
+    _, dana = await new_user(stack)
+    request = chat("only once, please")
+    request.options.idempotency_key = "order-42"
+    async with stack.gateway_channel() as ch:
+        first_call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            request, metadata=bearer(dana), timeout=60
+        )
+        head = [await first_call.read() for _ in range(3)]
+        # A retry while the first still runs follows it live; one after it ended replays it.
+        live_retry = asyncio.ensure_future(execute(stack, request, dana))
+        tail = []
+        while (event := await first_call.read()) is not grpc.aio.EOF:
+            tail.append(event)
+    first = head + tail
+    during, error = await live_retry
+    assert error is None
+    after, error = await execute(stack, request, dana)
+    assert error is None
+    assert wire(during) == wire(first)
+    assert wire(after) == wire(first)
+    runs = (await listed(stack, dana)).executions
+    assert [r.execution_id for r in runs] == [first[0].accepted.execution_id]
+    # The same key for another request is refused, naming the first run.
+    other = chat("something else")
+    other.options.idempotency_key = "order-42"
+    _, refused = await execute(stack, other, dana)
+    assert refused is not None
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = describe(refused)
+    assert (details.reason, details.metadata) == (
+        "IDEMPOTENCY_KEY_REUSED",
+        {"executionId": first[0].accepted.execution_id},
+    )
+    # Keys are per user: another user's same key is a run of their own.
+    mine, error = await execute(stack, request, stack.admin_key())
+    assert error is None
+    assert mine[0].accepted.execution_id != first[0].accepted.execution_id
+
+
+async def test_a_retry_of_a_cancelled_run_starts_a_new_one(stack: Stack) -> None:
+    _, erin = await new_user(stack)
+    request = chat("cancelled first")
+    request.options.idempotency_key = "try-again"
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+            request, metadata=bearer(erin), timeout=60
+        )
+        first = await call.read()
+        call.cancel()
+    first_id = first.accepted.execution_id
+    for _ in range(100):
+        if (await get(stack, first_id, erin)).status != records_pb2.EXECUTION_STATUS_RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    again, error = await execute(stack, request, erin)
+    assert error is None
+    assert again[0].accepted.execution_id != first_id
+    assert again[-1].WhichOneof("event") == "completed"
