@@ -146,6 +146,7 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "outcomes.usage.total_tokens": acted("services/common/outcome_bounds.py"),
         "outcomes.usage.cached_tokens": acted("services/optimizer/ledger.py"),
         "outcomes.usage.estimated": acted("services/optimizer/ledger.py"),
+        "outcomes.usage.cache_write_tokens": acted("services/optimizer/ledger.py"),
         "outcomes.cost_micro_usd": acted("services/optimizer/servicer.py"),
         "outcomes.latency_ms": acted("services/optimizer/servicer.py"),
         "outcomes.ttft_ms": acted("services/optimizer/servicer.py"),
@@ -156,6 +157,7 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "outcomes.estimated": acted("services/optimizer/ledger.py"),
         "outcomes.occurred_at": acted("services/optimizer/ledger.py"),
         "outcomes.pattern_id": acted("services/optimizer/ledger.py"),
+        "outcomes.charge_micro_usd": acted("services/optimizer/ledger.py"),
     },
     "saga.optimizer.v1.GetMetricsRequest": {
         "providers": acted("services/optimizer/servicer.py"),

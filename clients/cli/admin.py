@@ -101,8 +101,8 @@ def add_parsers(
 
 
 def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
-    """One row per provider: identity, live state, prices per million tokens, limits and
-    timeouts."""
+    """One row per provider: identity, live state, prices per million tokens (input, output,
+    then cache reads/writes), limits and timeouts."""
     return table(
         (
             "NAME",
@@ -112,6 +112,7 @@ def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
             "HEALTHY",
             "IN $/1M",
             "OUT $/1M",
+            "CACHE R/W $/1M",
             "LIMITS",
             "TIMEOUTS",
             "CONTEXT",
@@ -125,13 +126,15 @@ def providers_table(providers: list[providers_pb2.ProviderInfo]) -> str:
                 "yes" if p.healthy else "no",
                 dollars(p.prices.input_per_million_micro_usd),
                 dollars(p.prices.output_per_million_micro_usd),
+                f"{dollars(p.prices.cached_input_per_million_micro_usd)}"
+                f"/{dollars(p.prices.cache_write_per_million_micro_usd)}",
                 limits(p.limits),
                 timeouts(p.limits),
                 count(p.context_window) if p.context_window else "—",
             )
             for p in providers
         ],
-        right=(5, 6, 9),
+        right=(5, 6, 7, 10),
     )
 
 
@@ -182,7 +185,9 @@ def vault_lines(status: status_pb2.VaultStatus) -> str:
 
 
 def usage_table(reply: usage_pb2.GetUsageResponse, by: tuple[str, ...]) -> str:
-    """One row per group (a column per `--by` dimension, in its order), then the totals."""
+    """One row per group (a column per `--by` dimension, in its order), then the totals:
+    tokens (cache reads and writes among the input), what the providers billed (COST) and
+    what the caller is charged (CHARGE, by the configured charge policy)."""
 
     def cells(row: records_pb2.UsageRow, labels: list[str]) -> list[str]:
         return [
@@ -191,15 +196,16 @@ def usage_table(reply: usage_pb2.GetUsageResponse, by: tuple[str, ...]) -> str:
             count(row.input_tokens),
             count(row.output_tokens),
             count(row.cached_tokens),
+            count(row.cache_write_tokens),
             dollars(row.cost_micro_usd, places=6),
+            dollars(row.charge_micro_usd, places=6),
         ]
 
     rows = [cells(r, [getattr(r, _ROW_FIELD.get(d, d)) or "—" for d in by]) for r in reply.rows]
     rows.append(cells(reply.totals, ["total", *[""] * (len(by) - 1)]))
-    metrics = range(len(by), len(by) + 5)
-    return table(
-        (*(d.upper() for d in by), "CALLS", "IN", "OUT", "CACHED", "COST"), rows, right=metrics
-    )
+    headers = ("CALLS", "IN", "OUT", "CACHED", "WRITTEN", "COST", "CHARGE")
+    metrics = range(len(by), len(by) + len(headers))
+    return table((*(d.upper() for d in by), *headers), rows, right=metrics)
 
 
 def _budget_row(b: budgets_pb2.BudgetStatus) -> tuple[str, ...]:

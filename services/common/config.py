@@ -216,6 +216,14 @@ class ProviderConfig:
     cached_input_micro_usd_per_mtok: int = field(
         default=0, metadata=_doc("price of a million cached input tokens, micro-USD", min=0)
     )
+    cache_write_micro_usd_per_mtok: int | None = field(
+        default=None,
+        metadata=_doc(
+            "price of a million input tokens written to the provider's prompt cache "
+            "(Anthropic's cache_creation_input_tokens), micro-USD; unset = the input price",
+            min=0,
+        ),
+    )
     context_window: int = field(default=128_000, metadata=_doc("context window, tokens", min=1))
     capabilities: tuple[str, ...] = field(
         default=("chat", "streaming"), metadata=_doc("what the deployment can do")
@@ -267,6 +275,12 @@ class ProviderConfig:
         default=2, metadata=_doc("retries inside this provider before falling back", min=0)
     )
     sim: SimConfig = field(default_factory=SimConfig)
+
+    @property
+    def cache_write_price(self) -> int:
+        """The cache-write price in force: the configured one, else the input price."""
+        written = self.cache_write_micro_usd_per_mtok
+        return self.input_micro_usd_per_mtok if written is None else written
 
 
 DEFAULT_PROVIDERS = (
@@ -411,6 +425,30 @@ class BudgetsConfig:
     def active(self) -> bool:
         """Whether calls are checked against budgets at all (a default, or `enabled`)."""
         return self.enabled or self.per_user_micro_usd > 0
+
+
+CHARGE_POLICIES = ("all_attempts", "delivered_only", "waive_upstream_failures")
+"""What `accounting.charge_policy` may name (services/router/charges.py applies them)."""
+
+
+@dataclass(frozen=True)
+class AccountingConfig:
+    """What callers are charged for the provider attempts of their calls (the ledger keeps
+    every attempt's provider cost apart, whatever the policy)."""
+
+    charge_policy: str = field(
+        default="all_attempts",
+        metadata=_doc(
+            "what a caller is charged for: all_attempts (every attempt's provider cost, "
+            "failed and cut ones included); delivered_only (only attempts whose output "
+            "reached the caller: the one that answered, and any whose streamed text was "
+            "relayed before it broke); waive_upstream_failures (attempts that failed for a "
+            "reason the caller did not cause — 5xx, timeouts, cut streams, rate limits, "
+            "provider misconfiguration, a router stop — are charged 0). Budgets count the "
+            "charge",
+            choices=CHARGE_POLICIES,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -685,6 +723,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
     vault: VaultConfig = field(default_factory=VaultConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -738,6 +777,8 @@ def _coerce(path: str, hint: Any, raw: Any, source: str) -> Any:
         if from_env and str(raw).lower() in ("1", "true", "yes", "0", "false", "no"):
             return str(raw).lower() in ("1", "true", "yes")
         raise bad("true or false")
+    if hint == int | None:
+        return _coerce(path, int, raw, source)  # unset (None) never gets here
     if hint is int:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw

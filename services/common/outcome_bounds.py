@@ -65,7 +65,9 @@ def problem(outcome: optimizer_pb2.Outcome) -> Problem | None:
         "usage.input_tokens": usage.input_tokens,
         "usage.output_tokens": usage.output_tokens,
         "usage.cached_tokens": usage.cached_tokens,
+        "usage.cache_write_tokens": usage.cache_write_tokens,
         "cost_micro_usd": outcome.cost_micro_usd,
+        "charge_micro_usd": outcome.charge_micro_usd,
         "latency_ms": outcome.latency_ms,
         "ttft_ms": outcome.ttft_ms,
         "retry_count": outcome.retry_count,
@@ -73,6 +75,8 @@ def problem(outcome: optimizer_pb2.Outcome) -> Problem | None:
     for name, value in counts.items():
         if value < 0:
             return Problem(name, "must not be negative")
+    if outcome.charge_micro_usd > outcome.cost_micro_usd:
+        return Problem("charge_micro_usd", "at most cost_micro_usd")
     if usage.total_tokens not in (0, usage.input_tokens + usage.output_tokens):
         # The contract defines the total; a sender whose total disagrees miscounted something.
         return Problem("usage.total_tokens", "0 or input_tokens + output_tokens")

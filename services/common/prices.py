@@ -2,10 +2,11 @@
 
 The optimizer publishes the table in its ranking snapshots; the router prices every attempt
 with it and records its version. The version is `prices-` and the first 16 hex digits of the
-SHA-256 of the table's canonical JSON (providers sorted by name): the same prices give the
-same version in every process and after every restart, any change gives a new one — so the
-router, before its first snapshot, versions the configured prices exactly as the optimizer
-would.
+SHA-256 of the table's canonical JSON (providers sorted by name; input, output, cache-read
+and cache-write prices, the last resolved to the input price when not configured): the same
+prices give the same version in every process and after every restart, any change gives a
+new one — so the router, before its first snapshot, versions the configured prices exactly
+as the optimizer would.
 """
 
 from __future__ import annotations
@@ -29,14 +30,26 @@ class ProviderPrice:
     input_micro_usd_per_mtok: int = 0
     output_micro_usd_per_mtok: int = 0
     cached_input_micro_usd_per_mtok: int = 0
+    cache_write_micro_usd_per_mtok: int = 0
+    """Input tokens written to the prompt cache (`price_table` puts the input price here
+    when the operator configured none)."""
 
-    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
-        """The cost of one call in micro-USD, rounded half up. Cached tokens are part of the
-        input tokens and billed at the cached price."""
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> int:
+        """The cost of one call in micro-USD, rounded half up. Cache reads and writes are
+        part of the input tokens, billed at their own prices (never more of them than
+        input: reads first, then writes, are clipped to it)."""
         cached = min(cached_tokens, input_tokens)
+        written = min(cache_write_tokens, input_tokens - cached)
         numerator = (
-            (input_tokens - cached) * self.input_micro_usd_per_mtok
+            (input_tokens - cached - written) * self.input_micro_usd_per_mtok
             + cached * self.cached_input_micro_usd_per_mtok
+            + written * self.cache_write_micro_usd_per_mtok
             + output_tokens * self.output_micro_usd_per_mtok
         )
         return (numerator + MICRO_PER_MILLION // 2) // MICRO_PER_MILLION
@@ -69,6 +82,7 @@ def price_table(providers: Iterable[ProviderConfig]) -> PriceTable:
                     p.input_micro_usd_per_mtok,
                     p.output_micro_usd_per_mtok,
                     p.cached_input_micro_usd_per_mtok,
+                    p.cache_write_price,
                 )
                 for p in providers
             ),
@@ -83,6 +97,7 @@ def price_table(providers: Iterable[ProviderConfig]) -> PriceTable:
                 p.input_micro_usd_per_mtok,
                 p.output_micro_usd_per_mtok,
                 p.cached_input_micro_usd_per_mtok,
+                p.cache_write_micro_usd_per_mtok,
             ]
             for p in prices
         ],

@@ -16,6 +16,7 @@ def usage_proto(usage: Usage) -> common_pb2.Usage:
         total_tokens=usage.total_tokens,
         cached_tokens=usage.cached_tokens,
         estimated=usage.estimated,
+        cache_write_tokens=usage.cache_write_tokens,
     )
 
 
@@ -26,4 +27,5 @@ def usage_from_proto(message: common_pb2.Usage) -> Usage:
         output_tokens=message.output_tokens,
         cached_tokens=message.cached_tokens,
         estimated=message.estimated,
+        cache_write_tokens=message.cache_write_tokens,
     )

@@ -6,7 +6,8 @@ CONFLICT (outcome_id) DO NOTHING … RETURNING outcome_id`, so the ids that come
 exactly the outcomes stored by this call, and a resent one — from a router's outbox after a
 lost answer, or after this process restarted — is acknowledged without being counted
 twice. Money is integer micro-USD; each row keeps the price table version its cost was
-computed with.
+computed with, and beside the provider's cost the caller's charge (the router's
+`accounting.charge_policy`): GetUsage sums both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from services.optimizer.live_metrics import Sample
 from services.optimizer.usage import UsageQuery
 
 MAX_USAGE_ROWS = 10_000
-_CHUNK = 100  # rows per INSERT: 22 parameters each stays far below both databases' limits
+_CHUNK = 100  # rows per INSERT: 24 parameters each stays far below both databases' limits
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,12 @@ class UsageRecord:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     estimated: bool
     cost_micro_usd: int
+    """What the provider billed (estimated when `estimated`)."""
+    charge_micro_usd: int
+    """What the caller is charged for it (the router's charge policy), at most the cost."""
     latency_ms: int
     ttft_ms: int
     status: str
@@ -82,7 +87,9 @@ class UsageRow:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_micro_usd: int = 0
+    charge_micro_usd: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,9 @@ _SUMS = (
     "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
     "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
     "COALESCE(SUM(cached_tokens), 0) AS cached_tokens, "
-    "COALESCE(SUM(cost_micro_usd), 0) AS cost_micro_usd"
+    "COALESCE(SUM(cache_write_tokens), 0) AS cache_write_tokens, "
+    "COALESCE(SUM(cost_micro_usd), 0) AS cost_micro_usd, "
+    "COALESCE(SUM(charge_micro_usd), 0) AS charge_micro_usd"
 )
 
 
@@ -114,7 +123,9 @@ def _usage_row(row: Row) -> UsageRow:
         input_tokens=int(row["input_tokens"]),
         output_tokens=int(row["output_tokens"]),
         cached_tokens=int(row["cached_tokens"]),
+        cache_write_tokens=int(row["cache_write_tokens"]),
         cost_micro_usd=int(row["cost_micro_usd"]),
+        charge_micro_usd=int(row["charge_micro_usd"]),
     )
 
 

@@ -127,6 +127,7 @@ def _price_table_proto(table: PriceTable) -> ranking_pb2.PriceTable:
                 input_per_million_micro_usd=p.input_micro_usd_per_mtok,
                 output_per_million_micro_usd=p.output_micro_usd_per_mtok,
                 cached_input_per_million_micro_usd=p.cached_input_micro_usd_per_mtok,
+                cache_write_per_million_micro_usd=p.cache_write_micro_usd_per_mtok,
             )
             for p in table.prices
         ],
@@ -185,8 +186,15 @@ def usage_record(outcome: optimizer_pb2.Outcome, index: int, now: float) -> Usag
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
         estimated=outcome.estimated or usage.estimated,
         cost_micro_usd=outcome.cost_micro_usd,
+        # A router from before charges sends none: its caller was charged the cost.
+        charge_micro_usd=(
+            outcome.charge_micro_usd
+            if outcome.HasField("charge_micro_usd")
+            else outcome.cost_micro_usd
+        ),
         latency_ms=outcome.latency_ms,
         ttft_ms=outcome.ttft_ms,
         status=_STATUS[outcome.status],
@@ -277,6 +285,8 @@ def usage_row_proto(row: UsageRow) -> records_pb2.UsageRow:
         output_tokens=row.output_tokens,
         cached_tokens=row.cached_tokens,
         cost_micro_usd=row.cost_micro_usd,
+        cache_write_tokens=row.cache_write_tokens,
+        charge_micro_usd=row.charge_micro_usd,
     )
 
 

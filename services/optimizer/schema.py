@@ -3,7 +3,7 @@
 * `usage_records` — the usage ledger: one row per provider attempt, keyed by the router's
   outcome id so a resent outcome is stored once. `occurred_at` is epoch seconds and `day`
   its UTC date (`YYYY-MM-DD`), which GetUsage filters and groups on.
-* `budget_spend` — per user and period, what settled calls cost; its row is also the lock
+* `budget_spend` — per user and period, what settled calls were charged; its row is the lock
   that serialises a user's reservations.
 * `budget_reservations` — one row per reservation: `held` until settled (or until it
   expires: a held row past `expires_at` no longer counts), then `settled` with the real
@@ -13,6 +13,9 @@
   API key of a user; a user without a row has the configured default. `updated_at` is
   BIGINT microseconds. Reservations gained `key_id` (the API key the call was made with,
   '' for none), which a key's spend is summed over.
+* migration 3 — `usage_records` gained `cache_write_tokens` (input tokens written to the
+  provider's prompt cache; 0 before) and `charge_micro_usd` (what the caller is charged
+  for the attempt; rows from before are charged their cost, as they were).
 """
 
 from __future__ import annotations
@@ -91,6 +94,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     ALTER TABLE budget_reservations ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX budget_reservations_key ON budget_reservations (user_id, key_id, created_at)
+    """,
+    """
+    ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE usage_records ADD COLUMN charge_micro_usd BIGINT NOT NULL DEFAULT 0;
+    UPDATE usage_records SET charge_micro_usd = cost_micro_usd
     """,
 )
 """Migrations in order; append, never edit one that has shipped."""

@@ -22,6 +22,7 @@ from services.common.prices import price_table
 from services.common.server import Registration, ServiceHost
 from services.router import genai
 from services.router.budget_reservations import Budgets
+from services.router.charges import ChargePolicy
 from services.router.credentials import ProviderCredentials
 from services.router.custom_ranking import CustomRanker
 from services.router.engines import engine_for
@@ -87,6 +88,7 @@ async def build(host: ServiceHost) -> list[Registration]:
             health=health,
             coalesce=config.router.coalesce_deltas,
             custom_ranker=CustomRanker(optimizer),
+            charge_policy=ChargePolicy(config.accounting.charge_policy),
         )
     )
     return [Registration.of(servicer)]

@@ -3,7 +3,10 @@
 Usage comes from the provider when it reported it (the engine's `Finish`, or the `usage` a
 failed engine attaches). When it did not — a stream cut mid-way, say — the attempt is billed
 as estimated and flagged: the prompt's input tokens and the text received, ~4 characters a
-token. An attempt that produced nothing and reported nothing costs nothing.
+token. An attempt that produced nothing and reported nothing costs nothing. Beside its cost
+(what the provider billed: input, output, cache reads and writes each at its price) an
+attempt carries its charge, what the caller pays for it (`charges`, by the configured policy;
+the meter is told whether the attempt's text was relayed to the caller).
 
 In flight (`InFlight`), an attempt is also held durably as a provisional record, so a router
 that crashes mid-stream still bills it: its write begins when the attempt starts, while the
@@ -35,12 +38,14 @@ from dataclasses import dataclass
 from services.common.config import ProviderConfig
 from services.common.prices import PriceTable
 from services.common.usage import Usage
+from services.router.charges import ChargePolicy, charge
 from services.router.engines.base import (
     EngineRequest,
     Finish,
     estimate_input_tokens,
     estimate_tokens,
 )
+from services.router.engines.progress import usage_of
 from services.router.genai import AttemptSpan
 
 
@@ -63,6 +68,9 @@ class AttemptRecord:
     error_reason: str
     usage: Usage
     cost_micro_usd: int
+    """What the provider billed (or, flagged as estimated, what Saga estimates it billed)."""
+    charge_micro_usd: int
+    """What the caller is charged for it (`charges`), at most `cost_micro_usd`."""
     latency_ms: int
     ttft_ms: int
     price_table_version: str
@@ -81,12 +89,21 @@ class AttemptMeter:
     """Counts what happens during one attempt, then states its `record`."""
 
     def __init__(
-        self, provider: ProviderConfig, n: int, request: EngineRequest, retry_count: int = 0
+        self,
+        provider: ProviderConfig,
+        n: int,
+        request: EngineRequest,
+        retry_count: int = 0,
+        policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
     ) -> None:
         self.provider = provider
         self.n = n
         self.request = request
         self.retry_count = retry_count
+        self.policy = policy
+        self.delivered = False
+        """Some of the attempt's text was relayed to the caller (set by the caller of
+        `text`, which knows: complete mode relays nothing of a failed attempt)."""
         self.started = time.monotonic()
         self.ttft: float | None = None
         self.pieces: list[str] = []  # the text received, for the estimate without usage
@@ -102,9 +119,7 @@ class AttemptMeter:
     def usage(self, finish: Finish | None, reported: Usage | None) -> Usage:
         """What the attempt used."""
         if finish is not None:
-            return Usage(
-                finish.input_tokens, finish.output_tokens, finish.cached_tokens, finish.estimated
-            )
+            return usage_of(finish)
         if reported is not None:
             return reported
         if self.ttft is None:
@@ -138,6 +153,9 @@ class AttemptMeter:
             pieces=self.pieces,
             response_model=finish.model if finish is not None else "",
         )
+        cost = prices.of(self.provider.name).cost(
+            usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens
+        )
         return AttemptRecord(
             provider=self.provider.name,
             model=self.provider.model,
@@ -145,8 +163,14 @@ class AttemptMeter:
             status=status,
             error_reason=error_reason,
             usage=usage,
-            cost_micro_usd=prices.of(self.provider.name).cost(
-                usage.input_tokens, usage.output_tokens, usage.cached_tokens
+            cost_micro_usd=cost,
+            charge_micro_usd=charge(
+                self.policy,
+                cost,
+                succeeded=status is AttemptStatus.SUCCEEDED,
+                cancelled=status is AttemptStatus.CANCELLED,
+                error_reason=error_reason,
+                delivered=self.delivered,
             ),
             latency_ms=ms(elapsed),
             # 0 means "no token"; a token that came within the first millisecond counts 1.
@@ -178,8 +202,10 @@ class InFlight:
         max_tokens: int,
         prices: PriceTable,
         hold: Hold,
+        policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
     ) -> None:
         self.provider = provider
+        self._policy = policy
         self.n = n
         self.given = 0
         """Characters of this attempt's text the caller was given (or is about to be)."""
@@ -219,7 +245,7 @@ class InFlight:
     def record(self, chars: int) -> AttemptRecord:
         """The provisional record claiming `chars` characters of output."""
         output = math.ceil(chars / 4)
-        price = self._prices.of(self.provider.name)
+        cost = self._prices.of(self.provider.name).cost(self._input, output)
         return AttemptRecord(
             provider=self.provider.name,
             model=self.provider.model,
@@ -227,7 +253,16 @@ class InFlight:
             status=AttemptStatus.FAILED,
             error_reason=STOPPED_REASON,
             usage=Usage(self._input, output, estimated=True),
-            cost_micro_usd=price.cost(self._input, output, 0),
+            cost_micro_usd=cost,
+            # Should the router stop now, the caller has been given `given` characters.
+            charge_micro_usd=charge(
+                self._policy,
+                cost,
+                succeeded=False,
+                cancelled=False,
+                error_reason=STOPPED_REASON,
+                delivered=self.given > 0,
+            ),
             latency_ms=ms(time.monotonic() - self._started),
             ttft_ms=0,
             price_table_version=self._prices.version,

@@ -1,5 +1,5 @@
 """Budgets, the router's side: reserve a call's maximum cost with the optimizer before any
-provider is called, settle to the real cost after.
+provider is called, settle to what the call is charged after.
 
 The reservation covers the candidates that may be tried, no more: what the dearest of them
 would charge for the request's own `max_tokens` (the engines' default of 1,024 only when the
@@ -22,10 +22,11 @@ configured default `budgets.per_user_micro_usd`) and, for a call made with an AP
 key's budget too when it has one (`key_id`: the request context's credential id).
 
 Settling happens after the call however it ended — answered, failed or cancelled — with the
-sum of what its attempts were billed, in a background task (the caller does not wait for
-it), retried a few times since SettleBudget is idempotent. A call whose continuation after a
-broken stream cost more than its reservation settles to the real, higher cost: the budget
-books what was spent.
+sum of what its attempts are charged (`charges`: the providers' cost, less what
+`accounting.charge_policy` waives; budgets limit what the caller is charged), in a
+background task (the caller does not wait for it), retried a few times since SettleBudget is
+idempotent. A call whose continuation after a broken stream was charged more than its
+reservation settles to the real, higher charge: the budget books what was charged.
 
 A call's own limit (`max_cost_micro_usd`) uses the same estimates: the call is refused before
 anything is reserved or called when even the cheapest candidate's least cost (the prompt and

@@ -21,7 +21,8 @@ translates the request in and the events out).
    added to the call's.
 5. Before `Finished` goes out, wait until every outcome is stored — else UNAVAILABLE
    USAGE_NOT_STORED: a caller never holds an answer whose usage a crash could lose.
-6. Settle the reservation to the attempts' cost however the call ended — answered, failed or
+6. Settle the reservation to the attempts' charge (`charges`: budgets limit what the caller
+   is charged, by `accounting.charge_policy`) however the call ended — answered, failed or
    cancelled — once its events are done (in the background: settling never blocks).
 """
 
@@ -47,6 +48,7 @@ from services.router.budget_reservations import (
 )
 from services.router.calls import CustomWeights, ReasonCall
 from services.router.candidates import allowed_only, choose
+from services.router.charges import ChargePolicy
 from services.router.engines.base import TextDelta, estimate_input_tokens
 from services.router.outcomes import call_id
 from services.router.rankings import RankingSnapshot
@@ -102,10 +104,12 @@ async def run_call(
     store: StoreOutcome,
     rank_custom: CustomRank | None = None,
     hold: StoreOutcome | None = None,
+    policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
 ) -> AsyncGenerator[RouterEvent, None]:
     """The events of one call, its steps taken in order (see the module docstring). Close
     the generator (`aclosing`) when done with it: that is when it settles. `hold` stores an
-    attempt's provisional record (None: attempts are stored only when they end)."""
+    attempt's provisional record (None: attempts are stored only when they end), charged by
+    `policy` like the attempts' real records."""
     allowed = allowed_only(providers, call.allowed)
 
     def ranked(strategy: Strategy | None, ranking: RankingSnapshot | None) -> list[ProviderConfig]:
@@ -167,15 +171,15 @@ async def run_call(
         candidates = [p for p in ranked(Strategy.CHEAPEST, snapshot) if p.name in kept]
 
     stored: list[Awaitable[None]] = []
-    cost = 0
+    charged = 0
 
     live: InFlight | None = None
     given = 0  # characters the caller was given by the call's earlier attempts
     ended: set[int] = set()  # attempts whose outcome is stored: nothing left to hold
 
     def report(record: AttemptRecord) -> None:
-        nonlocal cost
-        cost += record.cost_micro_usd
+        nonlocal charged
+        charged += record.charge_micro_usd
         ended.add(record.n)
         if live is not None and live.n == record.n:
             live.close()  # (with coalescing, the attempt may end before its deltas are read)
@@ -194,13 +198,13 @@ async def run_call(
                     given += 0 if live is None else live.given
                     live = None
                     if event.n not in ended:
-                        live = _in_flight(event, candidates, call, given, prices, hold, cid)
+                        live = _in_flight(event, candidates, call, given, prices, hold, cid, policy)
                         live.start(call.complete)
                 elif isinstance(event, Finished):
                     await _all_stored(stored)
                 yield event
     finally:
-        budget.settle(reservation, cost)
+        budget.settle(reservation, charged)
 
 
 def custom_snapshot(
@@ -223,6 +227,7 @@ def _in_flight(
     prices: PriceTable,
     hold: StoreOutcome,
     cid: str,
+    policy: ChargePolicy,
 ) -> InFlight:
     """The provisional record of a starting attempt: a continuation's prompt also holds the
     text given so far."""
@@ -236,6 +241,7 @@ def _in_flight(
         request.max_tokens,
         prices,
         lambda record: hold(record, cid),
+        policy,
     )
 
 

@@ -252,6 +252,8 @@ class AttemptSpan:
         }
         if usage.cached_tokens:
             attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+        if usage.cache_write_tokens:
+            attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
         if response_model:
             attributes["gen_ai.response.model"] = response_model
         reason = _FINISH[finish] if finish is not None else ("error" if failed else "")

@@ -32,7 +32,9 @@ ATTEMPTS = Counter(
     "saga_router_attempts", "Provider attempts by how they ended.", ["provider", "status"]
 )
 TOKENS = Counter(
-    "saga_router_tokens", "Tokens billed, by kind (input, output, cached).", ["provider", "kind"]
+    "saga_router_tokens",
+    "Tokens billed, by kind (input, output, cached, cache_write).",
+    ["provider", "kind"],
 )
 COST = Counter("saga_router_cost_micro_usd", "Cost of provider attempts, micro-USD.", ["provider"])
 REFUSALS = Counter(
@@ -70,6 +72,8 @@ def observe_attempt(record: AttemptRecord) -> None:
         TOKENS.labels(p, "output").inc(usage.output_tokens)
     if usage.cached_tokens:
         TOKENS.labels(p, "cached").inc(usage.cached_tokens)
+    if usage.cache_write_tokens:
+        TOKENS.labels(p, "cache_write").inc(usage.cache_write_tokens)
     if record.cost_micro_usd:
         COST.labels(p).inc(record.cost_micro_usd)
     if record.ttft_ms:

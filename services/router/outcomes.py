@@ -47,6 +47,7 @@ def outcome_proto(
         model=record.model,
         usage=usage_proto(record.usage),
         cost_micro_usd=record.cost_micro_usd,
+        charge_micro_usd=record.charge_micro_usd,
         latency_ms=record.latency_ms,
         ttft_ms=record.ttft_ms,
         status=optimizer_pb2.OutcomeStatus.ValueType(record.status.value),

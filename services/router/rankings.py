@@ -57,6 +57,7 @@ def snapshot_from_proto(message: optimizer_pb2.WatchRankingsResponse) -> Ranking
                     p.input_per_million_micro_usd,
                     p.output_per_million_micro_usd,
                     p.cached_input_per_million_micro_usd,
+                    p.cache_write_per_million_micro_usd,
                 )
                 for p in table.prices
             ),

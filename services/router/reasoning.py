@@ -26,10 +26,11 @@ call fails RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED.
 
 A stream that breaks after the caller received text continues on the next candidate, which
 is asked to pick up from the partial text (`continuation`), so the caller reads one text.
-Each attempt, however it ends, is handed to `report` as soon as it ends; `Finished` carries
-the usage and cost summed over every attempt. When no candidate could be called at all the
-call ends with the refusal that clears soonest (CIRCUIT_OPEN or PROVIDER_LIMIT_REACHED, with
-RetryInfo).
+Each attempt, however it ends, is handed to `report` as soon as it ends, with its provider
+cost and the caller's charge for it (`charges`: whether its text was relayed counts);
+`Finished` carries the usage, cost and charge summed over every attempt. When no candidate
+could be called at all the call ends with the refusal that clears soonest (CIRCUIT_OPEN or
+PROVIDER_LIMIT_REACHED, with RetryInfo).
 
 Timeouts (connect, first token, idle, total) are the engines' own, raised as `ProviderTimeout`;
 the caller's deadline ends the whole call through gRPC's cancellation, and a retry is only
@@ -52,6 +53,7 @@ from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus,
 from services.router.budget_reservations import cost_limit_exceeded, min_cost, output_tokens_within
 from services.router.calls import ReasonCall
 from services.router.candidates import PromptSize, after_too_long, too_long, too_small
+from services.router.charges import ChargePolicy
 from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
@@ -130,6 +132,8 @@ class Finished:
     finish_reason: FinishReason
     usage: Usage
     cost_micro_usd: int
+    charge_micro_usd: int
+    """What the caller is charged, summed over the attempts (`charges`)."""
     provider: str
     model: str
     latency_ms: int
@@ -227,6 +231,7 @@ class _Call:
             finish_reason=finish.reason if finish else FinishReason.STOP,
             usage=sum((r.usage for r in a), Usage()),
             cost_micro_usd=sum(r.cost_micro_usd for r in a),
+            charge_micro_usd=sum(r.charge_micro_usd for r in a),
             provider=provider.name,
             model=provider.model,
             latency_ms=ms(time.monotonic() - self.started),
@@ -275,9 +280,10 @@ async def reason(
     *,
     deadline: float | None = None,
     sleep: Sleep = asyncio.sleep,
+    policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
 ) -> AsyncGenerator[RouterEvent, None]:
     """Run `call` over `candidates` (see the module docstring). `deadline` is the caller's,
-    in event-loop time."""
+    in event-loop time; `policy` decides each attempt's charge."""
     run = _Call(call, prices, report)
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
@@ -337,7 +343,7 @@ async def reason(
             if retries == 0:
                 state.retries.note_call()
             run.n += 1
-            meter = AttemptMeter(provider, run.n, request, retries)
+            meter = AttemptMeter(provider, run.n, request, retries, policy)
             finish: Finish | None = None
             collected: list[str] = []
             repeat = RepeatFilter(partial) if partial else None
@@ -367,9 +373,11 @@ async def reason(
                             if run.first_text is None:
                                 run.first_text = time.monotonic()
                             run.sent.append(text)
+                            meter.delivered = True
                             yield TextDelta(text)
                 if repeat is not None and (rest := repeat.flush()):
                     run.sent.append(rest)
+                    meter.delivered = True
                     yield TextDelta(rest)
             except ProviderError as error:
                 failure = classify(error, provider)

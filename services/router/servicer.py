@@ -34,6 +34,7 @@ from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
 from services.router.call_steps import run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
+from services.router.charges import ChargePolicy
 from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
@@ -162,6 +163,7 @@ def _summary(a: AttemptRecord) -> reason_events_pb2.AttemptSummary:
         cost_micro_usd=a.cost_micro_usd,
         latency_ms=a.latency_ms,
         ttft_ms=a.ttft_ms,
+        charge_micro_usd=a.charge_micro_usd,
     )
 
 
@@ -179,6 +181,7 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
             ttft_ms=f.ttft_ms,
             attempts=[_summary(a) for a in f.attempts],
             price_table_version=f.price_table_version,
+            charge_micro_usd=f.charge_micro_usd,
         )
     )
 
@@ -199,6 +202,8 @@ class RouterParts:
     health: HealthChecks
     custom_ranker: CustomRanker | None = None
     """Ranks calls that pass their own CUSTOM weights (None: such calls are UNAVAILABLE)."""
+    charge_policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS
+    """What callers are charged for their attempts (`accounting.charge_policy`)."""
 
 
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
@@ -271,7 +276,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             candidates: Sequence[ProviderConfig], report: Report
         ) -> AsyncGenerator[RouterEvent, None]:
             events = reason(
-                call, candidates, parts.engines, prices, report, parts.resilience, deadline=deadline
+                call,
+                candidates,
+                parts.engines,
+                prices,
+                report,
+                parts.resilience,
+                deadline=deadline,
+                policy=parts.charge_policy,
             )
             return coalesce(events, merge_text) if parts.coalesce else events
 
@@ -293,6 +305,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             store,
             rank_custom=None if ranker is None else ranker.rank,
             hold=hold,
+            policy=parts.charge_policy,
         )
         async with aclosing(steps) as events:
             async for event in events:
@@ -336,6 +349,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         input_per_million_micro_usd=price.input_micro_usd_per_mtok,
                         output_per_million_micro_usd=price.output_micro_usd_per_mtok,
                         cached_input_per_million_micro_usd=price.cached_input_micro_usd_per_mtok,
+                        cache_write_per_million_micro_usd=price.cache_write_micro_usd_per_mtok,
                         price_table_version=prices.version,
                     ),
                     limits=providers_pb2.Limits(

@@ -57,7 +57,7 @@ def row(table: str, first: str) -> str:
 def test_providers_list_is_a_table_of_names_circuits_and_prices(stack: Stack) -> None:
     table = ok(saga_cli(stack, "providers", "list"))
     header = table.splitlines()[0]
-    for column in ("NAME", "KIND", "MODEL", "CIRCUIT", "HEALTHY", "IN $/1M", "OUT $/1M"):
+    for column in ("NAME", "KIND", "MODEL", "CIRCUIT", "HEALTHY", "IN $/1M", "CACHE R/W $/1M"):
         assert column in header
     assert "LIMITS" in header
     assert "TIMEOUTS" in header
@@ -182,7 +182,9 @@ def test_an_unknown_usage_dimension_is_named_in_one_line(stack: Stack) -> None:
 def test_usage_is_a_table_with_a_column_per_dimension_and_totals(stack: Stack) -> None:
     table = ok(saga_cli(stack, "usage", "--all", "--by", "provider,model"))
     lines = table.splitlines()
-    assert lines[0].split() == ["PROVIDER", "MODEL", "CALLS", "IN", "OUT", "CACHED", "COST"]
+    assert lines[0].split() == [
+        "PROVIDER", "MODEL", "CALLS", "IN", "OUT", "CACHED", "WRITTEN", "COST", "CHARGE"
+    ]  # fmt: skip
     assert lines[-1].startswith("total")
     assert lines[-1].split()[-1].startswith("$")
 

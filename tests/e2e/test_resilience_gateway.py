@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -548,10 +549,13 @@ async def test_a_lone_provider_trips_fails_fast_and_recovers(tmp_path: Path) -> 
                 assert refused.error is not None
                 assert refused.error.code() == grpc.StatusCode.UNAVAILABLE
                 details = describe(refused.error)
+                # The runtime names the step and the trace of the run it failed.
+                trace_id = details.metadata.pop("traceId")
+                assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
                 assert (details.reason, details.domain, details.metadata) == (
                     "CIRCUIT_OPEN",
                     "router.saga",
-                    {"provider": "lonely"},
+                    {"provider": "lonely", "stepId": "answer"},
                 )
                 assert details.retry_after is not None
                 assert 0 < details.retry_after <= COOLDOWN_SECONDS

@@ -101,6 +101,9 @@ class Script:
     usage: bool = True
     """Report usage (False: omit it everywhere)."""
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    """anthropic: input tokens the answer reports written to the prompt cache
+    (`cache_creation_input_tokens`, with `cache_creation.ephemeral_5m_input_tokens`)."""
     response_model: str = ""
     """The model the answer names ("" = the model requested), as providers name a dated
     snapshot of an alias."""
@@ -508,7 +511,7 @@ class FakeProviders:
                 "stop_reason": "max_tokens" if length else "end_turn",
             }
             if usage:
-                body["usage"] = self._anthropic_usage(usage)
+                body["usage"] = self._anthropic_usage(usage, _written(script, usage))
             return web.json_response(body)
         if fmt == "ollama":
             body = {
@@ -548,12 +551,16 @@ class FakeProviders:
         }
 
     @staticmethod
-    def _anthropic_usage(usage: tuple[int, int, int]) -> dict[str, Any]:
-        # Anthropic's input_tokens exclude cache reads.
+    def _anthropic_usage(usage: tuple[int, int, int], written: int = 0) -> dict[str, Any]:
+        # Anthropic's input_tokens exclude cache reads and writes.
         return {
-            "input_tokens": usage[0] - usage[2],
+            "input_tokens": usage[0] - usage[2] - written,
             "cache_read_input_tokens": usage[2],
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": written,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written,
+                "ephemeral_1h_input_tokens": 0,
+            },
             "output_tokens": usage[1],
         }
 
@@ -574,6 +581,7 @@ class FakeProviders:
         await response.prepare(request)
         frames = _Frames(fmt, script.response_model or seen.body.get("model", ""))
         usage = self._usage(script, words, count)
+        frames.written = _written(script, usage)
         await response.write(frames.start(usage))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -614,6 +622,11 @@ class FakeProviders:
         return response
 
 
+def _written(script: Script, usage: tuple[int, int, int] | None) -> int:
+    """The cache writes an answer reports: never more than the input left after reads."""
+    return 0 if usage is None else min(script.cache_write_tokens, usage[0] - usage[2])
+
+
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -625,6 +638,7 @@ class _Frames:
     def __init__(self, fmt: str, model: str) -> None:
         self.fmt = fmt
         self.model = model
+        self.written = 0  # anthropic: cache writes among the input tokens
 
     def _sse(self, data: Any, event: str = "") -> bytes:
         head = f"event: {event}\n" if event else ""
@@ -652,7 +666,10 @@ class _Frames:
                 "stop_reason": None,
             }
             if usage:
-                message["usage"] = {**FakeProviders._anthropic_usage(usage), "output_tokens": 1}
+                message["usage"] = {
+                    **FakeProviders._anthropic_usage(usage, self.written),
+                    "output_tokens": 1,
+                }
             return (
                 self._sse({"type": "message_start", "message": message}, "message_start")
                 + self._sse(

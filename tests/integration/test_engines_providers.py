@@ -11,7 +11,9 @@ as the runtime calls Reason, against the fake providers on loopback:
 - an `ollama` provider that stalls after its first tokens: the idle timeout fails the
   attempt and the answer is continued on the next provider, announced by a Switched event;
 - an `ollama` provider with a wrong base_url: PROVIDER_MISCONFIGURED naming the path, not
-  retried."""
+  retried;
+- an `anthropic` provider reporting prompt-cache reads and writes: each priced at its own
+  rate, and the ledger (GetUsage) keeps the writes apart with their cost."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ import grpc
 import pytest
 
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
-from saga.execution.v1 import common_pb2
+from saga.execution.v1 import common_pb2, records_pb2
+from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.context import ContextSigner, load_private_key
 from services.common.status import describe
@@ -79,6 +82,18 @@ kind = "ollama"
 model = "llama-fake"
 base_url = "{fake.url}/ollama/"
 credential = "none"
+
+[[providers]]
+name = "claude"
+kind = "anthropic"
+model = "claude-fake"
+base_url = "{fake.base_url("anthropic")}"
+credential = "api_key"
+input_micro_usd_per_mtok = 3_000_000
+output_micro_usd_per_mtok = 15_000_000
+cached_input_micro_usd_per_mtok = 300_000
+cache_write_micro_usd_per_mtok = 3_750_000
+first_token_timeout_ms = 5000
 """
 
 
@@ -313,3 +328,48 @@ async def test_list_providers_shows_the_idle_timeout(stack: Stack) -> None:
         )
     limits = {p.name: p.limits.idle_timeout_ms for p in reply.providers}
     assert (limits["stalls"], limits["local"]) == (300, 15_000)
+
+
+async def usage_of(stack: Stack, provider: str, calls: int) -> records_pb2.UsageRow:
+    """The ledger's row of `provider` for the tests' user, once it counts `calls` attempts."""
+    async with stack.channel_as("gateway", "optimizer") as ch:
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+        for _ in range(200):
+            reply = await stub.GetUsage(
+                optimizer_pb2.GetUsageRequest(
+                    user_id="usr_engines", group_by=[records_pb2.USAGE_DIMENSION_PROVIDER]
+                ),
+                timeout=5,
+            )
+            row = next((r for r in reply.rows if r.provider == provider), None)
+            if row is not None and row.calls >= calls:
+                return row
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the ledger has no {calls} attempts of {provider}")
+
+
+async def test_anthropic_cache_writes_are_priced_apart_and_kept_in_the_ledger(
+    stack: Stack, runtime: grpc.aio.Channel, fake: FakeProviders
+) -> None:
+    await set_provider_key(stack, "claude", fake.api_key)
+    # 8 input words: 2 read from the cache, 5 written to it, 1 plain; 4 tokens out.
+    fake.script("anthropic", Script(tokens=4, cached_tokens=2, cache_write_tokens=5))
+    got = await until_answered(stack, runtime, "claude")
+    assert got.error is None, describe(got.error)
+    final = got.events[-1].final
+    usage = final.usage
+    assert (usage.input_tokens, usage.cached_tokens, usage.cache_write_tokens) == (8, 2, 5)
+    # 1 x 3 + 2 x 0.3 + 5 x 3.75 + 4 x 15 = 82.35 µUSD (writes as input would be 78.6).
+    assert final.cost_micro_usd == 82
+    assert final.charge_micro_usd == 82  # all_attempts: the caller is charged the cost
+    row = await usage_of(stack, "claude", 1)
+    assert (row.input_tokens, row.cached_tokens, row.cache_write_tokens) == (8, 2, 5)
+    assert (row.cost_micro_usd, row.charge_micro_usd) == (82, 82)
+    # The write price is in ListProviders' prices.
+    async with stack.channel_as("gateway", "router") as ch:
+        reply = await router_pb2_grpc.RouterServiceStub(ch).ListProviders(
+            router_pb2.ListProvidersRequest(), timeout=5
+        )
+    prices = {p.name: p.prices for p in reply.providers}
+    assert prices["claude"].cache_write_per_million_micro_usd == 3_750_000
+    assert prices["local"].cache_write_per_million_micro_usd == 3_000_000  # its input price

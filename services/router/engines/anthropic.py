@@ -13,8 +13,12 @@ is server-sent events whose data carry their `type`: `message_start` (the messag
 COMPLETE mode reads one `message` object (`content[].text`, `stop_reason`, `usage`).
 
 Usage: Anthropic's `input_tokens` exclude cache reads and writes; Saga's input tokens
-include them (cached tokens are part of the input, billed at the cached price), so input =
-input + cache reads + cache writes, cached = cache reads. HTTP errors carry the same error
+include them (cache reads and writes are part of the input, each billed at its own price), so
+input = input + cache reads + cache writes, cached = cache reads, cache writes =
+`cache_creation_input_tokens` — the total over both cache lifetimes: the 1-hour writes that
+`cache_creation.ephemeral_1h_input_tokens` counts (2x input at Anthropic, against 1.25x for
+the default 5 minutes) are priced at the one configured write price, as Saga never asks for
+the 1-hour lifetime. HTTP errors carry the same error
 object; 529 is `overloaded_error`; a content-policy block is an `invalid_request_error`
 worded "Output blocked by content filtering policy" (`http_errors`).
 """
@@ -80,6 +84,7 @@ def report_usage(usage: Any, progress: Progress, *, output: bool) -> None:
         None if base is None else base + read + written,
         as_int(usage.get("output_tokens")) if output else None,
         read,
+        written,
     )
 
 

@@ -111,6 +111,8 @@ class Finish:
     """The model that answered, as the provider named it ("" when it did not); for telemetry
     (`gen_ai.response.model`), so left out of equality: two finishes that used the same
     are equal."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (a subset of `input_tokens`)."""
 
 
 EngineEvent = TextDelta | Finish

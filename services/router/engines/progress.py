@@ -6,6 +6,7 @@ silent."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -87,6 +88,7 @@ class Progress:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.cached_tokens = 0
+        self.cache_write_tokens = 0
         self.model = ""
         """The model that answered, as the provider named it (first named wins)."""
         self.streamed = False
@@ -100,15 +102,22 @@ class Progress:
         return TextDelta(text)
 
     def report(
-        self, input_tokens: int | None = None, output_tokens: int | None = None, cached: int = 0
+        self,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cached: int = 0,
+        written: int = 0,
     ) -> None:
-        """Record usage the provider reported (None leaves a count as it was)."""
+        """Record usage the provider reported (None leaves a count as it was; `cached` and
+        `written` are the cache reads and writes among the input tokens)."""
         if input_tokens is not None:
             self.input_tokens = input_tokens
         if output_tokens is not None:
             self.output_tokens = output_tokens
         if cached:
             self.cached_tokens = cached
+        if written:
+            self.cache_write_tokens = written
 
     def named(self, model: object) -> None:
         """The provider named the model that answers (kept only if none was named yet)."""
@@ -123,7 +132,12 @@ class Progress:
         """The final event: the provider's usage, or an estimate flagged as such."""
         if self.input_tokens is not None and self.output_tokens is not None:
             return Finish(
-                reason, self.input_tokens, self.output_tokens, self.cached_tokens, model=self.model
+                reason,
+                self.input_tokens,
+                self.output_tokens,
+                self.cached_tokens,
+                model=self.model,
+                cache_write_tokens=self.cache_write_tokens,
             )
         return Finish(
             reason,
@@ -134,13 +148,23 @@ class Progress:
             self.cached_tokens,
             estimated=True,
             model=self.model,
+            cache_write_tokens=self.cache_write_tokens,
         )
 
     def usage(self) -> Usage | None:
         """What a call that fails now has consumed (None when it generated nothing)."""
         if self.chunks == 0:
             return None
-        finish = self.finish(FinishReason.ERROR)
-        return Usage(
-            finish.input_tokens, finish.output_tokens, finish.cached_tokens, estimated=True
-        )
+        # Flagged even when both counts came: the call ended before the provider's last word.
+        return dataclasses.replace(usage_of(self.finish(FinishReason.ERROR)), estimated=True)
+
+
+def usage_of(finish: Finish) -> Usage:
+    """The usage a finish reports."""
+    return Usage(
+        finish.input_tokens,
+        finish.output_tokens,
+        finish.cached_tokens,
+        finish.estimated,
+        finish.cache_write_tokens,
+    )

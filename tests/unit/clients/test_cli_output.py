@@ -81,12 +81,16 @@ def test_the_providers_table_shows_state_prices_and_limits() -> None:
         circuit_state=providers_pb2.CIRCUIT_STATE_HALF_OPEN,
         healthy=False,
         prices=providers_pb2.Prices(
-            input_per_million_micro_usd=150_000, output_per_million_micro_usd=600_000
+            input_per_million_micro_usd=150_000,
+            output_per_million_micro_usd=600_000,
+            cached_input_per_million_micro_usd=75_000,
+            cache_write_per_million_micro_usd=187_500,
         ),
         limits=providers_pb2.Limits(rpm=500),
         context_window=128_000,
     )
     header, line = providers_table([provider]).splitlines()
+    assert "CACHE R/W $/1M" in header
     assert header.split()[:5] == ["NAME", "KIND", "MODEL", "CIRCUIT", "HEALTHY"]
     assert line.split() == [
         "openai",
@@ -96,6 +100,7 @@ def test_the_providers_table_shows_state_prices_and_limits() -> None:
         "no",
         "$0.15",
         "$0.60",
+        "$0.075/$0.1875",  # cache reads, cache writes
         "500",
         "rpm",
         "—",  # no timeouts in this ProviderInfo
@@ -119,14 +124,28 @@ def test_vault_status_names_its_state_and_rows_per_key() -> None:
 
 
 def test_usage_has_a_column_per_dimension_in_the_order_asked() -> None:
+    row = records_pb2.UsageRow(
+        model="m",
+        provider="p",
+        calls=2,
+        cache_write_tokens=7,
+        cost_micro_usd=30,
+        charge_micro_usd=12,
+    )
     reply = usage_pb2.GetUsageResponse(
-        rows=[records_pb2.UsageRow(model="m", provider="p", calls=2, cost_micro_usd=30)],
-        totals=records_pb2.UsageRow(calls=2, cost_micro_usd=30),
+        rows=[row],
+        totals=records_pb2.UsageRow(
+            calls=2, cache_write_tokens=7, cost_micro_usd=30, charge_micro_usd=12
+        ),
     )
     lines = usage_table(reply, ("model", "provider")).splitlines()
-    assert lines[0].split()[:3] == ["MODEL", "PROVIDER", "CALLS"]
-    assert lines[1].split() == ["m", "p", "2", "0", "0", "0", "$0.000030"]
-    assert lines[2].split() == ["total", "2", "0", "0", "0", "$0.000030"]
+    assert lines[0].split() == [
+        "MODEL", "PROVIDER", "CALLS", "IN", "OUT", "CACHED", "WRITTEN", "COST", "CHARGE"
+    ]  # fmt: skip
+    # The providers' cost and the caller's charge side by side.
+    assert lines[1].split() == ["m", "p", "2", "0", "0", "0", "7", "$0.000030", "$0.000012"]
+    assert lines[2].split() == ["total", "2", "0", "0", "0", "7", "$0.000030", "$0.000012"]
+    assert json.loads(to_json(reply))["totals"]["chargeMicroUsd"] == "12"
 
 
 def test_json_keeps_fields_at_their_defaults() -> None:

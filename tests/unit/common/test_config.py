@@ -51,6 +51,19 @@ def test_file_then_environment_precedence(tmp_path: Path) -> None:
         ("[server]\ngrace_seconds = -1\n", {}, "server.grace_seconds: -1"),
         ("[server\n", {}, "not valid TOML"),
         ("services = 3\n", {}, "services: expected a table"),
+        ("[accounting]\ncharge_policy = 'free'\n", {}, "accounting.charge_policy: 'free'"),
+        (
+            "[[providers]]\nname = 'a'\nkind = 'sim'\nmodel = 'm'\n"
+            "cache_write_micro_usd_per_mtok = 'x'\n",
+            {},
+            "providers[0].cache_write_micro_usd_per_mtok: expected an integer",
+        ),
+        (
+            "[[providers]]\nname = 'a'\nkind = 'sim'\nmodel = 'm'\n"
+            "cache_write_micro_usd_per_mtok = -1\n",
+            {},
+            "providers[0].cache_write_micro_usd_per_mtok: -1",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(
@@ -62,6 +75,22 @@ def test_bad_values_name_the_key_and_the_fix(
         load_config(file, env=env)
     assert expected in str(err.value)
     assert "Fix:" in str(err.value)
+
+
+def test_the_cache_write_price_defaults_to_the_input_price(tmp_path: Path) -> None:
+    file = tmp_path / "saga.toml"
+    provider = (
+        "[[providers]]\nname = '{}'\nkind = 'sim'\nmodel = 'm'\ninput_micro_usd_per_mtok = 8\n"
+    )
+    file.write_text(
+        provider.format("a") + provider.format("b") + "cache_write_micro_usd_per_mtok = 10\n"
+    )
+    config = load_config(file, env={"SAGA_ACCOUNTING__CHARGE_POLICY": "delivered_only"})
+    unset, priced = config.providers
+    assert (unset.cache_write_micro_usd_per_mtok, unset.cache_write_price) == (None, 8)
+    assert (priced.cache_write_micro_usd_per_mtok, priced.cache_write_price) == (10, 10)
+    assert config.accounting.charge_policy == "delivered_only"
+    assert load_config(env={}).accounting.charge_policy == "all_attempts"
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:

@@ -39,3 +39,12 @@ def test_usage_survives_its_stored_json_in_the_form_it_always_had() -> None:
     }
     assert usage_from_json(stored) == USED
     assert usage_from_json("{}") == Usage()  # the column's default
+
+
+def test_cache_writes_are_summed_and_kept_through_message_and_json() -> None:
+    written = Usage(input_tokens=10, output_tokens=1, cached_tokens=2, cache_write_tokens=6)
+    assert (written + written).cache_write_tokens == 12
+    assert usage_proto(written).cache_write_tokens == 6
+    assert usage_from_proto(usage_proto(written)) == written
+    assert json.loads(usage_json(written))["cache_write_tokens"] == 6
+    assert usage_from_json(usage_json(written)) == written

@@ -47,8 +47,10 @@ def record(outcome_id: str, **overrides: object) -> UsageRecord:
         input_tokens=100,
         output_tokens=50,
         cached_tokens=10,
+        cache_write_tokens=20,
         estimated=False,
         cost_micro_usd=1_000,
+        charge_micro_usd=1_000,
         latency_ms=300,
         ttft_ms=40,
         status="succeeded",
@@ -62,8 +64,23 @@ def record(outcome_id: str, **overrides: object) -> UsageRecord:
 
 BATCH = [
     record("exe_1:s:1"),
-    record("exe_1:s:2", provider="smart", model="m-smart", cost_micro_usd=9_000, occurred_at=DAY2),
-    record("exe_2:s:1", user_id="usr_b", session_id="ses_2", input_tokens=7, cost_micro_usd=5),
+    record(
+        "exe_1:s:2",
+        provider="smart",
+        model="m-smart",
+        cost_micro_usd=9_000,
+        charge_micro_usd=9_000,
+        occurred_at=DAY2,
+    ),
+    record(
+        "exe_2:s:1",
+        user_id="usr_b",
+        session_id="ses_2",
+        input_tokens=7,
+        cache_write_tokens=0,
+        cost_micro_usd=5,
+        charge_micro_usd=5,
+    ),
     record(
         "exe_2:s:2",
         user_id="usr_b",
@@ -73,7 +90,8 @@ BATCH = [
         estimated=True,
         retry_count=2,
         output_tokens=0,
-        cost_micro_usd=0,
+        cost_micro_usd=40,  # a cut stream, billed by the provider and waived for the caller
+        charge_micro_usd=0,
         occurred_at=DAY2,
     ),
 ]
@@ -112,7 +130,7 @@ async def test_usage_groups_by_each_dimension(db: Database) -> None:
     by_user = await ledger.usage(query(Dimension.USER))
     assert [(r.user_id, r.calls, r.cost_micro_usd) for r in by_user.rows] == [
         ("usr_a", 2, 10_000),
-        ("usr_b", 2, 5),
+        ("usr_b", 2, 45),
     ]
     assert by_user.rows[0].provider == ""  # not grouped by: empty
     by_session = await ledger.usage(query(Dimension.SESSION))
@@ -141,10 +159,21 @@ async def test_totals_sum_every_row_of_the_query(db: Database) -> None:
     await ledger.record(BATCH)
     everyone = await ledger.usage(query(Dimension.PROVIDER))
     assert everyone.totals == UsageRow(
-        calls=4, input_tokens=307, output_tokens=150, cached_tokens=40, cost_micro_usd=10_005
+        calls=4,
+        input_tokens=307,
+        output_tokens=150,
+        cached_tokens=40,
+        cache_write_tokens=60,
+        cost_micro_usd=10_045,
+        charge_micro_usd=10_005,
     )
     one = await ledger.usage(query(Dimension.PROVIDER, user="usr_b"))
-    assert (one.totals.calls, one.totals.cost_micro_usd) == (2, 5)
+    # What the providers billed and what the caller is charged, side by side.
+    assert (one.totals.calls, one.totals.cost_micro_usd, one.totals.charge_micro_usd) == (
+        2,
+        45,
+        5,
+    )
     first_day = await ledger.usage(
         UsageQuery(dt.date(2026, 3, 1), dt.date(2026, 3, 1), None, (Dimension.DAY,))
     )
@@ -182,3 +211,32 @@ async def test_a_large_batch_is_stored_whole(db: Database) -> None:
     batch = [record(f"exe_big:s:{i}") for i in range(250)]
     assert len(await Ledger(db).record(batch)) == 250
     assert (await Ledger(db).usage(query(Dimension.DAY))).totals.calls == 250
+
+
+async def test_rows_from_before_charges_are_charged_their_cost(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # A ledger written before cache writes and charges existed (the first two migrations).
+    old = await open_database(backend.url, backend.namespace, tmp_path, "optimizer", MIGRATIONS[:2])
+    try:
+        await old.execute(
+            "INSERT INTO usage_records (outcome_id, user_id, session_id, execution_id, step_id, "
+            "pattern_id, provider, model, input_tokens, output_tokens, cached_tokens, estimated, "
+            "cost_micro_usd, latency_ms, ttft_ms, status, error_reason, retry_count, "
+            "price_table_version, occurred_at, day, recorded_at) VALUES ('old:s:1', 'usr_a', "
+            "'', 'old', 's', '', 'cheap', 'm', 10, 5, 0, FALSE, 70, 1, 1, 'failed', "
+            "'PROVIDER_UNAVAILABLE', 0, 'prices-old', $1, '2026-03-01', $1)",
+            DAY1,
+        )
+    finally:
+        await old.close()
+    db = await _open(backend, tmp_path)
+    try:
+        totals = (await Ledger(db).usage(query(Dimension.DAY))).totals
+        assert (totals.cost_micro_usd, totals.charge_micro_usd, totals.cache_write_tokens) == (
+            70,
+            70,
+            0,
+        )
+    finally:
+        await db.close()

@@ -22,6 +22,7 @@ from services.router.attempts import CLAIM_AHEAD_CHARS, AttemptRecord, AttemptSt
 from services.router.budget_reservations import Reservation, max_cost
 from services.router.call_steps import Attempts, CustomRank, run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall
+from services.router.charges import ChargePolicy
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta
 from services.router.rankings import RankingSnapshot
 from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
@@ -51,7 +52,9 @@ CALL = ReasonCall(
 )
 
 
-def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRecord:
+def record(
+    provider: str, n: int, cost: int, status: AttemptStatus, charge: int | None = None
+) -> AttemptRecord:
     return AttemptRecord(
         provider=provider,
         model="m",
@@ -60,6 +63,7 @@ def record(provider: str, n: int, cost: int, status: AttemptStatus) -> AttemptRe
         error_reason="",
         usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=cost,
+        charge_micro_usd=cost if charge is None else charge,
         latency_ms=1,
         ttft_ms=1,
         price_table_version=PRICES.version,
@@ -73,6 +77,7 @@ def finished(*attempts: AttemptRecord) -> Finished:
         finish_reason=FinishReason.STOP,
         usage=Usage(input_tokens=1, output_tokens=1),
         cost_micro_usd=sum(a.cost_micro_usd for a in attempts),
+        charge_micro_usd=sum(a.charge_micro_usd for a in attempts),
         provider=attempts[-1].provider,
         model="m",
         latency_ms=1,
@@ -100,6 +105,8 @@ class World:
     block_after_first: bool = False
     """The attempts wait forever after the first attempt ended (to be cancelled)."""
     pending: list[asyncio.Future[None]] = field(default_factory=list)
+    first_charge: int | None = None
+    """The first attempt's charge (None: its cost)."""
 
     async def reserve(
         self,
@@ -148,7 +155,7 @@ class World:
     ) -> AsyncGenerator[RouterEvent, None]:
         names = [c.name for c in candidates]
         self.log.append(("attempts", *names))
-        first = record(names[0], 1, 30, AttemptStatus.FAILED)
+        first = record(names[0], 1, 30, AttemptStatus.FAILED, self.first_charge)
         yield AttemptStarted(names[0], "m", 1)
         report(first)
         if self.fail_after_first is not None:
@@ -249,6 +256,12 @@ async def test_an_outcome_not_stored_fails_the_call_and_still_settles() -> None:
     assert world.log[-1] == ("settle", True, 42)
 
 
+async def test_the_budget_settles_to_what_the_caller_is_charged_not_the_cost() -> None:
+    world = World(first_charge=0)  # the failed first attempt is waived by the charge policy
+    await collect(world)
+    assert world.log[-1] == ("settle", True, 12)
+
+
 async def test_a_failed_call_settles_what_its_attempts_cost() -> None:
     world = World(fail_after_first=Unavailable("all down", reason="NO_PROVIDER_AVAILABLE"))
     with pytest.raises(Unavailable):
@@ -287,11 +300,14 @@ class Held:
     log: list[tuple[int, int, bool]] = field(default_factory=list)
     given: int = 0
     failure: Exception | None = None
+    charges: list[tuple[int, int]] = field(default_factory=list)
+    """(cost, charge) of each provisional record."""
 
     def __call__(self, rec: AttemptRecord, cid: str) -> asyncio.Future[None]:
         assert rec.usage.estimated
         assert rec.error_reason == "ROUTER_STOPPED"
         self.log.append((rec.n, rec.usage.output_tokens, cid.startswith("exe_1:step_1:")))
+        self.charges.append((rec.cost_micro_usd, rec.charge_micro_usd))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failure is not None:
             future.set_exception(self.failure)
@@ -493,3 +509,36 @@ async def test_when_no_candidate_fits_the_refusal_ends_the_call() -> None:
         with pytest.raises(ResourceExhausted):
             await anext(events)
     assert [step[0] for step in world.log] == ["reserve"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "before_text", "after_text"),
+    [
+        (ChargePolicy.ALL_ATTEMPTS, True, True),
+        # Should the router stop now: charged once the caller was given some of the text.
+        (ChargePolicy.DELIVERED_ONLY, False, True),
+        (ChargePolicy.WAIVE_UPSTREAM_FAILURES, False, False),  # the router's stop: waived
+    ],
+)
+async def test_a_held_attempt_is_charged_by_the_policy(
+    policy: ChargePolicy, before_text: bool, after_text: bool
+) -> None:
+    world, held = World(), Held()
+    events = run_call(
+        CALL,
+        PROVIDERS,
+        SNAPSHOT,
+        PRICES,
+        world,
+        streaming(200, 10, []),
+        world.store,
+        hold=held,
+        policy=policy,
+    )
+    async for _ in events:
+        pass
+    (first_cost, first_charge), *later = held.charges
+    assert first_cost > 0
+    assert first_charge == (first_cost if before_text else 0)
+    assert later
+    assert all(charge == (cost if after_text else 0) for cost, charge in later)

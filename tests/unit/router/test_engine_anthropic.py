@@ -75,7 +75,7 @@ async def test_the_request_carries_key_version_and_a_top_level_system(
     }
 
 
-async def test_cache_reads_and_writes_count_as_input_and_reads_as_cached() -> None:
+async def test_cache_reads_and_writes_count_as_input_each_kept_apart() -> None:
     events = await parse(
         *start(input_tokens=4, cache_read_input_tokens=10, cache_creation_input_tokens=3,
                output_tokens=1),
@@ -86,7 +86,10 @@ async def test_cache_reads_and_writes_count_as_input_and_reads_as_cached() -> No
         *stop("end_turn", 7),
         *event("message_stop"),
     )  # fmt: skip
-    assert events == [TextDelta("bonjour"), Finish(FinishReason.STOP, 17, 7, 10)]
+    assert events == [
+        TextDelta("bonjour"),
+        Finish(FinishReason.STOP, 17, 7, 10, cache_write_tokens=3),
+    ]
 
 
 @pytest.mark.parametrize(

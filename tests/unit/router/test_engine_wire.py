@@ -118,6 +118,29 @@ async def test_cached_input_tokens_are_reported_as_part_of_the_input(
     assert (plain.input_tokens, plain.cached_tokens) == (10, 0)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_anthropic_cache_writes_are_reported_apart_within_the_input(
+    fake: FakeProviders, stream: bool
+) -> None:
+    eng = fake.engine("anthropic")
+    fake.script("anthropic", Script(cached_tokens=2, cache_write_tokens=5))
+    finish = last(await run(eng, request(stream)))
+    # input_tokens 3 + cache_read_input_tokens 2 + cache_creation_input_tokens 5 on the wire.
+    assert (finish.input_tokens, finish.cached_tokens, finish.cache_write_tokens) == (10, 2, 5)
+
+
+async def test_an_anthropic_stream_cut_midway_keeps_the_cache_writes_it_reported(
+    fake: FakeProviders,
+) -> None:
+    eng = fake.engine("anthropic")
+    fake.script("anthropic", Script(tokens=6, cache_write_tokens=5, cut_after=2))
+    error, _ = await failure(eng, request())
+    assert error.usage is not None
+    # message_start reported the input and its cache writes; the output is estimated.
+    assert (error.usage.input_tokens, error.usage.cache_write_tokens) == (10, 5)
+    assert error.usage.estimated
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_deltas_are_passed_on_as_they_arrive(fake: FakeProviders, fmt: str) -> None:
     eng = fake.engine(fmt)

@@ -24,7 +24,10 @@ def test_a_snapshot_message_becomes_names_per_strategy_and_prices() -> None:
             version="prices-1",
             prices=[
                 ranking_pb2.ProviderPrice(
-                    provider="a", input_per_million_micro_usd=5, output_per_million_micro_usd=6
+                    provider="a",
+                    input_per_million_micro_usd=5,
+                    output_per_million_micro_usd=6,
+                    cache_write_per_million_micro_usd=8,
                 )
             ],
         ),
@@ -34,6 +37,8 @@ def test_a_snapshot_message_becomes_names_per_strategy_and_prices() -> None:
     assert snapshot.rankings == {"cheapest": ("b", "a")}
     assert snapshot.prices.version == "prices-1"
     assert snapshot.prices.of("a").cost(1_000_000, 1_000_000) == 11
+    # The cache-write price travels with the others: a million written costs 8.
+    assert snapshot.prices.of("a").cost(1_000_000, 0, cache_write_tokens=1_000_000) == 8
 
 
 async def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:

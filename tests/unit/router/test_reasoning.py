@@ -23,6 +23,7 @@ from services.common.errors import (
 )
 from services.common.prices import price_table
 from services.router.calls import ReasonCall
+from services.router.charges import ChargePolicy
 from services.router.circuit import CircuitState
 from services.router.continuation import CONTINUE_INSTRUCTION
 from services.router.engines import engine_for
@@ -138,6 +139,7 @@ async def run(
     engines: dict[str, Engine] | None = None,
     resilience: Resilience | None = None,
     deadline: float | None = None,
+    policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
 ) -> Outcome:
     engines = {**{p.name: engine_for(p) for p in candidates}, **(engines or {})}
     resilience = resilience or resilience_for(candidates)
@@ -156,6 +158,7 @@ async def run(
             resilience,
             deadline=deadline,
             sleep=sleep,
+            policy=policy,
         ):
             out.events.append(event)
     except SagaError as error:
@@ -442,6 +445,32 @@ async def test_complete_mode_falls_back_from_scratch_after_partial_text() -> Non
     assert got.final().text == alone.final().text
     assert got.final().usage.output_tokens == got.reports[0].usage.output_tokens + 4
     assert got.final().usage.estimated
+
+
+@pytest.mark.parametrize(
+    ("policy", "complete", "cut_charged"),
+    [
+        (ChargePolicy.ALL_ATTEMPTS, False, True),
+        (ChargePolicy.ALL_ATTEMPTS, True, True),
+        # Streamed, the cut attempt's text reached the caller; complete, none of it did.
+        (ChargePolicy.DELIVERED_ONLY, False, True),
+        (ChargePolicy.DELIVERED_ONLY, True, False),
+        (ChargePolicy.WAIVE_UPSTREAM_FAILURES, False, False),
+        (ChargePolicy.WAIVE_UPSTREAM_FAILURES, True, False),
+    ],
+)
+async def test_each_attempt_is_charged_by_the_policy_beside_its_cost(
+    policy: ChargePolicy, complete: bool, cut_charged: bool
+) -> None:
+    call = ReasonCall(messages=CALL.messages, complete=complete, allow_fallback=True)
+    got = await run(call, [CUT, GOOD], policy=policy)
+    cut, answered = got.reports
+    assert cut.cost_micro_usd > 0  # the provider's cost is kept whatever the policy
+    assert cut.charge_micro_usd == (cut.cost_micro_usd if cut_charged else 0)
+    assert answered.charge_micro_usd == answered.cost_micro_usd > 0
+    final = got.final()
+    assert final.cost_micro_usd == cut.cost_micro_usd + answered.cost_micro_usd
+    assert final.charge_micro_usd == cut.charge_micro_usd + answered.charge_micro_usd
 
 
 # ---------------------------------------------------------------- circuits

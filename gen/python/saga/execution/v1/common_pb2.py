@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/common.proto\x12\x11saga.execution.v1\"t\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\x12\x11\n\testimated\x18\x05 \x01(\x08*\xaa\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x15\n\x11STRATEGY_CHEAPEST\x10\x01\x12\x14\n\x10STRATEGY_FASTEST\x10\x02\x12\x14\n\x10STRATEGY_QUALITY\x10\x03\x12\x15\n\x11STRATEGY_BALANCED\x10\x04\x12\x15\n\x11STRATEGY_RELIABLE\x10\x05\x12\x13\n\x0fSTRATEGY_CUSTOM\x10\x06*f\n\x0cResponseMode\x12\x1d\n\x19RESPONSE_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESPONSE_MODE_STREAMING\x10\x01\x12\x1a\n\x16RESPONSE_MODE_COMPLETE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/common.proto\x12\x11saga.execution.v1\"\x90\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\x12\x11\n\testimated\x18\x05 \x01(\x08\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x06 \x01(\x03*\xaa\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x15\n\x11STRATEGY_CHEAPEST\x10\x01\x12\x14\n\x10STRATEGY_FASTEST\x10\x02\x12\x14\n\x10STRATEGY_QUALITY\x10\x03\x12\x15\n\x11STRATEGY_BALANCED\x10\x04\x12\x15\n\x11STRATEGY_RELIABLE\x10\x05\x12\x13\n\x0fSTRATEGY_CUSTOM\x10\x06*f\n\x0cResponseMode\x12\x1d\n\x19RESPONSE_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESPONSE_MODE_STREAMING\x10\x01\x12\x1a\n\x16RESPONSE_MODE_COMPLETE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.execution.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRATEGY']._serialized_start=172
-  _globals['_STRATEGY']._serialized_end=342
-  _globals['_RESPONSEMODE']._serialized_start=344
-  _globals['_RESPONSEMODE']._serialized_end=446
-  _globals['_USAGE']._serialized_start=53
-  _globals['_USAGE']._serialized_end=169
+  _globals['_STRATEGY']._serialized_start=201
+  _globals['_STRATEGY']._serialized_end=371
+  _globals['_RESPONSEMODE']._serialized_start=373
+  _globals['_RESPONSEMODE']._serialized_end=475
+  _globals['_USAGE']._serialized_start=54
+  _globals['_USAGE']._serialized_end=198
 # @@protoc_insertion_point(module_scope)

@@ -98,6 +98,7 @@ class Usage(_message.Message):
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     total_tokens: _builtins.int
@@ -108,6 +109,11 @@ class Usage(_message.Message):
     """True when any count was estimated by Saga because the provider did not report it
     (e.g. an attempt cut mid-stream).
     """
+    cache_write_tokens: _builtins.int
+    """Input tokens written to the provider's prompt cache (a subset of input_tokens, apart
+    from cached_tokens), billed at the cache-write price (Anthropic's
+    cache_creation_input_tokens; 0 for providers that do not charge for writes).
+    """
     def __init__(
         self,
         *,
@@ -116,10 +122,11 @@ class Usage(_message.Message):
         total_tokens: _builtins.int = ...,
         cached_tokens: _builtins.int = ...,
         estimated: _builtins.bool = ...,
+        cache_write_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -234,6 +234,7 @@ class AttemptSummary(_message.Message):
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     TTFT_MS_FIELD_NUMBER: _builtins.int
+    CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     n: _builtins.int
@@ -246,6 +247,10 @@ class AttemptSummary(_message.Message):
     """From request to the attempt's end."""
     ttft_ms: _builtins.int
     """Time to first token; 0 when no token arrived."""
+    charge_micro_usd: _builtins.int
+    """What the caller is charged for this attempt (`accounting.charge_policy`), at most
+    cost_micro_usd.
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     def __init__(
@@ -260,10 +265,11 @@ class AttemptSummary(_message.Message):
         cost_micro_usd: _builtins.int = ...,
         latency_ms: _builtins.int = ...,
         ttft_ms: _builtins.int = ...,
+        charge_micro_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "latency_ms", b"latency_ms", "model", b"model", "n", b"n", "provider", b"provider", "status", b"status", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "latency_ms", b"latency_ms", "model", b"model", "n", b"n", "provider", b"provider", "status", b"status", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,6 +291,7 @@ class Final(_message.Message):
     TTFT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     PRICE_TABLE_VERSION_FIELD_NUMBER: _builtins.int
+    CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The whole text in RESPONSE_MODE_COMPLETE; empty in RESPONSE_MODE_STREAMING, where the
     Delta events carried it.
@@ -301,6 +308,10 @@ class Final(_message.Message):
     """Time to the first token the caller received."""
     price_table_version: _builtins.str
     """Version of the price table the costs were computed with."""
+    charge_micro_usd: _builtins.int
+    """What the caller is charged, summed over all attempts (at most cost_micro_usd); the
+    call's budget reservation settles to this.
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Summed over all attempts."""
@@ -322,10 +333,11 @@ class Final(_message.Message):
         ttft_ms: _builtins.int = ...,
         attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
         price_table_version: _builtins.str = ...,
+        charge_micro_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost_micro_usd", b"cost_micro_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "price_table_version", b"price_table_version", "provider", b"provider", "text", b"text", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "price_table_version", b"price_table_version", "provider", b"provider", "text", b"text", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

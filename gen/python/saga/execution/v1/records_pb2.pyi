@@ -374,6 +374,8 @@ class UsageRow(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """"YYYY-MM-DD" (UTC)."""
     user_id: _builtins.str
@@ -386,6 +388,15 @@ class UsageRow(_message.Message):
     output_tokens: _builtins.int
     cached_tokens: _builtins.int
     cost_micro_usd: _builtins.int
+    """What the providers billed for these attempts (every attempt: failed and cut ones
+    included, estimates too).
+    """
+    cache_write_tokens: _builtins.int
+    """Input tokens written to the providers' prompt caches (a subset of input_tokens)."""
+    charge_micro_usd: _builtins.int
+    """What the callers are charged for them, by the configured `accounting.charge_policy`
+    (at most cost_micro_usd); budgets count this.
+    """
     def __init__(
         self,
         *,
@@ -399,10 +410,12 @@ class UsageRow(_message.Message):
         output_tokens: _builtins.int = ...,
         cached_tokens: _builtins.int = ...,
         cost_micro_usd: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        charge_micro_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "calls", b"calls", "cost_micro_usd", b"cost_micro_usd", "day", b"day", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "calls", b"calls", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "day", b"day", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,6 +75,7 @@ class Outcome(_message.Message):
     ESTIMATED_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
+    CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
     outcome_id: _builtins.str
     """Idempotency id, minted by the router when it writes the attempt to its outbox."""
     user_id: _builtins.str
@@ -97,6 +98,10 @@ class Outcome(_message.Message):
     estimated: _builtins.bool
     """The token counts were estimated (mirrors usage.estimated)."""
     pattern_id: _builtins.str
+    charge_micro_usd: _builtins.int
+    """What the caller is charged for this attempt (the router's `accounting.charge_policy`),
+    at most cost_micro_usd. Unset (a router from before charges) = cost_micro_usd.
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     @_builtins.property
@@ -122,12 +127,15 @@ class Outcome(_message.Message):
         estimated: _builtins.bool = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         pattern_id: _builtins.str = ...,
+        charge_micro_usd: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd", "charge_micro_usd", b"charge_micro_usd", "occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "estimated", b"estimated", "execution_id", b"execution_id", "latency_ms", b"latency_ms", "model", b"model", "occurred_at", b"occurred_at", "outcome_id", b"outcome_id", "pattern_id", b"pattern_id", "price_table_version", b"price_table_version", "provider", b"provider", "retry_count", b"retry_count", "session_id", b"session_id", "status", b"status", "step_id", b"step_id", "ttft_ms", b"ttft_ms", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "estimated", b"estimated", "execution_id", b"execution_id", "latency_ms", b"latency_ms", "model", b"model", "occurred_at", b"occurred_at", "outcome_id", b"outcome_id", "pattern_id", b"pattern_id", "price_table_version", b"price_table_version", "provider", b"provider", "retry_count", b"retry_count", "session_id", b"session_id", "status", b"status", "step_id", b"step_id", "ttft_ms", b"ttft_ms", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__charge_micro_usd: _TypeAlias = _typing.Literal["charge_micro_usd"]  # noqa: Y015
+    _WhichOneofArgType__charge_micro_usd: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__charge_micro_usd) -> _WhichOneofReturnType__charge_micro_usd | None: ...
 
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
@@ -648,7 +656,9 @@ class SettleBudgetRequest(_message.Message):
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     reservation_id: _builtins.str
     cost_micro_usd: _builtins.int
-    """What the call really cost (the sum over its attempts), micro-USD."""
+    """What the call is charged (the sum of its attempts' charges, by the router's
+    accounting.charge_policy: at most their cost), micro-USD.
+    """
     def __init__(
         self,
         *,

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/optimizer/v1/ranking.proto\x12\x11saga.optimizer.v1\x1a\x1esaga/execution/v1/common.proto\"N\n\x07Weights\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01\"w\n\x0eScoreBreakdown\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01\x12 \n\x18\x65stimated_cost_micro_usd\x18\x05 \x01(\x03\"v\n\x0eRankedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x34\n\tbreakdown\x18\x04 \x01(\x0b\x32!.saga.optimizer.v1.ScoreBreakdown\"a\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x32\n\x06reason\x18\x02 \x01(\x0e\x32\".saga.optimizer.v1.ExclusionReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa3\x01\n\x0fStrategyRanking\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x31\n\x06ranked\x18\x02 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\"\xa7\x01\n\rProviderPrice\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x1binput_per_million_micro_usd\x18\x03 \x01(\x03\x12$\n\x1coutput_per_million_micro_usd\x18\x04 \x01(\x03\x12*\n\"cached_input_per_million_micro_usd\x18\x05 \x01(\x03\"O\n\nPriceTable\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\x06prices\x18\x02 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrice*\xcd\x01\n\x0f\x45xclusionReason\x12 \n\x1c\x45XCLUSION_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45XCLUSION_REASON_CIRCUIT_OPEN\x10\x01\x12%\n!EXCLUSION_REASON_LOW_SUCCESS_RATE\x10\x02\x12\'\n#EXCLUSION_REASON_MISSING_CAPABILITY\x10\x03\x12%\n!EXCLUSION_REASON_BUDGET_EXHAUSTED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/optimizer/v1/ranking.proto\x12\x11saga.optimizer.v1\x1a\x1esaga/execution/v1/common.proto\"N\n\x07Weights\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01\"w\n\x0eScoreBreakdown\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01\x12 \n\x18\x65stimated_cost_micro_usd\x18\x05 \x01(\x03\"v\n\x0eRankedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x34\n\tbreakdown\x18\x04 \x01(\x0b\x32!.saga.optimizer.v1.ScoreBreakdown\"a\n\tExclusion\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x32\n\x06reason\x18\x02 \x01(\x0e\x32\".saga.optimizer.v1.ExclusionReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa3\x01\n\x0fStrategyRanking\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x31\n\x06ranked\x18\x02 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x03 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\"\xd2\x01\n\rProviderPrice\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x1binput_per_million_micro_usd\x18\x03 \x01(\x03\x12$\n\x1coutput_per_million_micro_usd\x18\x04 \x01(\x03\x12*\n\"cached_input_per_million_micro_usd\x18\x05 \x01(\x03\x12)\n!cache_write_per_million_micro_usd\x18\x06 \x01(\x03\"O\n\nPriceTable\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x30\n\x06prices\x18\x02 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrice*\xcd\x01\n\x0f\x45xclusionReason\x12 \n\x1c\x45XCLUSION_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45XCLUSION_REASON_CIRCUIT_OPEN\x10\x01\x12%\n!EXCLUSION_REASON_LOW_SUCCESS_RATE\x10\x02\x12\'\n#EXCLUSION_REASON_MISSING_CAPABILITY\x10\x03\x12%\n!EXCLUSION_REASON_BUDGET_EXHAUSTED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.optimizer.v1.ranking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXCLUSIONREASON']._serialized_start=924
-  _globals['_EXCLUSIONREASON']._serialized_end=1129
+  _globals['_EXCLUSIONREASON']._serialized_start=967
+  _globals['_EXCLUSIONREASON']._serialized_end=1172
   _globals['_WEIGHTS']._serialized_start=86
   _globals['_WEIGHTS']._serialized_end=164
   _globals['_SCOREBREAKDOWN']._serialized_start=166
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STRATEGYRANKING']._serialized_start=507
   _globals['_STRATEGYRANKING']._serialized_end=670
   _globals['_PROVIDERPRICE']._serialized_start=673
-  _globals['_PROVIDERPRICE']._serialized_end=840
-  _globals['_PRICETABLE']._serialized_start=842
-  _globals['_PRICETABLE']._serialized_end=921
+  _globals['_PROVIDERPRICE']._serialized_end=883
+  _globals['_PRICETABLE']._serialized_start=885
+  _globals['_PRICETABLE']._serialized_end=964
 # @@protoc_insertion_point(module_scope)

@@ -222,11 +222,16 @@ class ProviderPrice(_message.Message):
     INPUT_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     OUTPUT_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     input_per_million_micro_usd: _builtins.int
     output_per_million_micro_usd: _builtins.int
     cached_input_per_million_micro_usd: _builtins.int
+    cache_write_per_million_micro_usd: _builtins.int
+    """Input tokens written to the provider's prompt cache (the input price when the
+    operator configured none).
+    """
     def __init__(
         self,
         *,
@@ -235,10 +240,11 @@ class ProviderPrice(_message.Message):
         input_per_million_micro_usd: _builtins.int = ...,
         output_per_million_micro_usd: _builtins.int = ...,
         cached_input_per_million_micro_usd: _builtins.int = ...,
+        cache_write_per_million_micro_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_per_million_micro_usd", b"cached_input_per_million_micro_usd", "input_per_million_micro_usd", b"input_per_million_micro_usd", "model", b"model", "output_per_million_micro_usd", b"output_per_million_micro_usd", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_per_million_micro_usd", b"cache_write_per_million_micro_usd", "cached_input_per_million_micro_usd", b"cached_input_per_million_micro_usd", "input_per_million_micro_usd", b"input_per_million_micro_usd", "model", b"model", "output_per_million_micro_usd", b"output_per_million_micro_usd", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/router/v1/providers.proto\x12\x0esaga.router.v1\"\x9c\x01\n\x06Prices\x12#\n\x1binput_per_million_micro_usd\x18\x01 \x01(\x03\x12$\n\x1coutput_per_million_micro_usd\x18\x02 \x01(\x03\x12*\n\"cached_input_per_million_micro_usd\x18\x03 \x01(\x03\x12\x1b\n\x13price_table_version\x18\x04 \x01(\t\"\xaa\x01\n\x06Limits\x12\x17\n\x0fmax_concurrency\x18\x01 \x01(\x05\x12\x0b\n\x03rpm\x18\x02 \x01(\x05\x12\x0b\n\x03tpm\x18\x03 \x01(\x05\x12\x1a\n\x12\x63onnect_timeout_ms\x18\x04 \x01(\x05\x12\x1e\n\x16\x66irst_token_timeout_ms\x18\x05 \x01(\x05\x12\x18\n\x10total_timeout_ms\x18\x06 \x01(\x05\x12\x17\n\x0fidle_timeout_ms\x18\x07 \x01(\x05\"\xa6\x02\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\x12\x33\n\rcircuit_state\x18\x05 \x01(\x0e\x32\x1c.saga.router.v1.CircuitState\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12&\n\x06prices\x18\x07 \x01(\x0b\x32\x16.saga.router.v1.Prices\x12&\n\x06limits\x18\x08 \x01(\x0b\x32\x16.saga.router.v1.Limits\x12\x16\n\x0e\x63ontext_window\x18\t \x01(\x05\x12\x15\n\rquality_prior\x18\n \x01(\x01\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\"\xbb\x01\n\rProviderCheck\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x04 \x01(\t\x12/\n\x06stream\x18\x05 \x01(\x0b\x32\x1f.saga.router.v1.ProbeModeResult\x12\x31\n\x08\x63omplete\x18\x06 \x01(\x0b\x32\x1f.saga.router.v1.ProbeModeResult\"G\n\x0fProbeModeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nlatency_ms\x18\x02 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\"_\n\x0cOutboxStatus\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x01(\x03\x12\x15\n\roldest_age_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/router/v1/providers.proto\x12\x0esaga.router.v1\"\xc7\x01\n\x06Prices\x12#\n\x1binput_per_million_micro_usd\x18\x01 \x01(\x03\x12$\n\x1coutput_per_million_micro_usd\x18\x02 \x01(\x03\x12*\n\"cached_input_per_million_micro_usd\x18\x03 \x01(\x03\x12\x1b\n\x13price_table_version\x18\x04 \x01(\t\x12)\n!cache_write_per_million_micro_usd\x18\x05 \x01(\x03\"\xaa\x01\n\x06Limits\x12\x17\n\x0fmax_concurrency\x18\x01 \x01(\x05\x12\x0b\n\x03rpm\x18\x02 \x01(\x05\x12\x0b\n\x03tpm\x18\x03 \x01(\x05\x12\x1a\n\x12\x63onnect_timeout_ms\x18\x04 \x01(\x05\x12\x1e\n\x16\x66irst_token_timeout_ms\x18\x05 \x01(\x05\x12\x18\n\x10total_timeout_ms\x18\x06 \x01(\x05\x12\x17\n\x0fidle_timeout_ms\x18\x07 \x01(\x05\"\xa6\x02\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\x12\x33\n\rcircuit_state\x18\x05 \x01(\x0e\x32\x1c.saga.router.v1.CircuitState\x12\x0f\n\x07healthy\x18\x06 \x01(\x08\x12&\n\x06prices\x18\x07 \x01(\x0b\x32\x16.saga.router.v1.Prices\x12&\n\x06limits\x18\x08 \x01(\x0b\x32\x16.saga.router.v1.Limits\x12\x16\n\x0e\x63ontext_window\x18\t \x01(\x05\x12\x15\n\rquality_prior\x18\n \x01(\x01\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\"\xbb\x01\n\rProviderCheck\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nlatency_ms\x18\x03 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x04 \x01(\t\x12/\n\x06stream\x18\x05 \x01(\x0b\x32\x1f.saga.router.v1.ProbeModeResult\x12\x31\n\x08\x63omplete\x18\x06 \x01(\x0b\x32\x1f.saga.router.v1.ProbeModeResult\"G\n\x0fProbeModeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\nlatency_ms\x18\x02 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\"_\n\x0cOutboxStatus\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x01(\x03\x12\x15\n\roldest_age_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.router.v1.providers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CIRCUITSTATE']._serialized_start=1039
-  _globals['_CIRCUITSTATE']._serialized_end=1163
+  _globals['_CIRCUITSTATE']._serialized_start=1082
+  _globals['_CIRCUITSTATE']._serialized_end=1206
   _globals['_PRICES']._serialized_start=51
-  _globals['_PRICES']._serialized_end=207
-  _globals['_LIMITS']._serialized_start=210
-  _globals['_LIMITS']._serialized_end=380
-  _globals['_PROVIDERINFO']._serialized_start=383
-  _globals['_PROVIDERINFO']._serialized_end=677
-  _globals['_PROVIDERCHECK']._serialized_start=680
-  _globals['_PROVIDERCHECK']._serialized_end=867
-  _globals['_PROBEMODERESULT']._serialized_start=869
-  _globals['_PROBEMODERESULT']._serialized_end=940
-  _globals['_OUTBOXSTATUS']._serialized_start=942
-  _globals['_OUTBOXSTATUS']._serialized_end=1037
+  _globals['_PRICES']._serialized_end=250
+  _globals['_LIMITS']._serialized_start=253
+  _globals['_LIMITS']._serialized_end=423
+  _globals['_PROVIDERINFO']._serialized_start=426
+  _globals['_PROVIDERINFO']._serialized_end=720
+  _globals['_PROVIDERCHECK']._serialized_start=723
+  _globals['_PROVIDERCHECK']._serialized_end=910
+  _globals['_PROBEMODERESULT']._serialized_start=912
+  _globals['_PROBEMODERESULT']._serialized_end=983
+  _globals['_OUTBOXSTATUS']._serialized_start=985
+  _globals['_OUTBOXSTATUS']._serialized_end=1080
 # @@protoc_insertion_point(module_scope)

@@ -55,12 +55,15 @@ class Prices(_message.Message):
     OUTPUT_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     PRICE_TABLE_VERSION_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_PER_MILLION_MICRO_USD_FIELD_NUMBER: _builtins.int
     input_per_million_micro_usd: _builtins.int
     output_per_million_micro_usd: _builtins.int
     cached_input_per_million_micro_usd: _builtins.int
     """Input tokens served from the provider's prompt cache."""
     price_table_version: _builtins.str
     """Version of the price table these prices come from."""
+    cache_write_per_million_micro_usd: _builtins.int
+    """Input tokens written to the provider's prompt cache."""
     def __init__(
         self,
         *,
@@ -68,10 +71,11 @@ class Prices(_message.Message):
         output_per_million_micro_usd: _builtins.int = ...,
         cached_input_per_million_micro_usd: _builtins.int = ...,
         price_table_version: _builtins.str = ...,
+        cache_write_per_million_micro_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_per_million_micro_usd", b"cached_input_per_million_micro_usd", "input_per_million_micro_usd", b"input_per_million_micro_usd", "output_per_million_micro_usd", b"output_per_million_micro_usd", "price_table_version", b"price_table_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_per_million_micro_usd", b"cache_write_per_million_micro_usd", "cached_input_per_million_micro_usd", b"cached_input_per_million_micro_usd", "input_per_million_micro_usd", b"input_per_million_micro_usd", "output_per_million_micro_usd", b"output_per_million_micro_usd", "price_table_version", b"price_table_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
