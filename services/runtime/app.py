@@ -66,6 +66,13 @@ async def build(host: ServiceHost) -> list[Registration]:
     events = EventWriter(db)
     host.spawn("execution-lease", executions.keep_alive)
     host.spawn("event-log", events.run)
+    retention = config.runtime
+    host.spawn(
+        "event-log-retention",
+        lambda: executions.keep_pruning(
+            retention.event_log_max_age_days * 86_400, retention.event_log_max_runs
+        ),
+    )
     # After the tasks ended, before the database closes: the last events, then the records.
     host.on_stop(events.close)
     host.on_stop(executions.close)

@@ -35,6 +35,9 @@ log = logging.getLogger("saga.runtime.executions")
 LEASE_MS = 30_000
 """How long a replica counts as alive after its last renewal."""
 
+PRUNE_SECONDS = 600.0
+"""How often retention deletes old event logs."""
+
 RENEW_SECONDS = 10.0
 """How often a replica renews its lease (a third of it: two renewals may fail in a row)."""
 
@@ -75,7 +78,9 @@ class ExecutionRecord:
     """The serialized google.rpc.Status a failed run's stream ended with."""
     idempotency_key: str = ""
     request_digest: str = ""
-    """What the request asked for (see `servicer.request_digest`): a retry's is the same."""
+    """What the request asked for (see `admission.request_digest`): a retry's is the same."""
+    events_pruned: bool = False
+    """The run's event log was deleted by retention (the record stays)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ def _record(row: Row) -> ExecutionRecord:
         error_status=bytes(row["error_status"]) if row["error_status"] is not None else None,
         idempotency_key=row["idempotency_key"],
         request_digest=row["request_digest"],
+        events_pruned=bool(row["events_pruned"]),
     )
 
 
@@ -313,6 +319,46 @@ class ExecutionStore:
                 raise
             return _record(winner)
         return None
+
+    async def prune_events(self, max_age_seconds: float, max_runs: int, batch: int = 500) -> int:
+        """Delete the event logs of finished runs older than `max_age_seconds`, and of the
+        oldest finished runs beyond the newest `max_runs` with logs; their records stay,
+        marked `events_pruned`. At most `batch` runs per call; how many were pruned."""
+        cutoff = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=max_age_seconds)
+        ).isoformat()
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT execution_id FROM executions WHERE status <> $1 AND NOT events_pruned "
+                "AND (completed_at < $2 OR execution_id NOT IN (SELECT execution_id FROM "
+                "executions WHERE NOT events_pruned ORDER BY created_at DESC LIMIT $3)) "
+                "ORDER BY created_at LIMIT $4",
+                ExecutionStatus.RUNNING,
+                cutoff,
+                max_runs,
+                batch,
+            )
+            for row in rows:
+                await tx.execute(
+                    "DELETE FROM execution_events WHERE execution_id = $1", row["execution_id"]
+                )
+                await tx.execute(
+                    "UPDATE executions SET events_pruned = TRUE WHERE execution_id = $1",
+                    row["execution_id"],
+                )
+        return len(rows)
+
+    async def keep_pruning(self, max_age_seconds: float, max_runs: int) -> None:
+        """Prune event logs every `PRUNE_SECONDS` until cancelled (a batch at a time, so a
+        large backlog never holds one long transaction)."""
+        while True:
+            try:
+                pruned = await self.prune_events(max_age_seconds, max_runs)
+                while pruned:
+                    pruned = await self.prune_events(max_age_seconds, max_runs)
+            except Exception:
+                log.exception("event log pruning failed")
+            await asyncio.sleep(PRUNE_SECONDS)
 
     async def events(
         self, execution_id: str, after_sequence: int, limit: int = 500

@@ -64,6 +64,7 @@ _V3 = """
     ALTER TABLE executions ADD COLUMN error_status {bytes};
     ALTER TABLE executions ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
     ALTER TABLE executions ADD COLUMN request_digest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN events_pruned BOOLEAN NOT NULL DEFAULT FALSE;
     CREATE INDEX executions_created ON executions (created_at, execution_id);
     CREATE UNIQUE INDEX executions_idempotency ON executions (user_id, idempotency_key)
         WHERE idempotency_key <> ''
@@ -91,7 +92,8 @@ MIGRATIONS = (
     """,
     # 3: the event log of every execution (WatchExecution replays it), the status a failed
     # run's stream ended with (a watcher of it ends with the same), and idempotency keys (one
-    # live run per user and key; the digest tells a retry from another request).
+    # live run per user and key; the digest tells a retry from another request), and whether
+    # a run's events were pruned by retention.
     {
         "sqlite": _V3.format(bytes="BLOB"),
         "postgresql": _V3.format(bytes="BYTEA"),

@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Mapping
 from google.rpc import status_pb2
 
 from saga.runtime.v1 import runtime_pb2
-from services.common.errors import Aborted, Cancelled, DataLoss, Internal, SagaError
+from services.common.errors import (
+    Aborted,
+    Cancelled,
+    DataLoss,
+    FailedPrecondition,
+    Internal,
+    SagaError,
+)
 from services.common.status import RemoteError, to_status_proto
 from services.runtime.event_log import LiveRun
 from services.runtime.executions import ExecutionRecord, ExecutionStatus, ExecutionStore
@@ -79,6 +86,12 @@ async def replay(
 ) -> AsyncIterator[bytes]:
     """The recorded events of `record`'s run after `after_sequence`, polling while it runs
     elsewhere, then its end."""
+    if record.events_pruned:
+        raise FailedPrecondition(
+            "the run's events were deleted by retention; GetExecution still has its record",
+            reason="EVENT_LOG_PRUNED",
+            metadata={"executionId": record.execution_id},
+        )
     sent = after_sequence
     last: bytes | None = None
     while True:

@@ -4,14 +4,18 @@ lease runs out — while the runs of live replicas are left alone. On SQLite and
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import datetime
 import time
 from pathlib import Path
 
 import pytest
 
 from services.common.database import Database, open_database
-from services.common.errors import AlreadyExists
+from services.common.errors import AlreadyExists, FailedPrecondition
 from services.common.usage import Usage
+from services.runtime.event_log import EventWriter
 from services.runtime.executions import (
     LEASE_MS,
     ExecutionRecord,
@@ -19,6 +23,7 @@ from services.runtime.executions import (
     ExecutionStore,
 )
 from services.runtime.schema import MIGRATIONS
+from services.runtime.watch import replay
 from tests.conftest import Backend
 
 
@@ -158,3 +163,55 @@ async def test_runs_recorded_before_leases_existed_are_interrupted_after_the_upg
     assert await status(store, "exe_old") == ExecutionStatus.INTERRUPTED
     assert await status(store, "exe_done") == ExecutionStatus.SUCCEEDED
     await db.close()
+
+
+async def test_retention_prunes_old_and_surplus_event_logs_and_keeps_the_records(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    writer = EventWriter(db)
+    task = asyncio.ensure_future(writer.run())
+    try:
+        ids = ["exe_old", "exe_mid", "exe_new", "exe_live"]
+        old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=40)).isoformat()
+        for execution_id in ids:
+            created = (
+                old
+                if execution_id == "exe_old"
+                else datetime.datetime.now(datetime.UTC).isoformat()
+            )
+            await store.insert(dataclasses.replace(record(execution_id), created_at=created))
+            log = writer.start(execution_id)
+            for n in range(3):
+                log.append(f"{execution_id}:{n}".encode())
+            if execution_id != "exe_live":
+                await store.finish(execution_id, ExecutionStatus.SUCCEEDED)
+            await asyncio.sleep(0.001)  # distinct creation times, in this order
+        assert await writer.flush()
+        await db.execute(
+            "UPDATE executions SET completed_at = $1 WHERE execution_id = 'exe_old'", old
+        )
+        # 30 days and at most two logs: the old one by age, the middle one by count; a
+        # running run is never pruned.
+        assert await store.prune_events(30 * 86_400, max_runs=2) == 2
+        assert await store.prune_events(30 * 86_400, max_runs=2) == 0
+        for execution_id, kept in (
+            ("exe_old", False),
+            ("exe_mid", False),
+            ("exe_new", True),
+            ("exe_live", True),
+        ):
+            found = await store.get(execution_id)
+            assert found is not None  # the record stays
+            assert found.events_pruned is not kept
+            assert len(await store.events(execution_id, 0)) == (3 if kept else 0)
+        pruned = await store.get("exe_old")
+        assert pruned is not None
+        with pytest.raises(FailedPrecondition) as refused:
+            async for _ in replay(store, pruned, 0):
+                pass
+        assert refused.value.reason == "EVENT_LOG_PRUNED"
+    finally:
+        task.cancel()
+        await db.close()
