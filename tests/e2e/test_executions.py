@@ -6,8 +6,12 @@ from where the client asks, with no gap and no duplicate, and ends the way the r
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +22,7 @@ from services.common.status import describe
 from tests.conftest import Backend
 from tests.e2e.test_budgets import new_user
 from tests.e2e.test_execute import bearer, chat
-from tests.harness import Stack, stack_for
+from tests.harness import ROOT, Stack, stack_for
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +406,35 @@ async def test_a_retry_of_a_cancelled_run_starts_a_new_one(stack: Stack) -> None
     assert error is None
     assert again[0].accepted.execution_id != first_id
     assert again[-1].WhichOneof("event") == "completed"
+
+
+async def node(stack: Stack, script: str, *args: str) -> list[dict[str, object]]:
+    """The JSON lines one of the Node clients printed (it must exit 0)."""
+    env = {**os.environ, "SAGA_GATEWAY": stack.target("gateway"), "SAGA_API_KEY": stack.admin_key()}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["node", str(ROOT / "clients" / "node" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def node_text(lines: list[dict[str, Any]]) -> str:
+    return "".join(line["token"]["text"] for line in lines if line["event"] == "token")
+
+
+async def test_node_detaches_then_resumes_to_the_whole_answer(stack: Stack) -> None:
+    prompt = "prompt=a story told twice from Node"
+    whole = await node(stack, "execute.js", "chat", prompt)
+    cut = await node(stack, "execute.js", "--detach", "--stop-after", "4", "chat", prompt)
+    assert [line["event"] for line in cut] == ["accepted", "step_started", "token", "token"]
+    execution_id = str(cut[0]["accepted"]["execution_id"])  # type: ignore[index]
+    rest = await node(stack, "watch.js", execution_id, str(cut[-1]["sequence"]))
+    assert rest[-1]["event"] == "completed"
+    sequences = [int(str(line["sequence"])) for line in cut + rest]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert node_text(cut + rest) == node_text(whole)
