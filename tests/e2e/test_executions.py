@@ -22,6 +22,8 @@ from services.common.status import describe
 from tests.conftest import Backend
 from tests.e2e.test_budgets import new_user
 from tests.e2e.test_execute import bearer, chat
+from tests.e2e.test_resilience_gateway import provider_toml
+from tests.fakes.providers import FakeProviders, Script
 from tests.harness import ROOT, Stack, stack_for
 
 
@@ -438,3 +440,27 @@ async def test_node_detaches_then_resumes_to_the_whole_answer(stack: Stack) -> N
     sequences = [int(str(line["sequence"])) for line in cut + rest]
     assert sequences == list(range(1, len(sequences) + 1))
     assert node_text(cut + rest) == node_text(whole)
+
+
+async def test_a_client_that_goes_away_cancels_the_provider_call(tmp_path: Path) -> None:
+    async with FakeProviders() as fake:
+        fake.defaults["ollama"] = Script(tokens=200, interval=0.05)
+        config = provider_toml("slow", fake, "ollama", max_retries=0)
+        async with stack_for(tmp_path, config=config) as s:
+            async with s.gateway_channel() as ch:
+                call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
+                    chat("a long one"), metadata=bearer(s.admin_key()), timeout=60
+                )
+                kinds = [(await call.read()).WhichOneof("event") for _ in range(4)]
+                call.cancel()
+            assert kinds[2:] == ["token", "token"]
+            for _ in range(100):  # the cancellation crosses three hops to the provider
+                (seen,) = fake.requests("ollama")
+                if seen.disconnected:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen.disconnected
+            assert not seen.completed
+            sent = seen.tokens
+            await asyncio.sleep(0.3)
+            assert fake.tokens_produced("ollama") == sent < 200  # nothing more was asked for
