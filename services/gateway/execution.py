@@ -25,6 +25,8 @@ _RUN_PATTERN = "/saga.runtime.v1.RuntimeService/RunPattern"
 _WATCH = "/saga.runtime.v1.RuntimeService/WatchExecution"
 _GET = "/saga.runtime.v1.RuntimeService/GetExecution"
 _LIST = "/saga.runtime.v1.RuntimeService/ListExecutions"
+READ_ANY = ("usage:read:all", "admin")
+"""Scopes that read executions without running them (an auditor's key needs no `execute`)."""
 
 
 def _validate(request: execution_pb2.ExecuteRequest) -> None:
@@ -108,7 +110,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.GetExecutionResponse:
         """Relayed to the runtime, which answers only what the caller may read."""
         principal = await self._edge.principal(context)
-        principal.require("execute")
+        principal.require("execute", *READ_ANY)
         response: execution_pb2.GetExecutionResponse = await self._relay.unary(
             _GET, execution_pb2.GetExecutionResponse, request, principal
         )
@@ -119,7 +121,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.ListExecutionsResponse:
         """Relayed to the runtime, which lists only what the caller may read."""
         principal = await self._edge.principal(context)
-        principal.require("execute")
+        principal.require("execute", *READ_ANY)
         response: execution_pb2.ListExecutionsResponse = await self._relay.unary(
             _LIST, execution_pb2.ListExecutionsResponse, request, principal
         )
@@ -130,7 +132,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> AsyncIterator[execution_pb2.WatchExecutionResponse]:
         """Relay the runtime's watch for as long as the caller's deadline allows."""
         principal = await self._edge.principal(context)
-        principal.require("execute")
+        principal.require("execute", *READ_ANY)
         ttl = self._edge.deadline(context)
         call = self._watch(
             request,

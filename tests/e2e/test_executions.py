@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from saga.execution.v1 import records_pb2
-from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from saga.gateway.v1 import account_pb2, account_pb2_grpc, execution_pb2, execution_pb2_grpc
 from services.common.status import describe
 from tests.conftest import Backend
 from tests.e2e.test_budgets import new_user
@@ -464,3 +464,29 @@ async def test_a_client_that_goes_away_cancels_the_provider_call(tmp_path: Path)
             sent = seen.tokens
             await asyncio.sleep(0.3)
             assert fake.tokens_produced("ollama") == sent < 200  # nothing more was asked for
+
+
+async def scoped_key(stack: Stack, *scopes: str) -> str:
+    async with stack.gateway_channel() as ch:
+        made = await account_pb2_grpc.AccountServiceStub(ch).CreateApiKey(
+            account_pb2.CreateApiKeyRequest(name="scoped", scopes=list(scopes)),
+            metadata=bearer(stack.admin_key()),
+            timeout=10,
+        )
+    return str(made.api_key)
+
+
+async def test_an_auditors_key_reads_every_run_and_a_usage_key_reads_none(stack: Stack) -> None:
+    _, frank = await new_user(stack)
+    events, _ = await execute(stack, chat("audit me"), frank)
+    execution_id = events[0].accepted.execution_id
+    auditor = await scoped_key(stack, "usage:read:all")
+    assert (await get(stack, execution_id, auditor)).execution_id == execution_id
+    assert wire(events) == wire((await watch(stack, execution_id, 0, auditor))[0])  # type: ignore[arg-type]
+    narrow = await scoped_key(stack, "usage:read")
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await get(stack, execution_id, narrow)
+    assert (denied.value.code(), describe(denied.value).reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SCOPE_MISSING",
+    )

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ExecutionServiceStub:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     def __init__(self, channel):
@@ -58,7 +59,8 @@ class ExecutionServiceStub:
 
 
 class ExecutionServiceServicer:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     def Execute(self, request, context):
@@ -131,7 +133,8 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ExecutionService:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     @staticmethod

@@ -29,7 +29,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ExecutionServiceStub:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -60,7 +62,9 @@ class ExecutionServiceStub:
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Execute: _aio.UnaryStreamMultiCallable[_execution_pb2.ExecuteRequest, _execution_pb2.ExecuteResponse]  # type: ignore[assignment]
@@ -87,7 +91,9 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     @_abc_1.abstractmethod
     def Execute(
