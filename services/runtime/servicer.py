@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 from google.protobuf import json_format
@@ -223,8 +223,11 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             detached,
         )
         if not detached:
-            async for event in run:
-                yield event
+            # Closed with this call however it ends, so the run's own cleanup (record,
+            # log) happens now and not when the generator is collected.
+            async with contextlib.aclosing(run):
+                async for event in run:
+                    yield event
             return
         # The run is the task's: this call only follows it, and may go away.
         self._detached.start(_drain(run))
@@ -238,7 +241,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         pinned: messages.Pinned,
         events: AsyncIterator[RunEvent],
         detached: bool,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The run's responses, each logged before it is sent, and its record settled."""
         sequence = 1
         try:
