@@ -20,6 +20,8 @@
     saga budgets show [USER]                   what is left this period: the user's, their keys'
     saga packs publish FILE [--asof D] [--source S]   a pricing pack from JSON or CSV (admin)
     saga packs list | health [--asof D] [--pack ID]   packs and their status (FRESH, WARMING…)
+    saga executions list [--status S] [--pattern P] [--user U | --all] [--limit N]
+    saga executions show ID | watch ID [--after N]   a run's record; replay its events, follow it
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
 as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
@@ -44,7 +46,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, packs, patterns
+from clients.cli import account, admin, arguments, executions, packs, patterns
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -121,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     packs.add_parsers(sub, common)
+    executions.add_parser(sub, common)
     patterns.add_parsers(sub, common)
     return p
 
@@ -149,6 +152,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "usage": admin.usage,
             "budgets": admin.budgets,
             "packs": packs.packs,
+            "executions": executions.executions,
             "patterns": patterns.patterns,
         }[args.command]
         return await command(channel, args, settings.metadata())

@@ -79,14 +79,16 @@ async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metad
             print(to_json(event, compact=True), flush=True)
         return 0
     try:
-        summary = await _stream(stub.Execute(request, metadata=md, timeout=args.timeout))
+        summary = await stream_events(stub.Execute(request, metadata=md, timeout=args.timeout))
     finally:
         print()  # end the line of tokens, before a summary or an error
     print(" · ".join(summary), file=sys.stderr)
     return 0
 
 
-async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[str]:
+async def stream_events(
+    events: AsyncIterable[execution_pb2.ExecuteResponse | execution_pb2.WatchExecutionResponse],
+) -> list[str]:
     """Print tokens and switches as they come; the parts of the summary line."""
     summary: list[str] = []
     provider = ""

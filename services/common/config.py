@@ -711,6 +711,32 @@ class RuntimeConfig:
             "steps of one run that may run at once (independent DAG branches)", min=1, max=64
         ),
     )
+    event_log_max_age_days: float = field(
+        default=30.0,
+        metadata=_doc(
+            "finished runs' event logs older than this are deleted (their records stay); "
+            "WatchExecution of one is EVENT_LOG_PRUNED",
+            min=0.01,
+            max=3650,
+        ),
+    )
+    event_log_max_runs: int = field(
+        default=100_000,
+        metadata=_doc(
+            "at most this many runs keep their event log; the oldest finished ones beyond it "
+            "are pruned",
+            min=1,
+        ),
+    )
+    idempotency_window_seconds: float = field(
+        default=86_400.0,
+        metadata=_doc(
+            "how long an Execute's idempotency_key names its run: a retry within it attaches "
+            "to that run, after it the key starts a new one",
+            min=1,
+            max=30 * 86_400,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     runtime = host.peers.channel("runtime")
     gate = PackGate(config.gateway, runtime)
     return [
-        Registration.of(ExecutionServicer(edge, runtime, gate)),
+        Registration.of(ExecutionServicer(edge, runtime, relay, gate)),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),

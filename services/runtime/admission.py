@@ -9,10 +9,12 @@ router's rule (PROMPT_EMPTY), not the runtime's.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from saga.runtime.v1 import runtime_pb2
 from services.common.asof import resolve_asof
 from services.common.errors import FieldViolation, InvalidArgument
 from services.runtime.capabilities import FieldSpec, a_type
@@ -33,6 +35,32 @@ def check_execution_id(execution_id: str) -> str:
             ],
         )
     return execution_id
+
+
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+
+
+def check_idempotency_key(key: str) -> str:
+    """`key` if it is empty or 1-128 printable ASCII characters."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not all(" " < c <= "~" for c in key):
+        raise InvalidArgument(
+            "options.idempotency_key must be at most 128 printable ASCII characters, no spaces",
+            reason="OPTION_INVALID",
+            field_violations=[
+                FieldViolation("options.idempotency_key", "1-128 printable ASCII characters")
+            ],
+        )
+    return key
+
+
+def request_digest(request: runtime_pb2.RunPatternRequest) -> str:
+    """What a run request asks for, as a digest: the same for a retry of it (which differs
+    only in its execution id and in detaching), different for any other request."""
+    asked = runtime_pb2.RunPatternRequest()
+    asked.CopyFrom(request)
+    asked.execution_id = ""
+    asked.options.detach_on_disconnect = False
+    return hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
 
 
 def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,10 +22,12 @@ from saga.runtime.v1 import sessions_pb2_grpc
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
+from services.common.lifecycle import Phase
 from services.common.server import Registration, ServiceHost
 from services.runtime import demo
 from services.runtime.agents.llm import LlmAgent
 from services.runtime.capabilities import CapabilityRegistry
+from services.runtime.event_log import EventWriter
 from services.runtime.executions import ExecutionStore
 from services.runtime.ledger import Ledger
 from services.runtime.pack_rules import held_symbols
@@ -75,8 +77,19 @@ async def build(host: ServiceHost) -> list[Registration]:
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
     executions = await ExecutionStore.open(db, replica_id)
+    events = EventWriter(db)
     host.spawn("execution-lease", executions.keep_alive)
-    host.on_stop(executions.close)  # after the lease task ended, before the database closes
+    host.spawn("event-log", events.run)
+    retention = config.runtime
+    host.spawn(
+        "event-log-retention",
+        lambda: executions.keep_pruning(
+            retention.event_log_max_age_days * 86_400, retention.event_log_max_runs
+        ),
+    )
+    # After the tasks ended, before the database closes: the last events, then the records.
+    host.on_stop(events.close)
+    host.on_stop(executions.close)
     host.on_stop(packs.close)
     host.on_stop(db.close)
     log.info(
@@ -92,9 +105,14 @@ async def build(host: ServiceHost) -> list[Registration]:
         registry=registry,
         pinning=Pinning(packs, ledger, db),
         executions=executions,
+        events=events,
         verifier=ContextVerifier(JwksKeys(host.peers.channel("auth"))),
         max_parallel_steps=config.runtime.max_parallel_steps,
+        idempotency_window_seconds=config.runtime.idempotency_window_seconds,
+        detached_grace_seconds=config.server.grace_seconds,
     )
+    # Detached runs get the drain's grace while the event writer still runs (FINISH).
+    host.on_stop(servicer.stop_detached, Phase.FINISH)
     return [
         registration(servicer),
         Registration.of(PackServicer(packs)),

@@ -16,8 +16,10 @@ domain kept, with the step and trace ids added (runner.py) — ends the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 from google.protobuf import json_format
@@ -25,20 +27,39 @@ from opentelemetry import trace
 
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from services.common import page_tokens
 from services.common.context import ContextVerifier, metadata_token
-from services.common.errors import NotFound, PermissionDenied, SagaError
+from services.common.errors import FailedPrecondition, NotFound, PermissionDenied, SagaError
 from services.common.guard import Context
+from services.common.lifecycle import InFlight
 from services.common.server import Registration
-from services.common.status import describe
+from services.common.status import describe, status_for
 from services.common.unbuilt_fields import refuse_unbuilt
 from services.runtime import messages, wire
-from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
+from services.runtime.admission import (
+    check_execution_id,
+    check_idempotency_key,
+    check_inputs,
+    request_digest,
+    resolve_asof,
+)
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
-from services.runtime.executions import ExecutionRecord, ExecutionStore
+from services.runtime.event_log import EventWriter, LiveRun
+from services.runtime.execution_queries import (
+    MAX_EXECUTION_ID_CHARS,
+    READ_ANY_SCOPES,
+    execution_query,
+    page_size,
+)
+from services.runtime.executions import ExecutionRecord, ExecutionStore, Recording
 from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
-from services.runtime.runner import RunFinished, Runner
+from services.runtime.runner import RunEvent, RunFinished, Runner
+from services.runtime.watch import cancelled_status, follow, interrupted_status, watch
+
+DOMAIN = "runtime.saga"
+"""The ErrorInfo domain of the runtime's errors (the guard's, for the statuses it records)."""
 
 
 def error_reason(error: BaseException) -> str:
@@ -48,6 +69,13 @@ def error_reason(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return describe(error).reason or f"UPSTREAM_{error.code().name}"
     return "INTERNAL"
+
+
+async def _drain(run: AsyncIterator[bytes]) -> None:
+    """Drive a detached run to its end; how it ended is in its record and its log."""
+    with contextlib.suppress(Exception):
+        async for _ in run:
+            pass
 
 
 def _weights(options: options_pb2.ExecuteOptions) -> tuple[float, float, float, float] | None:
@@ -68,8 +96,11 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         registry: CapabilityRegistry,
         pinning: Pinning,
         executions: ExecutionStore,
+        events: EventWriter,
         verifier: ContextVerifier,
         max_parallel_steps: int = 4,
+        idempotency_window_seconds: float = 86_400.0,
+        detached_grace_seconds: float = 10.0,
     ) -> None:
         self._patterns = dict(catalog.patterns)
         self._problems = sorted(catalog.problems, key=lambda p: p.source)
@@ -77,6 +108,13 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         self._runner = Runner(registry, max_parallel_steps)
         self._pinning = pinning
         self._executions = executions
+        self._events = events
+        self._live: dict[str, LiveRun] = {}
+        """The runs in progress on this replica, which watchers here follow in memory."""
+        self._detached = InFlight()
+        """Runs with detach_on_disconnect, each a task of its own."""
+        self._idempotency_window = idempotency_window_seconds
+        self._grace = detached_grace_seconds
         self._verifier = verifier
 
     def _find(self, pattern_id: str) -> Pattern:
@@ -139,18 +177,32 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             weights=_weights(options),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
-        recording = self._executions.begin(
-            ExecutionRecord(
-                execution_id=execution_id,
-                user_id=verified.user_id,
-                pattern_id=pattern.id,
-                session_id=request.session_id,
-                asof=asof,
-                pricing_pack_id=pack_id,
-                ledger_commit_hash=commit,
-                trace_id=trace_id,
-            )
+        record = ExecutionRecord(
+            execution_id=execution_id,
+            user_id=verified.user_id,
+            pattern_id=pattern.id,
+            session_id=request.session_id,
+            asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            trace_id=trace_id,
+            idempotency_key=check_idempotency_key(options.idempotency_key),
         )
+        if record.idempotency_key:
+            record = dataclasses.replace(record, request_digest=request_digest(request))
+            first = await self._executions.claim(record, self._idempotency_window)
+            if first is not None:
+                # A retry: the first run's events, replayed and then followed.
+                if first.request_digest != record.request_digest:
+                    raise FailedPrecondition(
+                        "this idempotency_key was used for another request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                        metadata={"executionId": first.execution_id},
+                    )
+                async for event in watch(self._executions, self._live, first, 0):
+                    yield event
+                return
+        recording = self._executions.begin(record, inserted=bool(record.idempotency_key))
         pinned = messages.Pinned(
             execution_id=execution_id,
             pricing_pack_id=pack_id,
@@ -158,30 +210,148 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             trace_id=trace_id,
             asof=asof,
         )
+        ctx = {
+            "asof": asof,
+            "execution_id": execution_id,
+            "ledger_commit_hash": commit,
+            "pricing_pack_id": pack_id,
+        }
+        log = self._events.start(execution_id)
+        self._live[execution_id] = log
+        detached = options.detach_on_disconnect
+        run = self._drive(
+            log,
+            recording,
+            pinned,
+            self._runner.run(pattern, inputs, scope, ctx, trace_id),
+            detached,
+        )
+        if not detached:
+            # Closed with this call however it ends, so the run's own cleanup (record,
+            # log) happens now and not when the generator is collected.
+            async with contextlib.aclosing(run):
+                async for event in run:
+                    yield event
+            return
+        # The run is the task's: this call only follows it, and may go away.
+        self._detached.start(_drain(run))
+        async for event in follow(log, 0):
+            yield event
+
+    async def _drive(
+        self,
+        log: LiveRun,
+        recording: Recording,
+        pinned: messages.Pinned,
+        events: AsyncIterator[RunEvent],
+        detached: bool,
+    ) -> AsyncGenerator[bytes, None]:
+        """The run's responses, each logged before it is sent, and its record settled."""
         sequence = 1
         try:
-            yield messages.accepted(pinned, sequence)
-            ctx = {
-                "asof": asof,
-                "execution_id": execution_id,
-                "ledger_commit_hash": commit,
-                "pricing_pack_id": pack_id,
-            }
-            async for event in self._runner.run(pattern, inputs, scope, ctx, trace_id):
+            response = messages.accepted(pinned, sequence)
+            log.append(response)
+            yield response
+            async for event in events:
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
-                    yield wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    response = wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    log.append(response)
+                    yield response
                     continue
+                response = messages.run_event(event, pinned, sequence)
+                log.append(response)
                 if isinstance(event, RunFinished):
-                    # Recorded before the last event: a caller that saw Completed finds it.
+                    # Logged and recorded before the last event is sent: a caller that saw
+                    # Completed finds the record SUCCEEDED and the whole log.
+                    await self._events.flush()
                     await recording.succeeded(event.usage, event.cost_micro_usd)
-                yield messages.run_event(event, pinned, sequence)
+                    log.end(None)
+                yield response
         except (asyncio.CancelledError, GeneratorExit):
-            recording.abandoned("CANCELLED")
+            if detached:
+                # Only the shutdown cancels a detached run: the record stays RUNNING until
+                # the replica gives up its lease, which marks it INTERRUPTED.
+                log.end(interrupted_status())
+            else:
+                cancelled = cancelled_status()
+                log.end(cancelled)
+                recording.abandoned("CANCELLED", cancelled.SerializeToString())
             raise
         except Exception as error:
-            await recording.failed(error_reason(error))
+            final = status_for(error, DOMAIN)
+            await self._events.flush()
+            await recording.failed(error_reason(error), final.SerializeToString())
+            log.end(final)
             raise
+        finally:
+            del self._live[pinned.execution_id]
+
+    async def stop_detached(self) -> None:
+        """On shutdown: give detached runs the drain grace, then stop them (INTERRUPTED)."""
+        await self._detached.wait(grace=self._grace)
+
+    async def _reader(self, context: Context) -> tuple[str, bool]:
+        """(the caller's user id, whether it may read every user's executions)."""
+        verified = await self._verifier.verify(metadata_token(context.invocation_metadata()))
+        return verified.user_id, any(verified.has_scope(s) for s in READ_ANY_SCOPES)
+
+    async def _readable(self, execution_id: str, context: Context) -> ExecutionRecord:
+        user_id, any_user = await self._reader(context)
+        record = None
+        if len(execution_id) <= MAX_EXECUTION_ID_CHARS:
+            record = await self._executions.get(execution_id)
+        if record is None or not (any_user or record.user_id == user_id):
+            # Another user's execution is as absent as one that never existed.
+            raise NotFound(
+                f"no execution {execution_id[:MAX_EXECUTION_ID_CHARS]!r}",
+                reason="EXECUTION_NOT_FOUND",
+                metadata={"executionId": execution_id[:MAX_EXECUTION_ID_CHARS]},
+            )
+        return record
+
+    async def GetExecution(
+        self, request: runtime_pb2.GetExecutionRequest, context: Context
+    ) -> runtime_pb2.GetExecutionResponse:
+        """One execution the caller may read; NOT_FOUND EXECUTION_NOT_FOUND otherwise."""
+        record = await self._readable(request.execution_id, context)
+        return runtime_pb2.GetExecutionResponse(execution=messages.execution(record))
+
+    async def ListExecutions(
+        self, request: runtime_pb2.ListExecutionsRequest, context: Context
+    ) -> runtime_pb2.ListExecutionsResponse:
+        """The executions the query asks for, newest first, one page."""
+        user_id, any_user = await self._reader(context)
+        query = execution_query(request, user_id, any_user)
+        size = page_size(request.page_size)
+        filters = (
+            query.user_id,
+            query.status,
+            query.pattern_id,
+            query.created_after,
+            query.created_before,
+        )
+        position = page_tokens.decode(request.page_token, filters, 2)
+        if position is not None:
+            query = dataclasses.replace(query, after=(position[0], position[1]))
+        records = await self._executions.search(query, size + 1)
+        token = ""
+        if len(records) > size:
+            records = records[:size]
+            token = page_tokens.encode((records[-1].created_at, records[-1].execution_id), filters)
+        return runtime_pb2.ListExecutionsResponse(
+            executions=[messages.execution(r) for r in records], next_page_token=token
+        )
+
+    async def WatchExecution(  # type: ignore[override]
+        self, request: runtime_pb2.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """The run's events after `after_sequence`, then live ones, then its end (see
+        services/runtime/watch.py); serialized WatchExecutionResponses, which share
+        RunPatternResponse's field numbers."""
+        record = await self._readable(request.execution_id, context)
+        async for event in watch(self._executions, self._live, record, request.after_sequence):
+            yield event
 
     async def ListPatterns(
         self, request: runtime_pb2.ListPatternsRequest, context: Context
@@ -221,4 +391,4 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
 
 def registration(servicer: RuntimeServicer) -> Registration:
     """The Registration of `servicer`: RunPattern streams bytes it serialized itself."""
-    return Registration.of(servicer, raw_responses={"RunPattern"})
+    return Registration.of(servicer, raw_responses={"RunPattern", "WatchExecution"})

@@ -51,12 +51,12 @@ async def test_an_unbuilt_field_is_refused_naming_it(stack: Stack, field: str) -
 
 async def test_two_unbuilt_fields_are_both_named(stack: Stack) -> None:
     request = setting("options.export")
-    request.options.detach_on_disconnect = True
+    request.session_id = "ses_0123"
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await execute(stack, request)
     assert [v.field for v in describe(err.value).field_violations] == [
+        "session_id",
         "options.export",
-        "options.detach_on_disconnect",
     ]
 
 
