@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -55,9 +56,7 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
 
 UNBUILT: frozenset[str] = frozenset(
     {
-        "saga.gateway.v1.PackHealthService",
         "saga.gateway.v1.SessionService",
-        "saga.runtime.v1.PackService",
         "saga.runtime.v1.SessionService",
     }
 )
@@ -239,3 +238,15 @@ async def stack_for(
         yield stack
     finally:
         await asyncio.to_thread(stack.stop_all)
+
+
+async def metric(stack: Stack, service: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample of `service` (`name{labels}`, labels in the order
+    the metric declares them), 0 when it has none yet."""
+    url = f"http://127.0.0.1:{stack.ports[service].metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{inner}}} " if labels else f"{name} "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0][len(prefix) :]) if lines else 0.0

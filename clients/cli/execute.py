@@ -4,8 +4,10 @@ For people: tokens on stdout as they arrive, switches, skipped providers and ste
 summary on stderr. With `--json`: every event as one JSON document per line, nothing else.
 
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
-fallback, `--weights` the CUSTOM strategy's weights (and implies it). `--export json|csv`
-makes the run an export: its watermarked document is printed on stdout after the tokens.
+fallback, `--weights` the CUSTOM strategy's weights (and implies it); `--pack` and `--commit`
+pin the pricing pack and ledger commit (from an earlier run's summary line) to reproduce it,
+`--allow-stale` lets it run on a STALE pack. `--export json|csv` makes the run an export: its
+watermarked document is printed on stdout after the tokens.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ _EXPORT_FORMATS = {"json": options_pb2.EXPORT_FORMAT_JSON, "csv": options_pb2.EX
 def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
     """The run's options from the command line (`--weights` means `--strategy custom`)."""
     options = options_pb2.ExecuteOptions(
-        allowed_providers=args.providers, disable_fallback=args.no_fallback
+        allowed_providers=args.providers,
+        disable_fallback=args.no_fallback,
+        pricing_pack_id=args.pack,
+        ledger_commit_hash=args.commit,
+        allow_stale_pack=args.allow_stale,
     )
     strategy = args.strategy
     if args.weights is not None:
@@ -80,14 +86,16 @@ async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metad
             print(to_json(event, compact=True), flush=True)
         return 0
     try:
-        summary = await _stream(stub.Execute(request, metadata=md, timeout=args.timeout))
+        summary = await stream_events(stub.Execute(request, metadata=md, timeout=args.timeout))
     finally:
         print()  # end the line of tokens, before a summary or an error
     print(" · ".join(summary), file=sys.stderr)
     return 0
 
 
-async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[str]:
+async def stream_events(
+    events: AsyncIterable[execution_pb2.ExecuteResponse | execution_pb2.WatchExecutionResponse],
+) -> list[str]:
     """Print tokens and switches as they come; the parts of the summary line."""
     summary: list[str] = []
     provider = ""
@@ -96,7 +104,7 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
         kind = event.WhichOneof("event")
         if kind == "accepted":
             summary.append(f"execution {event.accepted.execution_id}")
-            summary.append(f"ledger {event.accepted.ledger_commit_hash[:12]}")
+            summary.append(f"ledger {event.accepted.ledger_commit_hash}")
             summary.append(f"pack {event.accepted.pricing_pack_id}")
         elif kind == "token":
             print(event.token.text, end="", flush=True)

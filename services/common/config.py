@@ -327,6 +327,20 @@ class GatewayConfig:
         default=10,
         metadata=_doc("Register and Login calls per minute per client address", min=1),
     )
+    pack_health_cache_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "how long the freshness gate and GetPackHealth reuse a pack's health", min=0, max=1
+        ),
+    )
+    pattern_cache_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long the freshness gate reuses a pattern's requires_pack (patterns change "
+            "only when the runtime restarts)",
+            min=0,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -674,10 +688,53 @@ class RuntimeConfig:
         default="",
         metadata=_doc("a directory of user patterns, loaded beside the shipped samples"),
     )
+    pack_max_age_days: int = field(
+        default=3,
+        metadata=_doc(
+            "a FRESH pack is STALE for runs more than this many days after its asof "
+            "(3: Friday's close serves Monday)",
+            min=0,
+        ),
+    )
+    pack_warmup_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "how long a published pack stays WARMING before it is reconciled (time for the "
+            "data behind it to settle); estimated_ready counts it",
+            min=0,
+            max=3600,
+        ),
+    )
     max_parallel_steps: int = field(
         default=4,
         metadata=_doc(
             "steps of one run that may run at once (independent DAG branches)", min=1, max=64
+        ),
+    )
+    event_log_max_age_days: float = field(
+        default=30.0,
+        metadata=_doc(
+            "finished runs' event logs older than this are deleted (their records stay); "
+            "WatchExecution of one is EVENT_LOG_PRUNED",
+            min=0.01,
+            max=3650,
+        ),
+    )
+    event_log_max_runs: int = field(
+        default=100_000,
+        metadata=_doc(
+            "at most this many runs keep their event log; the oldest finished ones beyond it "
+            "are pruned",
+            min=1,
+        ),
+    )
+    idempotency_window_seconds: float = field(
+        default=86_400.0,
+        metadata=_doc(
+            "how long an Execute's idempotency_key names its run: a retry within it attaches "
+            "to that run, after it the key starts a new one",
+            min=1,
+            max=30 * 86_400,
         ),
     )
 

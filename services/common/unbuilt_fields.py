@@ -18,8 +18,6 @@ from services.common.errors import FieldViolation, Unimplemented
 
 UNBUILT: dict[str, str] = {
     "session_id": "sessions are not built yet",
-    "options.idempotency_key": "execution records, which deduplicate retries, are not built yet",
-    "options.detach_on_disconnect": "detached runs are not built yet",
 }
 """Field path → why it is refused."""
 
@@ -27,8 +25,6 @@ UNBUILT: dict[str, str] = {
 def _set_fields(session_id: str, options: options_pb2.ExecuteOptions) -> list[str]:
     candidates = {
         "session_id": bool(session_id),
-        "options.idempotency_key": bool(options.idempotency_key),
-        "options.detach_on_disconnect": options.detach_on_disconnect,
     }
     return [path for path, is_set in candidates.items() if is_set and path in UNBUILT]
 

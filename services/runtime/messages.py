@@ -8,19 +8,49 @@ which the servicer calls itself); the few other events of a run are built and se
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
-from saga.execution.v1 import events_pb2
+from saga.execution.v1 import events_pb2, records_pb2
 from saga.runtime.v1 import runtime_pb2
 from services.common.usage_messages import usage_proto
 from services.runtime.capabilities import json_schema
+from services.runtime.executions import ExecutionRecord
 from services.runtime.patterns import Pattern, Problem
 from services.runtime.rights import Release
 from services.runtime.runner import RunFinished, StepBegan, StepFinished, StepSkipped
+
+
+def _timestamp(iso: str) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.datetime.fromisoformat(iso))
+    return stamp
+
+
+def execution(record: ExecutionRecord) -> records_pb2.Execution:
+    """The Execution message of a stored record."""
+    out = records_pb2.Execution(
+        execution_id=record.execution_id,
+        pattern_id=record.pattern_id,
+        user_id=record.user_id,
+        session_id=record.session_id,
+        status=records_pb2.ExecutionStatus.Value(f"EXECUTION_STATUS_{record.status}"),
+        usage=usage_proto(record.usage),
+        cost_micro_usd=record.cost_micro_usd,
+        pricing_pack_id=record.pricing_pack_id,
+        ledger_commit_hash=record.ledger_commit_hash,
+        trace_id=record.trace_id,
+        error_reason=record.error_reason,
+        asof=record.asof,
+    )
+    out.created_at.CopyFrom(_timestamp(record.created_at))
+    if record.completed_at:
+        out.completed_at.CopyFrom(_timestamp(record.completed_at))
+    return out
 
 
 def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:

@@ -49,17 +49,6 @@ async def test_an_unbuilt_field_is_refused_naming_it(stack: Stack, field: str) -
     assert [v.field for v in details.field_violations] == [field]
 
 
-async def test_two_unbuilt_fields_are_both_named(stack: Stack) -> None:
-    request = setting("options.idempotency_key")
-    request.options.detach_on_disconnect = True
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await execute(stack, request)
-    assert [v.field for v in describe(err.value).field_violations] == [
-        "options.idempotency_key",
-        "options.detach_on_disconnect",
-    ]
-
-
 async def test_the_same_request_without_it_runs(stack: Stack) -> None:
     kinds = await execute(stack, chat("hello"))
     assert (kinds[0], kinds[-1]) == ("accepted", "completed")

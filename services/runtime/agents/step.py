@@ -28,6 +28,9 @@ class RunScope:
     asof: str
     # The caller's `saga-context` token, forwarded unchanged to services acting for the user.
     context_token: str
+    # What the run reads (services/runtime/pins.py): the pack ("" = none) and ledger commit.
+    pricing_pack_id: str = ""
+    ledger_commit_hash: str = ""
     strategy: int = 0
     preferred_providers: tuple[str, ...] = ()
     max_cost_micro_usd: int = 0
@@ -39,10 +42,6 @@ class RunScope:
     weights: tuple[float, float, float, float] | None = None
     # time.monotonic() by which the run must end; None = the channels' default deadlines.
     deadline: float | None = None
-    # What the run is pinned to (Accepted says the same): the ledger head its positions are
-    # read at and the pricing pack its prices come from ("" = none was available).
-    ledger_commit_hash: str = ""
-    pricing_pack_id: str = ""
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (at least a millisecond), or None when there is none."""

@@ -140,7 +140,7 @@ def test_weights_with_another_strategy_are_a_usage_error(
 async def test_the_execute_summary_names_skipped_providers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from clients.cli.execute import _stream
+    from clients.cli.execute import stream_events
     from saga.execution.v1 import events_pb2, reason_events_pb2
     from saga.gateway.v1 import execution_pb2
 
@@ -158,7 +158,7 @@ async def test_the_execute_summary_names_skipped_providers(
         yield execution_pb2.ExecuteResponse(token=events_pb2.Token(step_id="answer", text="hi"))
         yield execution_pb2.ExecuteResponse(completed=events_pb2.Completed())
 
-    summary = await _stream(events())
+    summary = await stream_events(events())
     assert "skipped down (CIRCUIT_OPEN)" in summary
     assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err
 
