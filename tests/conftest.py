@@ -38,17 +38,16 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         yield Backend("sqlite", "", namespace)
         return
     yield Backend("postgresql", PG_URL, namespace)
-    await drop_namespace(namespace)
+    await drop_schemas(namespace)
 
 
-async def drop_namespace(namespace: str) -> None:
-    """Drop every PostgreSQL schema of a test's namespace (`<namespace>_<service>`)."""
+async def drop_schemas(namespace: str) -> None:
+    """Drop every PostgreSQL schema of a test's `namespace` (`<namespace>_<service>`)."""
     connection = await asyncpg.connect(PG_URL)
     try:
-        schemas = await connection.fetch(
+        for row in await connection.fetch(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{namespace}\\_%"
-        )
-        for row in schemas:
+        ):
             await connection.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
     finally:
         await connection.close()

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -48,18 +49,10 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
         "saga.runtime.v1.RuntimeService",
         "saga.runtime.v1.PackService",
         "saga.runtime.v1.SessionService",
+        "saga.runtime.v1.LedgerService",
     ),
 }
 """Fully qualified gRPC services each process must serve (SPEC section 3)."""
-
-UNBUILT: frozenset[str] = frozenset(
-    {
-        "saga.gateway.v1.PackHealthService",
-        "saga.runtime.v1.PackService",
-    }
-)
-"""Of those, the ones declared but not built yet (every RPC UNIMPLEMENTED): served, and left
-out of health, so readiness names only what is built."""
 
 
 def free_ports(count: int) -> list[int]:
@@ -236,3 +229,15 @@ async def stack_for(
         yield stack
     finally:
         await asyncio.to_thread(stack.stop_all)
+
+
+async def metric(stack: Stack, service: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample of `service` (`name{labels}`, labels in the order
+    the metric declares them), 0 when it has none yet."""
+    url = f"http://127.0.0.1:{stack.ports[service].metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{inner}}} " if labels else f"{name} "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0][len(prefix) :]) if lines else 0.0

@@ -6,9 +6,6 @@ true: a field added to a proto fails the guard until it gets a row here, and eac
 checked against the code.
 
 * `acted(module)`: the module acts on the field (checked: the module names it).
-* `REFUSED`: a non-default value is refused with UNIMPLEMENTED FIELD_NOT_IMPLEMENTED
-  (checked: the field is in `services.common.unbuilt_fields.UNBUILT`, whose every entry the
-  end-to-end refusal test sets).
 * `UNBUILT_RPC`: the whole RPC answers UNIMPLEMENTED (checked: no servicer defines it).
 
 The gateway's public requests are relayed to an inner service's request (`RELAYED`); the
@@ -29,18 +26,12 @@ class Acted:
 
 
 @dataclass(frozen=True)
-class Refused:
-    """A non-default value is refused (FIELD_NOT_IMPLEMENTED) until the field is built."""
-
-
-@dataclass(frozen=True)
 class UnbuiltRpc:
     """The field's RPC answers UNIMPLEMENTED as a whole."""
 
 
-Verdict = Acted | Refused | UnbuiltRpc
+Verdict = Acted | UnbuiltRpc
 
-REFUSED = Refused()
 UNBUILT_RPC = UnbuiltRpc()
 
 
@@ -56,6 +47,7 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.SetProviderKeyRequest": "saga.auth.v1.SetProviderKeyRequest",
     "saga.gateway.v1.LinkProviderAccountRequest": "saga.auth.v1.LinkProviderAccountRequest",
     "saga.gateway.v1.PublishPackRequest": "saga.runtime.v1.PublishPackRequest",
+    "saga.gateway.v1.ImportTransactionsRequest": "saga.runtime.v1.ImportTransactionsRequest",
     "saga.gateway.v1.CheckProvidersRequest": "saga.router.v1.CheckProvidersRequest",
     "saga.gateway.v1.UpdateMetricsRequest": "saga.optimizer.v1.UpdateMetricsRequest",
     "saga.gateway.v1.SetDefaultStrategyRequest": "saga.optimizer.v1.SetDefaultStrategyRequest",
@@ -66,6 +58,7 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.ListExecutionsRequest": "saga.runtime.v1.ListExecutionsRequest",
     "saga.gateway.v1.WatchExecutionRequest": "saga.runtime.v1.WatchExecutionRequest",
     "saga.gateway.v1.GetPackHealthRequest": "saga.runtime.v1.GetPackHealthRequest",
+    "saga.gateway.v1.ListPacksRequest": "saga.runtime.v1.ListPacksRequest",
     "saga.gateway.v1.GetPatternRequest": "saga.runtime.v1.GetPatternRequest",
     "saga.gateway.v1.CreateSessionRequest": "saga.runtime.v1.CreateSessionRequest",
     "saga.gateway.v1.GetSessionRequest": "saga.runtime.v1.GetSessionRequest",
@@ -240,21 +233,25 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "providers": acted("services/router/servicer.py"),
     },
     "saga.runtime.v1.GetPackHealthRequest": {
-        "asof": UNBUILT_RPC,
-        "pack_id": UNBUILT_RPC,
+        "asof": acted("services/runtime/pack_servicer.py"),
+        "pack_id": acted("services/runtime/pack_servicer.py"),
     },
     "saga.runtime.v1.ListPacksRequest": {
-        "page_size": UNBUILT_RPC,
-        "page_token": UNBUILT_RPC,
+        "page_size": acted("services/runtime/pack_servicer.py"),
+        "page_token": acted("services/runtime/pack_servicer.py"),
     },
     "saga.runtime.v1.PublishPackRequest": {
-        "asof": UNBUILT_RPC,
-        "prices": UNBUILT_RPC,
-        "prices.symbol": UNBUILT_RPC,
-        "prices.price_micro": UNBUILT_RPC,
-        "prices.currency": UNBUILT_RPC,
-        "prices.source": UNBUILT_RPC,
-        "source": UNBUILT_RPC,
+        "asof": acted("services/runtime/pack_servicer.py"),
+        "prices": acted("services/runtime/pack_servicer.py"),
+        "prices.symbol": acted("services/runtime/pack_servicer.py"),
+        "prices.price_micro": acted("services/runtime/pack_servicer.py"),
+        "prices.currency": acted("services/runtime/pack_servicer.py"),
+        "prices.source": acted("services/runtime/pack_servicer.py"),
+        "source": acted("services/runtime/pack_servicer.py"),
+    },
+    "saga.runtime.v1.ImportTransactionsRequest": {
+        "csv": acted("services/runtime/ledger_service.py"),
+        "expected_head": acted("services/runtime/ledger_service.py"),
     },
     "saga.runtime.v1.RunPatternRequest": {
         "pattern_id": acted("services/runtime/servicer.py"),
@@ -264,12 +261,12 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "options": acted("services/runtime/servicer.py"),
         "options.strategy": acted("services/runtime/servicer.py"),
         "options.preferred_providers": acted("services/runtime/servicer.py"),
-        "options.allow_stale_pack": acted("services/gateway/execution.py"),
-        "options.export": REFUSED,
-        "options.export_format": acted("services/gateway/execution.py"),
-        "options.idempotency_key": REFUSED,
+        "options.allow_stale_pack": acted("services/runtime/pins.py"),
+        "options.export": acted("services/runtime/servicer.py"),
+        "options.export_format": acted("services/runtime/servicer.py"),
+        "options.idempotency_key": acted("services/runtime/servicer.py"),
         "options.max_cost_micro_usd": acted("services/runtime/servicer.py"),
-        "options.detach_on_disconnect": REFUSED,
+        "options.detach_on_disconnect": acted("services/runtime/servicer.py"),
         "options.allowed_providers": acted("services/runtime/servicer.py"),
         "options.disable_fallback": acted("services/runtime/servicer.py"),
         "options.weights": acted("services/runtime/servicer.py"),
@@ -277,21 +274,29 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "options.weights.latency": acted("services/runtime/servicer.py"),
         "options.weights.quality": acted("services/runtime/servicer.py"),
         "options.weights.reliability": acted("services/runtime/servicer.py"),
+        "options.pricing_pack_id": acted("services/runtime/pins.py"),
+        "options.ledger_commit_hash": acted("services/runtime/pins.py"),
         "execution_id": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.GetPatternRequest": {
         "pattern_id": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.GetExecutionRequest": {
-        "execution_id": UNBUILT_RPC,
+        "execution_id": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.ListExecutionsRequest": {
-        "page_size": UNBUILT_RPC,
-        "page_token": UNBUILT_RPC,
+        "page_size": acted("services/runtime/servicer.py"),
+        "page_token": acted("services/runtime/servicer.py"),
+        "status": acted("services/runtime/execution_queries.py"),
+        "pattern_id": acted("services/runtime/execution_queries.py"),
+        "created_after": acted("services/runtime/execution_queries.py"),
+        "created_before": acted("services/runtime/execution_queries.py"),
+        "user_id": acted("services/runtime/execution_queries.py"),
+        "all_users": acted("services/runtime/execution_queries.py"),
     },
     "saga.runtime.v1.WatchExecutionRequest": {
-        "execution_id": UNBUILT_RPC,
-        "after_sequence": UNBUILT_RPC,
+        "execution_id": acted("services/runtime/servicer.py"),
+        "after_sequence": acted("services/runtime/servicer.py"),
     },
     "saga.runtime.v1.CreateSessionRequest": {
         "title": acted("services/runtime/session_servicer.py"),

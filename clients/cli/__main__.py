@@ -6,6 +6,9 @@
     saga sessions create [--title T] [--meta NAME=VALUE]...   a new session; its id on stdout
     saga sessions list [--page-size N] [--page-token T]       yours, most recently updated first
     saga sessions show ID | saga sessions delete ID           its stages, oldest first
+        [--export json|csv]                    an export: the watermarked document at the end
+        [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
+                                               pin a pack and ledger commit to rerun a run
     saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
@@ -20,6 +23,11 @@
     saga usage [--from D] [--to D] [--user U | --all] [--by provider,model,day]
     saga budgets set USER --amount 5.00 [--period day|month] [--key KEY_ID] | --clear   (admin)
     saga budgets show [USER]                   what is left this period: the user's, their keys'
+    saga ledger import FILE.csv [--expect-head HASH]   append transactions atomically (admin)
+    saga packs publish FILE [--asof D] [--source S]   a pricing pack from JSON or CSV (admin)
+    saga packs list | health [--asof D] [--pack ID]   packs and their status (FRESH, WARMING…)
+    saga executions list [--status S] [--pattern P] [--user U | --all] [--limit N]
+    saga executions show ID | watch ID [--after N]   a run's record; replay its events, follow it
 
 Output is aligned tables for people; `--json` (before or after the command) prints each reply
 as proto3 JSON instead, one document per line for the streams of `execute` and `vault rewrap`
@@ -44,7 +52,7 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, patterns, sessions
+from clients.cli import account, admin, arguments, executions, ledger, packs, patterns, sessions
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -92,6 +100,17 @@ def parser() -> argparse.ArgumentParser:
         metavar="cost=0.7,latency=0.3",
         help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
     )
+    run.add_argument(
+        "--export",
+        choices=("json", "csv"),
+        help="the outputs are an export (refused when a data source denies it): print the "
+        "watermarked document at the end",
+    )
+    run.add_argument("--pack", default="", help="run against this pricing pack (a rerun)")
+    run.add_argument("--commit", default="", help="read the ledger at this commit (a rerun)")
+    run.add_argument(
+        "--allow-stale", action="store_true", help="run on a STALE pack (scope pack:stale)"
+    )
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
@@ -117,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
         signing.add_argument("email")
     admin.add_parsers(sub, common)
     sessions.add_parser(sub, common)
+    ledger.add_parsers(sub, common)
+    packs.add_parsers(sub, common)
+    executions.add_parser(sub, common)
     patterns.add_parsers(sub, common)
     return p
 
@@ -145,6 +167,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "usage": admin.usage,
             "budgets": admin.budgets,
             "sessions": sessions.sessions,
+            "ledger": ledger.ledger,
+            "packs": packs.packs,
+            "executions": executions.executions,
             "patterns": patterns.patterns,
         }[args.command]
         return await command(channel, args, settings.metadata())

@@ -5,7 +5,10 @@ summary on stderr. With `--json`: every event as one JSON document per line, not
 
 `--session ID` appends the run to one of the caller's sessions as a stage once it completes.
 `--provider NAME` (repeatable) is the run's allow-list, `--no-fallback` its opt-out of
-fallback, `--weights` the CUSTOM strategy's weights (and implies it).
+fallback, `--weights` the CUSTOM strategy's weights (and implies it); `--pack` and `--commit`
+pin the pricing pack and ledger commit (from an earlier run's summary line) to reproduce it,
+`--allow-stale` lets it run on a STALE pack. `--export json|csv` makes the run an export: its
+watermarked document is printed on stdout after the tokens.
 """
 
 from __future__ import annotations
@@ -44,10 +47,17 @@ def inputs(pairs: list[str], flag: str = "--input") -> struct_pb2.Struct:
     return struct
 
 
+_EXPORT_FORMATS = {"json": options_pb2.EXPORT_FORMAT_JSON, "csv": options_pb2.EXPORT_FORMAT_CSV}
+
+
 def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
     """The run's options from the command line (`--weights` means `--strategy custom`)."""
     options = options_pb2.ExecuteOptions(
-        allowed_providers=args.providers, disable_fallback=args.no_fallback
+        allowed_providers=args.providers,
+        disable_fallback=args.no_fallback,
+        pricing_pack_id=args.pack,
+        ledger_commit_hash=args.commit,
+        allow_stale_pack=args.allow_stale,
     )
     strategy = args.strategy
     if args.weights is not None:
@@ -58,6 +68,9 @@ def execute_options(args: argparse.Namespace) -> options_pb2.ExecuteOptions:
         options.weights.CopyFrom(args.weights)
     if strategy:
         options.strategy = TO_PROTO[Strategy(strategy)]
+    if args.export:
+        options.export = True
+        options.export_format = _EXPORT_FORMATS[args.export]
     return options
 
 
@@ -79,14 +92,16 @@ async def execute(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metad
             print(to_json(event, compact=True), flush=True)
         return 0
     try:
-        summary = await _stream(stub.Execute(request, metadata=md, timeout=args.timeout))
+        summary = await stream_events(stub.Execute(request, metadata=md, timeout=args.timeout))
     finally:
         print()  # end the line of tokens, before a summary or an error
     print(" · ".join(summary), file=sys.stderr)
     return 0
 
 
-async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[str]:
+async def stream_events(
+    events: AsyncIterable[execution_pb2.ExecuteResponse | execution_pb2.WatchExecutionResponse],
+) -> list[str]:
     """Print tokens and switches as they come; the parts of the summary line."""
     summary: list[str] = []
     provider = ""
@@ -95,7 +110,7 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
         kind = event.WhichOneof("event")
         if kind == "accepted":
             summary.append(f"execution {event.accepted.execution_id}")
-            summary.append(f"ledger {event.accepted.ledger_commit_hash[:12]}")
+            summary.append(f"ledger {event.accepted.ledger_commit_hash}")
             summary.append(f"pack {event.accepted.pricing_pack_id}")
         elif kind == "token":
             print(event.token.text, end="", flush=True)
@@ -117,6 +132,8 @@ async def _stream(events: AsyncIterable[execution_pb2.ExecuteResponse]) -> list[
             summary.append(f"provider {provider}")
             summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
             summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
+            if event.completed.export_document:
+                print(f"\n{event.completed.export_document}", end="", flush=True)
             if skipped:
                 summary.append(
                     "skipped " + ", ".join(f"{name} ({why})" for name, why in skipped.items())

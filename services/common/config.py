@@ -327,6 +327,20 @@ class GatewayConfig:
         default=10,
         metadata=_doc("Register and Login calls per minute per client address", min=1),
     )
+    pack_health_cache_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "how long the freshness gate and GetPackHealth reuse a pack's health", min=0, max=1
+        ),
+    )
+    pattern_cache_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long the freshness gate reuses a pattern's requires_pack (patterns change "
+            "only when the runtime restarts)",
+            min=0,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -674,10 +688,84 @@ class RuntimeConfig:
         default="",
         metadata=_doc("a directory of user patterns, loaded beside the shipped samples"),
     )
+    pack_max_age_days: int = field(
+        default=3,
+        metadata=_doc(
+            "a FRESH pack is STALE for runs more than this many days after its asof "
+            "(3: Friday's close serves Monday)",
+            min=0,
+        ),
+    )
+    pack_warmup_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "how long a published pack stays WARMING before it is reconciled (time for the "
+            "data behind it to settle); estimated_ready counts it",
+            min=0,
+            max=3600,
+        ),
+    )
     max_parallel_steps: int = field(
         default=4,
         metadata=_doc(
             "steps of one run that may run at once (independent DAG branches)", min=1, max=64
+        ),
+    )
+    event_log_max_age_days: float = field(
+        default=30.0,
+        metadata=_doc(
+            "finished runs' event logs older than this are deleted (their records stay); "
+            "WatchExecution of one is EVENT_LOG_PRUNED",
+            min=0.01,
+            max=3650,
+        ),
+    )
+    event_log_max_runs: int = field(
+        default=100_000,
+        metadata=_doc(
+            "at most this many runs keep their event log; the oldest finished ones beyond it "
+            "are pruned",
+            min=1,
+        ),
+    )
+    idempotency_window_seconds: float = field(
+        default=86_400.0,
+        metadata=_doc(
+            "how long an Execute's idempotency_key names its run: a retry within it attaches "
+            "to that run, after it the key starts a new one",
+            min=1,
+            max=30 * 86_400,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class RightsSourceConfig:
+    """One data source of the rights registry (a `[[rights.sources]]` table)."""
+
+    name: str = field(
+        metadata=_doc("the source's id: ledger, a pack's source, or a dataset's name")
+    )
+    export: str = field(
+        metadata=_doc(
+            "whether outputs that carry its data may be exported", choices=("allow", "deny")
+        )
+    )
+    attribution: str = field(
+        default="", metadata=_doc("credit shown with every run's outputs that used it")
+    )
+    watermark: str = field(default="", metadata=_doc("text stamped on exports that carry it"))
+
+
+@dataclass(frozen=True)
+class RightsConfig:
+    """The rights registry: what each data source allows (see docs/operations.md, Rights)."""
+
+    sources: tuple[RightsSourceConfig, ...] = field(
+        default=(),
+        metadata=_doc(
+            "[[rights.sources]] tables (saga.toml only); each replaces the shipped entry of the "
+            "same name (ledger, demo, securities); a source in none is denied export"
         ),
     )
 
@@ -718,6 +806,7 @@ class Config:
     vault: VaultConfig = field(default_factory=VaultConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    rights: RightsConfig = field(default_factory=RightsConfig)
     providers: tuple[ProviderConfig, ...] = field(
         default=DEFAULT_PROVIDERS,
         metadata=_doc("[[providers]] tables (saga.toml only); absent = the two sim providers"),
@@ -954,6 +1043,13 @@ def _validate(config: Config) -> Config:
             raise ConfigError(
                 f"providers[{i}].max_tokens_field: only the openai and copilot engines send it "
                 f"(provider {p.name!r} is {p.kind!r}). Fix: remove it."
+            )
+    rights = [r.name for r in config.rights.sources]
+    for name in rights:
+        if rights.count(name) > 1 or not name:
+            raise ConfigError(
+                f"rights.sources: the name {name!r} is used twice or empty. Fix: one table "
+                "per source."
             )
     if config.tls.mode == "files":
         for key in ("cert_file", "key_file", "ca_file"):

@@ -10,7 +10,8 @@ Every error maps to one gRPC status carrying exactly one `google.rpc.ErrorInfo` 
     ├── PermissionDenied           PERMISSION_DENIED
     ├── Unauthenticated            UNAUTHENTICATED
     ├── FailedPrecondition         FAILED_PRECONDITION
-    ├── Aborted                    ABORTED           (compare-and-set lost)
+    ├── Aborted                    ABORTED           (compare-and-set lost, a run interrupted)
+    ├── Cancelled                  CANCELLED         (the work was cancelled by its caller)
     ├── ResourceExhausted          RESOURCE_EXHAUSTED (+ QuotaFailure, RetryInfo)
     ├── Unavailable                UNAVAILABLE       (+ RetryInfo)
     ├── DeadlineExceeded           DEADLINE_EXCEEDED
@@ -142,10 +143,19 @@ class FailedPrecondition(SagaError):
 
 
 class Aborted(SagaError):
-    """A concurrent change won (compare-and-set); re-read and retry."""
+    """A concurrent change won (compare-and-set; re-read and retry), or work stopped before
+    it finished."""
 
     code = Code.ABORTED
     default_reason = "ABORTED"
+
+
+class Cancelled(SagaError):
+    """The work was cancelled by the caller that started it (e.g. a watched run whose client
+    went away)."""
+
+    code = Code.CANCELLED
+    default_reason = "CANCELLED"
 
 
 class ResourceExhausted(SagaError):

@@ -30,7 +30,6 @@ import grpc
 from opentelemetry.trace import Span
 
 from services.common.errors import (
-    Internal,
     InvalidArgument,
     PermissionDenied,
     SagaError,
@@ -38,7 +37,7 @@ from services.common.errors import (
 )
 from services.common.identity import caller_may_call, mesh_peer_service, peer_service
 from services.common.metrics import RPC_HANDLED, RPC_SECONDS
-from services.common.status import RemoteError, abort, to_status_proto
+from services.common.status import abort, status_for
 from services.common.telemetry import end_server_span, start_server_span, traced
 
 log = logging.getLogger("saga.rpc")
@@ -147,12 +146,9 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped
 
     async def _fail(self, context: Context, error: BaseException) -> NoReturn:
-        if isinstance(error, grpc.aio.AioRpcError):
-            error = RemoteError.from_rpc_error(error, self.domain)
-        elif not isinstance(error, SagaError):
+        if not isinstance(error, SagaError | grpc.aio.AioRpcError):
             log.error("unhandled error", exc_info=error)
-            error = Internal("internal error")
-        await abort(context, to_status_proto(error, self.domain))
+        await abort(context, status_for(error, self.domain))
         raise AssertionError("unreachable: abort raises")
 
     async def _admit(

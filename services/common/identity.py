@@ -62,6 +62,7 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "WatchExecution",
         ),
         "saga.runtime.v1.PackService": ("GetPackHealth", "ListPacks", "PublishPack"),
+        "saga.runtime.v1.LedgerService": ("ImportTransactions",),
         "saga.runtime.v1.SessionService": (
             "CreateSession",
             "GetSession",

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.common.errors import Code, FieldViolation, QuotaViolation, SagaError
+from services.common.errors import Code, FieldViolation, Internal, QuotaViolation, SagaError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -125,6 +125,16 @@ def to_status_proto(error: SagaError, domain: str) -> status_pb2.Status:
         keep //= 2
         status = _status(error, domain, keep)
     return status
+
+
+def status_for(error: BaseException, domain: str) -> status_pb2.Status:
+    """The status a handler that raised `error` ends its call with: a domain error's own, an
+    upstream call's unchanged, anything else INTERNAL (its text is never sent)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        error = RemoteError.from_rpc_error(error, domain)
+    elif not isinstance(error, SagaError):
+        error = Internal("internal error")
+    return to_status_proto(error, domain)
 
 
 async def abort(

@@ -31,6 +31,10 @@ ADMIN_RELAYS = {
     "SetBudget": ("/saga.optimizer.v1.OptimizerService/SetBudget", pb.SetBudgetResponse),
     "GetVaultStatus": ("/saga.vault.v1.VaultService/GetStatus", pb.GetVaultStatusResponse),
     "RotateVaultKey": ("/saga.vault.v1.VaultService/RotateKey", pb.RotateVaultKeyResponse),
+    "ImportTransactions": (
+        "/saga.runtime.v1.LedgerService/ImportTransactions",
+        pb.ImportTransactionsResponse,
+    ),
 }
 """Gateway method -> (owner's method, gateway response type); a test checks the wire twins."""
 
@@ -56,4 +60,5 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SetBudget = admin_relay(*ADMIN_RELAYS["SetBudget"])
     GetVaultStatus = admin_relay(*ADMIN_RELAYS["GetVaultStatus"])
     RotateVaultKey = admin_relay(*ADMIN_RELAYS["RotateVaultKey"])
+    ImportTransactions = admin_relay(*ADMIN_RELAYS["ImportTransactions"])
     RewrapVault = admin_stream_relay(*ADMIN_STREAM_RELAYS["RewrapVault"])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from saga.gateway.v1 import pack_health_pb2_grpc
 from services.common.context import ContextSigner, ensure_context_keys, load_private_key
 from services.common.server import Registration, ServiceHost
 from services.gateway.account import AccountServicer
 from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.pack_health import PackGate, PackHealthServicer
 from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
@@ -29,12 +29,14 @@ async def build(host: ServiceHost) -> list[Registration]:
     auth = host.peers.channel("auth")
     edge = Edge(config, auth, signer)
     relay = Relay(edge, host.peers)
+    runtime = host.peers.channel("runtime")
+    gate = PackGate(config.gateway, runtime)
     return [
-        Registration.of(ExecutionServicer(edge, host.peers.channel("runtime"))),
+        Registration.of(ExecutionServicer(edge, runtime, relay, gate)),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
         Registration.of(SessionServicer(edge, relay)),
         Registration.of(PatternServicer(edge, relay)),
-        Registration.unbuilt(pack_health_pb2_grpc.PackHealthServiceServicer),
+        Registration.of(PackHealthServicer(edge, gate, runtime)),
     ]

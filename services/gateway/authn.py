@@ -40,9 +40,9 @@ class Principal:
     expires_at: float | None = None
     """When the credential stops being valid (Unix seconds); None when it never expires."""
 
-    def require(self, scope: str) -> None:
-        """PermissionDenied unless the caller holds `scope`."""
-        if scope not in self.scopes:
+    def require(self, scope: str, *alternatives: str) -> None:
+        """PermissionDenied unless the caller holds `scope` (or one of `alternatives`)."""
+        if scope not in self.scopes and not self.scopes.intersection(alternatives):
             raise PermissionDenied(
                 f"this call needs the scope {scope!r}",
                 reason="SCOPE_MISSING",

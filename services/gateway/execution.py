@@ -1,4 +1,8 @@
-"""`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller."""
+"""`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller.
+
+Before the runtime is called: scopes, bounds, the asof (a real date, not after today; empty =
+today, resolved here so the whole run sees one date) and the freshness gate
+(`pack_health.PackGate`, cached: no RPC per Execute while its entries live)."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import grpc
 from saga.execution.v1 import common_pb2, options_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from saga.runtime.v1 import runtime_pb2
+from services.common.asof import resolve_asof
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
-from services.common.unbuilt_fields import refuse_unbuilt
-from services.gateway.edge import Edge, new_execution_id
+from services.gateway.edge import Edge, new_execution_id, new_request_id
+from services.gateway.pack_health import PackGate
+from services.gateway.relay import Relay
 
 MAX_PATTERN_ID = 128
 MAX_INPUT_BYTES = 1024 * 1024
@@ -21,6 +27,11 @@ MAX_INPUT_BYTES = 1024 * 1024
 # RunPatternResponse and ExecuteResponse share every field number (docs/architecture.md), so
 # the runtime's bytes are parsed straight into the gateway's message: no copy per event.
 _RUN_PATTERN = "/saga.runtime.v1.RuntimeService/RunPattern"
+_WATCH = "/saga.runtime.v1.RuntimeService/WatchExecution"
+_GET = "/saga.runtime.v1.RuntimeService/GetExecution"
+_LIST = "/saga.runtime.v1.RuntimeService/ListExecutions"
+READ_ANY = ("usage:read:all", "admin")
+"""Scopes that read executions without running them (an auditor's key needs no `execute`)."""
 
 
 def _validate(request: execution_pb2.ExecuteRequest) -> None:
@@ -82,15 +93,65 @@ def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
-    """Execute; the execution records (Get/List/Watch) come with a later issue."""
+    """Execute, and the execution records (scope `execute`; the runtime decides whose)."""
 
-    def __init__(self, edge: Edge, runtime: grpc.aio.Channel) -> None:
+    def __init__(self, edge: Edge, runtime: grpc.aio.Channel, relay: Relay, gate: PackGate) -> None:
         self._edge = edge
+        self._relay = relay
+        self._gate = gate
         self._run_pattern = runtime.unary_stream(
             _RUN_PATTERN,
             request_serializer=runtime_pb2.RunPatternRequest.SerializeToString,
             response_deserializer=execution_pb2.ExecuteResponse.FromString,
         )
+        # The gateway's watch request and response share the runtime's field numbers.
+        self._watch = runtime.unary_stream(
+            _WATCH,
+            request_serializer=execution_pb2.WatchExecutionRequest.SerializeToString,
+            response_deserializer=execution_pb2.WatchExecutionResponse.FromString,
+        )
+
+    async def GetExecution(
+        self, request: execution_pb2.GetExecutionRequest, context: Context
+    ) -> execution_pb2.GetExecutionResponse:
+        """Relayed to the runtime, which answers only what the caller may read."""
+        principal = await self._edge.principal(context)
+        principal.require("execute", *READ_ANY)
+        response: execution_pb2.GetExecutionResponse = await self._relay.unary(
+            _GET, execution_pb2.GetExecutionResponse, request, principal
+        )
+        return response
+
+    async def ListExecutions(
+        self, request: execution_pb2.ListExecutionsRequest, context: Context
+    ) -> execution_pb2.ListExecutionsResponse:
+        """Relayed to the runtime, which lists only what the caller may read."""
+        principal = await self._edge.principal(context)
+        principal.require("execute", *READ_ANY)
+        response: execution_pb2.ListExecutionsResponse = await self._relay.unary(
+            _LIST, execution_pb2.ListExecutionsResponse, request, principal
+        )
+        return response
+
+    async def WatchExecution(
+        self, request: execution_pb2.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[execution_pb2.WatchExecutionResponse]:
+        """Relay the runtime's watch for as long as the caller's deadline allows."""
+        principal = await self._edge.principal(context)
+        principal.require("execute", *READ_ANY)
+        ttl = self._edge.deadline(context)
+        call = self._watch(
+            request,
+            metadata=self._edge.context_metadata(principal, new_request_id(), ttl),
+            timeout=ttl,
+        )
+        try:
+            async for event in call:
+                yield event
+        finally:
+            # A caller that went away cancels the call down the chain now, not when the
+            # call object is collected (the runtime would run, and bill, to the end).
+            call.cancel()
 
     async def Execute(
         self, request: execution_pb2.ExecuteRequest, context: Context
@@ -102,14 +163,15 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             principal.require("pack:stale")
         _validate(request)
         _check_enums(request)
-        refuse_unbuilt(request.options)
+        asof = resolve_asof(request.asof)
+        await self._gate.check(request.pattern_id, asof, request.options)
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(
             runtime_pb2.RunPatternRequest(
                 pattern_id=request.pattern_id,
                 inputs=request.inputs,
-                asof=request.asof,
+                asof=asof,
                 session_id=request.session_id,
                 options=request.options,
                 execution_id=execution_id,
@@ -117,5 +179,10 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             metadata=self._edge.context_metadata(principal, execution_id, ttl),
             timeout=ttl,
         )
-        async for event in call:
-            yield event
+        try:
+            async for event in call:
+                yield event
+        finally:
+            # A caller that went away cancels the call down the chain now, not when the
+            # call object is collected (the runtime would run, and bill, to the end).
+            call.cancel()

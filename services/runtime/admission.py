@@ -1,6 +1,7 @@
 """What a RunPattern request must satisfy before anything runs: a well-formed execution id,
-an as-of date, and inputs that match the pattern's schema. Failures are INVALID_ARGUMENT with
-one field violation per bad field.
+an as-of date (`services.common.asof`, re-exported: the gateway checks it the same way), and
+inputs that match the pattern's schema. Failures are INVALID_ARGUMENT with one field
+violation per bad field.
 
 Required means present: an empty string is a value, and what an empty prompt means is the
 router's rule (PROMPT_EMPTY), not the runtime's.
@@ -8,17 +9,19 @@ router's rule (PROMPT_EMPTY), not the runtime's.
 
 from __future__ import annotations
 
-import datetime
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from saga.runtime.v1 import runtime_pb2
+from services.common.asof import resolve_asof
 from services.common.errors import FieldViolation, InvalidArgument
-from services.runtime.capabilities import FieldSpec, a_type
+from services.runtime.capabilities import check_value
 from services.runtime.patterns import Pattern
 
 _EXECUTION_ID = re.compile(r"exe_[0-9a-f]{32}")
-_ASOF = re.compile(r"\d{4}-\d{2}-\d{2}")
+__all__ = ["check_execution_id", "check_inputs", "resolve_asof"]
 
 
 def check_execution_id(execution_id: str) -> str:
@@ -34,23 +37,30 @@ def check_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-def resolve_asof(asof: str, today: datetime.date | None = None) -> str:
-    """`asof` if it is a real YYYY-MM-DD date; today (UTC) when empty."""
-    if not asof:
-        return (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
-    valid = _ASOF.fullmatch(asof) is not None
-    if valid:
-        try:
-            datetime.date.fromisoformat(asof)
-        except ValueError:
-            valid = False
-    if not valid:
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+
+
+def check_idempotency_key(key: str) -> str:
+    """`key` if it is empty or 1-128 printable ASCII characters."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not all(" " < c <= "~" for c in key):
         raise InvalidArgument(
-            f"asof {asof[:32]!r} is not a date",
-            reason="ASOF_INVALID",
-            field_violations=[FieldViolation("asof", "expected a date as YYYY-MM-DD")],
+            "options.idempotency_key must be at most 128 printable ASCII characters, no spaces",
+            reason="OPTION_INVALID",
+            field_violations=[
+                FieldViolation("options.idempotency_key", "1-128 printable ASCII characters")
+            ],
         )
-    return asof
+    return key
+
+
+def request_digest(request: runtime_pb2.RunPatternRequest) -> str:
+    """What a run request asks for, as a digest: the same for a retry of it (which differs
+    only in its execution id and in detaching), different for any other request."""
+    asked = runtime_pb2.RunPatternRequest()
+    asked.CopyFrom(request)
+    asked.execution_id = ""
+    asked.options.detach_on_disconnect = False
+    return hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
 
 
 def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,7 +82,7 @@ def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
             if spec.required:
                 violations.append(FieldViolation(f"inputs.{spec.name}", "required"))
             continue
-        value, problem = _check(spec, inputs[spec.name])
+        value, problem = check_value(spec, inputs[spec.name])
         if problem:
             violations.append(FieldViolation(f"inputs.{spec.name}", problem))
         else:
@@ -86,31 +96,3 @@ def check_inputs(pattern: Pattern, inputs: Mapping[str, Any]) -> dict[str, Any]:
             field_violations=violations,
         )
     return checked
-
-
-def _check(spec: FieldSpec, value: Any) -> tuple[Any, str]:
-    """(the value, "") or (None, what is wrong)."""
-    kind = spec.type
-    if kind == "string" and isinstance(value, str):
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return None, f"{len(value)} characters; at most {spec.max_length}"
-        return value, ""
-    if kind == "boolean" and isinstance(value, bool):
-        return value, ""
-    if (
-        kind in ("number", "integer")
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        if kind == "number":
-            return value, ""
-        if float(value).is_integer():
-            return int(value), ""
-        return None, f"expected an integer, got {value!r}"
-    if kind == "object" and isinstance(value, Mapping):
-        return value, ""
-    if kind == "array" and isinstance(value, list):
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return None, f"{len(value)} items; at most {spec.max_length}"
-        return value, ""
-    return None, f"expected {a_type(kind)}"

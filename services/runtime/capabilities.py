@@ -4,6 +4,10 @@ A capability (`llm.complete`, later `ledger.positions` …) is what a pattern st
 agent registers the capabilities it serves, each with the fields of its arguments and of its
 output. Every capability has exactly one owner: a second agent claiming it is refused when the
 process starts, so which code runs a step is never ambiguous.
+
+A capability also names the data sources it reads (`sources`, ids of the rights registry;
+`PACK_SOURCE` stands for the source of the run's pinned pricing pack): a run's lineage, which
+the rights registry checks before an export runs, is the union over its pattern's steps.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from services.runtime.agents.step import StepCall, StepEvent
+
+PACK_SOURCE = "@pack"
+"""In `Capability.sources`: the source of the pricing pack the run pinned (known at admission)."""
 
 FIELD_TYPES = ("string", "number", "integer", "boolean", "object", "array")
 """The value types a pattern input, a capability argument or an output field may have."""
@@ -69,6 +76,8 @@ class Capability:
     # reads and for calls that change nothing until they report. The runner also never
     # retries an attempt that already relayed events (an LLM step that streamed text).
     retry_safe: bool = False
+    # Data sources (rights registry ids, or PACK_SOURCE) whose data its outputs carry.
+    sources: tuple[str, ...] = ()
 
     def arg(self, name: str) -> FieldSpec | None:
         """The argument called `name`, if the capability takes one."""
@@ -77,6 +86,59 @@ class Capability:
     def output(self, name: str) -> FieldSpec | None:
         """The output field called `name`, if the capability produces one."""
         return next((o for o in self.outputs if o.name == name), None)
+
+
+def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str]:
+    """(the value, "") when `value` fits `spec`'s type and length, else (None, what is wrong).
+    Integers may arrive as floats (a protobuf Struct has only doubles) and come back as ints."""
+    kind = spec.type
+    if kind == "string" and isinstance(value, str):
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return None, f"{len(value)} characters; at most {spec.max_length}"
+        return value, ""
+    if kind == "boolean" and isinstance(value, bool):
+        return value, ""
+    if (
+        kind in ("number", "integer")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
+        if kind == "number":
+            return value, ""
+        if float(value).is_integer():
+            return int(value), ""
+        return None, f"expected an integer, got {value!r}"
+    if kind == "object" and isinstance(value, Mapping):
+        return value, ""
+    if kind == "array" and isinstance(value, list | tuple):
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return None, f"{len(value)} items; at most {spec.max_length}"
+        return list(value), ""
+    return None, f"expected {a_type(kind)}"
+
+
+def check_fields(
+    specs: Iterable[FieldSpec], values: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """`values` checked against `specs`: (the checked values, [(name, problem)…]). A name no
+    spec declares, a required one missing (or None) and a value of the wrong type are
+    problems; absent optional values are left out."""
+    specs = tuple(specs)
+    problems = [
+        (str(name), "not declared") for name in values if not any(s.name == name for s in specs)
+    ]
+    checked: dict[str, Any] = {}
+    for spec in specs:
+        if values.get(spec.name) is None:
+            if spec.required:
+                problems.append((spec.name, "required"))
+            continue
+        value, problem = check_value(spec, values[spec.name])
+        if problem:
+            problems.append((spec.name, problem))
+        else:
+            checked[spec.name] = value
+    return checked, problems
 
 
 class Agent(Protocol):

@@ -4,7 +4,8 @@ when it ends — so the stream is never held up by per-event writes.
 The start write runs beside the first step rather than before the first event, and the end
 write happens before the last event is sent, so a caller that saw Completed finds the record
 SUCCEEDED. A run that its process did not finish (a crash, a forced stop) is marked
-INTERRUPTED: the record says so. (The event log for WatchExecution comes with that RPC.)
+INTERRUPTED: the record says so. The events themselves are in the event log
+(`event_log.py`).
 
 Several replicas may share one database, so each record names the replica running it, and
 each replica holds a lease it renews every `RENEW_SECONDS`. A replica that starts interrupts
@@ -21,7 +22,7 @@ import datetime
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from services.common.database import Database, Row, Tx
@@ -33,6 +34,9 @@ log = logging.getLogger("saga.runtime.executions")
 
 LEASE_MS = 30_000
 """How long a replica counts as alive after its last renewal."""
+
+PRUNE_SECONDS = 600.0
+"""How often retention deletes old event logs."""
 
 RENEW_SECONDS = 10.0
 """How often a replica renews its lease (a third of it: two renewals may fail in a row)."""
@@ -70,6 +74,27 @@ class ExecutionRecord:
     usage: Usage = field(default_factory=Usage)
     cost_micro_usd: int = 0
     error_reason: str = ""
+    error_status: bytes | None = None
+    """The serialized google.rpc.Status a failed run's stream ended with."""
+    idempotency_key: str = ""
+    request_digest: str = ""
+    """What the request asked for (see `admission.request_digest`): a retry's is the same."""
+    events_pruned: bool = False
+    """The run's event log was deleted by retention (the record stays)."""
+
+
+@dataclass(frozen=True)
+class ExecutionQuery:
+    """Which records ListExecutions wants: one user's (None: everyone's), newest first."""
+
+    user_id: str | None
+    status: ExecutionStatus | None = None
+    pattern_id: str = ""
+    created_after: str = ""
+    """ISO timestamps, inclusive lower and exclusive upper bound; empty = unbounded."""
+    created_before: str = ""
+    after: tuple[str, str] | None = None
+    """The (created_at, execution_id) of the last record of the previous page."""
 
 
 def _record(row: Row) -> ExecutionRecord:
@@ -88,6 +113,10 @@ def _record(row: Row) -> ExecutionRecord:
         usage=usage_from_json(row["usage"]),
         cost_micro_usd=row["cost_micro_usd"],
         error_reason=row["error_reason"],
+        error_status=bytes(row["error_status"]) if row["error_status"] is not None else None,
+        idempotency_key=row["idempotency_key"],
+        request_digest=row["request_digest"],
+        events_pruned=bool(row["events_pruned"]),
     )
 
 
@@ -167,8 +196,9 @@ class ExecutionStore:
         inserted = await self._db.execute(
             "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, "
             "status, error_reason, created_at, completed_at, usage, cost_micro_usd, "
-            "pricing_pack_id, ledger_commit_hash, trace_id, replica_id) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+            "pricing_pack_id, ledger_commit_hash, trace_id, replica_id, idempotency_key, "
+            "request_digest) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
             "ON CONFLICT (execution_id) DO NOTHING",
             record.execution_id,
             record.user_id,
@@ -185,6 +215,8 @@ class ExecutionStore:
             record.ledger_commit_hash,
             record.trace_id,
             self.replica_id,
+            record.idempotency_key,
+            record.request_digest,
         )
         if not inserted:
             raise AlreadyExists(
@@ -200,16 +232,19 @@ class ExecutionStore:
         usage: Usage = Usage(),  # noqa: B008 (frozen, immutable default)
         cost_micro_usd: int = 0,
         error_reason: str = "",
+        error_status: bytes | None = None,
     ) -> None:
         """Record how a RUNNING run ended."""
         await self._db.execute(
             "UPDATE executions SET status = $1, completed_at = $2, usage = $3, "
-            "cost_micro_usd = $4, error_reason = $5 WHERE execution_id = $6 AND status = $7",
+            "cost_micro_usd = $4, error_reason = $5, error_status = $6 "
+            "WHERE execution_id = $7 AND status = $8",
             status,
             _now(),
             usage_json(usage),
             cost_micro_usd,
             error_reason,
+            error_status,
             execution_id,
             ExecutionStatus.RUNNING,
         )
@@ -221,9 +256,134 @@ class ExecutionStore:
         )
         return _record(row) if row is not None else None
 
-    def begin(self, record: ExecutionRecord) -> Recording:
-        """Start recording a run: the RUNNING row is written in the background."""
-        return Recording(self, record)
+    async def search(self, query: ExecutionQuery, limit: int) -> list[ExecutionRecord]:
+        """At most `limit` records matching `query`, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.user_id is not None:
+            where.append(f"user_id = {arg(query.user_id)}")
+        if query.status is not None:
+            where.append(f"status = {arg(query.status)}")
+        if query.pattern_id:
+            where.append(f"pattern_id = {arg(query.pattern_id)}")
+        if query.created_after:
+            where.append(f"created_at >= {arg(query.created_after)}")
+        if query.created_before:
+            where.append(f"created_at < {arg(query.created_before)}")
+        if query.after is not None:
+            created, execution_id = query.after
+            c, e = arg(created), arg(execution_id)
+            where.append(f"(created_at < {c} OR (created_at = {c} AND execution_id < {e}))")
+        sql = "SELECT * FROM executions"  # the conditions hold placeholders only
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY created_at DESC, execution_id DESC LIMIT {arg(limit)}"
+        return [_record(row) for row in await self._db.fetch(sql, *args)]
+
+    async def claim(self, record: ExecutionRecord, window_seconds: float) -> ExecutionRecord | None:
+        """Insert the record of a run with an idempotency key, unless the user's key already
+        names a run younger than `window_seconds`: then that run's record (and nothing is
+        inserted). The key of an older run, or of one cancelled or interrupted, is released
+        first, so the key starts a new run."""
+        cutoff = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=window_seconds)
+        ).isoformat()
+        async with self._db.transaction() as tx:
+            # A key is released when its window passed, or when its run was cancelled or
+            # interrupted (it will not complete: the retry is a new run).
+            await tx.execute(
+                "UPDATE executions SET idempotency_key = '' WHERE user_id = $1 "
+                "AND idempotency_key = $2 AND (created_at < $3 OR status IN ($4, $5))",
+                record.user_id,
+                record.idempotency_key,
+                cutoff,
+                ExecutionStatus.CANCELLED,
+                ExecutionStatus.INTERRUPTED,
+            )
+            existing = await tx.fetchrow(
+                "SELECT * FROM executions WHERE user_id = $1 AND idempotency_key = $2",
+                record.user_id,
+                record.idempotency_key,
+            )
+            if existing is not None:
+                return _record(existing)
+        try:
+            await self.insert(record)
+        except Exception:
+            # Another replica (or call) claimed the key between the read and the insert.
+            winner = await self._db.fetchrow(
+                "SELECT * FROM executions WHERE user_id = $1 AND idempotency_key = $2",
+                record.user_id,
+                record.idempotency_key,
+            )
+            if winner is None:
+                raise
+            return _record(winner)
+        return None
+
+    async def prune_events(self, max_age_seconds: float, max_runs: int, batch: int = 500) -> int:
+        """Delete the event logs of finished runs older than `max_age_seconds`, and of the
+        oldest finished runs beyond the newest `max_runs` with logs; their records stay,
+        marked `events_pruned`. At most `batch` runs per call; how many were pruned."""
+        cutoff = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=max_age_seconds)
+        ).isoformat()
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT execution_id FROM executions WHERE status <> $1 AND NOT events_pruned "
+                "AND (completed_at < $2 OR execution_id NOT IN (SELECT execution_id FROM "
+                "executions WHERE NOT events_pruned ORDER BY created_at DESC LIMIT $3)) "
+                "ORDER BY created_at LIMIT $4",
+                ExecutionStatus.RUNNING,
+                cutoff,
+                max_runs,
+                batch,
+            )
+            for row in rows:
+                await tx.execute(
+                    "DELETE FROM execution_events WHERE execution_id = $1", row["execution_id"]
+                )
+                await tx.execute(
+                    "UPDATE executions SET events_pruned = TRUE WHERE execution_id = $1",
+                    row["execution_id"],
+                )
+        return len(rows)
+
+    async def keep_pruning(self, max_age_seconds: float, max_runs: int) -> None:
+        """Prune event logs every `PRUNE_SECONDS` until cancelled (a batch at a time, so a
+        large backlog never holds one long transaction)."""
+        while True:
+            try:
+                pruned = await self.prune_events(max_age_seconds, max_runs)
+                while pruned:
+                    pruned = await self.prune_events(max_age_seconds, max_runs)
+            except Exception:
+                log.exception("event log pruning failed")
+            await asyncio.sleep(PRUNE_SECONDS)
+
+    async def events(
+        self, execution_id: str, after_sequence: int, limit: int = 500
+    ) -> list[tuple[int, bytes]]:
+        """The logged events of `execution_id` after `after_sequence` (sequence, serialized
+        response), oldest first, at most `limit` (the log is written by `event_log`)."""
+        rows = await self._db.fetch(
+            "SELECT sequence, payload FROM execution_events WHERE execution_id = $1 "
+            "AND sequence > $2 ORDER BY sequence LIMIT $3",
+            execution_id,
+            after_sequence,
+            limit,
+        )
+        return [(int(r["sequence"]), bytes(r["payload"])) for r in rows]
+
+    def begin(self, record: ExecutionRecord, *, inserted: bool = False) -> Recording:
+        """Start recording a run: the RUNNING row is written in the background (unless it is
+        `inserted` already, by `claim`)."""
+        return Recording(self, record, inserted)
 
     async def drain(self) -> None:
         """Wait for writes still in flight (on shutdown, before the database closes)."""
@@ -245,13 +405,17 @@ class ExecutionStore:
             )
 
 
+async def _done() -> None:
+    return None
+
+
 class Recording:
     """The record of one run in progress; settle it exactly once."""
 
-    def __init__(self, store: ExecutionStore, record: ExecutionRecord) -> None:
+    def __init__(self, store: ExecutionStore, record: ExecutionRecord, inserted: bool) -> None:
         self._store = store
         self._record = record
-        self._inserted = store._writes.start(store.insert(record))
+        self._inserted = store._writes.start(_done() if inserted else store.insert(record))
 
     async def succeeded(self, usage: Usage, cost_micro_usd: int) -> None:
         """Mark the run SUCCEEDED; AlreadyExists if its id turned out to be taken."""
@@ -260,16 +424,32 @@ class Recording:
             self._record.execution_id, ExecutionStatus.SUCCEEDED, usage, cost_micro_usd
         )
 
-    async def failed(self, reason: str, status: ExecutionStatus = ExecutionStatus.FAILED) -> None:
-        """Mark the run FAILED (or CANCELLED) with the ErrorInfo reason that ended it. A run
-        whose record could not be created (a reused id) leaves the existing record alone."""
+    async def failed(
+        self,
+        reason: str,
+        error_status: bytes | None = None,
+        status: ExecutionStatus = ExecutionStatus.FAILED,
+    ) -> None:
+        """Mark the run FAILED (or CANCELLED) with the ErrorInfo reason and the status that
+        ended it. A run whose record could not be created (a reused id) leaves the existing
+        record alone."""
         try:
             await asyncio.shield(self._inserted)
         except Exception:
             return
-        await self._store.finish(self._record.execution_id, status, error_reason=reason)
+        await self._store.finish(
+            self._record.execution_id, status, error_reason=reason, error_status=error_status
+        )
 
-    def abandoned(self, reason: str) -> None:
+    def abandoned(
+        self, reason: str, error_status: bytes, first: Callable[[], Awaitable[object]]
+    ) -> None:
         """The caller went away: mark the run CANCELLED in the background (the handler is
-        being cancelled and cannot wait for the write)."""
-        self._store._writes.start(self.failed(reason, ExecutionStatus.CANCELLED))
+        being cancelled and cannot wait for the write), after `first` (the run's events made
+        durable, so a watcher that sees CANCELLED finds every event the run sent)."""
+
+        async def settle() -> None:
+            await first()
+            await self.failed(reason, error_status, ExecutionStatus.CANCELLED)
+
+        self._store._writes.start(settle())

@@ -8,18 +8,49 @@ which the servicer calls itself); the few other events of a run are built and se
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
-from saga.execution.v1 import events_pb2
+from saga.execution.v1 import events_pb2, records_pb2
 from saga.runtime.v1 import runtime_pb2
 from services.common.usage_messages import usage_proto
 from services.runtime.capabilities import json_schema
+from services.runtime.executions import ExecutionRecord
 from services.runtime.patterns import Pattern, Problem
+from services.runtime.rights import Release
 from services.runtime.runner import RunFinished, StepBegan, StepFinished, StepSkipped
+
+
+def _timestamp(iso: str) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.datetime.fromisoformat(iso))
+    return stamp
+
+
+def execution(record: ExecutionRecord) -> records_pb2.Execution:
+    """The Execution message of a stored record."""
+    out = records_pb2.Execution(
+        execution_id=record.execution_id,
+        pattern_id=record.pattern_id,
+        user_id=record.user_id,
+        session_id=record.session_id,
+        status=records_pb2.ExecutionStatus.Value(f"EXECUTION_STATUS_{record.status}"),
+        usage=usage_proto(record.usage),
+        cost_micro_usd=record.cost_micro_usd,
+        pricing_pack_id=record.pricing_pack_id,
+        ledger_commit_hash=record.ledger_commit_hash,
+        trace_id=record.trace_id,
+        error_reason=record.error_reason,
+        asof=record.asof,
+    )
+    out.created_at.CopyFrom(_timestamp(record.created_at))
+    if record.completed_at:
+        out.completed_at.CopyFrom(_timestamp(record.completed_at))
+    return out
 
 
 def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -88,9 +119,13 @@ def accepted(pinned: Pinned, sequence: int) -> bytes:
 
 
 def run_event(
-    event: StepBegan | StepFinished | StepSkipped | RunFinished, pinned: Pinned, sequence: int
+    event: StepBegan | StepFinished | StepSkipped | RunFinished,
+    pinned: Pinned,
+    sequence: int,
+    release: Release | None = None,
 ) -> bytes:
-    """The response for one of the runner's step or run events."""
+    """The response for one of the runner's step or run events (`release`: the rights
+    registry's attributions, watermark and export document of a finished run)."""
     if isinstance(event, StepBegan):
         return _response(
             step_started=events_pb2.StepStarted(
@@ -127,6 +162,7 @@ def run_event(
             ),
             sequence=sequence,
         )
+    release = release or Release(())
     return _response(
         completed=events_pb2.Completed(
             outputs=struct(event.outputs),
@@ -134,6 +170,11 @@ def run_event(
             cost_micro_usd=event.cost_micro_usd,
             pricing_pack_id=pinned.pricing_pack_id,
             ledger_commit_hash=pinned.ledger_commit_hash,
+            attributions=[
+                events_pb2.Attribution(source=a.source, text=a.text) for a in release.attributions
+            ],
+            watermark=release.watermark,
+            export_document=release.document,
         ),
         sequence=sequence,
     )

@@ -55,6 +55,30 @@ _V1 = """
     """
 
 _V3 = """
+    CREATE TABLE execution_events (
+        execution_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        payload {bytes} NOT NULL,
+        PRIMARY KEY (execution_id, sequence)
+    );
+    ALTER TABLE executions ADD COLUMN error_status {bytes};
+    ALTER TABLE executions ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN request_digest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN events_pruned BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX executions_created ON executions (created_at, execution_id);
+    CREATE UNIQUE INDEX executions_idempotency ON executions (user_id, idempotency_key)
+        WHERE idempotency_key <> ''
+    """
+
+_V4 = """
+    ALTER TABLE packs ADD COLUMN reconciliation TEXT NOT NULL DEFAULT '';
+    ALTER TABLE packs ADD COLUMN ready_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE packs ADD COLUMN price_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE packs SET price_count = json_array_length({prices});
+    CREATE INDEX packs_date ON packs (asof, created_at)
+    """
+
+_V5 = """
     CREATE TABLE sessions (
         session_id TEXT PRIMARY KEY,
         user_id TEXT NOT NULL,
@@ -97,13 +121,28 @@ MIGRATIONS = (
         expires_at_ms BIGINT NOT NULL
     )
     """,
-    # 3: staged sessions and their stages (one per completed run, oldest first by `seq`).
+    # 3: the event log of every execution (WatchExecution replays it), the status a failed
+    # run's stream ended with (a watcher of it ends with the same), and idempotency keys (one
+    # live run per user and key; the digest tells a retry from another request), and whether
+    # a run's events were pruned by retention.
+    {
+        "sqlite": _V3.format(bytes="BLOB"),
+        "postgresql": _V3.format(bytes="BYTEA"),
+    },
+    # 4: pack reconciliation (its summary as JSON, '' until reconciled), while a pack is
+    # WARMING when it is expected to be ready, and its number of prices (so health and lists
+    # read no prices; packs stored before are counted here); packs of one date, newest first.
+    {
+        "sqlite": _V4.format(prices="prices"),
+        "postgresql": _V4.format(prices="prices::json"),
+    },
+    # 5: staged sessions and their stages (one per completed run, oldest first by `seq`).
     # Instants are BIGINT microseconds (services.common.database); a session's list order is
     # (updated_at_us, session_id) newest first, which is also its page token. Deleting a
     # session clears the session id of its executions, hence their index on it.
     {
-        "sqlite": _V3.format(seq="INTEGER PRIMARY KEY"),
-        "postgresql": _V3.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+        "sqlite": _V5.format(seq="INTEGER PRIMARY KEY"),
+        "postgresql": _V5.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
     },
 )
 

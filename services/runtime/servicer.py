@@ -1,8 +1,10 @@
 """`saga.runtime.v1.RuntimeService`: translation between protobuf and the runtime's domain.
 
 RunPattern verifies the caller's request context (bound to the execution), admits the
-request (pattern, inputs, asof, execution id), pins the run's data (the newest fresh pack
-and the ledger head, both in memory), and streams the runner's events as
+request (pattern, inputs, asof, execution id), pins the run's data (`pins.py`: the pack
+serving its asof, through the freshness gate when the pattern requires a pack, and the ledger
+head — or the pack and commit the options name), checks an export against the rights registry
+(before anything is recorded or run), and streams the runner's events as
 `RunPatternResponse`s numbered 1, 2, 3… The stream is written as serialized bytes (the
 service is registered with `raw_responses`): a token from the router becomes a response by
 prefixing its bytes (see `wire.py`), so the per-token path decodes nothing and does no I/O;
@@ -17,8 +19,11 @@ stage there once it completed, also before the last event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -26,23 +31,48 @@ from opentelemetry import trace
 
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
+from services.common import page_tokens
 from services.common.context import ContextVerifier, metadata_token
 from services.common.database import now_micros
-from services.common.errors import NotFound, SagaError
+from services.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SagaError,
+)
 from services.common.guard import Context
+from services.common.lifecycle import InFlight
 from services.common.server import Registration
-from services.common.status import describe
-from services.common.unbuilt_fields import refuse_unbuilt
+from services.common.status import describe, status_for
 from services.runtime import messages, wire
-from services.runtime.admission import check_execution_id, check_inputs, resolve_asof
+from services.runtime.admission import (
+    check_execution_id,
+    check_idempotency_key,
+    check_inputs,
+    request_digest,
+    resolve_asof,
+)
 from services.runtime.agents.step import Relayed, RunScope
 from services.runtime.capabilities import CapabilityRegistry, json_schema
-from services.runtime.executions import ExecutionRecord, ExecutionStore
-from services.runtime.ledger import Ledger
-from services.runtime.packs import PackStore
+from services.runtime.event_log import EventWriter, LiveRun
+from services.runtime.execution_queries import (
+    MAX_EXECUTION_ID_CHARS,
+    READ_ANY_SCOPES,
+    execution_query,
+    page_size,
+)
+from services.runtime.executions import ExecutionRecord, ExecutionStore, Recording
 from services.runtime.patterns import Catalog, Pattern
-from services.runtime.runner import RunFinished, Runner
+from services.runtime.pins import Pinning
+from services.runtime.rights import RightsRegistry, RunRights
+from services.runtime.runner import RunEvent, RunFinished, Runner, StepFinished
 from services.runtime.sessions import SessionStore
+from services.runtime.watch import cancelled_status, follow, interrupted_status, watch
+
+DOMAIN = "runtime.saga"
+"""The ErrorInfo domain of the runtime's errors (the guard's, for the statuses it records)."""
 
 
 def error_reason(error: BaseException) -> str:
@@ -54,12 +84,36 @@ def error_reason(error: BaseException) -> str:
     return "INTERNAL"
 
 
+async def _drain(run: AsyncIterator[bytes]) -> None:
+    """Drive a detached run to its end; how it ended is in its record and its log."""
+    with contextlib.suppress(Exception):
+        async for _ in run:
+            pass
+
+
 def _weights(options: options_pb2.ExecuteOptions) -> tuple[float, float, float, float] | None:
     """The run's CUSTOM weights; None when it sets none (the router checks them)."""
     if not options.HasField("weights"):
         return None
     w = options.weights
     return (w.cost, w.latency, w.quality, w.reliability)
+
+
+def export_format(options: options_pb2.ExecuteOptions) -> str:
+    """ "" when the run is not an export, else "json" or "csv" (`export_format` is read only
+    with `export`, as the contract says); a format the contract does not define is
+    INVALID_ARGUMENT OPTION_INVALID (the gateway refuses it first)."""
+    chosen = options.export_format
+    if chosen not in options_pb2.ExportFormat.values():
+        problem = "one of " + ", ".join(options_pb2.ExportFormat.keys())
+        raise InvalidArgument(
+            f"invalid Execute option export_format: {problem}",
+            reason="OPTION_INVALID",
+            field_violations=[FieldViolation("options.export_format", problem)],
+        )
+    if not options.export:
+        return ""
+    return "csv" if chosen == options_pb2.EXPORT_FORMAT_CSV else "json"
 
 
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
@@ -70,22 +124,32 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         *,
         catalog: Catalog,
         registry: CapabilityRegistry,
-        ledger: Ledger,
-        packs: PackStore,
+        pinning: Pinning,
         executions: ExecutionStore,
         sessions: SessionStore,
+        events: EventWriter,
         verifier: ContextVerifier,
+        rights: RightsRegistry,
         max_parallel_steps: int = 4,
+        idempotency_window_seconds: float = 86_400.0,
+        detached_grace_seconds: float = 10.0,
     ) -> None:
         self._patterns = dict(catalog.patterns)
         self._problems = sorted(catalog.problems, key=lambda p: p.source)
         self._registry = registry
         self._runner = Runner(registry, max_parallel_steps)
-        self._ledger = ledger
-        self._packs = packs
+        self._pinning = pinning
         self._executions = executions
         self._sessions = sessions
+        self._events = events
+        self._live: dict[str, LiveRun] = {}
+        """The runs in progress on this replica, which watchers here follow in memory."""
+        self._detached = InFlight()
+        """Runs with detach_on_disconnect, each a task of its own."""
+        self._idempotency_window = idempotency_window_seconds
+        self._grace = detached_grace_seconds
         self._verifier = verifier
+        self._rights = rights
 
     def _find(self, pattern_id: str) -> Pattern:
         pattern = self._patterns.get(pattern_id)
@@ -105,17 +169,29 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             metadata_token(context.invocation_metadata()), request.execution_id
         )
         execution_id = check_execution_id(request.execution_id)
-        refuse_unbuilt(request.options)
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
         if request.session_id:  # not the caller's (or no such) session: nothing runs
             await self._sessions.require(verified.user_id, request.session_id)
         started_at_us = now_micros()
-
-        pack = self._packs.latest()
-        pack_id = pack.pack_id if pack is not None else ""
-        commit = self._ledger.head()
+        options = request.options
+        if options.allow_stale_pack and not verified.has_scope("pack:stale"):
+            raise PermissionDenied(
+                "allow_stale_pack needs scope pack:stale",
+                reason="SCOPE_MISSING",
+                metadata={"scope": "pack:stale"},
+            )
+        pins = await self._pinning.pin(asof, options, pattern.requires_pack)
+        pack_id, commit = pins.pricing_pack_id, pins.ledger_commit_hash
+        # Before anything is recorded or run: an export the rights registry denies never starts.
+        rights = self._rights.admit(
+            pattern,
+            self._registry.capabilities(),
+            pins.pack_source,
+            export_format(request.options),
+            execution_id,
+        )
         span = trace.get_current_span()
         span_context = span.get_span_context()
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
@@ -128,13 +204,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             }
         )
         remaining = context.time_remaining()
-        options = request.options
         scope = RunScope(
             execution_id=execution_id,
             pattern_id=pattern.id,
             user_id=verified.user_id,
             session_id=request.session_id,
             asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
             context_token=verified.token,
             strategy=options.strategy,
             preferred_providers=tuple(options.preferred_providers),
@@ -144,18 +221,32 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             weights=_weights(options),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
-        recording = self._executions.begin(
-            ExecutionRecord(
-                execution_id=execution_id,
-                user_id=verified.user_id,
-                pattern_id=pattern.id,
-                session_id=request.session_id,
-                asof=asof,
-                pricing_pack_id=pack_id,
-                ledger_commit_hash=commit,
-                trace_id=trace_id,
-            )
+        record = ExecutionRecord(
+            execution_id=execution_id,
+            user_id=verified.user_id,
+            pattern_id=pattern.id,
+            session_id=request.session_id,
+            asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            trace_id=trace_id,
+            idempotency_key=check_idempotency_key(options.idempotency_key),
         )
+        if record.idempotency_key:
+            record = dataclasses.replace(record, request_digest=request_digest(request))
+            first = await self._executions.claim(record, self._idempotency_window)
+            if first is not None:
+                # A retry: the first run's events, replayed and then followed.
+                if first.request_digest != record.request_digest:
+                    raise FailedPrecondition(
+                        "this idempotency_key was used for another request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                        metadata={"executionId": first.execution_id},
+                    )
+                async for event in watch(self._executions, self._live, first, 0):
+                    yield event
+                return
+        recording = self._executions.begin(record, inserted=bool(record.idempotency_key))
         pinned = messages.Pinned(
             execution_id=execution_id,
             pricing_pack_id=pack_id,
@@ -163,39 +254,173 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             trace_id=trace_id,
             asof=asof,
         )
+        ctx = {
+            "asof": asof,
+            "execution_id": execution_id,
+            "ledger_commit_hash": commit,
+            "pricing_pack_id": pack_id,
+        }
+        log = self._events.start(execution_id)
+        self._live[execution_id] = log
+        detached = options.detach_on_disconnect
+        stage = None
+        if request.session_id:
+            session_id, user_id = request.session_id, verified.user_id
+
+            async def stage(outputs: Mapping[str, Any]) -> None:
+                """The completed run becomes a stage of its session."""
+                await self._sessions.append(
+                    user_id, session_id, execution_id, pattern.id, outputs, started_at_us
+                )
+
+        run = self._drive(
+            log,
+            recording,
+            pinned,
+            rights,
+            self._runner.run(pattern, inputs, scope, ctx, trace_id),
+            detached,
+            stage,
+        )
+        if not detached:
+            # Closed with this call however it ends, so the run's own cleanup (record,
+            # log) happens now and not when the generator is collected.
+            async with contextlib.aclosing(run):
+                async for event in run:
+                    yield event
+            return
+        # The run is the task's: this call only follows it, and may go away.
+        self._detached.start(_drain(run))
+        async for event in follow(log, 0):
+            yield event
+
+    async def _drive(
+        self,
+        log: LiveRun,
+        recording: Recording,
+        pinned: messages.Pinned,
+        rights: RunRights,
+        events: AsyncIterator[RunEvent],
+        detached: bool,
+        stage: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
+    ) -> AsyncGenerator[bytes, None]:
+        """The run's responses, each logged before it is sent, and its record settled."""
         sequence = 1
         try:
-            yield messages.accepted(pinned, sequence)
-            ctx = {
-                "asof": asof,
-                "execution_id": execution_id,
-                "ledger_commit_hash": commit,
-                "pricing_pack_id": pack_id,
-            }
-            async for event in self._runner.run(pattern, inputs, scope, ctx, trace_id):
+            response = messages.accepted(pinned, sequence)
+            log.append(response)
+            yield response
+            async for event in events:
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
-                    yield wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    response = wire.step_event(event.field, event.step_id, event.payload, sequence)
+                    log.append(response)
+                    yield response
                     continue
+                if isinstance(event, StepFinished):
+                    rights.used(event.capability)
+                release = (
+                    rights.release(event.outputs, pinned.pricing_pack_id, pinned.ledger_commit_hash)
+                    if isinstance(event, RunFinished)
+                    else None
+                )
+                response = messages.run_event(event, pinned, sequence, release)
+                log.append(response)
                 if isinstance(event, RunFinished):
-                    # Recorded before the last event: a caller that saw Completed finds it.
+                    # Logged and recorded before the last event is sent: a caller that saw
+                    # Completed finds the record SUCCEEDED and the whole log.
+                    await self._events.flush()
                     await recording.succeeded(event.usage, event.cost_micro_usd)
-                    if request.session_id:
-                        await self._sessions.append(
-                            verified.user_id,
-                            request.session_id,
-                            execution_id,
-                            pattern.id,
-                            event.outputs,
-                            started_at_us,
-                        )
-                yield messages.run_event(event, pinned, sequence)
+                    if stage is not None:
+                        await stage(event.outputs)
+                    log.end(None)
+                yield response
         except (asyncio.CancelledError, GeneratorExit):
-            recording.abandoned("CANCELLED")
+            if detached:
+                # Only the shutdown cancels a detached run: the record stays RUNNING until
+                # the replica gives up its lease, which marks it INTERRUPTED.
+                log.end(interrupted_status())
+            else:
+                cancelled = cancelled_status()
+                log.end(cancelled)
+                recording.abandoned(
+                    "CANCELLED", cancelled.SerializeToString(), first=self._events.flush
+                )
             raise
         except Exception as error:
-            await recording.failed(error_reason(error))
+            final = status_for(error, DOMAIN)
+            await self._events.flush()
+            await recording.failed(error_reason(error), final.SerializeToString())
+            log.end(final)
             raise
+        finally:
+            del self._live[pinned.execution_id]
+
+    async def stop_detached(self) -> None:
+        """On shutdown: give detached runs the drain grace, then stop them (INTERRUPTED)."""
+        await self._detached.wait(grace=self._grace)
+
+    async def _reader(self, context: Context) -> tuple[str, bool]:
+        """(the caller's user id, whether it may read every user's executions)."""
+        verified = await self._verifier.verify(metadata_token(context.invocation_metadata()))
+        return verified.user_id, any(verified.has_scope(s) for s in READ_ANY_SCOPES)
+
+    async def _readable(self, execution_id: str, context: Context) -> ExecutionRecord:
+        user_id, any_user = await self._reader(context)
+        record = None
+        if len(execution_id) <= MAX_EXECUTION_ID_CHARS:
+            record = await self._executions.get(execution_id)
+        if record is None or not (any_user or record.user_id == user_id):
+            # Another user's execution is as absent as one that never existed.
+            raise NotFound(
+                f"no execution {execution_id[:MAX_EXECUTION_ID_CHARS]!r}",
+                reason="EXECUTION_NOT_FOUND",
+                metadata={"executionId": execution_id[:MAX_EXECUTION_ID_CHARS]},
+            )
+        return record
+
+    async def GetExecution(
+        self, request: runtime_pb2.GetExecutionRequest, context: Context
+    ) -> runtime_pb2.GetExecutionResponse:
+        """One execution the caller may read; NOT_FOUND EXECUTION_NOT_FOUND otherwise."""
+        record = await self._readable(request.execution_id, context)
+        return runtime_pb2.GetExecutionResponse(execution=messages.execution(record))
+
+    async def ListExecutions(
+        self, request: runtime_pb2.ListExecutionsRequest, context: Context
+    ) -> runtime_pb2.ListExecutionsResponse:
+        """The executions the query asks for, newest first, one page."""
+        user_id, any_user = await self._reader(context)
+        query = execution_query(request, user_id, any_user)
+        size = page_size(request.page_size)
+        filters = (
+            query.user_id,
+            query.status,
+            query.pattern_id,
+            query.created_after,
+            query.created_before,
+        )
+        position = page_tokens.decode(request.page_token, filters, 2)
+        if position is not None:
+            query = dataclasses.replace(query, after=(position[0], position[1]))
+        records = await self._executions.search(query, size + 1)
+        token = ""
+        if len(records) > size:
+            records = records[:size]
+            token = page_tokens.encode((records[-1].created_at, records[-1].execution_id), filters)
+        return runtime_pb2.ListExecutionsResponse(
+            executions=[messages.execution(r) for r in records], next_page_token=token
+        )
+
+    async def WatchExecution(  # type: ignore[override]
+        self, request: runtime_pb2.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """The run's events after `after_sequence`, then live ones, then its end (see
+        services/runtime/watch.py); serialized WatchExecutionResponses, which share
+        RunPatternResponse's field numbers."""
+        record = await self._readable(request.execution_id, context)
+        async for event in watch(self._executions, self._live, record, request.after_sequence):
+            yield event
 
     async def ListPatterns(
         self, request: runtime_pb2.ListPatternsRequest, context: Context
@@ -235,4 +460,4 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
 
 def registration(servicer: RuntimeServicer) -> Registration:
     """The Registration of `servicer`: RunPattern streams bytes it serialized itself."""
-    return Registration.of(servicer, raw_responses={"RunPattern"})
+    return Registration.of(servicer, raw_responses={"RunPattern", "WatchExecution"})

@@ -251,3 +251,25 @@ def test_register_with_an_admin_key_creates_a_user_and_without_one_is_refused(
     assert "REGISTRATION_CLOSED" in refused_in_one_line(anonymous, code=1)
     token = ok(run_cli("--gateway", stack.target("gateway"), "login", email, stdin=password))
     assert token.strip().count(".") == 2
+
+
+def test_executions_list_show_and_watch_a_run(stack: Stack) -> None:
+    lines = ok(saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json")).splitlines()
+    events = [json.loads(line) for line in lines]
+    execution_id = events[0]["accepted"]["executionId"]
+    listing = ok(saga_cli(stack, "executions", "list", "--pattern", "chat")).splitlines()
+    assert listing[0].split()[:3] == ["EXECUTION", "PATTERN", "STATUS"]
+    assert any(row.split()[:3] == [execution_id, "chat", "succeeded"] for row in listing[1:])
+    shown = ok(saga_cli(stack, "executions", "show", execution_id))
+    assert "succeeded" in shown
+    assert execution_id in shown
+    # The watch prints the run's text again; --json gives the events after --after.
+    text = "".join(e["token"]["text"] for e in events if "token" in e)
+    watched = saga_cli(stack, "executions", "watch", execution_id)
+    assert ok(watched).strip() == text.strip()
+    assert execution_id in watched.stderr
+    tail = ok(saga_cli(stack, "executions", "watch", execution_id, "--after", "2", "--json"))
+    assert [json.loads(line) for line in tail.splitlines()] == events[2:]
+    missing = saga_cli(stack, "executions", "show", "exe_" + "0" * 32)
+    assert missing.returncode == 1
+    assert "EXECUTION_NOT_FOUND" in missing.stderr

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 
@@ -36,7 +35,7 @@ from tests.e2e.test_resilience_gateway import (
     usage_by_provider,
 )
 from tests.fakes.providers import FakeProviders, Script, answer_text
-from tests.harness import Stack, stack_for
+from tests.harness import Stack, metric, stack_for
 
 CHEAPEST = common_pb2.STRATEGY_CHEAPEST
 CUSTOM = common_pb2.STRATEGY_CUSTOM
@@ -279,9 +278,6 @@ async def test_an_open_circuit_is_said_in_the_runs_events(
 
 async def refusals(stack: Stack, provider: str, reason: str) -> float:
     """The router's `saga_router_refusals_total` for `provider` and `reason` (0 if none)."""
-    url = f"http://127.0.0.1:{stack.ports['router'].metrics_port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    prefix = f'saga_router_refusals_total{{provider="{provider}",reason="{reason}"}} '
-    lines = [line for line in text.splitlines() if line.startswith(prefix)]
-    return float(lines[0][len(prefix) :]) if lines else 0.0
+    return await metric(
+        stack, "router", "saga_router_refusals_total", provider=provider, reason=reason
+    )

@@ -55,9 +55,10 @@ async def refused(call: object) -> tuple[grpc.StatusCode, str, str, list[str]]:
         ("options.export_format", 3, "OPTION_INVALID", "gateway.saga"),
         ("options.export_format", 99, "OPTION_INVALID", "gateway.saga"),
         ("options.export_format", -1, "OPTION_INVALID", "gateway.saga"),
-        # The runtime, which resolves asof, is the one place that checks it.
+        # The gateway resolves asof (the freshness gate needs the date) with the rule the
+        # runtime applies again (services/common/asof.py): it refuses first.
         *(
-            ("asof", bad, "ASOF_INVALID", "runtime.saga")
+            ("asof", bad, "ASOF_INVALID", "gateway.saga")
             for bad in (
                 "31/12/2024",
                 "2025-02-30",
@@ -65,6 +66,7 @@ async def refused(call: object) -> tuple[grpc.StatusCode, str, str, list[str]]:
                 " 2025-01-01",
                 "2025-01-01T00:00:00Z",
                 "20250101",
+                "2999-01-01",  # after today
             )
         ),
     ],

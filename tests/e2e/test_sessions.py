@@ -27,7 +27,7 @@ from services.common.database import open_database
 from services.common.status import describe
 from services.runtime.schema import MIGRATIONS
 from services.runtime.sessions import MAX_METADATA_BYTES, MAX_TITLE_CHARS
-from tests.conftest import PG_URL, Backend, drop_namespace
+from tests.conftest import PG_URL, Backend, drop_schemas
 from tests.e2e.test_cli import ok, run_cli
 from tests.e2e.test_execute import bearer, chat
 from tests.harness import Stack, stack_for
@@ -47,7 +47,7 @@ async def deployment(
             yield s, backend
     finally:
         if backend.url:
-            await drop_namespace(namespace)
+            await drop_schemas(namespace)
 
 
 @pytest.fixture

@@ -136,6 +136,8 @@ class Seen:
     """(input including cached, output, cached) as reported, or None."""
     completed: bool = False
     """The answer ended normally (not cut, hung, malformed or failed)."""
+    disconnected: bool = False
+    """The caller closed the connection while the answer streamed."""
 
 
 def _words(body: dict[str, Any], fmt: str) -> int:
@@ -378,7 +380,12 @@ class FakeProviders:
             await self._sleep(script.first_token_delay + script.interval * max(0, count - 1))
             seen.tokens = count
             return self._complete(fmt, seen, script, words, count, length)
-        return await self._stream(fmt, request, seen, script, words, count, length)
+        try:
+            return await self._stream(fmt, request, seen, script, words, count, length)
+        except (asyncio.CancelledError, ConnectionResetError):
+            # aiohttp cancels the handler (or a write fails) when the client goes away.
+            seen.disconnected = True
+            raise
 
     async def _sleep(self, seconds: float) -> None:
         if seconds > 0:

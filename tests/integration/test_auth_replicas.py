@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, drop_schemas
 from tests.fakes import entra as fake
 from tests.fakes.entra import FakeEntra
 from tests.harness import Stack, stack_for
@@ -24,7 +24,6 @@ from tests.integration.test_auth_provider_credentials import (
     link,
     new_user,
 )
-from tests.integration.test_auth_users import drop_schemas
 
 
 @pytest.fixture(scope="module")

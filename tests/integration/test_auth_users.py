@@ -9,7 +9,6 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import jwt
 import pytest
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from saga.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.common.context import key_id, load_public_key, public_key_from_jwk
 from services.common.status import describe
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, drop_schemas
 from tests.harness import Stack, stack_for
 from tests.integration.test_auth_api_keys import context_for, outcome
 
@@ -28,17 +27,6 @@ OPEN = {"SAGA_AUTH__SELF_REGISTRATION": "open"}
 LOCKOUT = 2.0
 SECRETS_USED: set[str] = set()
 """Every password and token the tests of this module sent or received."""
-
-
-async def drop_schemas(namespace: str) -> None:
-    connection = await asyncpg.connect(PG_URL)
-    try:
-        for row in await connection.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{namespace}\\_%"
-        ):
-            await connection.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

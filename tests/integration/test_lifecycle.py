@@ -10,19 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from saga.gateway.v1 import pack_health_pb2
-from saga.runtime.v1 import packs_pb2
 from services.common.identity import SERVICES
-from services.common.status import describe
-from tests.harness import SERVICE_NAMES, UNBUILT, Stack, stack_for
+from tests.harness import SERVICE_NAMES, Stack, stack_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-UNBUILT_CONTRACTS = (pack_health_pb2, packs_pb2)
-"""Imported for their descriptors (the pool knows a service once its module is loaded)."""
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -30,8 +24,6 @@ async def test_probe_port_reports_liveness_and_readiness(stack: Stack, service: 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports[service].probe_port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         for name in ("", *SERVICE_NAMES[service]):
-            if name in UNBUILT:
-                continue
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == SERVING, name
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service][0]))
@@ -42,37 +34,6 @@ async def test_probe_port_reports_liveness_and_readiness(stack: Stack, service: 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Check(health_pb2.HealthCheckRequest(service="saga.nope.v1.X"), timeout=5)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-@pytest.mark.parametrize("service", ["gateway", "runtime"])
-async def test_a_service_with_no_rpc_built_is_not_ready_but_still_answers(
-    stack: Stack, service: str
-) -> None:
-    unbuilt = [name for name in SERVICE_NAMES[service] if name in UNBUILT]
-    assert unbuilt
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports[service].probe_port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        for name in unbuilt:
-            # Readiness names only what is built: an all-UNIMPLEMENTED service is NOT_FOUND.
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND, name
-    # Still served: a call gets the typed UNIMPLEMENTED, not an unknown service.
-    name = unbuilt[0]
-    method = descriptor_pool.Default().FindServiceByName(name).methods[0]
-    caller = (
-        stack.gateway_channel() if service == "gateway" else stack.channel_as("gateway", service)
-    )
-    async with caller as ch:
-        call = ch.unary_unary(
-            f"/{name}/{method.name}", request_serializer=bytes, response_deserializer=bytes
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call(b"", timeout=5)
-    assert (err.value.code(), describe(err.value).reason) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_IMPLEMENTED",
-    )
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -48,6 +48,8 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
     assert [(p.pattern_id, p.source) for p in listed.patterns] == [
         ("chat", "samples/chat.yaml"),
         ("debate", "samples/debate.yaml"),
+        ("portfolio_overview", "samples/portfolio_overview.yaml"),
+        ("portfolio_risk", "samples/portfolio_risk.yaml"),
         ("summary", "user/summary.yaml"),
     ]
     assert list(listed.problems) == []
@@ -63,7 +65,13 @@ async def test_a_bad_pattern_file_is_refused_and_the_runtime_serves_the_others(
             "fine.yaml": SUMMARY.replace("id: summary", "id: fine"),
         },
     )
-    assert [p.pattern_id for p in listed.patterns] == ["chat", "debate", "fine"]
+    assert [p.pattern_id for p in listed.patterns] == [
+        "chat",
+        "debate",
+        "fine",
+        "portfolio_overview",
+        "portfolio_risk",
+    ]
     [problem] = listed.problems
     assert (problem.source, problem.field) == ("user/summary.yaml", "steps.summarise.args.prompt")
     assert "refers to input 'txt', which the pattern does not declare" in problem.message

@@ -23,12 +23,10 @@ from services.common.context import METADATA_KEY, ContextSigner, load_private_ke
 from services.common.database import open_database
 from services.common.errors import FieldViolation
 from services.common.status import describe
-from services.common.unbuilt_fields import UNBUILT
 from services.runtime import demo
 from services.runtime.ledger import Ledger, Transaction, chain_head
 from services.runtime.schema import MIGRATIONS
 from tests.conftest import Backend
-from tests.e2e.test_unbuilt_fields import set_field
 from tests.harness import Stack, stack_for
 
 TOKENS = 6
@@ -381,19 +379,3 @@ async def test_the_runtime_runs_on_postgresql(backend: Backend, tmp_path: Path) 
             )
         finally:
             await db.close()
-
-
-@pytest.mark.parametrize("field", sorted(UNBUILT))
-async def test_a_field_the_runtime_does_not_act_on_yet_is_refused(stack: Stack, field: str) -> None:
-    # The runtime checks on its own: a caller past the gateway is refused too.
-    request = chat_request(new_execution_id(), prompt="Hi")
-    set_field(request, field)
-    error = await failure(stack, request)
-    details = describe(error)
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert (details.reason, details.domain, details.metadata) == (
-        "FIELD_NOT_IMPLEMENTED",
-        "runtime.saga",
-        {"field": field},
-    )
-    assert [v.field for v in details.field_violations] == [field]

@@ -28,6 +28,9 @@ class RunScope:
     asof: str
     # The caller's `saga-context` token, forwarded unchanged to services acting for the user.
     context_token: str
+    # What the run reads (services/runtime/pins.py): the pack ("" = none) and ledger commit.
+    pricing_pack_id: str = ""
+    ledger_commit_hash: str = ""
     strategy: int = 0
     preferred_providers: tuple[str, ...] = ()
     max_cost_micro_usd: int = 0

@@ -140,7 +140,7 @@ def test_weights_with_another_strategy_are_a_usage_error(
 async def test_the_execute_summary_names_skipped_providers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from clients.cli.execute import _stream
+    from clients.cli.execute import stream_events
     from saga.execution.v1 import events_pb2, reason_events_pb2
     from saga.gateway.v1 import execution_pb2
 
@@ -158,7 +158,7 @@ async def test_the_execute_summary_names_skipped_providers(
         yield execution_pb2.ExecuteResponse(token=events_pb2.Token(step_id="answer", text="hi"))
         yield execution_pb2.ExecuteResponse(completed=events_pb2.Completed())
 
-    summary = await _stream(events())
+    summary = await stream_events(events())
     assert "skipped down (CIRCUIT_OPEN)" in summary
     assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err
 
@@ -193,3 +193,13 @@ def test_budgets_set_needs_an_amount_or_clear(capsys: pytest.CaptureFixture[str]
     assert "--amount" in capsys.readouterr().err
     args = parser().parse_args(["budgets", "set", "usr_a", "--amount", "5.00", "--key", "k1"])
     assert (args.amount, args.key_id, args.period, args.clear) == (5_000_000, "k1", "", False)
+
+
+def test_execute_export_makes_the_run_an_export_in_the_format_given() -> None:
+    from clients.cli.execute import execute_options
+    from saga.execution.v1 import options_pb2
+
+    exported = execute_options(parser().parse_args(["execute", "chat", "--export", "csv"]))
+    assert (exported.export, exported.export_format) == (True, options_pb2.EXPORT_FORMAT_CSV)
+    plain = execute_options(parser().parse_args(["execute", "chat"]))
+    assert (plain.export, plain.export_format) == (False, options_pb2.EXPORT_FORMAT_UNSPECIFIED)

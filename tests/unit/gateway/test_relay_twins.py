@@ -10,10 +10,17 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from saga.auth.v1 import auth_pb2
-from saga.gateway.v1 import admin_pb2, execution_pb2, patterns_pb2, sessions_pb2, usage_pb2
+from saga.gateway.v1 import (
+    admin_pb2,
+    execution_pb2,
+    pack_health_pb2,
+    patterns_pb2,
+    sessions_pb2,
+    usage_pb2,
+)
 from saga.optimizer.v1 import optimizer_pb2
 from saga.router.v1 import router_pb2
-from saga.runtime.v1 import packs_pb2, runtime_pb2
+from saga.runtime.v1 import ledger_pb2, packs_pb2, runtime_pb2
 from saga.runtime.v1 import sessions_pb2 as runtime_sessions_pb2
 from saga.vault.v1 import vault_pb2
 from services.gateway.admin import ADMIN_RELAYS, ADMIN_STREAM_RELAYS
@@ -23,6 +30,7 @@ from services.gateway.sessions import SESSION_RELAYS
 POOL = descriptor_pool.Default()
 _ = (
     auth_pb2,
+    ledger_pb2,
     optimizer_pb2,
     packs_pb2,
     router_pb2,
@@ -68,6 +76,21 @@ def twins() -> list[tuple[str, Descriptor, Descriptor]]:
     budget = POOL.FindMethodByName("saga.optimizer.v1.OptimizerService.GetBudget")
     pairs.append(("GetBudget request", usage_pb2.GetBudgetRequest.DESCRIPTOR, budget.input_type))
     pairs.append(("GetBudget response", usage_pb2.GetBudgetResponse.DESCRIPTOR, budget.output_type))
+    packs = POOL.FindMethodByName("saga.runtime.v1.PackService.ListPacks")
+    pairs.append(
+        ("ListPacks request", pack_health_pb2.ListPacksRequest.DESCRIPTOR, packs.input_type)
+    )
+    pairs.append(
+        ("ListPacks response", pack_health_pb2.ListPacksResponse.DESCRIPTOR, packs.output_type)
+    )
+    health = POOL.FindMethodByName("saga.runtime.v1.PackService.GetPackHealth")
+    pairs.append(
+        (
+            "GetPackHealth request",
+            pack_health_pb2.GetPackHealthRequest.DESCRIPTOR,
+            health.input_type,
+        )
+    )
     pairs.append(
         (
             "Execute events",

@@ -69,6 +69,16 @@ def test_asof_defaults_to_today_and_must_be_a_real_date() -> None:
         assert [v.field for v in error.value.field_violations] == ["asof"]
 
 
+def test_an_asof_after_today_is_refused() -> None:
+    today = datetime.date(2025, 3, 4)
+    assert resolve_asof("2025-03-04", today) == "2025-03-04"
+    with pytest.raises(InvalidArgument) as error:
+        resolve_asof("2025-03-05", today)
+    assert error.value.reason == "ASOF_INVALID"
+    [violation] = error.value.field_violations
+    assert (violation.field, "after today" in violation.description) == ("asof", True)
+
+
 def test_execution_ids_are_exe_and_32_hex() -> None:
     good = "exe_" + "0123456789abcdef" * 2
     assert check_execution_id(good) == good

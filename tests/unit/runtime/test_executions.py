@@ -4,21 +4,27 @@ lease runs out — while the runs of live replicas are left alone. On SQLite and
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import datetime
 import time
 from pathlib import Path
 
 import pytest
 
 from services.common.database import Database, open_database
-from services.common.errors import AlreadyExists
+from services.common.errors import AlreadyExists, FailedPrecondition
 from services.common.usage import Usage
+from services.runtime.event_log import EventWriter
 from services.runtime.executions import (
     LEASE_MS,
+    ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
     ExecutionStore,
 )
 from services.runtime.schema import MIGRATIONS
+from services.runtime.watch import replay
 from tests.conftest import Backend
 
 
@@ -158,3 +164,123 @@ async def test_runs_recorded_before_leases_existed_are_interrupted_after_the_upg
     assert await status(store, "exe_old") == ExecutionStatus.INTERRUPTED
     assert await status(store, "exe_done") == ExecutionStatus.SUCCEEDED
     await db.close()
+
+
+async def test_retention_prunes_old_and_surplus_event_logs_and_keeps_the_records(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    writer = EventWriter(db)
+    task = asyncio.ensure_future(writer.run())
+    try:
+        ids = ["exe_old", "exe_mid", "exe_new", "exe_live"]
+        old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=40)).isoformat()
+        for execution_id in ids:
+            created = (
+                old
+                if execution_id == "exe_old"
+                else datetime.datetime.now(datetime.UTC).isoformat()
+            )
+            await store.insert(dataclasses.replace(record(execution_id), created_at=created))
+            log = writer.start(execution_id)
+            for n in range(3):
+                log.append(f"{execution_id}:{n}".encode())
+            if execution_id != "exe_live":
+                await store.finish(execution_id, ExecutionStatus.SUCCEEDED)
+            await asyncio.sleep(0.001)  # distinct creation times, in this order
+        assert await writer.flush()
+        await db.execute(
+            "UPDATE executions SET completed_at = $1 WHERE execution_id = 'exe_old'", old
+        )
+        # 30 days and at most two logs: the old one by age, the middle one by count; a
+        # running run is never pruned.
+        assert await store.prune_events(30 * 86_400, max_runs=2) == 2
+        assert await store.prune_events(30 * 86_400, max_runs=2) == 0
+        for execution_id, kept in (
+            ("exe_old", False),
+            ("exe_mid", False),
+            ("exe_new", True),
+            ("exe_live", True),
+        ):
+            found = await store.get(execution_id)
+            assert found is not None  # the record stays
+            assert found.events_pruned is not kept
+            assert len(await store.events(execution_id, 0)) == (3 if kept else 0)
+        pruned = await store.get("exe_old")
+        assert pruned is not None
+        with pytest.raises(FailedPrecondition) as refused:
+            async for _ in replay(store, pruned, 0):
+                pass
+        assert refused.value.reason == "EVENT_LOG_PRUNED"
+    finally:
+        task.cancel()
+        await db.close()
+
+
+async def test_search_pages_newest_first_and_filters(backend: Backend, tmp_path: Path) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    try:
+        base = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        for i, (user, pattern) in enumerate(
+            [("usr_1", "chat"), ("usr_2", "chat"), ("usr_1", "debate"), ("usr_1", "chat")]
+        ):
+            created = (base + datetime.timedelta(minutes=i)).isoformat()
+            await store.insert(
+                dataclasses.replace(
+                    record(f"exe_{i}"), user_id=user, pattern_id=pattern, created_at=created
+                )
+            )
+        await store.finish("exe_3", ExecutionStatus.SUCCEEDED)
+        mine = ExecutionQuery(user_id="usr_1")
+        assert [r.execution_id for r in await store.search(mine, 10)] == [
+            "exe_3",
+            "exe_2",
+            "exe_0",
+        ]
+        page = await store.search(mine, 2)
+        after = (page[-1].created_at, page[-1].execution_id)
+        rest = await store.search(dataclasses.replace(mine, after=after), 2)
+        assert [r.execution_id for r in page + rest] == ["exe_3", "exe_2", "exe_0"]
+        assert [
+            r.execution_id
+            for r in await store.search(
+                ExecutionQuery(user_id=None, pattern_id="chat", status=ExecutionStatus.RUNNING),
+                10,
+            )
+        ] == ["exe_1", "exe_0"]
+        window = ExecutionQuery(
+            user_id="usr_1",
+            created_after=(base + datetime.timedelta(minutes=1)).isoformat(),
+            created_before=(base + datetime.timedelta(minutes=3)).isoformat(),
+        )
+        assert [r.execution_id for r in await store.search(window, 10)] == ["exe_2"]
+    finally:
+        await db.close()
+
+
+async def test_one_claim_of_a_key_wins_and_the_others_get_its_run(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    try:
+        claims = [
+            dataclasses.replace(record(f"exe_c{i}"), idempotency_key="k1", request_digest="d")
+            for i in range(5)
+        ]
+        results = await asyncio.gather(*(store.claim(c, 3600) for c in claims))
+        winners = [c.execution_id for c, r in zip(claims, results, strict=True) if r is None]
+        assert len(winners) == 1
+        assert {r.execution_id for r in results if r is not None} == set(winners)
+        # Another user's same key is theirs alone; a cancelled run's key is released.
+        other = dataclasses.replace(
+            record("exe_other"), user_id="usr_2", idempotency_key="k1", request_digest="d"
+        )
+        assert await store.claim(other, 3600) is None
+        await store.finish(winners[0], ExecutionStatus.CANCELLED)
+        again = dataclasses.replace(record("exe_again"), idempotency_key="k1", request_digest="d")
+        assert await store.claim(again, 3600) is None
+    finally:
+        await db.close()

@@ -17,6 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.runtime import patterns as patterns_module
+from services.runtime.agents.data import data_agent, load_datasets
+from services.runtime.agents.financial_analyst import (
+    LEDGER_POSITIONS,
+    METRICS_COMPUTE,
+    PRICING_APPLY_PACK,
+)
 from services.runtime.agents.llm import LLM_COMPLETE
 from services.runtime.expressions import parse_expression
 from services.runtime.patterns import (
@@ -34,7 +40,19 @@ from services.runtime.templates import Template
 
 # A capability whose agent does not declare it safe to retry (e.g. one that writes).
 ONCE = dataclasses.replace(LLM_COMPLETE, name="llm.once", retry_safe=False)
-CAPABILITIES = {LLM_COMPLETE.name: LLM_COMPLETE, ONCE.name: ONCE}
+CAPABILITIES = {
+    c.name: c
+    for c in (
+        LLM_COMPLETE,
+        ONCE,
+        LEDGER_POSITIONS,
+        PRICING_APPLY_PACK,
+        METRICS_COMPUTE,
+        *data_agent(load_datasets()).capabilities,
+    )
+}
+"""The built-in capabilities the shipped samples use, and ONCE."""
+SAMPLES = ["chat", "debate", "portfolio_overview", "portfolio_risk"]
 
 
 def chat_document() -> dict[str, Any]:
@@ -279,7 +297,7 @@ def test_a_bad_file_is_refused_and_the_good_ones_still_load(tmp_path: Path) -> N
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(_step(capability="llm.dream")))
     (tmp_path / "broken.json").write_text("{")
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path, "user")], CAPABILITIES)
-    assert sorted(catalog.patterns) == ["chat", "debate", "good"]
+    assert sorted(catalog.patterns) == sorted([*SAMPLES, "good"])
     assert [(p.source, p.field) for p in catalog.problems] == [
         ("user/bad.yaml", "steps.answer.capability"),
         ("user/broken.json", "(file)"),
@@ -296,12 +314,12 @@ def test_an_id_defined_twice_keeps_the_first_and_names_both_files(tmp_path: Path
     # Positive control: under another id both load.
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(chat_document() | {"id": "mine"}))
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path, "user")], CAPABILITIES)
-    assert (sorted(catalog.patterns), catalog.problems) == (["chat", "debate", "mine"], ())
+    assert (sorted(catalog.patterns), catalog.problems) == (sorted([*SAMPLES, "mine"]), ())
 
 
 def test_a_missing_patterns_directory_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     catalog = load_patterns([(SAMPLES_DIR, "samples"), (tmp_path / "nope", "user")], CAPABILITIES)
-    assert sorted(catalog.patterns) == ["chat", "debate"]
+    assert sorted(catalog.patterns) == SAMPLES
     assert [(p.source, p.field) for p in catalog.problems] == [("user", "(directory)")]
 
 

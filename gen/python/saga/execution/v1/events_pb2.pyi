@@ -317,11 +317,17 @@ class Completed(_message.Message):
     WATERMARK_FIELD_NUMBER: _builtins.int
     PRICING_PACK_ID_FIELD_NUMBER: _builtins.int
     LEDGER_COMMIT_HASH_FIELD_NUMBER: _builtins.int
+    EXPORT_DOCUMENT_FIELD_NUMBER: _builtins.int
     cost_micro_usd: _builtins.int
     watermark: _builtins.str
     """Watermark applied to exported outputs; empty when the run was not an export."""
     pricing_pack_id: _builtins.str
     ledger_commit_hash: _builtins.str
+    export_document: _builtins.str
+    """An export's document: the outputs in ExecuteOptions.export_format (JSON or CSV, see
+    docs/operations.md "Rights and exports"), with the watermark and attributions inside;
+    empty when the run was not an export.
+    """
     @_builtins.property
     def outputs(self) -> _struct_pb2.Struct:
         """The pattern's outputs."""
@@ -342,10 +348,11 @@ class Completed(_message.Message):
         watermark: _builtins.str = ...,
         pricing_pack_id: _builtins.str = ...,
         ledger_commit_hash: _builtins.str = ...,
+        export_document: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["outputs", b"outputs", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributions", b"attributions", "cost_micro_usd", b"cost_micro_usd", "ledger_commit_hash", b"ledger_commit_hash", "outputs", b"outputs", "pricing_pack_id", b"pricing_pack_id", "usage", b"usage", "watermark", b"watermark"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributions", b"attributions", "cost_micro_usd", b"cost_micro_usd", "export_document", b"export_document", "ledger_commit_hash", b"ledger_commit_hash", "outputs", b"outputs", "pricing_pack_id", b"pricing_pack_id", "usage", b"usage", "watermark", b"watermark"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/execution/v1/options.proto\x12\x11saga.execution.v1\x1a\x1esaga/execution/v1/common.proto\"\xfb\x02\n\x0e\x45xecuteOptions\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x1b\n\x13preferred_providers\x18\x02 \x03(\t\x12\x18\n\x10\x61llow_stale_pack\x18\x03 \x01(\x08\x12\x0e\n\x06\x65xport\x18\x04 \x01(\x08\x12\x36\n\rexport_format\x18\x05 \x01(\x0e\x32\x1f.saga.execution.v1.ExportFormat\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x1a\n\x12max_cost_micro_usd\x18\x07 \x01(\x03\x12\x1c\n\x14\x64\x65tach_on_disconnect\x18\x08 \x01(\x08\x12\x19\n\x11\x61llowed_providers\x18\t \x03(\t\x12\x18\n\x10\x64isable_fallback\x18\n \x01(\x08\x12\x33\n\x07weights\x18\x0b \x01(\x0b\x32\".saga.execution.v1.StrategyWeights\"V\n\x0fStrategyWeights\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/execution/v1/options.proto\x12\x11saga.execution.v1\x1a\x1esaga/execution/v1/common.proto\"\xb0\x03\n\x0e\x45xecuteOptions\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x1b\n\x13preferred_providers\x18\x02 \x03(\t\x12\x18\n\x10\x61llow_stale_pack\x18\x03 \x01(\x08\x12\x0e\n\x06\x65xport\x18\x04 \x01(\x08\x12\x36\n\rexport_format\x18\x05 \x01(\x0e\x32\x1f.saga.execution.v1.ExportFormat\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x1a\n\x12max_cost_micro_usd\x18\x07 \x01(\x03\x12\x1c\n\x14\x64\x65tach_on_disconnect\x18\x08 \x01(\x08\x12\x19\n\x11\x61llowed_providers\x18\t \x03(\t\x12\x18\n\x10\x64isable_fallback\x18\n \x01(\x08\x12\x33\n\x07weights\x18\x0b \x01(\x0b\x32\".saga.execution.v1.StrategyWeights\x12\x17\n\x0fpricing_pack_id\x18\x0c \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\r \x01(\t\"V\n\x0fStrategyWeights\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x13\n\x0breliability\x18\x04 \x01(\x01*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.execution.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPORTFORMAT']._serialized_start=556
-  _globals['_EXPORTFORMAT']._serialized_end=648
+  _globals['_EXPORTFORMAT']._serialized_start=609
+  _globals['_EXPORTFORMAT']._serialized_end=701
   _globals['_EXECUTEOPTIONS']._serialized_start=87
-  _globals['_EXECUTEOPTIONS']._serialized_end=466
-  _globals['_STRATEGYWEIGHTS']._serialized_start=468
-  _globals['_STRATEGYWEIGHTS']._serialized_end=554
+  _globals['_EXECUTEOPTIONS']._serialized_end=519
+  _globals['_STRATEGYWEIGHTS']._serialized_start=521
+  _globals['_STRATEGYWEIGHTS']._serialized_end=607
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,8 @@ class ExecuteOptions(_message.Message):
     ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
     DISABLE_FALLBACK_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    PRICING_PACK_ID_FIELD_NUMBER: _builtins.int
+    LEDGER_COMMIT_HASH_FIELD_NUMBER: _builtins.int
     strategy: _common_pb2.Strategy.ValueType
     """Provider selection for LLM steps; unspecified = the operator's default."""
     allow_stale_pack: _builtins.bool
@@ -85,6 +87,16 @@ class ExecuteOptions(_message.Message):
     disable_fallback: _builtins.bool
     """Never move to another provider when one fails: each call tries its first candidate only
     (with that provider's bounded retries) and fails with that provider's error.
+    """
+    pricing_pack_id: _builtins.str
+    """Run against this pricing pack instead of the current pack for asof (reproducing an
+    earlier run). NOT_FOUND PACK_NOT_FOUND when no such pack exists; the freshness gate
+    applies to it as to any pack (its age is measured from asof).
+    """
+    ledger_commit_hash: _builtins.str
+    """Read the ledger as of this commit (a hash of the chain) instead of its head, so later
+    transactions do not change the run. NOT_FOUND LEDGER_COMMIT_NOT_FOUND when it is not a
+    commit of the ledger.
     """
     @_builtins.property
     def preferred_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -117,10 +129,12 @@ class ExecuteOptions(_message.Message):
         allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
         disable_fallback: _builtins.bool = ...,
         weights: Global___StrategyWeights | None = ...,
+        pricing_pack_id: _builtins.str = ...,
+        ledger_commit_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_stale_pack", b"allow_stale_pack", "allowed_providers", b"allowed_providers", "detach_on_disconnect", b"detach_on_disconnect", "disable_fallback", b"disable_fallback", "export", b"export", "export_format", b"export_format", "idempotency_key", b"idempotency_key", "max_cost_micro_usd", b"max_cost_micro_usd", "preferred_providers", b"preferred_providers", "strategy", b"strategy", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_stale_pack", b"allow_stale_pack", "allowed_providers", b"allowed_providers", "detach_on_disconnect", b"detach_on_disconnect", "disable_fallback", b"disable_fallback", "export", b"export", "export_format", b"export_format", "idempotency_key", b"idempotency_key", "ledger_commit_hash", b"ledger_commit_hash", "max_cost_micro_usd", b"max_cost_micro_usd", "preferred_providers", b"preferred_providers", "pricing_pack_id", b"pricing_pack_id", "strategy", b"strategy", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

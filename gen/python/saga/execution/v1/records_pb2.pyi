@@ -272,6 +272,7 @@ class ReconciliationSummary(_message.Message):
     MISSING_SYMBOLS_FIELD_NUMBER: _builtins.int
     NON_POSITIVE_SYMBOLS_FIELD_NUMBER: _builtins.int
     CHECKSUM_MISMATCH_FIELD_NUMBER: _builtins.int
+    DUPLICATE_SYMBOLS_FIELD_NUMBER: _builtins.int
     passed: _builtins.bool
     """True when reconciliation ran and found no problem."""
     prices_total: _builtins.int
@@ -292,6 +293,10 @@ class ReconciliationSummary(_message.Message):
     def non_positive_symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Symbols whose price is zero or negative."""
 
+    @_builtins.property
+    def duplicate_symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Symbols priced more than once in the pack."""
+
     def __init__(
         self,
         *,
@@ -302,10 +307,11 @@ class ReconciliationSummary(_message.Message):
         missing_symbols: _abc.Iterable[_builtins.str] | None = ...,
         non_positive_symbols: _abc.Iterable[_builtins.str] | None = ...,
         checksum_mismatch: _builtins.bool = ...,
+        duplicate_symbols: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reconciled_at", b"reconciled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum_mismatch", b"checksum_mismatch", "held_symbols", b"held_symbols", "missing_symbols", b"missing_symbols", "non_positive_symbols", b"non_positive_symbols", "passed", b"passed", "prices_total", b"prices_total", "reconciled_at", b"reconciled_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum_mismatch", b"checksum_mismatch", "duplicate_symbols", b"duplicate_symbols", "held_symbols", b"held_symbols", "missing_symbols", b"missing_symbols", "non_positive_symbols", b"non_positive_symbols", "passed", b"passed", "prices_total", b"prices_total", "reconciled_at", b"reconciled_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,13 +330,20 @@ class PackHealth(_message.Message):
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    CARRIED_FORWARD_FIELD_NUMBER: _builtins.int
     status: Global___PackStatus.ValueType
     pack_id: _builtins.str
     """Pack id, "PP_<asof>..."; empty when no pack exists for the date."""
     asof: _builtins.str
-    """"YYYY-MM-DD"."""
+    """"YYYY-MM-DD": the pack's date (earlier than the date asked for when carried_forward);
+    the date asked for when there is no pack.
+    """
     source: _builtins.str
     """Where the prices came from."""
+    carried_forward: _builtins.bool
+    """True when no pack exists for the date asked for and this is the newest FRESH pack of an
+    earlier date (carried forward; STALE once older than the maximum age).
+    """
     @_builtins.property
     def estimated_ready(self) -> _timestamp_pb2.Timestamp:
         """Expected time the pack becomes fresh; set only while warming."""
@@ -349,10 +362,11 @@ class PackHealth(_message.Message):
         reconciliation: Global___ReconciliationSummary | None = ...,
         source: _builtins.str = ...,
         published_at: _timestamp_pb2.Timestamp | None = ...,
+        carried_forward: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_ready", b"estimated_ready", "published_at", b"published_at", "reconciliation", b"reconciliation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asof", b"asof", "estimated_ready", b"estimated_ready", "pack_id", b"pack_id", "published_at", b"published_at", "reconciliation", b"reconciliation", "source", b"source", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asof", b"asof", "carried_forward", b"carried_forward", "estimated_ready", b"estimated_ready", "pack_id", b"pack_id", "published_at", b"published_at", "reconciliation", b"reconciliation", "source", b"source", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -536,3 +536,61 @@ class SetBudgetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetBudgetResponse: _TypeAlias = SetBudgetResponse  # noqa: Y015
+
+@_typing.final
+class ImportTransactionsRequest(_message.Message):
+    """Same field numbers as saga.runtime.v1.ImportTransactionsRequest (relayed as is)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CSV_FIELD_NUMBER: _builtins.int
+    EXPECTED_HEAD_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """UTF-8 CSV with a header row: portfolio, trade_date, symbol, side, quantity, price,
+    currency (see saga.runtime.v1.ImportTransactionsRequest).
+    """
+    expected_head: _builtins.str
+    """The head the caller expects the ledger to have; empty = append after whatever it is."""
+    def __init__(
+        self,
+        *,
+        csv: _builtins.str = ...,
+        expected_head: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "expected_head", b"expected_head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTransactionsRequest: _TypeAlias = ImportTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ImportTransactionsResponse(_message.Message):
+    """Same field numbers as saga.runtime.v1.ImportTransactionsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEDGER_COMMIT_HASH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_COMMIT_HASH_FIELD_NUMBER: _builtins.int
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    ledger_commit_hash: _builtins.str
+    """The new head (a run's ledger_commit_hash from now on)."""
+    previous_commit_hash: _builtins.str
+    """The head before the import."""
+    transactions: _builtins.int
+    """Transactions appended."""
+    def __init__(
+        self,
+        *,
+        ledger_commit_hash: _builtins.str = ...,
+        previous_commit_hash: _builtins.str = ...,
+        transactions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ledger_commit_hash", b"ledger_commit_hash", "previous_commit_hash", b"previous_commit_hash", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTransactionsResponse: _TypeAlias = ImportTransactionsResponse  # noqa: Y015

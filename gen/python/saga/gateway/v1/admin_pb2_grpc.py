@@ -90,6 +90,11 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultResponse.FromString,
                 _registered_method=True)
+        self.ImportTransactions = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/ImportTransactions',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -176,6 +181,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportTransactions(self, request, context):
+        """Appends ledger transactions given as CSV, atomically, and returns the new head
+        (agent-runtime LedgerService.ImportTransactions; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +246,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RewrapVault,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultResponse.SerializeToString,
+            ),
+            'ImportTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportTransactions,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +551,33 @@ class AdminService:
             '/saga.gateway.v1.AdminService/RewrapVault',
             saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.RewrapVaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/ImportTransactions',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

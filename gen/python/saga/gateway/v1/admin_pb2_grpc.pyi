@@ -63,6 +63,10 @@ class AdminServiceStub:
     """Re-encrypts every vault row under the active key, streaming progress (token-vault
     Rewrap).
     """
+    ImportTransactions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ImportTransactionsRequest, _admin_pb2.ImportTransactionsResponse]
+    """Appends ledger transactions given as CSV, atomically, and returns the new head
+    (agent-runtime LedgerService.ImportTransactions; same field numbers).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -96,6 +100,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RewrapVault: _aio.UnaryStreamMultiCallable[_admin_pb2.RewrapVaultRequest, _admin_pb2.RewrapVaultResponse]  # type: ignore[assignment]
     """Re-encrypts every vault row under the active key, streaming progress (token-vault
     Rewrap).
+    """
+    ImportTransactions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ImportTransactionsRequest, _admin_pb2.ImportTransactionsResponse]  # type: ignore[assignment]
+    """Appends ledger transactions given as CSV, atomically, and returns the new head
+    (agent-runtime LedgerService.ImportTransactions; same field numbers).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -193,6 +201,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_admin_pb2.RewrapVaultResponse], _abc.AsyncIterator[_admin_pb2.RewrapVaultResponse]]:
         """Re-encrypts every vault row under the active key, streaming progress (token-vault
         Rewrap).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportTransactions(
+        self,
+        request: _admin_pb2.ImportTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ImportTransactionsResponse, _abc.Awaitable[_admin_pb2.ImportTransactionsResponse]]:
+        """Appends ledger transactions given as CSV, atomically, and returns the new head
+        (agent-runtime LedgerService.ImportTransactions; same field numbers).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

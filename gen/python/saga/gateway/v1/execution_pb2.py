@@ -23,34 +23,35 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from saga.execution.v1 import events_pb2 as saga_dot_execution_dot_v1_dot_events__pb2
 from saga.execution.v1 import options_pb2 as saga_dot_execution_dot_v1_dot_options__pb2
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/gateway/v1/execution.proto\x12\x0fsaga.gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1esaga/execution/v1/events.proto\x1a\x1fsaga/execution/v1/options.proto\x1a\x1fsaga/execution/v1/records.proto\"\xa3\x01\n\x0e\x45xecuteRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x61sof\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x32\n\x07options\x18\x05 \x01(\x0b\x32!.saga.execution.v1.ExecuteOptions\"\xf7\x03\n\x0f\x45xecuteResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x14GetExecutionResponse\x12/\n\texecution\x18\x01 \x01(\x0b\x32\x1c.saga.execution.v1.Execution\">\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x16ListExecutionsResponse\x12\x30\n\nexecutions\x18\x01 \x03(\x0b\x32\x1c.saga.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xfe\x03\n\x16WatchExecutionResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t2\x87\x03\n\x10\x45xecutionService\x12N\n\x07\x45xecute\x12\x1f.saga.gateway.v1.ExecuteRequest\x1a .saga.gateway.v1.ExecuteResponse0\x01\x12[\n\x0cGetExecution\x12$.saga.gateway.v1.GetExecutionRequest\x1a%.saga.gateway.v1.GetExecutionResponse\x12\x61\n\x0eListExecutions\x12&.saga.gateway.v1.ListExecutionsRequest\x1a\'.saga.gateway.v1.ListExecutionsResponse\x12\x63\n\x0eWatchExecution\x12&.saga.gateway.v1.WatchExecutionRequest\x1a\'.saga.gateway.v1.WatchExecutionResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsaga/gateway/v1/execution.proto\x12\x0fsaga.gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esaga/execution/v1/events.proto\x1a\x1fsaga/execution/v1/options.proto\x1a\x1fsaga/execution/v1/records.proto\"\xa3\x01\n\x0e\x45xecuteRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x61sof\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x32\n\x07options\x18\x05 \x01(\x0b\x32!.saga.execution.v1.ExecuteOptions\"\xf7\x03\n\x0f\x45xecuteResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x14GetExecutionResponse\x12/\n\texecution\x18\x01 \x01(\x0b\x32\x1c.saga.execution.v1.Execution\"\x91\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".saga.execution.v1.ExecutionStatus\x12\x12\n\npattern_id\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x11\n\tall_users\x18\x08 \x01(\x08\"c\n\x16ListExecutionsResponse\x12\x30\n\nexecutions\x18\x01 \x03(\x0b\x32\x1c.saga.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xfe\x03\n\x16WatchExecutionResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t2\x87\x03\n\x10\x45xecutionService\x12N\n\x07\x45xecute\x12\x1f.saga.gateway.v1.ExecuteRequest\x1a .saga.gateway.v1.ExecuteResponse0\x01\x12[\n\x0cGetExecution\x12$.saga.gateway.v1.GetExecutionRequest\x1a%.saga.gateway.v1.GetExecutionResponse\x12\x61\n\x0eListExecutions\x12&.saga.gateway.v1.ListExecutionsRequest\x1a\'.saga.gateway.v1.ListExecutionsResponse\x12\x63\n\x0eWatchExecution\x12&.saga.gateway.v1.WatchExecutionRequest\x1a\'.saga.gateway.v1.WatchExecutionResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.gateway.v1.execution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTEREQUEST']._serialized_start=181
-  _globals['_EXECUTEREQUEST']._serialized_end=344
-  _globals['_EXECUTERESPONSE']._serialized_start=347
-  _globals['_EXECUTERESPONSE']._serialized_end=850
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=852
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=895
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=897
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=968
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=970
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1032
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1034
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1133
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1135
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1204
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1207
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1717
-  _globals['_EXECUTIONSERVICE']._serialized_start=1720
-  _globals['_EXECUTIONSERVICE']._serialized_end=2111
+  _globals['_EXECUTEREQUEST']._serialized_start=214
+  _globals['_EXECUTEREQUEST']._serialized_end=377
+  _globals['_EXECUTERESPONSE']._serialized_start=380
+  _globals['_EXECUTERESPONSE']._serialized_end=883
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=885
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=928
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=930
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1001
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1004
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1277
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1279
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1378
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1380
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1449
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1452
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1962
+  _globals['_EXECUTIONSERVICE']._serialized_start=1965
+  _globals['_EXECUTIONSERVICE']._serialized_end=2356
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ExecutionServiceStub:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     def __init__(self, channel):
@@ -58,7 +59,8 @@ class ExecutionServiceStub:
 
 
 class ExecutionServiceServicer:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     def Execute(self, request, context):
@@ -75,14 +77,16 @@ class ExecutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetExecution(self, request, context):
-        """One of the caller's executions; another user's is NOT_FOUND.
+        """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+        unless the caller holds `usage:read:all` or `admin`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListExecutions(self, request, context):
-        """The caller's executions, newest first.
+        """The caller's executions, newest first, filtered; a page token that was altered or
+        belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,7 +94,8 @@ class ExecutionServiceServicer:
 
     def WatchExecution(self, request, context):
         """Resumes a run's events after the last one the client saw (replayed from the record, then
-        live until the run ends), so a client that lost its stream loses nothing.
+        live until the run ends), so a client that lost its stream loses nothing. Ends as the
+        run ended (see saga.runtime.v1.RuntimeService.WatchExecution).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,7 +133,8 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ExecutionService:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only.
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
     """
 
     @staticmethod

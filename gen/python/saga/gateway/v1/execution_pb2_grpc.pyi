@@ -29,7 +29,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ExecutionServiceStub:
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -45,17 +47,24 @@ class ExecutionServiceStub:
     the run unless options.detach_on_disconnect is set.
     """
     GetExecution: _grpc.UnaryUnaryMultiCallable[_execution_pb2.GetExecutionRequest, _execution_pb2.GetExecutionResponse]
-    """One of the caller's executions; another user's is NOT_FOUND."""
+    """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+    unless the caller holds `usage:read:all` or `admin`.
+    """
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_execution_pb2.ListExecutionsRequest, _execution_pb2.ListExecutionsResponse]
-    """The caller's executions, newest first."""
+    """The caller's executions, newest first, filtered; a page token that was altered or
+    belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+    """
     WatchExecution: _grpc.UnaryStreamMultiCallable[_execution_pb2.WatchExecutionRequest, _execution_pb2.WatchExecutionResponse]
     """Resumes a run's events after the last one the client saw (replayed from the record, then
-    live until the run ends), so a client that lost its stream loses nothing.
+    live until the run ends), so a client that lost its stream loses nothing. Ends as the
+    run ended (see saga.runtime.v1.RuntimeService.WatchExecution).
     """
 
 @_typing.type_check_only
 class ExecutionServiceAsyncStub(ExecutionServiceStub):
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Execute: _aio.UnaryStreamMultiCallable[_execution_pb2.ExecuteRequest, _execution_pb2.ExecuteResponse]  # type: ignore[assignment]
@@ -68,16 +77,23 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     the run unless options.detach_on_disconnect is set.
     """
     GetExecution: _aio.UnaryUnaryMultiCallable[_execution_pb2.GetExecutionRequest, _execution_pb2.GetExecutionResponse]  # type: ignore[assignment]
-    """One of the caller's executions; another user's is NOT_FOUND."""
+    """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+    unless the caller holds `usage:read:all` or `admin`.
+    """
     ListExecutions: _aio.UnaryUnaryMultiCallable[_execution_pb2.ListExecutionsRequest, _execution_pb2.ListExecutionsResponse]  # type: ignore[assignment]
-    """The caller's executions, newest first."""
+    """The caller's executions, newest first, filtered; a page token that was altered or
+    belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+    """
     WatchExecution: _aio.UnaryStreamMultiCallable[_execution_pb2.WatchExecutionRequest, _execution_pb2.WatchExecutionResponse]  # type: ignore[assignment]
     """Resumes a run's events after the last one the client saw (replayed from the record, then
-    live until the run ends), so a client that lost its stream loses nothing.
+    live until the run ends), so a client that lost its stream loses nothing. Ends as the
+    run ended (see saga.runtime.v1.RuntimeService.WatchExecution).
     """
 
 class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Pattern runs. Needs scope `execute`; callers see their own executions only."""
+    """Pattern runs. Needs scope `execute`; callers see their own executions only. The execution
+    reads (Get, List, Watch) also take `usage:read:all` or `admin`, which read anyone's.
+    """
 
     @_abc_1.abstractmethod
     def Execute(
@@ -100,7 +116,9 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _execution_pb2.GetExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_execution_pb2.GetExecutionResponse, _abc.Awaitable[_execution_pb2.GetExecutionResponse]]:
-        """One of the caller's executions; another user's is NOT_FOUND."""
+        """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+        unless the caller holds `usage:read:all` or `admin`.
+        """
 
     @_abc_1.abstractmethod
     def ListExecutions(
@@ -108,7 +126,9 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _execution_pb2.ListExecutionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_execution_pb2.ListExecutionsResponse, _abc.Awaitable[_execution_pb2.ListExecutionsResponse]]:
-        """The caller's executions, newest first."""
+        """The caller's executions, newest first, filtered; a page token that was altered or
+        belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+        """
 
     @_abc_1.abstractmethod
     def WatchExecution(
@@ -117,7 +137,8 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_execution_pb2.WatchExecutionResponse], _abc.AsyncIterator[_execution_pb2.WatchExecutionResponse]]:
         """Resumes a run's events after the last one the client saw (replayed from the record, then
-        live until the run ends), so a client that lost its stream loses nothing.
+        live until the run ends), so a client that lost its stream loses nothing. Ends as the
+        run ended (see saga.runtime.v1.RuntimeService.WatchExecution).
         """
 
 def add_ExecutionServiceServicer_to_server(servicer: ExecutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

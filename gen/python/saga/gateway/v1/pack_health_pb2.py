@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!saga/gateway/v1/pack_health.proto\x12\x0fsaga.gateway.v1\x1a\x1fsaga/execution/v1/records.proto\"5\n\x14GetPackHealthRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12\x0f\n\x07pack_id\x18\x02 \x01(\t\"F\n\x15GetPackHealthResponse\x12-\n\x06health\x18\x01 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth2s\n\x11PackHealthService\x12^\n\rGetPackHealth\x12%.saga.gateway.v1.GetPackHealthRequest\x1a&.saga.gateway.v1.GetPackHealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!saga/gateway/v1/pack_health.proto\x12\x0fsaga.gateway.v1\x1a\x1fsaga/execution/v1/records.proto\"5\n\x14GetPackHealthRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12\x0f\n\x07pack_id\x18\x02 \x01(\t\"F\n\x15GetPackHealthResponse\x12-\n\x06health\x18\x01 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth\"9\n\x10ListPacksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x11ListPacksResponse\x12,\n\x05packs\x18\x01 \x03(\x0b\x32\x1d.saga.execution.v1.PackHealth\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc7\x01\n\x11PackHealthService\x12^\n\rGetPackHealth\x12%.saga.gateway.v1.GetPackHealthRequest\x1a&.saga.gateway.v1.GetPackHealthResponse\x12R\n\tListPacks\x12!.saga.gateway.v1.ListPacksRequest\x1a\".saga.gateway.v1.ListPacksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPACKHEALTHREQUEST']._serialized_end=140
   _globals['_GETPACKHEALTHRESPONSE']._serialized_start=142
   _globals['_GETPACKHEALTHRESPONSE']._serialized_end=212
-  _globals['_PACKHEALTHSERVICE']._serialized_start=214
-  _globals['_PACKHEALTHSERVICE']._serialized_end=329
+  _globals['_LISTPACKSREQUEST']._serialized_start=214
+  _globals['_LISTPACKSREQUEST']._serialized_end=271
+  _globals['_LISTPACKSRESPONSE']._serialized_start=273
+  _globals['_LISTPACKSRESPONSE']._serialized_end=363
+  _globals['_PACKHEALTHSERVICE']._serialized_start=366
+  _globals['_PACKHEALTHSERVICE']._serialized_end=565
 # @@protoc_insertion_point(module_scope)

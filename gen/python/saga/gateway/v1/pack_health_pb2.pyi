@@ -3,8 +3,10 @@
 isort:skip_file
 gateway: pricing-pack health, for clients that wait for fresh data before they run."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from saga.execution.v1 import records_pb2 as _records_pb2
 import builtins as _builtins
 import sys
@@ -24,7 +26,7 @@ class GetPackHealthRequest(_message.Message):
     ASOF_FIELD_NUMBER: _builtins.int
     PACK_ID_FIELD_NUMBER: _builtins.int
     asof: _builtins.str
-    """"YYYY-MM-DD"; empty = today (UTC). Ignored when pack_id is set."""
+    """"YYYY-MM-DD"; empty = today (UTC). With pack_id: the date the pack's age is measured from."""
     pack_id: _builtins.str
     """A specific pack; empty = the current pack for asof."""
     def __init__(
@@ -60,3 +62,53 @@ class GetPackHealthResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPackHealthResponse: _TypeAlias = GetPackHealthResponse  # noqa: Y015
+
+@_typing.final
+class ListPacksRequest(_message.Message):
+    """Same field numbers as saga.runtime.v1.ListPacksRequest (relayed as is)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0 = the server default (50); larger values are capped at 500."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPacksRequest: _TypeAlias = ListPacksRequest  # noqa: Y015
+
+@_typing.final
+class ListPacksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def packs(self) -> _containers.RepeatedCompositeFieldContainer[_records_pb2.PackHealth]: ...
+    def __init__(
+        self,
+        *,
+        packs: _abc.Iterable[_records_pb2.PackHealth] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "packs", b"packs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPacksResponse: _TypeAlias = ListPacksResponse  # noqa: Y015

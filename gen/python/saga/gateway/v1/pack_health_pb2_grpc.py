@@ -40,6 +40,11 @@ class PackHealthServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthResponse.FromString,
                 _registered_method=True)
+        self.ListPacks = channel.unary_unary(
+                '/saga.gateway.v1.PackHealthService/ListPacks',
+                request_serializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksResponse.FromString,
+                _registered_method=True)
 
 
 class PackHealthServiceServicer:
@@ -54,6 +59,14 @@ class PackHealthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPacks(self, request, context):
+        """Known packs, newest asof first, with their health. Any authenticated caller (a pack id
+        from here can pin a run: ExecuteOptions.pricing_pack_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PackHealthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +74,11 @@ def add_PackHealthServiceServicer_to_server(servicer, server):
                     servicer.GetPackHealth,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthResponse.SerializeToString,
+            ),
+            'ListPacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPacks,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +109,33 @@ class PackHealthService:
             '/saga.gateway.v1.PackHealthService/GetPackHealth',
             saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_pack__health__pb2.GetPackHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.PackHealthService/ListPacks',
+            saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_pack__health__pb2.ListPacksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class PackHealthServiceStub:
     """Health of the pricing pack for an as-of date: FRESH, WARMING (with estimated_ready),
     STALE or ERROR (with the reconciliation summary). Any authenticated caller.
     """
+    ListPacks: _grpc.UnaryUnaryMultiCallable[_pack_health_pb2.ListPacksRequest, _pack_health_pb2.ListPacksResponse]
+    """Known packs, newest asof first, with their health. Any authenticated caller (a pack id
+    from here can pin a run: ExecuteOptions.pricing_pack_id).
+    """
 
 @_typing.type_check_only
 class PackHealthServiceAsyncStub(PackHealthServiceStub):
@@ -46,6 +50,10 @@ class PackHealthServiceAsyncStub(PackHealthServiceStub):
     GetPackHealth: _aio.UnaryUnaryMultiCallable[_pack_health_pb2.GetPackHealthRequest, _pack_health_pb2.GetPackHealthResponse]  # type: ignore[assignment]
     """Health of the pricing pack for an as-of date: FRESH, WARMING (with estimated_ready),
     STALE or ERROR (with the reconciliation summary). Any authenticated caller.
+    """
+    ListPacks: _aio.UnaryUnaryMultiCallable[_pack_health_pb2.ListPacksRequest, _pack_health_pb2.ListPacksResponse]  # type: ignore[assignment]
+    """Known packs, newest asof first, with their health. Any authenticated caller (a pack id
+    from here can pin a run: ExecuteOptions.pricing_pack_id).
     """
 
 class PackHealthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -59,6 +67,16 @@ class PackHealthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pack_health_pb2.GetPackHealthResponse, _abc.Awaitable[_pack_health_pb2.GetPackHealthResponse]]:
         """Health of the pricing pack for an as-of date: FRESH, WARMING (with estimated_ready),
         STALE or ERROR (with the reconciliation summary). Any authenticated caller.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPacks(
+        self,
+        request: _pack_health_pb2.ListPacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pack_health_pb2.ListPacksResponse, _abc.Awaitable[_pack_health_pb2.ListPacksResponse]]:
+        """Known packs, newest asof first, with their health. Any authenticated caller (a pack id
+        from here can pin a run: ExecuteOptions.pricing_pack_id).
         """
 
 def add_PackHealthServiceServicer_to_server(servicer: PackHealthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

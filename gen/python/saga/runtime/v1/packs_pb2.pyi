@@ -29,7 +29,7 @@ class GetPackHealthRequest(_message.Message):
     ASOF_FIELD_NUMBER: _builtins.int
     PACK_ID_FIELD_NUMBER: _builtins.int
     asof: _builtins.str
-    """"YYYY-MM-DD"; empty = today. Ignored when pack_id is set."""
+    """"YYYY-MM-DD"; empty = today. With pack_id: the date the pack's age is measured from."""
     pack_id: _builtins.str
     """A specific pack; empty = the current pack for asof."""
     def __init__(

@@ -107,14 +107,16 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetExecution(self, request, context):
-        """One of the caller's executions; another user's is NOT_FOUND.
+        """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+        unless the caller holds `usage:read:all` or `admin`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListExecutions(self, request, context):
-        """The caller's executions, newest first.
+        """The caller's executions, newest first, filtered; a page token that was altered or
+        belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +124,11 @@ class RuntimeServiceServicer:
 
     def WatchExecution(self, request, context):
         """Replays the recorded events after `after_sequence`, then follows the run live until it
-        ends. A failed run's stream ends with its error status.
+        ends, with no gap and no duplicate. A succeeded run's stream ends cleanly after
+        Completed; a failed one ends with the status its own stream ended with; a cancelled run
+        with CANCELLED EXECUTION_CANCELLED; an interrupted one with ABORTED
+        EXECUTION_INTERRUPTED. `after_sequence` past the last event waits for live events (or
+        ends at once if the run is over). The same access rule as GetExecution.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

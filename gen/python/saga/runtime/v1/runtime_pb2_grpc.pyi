@@ -48,12 +48,20 @@ class RuntimeServiceStub:
     ListCapabilities: _grpc.UnaryUnaryMultiCallable[_runtime_pb2.ListCapabilitiesRequest, _runtime_pb2.ListCapabilitiesResponse]
     """Every registered capability with its agent and schemas."""
     GetExecution: _grpc.UnaryUnaryMultiCallable[_runtime_pb2.GetExecutionRequest, _runtime_pb2.GetExecutionResponse]
-    """One of the caller's executions; another user's is NOT_FOUND."""
+    """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+    unless the caller holds `usage:read:all` or `admin`.
+    """
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_runtime_pb2.ListExecutionsRequest, _runtime_pb2.ListExecutionsResponse]
-    """The caller's executions, newest first."""
+    """The caller's executions, newest first, filtered; a page token that was altered or
+    belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+    """
     WatchExecution: _grpc.UnaryStreamMultiCallable[_runtime_pb2.WatchExecutionRequest, _runtime_pb2.WatchExecutionResponse]
     """Replays the recorded events after `after_sequence`, then follows the run live until it
-    ends. A failed run's stream ends with its error status.
+    ends, with no gap and no duplicate. A succeeded run's stream ends cleanly after
+    Completed; a failed one ends with the status its own stream ended with; a cancelled run
+    with CANCELLED EXECUTION_CANCELLED; an interrupted one with ABORTED
+    EXECUTION_INTERRUPTED. `after_sequence` past the last event waits for live events (or
+    ends at once if the run is over). The same access rule as GetExecution.
     """
 
 @_typing.type_check_only
@@ -73,12 +81,20 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     ListCapabilities: _aio.UnaryUnaryMultiCallable[_runtime_pb2.ListCapabilitiesRequest, _runtime_pb2.ListCapabilitiesResponse]  # type: ignore[assignment]
     """Every registered capability with its agent and schemas."""
     GetExecution: _aio.UnaryUnaryMultiCallable[_runtime_pb2.GetExecutionRequest, _runtime_pb2.GetExecutionResponse]  # type: ignore[assignment]
-    """One of the caller's executions; another user's is NOT_FOUND."""
+    """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+    unless the caller holds `usage:read:all` or `admin`.
+    """
     ListExecutions: _aio.UnaryUnaryMultiCallable[_runtime_pb2.ListExecutionsRequest, _runtime_pb2.ListExecutionsResponse]  # type: ignore[assignment]
-    """The caller's executions, newest first."""
+    """The caller's executions, newest first, filtered; a page token that was altered or
+    belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+    """
     WatchExecution: _aio.UnaryStreamMultiCallable[_runtime_pb2.WatchExecutionRequest, _runtime_pb2.WatchExecutionResponse]  # type: ignore[assignment]
     """Replays the recorded events after `after_sequence`, then follows the run live until it
-    ends. A failed run's stream ends with its error status.
+    ends, with no gap and no duplicate. A succeeded run's stream ends cleanly after
+    Completed; a failed one ends with the status its own stream ended with; a cancelled run
+    with CANCELLED EXECUTION_CANCELLED; an interrupted one with ABORTED
+    EXECUTION_INTERRUPTED. `after_sequence` past the last event waits for live events (or
+    ends at once if the run is over). The same access rule as GetExecution.
     """
 
 class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,7 +141,9 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runtime_pb2.GetExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_pb2.GetExecutionResponse, _abc.Awaitable[_runtime_pb2.GetExecutionResponse]]:
-        """One of the caller's executions; another user's is NOT_FOUND."""
+        """One of the caller's executions; another user's is NOT_FOUND (existence is not leaked),
+        unless the caller holds `usage:read:all` or `admin`.
+        """
 
     @_abc_1.abstractmethod
     def ListExecutions(
@@ -133,7 +151,9 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runtime_pb2.ListExecutionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runtime_pb2.ListExecutionsResponse, _abc.Awaitable[_runtime_pb2.ListExecutionsResponse]]:
-        """The caller's executions, newest first."""
+        """The caller's executions, newest first, filtered; a page token that was altered or
+        belongs to other filters is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+        """
 
     @_abc_1.abstractmethod
     def WatchExecution(
@@ -142,7 +162,11 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_runtime_pb2.WatchExecutionResponse], _abc.AsyncIterator[_runtime_pb2.WatchExecutionResponse]]:
         """Replays the recorded events after `after_sequence`, then follows the run live until it
-        ends. A failed run's stream ends with its error status.
+        ends, with no gap and no duplicate. A succeeded run's stream ends cleanly after
+        Completed; a failed one ends with the status its own stream ended with; a cancelled run
+        with CANCELLED EXECUTION_CANCELLED; an interrupted one with ABORTED
+        EXECUTION_INTERRUPTED. `after_sequence` past the last event waits for live events (or
+        ends at once if the run is over). The same access rule as GetExecution.
         """
 
 def add_RuntimeServiceServicer_to_server(servicer: RuntimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

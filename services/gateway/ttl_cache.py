@@ -1,0 +1,54 @@
+"""A small cache of answers from an inner service, each kept for a fixed time: a hit is a
+dict lookup and a clock read; concurrent misses for one key share one call (`SingleFlight`);
+a failure is not kept. The gateway's freshness gate reads pack health and patterns' flags
+through it, so the gate costs no RPC per Execute while the entry lives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
+from typing import Generic, TypeVar
+
+from services.common.singleflight import SingleFlight
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+MAX_ENTRIES = 10_000
+
+
+class TtlCache(Generic[K, V]):
+    """`fetch(key)` answers, each reused for `ttl` seconds of `clock` (monotonic)."""
+
+    def __init__(
+        self,
+        name: str,
+        fetch: Callable[[K], Awaitable[V]],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._flights: SingleFlight[K, V] = SingleFlight(name)
+
+    async def get(self, key: K) -> V:
+        """The cached answer for `key`, or a fresh one."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        return await self._flights.run(key, partial(self._fetched, key))
+
+    async def _fetched(self, key: K) -> V:
+        until = self._clock() + self._ttl  # the entry's life counts from before the question
+        value = await self._fetch(key)
+        if self._ttl > 0:
+            if len(self._entries) >= MAX_ENTRIES:
+                now = self._clock()
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
+            self._entries[key] = (until, value)
+        return value
