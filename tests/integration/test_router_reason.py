@@ -414,7 +414,9 @@ async def test_a_failure_after_text_ends_the_stream_after_those_tokens(
     got = await stream_reason(
         runtime, request(exe, pinned_provider="cut", allow_fallback=True), mint(stack, exe)
     )
-    assert got.kinds() == ["attempt", "delta", "delta", "delta"]
+    # The three tokens sent before the cut (a slow reader may get them merged: coalescing).
+    assert collapse(got.kinds()) == ["attempt", "delta"]
+    assert len(got.text().split()) == 3
     assert got.error is not None
     assert got.error.code() == grpc.StatusCode.UNAVAILABLE
     assert describe(got.error).reason == "PROVIDER_UNAVAILABLE"
