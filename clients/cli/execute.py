@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from clients.cli.arguments import EXIT_USAGE
 from clients.cli.output import dollars, to_json
@@ -106,14 +106,19 @@ async def stream_events(
     summary: list[str] = []
     provider = ""
     skipped: dict[str, str] = {}  # provider -> why, for the summary
+    streamed: list[str] = []  # the text already printed, not printed again with the outputs
     async for event in events:
         kind = event.WhichOneof("event")
+        if kind == "step_started":
+            began = event.step_started
+            print(f"[step {began.step_id}: {began.capability}]", file=sys.stderr, flush=True)
         if kind == "accepted":
             summary.append(f"execution {event.accepted.execution_id}")
             summary.append(f"ledger {event.accepted.ledger_commit_hash}")
             summary.append(f"pack {event.accepted.pricing_pack_id}")
         elif kind == "token":
             print(event.token.text, end="", flush=True)
+            streamed.append(event.token.text)
         elif kind == "provider_switched":
             s = event.provider_switched
             print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
@@ -126,12 +131,27 @@ async def stream_events(
             step = event.step_skipped
             print(f"\n[step {step.step_id} skipped: {step.reason}]", file=sys.stderr)
         elif kind == "step_completed":
-            provider = f"{event.step_completed.provider} ({event.step_completed.model})"
+            done = event.step_completed
+            by = f", {done.provider}" if done.provider else ""
+            end = "\n" if streamed and not streamed[-1].endswith("\n") else ""
+            print(f"{end}[step {done.step_id} done in {done.duration_ms} ms{by}]", file=sys.stderr)
+            if done.provider:
+                provider = f"{done.provider} ({done.model})"
         elif kind == "completed":
             usage = event.completed.usage
             summary.append(f"provider {provider}")
             summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
             summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
+            outputs = json_format.MessageToDict(event.completed.outputs)
+            text = "".join(streamed).strip()
+            shown = {
+                k: v for k, v in outputs.items() if not (isinstance(v, str) and v.strip() == text)
+            }
+            if shown:
+                print()
+                for name, value in shown.items():
+                    rendered = value if isinstance(value, str) else json.dumps(value)
+                    print(f"{name}: {rendered}")
             if event.completed.export_document:
                 print(f"\n{event.completed.export_document}", end="", flush=True)
             if skipped:

@@ -38,7 +38,8 @@ PRICES = (
 
 
 async def seed(ledger: Ledger, packs: PackStore, today: datetime.date | None = None) -> None:
-    """Seed the demo ledger and a FRESH demo pack (as of `today`, UTC) where still empty."""
+    """Seed the demo ledger where still empty, and a FRESH demo pack as of `today` (UTC)
+    unless an operator published a pack or today's demo pack exists (see `PackStore.seed`)."""
     if await ledger.seed(TRANSACTIONS):
         log.info("demo ledger seeded", extra={"head": ledger.head()})
     asof = (today or datetime.datetime.now(datetime.UTC).date()).isoformat()

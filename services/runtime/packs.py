@@ -201,16 +201,25 @@ class PackStore:
         return _pack(row) if row is not None else None
 
     async def seed(self, pack: Pack) -> bool:
-        """Store `pack` only if there is no pack at all (checked in the same exclusive
-        transaction, so of several replicas starting together exactly one seeds); whether it
-        did. A FRESH pack is reconciled first when the store can (ERROR if that fails). Either
-        way the newest FRESH pack is then reloaded."""
+        """Store `pack` only if every pack stored is of its source and of an earlier date — a
+        first start, or a later day of a store no operator has published to (so the demo
+        pack never goes stale under a demo) — checked in the same exclusive transaction, so of
+        several replicas starting together exactly one seeds; whether it did. A FRESH pack is
+        reconciled first when the store can (ERROR if that fails). Either way the newest FRESH
+        pack is then reloaded."""
         if pack.status == FRESH and self._held is not None:
             summary = reconcile(pack, await self._held(pack.asof), self._clock())
             pack = replace(pack, status=FRESH if summary.passed else ERROR, reconciliation=summary)
         async with self._db.transaction() as tx:
             await exclusive(self._db.dialect, tx, "packs")
-            seeded = await tx.fetchval("SELECT 1 FROM packs LIMIT 1") is None
+            seeded = (
+                await tx.fetchval(
+                    "SELECT 1 FROM packs WHERE source <> $1 OR asof >= $2 LIMIT 1",
+                    pack.source,
+                    pack.asof,
+                )
+                is None
+            )
             if seeded:
                 await _insert(tx, pack)
             row = await tx.fetchrow(_LATEST_FRESH)

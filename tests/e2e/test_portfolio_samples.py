@@ -78,5 +78,22 @@ async def test_portfolio_risk_takes_one_branch_by_concentration(stack: Stack) ->
 
 
 def test_saga_execute_portfolio_overview_as_the_readme_says(stack: Stack) -> None:
-    printed = ok(saga_cli(stack, "execute", "portfolio_overview", "--input", "portfolio=demo"))
-    assert printed.strip()
+    run = saga_cli(stack, "execute", "portfolio_overview", "--input", "portfolio=demo")
+    printed = ok(run)
+    # Its steps as they run (stderr), the summary's tokens and then its figures (stdout).
+    steps = [line for line in run.stderr.splitlines() if line.startswith("[step ")]
+    started = [line.split(":")[0].removeprefix("[step ") for line in steps if ": " in line]
+    assert set(started) >= {"positions", "valued", "metrics", "summary"}, run.stderr
+    assert any(line.startswith("[step metrics done in ") for line in steps), run.stderr
+    figures = dict(
+        line.split(": ", 1)
+        for line in printed.splitlines()
+        if line.split(": ", 1)[0]
+        in (
+            "market_value",
+            "unrealised_pnl",
+            "hhi",
+        )
+    )
+    assert set(figures) == {"market_value", "unrealised_pnl", "hhi"}, printed
+    assert float(figures["market_value"]) > 0

@@ -47,16 +47,24 @@ async def test_first_start_seeds_the_demo_portfolio_once(backend: Backend, tmp_p
     held = {t.symbol for t in demo.TRANSACTIONS}
     assert held <= {p.symbol for p in pack.prices}
     assert all(p.source for p in pack.prices)
-    # A restart (the next day, even) seeds nothing more.
+    # A restart the same day seeds nothing more; a later one only a pack for its day, while
+    # no operator has published one (the demo must not go stale); never the ledger again.
+    await demo.seed(ledger, packs)
+    assert packs.latest() == pack
     await demo.seed(ledger, packs, today=datetime.date(2030, 1, 1))
     assert ledger.head() == head
-    assert packs.latest() == pack
+    later = packs.latest()
+    assert later is not None
+    assert (later.asof, later.status) == ("2030-01-01", "FRESH")
     assert len(await ledger.rows()) == len(demo.TRANSACTIONS)
+    await packs.publish("2030-01-02", "close", list(pack.prices))
+    await demo.seed(ledger, packs, today=datetime.date(2030, 1, 3))
+    assert packs.latest() == later  # an operator's pack exists: the demo stops seeding
     await db.close()
 
     db = await open_db(backend, tmp_path)
     reopened = await PackStore.open(db)
-    assert reopened.latest() == pack
+    assert reopened.latest() == later
     assert await reopened.get(pack.pack_id) == pack
     assert await reopened.get("PP_2025-01-02_00000000") is None
     await db.close()
