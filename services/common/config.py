@@ -728,6 +728,15 @@ class RuntimeConfig:
             min=1,
         ),
     )
+    session_history_max_tokens: int = field(
+        default=8_000,
+        metadata=_doc(
+            "bound on `{{session.history}}`, the earlier turns of a session that a chat run "
+            "sends as conversation (estimated at 4 characters a token); the oldest turns "
+            "beyond it are left out, 0 = none",
+            min=0,
+        ),
+    )
     idempotency_window_seconds: float = field(
         default=86_400.0,
         metadata=_doc(
