@@ -1,7 +1,8 @@
 """Sessions in the runtime's database: owned by their user (another user's is NOT_FOUND),
 listed most recently updated first in pages whose tokens cannot be turned to another user,
-bounded titles and metadata, stages appended oldest first, and a delete that removes the
-stages and clears the executions' session id. On SQLite and PostgreSQL."""
+bounded titles and metadata, stages appended oldest first with their run's inputs (none for
+stages stored before migration 6), and a delete that removes the stages and clears the
+executions' session id. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -172,3 +173,24 @@ async def test_stages_append_in_order_and_delete_clears_the_executions(db: Datab
     assert late is not None
     assert late.session_id == ""
     await executions.close()
+
+
+async def test_stages_stored_before_inputs_were_kept_read_as_none(
+    backend: Backend, tmp_path: Path
+) -> None:
+    old = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS[:5])
+    await old.execute(
+        "INSERT INTO sessions (session_id, user_id, title, metadata, created_at_us, "
+        "updated_at_us) VALUES ($1, 'usr_a', '', '{}', 1, 1)",
+        "ses_" + "1" * 32,
+    )
+    await old.execute(
+        "INSERT INTO session_stages (session_id, execution_id, pattern_id, outputs, "
+        "started_at_us, completed_at_us) VALUES ($1, 'exe_1', 'chat', '{\"text\":\"hi\"}', 1, 2)",
+        "ses_" + "1" * 32,
+    )
+    await old.close()
+    db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+    [stage] = await SessionStore(db).stages("usr_a", "ses_" + "1" * 32)
+    assert (stage.inputs, stage.outputs) == ({}, {"text": "hi"})
+    await db.close()
