@@ -11,7 +11,9 @@ session, oldest first:
 The history is bounded by `runtime.session_history_max_tokens`, estimated as the router
 estimates text it was not told the size of (services/common/tokens.py): the oldest turns are
 dropped first, each turn whole, so the history always opens with a user message (providers
-such as Anthropic require it) and never holds an answer without its question.
+such as Anthropic require it) and never holds an answer without its question. It also holds
+at most MAX_HISTORY_TURNS turns, so a long session of short turns stays within the router's
+bound on the messages of one call.
 
 A run without a session has an empty root: every path below it is absent.
 """
@@ -23,6 +25,10 @@ from typing import Any
 
 from services.common.tokens import estimate_tokens
 from services.runtime.sessions import Stage
+
+MAX_HISTORY_TURNS = 99
+"""The router takes at most 200 messages a call (services/router/calls.py): 99 turns of two,
+and the prompt."""
 
 
 def turn(stage: Stage) -> tuple[dict[str, str], dict[str, str]] | None:
@@ -38,7 +44,7 @@ def history(stages: Iterable[Stage], max_tokens: int) -> list[dict[str, str]]:
     turns = [t for t in map(turn, stages) if t is not None]
     kept: list[tuple[dict[str, str], dict[str, str]]] = []
     spent = 0
-    for question, answer in reversed(turns):
+    for question, answer in reversed(turns[-MAX_HISTORY_TURNS:]):
         spent += estimate_tokens(question["content"]) + estimate_tokens(answer["content"])
         if spent > max_tokens:
             break  # older turns are dropped too: the history stays contiguous

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.runtime.session_root import history, session_root
+from services.router.calls import MAX_MESSAGES
+from services.runtime.session_root import MAX_HISTORY_TURNS, history, session_root
 from services.runtime.sessions import Stage
 
 
@@ -71,3 +72,15 @@ def test_the_budget_drops_the_oldest_turns_whole() -> None:
 def test_an_old_turn_that_fits_is_not_kept_past_a_newer_one_that_did_not() -> None:
     stages = [chat(1, "a", "b"), chat(2, "x" * 400, "y"), chat(3, "c", "d")]
     assert [m["content"] for m in history(stages, 10)] == ["c", "d"]
+
+
+def test_a_long_session_of_short_turns_keeps_what_one_router_call_takes() -> None:
+    stages = [chat(n, f"q{n}", f"a{n}") for n in range(150)]
+    kept = history(stages, 10_000)
+    assert len(kept) == 2 * MAX_HISTORY_TURNS
+    assert (kept[0]["content"], kept[-1]["content"]) == (
+        f"q{150 - MAX_HISTORY_TURNS}",
+        "a149",
+    )
+    # The router's own bound, which the history and the prompt must fit together.
+    assert len(kept) + 1 <= MAX_MESSAGES
