@@ -728,6 +728,17 @@ class RuntimeConfig:
             min=1,
         ),
     )
+    session_history_max_tokens: int = field(
+        default=8_000,
+        metadata=_doc(
+            "bound on `{{session.history}}`, the earlier turns of a session that a chat run "
+            "sends as conversation (estimated at 4 characters a token); the oldest turns "
+            "beyond it are left out, 0 = none (at most 25000: with a 100000-character prompt "
+            "the router's 200000-character bound on a call holds)",
+            min=0,
+            max=25_000,
+        ),
+    )
     idempotency_window_seconds: float = field(
         default=86_400.0,
         metadata=_doc(

@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
 from services.common.prices import PriceTable
+from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
 from services.router.charges import ChargePolicy, charge
 from services.router.engines.base import (
     EngineRequest,
     Finish,
     estimate_input_tokens,
-    estimate_tokens,
 )
 from services.router.engines.progress import usage_of
 from services.router.genai import AttemptSpan

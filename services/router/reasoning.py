@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from services.common.config import ProviderConfig
 from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
+from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
 from services.router.attempts import AttemptMeter, AttemptRecord, AttemptStatus, ms
 from services.router.budget_reservations import cost_limit_exceeded, min_cost, output_tokens_within
@@ -64,7 +65,6 @@ from services.router.engines.base import (
     ProviderError,
     TextDelta,
     estimate_input_tokens,
-    estimate_tokens,
 )
 from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
 from services.router.limits import LimitReached

@@ -121,6 +121,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         max_parallel_steps=config.runtime.max_parallel_steps,
         idempotency_window_seconds=config.runtime.idempotency_window_seconds,
         detached_grace_seconds=config.server.grace_seconds,
+        session_history_max_tokens=config.runtime.session_history_max_tokens,
     )
     # Detached runs get the drain's grace while the event writer still runs (FINISH).
     host.on_stop(servicer.stop_detached, Phase.FINISH)

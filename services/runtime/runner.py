@@ -6,7 +6,7 @@ at most `max_parallel` at once per run (one at a time when the run has a cost li
 checked against what finished steps spent). Before a step starts: when every step it depends on
 was skipped it is skipped too, and when its `when` does not hold it is skipped. A step's
 args are rendered from `inputs`, `state` (the outputs so far, by step id or `as` name),
-`ctx` and `session`; its capability's owner runs it.
+`ctx` and `session` (session_root.py); its capability's owner runs it.
 
 Events: per step, `StepBegan`, the agent's relayed events untouched, then `StepFinished`
 (or a lone `StepSkipped`), in that order; events of concurrent steps interleave. After the
@@ -151,9 +151,11 @@ class Runner:
         scope: RunScope,
         ctx: Mapping[str, str] | None = None,
         trace_id: str = "",
+        session: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Run `pattern` for `scope` (see the module docstring)."""
-        run = _Run(self, pattern, inputs, scope, ctx or {}, trace_id)
+        """Run `pattern` for `scope` (see the module docstring); `session` is the `session`
+        root (none: the run is in no session)."""
+        run = _Run(self, pattern, inputs, scope, ctx or {}, trace_id, session or {})
         async for event in run.events():
             yield event
 
@@ -169,13 +171,14 @@ class _Run:
         scope: RunScope,
         ctx: Mapping[str, str],
         trace_id: str,
+        session: Mapping[str, Any],
     ) -> None:
         self.runner = runner
         self.pattern = pattern
         self.scope = scope
         self.trace_id = trace_id
         self.state: dict[str, Any] = {}
-        self.values = {"inputs": inputs, "state": self.state, "ctx": dict(ctx), "session": {}}
+        self.values = {"inputs": inputs, "state": self.state, "ctx": dict(ctx), "session": session}
         self.outcome: dict[str, str] = {}  # step id -> "ran" | "skipped"
         self.queue: asyncio.Queue[StepBegan | Relayed | _Ended] = asyncio.Queue()
         # A cost limit is checked against what finished steps spent (StepCall.spent_micro_usd):

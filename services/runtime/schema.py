@@ -144,6 +144,9 @@ MIGRATIONS = (
         "sqlite": _V5.format(seq="INTEGER PRIMARY KEY"),
         "postgresql": _V5.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
     },
+    # 6: the inputs of each stage's run (JSON), from which `{{session.history}}` derives the
+    # prompts of the conversation; stages stored before have none, so no turn.
+    "ALTER TABLE session_stages ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'",
 )
 
 

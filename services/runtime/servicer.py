@@ -12,8 +12,9 @@ the other events are built in `messages.py`. The execution record is written onc
 starts (beside the first step) and once as it ends, before the last event; a failure is
 recorded with its reason before the error — the router's status, its code, reason and
 domain kept, with the step and trace ids added (runner.py) — ends the stream. A run in a
-session must name one of the caller's (NOT_FOUND before anything runs), and appends its
-stage there once it completed, also before the last event.
+session must name one of the caller's (NOT_FOUND before anything runs); its templates see
+the session's stages so far as the `session` root (`session_root.py`), and it appends its
+stage there, with its inputs, once it completed, also before the last event.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
 from services.runtime.rights import RightsRegistry, RunRights
 from services.runtime.runner import RunEvent, RunFinished, Runner, StepFinished
+from services.runtime.session_root import session_root
 from services.runtime.sessions import SessionStore
 from services.runtime.watch import cancelled_status, follow, interrupted_status, watch
 
@@ -133,6 +135,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         max_parallel_steps: int = 4,
         idempotency_window_seconds: float = 86_400.0,
         detached_grace_seconds: float = 10.0,
+        session_history_max_tokens: int = 8_000,
     ) -> None:
         self._patterns = dict(catalog.patterns)
         self._problems = sorted(catalog.problems, key=lambda p: p.source)
@@ -148,6 +151,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         """Runs with detach_on_disconnect, each a task of its own."""
         self._idempotency_window = idempotency_window_seconds
         self._grace = detached_grace_seconds
+        self._history_tokens = session_history_max_tokens
         self._verifier = verifier
         self._rights = rights
 
@@ -172,8 +176,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         pattern = self._find(request.pattern_id)
         inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
         asof = resolve_asof(request.asof)
+        session = None
         if request.session_id:  # not the caller's (or no such) session: nothing runs
-            await self._sessions.require(verified.user_id, request.session_id)
+            stages = await self._sessions.stages(verified.user_id, request.session_id)
+            session = session_root(request.session_id, stages, self._history_tokens)
         started_at_us = now_micros()
         options = request.options
         if options.allow_stale_pack and not verified.has_scope("pack:stale"):
@@ -270,7 +276,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             async def stage(outputs: Mapping[str, Any]) -> None:
                 """The completed run becomes a stage of its session."""
                 await self._sessions.append(
-                    user_id, session_id, execution_id, pattern.id, outputs, started_at_us
+                    user_id, session_id, execution_id, pattern.id, outputs, started_at_us, inputs
                 )
 
         run = self._drive(
@@ -278,7 +284,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             recording,
             pinned,
             rights,
-            self._runner.run(pattern, inputs, scope, ctx, trace_id),
+            self._runner.run(pattern, inputs, scope, ctx, trace_id, session),
             detached,
             stage,
         )

@@ -1,6 +1,6 @@
 """Staged sessions (SPEC 3.6): a user's named history of runs, stored in the runtime's
 database. Each run executed with a `session_id` appends one stage (pattern, execution id,
-outputs, when it started and completed) once it completes; failed runs add none.
+inputs, outputs, when it started and completed) once it completes; failed runs add none.
 
 Ownership is the request context's user: every read and write names the caller, and a
 session of another user is NOT_FOUND `SESSION_NOT_FOUND`, exactly like one that does not
@@ -44,13 +44,15 @@ _SESSION_ID = re.compile(r"ses_[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class Stage:
-    """One completed run recorded in a session."""
+    """One completed run recorded in a session: its inputs too, from which the session's
+    conversation history is derived (services/runtime/session_root.py)."""
 
     execution_id: str
     pattern_id: str
     outputs: Mapping[str, Any]
     started_at_us: int
     completed_at_us: int
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,12 @@ def _stage(row: Row) -> Stage:
         outputs=json.loads(row["outputs"]),
         started_at_us=row["started_at_us"],
         completed_at_us=row["completed_at_us"],
+        inputs=json.loads(row["inputs"]),
     )
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 _OWNED = "SELECT * FROM sessions WHERE session_id = $1 AND user_id = $2"
@@ -222,15 +229,9 @@ class SessionStore:
             stages = tuple(_stage(r) for r in await tx.fetch(_STAGES, session_id))
         return _session(row, stages)
 
-    async def require(self, user_id: str, session_id: str) -> None:
-        """NOT_FOUND unless `session_id` is a session of `user_id` (before a run starts)."""
-        check_session_id(session_id)
-        if await self._db.fetchrow(_OWNED, session_id, user_id) is None:
-            raise _not_found(session_id)
-
     async def stages(self, user_id: str, session_id: str) -> tuple[Stage, ...]:
-        """The stages of the caller's session, oldest first (what patterns read);
-        NOT_FOUND when the session is not theirs."""
+        """The stages of the caller's session, oldest first (what a run in it reads before
+        it starts); NOT_FOUND when the session is not theirs."""
         return (await self.get(user_id, session_id)).stages
 
     async def list(self, user_id: str, size: int = 0, token: str = "") -> tuple[list[Session], str]:
@@ -282,10 +283,14 @@ class SessionStore:
         pattern_id: str,
         outputs: Mapping[str, Any],
         started_at_us: int,
+        inputs: Mapping[str, Any],
     ) -> Stage | None:
-        """Record a run that just completed in the caller's session; None (and the
-        execution's session id cleared) when the session was deleted while it ran."""
-        stage = Stage(execution_id, pattern_id, dict(outputs), started_at_us, self._now_us())
+        """Record a run that just completed, with the `inputs` it was given, in the caller's
+        session; None (and the execution's session id cleared) when the session was deleted
+        while it ran."""
+        stage = Stage(
+            execution_id, pattern_id, dict(outputs), started_at_us, self._now_us(), dict(inputs)
+        )
         async with self._db.transaction() as tx:
             # Updating the session first locks its row: a concurrent delete waits, or has won.
             touched = await tx.execute(
@@ -299,12 +304,13 @@ class SessionStore:
                 return None
             await tx.execute(
                 "INSERT INTO session_stages (session_id, execution_id, pattern_id, outputs, "
-                "started_at_us, completed_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                "started_at_us, completed_at_us, inputs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 session_id,
                 execution_id,
                 pattern_id,
-                json.dumps(stage.outputs, separators=(",", ":"), ensure_ascii=False),
+                _json(stage.outputs),
                 started_at_us,
                 stage.completed_at_us,
+                _json(stage.inputs),
             )
         return stage

@@ -9,7 +9,8 @@ scope of plain mappings and lists.
 
 The roots: `inputs` (the run's inputs), `state` (step outputs, by step id or `as` name),
 `ctx` (`asof`, `pricing_pack_id`, `ledger_commit_hash`, `execution_id`) and `session` (the
-run's session; empty until sessions exist, so its paths are absent).
+run's session: `id`, `stages`, `history`, see session_root.py; empty for a run without a
+session, so its paths are absent).
 
 A template that is exactly one placeholder renders to the referenced value itself (a number
 stays a number, an object stays an object); placeholders inside longer text render as text
@@ -31,6 +32,8 @@ ROOTS = ("ctx", "inputs", "session", "state")
 """Every template root."""
 CTX_FIELDS = ("asof", "execution_id", "ledger_commit_hash", "pricing_pack_id")
 """What `{{ctx.<name>}}` may name: the run's pinned context."""
+SESSION_FIELDS = ("history", "id", "stages")
+"""What `{{session.<name>}}` may name (services/runtime/session_root.py fills them)."""
 MAX_PATH_SEGMENTS = 16
 MAX_INDEX_DIGITS = 6
 MAX_PLACEHOLDERS = 200
@@ -103,6 +106,8 @@ class Reference:
             raise TemplateError(f"{text!r} is deeper than {MAX_PATH_SEGMENTS} names and indices")
         if root == "ctx" and (parts[0] not in CTX_FIELDS or len(parts) > 1):
             raise TemplateError(f"{text!r}: ctx holds only {', '.join(CTX_FIELDS)}")
+        if root == "session" and parts[0] not in SESSION_FIELDS:
+            raise TemplateError(f"{text!r}: session holds only {', '.join(SESSION_FIELDS)}")
         return cls(root=root, path=tuple(parts))
 
 

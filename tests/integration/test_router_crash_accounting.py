@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from saga.router.v1 import router_pb2_grpc
+from services.common.tokens import estimate_tokens
 from services.router.attempts import CLAIM_AHEAD_CHARS, STOPPED_REASON
-from services.router.engines.base import estimate_tokens
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import Stack, stack_for
 from tests.integration.test_router_reason import new_execution_id, request

@@ -30,12 +30,12 @@ caller sees (the provider's own error code as `providerCode`, the URL path a 404
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import SagaError
+from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
 
 
@@ -116,12 +116,6 @@ class Finish:
 
 
 EngineEvent = TextDelta | Finish
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens of `text` when the provider does not say: ~4 characters each (OpenAI's rule
-    of thumb for English); 0 for no text."""
-    return math.ceil(len(text) / 4)
 
 
 def estimate_input_tokens(request: EngineRequest) -> int:

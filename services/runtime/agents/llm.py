@@ -28,6 +28,7 @@ from services.common.context import METADATA_KEY
 from services.common.errors import QuotaViolation, ResourceExhausted, Unavailable
 from services.common.usage_messages import usage_from_proto
 from services.runtime import wire
+from services.runtime.agents.llm_history import history_messages
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
 from services.runtime.capabilities import Capability, FieldSpec
 
@@ -42,6 +43,11 @@ LLM_COMPLETE = Capability(
         FieldSpec("system", "string", description="system prompt"),
         FieldSpec("max_tokens", "integer", description="upper bound on generated tokens"),
         FieldSpec("temperature", "number", description="sampling temperature"),
+        FieldSpec(
+            "history",
+            "array",
+            description="earlier turns, sent before the prompt: {role: user|assistant, content}",
+        ),
     ),
     outputs=(FieldSpec("text", "string", required=True, description="the whole answer"),),
     # Until text streams nothing reached the caller, so another attempt is invisible.
@@ -78,7 +84,10 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
     args = call.args
     run = call.run
     request = router_pb2.ReasonRequest(
-        messages=[router_pb2.Message(role=router_pb2.ROLE_USER, content=args.get("prompt") or "")],
+        messages=[
+            *history_messages(call),
+            router_pb2.Message(role=router_pb2.ROLE_USER, content=args.get("prompt") or ""),
+        ],
         system_prompt=args.get("system") or "",
         max_tokens=int(args.get("max_tokens") or 0),
         response_mode=common_pb2.RESPONSE_MODE_STREAMING,

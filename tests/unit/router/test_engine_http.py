@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from services.common.config import ProviderConfig
+from services.common.tokens import estimate_tokens
 from services.router.engines import engine_for
 from services.router.engines.anthropic import AnthropicEngine
 from services.router.engines.base import (
@@ -17,7 +18,6 @@ from services.router.engines.base import (
     ErrorKind,
     Finish,
     ProviderError,
-    estimate_tokens,
 )
 from services.router.engines.copilot import CopilotEngine
 from services.router.engines.http_errors import error_for_status, parse_retry_after, shown

@@ -95,10 +95,12 @@ def test_the_shipped_chat_pattern_loads() -> None:
     assert (step.id, step.capability, sorted(step.args)) == (
         "answer",
         "llm.complete",
-        ["prompt", "system"],
+        ["history", "prompt", "system"],
     )
     rendered = {k: v.render({"inputs": {"prompt": "Hi"}}) for k, v in step.args.items()}
-    assert rendered == {"prompt": "Hi", "system": None}
+    assert rendered == {"prompt": "Hi", "system": None, "history": None}
+    turns = [{"role": "user", "content": "Hello"}]
+    assert step.args["history"].render({"session": {"history": turns}}) == turns
     assert chat.outputs["text"].render({"state": {"answer": {"text": "Hello"}}}) == "Hello"
 
 

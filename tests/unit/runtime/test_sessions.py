@@ -1,7 +1,8 @@
 """Sessions in the runtime's database: owned by their user (another user's is NOT_FOUND),
 listed most recently updated first in pages whose tokens cannot be turned to another user,
-bounded titles and metadata, stages appended oldest first, and a delete that removes the
-stages and clears the executions' session id. On SQLite and PostgreSQL."""
+bounded titles and metadata, stages appended oldest first with their run's inputs (none for
+stages stored before migration 6), and a delete that removes the stages and clears the
+executions' session id. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ async def test_a_session_belongs_to_its_user_and_no_one_else(db: Database) -> No
     got = await store.get("usr_a", made.session_id)
     assert (got.title, got.metadata, got.stages) == ("Q3 review", {"team": "risk", "n": 3}, ())
 
-    for call in (store.get, store.require, store.delete, store.stages):
+    for call in (store.get, store.delete, store.stages):
         with pytest.raises(NotFound) as error:
             await call("usr_b", made.session_id)
         assert error.value.reason == "SESSION_NOT_FOUND"
@@ -58,7 +59,7 @@ async def test_a_session_belongs_to_its_user_and_no_one_else(db: Database) -> No
         await store.get("usr_a", "ses_" + "0" * 32)
     assert unknown.value.reason == "SESSION_NOT_FOUND"
     assert (await store.list("usr_b"))[0] == []
-    await store.require("usr_a", made.session_id)
+    assert await store.stages("usr_a", made.session_id) == ()
 
 
 async def test_malformed_ids_and_oversized_input_are_refused_precisely(db: Database) -> None:
@@ -105,7 +106,7 @@ async def test_pages_run_newest_first_and_tokens_stay_with_their_user(db: Databa
     assert all(s.stages == () for s in page)
 
     # An appended stage makes its session the most recently updated.
-    await store.append("usr_a", made[1].session_id, "exe_1", "chat", {"text": "hi"}, 5)
+    await store.append("usr_a", made[1].session_id, "exe_1", "chat", {"text": "hi"}, 5, {})
     assert [s.title for s in (await store.list("usr_a"))[0]][:2] == ["s1", "s4"]
 
     _, token = await store.list("usr_a", 2)
@@ -135,13 +136,19 @@ async def test_stages_append_in_order_and_delete_clears_the_executions(db: Datab
         )
         await recording.failed("TEST")  # settled, so the row exists
         stage = await store.append(
-            "usr_a", session.session_id, execution_id, "chat", {"text": f"turn {n}"}, n
+            "usr_a",
+            session.session_id,
+            execution_id,
+            "chat",
+            {"text": f"turn {n}"},
+            n,
+            {"prompt": f"ask {n}"},
         )
         assert stage is not None
     stages = await store.stages("usr_a", session.session_id)
-    assert [(s.execution_id, s.outputs["text"]) for s in stages] == [
-        ("exe_1", "turn 1"),
-        ("exe_2", "turn 2"),
+    assert [(s.execution_id, s.inputs["prompt"], s.outputs["text"]) for s in stages] == [
+        ("exe_1", "ask 1", "turn 1"),
+        ("exe_2", "ask 2", "turn 2"),
     ]
     assert stages[0].started_at_us == 1
     assert stages[0].completed_at_us < stages[1].completed_at_us
@@ -161,8 +168,29 @@ async def test_stages_append_in_order_and_delete_clears_the_executions(db: Datab
         ExecutionRecord("exe_3", "usr_a", "chat", session.session_id, "", "", "", "")
     )
     await recording.failed("TEST")
-    assert await store.append("usr_a", session.session_id, "exe_3", "chat", {}, 1) is None
+    assert await store.append("usr_a", session.session_id, "exe_3", "chat", {}, 1, {}) is None
     late = await executions.get("exe_3")
     assert late is not None
     assert late.session_id == ""
     await executions.close()
+
+
+async def test_stages_stored_before_inputs_were_kept_read_as_none(
+    backend: Backend, tmp_path: Path
+) -> None:
+    old = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS[:5])
+    await old.execute(
+        "INSERT INTO sessions (session_id, user_id, title, metadata, created_at_us, "
+        "updated_at_us) VALUES ($1, 'usr_a', '', '{}', 1, 1)",
+        "ses_" + "1" * 32,
+    )
+    await old.execute(
+        "INSERT INTO session_stages (session_id, execution_id, pattern_id, outputs, "
+        "started_at_us, completed_at_us) VALUES ($1, 'exe_1', 'chat', '{\"text\":\"hi\"}', 1, 2)",
+        "ses_" + "1" * 32,
+    )
+    await old.close()
+    db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
+    [stage] = await SessionStore(db).stages("usr_a", "ses_" + "1" * 32)
+    assert (stage.inputs, stage.outputs) == ({}, {"text": "hi"})
+    await db.close()

@@ -139,6 +139,14 @@ def test_ctx_holds_only_the_pinned_context() -> None:
         parse("{{ctx.asof.year}}", roots)
 
 
+def test_session_holds_its_id_stages_and_history() -> None:
+    roots = ("session",)
+    for name in ("id", "stages[0].outputs.text", "history"):
+        assert parse(f"{{{{session.{name}}}}}", roots).references
+    with pytest.raises(TemplateError, match="session holds only"):
+        parse("{{session.turns}}", roots)
+
+
 @given(st.text(max_size=200))
 def test_any_string_parses_or_raises_template_error(text: str) -> None:
     try:

@@ -1,0 +1,32 @@
+"""The `history` argument of `llm.complete`: earlier turns of a conversation (such as
+`{{session.history}}`, services/runtime/session_root.py), sent to the router as messages
+before the step's prompt, in order. A turn is {role: user|assistant, content: text}; anything
+else is the pattern's mistake, refused before the router is called."""
+
+from __future__ import annotations
+
+from saga.router.v1 import router_pb2
+from services.runtime.agents.local import step_args_invalid
+from services.runtime.agents.step import StepCall
+
+HISTORY_ROLES = {"user": router_pb2.ROLE_USER, "assistant": router_pb2.ROLE_ASSISTANT}
+
+
+def history_messages(call: StepCall) -> list[router_pb2.Message]:
+    """The step's `history` as router messages; INVALID_ARGUMENT STEP_ARGS_INVALID naming
+    each turn that is not {role: user|assistant, content: text}."""
+    turns = call.args.get("history")
+    if turns is None:
+        return []
+    if not isinstance(turns, list | tuple):
+        raise step_args_invalid(call, [("history", "expected an array")])
+    messages, problems = [], []
+    for i, entry in enumerate(turns):
+        match entry:
+            case {"role": str(role), "content": str(content)} if role in HISTORY_ROLES:
+                messages.append(router_pb2.Message(role=HISTORY_ROLES[role], content=content))
+            case _:
+                problems.append((f"history[{i}]", "expected {role: user|assistant, content: text}"))
+    if problems:
+        raise step_args_invalid(call, problems)
+    return messages
