@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from services.runtime.agent_circuits import AgentCircuits
+
 if TYPE_CHECKING:
     from services.runtime.agents.step import StepCall, StepEvent
 
@@ -181,10 +183,12 @@ class DuplicateCapability(ValueError):
 
 
 class CapabilityRegistry:
-    """Capability name → its one owning agent."""
+    """Capability name → its one owning agent, behind the agent's circuit breaker
+    (services/runtime/agent_circuits.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, circuits: AgentCircuits | None = None) -> None:
         self._owners: dict[str, tuple[Agent, Capability]] = {}
+        self.circuits = circuits or AgentCircuits()
 
     def register(self, agent: Agent) -> None:
         """Add every capability of `agent`; DuplicateCapability if one is already owned."""
@@ -200,7 +204,9 @@ class CapabilityRegistry:
                     f"capability {capability.name!r} is claimed by agent {agent.name!r} but "
                     f"already owned by agent {owner[0].name!r}"
                 )
-            self._owners[capability.name] = (agent, capability)
+        guarded = self.circuits.guard(agent)
+        for capability in agent.capabilities:
+            self._owners[capability.name] = (guarded, capability)
 
     def owner(self, name: str) -> tuple[Agent, Capability]:
         """The agent and declaration of capability `name` (KeyError when unknown)."""
