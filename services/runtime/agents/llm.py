@@ -123,7 +123,10 @@ LLM_SUMMARIZE = Capability(
     args=(
         _text("the text to summarise"),
         FieldSpec(
-            "max_words", "integer", description="asked of the model: at most this many words"
+            "max_words",
+            "integer",
+            description="asked of the model: at most this many words",
+            check=lambda words: "" if words >= 1 else "at least 1",
         ),
         SYSTEM,
         MAX_TOKENS,
@@ -341,7 +344,8 @@ SYSTEMS = {
     LLM_CLASSIFY.name: "You are a classifier. You answer with exactly one of the given labels.",
     LLM_EXTRACT.name: "You extract data from text. You answer with one JSON object, no prose.",
 }
-# (the prompt of the first call, how a reply becomes the output) of classify and extract.
+# classify and extract: (the prompt of the first call, how a reply becomes the output, and
+# the output field it fills).
 CHECKED: dict[
     str, tuple[Callable[[Mapping[str, Any]], str], Callable[[str, Mapping[str, Any]], Any], str]
 ] = {

@@ -19,6 +19,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.server import Registration
 from services.runtime.agents.llm import CAPABILITIES, LlmAgent, parse_label, parse_object
 from services.runtime.agents.step import Relayed, RunScope, StepCall, StepEvent, StepResult
+from services.runtime.capabilities import json_schema
 from services.runtime.patterns import PatternError, parse_pattern
 from tests.inprocess import serve
 
@@ -155,6 +156,7 @@ async def test_bad_args_are_refused_naming_the_field_before_any_call() -> None:
         ("llm.extract", {"text": "t", "schema": {"type": "object", "oneOf": []}}, "schema"),
         ("llm.extract", {"text": "t", "schema": {"type": "array"}}, "schema"),
         ("llm.complete", {"prompt": "t", "mode": "fast"}, "mode"),
+        ("llm.summarize", {"text": "t", "max_words": 0}, "max_words"),
     ]:
         with pytest.raises(InvalidArgument) as caught:
             await run_step(router, capability, **args)
@@ -200,3 +202,10 @@ def test_the_pattern_loader_checks_literal_args_against_the_capability(
     good = {"mode": "complete", "labels": ["a", "b"], "schema": SCHEMA}
     ok = {name: good[name] for name in args}
     parse_pattern(pattern_with(capability, **ok), "p.yaml", "user/p.yaml", CAPABILITIES)
+
+
+def test_the_capabilities_schemas_name_the_modes_and_required_args() -> None:
+    schema = json_schema(CAPABILITIES["llm.classify"].args)
+    assert schema["properties"]["mode"]["enum"] == ["streaming", "complete"]
+    assert schema["required"] == ["text", "labels"]
+    assert json_schema(CAPABILITIES["llm.extract"].outputs)["required"] == ["data"]
