@@ -748,6 +748,22 @@ class RuntimeConfig:
             max=30 * 86_400,
         ),
     )
+    agent_circuit_failures: int = field(
+        default=5,
+        metadata=_doc(
+            "failed steps of one agent in a row (unavailable, timed out or internal) that "
+            "open its circuit: its steps then fail fast with AGENT_CIRCUIT_OPEN",
+            min=1,
+        ),
+    )
+    agent_circuit_cooldown_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long an open agent circuit refuses steps before one probe step",
+            min=0.01,
+            max=3600,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.common.circuit import CircuitCollector
 from services.common.metrics import register_collector
 from services.router.attempts import AttemptRecord
 from services.router.resilience import Resilience
@@ -81,27 +82,14 @@ def observe_attempt(record: AttemptRecord) -> None:
     LATENCY.labels(p).observe(record.latency_ms / 1000)
 
 
-class CircuitCollector(Collector):
-    """`saga_router_circuit_state{provider}`, read from the live circuits at scrape time."""
-
-    def __init__(self, resilience: Resilience) -> None:
-        self._resilience = resilience
-
-    def collect(self) -> Iterator[Metric]:
-        """One sample per provider."""
-        gauge = GaugeMetricFamily(
-            "saga_router_circuit_state",
-            "Circuit state per provider: 1 closed, 2 open, 3 half-open.",
-            labels=["provider"],
-        )
-        for name, state in self._resilience.circuit_states().items():
-            gauge.add_metric([name], state.value)
-        yield gauge
-
-
 def register_circuits(resilience: Resilience) -> None:
     """Expose `resilience`'s circuits (replacing any registered before in this process)."""
-    register_collector("router-circuits", CircuitCollector(resilience))
+    register_collector(
+        "router-circuits",
+        CircuitCollector(
+            "saga_router_circuit_state", "provider", "provider", resilience.circuit_states
+        ),
+    )
 
 
 OutboxGauges = Callable[[], tuple[int, float, int]]

@@ -45,10 +45,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from services.common.circuit import Circuit, Permit
 from services.common.config import ProviderConfig, RouterConfig
 from services.common.errors import FieldViolation, InvalidArgument, SagaError
 from services.router.attempts import ms
-from services.router.circuit import Circuit, Permit
 from services.router.engines.base import (
     ChatMessage,
     Engine,

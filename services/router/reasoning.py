@@ -45,6 +45,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from services.common.circuit import Circuit, CircuitState, Permit
 from services.common.config import ProviderConfig
 from services.common.errors import SagaError, Unavailable
 from services.common.prices import PriceTable
@@ -55,7 +56,6 @@ from services.router.budget_reservations import cost_limit_exceeded, min_cost, o
 from services.router.calls import ReasonCall
 from services.router.candidates import PromptSize, after_too_long, too_long, too_small
 from services.router.charges import ChargePolicy
-from services.router.circuit import Circuit, CircuitState, Permit
 from services.router.continuation import RepeatFilter, continuation_request
 from services.router.engines.base import (
     Engine,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.backoff import Backoff
+from services.common.circuit import Circuit, CircuitSettings, CircuitState
 from services.common.config import ProviderConfig, RouterConfig
-from services.router.circuit import Circuit, CircuitSettings, CircuitState
 from services.router.context_windows import LearnedWindow
 from services.router.limits import ProviderLimits
 from services.router.retries import RetryBudget, rate_limit_backoff, retry_backoff

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from services.common.backoff import Backoff
 from services.common.config import RouterConfig
-from services.router.windows import SlidingCounts
+from services.common.windows import SlidingCounts
 
 
 def retry_backoff(config: RouterConfig) -> Backoff:

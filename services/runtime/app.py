@@ -17,12 +17,15 @@ import logging
 import socket
 from pathlib import Path
 
+from services.common.circuit import CircuitCollector
 from services.common.context import ContextVerifier
 from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
+from services.common.metrics import register_collector
 from services.common.server import Registration, ServiceHost
 from services.runtime import demo
+from services.runtime.agent_circuits import AgentCircuits, agent_settings
 from services.runtime.agents.data import data_agent, load_datasets
 from services.runtime.agents.financial_analyst import FinancialAnalyst
 from services.runtime.agents.llm import LlmAgent
@@ -62,7 +65,16 @@ async def build(host: ServiceHost) -> list[Registration]:
         max_age_days=config.runtime.pack_max_age_days,
         warmup_seconds=config.runtime.pack_warmup_seconds,
     )
-    registry = CapabilityRegistry()
+    circuits = AgentCircuits(
+        agent_settings(
+            config.runtime.agent_circuit_failures, config.runtime.agent_circuit_cooldown_seconds
+        )
+    )
+    register_collector(
+        "runtime-agent-circuits",
+        CircuitCollector("saga_runtime_agent_circuit_state", "agent", "agent", circuits.states),
+    )
+    registry = CapabilityRegistry(circuits)
     registry.register(LlmAgent(host.peers.channel("router")))
     registry.register(FinancialAnalyst(ledger, packs).agent())
     registry.register(data_agent(await asyncio.to_thread(load_datasets)))

@@ -12,9 +12,11 @@ the rights registry checks before an export runs, is the union over its pattern'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from services.runtime.agent_circuits import AgentCircuits
 
 if TYPE_CHECKING:
     from services.runtime.agents.step import StepCall, StepEvent
@@ -40,6 +42,11 @@ class FieldSpec:
     required: bool = False
     max_length: int | None = None
     description: str = ""
+    # The only values it may take (a JSON Schema `enum`), e.g. a step's response `mode`.
+    choices: tuple[str, ...] = ()
+    # Checks beyond type and length (what is wrong with the value, "" when nothing is):
+    # run for a literal in a pattern file at load and for the rendered value at run time.
+    check: Callable[[Any], str] | None = None
 
 
 def json_schema(fields: Iterable[FieldSpec]) -> dict[str, Any]:
@@ -52,6 +59,8 @@ def json_schema(fields: Iterable[FieldSpec]) -> dict[str, Any]:
             prop["maxLength" if f.type == "string" else "maxItems"] = f.max_length
         if f.description:
             prop["description"] = f.description
+        if f.choices:
+            prop["enum"] = list(f.choices)
         properties[f.name] = prop
         if f.required:
             required.append(f.name)
@@ -89,8 +98,18 @@ class Capability:
 
 
 def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str]:
-    """(the value, "") when `value` fits `spec`'s type and length, else (None, what is wrong).
-    Integers may arrive as floats (a protobuf Struct has only doubles) and come back as ints."""
+    """(the value, "") when `value` fits `spec`'s type, length, choices and check, else
+    (None, what is wrong). Integers may arrive as floats (a protobuf Struct has only doubles)
+    and come back as ints."""
+    checked, problem = _check_type(spec, value)
+    if not problem and spec.choices and checked not in spec.choices:
+        problem = f"{checked!r} is not one of {', '.join(spec.choices)}"
+    if not problem and spec.check is not None:
+        problem = spec.check(checked)
+    return (None, problem) if problem else (checked, "")
+
+
+def _check_type(spec: FieldSpec, value: Any) -> tuple[Any, str]:
     kind = spec.type
     if kind == "string" and isinstance(value, str):
         if spec.max_length is not None and len(value) > spec.max_length:
@@ -164,10 +183,12 @@ class DuplicateCapability(ValueError):
 
 
 class CapabilityRegistry:
-    """Capability name → its one owning agent."""
+    """Capability name → its one owning agent, behind the agent's circuit breaker
+    (services/runtime/agent_circuits.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, circuits: AgentCircuits | None = None) -> None:
         self._owners: dict[str, tuple[Agent, Capability]] = {}
+        self.circuits = circuits or AgentCircuits()
 
     def register(self, agent: Agent) -> None:
         """Add every capability of `agent`; DuplicateCapability if one is already owned."""
@@ -183,7 +204,9 @@ class CapabilityRegistry:
                     f"capability {capability.name!r} is claimed by agent {agent.name!r} but "
                     f"already owned by agent {owner[0].name!r}"
                 )
-            self._owners[capability.name] = (agent, capability)
+        guarded = self.circuits.guard(agent)
+        for capability in agent.capabilities:
+            self._owners[capability.name] = (guarded, capability)
 
     def owner(self, name: str) -> tuple[Agent, Capability]:
         """The agent and declaration of capability `name` (KeyError when unknown)."""

@@ -33,7 +33,13 @@ from typing import Any
 import yaml
 
 from services.common.backoff import Backoff
-from services.runtime.capabilities import FIELD_TYPES, Capability, FieldSpec, a_type
+from services.runtime.capabilities import (
+    FIELD_TYPES,
+    Capability,
+    FieldSpec,
+    a_type,
+    check_value,
+)
 from services.runtime.expressions import Expression, ExpressionError, parse_expression
 from services.runtime.templates import (
     ROOTS,
@@ -43,6 +49,7 @@ from services.runtime.templates import (
     compile_value,
     parse,
     references_in,
+    render_value,
 )
 
 MAX_PATTERN_BYTES = 64 * 1024
@@ -632,6 +639,11 @@ class _Validator:
             raise self.fail(
                 where, f"{arg.name} takes {a_type(arg.type)}, but this gives {a_type(kind)}"
             )
+        if not references_in(value):
+            # A literal is known now: its choices and checks too (a template's at run time).
+            _, problem = check_value(arg, render_value(value, {}))
+            if problem:
+                raise self.fail(where, f"{arg.name}: {problem}")
 
     def outputs(
         self, value: Any, inputs: tuple[FieldSpec, ...], steps: tuple[Step, ...]

@@ -448,8 +448,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     async def ListCapabilities(
         self, request: runtime_pb2.ListCapabilitiesRequest, context: Context
     ) -> runtime_pb2.ListCapabilitiesResponse:
-        """Every registered capability with its owner and schemas, by name."""
+        """Every registered capability with its owner, schemas and the owner's circuit state,
+        by name."""
         capabilities = self._registry.capabilities()
+        circuits = self._registry.circuits.states()
         return runtime_pb2.ListCapabilitiesResponse(
             capabilities=[
                 runtime_pb2.Capability(
@@ -458,6 +460,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     description=c.description,
                     input_schema=messages.struct(json_schema(c.args)),
                     output_schema=messages.struct(json_schema(c.outputs)),
+                    circuit_state=circuits[c.agent].value,  # type: ignore[arg-type]
                 )
                 for c in (capabilities[k] for k in sorted(capabilities))
             ]

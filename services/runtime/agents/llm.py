@@ -1,23 +1,36 @@
 """The `llm` agent: LLM capabilities served by the router's `Reason`.
 
-`llm.complete` sends the prompt (and system prompt) to the router, acting for the run's user:
-the caller's `saga-context` token travels unchanged and `accounting` names the user, session,
-execution, step and pattern, so the router can verify the context and account the call.
+`llm.complete` answers a prompt; `llm.summarize` summarises a text; `llm.classify` answers one
+of the labels the step gives; `llm.extract` answers a JSON object checked against the JSON
+Schema the step gives (services/runtime/json_check.py). A classify or extract reply that does
+not fit is sent back once with what is wrong with it; a second one that does not fit fails
+the step FAILED_PRECONDITION `LLM_REPLY_INVALID`. Each step's `mode` chooses the router's
+response mode: `streaming` relays tokens to the caller as they come, `complete` relays none
+and takes the whole text from the final event. complete and summarize stream by default;
+classify and extract answer complete by default, since their answer is a checked value
+rather than text to read, and a streamed reply may yet be refused.
+
+Each call acts for the run's user: the caller's `saga-context` token travels unchanged and
+`accounting` names the user, session, execution, step and pattern, so the router can verify
+the context and account the call.
 
 The run's options travel with each call: the allow-list, `disable_fallback` (the router's
 `allow_fallback` is its negation), the CUSTOM weights, and what is left of the run's cost
-limit after the steps before this one (a step that finds nothing left is refused
-RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED without calling the router).
+limit after the steps before this one and this step's earlier calls (a step that finds
+nothing left is refused RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED without calling the router).
 
 The router's events are read as bytes: a Delta, Switched or Skipped is relayed without being decoded
 (the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
-ends the step, is parsed. Failures from the router propagate unchanged, so its reason and
+ends the call, is parsed. Failures from the router propagate unchanged, so its reason and
 domain reach the client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,14 +38,69 @@ import grpc
 from saga.execution.v1 import common_pb2, options_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2
 from services.common.context import METADATA_KEY
-from services.common.errors import QuotaViolation, ResourceExhausted, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    QuotaViolation,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.common.usage import Usage
 from services.common.usage_messages import usage_from_proto
-from services.runtime import wire
+from services.runtime import json_check, wire
 from services.runtime.agents.llm_history import history_messages
+from services.runtime.agents.local import step_args_invalid
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
-from services.runtime.capabilities import Capability, FieldSpec
+from services.runtime.capabilities import Capability, FieldSpec, check_fields
 
 REASON = "/saga.router.v1.RouterService/Reason"
+STREAMING, COMPLETE = "streaming", "complete"
+MODES = (STREAMING, COMPLETE)
+MAX_LABELS = 100
+MAX_LABEL_CHARS = 200
+MAX_TEXT_CHARS = 200_000
+
+SYSTEM = FieldSpec("system", "string", description="system prompt (each capability has its own)")
+MAX_TOKENS = FieldSpec("max_tokens", "integer", description="upper bound on generated tokens")
+TEMPERATURE = FieldSpec("temperature", "number", description="sampling temperature")
+
+
+def mode_arg(default: str) -> FieldSpec:
+    """The `mode` argument of a capability that answers `default` when a step leaves it out."""
+    return FieldSpec(
+        "mode",
+        "string",
+        choices=MODES,
+        description=f"streaming: tokens reach the caller as they come; complete: the whole "
+        f"answer at once (default {default})",
+    )
+
+
+def _text(description: str) -> FieldSpec:
+    return FieldSpec(
+        "text", "string", required=True, max_length=MAX_TEXT_CHARS, description=description
+    )
+
+
+def _labels_problem(labels: Any) -> str:
+    """What is wrong with a classify step's `labels` ("" when nothing is)."""
+    if not labels:
+        return "at least one label"
+    if not all(isinstance(x, str) and x.strip() for x in labels):
+        return "every label is a non-empty string"
+    if any(len(x) > MAX_LABEL_CHARS for x in labels):
+        return f"a label has at most {MAX_LABEL_CHARS} characters"
+    if len({x.strip().casefold() for x in labels}) != len(labels):
+        return "labels are distinct (ignoring case and surrounding spaces)"
+    return ""
+
+
+def _schema_problem(schema: Any) -> str:
+    """What is wrong with an extract step's `schema` ("" when nothing is)."""
+    problems = json_check.schema_problems(schema)
+    if not problems and schema.get("type", "object") != "object":
+        problems = ["the schema describes an object (type: object)"]
+    return "; ".join(problems[:3])
+
 
 LLM_COMPLETE = Capability(
     name="llm.complete",
@@ -40,9 +108,10 @@ LLM_COMPLETE = Capability(
     description="Answer a prompt with an LLM chosen by the router; text streams as tokens.",
     args=(
         FieldSpec("prompt", "string", required=True, description="the user message"),
-        FieldSpec("system", "string", description="system prompt"),
-        FieldSpec("max_tokens", "integer", description="upper bound on generated tokens"),
-        FieldSpec("temperature", "number", description="sampling temperature"),
+        SYSTEM,
+        MAX_TOKENS,
+        TEMPERATURE,
+        mode_arg(STREAMING),
         FieldSpec(
             "history",
             "array",
@@ -53,6 +122,79 @@ LLM_COMPLETE = Capability(
     # Until text streams nothing reached the caller, so another attempt is invisible.
     retry_safe=True,
 )
+LLM_SUMMARIZE = Capability(
+    name="llm.summarize",
+    agent="llm",
+    description="Summarise a text, optionally in at most max_words words.",
+    args=(
+        _text("the text to summarise"),
+        FieldSpec(
+            "max_words",
+            "integer",
+            description="asked of the model: at most this many words",
+            check=lambda words: "" if words >= 1 else "at least 1",
+        ),
+        SYSTEM,
+        MAX_TOKENS,
+        TEMPERATURE,
+        mode_arg(STREAMING),
+    ),
+    outputs=(FieldSpec("summary", "string", required=True, description="the summary"),),
+    retry_safe=True,
+)
+LLM_CLASSIFY = Capability(
+    name="llm.classify",
+    agent="llm",
+    description="Classify a text as exactly one of the given labels.",
+    args=(
+        _text("the text to classify"),
+        FieldSpec(
+            "labels",
+            "array",
+            required=True,
+            max_length=MAX_LABELS,
+            description="the labels to choose from (distinct strings)",
+            check=_labels_problem,
+        ),
+        SYSTEM,
+        MAX_TOKENS,
+        TEMPERATURE,
+        mode_arg(COMPLETE),
+    ),
+    outputs=(FieldSpec("label", "string", required=True, description="one of the labels"),),
+    retry_safe=True,
+)
+LLM_EXTRACT = Capability(
+    name="llm.extract",
+    agent="llm",
+    description="Extract a JSON object from a text, checked against the JSON Schema given.",
+    args=(
+        _text("the text to extract from"),
+        FieldSpec(
+            "schema",
+            "object",
+            required=True,
+            description="JSON Schema of the object (type, properties, required, enum, items, "
+            "additionalProperties, description, title)",
+            check=_schema_problem,
+        ),
+        SYSTEM,
+        MAX_TOKENS,
+        TEMPERATURE,
+        mode_arg(COMPLETE),
+    ),
+    outputs=(FieldSpec("data", "object", required=True, description="the object extracted"),),
+    retry_safe=True,
+)
+CAPABILITIES = {c.name: c for c in (LLM_COMPLETE, LLM_SUMMARIZE, LLM_CLASSIFY, LLM_EXTRACT)}
+
+
+DEFAULT_MODE = {
+    LLM_COMPLETE.name: STREAMING,
+    LLM_SUMMARIZE.name: STREAMING,
+    LLM_CLASSIFY.name: COMPLETE,
+    LLM_EXTRACT.name: COMPLETE,
+}
 
 
 def cost_left(call: StepCall) -> int:
@@ -79,18 +221,35 @@ def cost_left(call: StepCall) -> int:
     return left
 
 
-def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
-    """The router request for one `llm.complete` step."""
+def user(text: str) -> router_pb2.Message:
+    return router_pb2.Message(role=router_pb2.ROLE_USER, content=text)
+
+
+def assistant(text: str) -> router_pb2.Message:
+    return router_pb2.Message(role=router_pb2.ROLE_ASSISTANT, content=text)
+
+
+def reason_request(
+    call: StepCall,
+    messages: Sequence[router_pb2.Message] | None = None,
+    system: str | None = None,
+) -> router_pb2.ReasonRequest:
+    """The router request for one call of a step: `messages` (default: the step's `prompt`)
+    under `system` (default: the step's `system`), in the step's response mode."""
     args = call.args
     run = call.run
+    complete = args.get("mode", DEFAULT_MODE.get(call.capability, STREAMING)) == COMPLETE
     request = router_pb2.ReasonRequest(
-        messages=[
-            *history_messages(call),
-            router_pb2.Message(role=router_pb2.ROLE_USER, content=args.get("prompt") or ""),
-        ],
-        system_prompt=args.get("system") or "",
+        messages=(
+            messages
+            if messages is not None
+            else [*history_messages(call), user(args.get("prompt") or "")]
+        ),
+        system_prompt=args.get("system") or system or "",
         max_tokens=int(args.get("max_tokens") or 0),
-        response_mode=common_pb2.RESPONSE_MODE_STREAMING,
+        response_mode=common_pb2.RESPONSE_MODE_COMPLETE
+        if complete
+        else common_pb2.RESPONSE_MODE_STREAMING,
         strategy=run.strategy,  # type: ignore[arg-type]
         preferred_providers=run.preferred_providers,
         allowed_providers=run.allowed_providers,
@@ -116,11 +275,108 @@ def reason_request(call: StepCall) -> router_pb2.ReasonRequest:
     return request
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One call's answer; a step's result sums the usage and cost of all its calls."""
+
+    text: str
+    usage: Usage
+    provider: str
+    model: str
+    cost_micro_usd: int
+
+    def result(self, output: Mapping[str, Any], before: Answer | None = None) -> StepResult:
+        """The step's result with `output`, counting an earlier call `before` too."""
+        usage, cost = self.usage, self.cost_micro_usd
+        if before is not None:
+            usage, cost = usage + before.usage, cost + before.cost_micro_usd
+        return StepResult(output, usage, self.provider, self.model, cost)
+
+
+class ReplyInvalid(Exception):
+    """A reply that does not fit what the step asked for (the message says how)."""
+
+
+def summary_prompt(args: Mapping[str, Any]) -> str:
+    words = args.get("max_words")
+    limit = f" in at most {words} words" if words else ""
+    return f"Summarise the following text{limit}. Answer with the summary only.\n\n{args['text']}"
+
+
+def classify_prompt(args: Mapping[str, Any]) -> str:
+    labels = "\n".join(f"- {label}" for label in args["labels"])
+    return (
+        f"Classify the text below as exactly one of these labels:\n{labels}\n\n"
+        f"Answer with the label only.\n\nText:\n{args['text']}"
+    )
+
+
+def extract_prompt(args: Mapping[str, Any]) -> str:
+    schema = json.dumps(args["schema"], sort_keys=True)
+    return (
+        "Extract from the text below one JSON object that matches this JSON Schema:\n"
+        f"{schema}\n\nAnswer with the JSON object only.\n\nText:\n{args['text']}"
+    )
+
+
+def parse_label(reply: str, labels: Sequence[str]) -> str:
+    """The label `reply` names (ignoring case, spaces, quotes and a final period)."""
+    said = reply.strip(" \t\n\"'`*.").casefold()
+    for label in labels:
+        if label.strip().casefold() == said:
+            return label
+    raise ReplyInvalid(
+        f"the answer {reply.strip()[:80]!r} is not one of the labels: " + ", ".join(labels)
+    )
+
+
+def parse_object(reply: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object `reply` holds (a Markdown code fence around it is allowed), checked
+    against `schema`."""
+    text = reply.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ReplyInvalid(f"the answer is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ReplyInvalid("the answer is JSON but not an object")
+    problems = json_check.value_problems(schema, value)
+    if problems:
+        raise ReplyInvalid("the object does not match the schema: " + "; ".join(problems[:5]))
+    return value
+
+
+SYSTEMS = {
+    LLM_SUMMARIZE.name: "You write faithful, concise summaries.",
+    LLM_CLASSIFY.name: "You are a classifier. You answer with exactly one of the given labels.",
+    LLM_EXTRACT.name: "You extract data from text. You answer with one JSON object, no prose.",
+}
+# classify and extract: (the prompt of the first call, how a reply becomes the output, and
+# the output field it fills).
+CHECKED: dict[
+    str, tuple[Callable[[Mapping[str, Any]], str], Callable[[str, Mapping[str, Any]], Any], str]
+] = {
+    LLM_CLASSIFY.name: (
+        classify_prompt,
+        lambda reply, args: parse_label(reply, args["labels"]),
+        "label",
+    ),
+    LLM_EXTRACT.name: (
+        extract_prompt,
+        lambda reply, args: parse_object(reply, args["schema"]),
+        "data",
+    ),
+}
+
+
 class LlmAgent:
     """Owns the `llm.*` capabilities; one per process, over the one router channel."""
 
     name = "llm"
-    capabilities = (LLM_COMPLETE,)
+    capabilities = tuple(CAPABILITIES.values())
 
     def __init__(self, router: grpc.aio.Channel) -> None:
         # No response deserializer: events arrive as bytes, to be relayed as they are.
@@ -131,9 +387,77 @@ class LlmAgent:
         )
 
     async def run(self, call: StepCall) -> AsyncIterator[StepEvent]:
-        """Stream one `llm.complete` step: relayed tokens and switches, then its result."""
+        """Run one step: relayed events of its calls as they come, then its result."""
+        args, problems = check_fields(CAPABILITIES[call.capability].args, call.args)
+        if problems:
+            raise step_args_invalid(call, problems)
+        call = dataclasses.replace(call, args=args)
+        system = SYSTEMS.get(call.capability)
+        checked = call.capability in CHECKED
+        steps = self._checked(call, system) if checked else self._plain(call, system)
+        async for event in steps:
+            yield event
+
+    async def _plain(self, call: StepCall, system: str | None) -> AsyncIterator[StepEvent]:
+        """A complete or summarize step: one call, its text the output."""
+        summarize = call.capability == LLM_SUMMARIZE.name
+        messages = [user(summary_prompt(call.args))] if summarize else None
+        async for event in self._ask(call, messages, system):
+            if isinstance(event, Answer):
+                yield event.result({"summary" if summarize else "text": event.text})
+            else:
+                yield event
+
+    async def _checked(self, call: StepCall, system: str | None) -> AsyncIterator[StepEvent]:
+        """A classify or extract step: ask; a reply that does not fit is sent back once with
+        what is wrong with it; a second misfit fails the step."""
+        prompt, parse, key = CHECKED[call.capability]
+        messages = [user(prompt(call.args))]
+        first: Answer | None = None
+        for attempt in (1, 2):
+            answer: Answer | None = None
+            async for event in self._ask(call, messages, system):
+                if isinstance(event, Answer):
+                    answer = event
+                else:
+                    yield event
+            assert answer is not None
+            try:
+                output = parse(answer.text, call.args)
+            except ReplyInvalid as invalid:
+                if attempt == 2:
+                    raise FailedPrecondition(
+                        f"step {call.step_id} ({call.capability}): the model's reply did not "
+                        f"fit twice; the second time {invalid}",
+                        reason="LLM_REPLY_INVALID",
+                        metadata={
+                            "stepId": call.step_id,
+                            "capability": call.capability,
+                            "problem": str(invalid)[:500],
+                        },
+                    ) from None
+                messages += [
+                    assistant(answer.text),
+                    user(f"That answer does not fit: {invalid}. Answer again, correctly."),
+                ]
+                # The second call may spend only what the first left of the run's limit.
+                call = dataclasses.replace(
+                    call, spent_micro_usd=call.spent_micro_usd + answer.cost_micro_usd
+                )
+                first = answer
+                continue
+            yield answer.result({key: output}, first)
+            return
+
+    async def _ask(
+        self,
+        call: StepCall,
+        messages: Sequence[router_pb2.Message] | None,
+        system: str | None,
+    ) -> AsyncIterator[Relayed | Answer]:
+        """One router call: its relayed tokens and switches, then its Answer."""
         stream = self._reason(
-            reason_request(call),
+            reason_request(call, messages, system),
             metadata=((METADATA_KEY, call.run.context_token),),
             timeout=call.run.time_left(),
         )
@@ -160,10 +484,6 @@ class LlmAgent:
                 metadata={"stepId": call.step_id},
             )
         text = final.text or "".join(reason_events_pb2.Delta.FromString(d).text for d in deltas)
-        yield StepResult(
-            output={"text": text},
-            usage=usage_from_proto(final.usage),
-            provider=final.provider,
-            model=final.model,
-            cost_micro_usd=final.cost_micro_usd,
+        yield Answer(
+            text, usage_from_proto(final.usage), final.provider, final.model, final.cost_micro_usd
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.common.circuit import CircuitState
 from services.common.config import ProviderConfig, RouterConfig, SimConfig
 from services.common.errors import (
     InvalidArgument,
@@ -19,7 +20,6 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.lifecycle import Lifecycle
-from services.router.circuit import CircuitState
 from services.router.engines.base import (
     EngineEvent,
     EngineRequest,

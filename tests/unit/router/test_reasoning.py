@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from services.common.circuit import CircuitState
 from services.common.config import ProviderConfig, RouterConfig, SimConfig
 from services.common.errors import (
     DeadlineExceeded,
@@ -24,7 +25,6 @@ from services.common.errors import (
 from services.common.prices import price_table
 from services.router.calls import ReasonCall
 from services.router.charges import ChargePolicy
-from services.router.circuit import CircuitState
 from services.router.continuation import CONTINUE_INSTRUCTION
 from services.router.engines import engine_for
 from services.router.engines.base import (

@@ -27,51 +27,52 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from saga.execution.v1 import events_pb2 as saga_dot_execution_dot_v1_dot_events__pb2
 from saga.execution.v1 import options_pb2 as saga_dot_execution_dot_v1_dot_options__pb2
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
+from saga.router.v1 import providers_pb2 as saga_dot_router_dot_v1_dot_providers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsaga/runtime/v1/runtime.proto\x12\x0fsaga.runtime.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esaga/execution/v1/events.proto\x1a\x1fsaga/execution/v1/options.proto\x1a\x1fsaga/execution/v1/records.proto\"\xa3\x01\n\x0bPatternStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x0c\n\x04when\x18\x04 \x01(\t\x12\x0f\n\x07\x61s_name\x18\x05 \x01(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x05\x12\x16\n\x0eretry_attempts\x18\x07 \x01(\x05\x12\x10\n\x08on_error\x18\x08 \x01(\t\"@\n\x0ePatternProblem\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xb5\x01\n\x07Pattern\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rrequires_pack\x18\x03 \x01(\x08\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x05steps\x18\x05 \x03(\x0b\x32\x1c.saga.runtime.v1.PatternStep\x12\x0e\n\x06source\x18\x06 \x01(\t\"\x9d\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbc\x01\n\x11RunPatternRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x61sof\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x32\n\x07options\x18\x05 \x01(\x0b\x32!.saga.execution.v1.ExecuteOptions\x12\x14\n\x0c\x65xecution_id\x18\x06 \x01(\t\"\xfa\x03\n\x12RunPatternResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"\x15\n\x13ListPatternsRequest\"u\n\x14ListPatternsResponse\x12*\n\x08patterns\x18\x01 \x03(\x0b\x32\x18.saga.runtime.v1.Pattern\x12\x31\n\x08problems\x18\x02 \x03(\x0b\x32\x1f.saga.runtime.v1.PatternProblem\"\'\n\x11GetPatternRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\"?\n\x12GetPatternResponse\x12)\n\x07pattern\x18\x01 \x01(\x0b\x32\x18.saga.runtime.v1.Pattern\"\x19\n\x17ListCapabilitiesRequest\"M\n\x18ListCapabilitiesResponse\x12\x31\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32\x1b.saga.runtime.v1.Capability\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x14GetExecutionResponse\x12/\n\texecution\x18\x01 \x01(\x0b\x32\x1c.saga.execution.v1.Execution\"\x91\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".saga.execution.v1.ExecutionStatus\x12\x12\n\npattern_id\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x11\n\tall_users\x18\x08 \x01(\x08\"c\n\x16ListExecutionsResponse\x12\x30\n\nexecutions\x18\x01 \x03(\x0b\x32\x1c.saga.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xfe\x03\n\x16WatchExecutionResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t2\xab\x05\n\x0eRuntimeService\x12W\n\nRunPattern\x12\".saga.runtime.v1.RunPatternRequest\x1a#.saga.runtime.v1.RunPatternResponse0\x01\x12[\n\x0cListPatterns\x12$.saga.runtime.v1.ListPatternsRequest\x1a%.saga.runtime.v1.ListPatternsResponse\x12U\n\nGetPattern\x12\".saga.runtime.v1.GetPatternRequest\x1a#.saga.runtime.v1.GetPatternResponse\x12g\n\x10ListCapabilities\x12(.saga.runtime.v1.ListCapabilitiesRequest\x1a).saga.runtime.v1.ListCapabilitiesResponse\x12[\n\x0cGetExecution\x12$.saga.runtime.v1.GetExecutionRequest\x1a%.saga.runtime.v1.GetExecutionResponse\x12\x61\n\x0eListExecutions\x12&.saga.runtime.v1.ListExecutionsRequest\x1a\'.saga.runtime.v1.ListExecutionsResponse\x12\x63\n\x0eWatchExecution\x12&.saga.runtime.v1.WatchExecutionRequest\x1a\'.saga.runtime.v1.WatchExecutionResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsaga/runtime/v1/runtime.proto\x12\x0fsaga.runtime.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esaga/execution/v1/events.proto\x1a\x1fsaga/execution/v1/options.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1esaga/router/v1/providers.proto\"\xa3\x01\n\x0bPatternStep\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x12\n\ndepends_on\x18\x03 \x03(\t\x12\x0c\n\x04when\x18\x04 \x01(\t\x12\x0f\n\x07\x61s_name\x18\x05 \x01(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x05\x12\x16\n\x0eretry_attempts\x18\x07 \x01(\x05\x12\x10\n\x08on_error\x18\x08 \x01(\t\"@\n\x0ePatternProblem\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xb5\x01\n\x07Pattern\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rrequires_pack\x18\x03 \x01(\x08\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x05steps\x18\x05 \x03(\x0b\x32\x1c.saga.runtime.v1.PatternStep\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xd2\x01\n\nCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12-\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x33\n\rcircuit_state\x18\x06 \x01(\x0e\x32\x1c.saga.router.v1.CircuitState\"\xbc\x01\n\x11RunPatternRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x61sof\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x32\n\x07options\x18\x05 \x01(\x0b\x32!.saga.execution.v1.ExecuteOptions\x12\x14\n\x0c\x65xecution_id\x18\x06 \x01(\t\"\xfa\x03\n\x12RunPatternResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t\"\x15\n\x13ListPatternsRequest\"u\n\x14ListPatternsResponse\x12*\n\x08patterns\x18\x01 \x03(\x0b\x32\x18.saga.runtime.v1.Pattern\x12\x31\n\x08problems\x18\x02 \x03(\x0b\x32\x1f.saga.runtime.v1.PatternProblem\"\'\n\x11GetPatternRequest\x12\x12\n\npattern_id\x18\x01 \x01(\t\"?\n\x12GetPatternResponse\x12)\n\x07pattern\x18\x01 \x01(\x0b\x32\x18.saga.runtime.v1.Pattern\"\x19\n\x17ListCapabilitiesRequest\"M\n\x18ListCapabilitiesResponse\x12\x31\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32\x1b.saga.runtime.v1.Capability\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x14GetExecutionResponse\x12/\n\texecution\x18\x01 \x01(\x0b\x32\x1c.saga.execution.v1.Execution\"\x91\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".saga.execution.v1.ExecutionStatus\x12\x12\n\npattern_id\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x11\n\tall_users\x18\x08 \x01(\x08\"c\n\x16ListExecutionsResponse\x12\x30\n\nexecutions\x18\x01 \x03(\x0b\x32\x1c.saga.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xfe\x03\n\x16WatchExecutionResponse\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.saga.execution.v1.AcceptedH\x00\x12\x36\n\x0cstep_started\x18\x02 \x01(\x0b\x32\x1e.saga.execution.v1.StepStartedH\x00\x12)\n\x05token\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.TokenH\x00\x12@\n\x11provider_switched\x18\x04 \x01(\x0b\x32#.saga.execution.v1.ProviderSwitchedH\x00\x12:\n\x0estep_completed\x18\x05 \x01(\x0b\x32 .saga.execution.v1.StepCompletedH\x00\x12\x31\n\tcompleted\x18\x06 \x01(\x0b\x32\x1c.saga.execution.v1.CompletedH\x00\x12@\n\x11providers_skipped\x18\t \x01(\x0b\x32#.saga.execution.v1.ProvidersSkippedH\x00\x12\x36\n\x0cstep_skipped\x18\n \x01(\x0b\x32\x1e.saga.execution.v1.StepSkippedH\x00\x12\x10\n\x08sequence\x18\x10 \x01(\x04\x42\x07\n\x05\x65ventJ\x04\x08\x07\x10\x08J\x04\x08\x08\x10\t2\xab\x05\n\x0eRuntimeService\x12W\n\nRunPattern\x12\".saga.runtime.v1.RunPatternRequest\x1a#.saga.runtime.v1.RunPatternResponse0\x01\x12[\n\x0cListPatterns\x12$.saga.runtime.v1.ListPatternsRequest\x1a%.saga.runtime.v1.ListPatternsResponse\x12U\n\nGetPattern\x12\".saga.runtime.v1.GetPatternRequest\x1a#.saga.runtime.v1.GetPatternResponse\x12g\n\x10ListCapabilities\x12(.saga.runtime.v1.ListCapabilitiesRequest\x1a).saga.runtime.v1.ListCapabilitiesResponse\x12[\n\x0cGetExecution\x12$.saga.runtime.v1.GetExecutionRequest\x1a%.saga.runtime.v1.GetExecutionResponse\x12\x61\n\x0eListExecutions\x12&.saga.runtime.v1.ListExecutionsRequest\x1a\'.saga.runtime.v1.ListExecutionsResponse\x12\x63\n\x0eWatchExecution\x12&.saga.runtime.v1.WatchExecutionRequest\x1a\'.saga.runtime.v1.WatchExecutionResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.runtime.v1.runtime_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PATTERNSTEP']._serialized_start=212
-  _globals['_PATTERNSTEP']._serialized_end=375
-  _globals['_PATTERNPROBLEM']._serialized_start=377
-  _globals['_PATTERNPROBLEM']._serialized_end=441
-  _globals['_PATTERN']._serialized_start=444
-  _globals['_PATTERN']._serialized_end=625
-  _globals['_CAPABILITY']._serialized_start=628
-  _globals['_CAPABILITY']._serialized_end=785
-  _globals['_RUNPATTERNREQUEST']._serialized_start=788
-  _globals['_RUNPATTERNREQUEST']._serialized_end=976
-  _globals['_RUNPATTERNRESPONSE']._serialized_start=979
-  _globals['_RUNPATTERNRESPONSE']._serialized_end=1485
-  _globals['_LISTPATTERNSREQUEST']._serialized_start=1487
-  _globals['_LISTPATTERNSREQUEST']._serialized_end=1508
-  _globals['_LISTPATTERNSRESPONSE']._serialized_start=1510
-  _globals['_LISTPATTERNSRESPONSE']._serialized_end=1627
-  _globals['_GETPATTERNREQUEST']._serialized_start=1629
-  _globals['_GETPATTERNREQUEST']._serialized_end=1668
-  _globals['_GETPATTERNRESPONSE']._serialized_start=1670
-  _globals['_GETPATTERNRESPONSE']._serialized_end=1733
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1735
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1760
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1762
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1839
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1841
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1884
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1886
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1957
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1960
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2233
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2235
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2334
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2336
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2405
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2408
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2918
-  _globals['_RUNTIMESERVICE']._serialized_start=2921
-  _globals['_RUNTIMESERVICE']._serialized_end=3604
+  _globals['_PATTERNSTEP']._serialized_start=244
+  _globals['_PATTERNSTEP']._serialized_end=407
+  _globals['_PATTERNPROBLEM']._serialized_start=409
+  _globals['_PATTERNPROBLEM']._serialized_end=473
+  _globals['_PATTERN']._serialized_start=476
+  _globals['_PATTERN']._serialized_end=657
+  _globals['_CAPABILITY']._serialized_start=660
+  _globals['_CAPABILITY']._serialized_end=870
+  _globals['_RUNPATTERNREQUEST']._serialized_start=873
+  _globals['_RUNPATTERNREQUEST']._serialized_end=1061
+  _globals['_RUNPATTERNRESPONSE']._serialized_start=1064
+  _globals['_RUNPATTERNRESPONSE']._serialized_end=1570
+  _globals['_LISTPATTERNSREQUEST']._serialized_start=1572
+  _globals['_LISTPATTERNSREQUEST']._serialized_end=1593
+  _globals['_LISTPATTERNSRESPONSE']._serialized_start=1595
+  _globals['_LISTPATTERNSRESPONSE']._serialized_end=1712
+  _globals['_GETPATTERNREQUEST']._serialized_start=1714
+  _globals['_GETPATTERNREQUEST']._serialized_end=1753
+  _globals['_GETPATTERNRESPONSE']._serialized_start=1755
+  _globals['_GETPATTERNRESPONSE']._serialized_end=1818
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1820
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1845
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1847
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1924
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1926
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1969
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1971
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=2042
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=2045
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2318
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2320
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2419
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2421
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2490
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2493
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=3003
+  _globals['_RUNTIMESERVICE']._serialized_start=3006
+  _globals['_RUNTIMESERVICE']._serialized_end=3689
 # @@protoc_insertion_point(module_scope)

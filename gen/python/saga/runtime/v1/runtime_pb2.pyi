@@ -15,6 +15,7 @@ from google.protobuf.internal import containers as _containers
 from saga.execution.v1 import events_pb2 as _events_pb2
 from saga.execution.v1 import options_pb2 as _options_pb2
 from saga.execution.v1 import records_pb2 as _records_pb2
+from saga.router.v1 import providers_pb2 as _providers_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -159,11 +160,16 @@ class Capability(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     OUTPUT_SCHEMA_FIELD_NUMBER: _builtins.int
+    CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """e.g. "llm.complete", "ledger.positions"."""
     agent: _builtins.str
     """The one agent that owns it."""
     description: _builtins.str
+    circuit_state: _providers_pb2.CircuitState.ValueType
+    """The owning agent's circuit breaker: OPEN while its steps fail fast with
+    AGENT_CIRCUIT_OPEN, HALF_OPEN once one step may probe it.
+    """
     @_builtins.property
     def input_schema(self) -> _struct_pb2.Struct:
         """JSON Schemas of the arguments and the output."""
@@ -178,10 +184,11 @@ class Capability(_message.Message):
         description: _builtins.str = ...,
         input_schema: _struct_pb2.Struct | None = ...,
         output_schema: _struct_pb2.Struct | None = ...,
+        circuit_state: _providers_pb2.CircuitState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_schema", b"input_schema", "output_schema", b"output_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "circuit_state", b"circuit_state", "description", b"description", "input_schema", b"input_schema", "name", b"name", "output_schema", b"output_schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.router.windows import SlidingCounts
+from services.common.windows import SlidingCounts
 
 
 def test_counts_cover_the_window_and_forget_what_left_it() -> None:

@@ -1,4 +1,6 @@
-"""A circuit breaker per provider: stop calling a provider that keeps failing, try again later.
+"""A circuit breaker: stop calling what keeps failing, try again later. The router keeps one
+per provider (services/router/resilience.py), the runtime one per agent
+(services/runtime/agent_circuits.py); both expose their states with `CircuitCollector`.
 
 CLOSED: calls flow; each verdict is counted. The circuit OPENS after `consecutive_failures`
 failures in a row, or when at least `min_calls` calls ended in the last `window_seconds` and
@@ -21,11 +23,14 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from services.common.config import RouterConfig
-from services.router.windows import SlidingCounts
+from services.common.windows import SlidingCounts
 
 
 class CircuitState(enum.Enum):
@@ -174,3 +179,25 @@ class Circuit:
         self._generation += 1
         if self.on_change is not None:
             self.on_change(state)
+
+
+class CircuitCollector(Collector):
+    """A gauge of circuit states by `label` (1 closed, 2 open, 3 half-open), read from the
+    live circuits at scrape time: an open circuit whose cooldown has passed shows as
+    half-open without any call having touched it."""
+
+    def __init__(
+        self, name: str, label: str, what: str, states: Callable[[], Mapping[str, CircuitState]]
+    ) -> None:
+        self._name, self._label, self._what, self._states = name, label, what, states
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per circuit."""
+        gauge = GaugeMetricFamily(
+            self._name,
+            f"Circuit state per {self._what}: 1 closed, 2 open, 3 half-open.",
+            labels=[self._label],
+        )
+        for name, state in sorted(self._states().items()):
+            gauge.add_metric([name], state.value)
+        yield gauge

@@ -3,7 +3,7 @@ the cooldown, lets exactly one probe through, and ignores verdicts from before a
 
 from __future__ import annotations
 
-from services.router.circuit import Circuit, CircuitSettings, CircuitState, Permit
+from services.common.circuit import Circuit, CircuitSettings, CircuitState, Permit
 from tests.clock import Clock
 
 SETTINGS = CircuitSettings(
