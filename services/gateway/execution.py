@@ -19,7 +19,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
 from services.gateway.edge import Edge, new_execution_id, new_request_id
 from services.gateway.pack_health import PackGate
-from services.gateway.relay import Relay
+from services.gateway.relay import Relay, scoped_relay
 
 MAX_PATTERN_ID = 128
 MAX_INPUT_BYTES = 1024 * 1024
@@ -111,27 +111,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             response_deserializer=execution_pb2.WatchExecutionResponse.FromString,
         )
 
-    async def GetExecution(
-        self, request: execution_pb2.GetExecutionRequest, context: Context
-    ) -> execution_pb2.GetExecutionResponse:
-        """Relayed to the runtime, which answers only what the caller may read."""
-        principal = await self._edge.principal(context)
-        principal.require("execute", *READ_ANY)
-        response: execution_pb2.GetExecutionResponse = await self._relay.unary(
-            _GET, execution_pb2.GetExecutionResponse, request, principal
-        )
-        return response
-
-    async def ListExecutions(
-        self, request: execution_pb2.ListExecutionsRequest, context: Context
-    ) -> execution_pb2.ListExecutionsResponse:
-        """Relayed to the runtime, which lists only what the caller may read."""
-        principal = await self._edge.principal(context)
-        principal.require("execute", *READ_ANY)
-        response: execution_pb2.ListExecutionsResponse = await self._relay.unary(
-            _LIST, execution_pb2.ListExecutionsResponse, request, principal
-        )
-        return response
+    # Relayed to the runtime, which answers only what the caller may read.
+    GetExecution = scoped_relay("execute", _GET, execution_pb2.GetExecutionResponse, *READ_ANY)
+    ListExecutions = scoped_relay("execute", _LIST, execution_pb2.ListExecutionsResponse, *READ_ANY)
 
     async def WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: Context

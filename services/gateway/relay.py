@@ -74,15 +74,18 @@ class Relay:
             yield message
 
 
-def scoped_relay(scope: str, path: str, response: type[Message]) -> Callable[..., Any]:
-    """A servicer method: require `scope`, then relay to the owner of `path`."""
+def scoped_relay(
+    scope: str, path: str, response: type[Message], *alternatives: str
+) -> Callable[..., Any]:
+    """A servicer method: require `scope` (or one of `alternatives`), then relay to the owner
+    of `path`."""
 
     async def method(self: Any, request: Message, context: Context) -> Any:
         principal = await self._edge.principal(context)
-        principal.require(scope)
+        principal.require(scope, *alternatives)
         return await self._relay.unary(path, response, request, principal)
 
-    method.__doc__ = f"Relays to {path} (scope {scope})."
+    method.__doc__ = f"Relays to {path} (scope {' or '.join((scope, *alternatives))})."
     return method
 
 
