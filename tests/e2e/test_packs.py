@@ -5,9 +5,9 @@ is stale (unless allow_stale_pack with scope pack:stale) or missing; a bad or fu
 refused; a run pinned to an old pack and ledger commit reproduces an old run after new
 transactions and packs, across a runtime restart.
 
-The reproducibility check uses `chat` (and a copy of it that requires a pack) against the
-deterministic simulator: the financial patterns that read the pinned data are issue 10's
-finance part."""
+The reproducibility check runs `chat` (and a copy of it that requires a pack) and
+`portfolio_overview`, which reads the pinned ledger commit and pack, against the
+deterministic simulator."""
 
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ def priced_chat(directory: Path) -> None:
     )
     directory.mkdir()
     (directory / "priced_chat.yaml").write_text(text)
+
+
+def overview(**options: Any) -> execution_pb2.ExecuteRequest:
+    """portfolio_overview of the demo portfolio: positions at the pinned commit, valued with
+    the pinned pack, its metrics and the simulator's (deterministic) summary of them."""
+    inputs = struct_pb2.Struct()
+    inputs.update({"portfolio": "demo"})
+    return execution_pb2.ExecuteRequest(
+        pattern_id="portfolio_overview",
+        inputs=inputs,
+        options=options_pb2.ExecuteOptions(**options),
+    )
 
 
 def request(pattern: str, asof: str = "", **options: Any) -> execution_pb2.ExecuteRequest:
@@ -163,6 +175,8 @@ async def test_packs_and_the_freshness_gate_through_the_gateway(
         first = await execute(stack, user, request("priced_chat"))
         assert first[0].accepted.pricing_pack_id == today.pack_id
         assert first[-1].WhichOneof("event") == "completed"
+        first_overview = await execute(stack, user, overview())
+        assert first_overview[-1].WhichOneof("event") == "completed"
 
         # A pack for yesterday warms: runs of yesterday wait for it, with RetryInfo.
         published = await publish(stack, day(-1), [p.symbol for p in demo.PRICES])
@@ -276,6 +290,17 @@ async def test_packs_and_the_freshness_gate_through_the_gateway(
                 pinned_commit,
             )
         assert again[-1].completed.outputs == first[-1].completed.outputs
+        # The same with the pinned data read for real: today's positions and prices moved
+        # (a sale, a dearer pack), the pinned rerun's figures and summary did not.
+        moved_overview = await execute(stack, user, overview())
+        assert moved_overview[-1].WhichOneof("event") == "completed"
+        moved_outputs = moved_overview[-1].completed.outputs
+        first_outputs = first_overview[-1].completed.outputs
+        assert moved_outputs["market_value"] != first_outputs["market_value"]
+        pinned_overview = await execute(
+            stack, user, overview(pricing_pack_id=pinned_pack, ledger_commit_hash=pinned_commit)
+        )
+        assert pinned_overview[-1].completed.outputs == first_outputs
         record = await execution_record(stack, backend, again[0].accepted.execution_id)
         assert (record["pricing_pack_id"], record["ledger_commit_hash"]) == (
             pinned_pack,
