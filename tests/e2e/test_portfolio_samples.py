@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from tests.e2e.test_cli import ok, saga_cli
 from tests.e2e.test_execute import bearer
+from tests.e2e.test_executions import node
 from tests.harness import Stack
 
 
@@ -97,3 +98,14 @@ def test_saga_execute_portfolio_overview_as_the_readme_says(stack: Stack) -> Non
     )
     assert set(figures) == {"market_value", "unrealised_pnl", "hhi"}, printed
     assert float(figures["market_value"]) > 0
+
+
+async def test_the_node_client_runs_portfolio_overview(stack: Stack) -> None:
+    lines = await node(stack, "execute.js", "portfolio_overview", "portfolio=demo")
+    started = [line["step_started"]["step_id"] for line in lines if line["event"] == "step_started"]
+    assert set(started) == {"positions", "valued", "reference", "metrics", "summary"}
+    completed = lines[-1]
+    assert completed["event"] == "completed"
+    figures = completed["completed"]["outputs"]["fields"]  # type: ignore[index]
+    assert figures["market_value"]["stringValue"] == "53496.050000"
+    assert figures["summary"]["stringValue"]
