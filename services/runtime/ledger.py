@@ -329,13 +329,7 @@ class Ledger:
         LEDGER_COMMIT_NOT_FOUND when `commit` is not a hash of this ledger."""
         if commit == GENESIS:
             return []
-        seq = await self._db.fetchval("SELECT seq FROM ledger_transactions WHERE hash = $1", commit)
-        if seq is None:
-            raise NotFound(
-                f"ledger commit {commit[:64]!r} is not in the ledger",
-                reason="LEDGER_COMMIT_NOT_FOUND",
-                metadata={"ledgerCommitHash": commit[:64]},
-            )
+        seq = await self.commit_seq(commit)
         rows = await self._db.fetch(
             f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM ledger_transactions "  # noqa: S608 (constant columns)
             "WHERE portfolio = $1 AND seq <= $2 AND trade_date <= $3 ORDER BY seq",
@@ -344,6 +338,22 @@ class Ledger:
             asof or "9999-12-31",
         )
         return [_row(r).transaction for r in rows]
+
+    async def commit_seq(self, commit: str) -> int:
+        """The position in the chain of the row whose hash is `commit`; NOT_FOUND
+        LEDGER_COMMIT_NOT_FOUND when it is not a hash of this ledger."""
+        seq = None
+        if len(commit) == len(GENESIS):
+            seq = await self._db.fetchval(
+                "SELECT seq FROM ledger_transactions WHERE hash = $1", commit
+            )
+        if seq is None:
+            raise NotFound(
+                f"ledger commit {commit[:64]!r} is not in the ledger",
+                reason="LEDGER_COMMIT_NOT_FOUND",
+                metadata={"ledgerCommitHash": commit[:64]},
+            )
+        return int(seq)
 
     async def rows(self) -> list[ChainRow]:
         """Every stored transaction, oldest first."""

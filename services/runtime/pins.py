@@ -14,12 +14,10 @@ from dataclasses import dataclass
 
 from saga.execution.v1 import options_pb2
 from services.common.database import Database
-from services.common.errors import FieldViolation, InvalidArgument, NotFound
+from services.common.errors import FieldViolation, InvalidArgument
 from services.common.freshness import PackState, check_fresh
 from services.runtime.ledger import GENESIS, Ledger
 from services.runtime.packs import Health, PackStore
-
-_COMMIT_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -83,15 +81,5 @@ class Pinning:
         head = self._ledger.head()
         if not pinned or pinned in (head, GENESIS):
             return pinned or head
-        # A commit is the hash of a row of the chain (read, not written: finance's ledger
-        # owns the table).
-        found = len(pinned) == _COMMIT_LENGTH and await self._db.fetchval(
-            "SELECT 1 FROM ledger_transactions WHERE hash = $1", pinned
-        )
-        if not found:
-            raise NotFound(
-                f"no ledger commit {pinned[:64]!r}",
-                reason="LEDGER_COMMIT_NOT_FOUND",
-                metadata={"ledgerCommitHash": pinned[:64]},
-            )
+        await self._ledger.commit_seq(pinned)  # NOT_FOUND unless it is a hash of the chain
         return pinned
