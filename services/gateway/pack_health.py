@@ -23,8 +23,8 @@ from services.common.config import GatewayConfig
 from services.common.errors import SagaError
 from services.common.freshness import PackState, check_fresh
 from services.common.guard import Context
+from services.common.ttl_cache import TtlCache
 from services.gateway.edge import Edge
-from services.gateway.ttl_cache import TtlCache
 
 GATE_REFUSALS = Counter(
     "saga_gateway_pack_gate_refusals",

@@ -124,7 +124,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     servicer = RuntimeServicer(
         catalog=catalog,
         registry=registry,
-        pinning=Pinning(packs, ledger, db),
+        pinning=Pinning(packs, ledger),
         executions=executions,
         sessions=sessions,
         events=events,

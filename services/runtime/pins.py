@@ -3,8 +3,10 @@
 By default the pack serving the run's asof (`PackStore.health`) and the ledger head; with
 `ExecuteOptions.pricing_pack_id` / `ledger_commit_hash` the ones named, so a rerun reproduces
 an earlier run after new packs and transactions. A pattern that `requires_pack` goes through
-the freshness gate on its pack (`services.common.freshness`); another pattern pins the pack
-only when it is FRESH or STALE (a warming or failed pack is nothing a run should name).
+the freshness gate on its pack (`services.common.freshness`), read from the store for each
+run; another pattern pins the pack only when it is FRESH or STALE (a warming or failed pack is
+nothing a run should name), read through a cache of `SERVED_CACHE_SECONDS` — what such a run
+names is informational, and the hot path of `chat` does no query for it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import datetime
 from dataclasses import dataclass
 
 from saga.execution.v1 import options_pb2
-from services.common.database import Database
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.freshness import PackState, check_fresh
+from services.common.ttl_cache import TtlCache
 from services.runtime.ledger import GENESIS, Ledger
 from services.runtime.packs import Health, PackStore
 
@@ -43,13 +45,19 @@ def pack_state(health: Health) -> PackState:
     )
 
 
+SERVED_CACHE_SECONDS = 1.0
+"""How long the pack a pattern without `requires_pack` names is reused (as the gateway's)."""
+
+
 class Pinning:
     """Resolves a run's pins against the pack store and the ledger."""
 
-    def __init__(self, packs: PackStore, ledger: Ledger, db: Database) -> None:
+    def __init__(self, packs: PackStore, ledger: Ledger) -> None:
         self._packs = packs
         self._ledger = ledger
-        self._db = db
+        self._served: TtlCache[str, Health] = TtlCache(
+            "served-pack", packs.health, SERVED_CACHE_SECONDS
+        )
 
     async def pin(
         self, asof: str, options: options_pb2.ExecuteOptions, requires_pack: bool
@@ -65,8 +73,10 @@ class Pinning:
                         FieldViolation("options.pricing_pack_id", f"a pack of {asof} or before")
                     ],
                 )
+        elif requires_pack:
+            health = await self._packs.health(asof)  # the gate reads the store itself
         else:
-            health = await self._packs.health(asof)
+            health = await self._served.get(asof)
         if requires_pack:
             check_fresh(
                 pack_state(health), options.allow_stale_pack, datetime.datetime.now(datetime.UTC)

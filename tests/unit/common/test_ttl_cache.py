@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from services.gateway.ttl_cache import TtlCache
+from services.common.ttl_cache import TtlCache
 from tests.clock import Clock
 
 

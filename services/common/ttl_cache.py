@@ -1,7 +1,8 @@
 """A small cache of answers from an inner service, each kept for a fixed time: a hit is a
 dict lookup and a clock read; concurrent misses for one key share one call (`SingleFlight`);
 a failure is not kept. The gateway's freshness gate reads pack health and patterns' flags
-through it, so the gate costs no RPC per Execute while the entry lives."""
+through it (no RPC per Execute while the entry lives), and the runtime the pack that runs of
+patterns without `requires_pack` name (no query per run)."""
 
 from __future__ import annotations
 
