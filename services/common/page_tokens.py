@@ -48,10 +48,16 @@ def decode(token: str, filters: Sequence[object], size: int) -> tuple[str, ...] 
         ):
             raise ValueError("malformed position")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            "page_token is not a token of this query: pass next_page_token unchanged, with "
-            "the same filters",
-            reason="PAGE_TOKEN_INVALID",
-            field_violations=[FieldViolation("page_token", "next_page_token of this query")],
-        ) from None
+        raise invalid() from None
     return tuple(position)
+
+
+def invalid() -> InvalidArgument:
+    """The refusal of a page token that is not one of this query (also for a position the
+    caller's own checks reject)."""
+    return InvalidArgument(
+        "page_token is not a token of this query: pass next_page_token unchanged, with the "
+        "same filters",
+        reason="PAGE_TOKEN_INVALID",
+        field_violations=[FieldViolation("page_token", "next_page_token of this query")],
+    )

@@ -17,8 +17,6 @@ caches it for at most a second.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime
 import json
 import logging
@@ -26,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, fields, replace
 from typing import Any
 
+from services.common import page_tokens
 from services.common.database import Database, Row, Tx
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.runtime.pack_rules import (
@@ -126,25 +125,6 @@ async def _insert(tx: Tx, pack: Pack) -> None:
         pack.reconciliation.to_json() if pack.reconciliation else "",
         pack.ready_by,
         pack.price_count,
-    )
-
-
-def _encode_token(pack: PackHead) -> str:
-    key = json.dumps([pack.asof, pack.created_at, pack.pack_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str, str]:
-    try:
-        asof, created_at, pack_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if all(isinstance(v, str) for v in (asof, created_at, pack_id)):
-            return asof, created_at, pack_id
-    except (ValueError, TypeError, binascii.Error):
-        pass
-    raise InvalidArgument(
-        "page_token is not a token this service issued",
-        reason="PAGE_TOKEN_INVALID",
-        field_violations=[FieldViolation("page_token", "not a token this service issued")],
     )
 
 
@@ -340,8 +320,9 @@ class PackStore:
                 field_violations=[FieldViolation("page_size", "must not be negative")],
             )
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        if page_token:
-            asof, created_at, pack_id = _decode_token(page_token)
+        after = page_tokens.decode(page_token, (), 3)
+        if after is not None:
+            asof, created_at, pack_id = after
             rows = await self._db.fetch(
                 f"SELECT {_HEAD} FROM packs WHERE asof < $1 OR (asof = $1 AND (created_at < $2 "  # noqa: S608 (constant columns)
                 "OR (created_at = $2 AND pack_id < $3))) "
@@ -358,7 +339,8 @@ class PackStore:
                 size + 1,
             )
         packs = [_head(r) for r in rows[:size]]
-        token = _encode_token(packs[-1]) if len(rows) > size else ""
+        last = packs[-1] if len(rows) > size else None
+        token = page_tokens.encode((last.asof, last.created_at, last.pack_id), ()) if last else ""
         healths = [
             Health(
                 asof=p.asof,

@@ -18,8 +18,6 @@ clears its own execution's session id the same way.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import secrets
@@ -29,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import page_tokens
 from services.common.database import Database, Row
 from services.common.errors import FieldViolation, InvalidArgument, NotFound
 from services.runtime.executions import clear_session
@@ -129,28 +128,19 @@ def page_size(requested: int) -> int:
 
 def encode_page_token(user_id: str, last: Session) -> str:
     """The opaque token of the page after `last`, for `user_id` only."""
-    raw = json.dumps([user_id, last.updated_at_us, last.session_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return page_tokens.encode((str(last.updated_at_us), last.session_id), (user_id,))
 
 
 def decode_page_token(user_id: str, token: str) -> tuple[int, str] | None:
     """The (updated_at_us, session_id) a page token continues after; None for the first
     page. INVALID_ARGUMENT `PAGE_TOKEN_INVALID` unless it is a token issued to `user_id`."""
-    if not token:
+    position = page_tokens.decode(token, (user_id,), 2)
+    if position is None:
         return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, UnicodeError, ValueError):
-        decoded = None
-    match decoded:
-        case [str(owner), int(updated), str(session_id)] if (
-            owner == user_id and _SESSION_ID.fullmatch(session_id)
-        ):
-            return updated, session_id
-    raise _invalid(
-        [FieldViolation("page_token", "not a token issued to you by a previous ListSessions")],
-        reason="PAGE_TOKEN_INVALID",
-    )
+    updated, session_id = position
+    if not (updated.isdigit() and _SESSION_ID.fullmatch(session_id)):
+        raise page_tokens.invalid()
+    return int(updated), session_id
 
 
 def _not_found(session_id: str) -> NotFound:

@@ -6,13 +6,12 @@ executions' session id. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from services.common import page_tokens
 from services.common.database import Database, open_database
 from services.common.errors import InvalidArgument, NotFound
 from services.runtime.executions import ExecutionRecord, ExecutionStore
@@ -114,12 +113,19 @@ async def test_pages_run_newest_first_and_tokens_stay_with_their_user(db: Databa
         await store.list("usr_b", 2, token)
     assert foreign.value.reason == "PAGE_TOKEN_INVALID"
     assert field_violations(foreign) == ["page_token"]
-    # Rewriting the owner inside the token is refused too (the caller is not that user).
-    owner, updated, after = json.loads(base64.urlsafe_b64decode(token + "=="))
-    forged = base64.urlsafe_b64encode(json.dumps(["usr_b", updated, after]).encode()).decode()
+    # A token bound to another owner is refused too (the caller is not that user).
+    position = page_tokens.decode(token, ("usr_a",), 2)
+    assert position is not None
     with pytest.raises(InvalidArgument):
-        await store.list(owner, 2, forged)
-    for junk in ("%%%", "bm90IGpzb24", base64.urlsafe_b64encode(b'["usr_a",1,"x"]').decode()):
+        await store.list("usr_a", 2, page_tokens.encode(position, ("usr_b",)))
+    # Junk, and a token of this owner whose position is no session's.
+    bad_position = page_tokens.encode(("1", "x"), ("usr_a",))
+    for junk in (
+        "%%%",
+        "bm90IGpzb24",
+        bad_position,
+        page_tokens.encode(("x", position[1]), ("usr_a",)),
+    ):
         with pytest.raises(InvalidArgument) as bad:
             await store.list("usr_a", 2, junk)
         assert bad.value.reason == "PAGE_TOKEN_INVALID"
