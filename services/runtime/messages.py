@@ -8,27 +8,21 @@ which the servicer calls itself); the few other events of a run are built and se
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
 from saga.execution.v1 import events_pb2, records_pb2
 from saga.runtime.v1 import runtime_pb2
+from services.common.timestamps import from_iso
 from services.common.usage_messages import usage_proto
 from services.runtime.capabilities import json_schema
 from services.runtime.executions import ExecutionRecord
 from services.runtime.patterns import Pattern, Problem
 from services.runtime.rights import Release
 from services.runtime.runner import RunFinished, StepBegan, StepFinished, StepSkipped
-
-
-def _timestamp(iso: str) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(datetime.datetime.fromisoformat(iso))
-    return stamp
 
 
 def execution(record: ExecutionRecord) -> records_pb2.Execution:
@@ -47,9 +41,9 @@ def execution(record: ExecutionRecord) -> records_pb2.Execution:
         error_reason=record.error_reason,
         asof=record.asof,
     )
-    out.created_at.CopyFrom(_timestamp(record.created_at))
+    out.created_at.CopyFrom(from_iso(record.created_at))
     if record.completed_at:
-        out.completed_at.CopyFrom(_timestamp(record.completed_at))
+        out.completed_at.CopyFrom(from_iso(record.completed_at))
     return out
 
 

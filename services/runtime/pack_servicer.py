@@ -6,14 +6,11 @@ PublishPack and relays GetPackHealth and ListPacks for any authenticated caller.
 
 from __future__ import annotations
 
-import datetime
-
-from google.protobuf import timestamp_pb2
-
 from saga.execution.v1 import records_pb2
 from saga.runtime.v1 import packs_pb2, packs_pb2_grpc
 from services.common.asof import resolve_asof, today_utc
 from services.common.guard import Context
+from services.common.timestamps import from_iso
 from services.runtime.packs import Health, PackStore, Price
 
 _STATUS = {
@@ -22,14 +19,6 @@ _STATUS = {
     "STALE": records_pb2.PACK_STATUS_STALE,
     "ERROR": records_pb2.PACK_STATUS_ERROR,
 }
-
-
-def _timestamp(iso: str) -> timestamp_pb2.Timestamp | None:
-    if not iso:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(datetime.datetime.fromisoformat(iso))
-    return stamp
 
 
 def health_proto(health: Health) -> records_pb2.PackHealth:
@@ -43,16 +32,16 @@ def health_proto(health: Health) -> records_pb2.PackHealth:
     out.asof = pack.asof
     out.source = pack.source
     out.carried_forward = health.carried_forward
-    if published := _timestamp(pack.created_at):
-        out.published_at.CopyFrom(published)
-    if pack.status == "WARMING" and (ready := _timestamp(pack.ready_by)):
-        out.estimated_ready.CopyFrom(ready)
+    if pack.created_at:
+        out.published_at.CopyFrom(from_iso(pack.created_at))
+    if pack.status == "WARMING" and pack.ready_by:
+        out.estimated_ready.CopyFrom(from_iso(pack.ready_by))
     summary = out.reconciliation
     summary.prices_total = pack.price_count
     if (r := pack.reconciliation) is not None:
         summary.passed = r.passed
-        if reconciled := _timestamp(r.reconciled_at):
-            summary.reconciled_at.CopyFrom(reconciled)
+        if r.reconciled_at:
+            summary.reconciled_at.CopyFrom(from_iso(r.reconciled_at))
         summary.held_symbols = r.held_symbols
         summary.missing_symbols.extend(r.missing_symbols)
         summary.non_positive_symbols.extend(r.non_positive_symbols)

@@ -4,21 +4,16 @@
 
 from __future__ import annotations
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
 from saga.execution.v1 import records_pb2
 from saga.runtime.v1 import sessions_pb2, sessions_pb2_grpc
 from services.common.context import ContextVerifier, RequestContext, metadata_token
 from services.common.errors import PermissionDenied
 from services.common.guard import Context
+from services.common.timestamps import from_micros
 from services.runtime.messages import struct
 from services.runtime.sessions import Session, SessionStore
-
-
-def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 def session_message(session: Session) -> records_pb2.Session:
@@ -28,13 +23,13 @@ def session_message(session: Session) -> records_pb2.Session:
         user_id=session.user_id,
         title=session.title,
         metadata=struct(session.metadata),
-        created_at=_timestamp(session.created_at_us),
-        updated_at=_timestamp(session.updated_at_us),
+        created_at=from_micros(session.created_at_us),
+        updated_at=from_micros(session.updated_at_us),
         stages=[
             records_pb2.Stage(
                 execution_id=s.execution_id,
                 pattern_id=s.pattern_id,
-                created_at=_timestamp(s.completed_at_us),
+                created_at=from_micros(s.completed_at_us),
                 outputs=struct(s.outputs),
             )
             for s in session.stages

@@ -9,21 +9,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from saga.vault.v1 import status_pb2, vault_pb2, vault_pb2_grpc
 from services.common.errors import SagaError
 from services.common.guard import Context, Identify
+from services.common.timestamps import from_micros
 from services.vault import bounds
 from services.vault.audit import AuditLog
 from services.vault.barrier import Barrier
 from services.vault.rotation import rewrap, rotate_key, status
-
-
-def _timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
@@ -81,7 +74,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
             payload=secret.payload,
             version=secret.version,
             metadata=dict(secret.metadata),
-            created_at=_timestamp(secret.created_at),
+            created_at=from_micros(secret.created_at),
         )
 
     async def DeleteSecret(
@@ -107,7 +100,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
                     name=i.name,
                     version=i.version,
                     metadata=dict(i.metadata),
-                    updated_at=_timestamp(i.updated_at),
+                    updated_at=from_micros(i.updated_at),
                     key_id=i.key_id,
                 )
                 for i in infos
