@@ -228,6 +228,11 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "weights.latency": acted("services/router/servicer.py"),
         "weights.quality": acted("services/router/servicer.py"),
         "weights.reliability": acted("services/router/servicer.py"),
+        "top_p": acted("services/router/servicer.py"),
+        "seed": acted("services/router/servicer.py"),
+        "presence_penalty": acted("services/router/servicer.py"),
+        "frequency_penalty": acted("services/router/servicer.py"),
+        "end_user": acted("services/router/servicer.py"),
     },
     "saga.router.v1.CheckProvidersRequest": {
         "providers": acted("services/router/servicer.py"),

@@ -46,7 +46,7 @@ from services.router.budget_reservations import (
     max_cost,
     remaining_after_refusal,
 )
-from services.router.calls import CustomWeights, ReasonCall
+from services.router.calls import CustomWeights, ReasonCall, able
 from services.router.candidates import allowed_only, choose
 from services.router.charges import ChargePolicy
 from services.router.engines.base import TextDelta, estimate_input_tokens
@@ -110,7 +110,7 @@ async def run_call(
     the generator (`aclosing`) when done with it: that is when it settles. `hold` stores an
     attempt's provisional record (None: attempts are stored only when they end), charged by
     `policy` like the attempts' real records."""
-    allowed = allowed_only(providers, call.allowed)
+    allowed = able(allowed_only(providers, call.allowed), call)
 
     def ranked(strategy: Strategy | None, ranking: RankingSnapshot | None) -> list[ProviderConfig]:
         return choose(

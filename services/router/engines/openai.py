@@ -140,6 +140,9 @@ class OpenAIEngine(HttpEngine):
             body["temperature"] = request.temperature
         if request.stop:
             body["stop"] = list(request.stop)
+        body.update(request.sampling.numbers())
+        if request.sampling.end_user:
+            body["user"] = request.sampling.end_user
         return body
 
     def error_of(

@@ -12,21 +12,22 @@ from services.runtime.agents.step import StepCall
 HISTORY_ROLES = {"user": router_pb2.ROLE_USER, "assistant": router_pb2.ROLE_ASSISTANT}
 
 
-def history_messages(call: StepCall) -> list[router_pb2.Message]:
-    """The step's `history` as router messages; INVALID_ARGUMENT STEP_ARGS_INVALID naming
-    each turn that is not {role: user|assistant, content: text}."""
-    turns = call.args.get("history")
+def history_messages(call: StepCall, arg: str = "history") -> list[router_pb2.Message]:
+    """The step's `arg` (`history`, or `messages`: the same turns given by the run's own
+    inputs) as router messages; INVALID_ARGUMENT STEP_ARGS_INVALID naming each turn that is
+    not {role: user|assistant, content: text}."""
+    turns = call.args.get(arg)
     if turns is None:
         return []
     if not isinstance(turns, list | tuple):
-        raise step_args_invalid(call, [("history", "expected an array")])
+        raise step_args_invalid(call, [(arg, "expected an array")])
     messages, problems = [], []
     for i, entry in enumerate(turns):
         match entry:
             case {"role": str(role), "content": str(content)} if role in HISTORY_ROLES:
                 messages.append(router_pb2.Message(role=HISTORY_ROLES[role], content=content))
             case _:
-                problems.append((f"history[{i}]", "expected {role: user|assistant, content: text}"))
+                problems.append((f"{arg}[{i}]", "expected {role: user|assistant, content: text}"))
     if problems:
         raise step_args_invalid(call, problems)
     return messages

@@ -127,6 +127,11 @@ class ReasonRequest(_message.Message):
     MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
+    FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
+    END_USER_FIELD_NUMBER: _builtins.int
     system_prompt: _builtins.str
     """Sent as the system message, before messages."""
     max_tokens: _builtins.int
@@ -145,6 +150,21 @@ class ReasonRequest(_message.Message):
     """Upper bound on this call's cost; 0 = only the user's budget applies. Refused before any
     provider is called when the cheapest candidate cannot fit it; a stream that would exceed
     it is stopped (RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED).
+    """
+    top_p: _builtins.float
+    """Sampling fields 15-19: only providers whose engine sends every one that is set are
+    candidates, so a field is never dropped; when no candidate can, INVALID_ARGUMENT
+    PARAMETER_UNSUPPORTED names the field.
+    Nucleus sampling, 0..1; unset = the provider's default.
+    """
+    seed: _builtins.int
+    """Sampling seed for providers that make sampling repeatable with one; unset = none."""
+    presence_penalty: _builtins.float
+    """Penalties for tokens already present / by their frequency, -2..2; unset = none."""
+    frequency_penalty: _builtins.float
+    end_user: _builtins.str
+    """The caller's own end user (an opaque id, at most 256 characters), passed to providers
+    that take one for abuse monitoring; empty = none.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -187,14 +207,36 @@ class ReasonRequest(_message.Message):
         max_cost_micro_usd: _builtins.int = ...,
         allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
         weights: _options_pb2.StrategyWeights | None = ...,
+        top_p: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+        presence_penalty: _builtins.float | None = ...,
+        frequency_penalty: _builtins.float | None = ...,
+        end_user: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "accounting", b"accounting", "frequency_penalty", b"frequency_penalty", "presence_penalty", b"presence_penalty", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "end_user", b"end_user", "frequency_penalty", b"frequency_penalty", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "presence_penalty", b"presence_penalty", "response_mode", b"response_mode", "seed", b"seed", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "top_p", b"top_p", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
+    _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__presence_penalty: _TypeAlias = _typing.Literal["presence_penalty"]  # noqa: Y015
+    _WhichOneofArgType__presence_penalty: _TypeAlias = _typing.Literal["_presence_penalty", b"_presence_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__frequency_penalty) -> _WhichOneofReturnType__frequency_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__presence_penalty) -> _WhichOneofReturnType__presence_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___ReasonRequest: _TypeAlias = ReasonRequest  # noqa: Y015
 
