@@ -10,6 +10,7 @@
         [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
                                                pin a pack and ledger commit to rerun a run
     saga patterns list | show ID               what you can run: inputs, steps, refused files
+    saga models                                the model names the OpenAI-compatible API takes
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -52,7 +53,17 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, executions, ledger, packs, patterns, sessions
+from clients.cli import (
+    account,
+    admin,
+    arguments,
+    executions,
+    ledger,
+    models,
+    packs,
+    patterns,
+    sessions,
+)
 from clients.cli.execute import execute
 from clients.cli.settings import Settings
 from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
@@ -140,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     packs.add_parsers(sub, common)
     executions.add_parser(sub, common)
     patterns.add_parsers(sub, common)
+    models.add_parser(sub, common)
     return p
 
 
@@ -171,6 +183,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "packs": packs.packs,
             "executions": executions.executions,
             "patterns": patterns.patterns,
+            "models": models.models,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -233,14 +233,14 @@ def able(providers: Sequence[ProviderConfig], call: ReasonCall) -> list[Provider
     kept = [p for p in providers if not sampling.unsupported(p.kind, present)]
     if kept:
         return kept
-    missing = sorted({f for p in providers for f in sampling.unsupported(p.kind, present)})
-    field = missing[0] if missing else "sampling"
+    # Every provider lacks one at least (none would be `kept`), so `missing` is not empty.
+    lacking = {f for p in providers for f in sampling.unsupported(p.kind, present)}
+    missing = [f for f in sampling.OPTIONAL_FIELDS if f in lacking]
     kinds = ", ".join(sorted({p.kind for p in providers})) or "none"
     raise InvalidArgument(
         f"no candidate provider can send {', '.join(missing)} (their engines: {kinds})",
         reason="PARAMETER_UNSUPPORTED",
         field_violations=[
             FieldViolation(f, "not sent by the engine of any candidate provider") for f in missing
-        ]
-        or [FieldViolation(field, "unsupported")],
+        ],
     )

@@ -309,3 +309,35 @@ async def test_the_node_sdk_streams_a_completion_with_usage(stack: Stack) -> Non
     assert out["finish_reason"] == "stop"
     assert out["usage"]["total_tokens"] > 0
     assert out["not_found"] == {"status": 404, "code": "MODEL_NOT_FOUND"}
+
+
+async def test_saga_models_lists_what_v1_models_lists(stack: Stack) -> None:
+    listed = [m.id for m in (await client(stack).models.list()).data]
+    shown = await asyncio.to_thread(saga_cli, stack, "models")
+    rows = [line.split()[0] for line in ok(shown).splitlines()[1:] if line.strip()]
+    assert rows == listed
+    assert ok(shown).splitlines()[0].split()[:3] == ["MODEL", "KIND", "PROVIDERS"]
+    as_json = json.loads(ok(await asyncio.to_thread(saga_cli, stack, "--json", "models")))
+    assert [m["id"] for m in as_json["models"]] == listed
+
+
+async def test_a_stream_continued_after_a_break_names_the_fallback(
+    stack: Stack, fake: FakeProviders
+) -> None:
+    fake.script("ollama", Script(tokens=8, cut_after=2))
+    stream = await client(stack).chat.completions.create(
+        model="team/chat",
+        messages=[{"role": "user", "content": "keep going"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # primary's two tokens, then backup's continuation: one answer, no error.
+    assert text.startswith(answer_text(2))
+    assert len(text) > len(answer_text(2))
+    assert chunks[0].model == "team/chat"
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert (final.model, final.choices[0].finish_reason) == ("gpt-fake", "stop")
+    assert chunks[-1].usage is not None
+    assert len(fake.requests("openai")) == 1
