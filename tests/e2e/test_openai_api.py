@@ -341,3 +341,38 @@ async def test_a_stream_continued_after_a_break_names_the_fallback(
     assert (final.model, final.choices[0].finish_reason) == ("gpt-fake", "stop")
     assert chunks[-1].usage is not None
     assert len(fake.requests("openai")) == 1
+
+
+def readme_snippet(language: str) -> str:
+    """The README's OpenAI SDK snippet in `language` (its first such block in the section)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Calling Saga with the OpenAI SDKs") :]
+    start = section.index(f"```{language}\n") + len(language) + 4
+    return section[start : section.index("```", start)]
+
+
+@pytest.mark.parametrize(
+    ("language", "command"),
+    [("python", ["python", "-c"]), ("js", ["node", "--input-type=module", "-e"])],
+)
+async def test_the_readme_snippets_run_as_written(
+    stack: Stack, language: str, command: list[str]
+) -> None:
+    # The snippets call the default stack (port 8080, .saga/admin.key) and model
+    # saga/cheapest, which every configuration has; only where they reach is changed here.
+    code = (
+        readme_snippet(language)
+        .replace("http://127.0.0.1:8080/v1", base_url(stack))
+        .replace(".saga/admin.key", str(stack.data_dir / "admin.key"))
+    )
+    executable = {"python": str(ROOT / ".venv" / "bin" / "python")}.get(command[0], command[0])
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [executable, *command[1:], code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+    assert answer_text(5).strip() in result.stdout

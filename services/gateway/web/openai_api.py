@@ -177,6 +177,8 @@ class OpenAIApi:
         self._execution = execution
         self._models = models
         self._catalog = catalog
+        self._started = int(time.time())
+        """`created` of every model (they exist since the configuration was read)."""
 
     async def list_models(self, request: web.Request) -> web.Response:
         """GET /v1/models: ListModels, as OpenAI's model list."""
@@ -189,7 +191,7 @@ class OpenAIApi:
             {
                 "id": m.id,
                 "object": "model",
-                "created": 0,
+                "created": self._started,
                 "owned_by": _MODEL_OWNERS.get(m.kind, ",".join(m.providers)),
                 "saga": json_format.MessageToDict(m, preserving_proto_field_name=True),
             }
@@ -224,6 +226,9 @@ class OpenAIApi:
                     return await self._stream(request, chat, answer, events)
                 async for event in events:
                     answer.see(event)
+                    if request.transport is None or request.transport.is_closing():
+                        # The client left: stop the run (and its bill) as a gRPC cancel does.
+                        return web.Response(status=499)
             if not answer.completed:
                 raise _incomplete()
         except Exception as error:
@@ -249,18 +254,18 @@ class OpenAIApi:
                     await stream.send(answer.chunk({"content": text}))
             if not answer.completed:
                 raise _incomplete()
+            await stream.send(answer.chunk({}, answer.finish_reason))
+            if chat.include_usage:
+                await stream.send(answer.usage_chunk())
+            await stream.send("[DONE]")
         except ConnectionResetError:
-            return stream.response  # the client left; nothing more can reach it
+            pass  # the client left; nothing more can reach it
         except Exception as error:
             if not stream.opened:
                 raise
-            status = status_for(_logged(error), DOMAIN)
-            await stream.send({"error": openai_error(status)})
-            return await stream.close()
-        await stream.send(answer.chunk({}, answer.finish_reason))
-        if chat.include_usage:
-            await stream.send(answer.usage_chunk())
-        await stream.send("[DONE]")
+            # After text: an error event (the SDKs raise it), and no [DONE].
+            with contextlib.suppress(ConnectionResetError):
+                await stream.send({"error": openai_error(status_for(_logged(error), DOMAIN))})
         return await stream.close()
 
     def routes(self) -> list[web.RouteDef]:
