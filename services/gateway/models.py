@@ -67,6 +67,15 @@ def catalog(config: Config) -> list[models_pb2.Model]:
     return models
 
 
+def model_not_found(name: str) -> NotFound:
+    """NOT_FOUND MODEL_NOT_FOUND for `name`, naming the `model` field."""
+    return NotFound(
+        f"the model {name[:128]!r} does not exist; GET /v1/models lists the models",
+        reason="MODEL_NOT_FOUND",
+        field_violations=[FieldViolation("model", "one of the ids /v1/models lists")],
+    )
+
+
 class ModelCatalog:
     """The configuration's model names, resolved without a call."""
 
@@ -79,11 +88,7 @@ class ModelCatalog:
         """The model called `name`; NOT_FOUND MODEL_NOT_FOUND naming `model` otherwise."""
         model = self._by_id.get(name)
         if model is None:
-            raise NotFound(
-                f"the model {name[:128]!r} does not exist; GET /v1/models lists the models",
-                reason="MODEL_NOT_FOUND",
-                field_violations=[FieldViolation("model", "one of the ids /v1/models lists")],
-            )
+            raise model_not_found(name)
         return model
 
     def route(self, model: models_pb2.Model) -> options_pb2.ExecuteOptions:

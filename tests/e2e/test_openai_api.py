@@ -376,3 +376,11 @@ async def test_the_readme_snippets_run_as_written(
     )
     assert result.returncode == 0, result.stderr
     assert answer_text(5).strip() in result.stdout
+
+
+async def test_one_model_is_retrieved_by_id(stack: Stack) -> None:
+    model = await client(stack).models.retrieve("team/chat")
+    assert (model.id, model.object, model.owned_by) == ("team/chat", "model", "saga")
+    with pytest.raises(openai.NotFoundError) as raised:
+        await client(stack).models.retrieve("no-such-model")
+    assert raised.value.code == "MODEL_NOT_FOUND"

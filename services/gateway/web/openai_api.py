@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API (SPEC 3.1): `POST /v1/chat/completions` and `GET /v1/models`.
+"""The OpenAI-compatible API (SPEC 3.1): `POST /v1/chat/completions`, `GET /v1/models` and
+`GET /v1/models/{id}`.
 
 A chat completion is a run of the `chat` pattern through `ExecutionServicer.Execute`, the
 method the gRPC door calls: the same authentication, scopes, freshness gate, budgets,
@@ -37,7 +38,7 @@ from services.common.errors import SagaError, Unavailable
 from services.common.status import status_for
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
-from services.gateway.models import ModelCatalog, ModelServicer
+from services.gateway.models import ModelCatalog, ModelServicer, model_not_found
 from services.gateway.web.calls import read_json
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN
@@ -180,24 +181,39 @@ class OpenAIApi:
         self._started = int(time.time())
         """`created` of every model (they exist since the configuration was read)."""
 
+    def _model(self, model: models_pb2.Model) -> dict[str, Any]:
+        """OpenAI's model object of `model` (with Saga's own description under `saga`)."""
+        return {
+            "id": model.id,
+            "object": "model",
+            "created": self._started,
+            "owned_by": _MODEL_OWNERS.get(model.kind, ",".join(model.providers)),
+            "saga": json_format.MessageToDict(model, preserving_proto_field_name=True),
+        }
+
+    async def _list(self, request: web.Request) -> models_pb2.ListModelsResponse:
+        context: Any = HttpCallContext(request, MODELS_TIMEOUT_SECONDS)  # a servicer context
+        return await self._models.ListModels(models_pb2.ListModelsRequest(), context)
+
     async def list_models(self, request: web.Request) -> web.Response:
         """GET /v1/models: ListModels, as OpenAI's model list."""
-        context: Any = HttpCallContext(request, MODELS_TIMEOUT_SECONDS)  # a servicer context
         try:
-            reply = await self._models.ListModels(models_pb2.ListModelsRequest(), context)
+            reply = await self._list(request)
         except Exception as error:
             return openai_error_response(_logged(error))
-        data = [
-            {
-                "id": m.id,
-                "object": "model",
-                "created": self._started,
-                "owned_by": _MODEL_OWNERS.get(m.kind, ",".join(m.providers)),
-                "saga": json_format.MessageToDict(m, preserving_proto_field_name=True),
-            }
-            for m in reply.models
-        ]
-        return web.json_response({"object": "list", "data": data})
+        return web.json_response({"object": "list", "data": [self._model(m) for m in reply.models]})
+
+    async def retrieve_model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model}: one model of ListModels (ids may hold a `/`)."""
+        wanted = request.match_info["model"]
+        try:
+            reply = await self._list(request)
+        except Exception as error:
+            return openai_error_response(_logged(error))
+        model = next((m for m in reply.models if m.id == wanted), None)
+        if model is None:
+            return openai_error_response(model_not_found(wanted))
+        return web.json_response(self._model(model))
 
     async def _run(
         self, request: web.Request, context: Any
@@ -273,4 +289,5 @@ class OpenAIApi:
         return [
             web.post("/v1/chat/completions", self.chat_completions),
             web.get("/v1/models", self.list_models),
+            web.get("/v1/models/{model:.+}", self.retrieve_model),
         ]
