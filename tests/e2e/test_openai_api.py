@@ -291,9 +291,18 @@ async def test_curl_streams_sse_ending_in_done(stack: Stack) -> None:
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == answer_text(5)
 
 
-async def test_the_node_sdk_streams_a_completion_with_usage(stack: Stack) -> None:
-    env = {**os.environ, "SAGA_OPENAI_BASE_URL": base_url(stack), "SAGA_KEY": stack.admin_key()}
-    env = {k: v for k, v in env.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+async def test_the_node_sdk_gets_the_same_answers_and_refusals(
+    stack: Stack, fake: FakeProviders
+) -> None:
+    user, token = await new_user(stack)
+    ok(await asyncio.to_thread(saga_cli, stack, "budgets", "set", user, "--amount", TINY))
+    fake.script("ollama", Script(fail="server_error"))  # the group's first call falls back
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SAGA_"))}
+    env |= {
+        "SAGA_OPENAI_BASE_URL": base_url(stack),
+        "SAGA_KEY": stack.admin_key(),
+        "SAGA_BUDGETED_KEY": token,
+    }
     result = await asyncio.to_thread(
         subprocess.run,
         ["node", str(NODE_CLIENT)],
@@ -304,11 +313,13 @@ async def test_the_node_sdk_streams_a_completion_with_usage(stack: Stack) -> Non
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["text"] == answer_text(5)
-    assert out["model"] == "llama-a"
-    assert out["finish_reason"] == "stop"
-    assert out["usage"]["total_tokens"] > 0
-    assert out["not_found"] == {"status": 404, "code": "MODEL_NOT_FOUND"}
+    assert out["fallback"] == {"model": "gpt-fake", "text": answer_text(5)}
+    assert (out["stream"]["text"], out["stream"]["finish_reason"]) == (answer_text(5), "stop")
+    assert out["stream"]["usage"]["total_tokens"] > 0
+    assert out["bad_key"]["status"] == 401
+    assert (out["budget"]["status"], out["budget"]["code"]) == (429, "BUDGET_EXHAUSTED")
+    assert out["not_found"] == {"status": 404, "code": "MODEL_NOT_FOUND", "param": "model"}
+    assert (out["unsupported"]["status"], out["unsupported"]["param"]) == (400, "n")
 
 
 async def test_saga_models_lists_what_v1_models_lists(stack: Stack) -> None:

@@ -1,26 +1,37 @@
-// The official `openai` npm package against Saga's OpenAI-compatible API: stream a
-// completion with usage, then ask for a model that does not exist. Prints one JSON object.
-// SAGA_OPENAI_BASE_URL and SAGA_KEY say where and as whom.
+// The official `openai` npm package against Saga's OpenAI-compatible API. Prints one JSON
+// object with what each call gave: a completion that falls back (the test makes the group's
+// first provider fail once), a stream with usage, and the refusals as the SDK's classes.
+// SAGA_OPENAI_BASE_URL, SAGA_KEY and SAGA_BUDGETED_KEY (a user whose budget is spent) say
+// where and as whom.
 import OpenAI from "openai";
 
-const client = new OpenAI({
-  baseURL: process.env.SAGA_OPENAI_BASE_URL,
-  apiKey: process.env.SAGA_KEY,
-  maxRetries: 0,
-});
+const baseURL = process.env.SAGA_OPENAI_BASE_URL;
+const sdk = (apiKey) => new OpenAI({ baseURL, apiKey, maxRetries: 0 });
+const client = sdk(process.env.SAGA_KEY);
+const hi = [{ role: "user", content: "hello from node" }];
+
+async function refusal(kind, call) {
+  try {
+    await call();
+  } catch (error) {
+    if (!(error instanceof OpenAI[kind])) throw error;
+    return { status: error.status, code: error.code, param: error.param ?? null };
+  }
+  throw new Error(`expected ${kind}`);
+}
+
+const fallback = await client.chat.completions.create({ model: "team/chat", messages: hi });
 
 const stream = await client.chat.completions.create({
   model: "llama-a",
-  messages: [{ role: "user", content: "hello from node" }],
+  messages: hi,
   stream: true,
   stream_options: { include_usage: true },
 });
 let text = "";
-let model = "";
 let finish_reason = null;
 let usage = null;
 for await (const chunk of stream) {
-  model = chunk.model;
   if (chunk.choices.length > 0) {
     text += chunk.choices[0].delta.content ?? "";
     finish_reason = chunk.choices[0].finish_reason ?? finish_reason;
@@ -28,14 +39,20 @@ for await (const chunk of stream) {
   if (chunk.usage) usage = chunk.usage;
 }
 
-let not_found = null;
-try {
-  await client.chat.completions.create({
-    model: "no-such-model",
-    messages: [{ role: "user", content: "hi" }],
-  });
-} catch (error) {
-  if (!(error instanceof OpenAI.NotFoundError)) throw error;
-  not_found = { status: error.status, code: error.code };
-}
-process.stdout.write(JSON.stringify({ text, model, finish_reason, usage, not_found }));
+const out = {
+  fallback: { model: fallback.model, text: fallback.choices[0].message.content },
+  stream: { text, finish_reason, usage },
+  bad_key: await refusal("AuthenticationError", () =>
+    sdk("sk-not-a-saga-key").chat.completions.create({ model: "llama-a", messages: hi }),
+  ),
+  budget: await refusal("RateLimitError", () =>
+    sdk(process.env.SAGA_BUDGETED_KEY).chat.completions.create({ model: "llama-a", messages: hi }),
+  ),
+  not_found: await refusal("NotFoundError", () =>
+    client.chat.completions.create({ model: "no-such-model", messages: hi }),
+  ),
+  unsupported: await refusal("BadRequestError", () =>
+    client.chat.completions.create({ model: "llama-a", messages: hi, n: 2 }),
+  ),
+};
+process.stdout.write(JSON.stringify(out));
