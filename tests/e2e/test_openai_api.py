@@ -254,6 +254,11 @@ async def test_a_spent_budget_is_a_rate_limit_error(stack: Stack, fake: FakeProv
         )
     assert raised.value.code == "BUDGET_EXHAUSTED"
     assert raised.value.response.headers["x-should-retry"] == "false"
+    # A stream refused before any text is the same HTTP error, not an event in a 200.
+    with pytest.raises(openai.RateLimitError):
+        await client(stack, key=token).chat.completions.create(
+            model="llama-a", messages=[{"role": "user", "content": "again"}], stream=True
+        )
     assert fake.requests() == []
 
 
