@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -400,3 +401,20 @@ async def test_one_model_is_retrieved_by_id(stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
         await client(stack).models.retrieve("no-such-model")
     assert raised.value.code == "MODEL_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[" * 100_000 + "]" * 100_000, '{"model": "llama-a", "messages": "hi"}'],
+    ids=["text", "deep", "wrong-type"],
+)
+async def test_a_body_that_is_no_request_is_a_bad_request(stack: Stack, body: str) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key()}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base_url(stack)}/chat/completions", data=body, headers=headers) as response,
+    ):
+        error = (await response.json())["error"]
+    assert response.status == 400
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] in ("body", "messages")

@@ -66,7 +66,8 @@ async def read_json(request: web.Request) -> Any:
     try:
         text = await request.text()
         return json.loads(text) if text.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    # Nesting deeper than the parser's recursion limit is malformed too, not a crash.
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InvalidArgument(
             f"the request body is not JSON: {error}",
             reason="REQUEST_MALFORMED",

@@ -125,7 +125,7 @@ def _content(value: Any, param: str) -> str:
         for i, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise unsupported(f"{param}[{i}]", f"a content part of type {kind!r}")
+                raise unsupported(f"{param}[{i}]", f"a content part of type {str(kind)[:32]!r}")
             if not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
                 raise invalid(f"{param}[{i}]", "a text part is {type: text, text: string}")
             texts.append(part["text"])
