@@ -87,7 +87,8 @@ class _Answer:
                 self.finish_reason = reason.string_value
         elif kind == "completed":
             done = event.completed
-            self.text = done.outputs.fields["text"].string_value
+            text = done.outputs.fields.get("text")
+            self.text = text.string_value if text is not None else ""
             self.cost_micro_usd = done.cost_micro_usd
             self.usage = {
                 "prompt_tokens": done.usage.input_tokens,
