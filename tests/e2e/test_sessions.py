@@ -175,6 +175,10 @@ async def test_runs_append_stages_and_delete_keeps_the_executions(
     assert [s.execution_id for s in session.stages] == execution_ids
     assert [s.pattern_id for s in session.stages] == ["chat", "chat"]
     assert [s.outputs["text"] for s in session.stages] == texts
+    assert [json_format.MessageToDict(s.inputs) for s in session.stages] == [
+        {"prompt": "first"},
+        {"prompt": "second"},
+    ]
     assert (
         session.stages[0].created_at.ToMicroseconds()
         < session.stages[1].created_at.ToMicroseconds()
@@ -309,8 +313,10 @@ def test_the_cli_creates_lists_shows_and_deletes_sessions(stack: Stack) -> None:
     assert '{"desk": "fx"}' in shown
     stage = next(line for line in shown.splitlines() if execution_id in line)
     assert stage.split()[:3] == ["1", execution_id, "chat"]
+    assert '{"prompt": "hi"}' in stage
     as_json = json.loads(saga("sessions", "show", session_id, "--json"))
     assert [s["executionId"] for s in as_json["session"]["stages"]] == [execution_id]
+    assert as_json["session"]["stages"][0]["inputs"] == {"prompt": "hi"}
 
     assert saga("sessions", "delete", session_id).strip() == f"deleted {session_id}"
     gone = run_cli(
