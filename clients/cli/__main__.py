@@ -78,6 +78,13 @@ def parser() -> argparse.ArgumentParser:
         prog="saga", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--gateway", help="host:port (default: $SAGA_GATEWAY, config, 127.0.0.1:50051)")
+    p.add_argument(
+        "--ca-file",
+        help="dial the gateway over TLS, trusting this CA (default: $SAGA_GATEWAY_CA_FILE)",
+    )
+    p.add_argument(
+        "--tls", action="store_true", help="dial the gateway over TLS with the system's CAs"
+    )
     p.add_argument("--key", help="API key or token (default: $SAGA_API_KEY, <data_dir>/admin.key)")
     p.add_argument("--data-dir", help="where admin.key is (default: $SAGA_DATA_DIR, config, .saga)")
     p.add_argument(
@@ -133,7 +140,7 @@ def _credential_if_any(settings: Settings) -> tuple[tuple[str, str], ...]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    channel: grpc.aio.Channel = grpc.aio.insecure_channel(settings.gateway())
+    channel = settings.channel()
     try:
         if args.command == "register":
             return await account.sign_in(channel, args, _credential_if_any(settings))
