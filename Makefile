@@ -61,10 +61,12 @@ lock:
 	$(LOCK_VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -c requirements.lock \
 		-o requirements-runtime.lock
 
-# A CycloneDX SBOM of what the image installs (the runtime lock: names, versions, hashes).
+# A CycloneDX SBOM (JSON) of what the image installs: every package of the runtime lock with
+# its version, purl and the sha256 of each of its files.
+SBOM ?= sbom.cdx.json
 sbom: setup
 	$(VENV)/bin/cyclonedx-py requirements requirements-runtime.lock \
-		--pyproject pyproject.toml --output-reproducible --of JSON -o sbom.cdx.json
+		--pyproject pyproject.toml --output-reproducible --of JSON -o $(SBOM)
 
 pytest: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
