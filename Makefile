@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup gen lint typecheck proto-check pytest baseline lock sbom clean
+.PHONY: run test setup gen lint typecheck proto-check pytest baseline lock sbom audit clean
 
 run: setup
 	$(PY) -m services.supervisor
@@ -67,6 +67,11 @@ SBOM ?= sbom.cdx.json
 sbom: setup
 	$(VENV)/bin/cyclonedx-py requirements requirements-runtime.lock \
 		--pyproject pyproject.toml --output-reproducible --of JSON -o $(SBOM)
+
+# Known vulnerabilities in every locked package (asks the advisory database: needs the network,
+# so CI runs it, not `make test`). Resolution is the lock's own: nothing is installed.
+audit: setup
+	$(VENV)/bin/pip-audit --strict --disable-pip -r requirements.lock
 
 pytest: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
