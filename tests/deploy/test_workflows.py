@@ -113,6 +113,13 @@ def test_ci_runs_the_suite_buf_breaking_the_image_and_an_audit_on_every_push_and
     assert "pip-audit" in (ROOT / "Makefile").read_text()
 
 
+def test_dependabot_moves_the_action_and_image_pins() -> None:
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    watched = {(u["package-ecosystem"], u["directory"]) for u in config["updates"]}
+    assert watched == {("github-actions", "/"), ("docker", "/deploy")}
+    assert (ROOT / "deploy" / "Dockerfile").exists()  # what the docker entry reads
+
+
 def test_the_npm_lock_has_an_integrity_hash_for_every_package() -> None:
     lock = json.loads((ROOT / "package-lock.json").read_text())
     packages = {k: v for k, v in lock["packages"].items() if k}
