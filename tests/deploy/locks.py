@@ -16,12 +16,18 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+PROJECT = "saga (pyproject.toml)"
+"""How uv's `# via` annotation names a requirement of pyproject.toml itself."""
+
+
 @dataclass(frozen=True)
 class Locked:
-    """One entry of a lock: the pinned version and the sha256 of every file it may install."""
+    """One entry of a lock: the pinned version, the sha256 of every file it may install, and
+    what required it (uv's `# via` annotation: package names, or `PROJECT`)."""
 
     version: str
     hashes: frozenset[str]
+    via: frozenset[str] = frozenset()
 
 
 def read_lock(text: str) -> dict[str, Locked]:
@@ -30,14 +36,26 @@ def read_lock(text: str) -> dict[str, Locked]:
     name = ""
     version = ""
     hashes: set[str] = set()
+    via: set[str] = set()
     for line in [*text.splitlines(), "end==0"]:
         entry = _ENTRY.match(line)
         if entry:
             if name:
-                entries[canonical(name)] = Locked(version, frozenset(hashes))
-            name, version, hashes = entry[1], entry[2], set()
+                entries[canonical(name)] = Locked(version, frozenset(hashes), frozenset(via))
+            name, version, hashes, via = entry[1], entry[2], set(), set()
         hashes.update(_HASH.findall(line))
+        if name and (by := re.fullmatch(r"\s+#\s+(?:via\s+)?(.+?)\s*", line)) and by[1] != "via":
+            via.add(by[1] if by[1] == PROJECT or by[1].startswith("-") else canonical(by[1]))
     return entries
+
+
+def stale(pins: dict[str, str], lock: dict[str, Locked]) -> list[str]:
+    """Entries nothing pinned requires any more: neither a pin of pyproject.toml nor, by the
+    lock's own `# via` annotations, a dependency of one (a pin removed, the lock not redone)."""
+    needed = {name for name in lock if name in pins}
+    while grown := {name for name, e in lock.items() if name not in needed and e.via & needed}:
+        needed |= grown
+    return sorted(set(lock) - needed)
 
 
 def pyproject_pins(text: str, extras: tuple[str, ...] = ()) -> dict[str, str]:

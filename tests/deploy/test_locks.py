@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.locks import Locked, disagreements, pyproject_pins, read, read_lock
+from tests.deploy.locks import Locked, disagreements, pyproject_pins, read, read_lock, stale
 from tests.harness import ROOT
 
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
@@ -18,6 +18,24 @@ def test_every_pin_of_pyproject_is_in_the_lock_at_its_version_with_hashes() -> N
     assert "pytest" in pins
     assert "grpcio" in pins
     assert disagreements(pins, read(ROOT / "requirements.lock")) == []
+
+
+def test_the_lock_holds_nothing_pyproject_no_longer_requires() -> None:
+    pins = pyproject_pins(PYPROJECT, extras=("dev",))
+    assert stale(pins, read(ROOT / "requirements.lock")) == []
+    assert stale(pyproject_pins(PYPROJECT), read(ROOT / "requirements-runtime.lock")) == []
+
+
+def test_the_stale_check_finds_an_entry_left_behind() -> None:
+    lock = read_lock(
+        "aiohttp==3.14.5 \\\n    # via saga (pyproject.toml)\n"
+        "yarl==1.25.1 \\\n    # via\n    #   aiohttp\n    #   -c requirements.lock\n"
+        "openai==3.51.0 \\\n    # via saga (pyproject.toml)\n"
+        "httpx==0.28.1 \\\n    # via openai\n"
+    )
+    assert lock["yarl"].via == {"aiohttp", "-c requirements.lock"}
+    assert stale({"aiohttp": "3.14.5", "openai": "3.51.0"}, lock) == []
+    assert stale({"aiohttp": "3.14.5"}, lock) == ["httpx", "openai"]
 
 
 def test_the_check_names_a_pin_the_lock_does_not_follow() -> None:
