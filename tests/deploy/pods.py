@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.common.identity import SERVICES
 from services.common.pki import ensure_dev_pki, service_cert_paths
-from tests.deploy.manifests import Manifest, container, entrypoint, of_kind
+from tests.deploy.manifests import Manifest, container, entrypoint
 from tests.harness import ROOT
 
 CLONE_NEWNET = 0x40000000
@@ -61,6 +61,7 @@ class Pod:
     process: subprocess.Popen[bytes]
     log: Path
     volumes: dict[str, Path]
+    grace_seconds: float
 
     def read_log(self) -> str:
         """What the container wrote so far."""
@@ -224,7 +225,7 @@ def _write_volume(
     directory: Path,
     volume: Manifest,
     config_maps: dict[str, Manifest],
-    secret_files: Any,
+    secret_files: Callable[[str], dict[str, bytes]],
     fs_group: int,
     rewrite: Callable[[str], str],
 ) -> None:
@@ -303,22 +304,29 @@ def start_pod(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    grace = float(deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
     pod = Pod(
-        service, spec, process, log, {m["name"]: pod_dir / m["name"] for m in spec["volumeMounts"]}
+        service,
+        spec,
+        process,
+        log,
+        {m["name"]: pod_dir / m["name"] for m in spec["volumeMounts"]},
+        grace,
     )
     the_node.pods[service] = pod
     return pod
 
 
 def stop_pods(the_node: Node) -> dict[str, int]:
-    """SIGTERM every pod, as the kubelet does, and wait (then SIGKILL) within its grace."""
+    """SIGTERM every pod, as the kubelet does, then SIGKILL one still running after its
+    terminationGracePeriodSeconds; the exit codes (-9 for a killed one)."""
     for pod in the_node.pods.values():
         if pod.process.poll() is None:
             pod.process.terminate()
     codes = {}
     for service, pod in the_node.pods.items():
         try:
-            codes[service] = pod.process.wait(45)
+            codes[service] = pod.process.wait(pod.grace_seconds)
         except subprocess.TimeoutExpired:
             pod.process.kill()
             codes[service] = pod.process.wait()
@@ -343,11 +351,6 @@ async def kubelet(the_node: Node, items: list[dict[str, Any]]) -> dict[str, dict
     assert process.returncode == 0, err.decode()
     result: dict[str, dict[str, Any]] = json.loads(out)
     return result
-
-
-def config_maps_of(objects: tuple[Manifest, ...]) -> dict[str, Manifest]:
-    """The rendered ConfigMaps by name (the generated one carries its hash suffix)."""
-    return of_kind(objects, "ConfigMap")
 
 
 def status(pid: int, field: str) -> list[str]:

@@ -5,6 +5,7 @@ mounted certificates, and idles within its memory request."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from services.common.identity import SERVICES
 from tests.conftest import PG_URL
 from tests.deploy import pods
-from tests.deploy.manifests import container, of_kind, render
+from tests.deploy.manifests import of_kind, render
 
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 REDIS = ("127.0.0.1", 6379)
@@ -51,7 +52,7 @@ async def node() -> AsyncIterator[pods.Node]:
                 ("saga-storage", "redis-url"): "redis://127.0.0.1:6379/0",
             }
             material = pods.secret_material(the_node.root)
-            maps = pods.config_maps_of(objects)
+            maps = of_kind(objects, "ConfigMap")  # by name, hash suffix and all
             for deployment in deployments.values():
                 pods.start_pod(the_node, deployment, maps, material, values)
             yield the_node
@@ -143,6 +144,10 @@ async def test_idle_memory_is_within_each_request(node: pods.Node) -> None:
     assert over == {}, f"idle RSS (MiB) above the request: raise it in deploy/k8s/base: {over}"
 
 
-def test_the_pods_run_the_manifests_command() -> None:
-    deployment = of_kind(render("overlays/production"), "Deployment")["router"]
-    assert container(deployment)["args"] == ["services.router"]
+async def test_pods_stop_cleanly_when_the_kubelet_terminates_them(node: pods.Node) -> None:
+    """Last in this module: SIGTERM, as a rollout or a drain sends it; each exits 0 within
+    its terminationGracePeriodSeconds (nothing in flight, so no drain to wait out)."""
+    results = await _probe(node, "readinessProbe")
+    assert all(r["ok"] for r in results.values()), results
+    codes = await asyncio.to_thread(pods.stop_pods, node)
+    assert codes == dict.fromkeys(SERVICES, 0), _logs(node)
