@@ -254,6 +254,25 @@ def _write_volume(
         target.chmod(mode)
 
 
+def as_user(deployment: Manifest) -> list[str]:
+    """The command prefix that runs a process as the pod's user, group and fsGroup."""
+    user, group, fs_group = _pod_security(deployment)
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", f"--groups={fs_group}", "--"]
+
+
+def check_reachable(deployment: Manifest) -> None:
+    """Fail with the fix when the pod's user cannot run this checkout's code (a home
+    directory that others cannot search, say), rather than with six crashed pods."""
+    probe = [sys.executable, "-c", "import services.common.config"]
+    result = subprocess.run(
+        [*as_user(deployment), *probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, (
+        f"the pods' user cannot import the code in {ROOT} with {sys.executable}; make every "
+        f"directory above them searchable (chmod o+x):\n{result.stderr[-2000:]}"
+    )
+
+
 def start_pod(
     the_node: Node,
     deployment: Manifest,
@@ -264,7 +283,7 @@ def start_pod(
     """Start `deployment`'s container in the node's namespaces, as its pod's user."""
     service = deployment["metadata"]["name"]
     spec = container(deployment)
-    user, group, fs_group = _pod_security(deployment)
+    _, _, fs_group = _pod_security(deployment)
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     pod_dir = the_node.root / service
     mounts = {m["mountPath"]: pod_dir / m["name"] for m in spec["volumeMounts"]}
@@ -294,11 +313,10 @@ def start_pod(
     command = entrypoint()
     assert command[0] == "python", command
     argv = [sys.executable, *command[1:], *spec.get("args", [])]
-    as_user = ["setpriv", f"--reuid={user}", f"--regid={group}", f"--groups={fs_group}", "--"]
     log = the_node.root / f"{service}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [*the_node.enter(), *as_user, *argv],
+            [*the_node.enter(), *as_user(deployment), *argv],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -53,6 +53,7 @@ async def node() -> AsyncIterator[pods.Node]:
             }
             material = pods.secret_material(the_node.root)
             maps = of_kind(objects, "ConfigMap")  # by name, hash suffix and all
+            pods.check_reachable(deployments["gateway"])
             for deployment in deployments.values():
                 pods.start_pod(the_node, deployment, maps, material, values)
             yield the_node
