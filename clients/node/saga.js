@@ -117,4 +117,4 @@ function printEvents(call, client, started, stopAfter = 0) {
   call.on("end", () => client.close());
 }
 
-module.exports = { connect, printEvents, structOf };
+module.exports = { connect, errorInfo, printEvents, structOf };
