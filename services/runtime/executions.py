@@ -250,7 +250,7 @@ class ExecutionStore:
                     )
                 continue
             interrupted += await tx.execute(
-                "UPDATE executions SET status = $1, completed_at = $2 "
+                "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
                 "WHERE execution_id = $3 AND status = $4 AND moves = $5",
                 ExecutionStatus.INTERRUPTED,
                 _now(),
@@ -283,7 +283,7 @@ class ExecutionStore:
         """Mark a RUNNING run of this replica INTERRUPTED (a claimed run that cannot
         continue after all)."""
         await self._db.execute(
-            "UPDATE executions SET status = $1, completed_at = $2 "
+            "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
             "WHERE execution_id = $3 AND status = $4 AND replica_id = $5",
             ExecutionStatus.INTERRUPTED,
             _now(),
@@ -340,8 +340,9 @@ class ExecutionStore:
     ) -> None:
         """Record how a RUNNING run ended."""
         await self._db.execute(
-            "UPDATE executions SET status = $1, completed_at = $2, usage = $3, "
-            "cost_micro_usd = $4, error_reason = $5, error_status = $6 "
+            # The context is erased with the run's end: nothing can use it any more.
+            "UPDATE executions SET status = $1, completed_at = $2, context_token = '', "
+            "usage = $3, cost_micro_usd = $4, error_reason = $5, error_status = $6 "
             "WHERE execution_id = $7 AND status = $8",
             status,
             _now(),
@@ -503,7 +504,7 @@ class ExecutionStore:
         async with self._db.transaction() as tx:
             await tx.execute("DELETE FROM replicas WHERE replica_id = $1", self.replica_id)
             await tx.execute(
-                "UPDATE executions SET status = $1, completed_at = $2 "
+                "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
                 "WHERE status = $3 AND replica_id = $4 AND (resume_request IS NULL "
                 "OR resume_until_ms <= $5 OR moves >= $6)",
                 ExecutionStatus.INTERRUPTED,

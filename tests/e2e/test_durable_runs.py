@@ -22,7 +22,7 @@ from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.conftest import PG_URL, drop_schemas
 from tests.e2e.test_execute import bearer
-from tests.e2e.test_executions import drain, get
+from tests.e2e.test_executions import drain, get, get_after_restart
 from tests.e2e.test_resilience_gateway import provider_toml
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import Stack, stack_for
@@ -128,15 +128,19 @@ class Watcher:
             await self.changed.wait()
 
 
-async def start_detached(stack: Stack, key: str) -> str:
-    """Start a detached run and go away at once; its execution id."""
+async def watched_detached_run(stack: Stack, key: str) -> tuple[Watcher, asyncio.Future[None]]:
+    """Start a detached run and go away at once, then follow it with a Watcher until its
+    second step streams (the moment to kill its replica): the watcher, and its task."""
     async with stack.gateway_channel() as ch:
         call = execution_pb2_grpc.ExecutionServiceStub(ch).Execute(
             two_steps("durable runs", detach=True), metadata=bearer(key), timeout=60
         )
         accepted = await call.read()
         call.cancel()
-    return str(accepted.accepted.execution_id)
+    watcher = Watcher(stack, key, accepted.accepted.execution_id)
+    watching = asyncio.ensure_future(watcher.run())
+    await asyncio.wait_for(watcher.essay_streaming(), 60)
+    return watcher, watching
 
 
 def check_moved_run(
@@ -206,10 +210,8 @@ async def test_a_killed_replicas_detached_run_completes_on_the_other_one(
             **env,
         ) as s:
             key = s.admin_key()
-            execution_id = await start_detached(s, key)
-            watcher = Watcher(s, key, execution_id)
-            watching = asyncio.ensure_future(watcher.run())
-            await asyncio.wait_for(watcher.essay_streaming(), 60)
+            watcher, watching = await watched_detached_run(s, key)
+            execution_id = watcher.execution_id
             running = await replica_running(namespace, execution_id)
             names = {s.replica_id(n): n for n in ("runtime", "runtime-2")}
             victim = names[running]
@@ -247,10 +249,7 @@ async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
     config, env = settings(tmp_path, fake)
     async with stack_for(tmp_path, config=config, **env) as s:
         key = s.admin_key()
-        execution_id = await start_detached(s, key)
-        watcher = Watcher(s, key, execution_id)
-        watching = asyncio.ensure_future(watcher.run())
-        await asyncio.wait_for(watcher.essay_streaming(), 60)
+        watcher, watching = await watched_detached_run(s, key)
         s.processes["runtime"].kill()
         s.processes["runtime"].wait()
         s.start("runtime")  # the same replica: it claims its previous life's detached run
@@ -260,7 +259,7 @@ async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
         check_moved_run(watcher.events, replica, replica)
         assert watcher.cuts  # its watch was on the killed process
         check_provider_calls(fake)
-        record = await get(s, execution_id, key)
+        record = await get(s, watcher.execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
 
 
@@ -283,15 +282,7 @@ async def test_a_run_that_was_not_detached_is_interrupted_when_its_replica_is_ki
                 await drain(call)
         s.start("runtime")
         await s.wait_serving("runtime")
-        execution_id = accepted.accepted.execution_id
-        for _ in range(50):  # until the gateway has reconnected (UNAVAILABLE meanwhile)
-            try:
-                record = await get(s, execution_id, key)
-                break
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.2)
+        record = await get_after_restart(s, accepted.accepted.execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_INTERRUPTED
         # Nothing ran it again: the essay was asked for once.
         assert sum("ESSAY" in str(seen.body) for seen in fake.requests("ollama")) == 1

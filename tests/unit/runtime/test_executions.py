@@ -380,3 +380,26 @@ async def test_a_run_that_moved_as_often_as_it_may_is_interrupted(
     assert await adopted_at_open(store) == []
     assert await status(store, "exe_poison") == ExecutionStatus.INTERRUPTED
     await db.close()
+
+
+async def test_a_runs_context_is_erased_from_its_record_when_it_ends(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    ok = store.begin(resumable("exe_ok"))
+    failed = store.begin(resumable("exe_failed"))
+    store.begin(resumable("exe_left"))
+    await store.drain()
+    running = await store.get("exe_left")
+    assert running is not None
+    assert running.context_token == CONTEXT  # needed while it may move
+    await ok.succeeded(Usage(), 0)
+    await failed.failed("PROVIDER_UNAVAILABLE")
+    await store.interrupt("exe_left")
+    for execution_id in ("exe_ok", "exe_failed", "exe_left"):
+        ended = await store.get(execution_id)
+        assert ended is not None
+        assert ended.status != ExecutionStatus.RUNNING
+        assert ended.context_token == ""
+    await db.close()
