@@ -82,7 +82,8 @@ class LiveRun:
         """Record the next event (the hot path: one per token)."""
         self.events.append(event)
         self._writer.track(self)
-        self._wake()
+        if not self.movable:  # followers of a movable run wait for it to be durable
+            self._wake()
 
     def end(self, final: status_pb2.Status | None) -> None:
         """The run is over: `final` is the status its stream ended with (None: success)."""

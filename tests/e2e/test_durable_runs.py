@@ -22,7 +22,7 @@ from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.conftest import PG_URL, drop_schemas
 from tests.e2e.test_execute import bearer
-from tests.e2e.test_executions import drain, get, get_after_restart
+from tests.e2e.test_executions import drain, get, get_after_restart, node
 from tests.e2e.test_resilience_gateway import provider_toml
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import Stack, stack_for
@@ -212,14 +212,22 @@ async def test_a_killed_replicas_detached_run_completes_on_the_other_one(
             key = s.admin_key()
             watcher, watching = await watched_detached_run(s, key)
             execution_id = watcher.execution_id
+            # A second watcher: the gateway balances watches over both replicas, so one of
+            # them may read from the victim's memory and the other from the database.
+            other = Watcher(s, key, execution_id)
+            other_watching = asyncio.ensure_future(other.run())
+            await asyncio.wait_for(other.essay_streaming(), 60)
             running = await replica_running(namespace, execution_id)
             names = {s.replica_id(n): n for n in ("runtime", "runtime-2")}
             victim = names[running]
             (survivor,) = (r for r, n in names.items() if n != victim)
             s.processes[victim].kill()
             s.processes[victim].wait()
-            await asyncio.wait_for(watching, 60)
+            await asyncio.wait_for(asyncio.gather(watching, other_watching), 60)
             check_moved_run(watcher.events, survivor, running)
+            assert [e.SerializeToString() for e in other.events] == [
+                e.SerializeToString() for e in watcher.events
+            ]
             check_provider_calls(fake)
             record = await get(s, execution_id, key)
             assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
@@ -261,6 +269,12 @@ async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
         check_provider_calls(fake)
         record = await get(s, watcher.execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
+        # The Node client replays the moved run whole, its marker included.
+        lines = await node(s, "watch.js", watcher.execution_id)
+        assert [line["sequence"] for line in lines] == [str(e.sequence) for e in watcher.events]
+        (moved,) = (line for line in lines if line["event"] == "run_moved")
+        assert moved["run_moved"]["restarted_step_ids"] == ["essay"]  # type: ignore[index]
+        assert lines[-1]["event"] == "completed"
 
 
 async def test_a_run_that_was_not_detached_is_interrupted_when_its_replica_is_killed(
