@@ -138,8 +138,12 @@ async def build(host: ServiceHost) -> list[Registration]:
         session_history_max_tokens=config.runtime.session_history_max_tokens,
     )
     # Renewals hand the runs they claim from stopped replicas to the servicer, which
-    # continues them (durable runs); the first hands over those claimed at open.
-    host.spawn("execution-lease", lambda: executions.keep_alive(servicer.adopt))
+    # continues them (durable runs; the first hands over those claimed at open), and stop
+    # here the runs others claimed while this replica was presumed dead.
+    host.spawn(
+        "execution-lease",
+        lambda: executions.keep_alive(servicer.adopt, servicer.running, servicer.lose),
+    )
     # Detached runs get the drain's grace while the event writer still runs (FINISH).
     host.on_stop(servicer.stop_detached, Phase.FINISH)
     return [

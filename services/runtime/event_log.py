@@ -126,6 +126,8 @@ class EventWriter:
         self._pending: list[tuple[str, int, bytes]] = []
         self._marks: list[tuple[LiveRun, int]] = []
         """(run, how many of its events are durable once `_pending` is written)."""
+        self._forgotten: set[str] = set()
+        """Runs another replica continues: their events are not written from here."""
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._appended = 0
@@ -175,6 +177,7 @@ class EventWriter:
                         await asyncio.wait_for(self._urgent.wait(), FLUSH_INTERVAL_SECONDS)
                 self._urgent.clear()
                 self._pending = self._take()
+            self._drop_forgotten()
             try:
                 await self._write(self._pending)
             except Exception:
@@ -204,6 +207,21 @@ class EventWriter:
     async def _write(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
         for start in range(0, len(rows), MAX_BATCH_ROWS):
             await self._insert(rows[start : start + MAX_BATCH_ROWS])
+
+    def forget(self, execution_id: str) -> None:
+        """Drop the unwritten events of a run that another replica continues (they would
+        take sequences that are its now); they count as written for `flush`."""
+        self._forgotten.add(execution_id)
+        run = self._dirty.pop(execution_id, None)
+        if run is not None:
+            self._written += len(run.unwritten()[1])
+
+    def _drop_forgotten(self) -> None:
+        if not self._forgotten:
+            return
+        kept = [row for row in self._pending if row[0] not in self._forgotten]
+        self._written += len(self._pending) - len(kept)
+        self._pending = kept
 
     def _take(self) -> list[tuple[str, int, bytes]]:
         rows: list[tuple[str, int, bytes]] = []

@@ -27,7 +27,7 @@ import datetime
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from services.common.database import Database, Row, Tx
@@ -262,22 +262,56 @@ class ExecutionStore:
             log.warning("runs interrupted by a stop", extra={"count": interrupted})
         return claimed
 
-    async def keep_alive(self, adopt: Callable[[list[ExecutionRecord]], None]) -> None:
+    async def keep_alive(
+        self,
+        adopt: Callable[[list[ExecutionRecord]], None],
+        running: Callable[[], Collection[str]] = tuple,
+        lose: Callable[[list[str]], None] = lambda lost: None,
+    ) -> None:
         """Hand the runs claimed at open to `adopt`, then renew the lease every third of it
         until cancelled, handing it the runs each sweep claims; a failed renewal is logged
-        and retried at the next tick (the lease outlasts two misses)."""
+        and retried at the next tick (the lease outlasts two misses). When a renewal comes
+        after the lease lapsed (the database was out of reach that long), another replica
+        may have presumed this one dead and claimed some of the runs it still runs
+        (`running`: their execution ids): those are handed to `lose`, to stop them here."""
         claimed, self._claimed_at_open = self._claimed_at_open, []
         if claimed:
             adopt(claimed)
+        renewed = self._clock()
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
             try:
                 claimed = await self.renew()
+                lapsed = self._clock() - renewed > self._lease_ms / 1000
+                renewed = self._clock()
+                lost = await self.taken(running()) if lapsed else []
             except Exception:
                 log.exception("execution lease renewal failed", extra={"replica": self.replica_id})
                 continue
+            if lost:
+                log.error(
+                    "runs continued by another replica while this one was presumed dead",
+                    extra={"replica": self.replica_id, "count": len(lost)},
+                )
+                lose(lost)
             if claimed:
                 adopt(claimed)
+
+    async def taken(self, execution_ids: Collection[str]) -> list[str]:
+        """Those of `execution_ids` whose record names another replica (it claimed them)."""
+        ids = list(execution_ids)
+        taken: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            rows = await self._db.fetch(
+                "SELECT execution_id FROM executions WHERE replica_id <> $1 "  # noqa: S608 (placeholders only)
+                f"AND execution_id IN ({marks})",
+                self.replica_id,
+                *chunk,
+            )
+            taken += [row["execution_id"] for row in rows]
+        return taken
 
     async def interrupt(self, execution_id: str) -> None:
         """Mark a RUNNING run of this replica INTERRUPTED (a claimed run that cannot

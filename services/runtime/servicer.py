@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         """The runs in progress on this replica, which watchers here follow in memory."""
         self._detached = InFlight()
         """Runs with detach_on_disconnect, each a task of its own."""
+        self._movable: dict[str, asyncio.Task[None]] = {}
+        """Those tasks by execution id (another replica may claim one: `lose`)."""
         self._idempotency_window = idempotency_window_seconds
         self._grace = detached_grace_seconds
         self._history_tokens = session_history_max_tokens
@@ -270,7 +272,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     yield event
             return
         # The run is the task's: this call only follows it, and may go away.
-        self._detached.start(_drain(events))
+        self._run_detached(record.execution_id, _drain(events))
         async for event in follow(log, 0):
             yield event
 
@@ -358,7 +360,26 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         """Continue the runs this replica claimed from stopped replicas, each as a detached
         run (ExecutionStore.keep_alive hands them over)."""
         for record in claimed:
-            self._detached.start(self._continue(record))
+            self._run_detached(record.execution_id, self._continue(record))
+
+    def _run_detached(self, execution_id: str, work: Coroutine[Any, Any, None]) -> None:
+        task = self._detached.start(work)
+        self._movable[execution_id] = task
+        task.add_done_callback(lambda _: self._movable.pop(execution_id, None))
+
+    def running(self) -> list[str]:
+        """The execution ids of the detached runs this replica runs."""
+        return list(self._movable)
+
+    def lose(self, execution_ids: list[str]) -> None:
+        """Stop running these detached runs here: another replica claimed them while this
+        one was presumed dead. Their unwritten events are dropped (the sequences are the
+        claimant's now); their watchers here are told to watch again (EXECUTION_MOVING)."""
+        for execution_id in execution_ids:
+            self._events.forget(execution_id)
+            task = self._movable.get(execution_id)
+            if task is not None:
+                task.cancel()
 
     async def _continue(self, record: ExecutionRecord) -> None:
         """Continue a claimed run to its end; one that cannot continue is INTERRUPTED."""

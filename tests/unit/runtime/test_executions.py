@@ -403,3 +403,43 @@ async def test_a_runs_context_is_erased_from_its_record_when_it_ends(
         assert ended.status != ExecutionStatus.RUNNING
         assert ended.context_token == ""
     await db.close()
+
+
+async def test_a_replica_presumed_dead_finds_which_runs_were_claimed_and_writes_none_of_them(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db_a, db_b = await open_db(backend, tmp_path), await open_db(backend, tmp_path)
+    a = await ExecutionStore.open(db_a, "host-a:1")
+    for execution_id in ("exe_moved", "exe_kept"):
+        a.begin(resumable(execution_id))
+    await a.drain()
+    writer = EventWriter(db_a)
+    task = asyncio.ensure_future(writer.run())
+    try:
+        moved = writer.start("exe_moved", movable=True)
+        kept = writer.start("exe_kept", movable=True)
+        for log in (moved, kept):
+            log.append(b"first")
+        assert await writer.flush()
+        assert (moved.durable, kept.durable) == (1, 1)
+        # a's lease lapses (its database is out of reach, say); b sweeps and claims both …
+        later = time.time() + LEASE_SECONDS + 1
+        b = ExecutionStore(db_b, "host-b:1", clock=lambda: later)
+        assert len(await b.renew()) == 2
+        # … and one is given back, as if a had renewed in time for it (the test does this).
+        await db_b.execute(
+            "UPDATE executions SET replica_id = 'host-a:1' WHERE execution_id = 'exe_kept'"
+        )
+        assert await a.taken(["exe_moved", "exe_kept", "exe_unknown"]) == ["exe_moved"]
+        # a stops the moved run: its unwritten events never take the claimant's sequences.
+        moved.append(b"stale")
+        kept.append(b"second")
+        writer.forget("exe_moved")
+        assert await writer.flush()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await a.events("exe_moved", 0) == [(1, b"first")]
+    assert await a.events("exe_kept", 0) == [(1, b"first"), (2, b"second")]
+    await db_a.close()
+    await db_b.close()
