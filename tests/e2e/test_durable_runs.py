@@ -20,6 +20,7 @@ from google.protobuf import json_format, struct_pb2
 
 from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc, usage_pb2, usage_pb2_grpc
+from services.common.status import describe
 from tests.conftest import PG_URL, drop_schemas
 from tests.e2e.test_execute import bearer
 from tests.e2e.test_executions import drain, get, get_after_restart, node
@@ -96,7 +97,8 @@ class Watcher:
     key: str
     execution_id: str
     events: list[execution_pb2.WatchExecutionResponse] = field(default_factory=list)
-    cuts: list[grpc.StatusCode] = field(default_factory=list)
+    cuts: list[str] = field(default_factory=list)
+    """The ErrorInfo reason of each watch that ended UNAVAILABLE ("" without one)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -118,7 +120,7 @@ class Watcher:
                 except grpc.aio.AioRpcError as error:
                     if error.code() != grpc.StatusCode.UNAVAILABLE or len(self.cuts) > 50:
                         raise
-                    self.cuts.append(error.code())
+                    self.cuts.append(describe(error).reason)
             await asyncio.sleep(0.2)
 
     async def essay_streaming(self) -> None:
@@ -275,6 +277,24 @@ async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
         (moved,) = (line for line in lines if line["event"] == "run_moved")
         assert moved["run_moved"]["restarted_step_ids"] == ["essay"]  # type: ignore[index]
         assert lines[-1]["event"] == "completed"
+
+
+async def test_a_graceful_stop_leaves_a_detached_run_to_the_next_life(
+    tmp_path: Path, fake: FakeProviders
+) -> None:
+    config, env = settings(tmp_path, fake)
+    async with stack_for(tmp_path, config=config, **env) as s:
+        key = s.admin_key()
+        watcher, watching = await watched_detached_run(s, key)
+        assert s.stop("runtime") == 0  # SIGTERM: the grace passes, the run is not over
+        s.start("runtime")
+        await s.wait_serving("runtime")
+        await asyncio.wait_for(watching, 60)
+        replica = s.replica_id("runtime")
+        check_moved_run(watcher.events, replica, replica)
+        check_provider_calls(fake)
+        # Its watch there ended UNAVAILABLE (the server's stop cut it), and it watched again.
+        assert watcher.cuts
 
 
 async def test_a_run_that_was_not_detached_is_interrupted_when_its_replica_is_killed(
