@@ -15,6 +15,12 @@ domain kept, with the step and trace ids added (runner.py) — ends the stream. 
 session must name one of the caller's (NOT_FOUND before anything runs); its templates see
 the session's stages so far as the `session` root (`session_root.py`), and it appends its
 stage there, with its inputs, once it completed, also before the last event.
+
+A detached run is stored with its request and context, so that when its replica dies
+another one that claims it (`executions.py`) continues it here (`adopt`): admitted again
+with the same pins, its log read (`moves.py`), the steps that ended reused, and its stream
+continued from the next sequence with a RunMoved marker (docs/architecture.md, "Durable
+runs").
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from services.common.guard import Context
 from services.common.lifecycle import InFlight
 from services.common.server import Registration
 from services.common.status import describe, status_for
+from services.common.timestamps import from_iso
 from services.common.usage_messages import usage_from_proto
 from services.runtime import messages, moves, wire
 from services.runtime.admission import (
@@ -423,6 +430,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         run = await self._admit(
             request, verified, record.resume_until_ms / 1000, record.trace_id, moved=True
         )
+        # Its session stage, if it gets one, started when the run did, not here.
+        run = dataclasses.replace(run, started_at_us=from_iso(record.created_at).ToMicroseconds())
         order = {step.id: i for i, step in enumerate(run.pattern.steps)}
         for recorded in past.reuse.values():
             if isinstance(recorded, StepFinished):
