@@ -3,7 +3,8 @@ the middle of its second LLM step continues on another replica (two replicas on 
 PostgreSQL) or on the same one restarted (SQLite) — its first step is not run again (the fake
 provider sees it once), its second starts again, the log stays gapless with a RunMoved marker,
 a watcher through the gateway ends with Completed, and the usage ledger counts each provider
-attempt once. A run that was not detached is INTERRUPTED, as before."""
+attempt once; a graceful stop leaves the run to the next life the same way. A run that was
+not detached is INTERRUPTED, as before."""
 
 from __future__ import annotations
 
@@ -253,21 +254,25 @@ async def replica_running(namespace: str, execution_id: str) -> str:
     return str(value)
 
 
+@pytest.mark.parametrize("stop", ["kill", "sigterm"])
 async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
-    tmp_path: Path, fake: FakeProviders
+    tmp_path: Path, fake: FakeProviders, stop: str
 ) -> None:
     config, env = settings(tmp_path, fake)
     async with stack_for(tmp_path, config=config, **env) as s:
         key = s.admin_key()
         watcher, watching = await watched_detached_run(s, key)
-        s.processes["runtime"].kill()
-        s.processes["runtime"].wait()
+        if stop == "kill":
+            s.processes["runtime"].kill()
+            s.processes["runtime"].wait()
+        else:  # a graceful stop: the grace passes, the run is not over; it is left RUNNING
+            assert s.stop("runtime") == 0
         s.start("runtime")  # the same replica: it claims its previous life's detached run
         await s.wait_serving("runtime")
         await asyncio.wait_for(watching, 60)
         replica = s.replica_id("runtime")
         check_moved_run(watcher.events, replica, replica)
-        assert watcher.cuts  # its watch was on the killed process
+        assert watcher.cuts  # its watch was on the stopped process: UNAVAILABLE, then again
         check_provider_calls(fake)
         record = await get(s, watcher.execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_SUCCEEDED
@@ -277,24 +282,6 @@ async def test_on_sqlite_a_restarted_runtime_resumes_its_detached_run(
         (moved,) = (line for line in lines if line["event"] == "run_moved")
         assert moved["run_moved"]["restarted_step_ids"] == ["essay"]  # type: ignore[index]
         assert lines[-1]["event"] == "completed"
-
-
-async def test_a_graceful_stop_leaves_a_detached_run_to_the_next_life(
-    tmp_path: Path, fake: FakeProviders
-) -> None:
-    config, env = settings(tmp_path, fake)
-    async with stack_for(tmp_path, config=config, **env) as s:
-        key = s.admin_key()
-        watcher, watching = await watched_detached_run(s, key)
-        assert s.stop("runtime") == 0  # SIGTERM: the grace passes, the run is not over
-        s.start("runtime")
-        await s.wait_serving("runtime")
-        await asyncio.wait_for(watching, 60)
-        replica = s.replica_id("runtime")
-        check_moved_run(watcher.events, replica, replica)
-        check_provider_calls(fake)
-        # Its watch there ended UNAVAILABLE (the server's stop cut it), and it watched again.
-        assert watcher.cuts
 
 
 async def test_a_run_that_was_not_detached_is_interrupted_when_its_replica_is_killed(
