@@ -9,7 +9,7 @@
 "use strict";
 
 const grpc = require("@grpc/grpc-js");
-const { connect, errorInfo } = require("./saga.js");
+const { connect, printError } = require("./saga.js");
 
 const RESUME_ATTEMPTS = 10;
 
@@ -44,9 +44,8 @@ function main() {
         setTimeout(watch, Math.min(2000, 200 * 2 ** (failures - 1)));
         return;
       }
-      console.log(JSON.stringify({ error: grpc.status[err.code], details: err.details, ...errorInfo(err) }));
+      printError(err);
       client.close();
-      process.exitCode = 1;
     });
     call.on("end", () => {
       if (!again) client.close();

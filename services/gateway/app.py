@@ -15,6 +15,9 @@ from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
+from services.gateway.web.facade import Facade
+from services.gateway.web.probes import Probes
+from services.gateway.web.server import serve_http
 
 
 async def build(host: ServiceHost) -> list[Registration]:
@@ -31,12 +34,17 @@ async def build(host: ServiceHost) -> list[Registration]:
     relay = Relay(edge, host.peers)
     runtime = host.peers.channel("runtime")
     gate = PackGate(config.gateway, runtime)
-    return [
+    patterns = PatternServicer(edge, relay)
+    registrations = [
         Registration.of(ExecutionServicer(edge, runtime, relay, gate)),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
         Registration.of(SessionServicer(edge, relay)),
-        Registration.of(PatternServicer(edge, relay)),
+        Registration.of(patterns),
         Registration.of(PackHealthServicer(edge, gate, runtime)),
     ]
+    # The HTTP door: the same servicers behind JSON routes.
+    probes = Probes(host.health, [r.name for r in registrations if r.built])
+    await serve_http(host, [*probes.routes(), *Facade(patterns).routes()])
+    return registrations

@@ -13,7 +13,7 @@ starts (beside the first step) and once as it ends, before the last event; a fai
 recorded with its reason before the error — the router's status, its code, reason and
 domain kept, with the step and trace ids added (runner.py) — ends the stream. A run in a
 session must name one of the caller's (NOT_FOUND before anything runs); its templates see
-the session's stages so far as the `session` root (`session_root.py`), and it appends its
+the session's newest stages as the `session` root (`session_root.py`), and it appends its
 stage there, with its inputs, once it completed, also before the last event.
 
 A detached run is stored with its request and context, so that when its replica dies
@@ -84,7 +84,7 @@ from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
 from services.runtime.rights import RightsRegistry, RunRights
 from services.runtime.runner import RunEvent, RunFinished, Runner, StepFinished
-from services.runtime.session_root import session_root
+from services.runtime.session_root import HISTORY_STAGES, session_root
 from services.runtime.sessions import SessionStore
 from services.runtime.watch import (
     cancelled_status,
@@ -300,7 +300,9 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         asof = resolve_asof(request.asof)
         session = None
         if request.session_id:  # not the caller's (or no such) session: nothing runs
-            stages = await self._sessions.stages(verified.user_id, request.session_id)
+            stages = await self._sessions.recent_stages(
+                verified.user_id, request.session_id, HISTORY_STAGES
+            )
             session = session_root(request.session_id, stages, self._history_tokens)
         options = request.options
         if options.allow_stale_pack and not moved and not verified.has_scope("pack:stale"):

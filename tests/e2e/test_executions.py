@@ -416,9 +416,16 @@ async def test_a_retry_of_a_cancelled_run_starts_a_new_one(stack: Stack) -> None
     assert again[-1].WhichOneof("event") == "completed"
 
 
-async def node(stack: Stack, script: str, *args: str) -> list[dict[str, object]]:
-    """The JSON lines one of the Node clients printed (it must exit 0)."""
-    env = {**os.environ, "SAGA_GATEWAY": stack.target("gateway"), "SAGA_API_KEY": stack.admin_key()}
+async def node(
+    stack: Stack, script: str, *args: str, key: str = "", status: int = 0
+) -> list[dict[str, Any]]:
+    """The JSON lines one of the Node clients printed, as `key` (default: the admin's); it
+    must exit with `status`."""
+    env = {
+        **os.environ,
+        "SAGA_GATEWAY": stack.target("gateway"),
+        "SAGA_API_KEY": key or stack.admin_key(),
+    }
     result = await asyncio.to_thread(
         subprocess.run,
         ["node", str(ROOT / "clients" / "node" / script), *args],
@@ -427,7 +434,7 @@ async def node(stack: Stack, script: str, *args: str) -> list[dict[str, object]]
         timeout=60,
         env=env,
     )
-    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.returncode == status, result.stderr + result.stdout
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 

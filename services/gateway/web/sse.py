@@ -1,0 +1,81 @@
+"""Server-Sent Events for the HTTP door (the facade's event streams and the OpenAI stream).
+
+One writer per response: `send` writes one event (`event:`, `id:`, `data:` lines, as the
+WHATWG EventSource format has them), and a heartbeat comment goes out whenever nothing was
+written for `heartbeat_seconds`, so idle proxies and load balancers do not cut a long step."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import web
+
+HEARTBEAT_SECONDS = 15.0
+
+
+class EventStream:
+    """An SSE response being written."""
+
+    def __init__(self, request: web.Request, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+        self._request = request
+        self._heartbeat_seconds = heartbeat_seconds
+        self.response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                # nginx buffers responses unless told not to; buffering breaks streaming.
+                "X-Accel-Buffering": "no",
+            }
+        )
+        self._lock = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._written = False
+
+    async def open(self, headers: dict[str, str] | None = None) -> None:
+        """Send the status line and headers (with `headers` added); start the heartbeat."""
+        self.response.headers.update(headers or {})
+        await self.response.prepare(self._request)
+        self._heartbeat = asyncio.ensure_future(self._beat())
+
+    @property
+    def opened(self) -> bool:
+        """True once the headers went out (an error can no longer change the status)."""
+        return self.response.prepared
+
+    async def send(
+        self, data: Any, *, event: str | None = None, event_id: str | int | None = None
+    ) -> None:
+        """Write one event; `data` is JSON-encoded unless it is already a str."""
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        lines = []
+        if event is not None:
+            lines.append(f"event: {event}")
+        if event_id is not None:
+            lines.append(f"id: {event_id}")
+        lines.extend(f"data: {line}" for line in text.split("\n"))
+        await self._write(("\n".join(lines) + "\n\n").encode())
+
+    async def _write(self, payload: bytes) -> None:
+        async with self._lock:
+            self._written = True
+            await self.response.write(payload)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            if not self._written:
+                await self._write(b": heartbeat\n\n")
+            self._written = False
+
+    async def close(self) -> web.StreamResponse:
+        """Stop the heartbeat and end the response."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                await self._heartbeat
+        with contextlib.suppress(ConnectionResetError):
+            await self.response.write_eof()
+        return self.response
