@@ -205,7 +205,7 @@ async def stream_events(
     summary: list[str] = []
     provider = ""
     skipped: dict[str, str] = {}  # provider -> why, for the summary
-    streamed: list[str] = []  # the text already printed, not printed again with the outputs
+    streamed: list[tuple[str, str]] = []  # (step, text) printed, not printed again as outputs
     async for event in events:
         kind = event.WhichOneof("event")
         if kind == "step_started":
@@ -217,7 +217,7 @@ async def stream_events(
             summary.append(f"pack {event.accepted.pricing_pack_id}")
         elif kind == "token":
             print(event.token.text, end="", flush=True)
-            streamed.append(event.token.text)
+            streamed.append((event.token.step_id, event.token.text))
         elif kind == "provider_switched":
             s = event.provider_switched
             print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
@@ -229,10 +229,21 @@ async def stream_events(
         elif kind == "step_skipped":
             step = event.step_skipped
             print(f"\n[step {step.step_id} skipped: {step.reason}]", file=sys.stderr)
+        elif kind == "run_moved":
+            moved = event.run_moved
+            reused = ", ".join(moved.reused_step_ids) or "none"
+            again = ", ".join(moved.restarted_step_ids) or "none"
+            print(
+                f"\n[run moved {moved.from_replica} → {moved.replica}: steps reused {reused}; "
+                f"started again {again} (their text above is replaced)]",
+                file=sys.stderr,
+            )
+            # The text of a step that starts again is said anew: it is not the answer's.
+            streamed = [(s, t) for s, t in streamed if s not in moved.restarted_step_ids]
         elif kind == "step_completed":
             done = event.step_completed
             by = f", {done.provider}" if done.provider else ""
-            end = "\n" if streamed and not streamed[-1].endswith("\n") else ""
+            end = "\n" if streamed and not streamed[-1][1].endswith("\n") else ""
             print(f"{end}[step {done.step_id} done in {done.duration_ms} ms{by}]", file=sys.stderr)
             if done.provider:
                 provider = f"{done.provider} ({done.model})"
@@ -242,7 +253,7 @@ async def stream_events(
             summary.append(f"tokens {usage.input_tokens} in / {usage.output_tokens} out")
             summary.append(f"cost {dollars(event.completed.cost_micro_usd, places=6)}")
             outputs = json_format.MessageToDict(event.completed.outputs)
-            text = "".join(streamed).strip()
+            text = "".join(t for _, t in streamed).strip()
             shown = {
                 k: v for k, v in outputs.items() if not (isinstance(v, str) and v.strip() == text)
             }

@@ -758,6 +758,16 @@ class RuntimeConfig:
             max=30 * 86_400,
         ),
     )
+    replica_lease_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long a runtime replica counts as alive after it last renewed its lease "
+            "(renewed every third of it); a replica gone longer has its runs interrupted, "
+            "or continued elsewhere when they are detached (durable runs)",
+            min=1,
+            max=600,
+        ),
+    )
     agent_circuit_failures: int = field(
         default=5,
         metadata=_doc(

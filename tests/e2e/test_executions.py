@@ -88,6 +88,19 @@ async def get(stack: Stack, execution_id: str, key: str) -> records_pb2.Executio
     return reply.execution
 
 
+async def get_after_restart(stack: Stack, execution_id: str, key: str) -> records_pb2.Execution:
+    """`get`, once the gateway has reconnected to a restarted runtime (UNAVAILABLE until
+    then, which a client retries)."""
+    for _ in range(50):
+        try:
+            return await get(stack, execution_id, key)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.2)
+    return await get(stack, execution_id, key)
+
+
 async def listed(stack: Stack, key: str, **query: object) -> execution_pb2.ListExecutionsResponse:
     async with stack.gateway_channel() as ch:
         reply: execution_pb2.ListExecutionsResponse = await execution_pb2_grpc.ExecutionServiceStub(
@@ -300,14 +313,7 @@ async def test_a_run_whose_runtime_was_killed_is_interrupted_and_watched_to_that
         execution_id = seen[0].accepted.execution_id
         s.start("runtime")  # the same replica: it interrupts its previous life's runs
         await s.wait_serving("runtime")
-        for _ in range(50):  # until the gateway has reconnected (UNAVAILABLE meanwhile)
-            try:
-                record = await get(s, execution_id, key)
-                break
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.2)
+        record = await get_after_restart(s, execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_INTERRUPTED
         replayed, end = await watch(s, execution_id, 0, key)
         assert wire(replayed)[:4] == wire(seen)  # type: ignore[arg-type]

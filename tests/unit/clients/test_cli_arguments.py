@@ -165,6 +165,48 @@ async def test_the_execute_summary_names_skipped_providers(
     assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err
 
 
+async def test_a_moved_run_is_said_and_its_restarted_steps_text_is_not_the_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from google.protobuf import struct_pb2
+
+    from clients.cli.execute import stream_events
+    from saga.execution.v1 import events_pb2
+    from saga.gateway.v1 import execution_pb2
+
+    def token(text: str) -> execution_pb2.WatchExecutionResponse:
+        return execution_pb2.WatchExecutionResponse(
+            token=events_pb2.Token(step_id="essay", text=text)
+        )
+
+    outputs = struct_pb2.Struct()
+    outputs.update({"essay": "whole", "outline": "plan"})
+
+    async def events() -> Any:
+        yield token("cut ")
+        yield execution_pb2.WatchExecutionResponse(
+            run_moved=events_pb2.RunMoved(
+                replica="host:2",
+                from_replica="host:1",
+                reused_step_ids=["outline"],
+                restarted_step_ids=["essay"],
+                moves=1,
+            )
+        )
+        yield token("whole")
+        yield execution_pb2.WatchExecutionResponse(completed=events_pb2.Completed(outputs=outputs))
+
+    await stream_events(events())
+    out, err = capsys.readouterr()
+    assert (
+        "[run moved host:1 → host:2: steps reused outline; started again essay "
+        "(their text above is replaced)]" in err
+    )
+    # The streamed text is the answer once the cut text is left out: only `outline` is shown.
+    assert "outline: plan" in out
+    assert "essay:" not in out
+
+
 @pytest.mark.parametrize(
     ("text", "micro"),
     [("5", 5_000_000), ("5.00", 5_000_000), ("$0.25", 250_000), ("0.000001", 1), ("0", 0)],
