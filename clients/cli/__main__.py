@@ -2,13 +2,17 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+        [--prefer NAME]...                     try these providers first, in order
+        [--max-cost DOLLARS]                   refuse (COST_LIMIT_EXCEEDED) past this cost
+        [--detach]                             print the execution id and return; it runs on
+        [--idempotency-key K]                  a retry with K attaches to the first run
         [--session ID]                         append the run to a session once it completes
+        [--export json|csv]                    an export: the watermarked document at the end
+        [--asof D] [--pin-pack PACK_ID] [--pin-commit HASH] [--allow-stale]
+                                               pin a pack and ledger commit to rerun a run
     saga sessions create [--title T] [--meta NAME=VALUE]...   a new session; its id on stdout
     saga sessions list [--page-size N] [--page-token T]       yours, most recently updated first
     saga sessions show ID | saga sessions delete ID           its stages, oldest first
-        [--export json|csv]                    an export: the watermarked document at the end
-        [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
-                                               pin a pack and ledger commit to rerun a run
     saga patterns list | show ID               what you can run: inputs, steps, refused files
     saga models                                the model names the OpenAI-compatible API takes
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
@@ -57,6 +61,7 @@ from clients.cli import (
     account,
     admin,
     arguments,
+    execute,
     executions,
     ledger,
     models,
@@ -64,9 +69,8 @@ from clients.cli import (
     patterns,
     sessions,
 )
-from clients.cli.execute import execute
 from clients.cli.settings import Settings
-from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
+from services.common.config import EXIT_CONFIG, ConfigError
 from services.common.status import describe
 
 
@@ -76,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
         prog="saga", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--gateway", help="host:port (default: $SAGA_GATEWAY, config, 127.0.0.1:50051)")
+    p.add_argument(
+        "--ca-file",
+        help="dial the gateway over TLS, trusting this CA (default: $SAGA_GATEWAY_CA_FILE)",
+    )
+    p.add_argument(
+        "--tls", action="store_true", help="dial the gateway over TLS with the system's CAs"
+    )
     p.add_argument("--key", help="API key or token (default: $SAGA_API_KEY, <data_dir>/admin.key)")
     p.add_argument("--data-dir", help="where admin.key is (default: $SAGA_DATA_DIR, config, .saga)")
     p.add_argument(
@@ -88,40 +99,7 @@ def parser() -> argparse.ArgumentParser:
     common = arguments.Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("execute", parents=[common], help="run a pattern and stream its events")
-    run.add_argument("pattern")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
-    run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
-    run.add_argument("--session", default="", metavar="ID", help="append to this session")
-    run.add_argument("--strategy", choices=STRATEGIES)
-    run.add_argument(
-        "--provider",
-        action="append",
-        default=[],
-        dest="providers",
-        metavar="NAME",
-        help="only this provider may answer (repeatable: an allow-list)",
-    )
-    run.add_argument(
-        "--no-fallback", action="store_true", help="never move to another provider on a failure"
-    )
-    run.add_argument(
-        "--weights",
-        type=arguments.weights,
-        metavar="cost=0.7,latency=0.3",
-        help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
-    )
-    run.add_argument(
-        "--export",
-        choices=("json", "csv"),
-        help="the outputs are an export (refused when a data source denies it): print the "
-        "watermarked document at the end",
-    )
-    run.add_argument("--pack", default="", help="run against this pricing pack (a rerun)")
-    run.add_argument("--commit", default="", help="read the ledger at this commit (a rerun)")
-    run.add_argument(
-        "--allow-stale", action="store_true", help="run on a STALE pack (scope pack:stale)"
-    )
+    execute.add_parser(sub, common)
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
@@ -165,14 +143,14 @@ def _credential_if_any(settings: Settings) -> tuple[tuple[str, str], ...]:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    channel: grpc.aio.Channel = grpc.aio.insecure_channel(settings.gateway())
+    channel = settings.channel()
     try:
         if args.command == "register":
             return await account.sign_in(channel, args, _credential_if_any(settings))
         if args.command == "login":
             return await account.sign_in(channel, args, ())
         command = {
-            "execute": execute,
+            "execute": execute.execute,
             "keys": account.keys,
             "providers": admin.providers,
             "vault": admin.vault,

@@ -13,6 +13,8 @@ import functools
 import os
 from pathlib import Path
 
+import grpc
+
 from services.common.config import Config, load_config
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
@@ -54,6 +56,21 @@ class Settings:
             return service.target
         host = "127.0.0.1" if service.host in _WILDCARD_HOSTS else service.host
         return f"[{host}]:{service.port}" if ":" in host else f"{host}:{service.port}"
+
+    def channel(self) -> grpc.aio.Channel:
+        """A channel to the gateway: TLS when --ca-file/$SAGA_GATEWAY_CA_FILE names the CA
+        that signed its certificate or --tls/$SAGA_GATEWAY_TLS=1 asks for the system's
+        roots, else plaintext (the local default)."""
+        ca_file = self._args.ca_file or self._env.get("SAGA_GATEWAY_CA_FILE", "")
+        tls = self._args.tls or self._env.get("SAGA_GATEWAY_TLS", "") in ("1", "true")
+        if not ca_file and not tls:
+            return grpc.aio.insecure_channel(self.gateway())
+        try:
+            roots = Path(ca_file).read_bytes() if ca_file else None
+        except OSError as error:
+            raise SystemExit(f"saga: cannot read the CA file {ca_file}: {error}") from None
+        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        return grpc.aio.secure_channel(self.gateway(), credentials)
 
     def metadata(self) -> Metadata:
         """The call metadata that carries the credential."""

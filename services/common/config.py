@@ -30,6 +30,8 @@ ENV_CONFIG_FILE = "SAGA_CONFIG"
 CLIENT_ENV = {
     "SAGA_API_KEY": "the credential the `saga` CLI sends (default: <data_dir>/admin.key)",
     "SAGA_GATEWAY": "the gateway address the `saga` CLI dials (default: 127.0.0.1:50051)",
+    "SAGA_GATEWAY_CA_FILE": "the CA the `saga` CLI trusts for a gateway serving TLS",
+    "SAGA_GATEWAY_TLS": "1: the `saga` CLI dials the gateway over TLS with the system's CAs",
 }
 """Variables for clients, not services: accepted beside the configuration's overrides."""
 
@@ -363,6 +365,14 @@ class GatewayConfig:
             min=0,
         ),
     )
+    public_cert_file: str = field(
+        default="",
+        metadata=_doc(
+            "PEM certificate chain the public gRPC port and the HTTP port present; with "
+            "public_key_file they serve TLS, without both they are plaintext"
+        ),
+    )
+    public_key_file: str = field(default="", metadata=_doc("PEM private key of public_cert_file"))
     model_groups: tuple[ModelGroupConfig, ...] = field(
         default=(),
         metadata=_doc(
@@ -777,6 +787,16 @@ class RuntimeConfig:
             max=30 * 86_400,
         ),
     )
+    replica_lease_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long a runtime replica counts as alive after it last renewed its lease "
+            "(renewed every third of it); a replica gone longer has its runs interrupted, "
+            "or continued elsewhere when they are detached (durable runs)",
+            min=1,
+            max=600,
+        ),
+    )
     agent_circuit_failures: int = field(
         default=5,
         metadata=_doc(
@@ -1121,6 +1141,19 @@ def _validate(config: Config) -> Config:
                 raise ConfigError(
                     f"tls.{key}: file {value!r} does not exist. Fix: mount it or correct the path."
                 )
+    public = {k: getattr(config.gateway, k) for k in ("public_cert_file", "public_key_file")}
+    for key, value in public.items():
+        pair = "public_key_file" if key == "public_cert_file" else "public_cert_file"
+        if not value and public[pair]:
+            raise ConfigError(
+                f"gateway.{key}: missing key (gateway.{pair} is set). Fix: set both to serve "
+                "the public ports over TLS, or neither for plaintext."
+            )
+    for key, value in public.items():
+        if value and not Path(value).is_file():
+            raise ConfigError(
+                f"gateway.{key}: file {value!r} does not exist. Fix: mount it or correct the path."
+            )
     ports: dict[int, str] = {}
     for svc in dataclasses.fields(ServicesConfig):
         sc = config.services.get(svc.name)

@@ -3,9 +3,12 @@ and the state of each peer channel."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -22,10 +25,40 @@ RPC_SECONDS = Histogram(
 )
 
 
+class _MetricsHandler(BaseHTTPRequestHandler):
+    """`GET /metrics` and nothing else: prometheus_client's own server answers every path
+    with 200, which a probe pointed at the wrong port would take for health."""
+
+    def do_GET(self) -> None:
+        """Answer a scrape (the name is the one http.server calls)."""
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, b"not found: this port serves /metrics only\n", "text/plain")
+            return
+        self._answer(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silent: scrapes every few seconds would drown the service's own log."""
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics on `port` (0 = disabled) from a background thread."""
+    """Expose /metrics on `port` (0 = disabled) from a background thread, as
+    prometheus_client's server does, off the event loop (a busy loop still gets scraped)."""
     if port:
-        start_http_server(port, addr=host)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        server = server_class((host, port), _MetricsHandler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
 
 
 PeerStates = Callable[[], Mapping[str, int]]

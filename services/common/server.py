@@ -60,7 +60,7 @@ from services.common.lifecycle import Lifecycle, Phase, Work
 from services.common.logs import setup_logging
 from services.common.metrics import register_peer_channels, serve_metrics
 from services.common.telemetry import setup_tracing, shutdown_tracing
-from services.common.tls import server_credentials
+from services.common.tls import public_server_credentials, server_credentials
 
 log = logging.getLogger("saga.server")
 
@@ -294,7 +294,10 @@ async def start_service(
     probe = grpc.aio.server(options=server_options(config))
     health_pb2_grpc.add_HealthServicer_to_server(host.health, probe)
 
-    _bind(server, f"{sc.host}:{sc.port}", None if public else server_credentials(config, service))
+    credentials = (
+        public_server_credentials(config) if public else server_credentials(config, service)
+    )
+    _bind(server, f"{sc.host}:{sc.port}", credentials)
     _bind(probe, f"{sc.host}:{sc.probe_port}", None)
     try:
         serve_metrics(sc.host, sc.metrics_port)
@@ -315,7 +318,7 @@ async def start_service(
             "port": sc.port,
             "probe_port": sc.probe_port,
             "metrics_port": sc.metrics_port,
-            "tls": "plaintext" if public else config.tls.mode,
+            "tls": ("public-tls" if credentials else "plaintext") if public else config.tls.mode,
         },
     )
     return RunningService(host=host, server=server, probe=probe)

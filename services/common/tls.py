@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -45,3 +46,31 @@ def channel_credentials(config: Config, service: str) -> grpc.ChannelCredentials
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=chain
     )
+
+
+def _public_files(config: Config) -> tuple[str, str] | None:
+    gateway = config.gateway
+    if not gateway.public_cert_file:
+        return None
+    return gateway.public_cert_file, gateway.public_key_file
+
+
+def public_server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS (no client certificate: callers authenticate by bearer credential) for the
+    gateway's public gRPC port, or None for plaintext."""
+    files = _public_files(config)
+    if files is None:
+        return None
+    chain, key = (Path(f).read_bytes() for f in files)
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
+def public_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The same certificate for the HTTP port (TLS 1.2 or later), or None for plaintext."""
+    files = _public_files(config)
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(*files)
+    return context

@@ -90,10 +90,12 @@ def endpoints(config: Config) -> str:
     lines = []
     for service in reversed(START_ORDER):
         sc = config.services.get(service)
-        tls = "plaintext" if service == "gateway" else f"mTLS ({config.tls.mode})"
+        public = "TLS" if config.gateway.public_cert_file else "plaintext"
+        tls = public if service == "gateway" else f"mTLS ({config.tls.mode})"
+        http = f"  http :{sc.http_port}" if sc.http_port else ""
         lines.append(
             f"  {DISPLAY_NAMES[service]:<14} grpc {sc.host}:{sc.port} {tls:<16}"
-            f" probe :{sc.probe_port}  metrics :{sc.metrics_port}"
+            f" probe :{sc.probe_port}  metrics :{sc.metrics_port}{http}"
         )
     return "\n".join(lines)
 

@@ -52,3 +52,14 @@ async def test_a_json_route_is_its_rpc(stack: Stack) -> None:
             body = await listed.json()
         assert listed.status == 200
         assert "chat" in {p["pattern_id"] for p in body["patterns"]}
+
+
+async def test_metrics_ports_serve_metrics_only(stack: Stack) -> None:
+    base = f"http://127.0.0.1:{stack.ports['router'].metrics_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/metrics") as metrics:
+            assert metrics.status == 200
+            assert "saga_rpc_server_handled" in await metrics.text()
+        for path in ("/healthz", "/v1/models", "/"):
+            async with http.get(base + path) as other:
+                assert other.status == 404, path

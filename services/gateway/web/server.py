@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from services.common.server import PortInUse, ServiceHost
+from services.common.tls import public_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,15 @@ async def serve_http(host: ServiceHost, routes: Sequence[web.RouteDef]) -> None:
     # Access logs off: request logging is the handlers' (with ids, never credentials).
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, sc.host, sc.http_port, shutdown_timeout=1.0)
+    tls = public_ssl_context(host.config)
+    site = web.TCPSite(runner, sc.host, sc.http_port, shutdown_timeout=1.0, ssl_context=tls)
     try:
         await site.start()
     except OSError as error:
         await runner.cleanup()
         raise PortInUse(f"{sc.host}:{sc.http_port}") from error
     host.on_stop(runner.cleanup)
-    log.info("http serving", extra={"http_port": sc.http_port})
+    log.info(
+        "http serving",
+        extra={"http_port": sc.http_port, "tls": "public-tls" if tls else "plaintext"},
+    )

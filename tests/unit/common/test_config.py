@@ -46,6 +46,12 @@ def test_file_then_environment_precedence(tmp_path: Path) -> None:
         ("", {"SAGA_SERVICES__ROUTR__PORT": "1"}, "did you mean SAGA_SERVICES__ROUTER__PORT"),
         ("[tls]\nmode = 'weird'\n", {}, "tls.mode: 'weird'"),
         ("[tls]\nmode = 'files'\n", {}, "tls.cert_file: missing key"),
+        ("[gateway]\npublic_cert_file = 'x.pem'\n", {}, "gateway.public_key_file: missing key"),
+        (
+            "[gateway]\npublic_cert_file = '/no/x.pem'\npublic_key_file = '/no/x.key'\n",
+            {},
+            "gateway.public_cert_file: file '/no/x.pem' does not exist",
+        ),
         ("[services.auth]\nport = 70000\n", {}, "services.auth.port: 70000"),
         ("[services.auth]\nport = 50051\n", {}, "port 50051 is also services.gateway.port"),
         ("[server]\ngrace_seconds = -1\n", {}, "server.grace_seconds: -1"),

@@ -251,7 +251,7 @@ class ReasonResponse(_message.Message):
     saga.runtime.v1.RunPatternResponse / WatchExecutionResponse): delta = 3 is their token,
     switched = 4 their provider_switched, and the payloads have the same field numbers, so
     the runtime relays a router event's bytes (prefixed with the step id) without rebuilding
-    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6, 10 and 16 belong to the chain responses and must never be used here;
+    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6, 10, 11 and 16 belong to the chain responses and must never be used here;
     7 and 8 are reserved there. New events take a number unused by all of them.
     """
 
