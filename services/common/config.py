@@ -383,6 +383,36 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The gateway's HTTP door (`services.gateway.http_port`): the JSON/SSE facade's limits."""
+
+    request_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "deadline of an HTTP request that is not a run or a watch (their deadline is "
+            "gateway.execute_deadline_seconds); past it the answer is 504",
+            min=0.1,
+        ),
+    )
+    heartbeat_seconds: float = field(
+        default=15.0,
+        metadata=_doc(
+            "an SSE stream idle this long gets a comment line, so proxies do not cut it",
+            min=0.05,
+            max=300,
+        ),
+    )
+    max_body_bytes: int = field(
+        default=2 * 1024 * 1024,
+        metadata=_doc(
+            "largest HTTP request body (Execute's inputs are bounded at 1 MiB; JSON spends "
+            "more bytes); larger is 413",
+            min=1024,
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class ContextConfig:
     """The signed request context the gateway mints for every request (SPEC section 2)."""
 
@@ -874,6 +904,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)

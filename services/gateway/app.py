@@ -52,5 +52,6 @@ async def build(host: ServiceHost) -> list[Registration]:
     # The HTTP door: the same servicers behind JSON routes.
     probes = Probes(host.health, [r.name for r in registrations if r.built])
     openai = OpenAIApi(edge, execution, models, catalog)
-    await serve_http(host, [*probes.routes(), *Facade(patterns).routes(), *openai.routes()])
+    facade = Facade.over(registrations, host)
+    await serve_http(host, [*probes.routes(), *facade.routes(), *openai.routes()])
     return registrations

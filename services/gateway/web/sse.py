@@ -14,14 +14,20 @@ from typing import Any
 from aiohttp import web
 
 HEARTBEAT_SECONDS = 15.0
+HEARTBEAT_KEY = web.AppKey("sse_heartbeat_seconds", float)
+"""The app's configured heartbeat (`http.heartbeat_seconds`), for every stream it serves."""
 
 
 class EventStream:
     """An SSE response being written."""
 
-    def __init__(self, request: web.Request, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(self, request: web.Request, heartbeat_seconds: float | None = None) -> None:
         self._request = request
-        self._heartbeat_seconds = heartbeat_seconds
+        self._heartbeat_seconds = (
+            heartbeat_seconds
+            if heartbeat_seconds is not None
+            else request.app.get(HEARTBEAT_KEY, HEARTBEAT_SECONDS)
+        )
         self.response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -67,15 +73,24 @@ class EventStream:
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             if not self._written:
-                await self._write(b": heartbeat\n\n")
+                try:
+                    await self._write(b": heartbeat\n\n")
+                except ConnectionResetError:
+                    return  # the client went away; the handler learns it on its next write
             self._written = False
 
     async def close(self) -> web.StreamResponse:
         """Stop the heartbeat and end the response."""
+        self.stop_heartbeat()
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
                 await self._heartbeat
         with contextlib.suppress(ConnectionResetError):
             await self.response.write_eof()
         return self.response
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat now, without writing (the client went away: there is no one
+        to end the response for, and a cancelled handler must not await)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
