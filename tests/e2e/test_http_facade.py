@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,3 +439,41 @@ async def test_the_openapi_document_names_every_route(stack: Stack, tmp_path: Pa
     } <= served
     params = {p["name"] for p in document["paths"]["/v1/executions"]["get"]["parameters"]}
     assert {"page_size", "page_token", "status", "created_after", "all_users"} <= params
+
+
+async def test_the_live_server_keeps_its_openapi_contract(stack: Stack, tmp_path: Path) -> None:
+    """schemathesis generates requests from /openapi.json and checks every answer against
+    it: no 5xx, documented statuses, content types, headers and response schemas, auth
+    not ignored (the checks left out are in schemathesis.toml, with why)."""
+    # A run to find: the events route then streams real events for the schema check.
+    assert (await call(stack, "POST", "/v1/execute", stack.admin_key(), chat("find me")))[0] == 200
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(Path(sys.executable).with_name("st")),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
+            "run",
+            url(stack, "/openapi.json"),
+            "--header",
+            f"Authorization: Bearer {stack.admin_key()}",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "20",
+            "--generation-deterministic",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+            "--no-color",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path,  # its cache (.schemathesis/) goes there, not into the checkout
+    )
+    assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-2000:]

@@ -81,6 +81,8 @@ class _Schemas:
             self.components[descriptor.full_name] = {
                 "type": "object",
                 "properties": {f.name: self.field(f) for f in descriptor.fields},
+                # A field the message does not have is refused (400), never ignored.
+                "additionalProperties": False,
             }
         return {"$ref": f"#/components/schemas/{descriptor.full_name}"}
 
@@ -123,16 +125,33 @@ def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
     return out
 
 
-def _events(route: Route) -> dict[str, Any]:
+def _events(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    """The SSE media type: `schema` describes one event (OpenAPI 3.1 has no itemSchema yet),
+    its `data` the event message as JSON, or the error JSON of a last `event: error`."""
     assert route.events is not None
-    kinds = ", ".join(o.name for o in route.events.DESCRIPTOR.oneofs[0].fields)
+    kinds = [f.name for f in route.events.DESCRIPTOR.oneofs[0].fields]
     return {
-        "schema": {"type": "string"},
-        "description": (
-            f"Server-Sent Events: `event:` one of {kinds} (or `error`, last, with the error "
-            f"JSON), `id:` the event's sequence, `data:` the {route.events.DESCRIPTOR.name} "
-            "as JSON; comment lines are heartbeats"
-        ),
+        "schema": {
+            "type": "object",
+            "description": (
+                "One Server-Sent Event: `event:` the oneof's kind (or `error`, last, carrying "
+                f"the error JSON), `id:` its sequence, `data:` the {route.events.DESCRIPTOR.name} "
+                "as JSON; comment lines are heartbeats"
+            ),
+            "required": ["data"],
+            "properties": {
+                "event": {"type": "string", "enum": [*kinds, "error"]},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "retry": {"type": "integer"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "anyOf": [schemas.message(route.events.DESCRIPTOR), ERROR_SCHEMA]
+                    },
+                },
+            },
+        }
     }
 
 
@@ -156,7 +175,7 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     elif route.path == "/openapi.json":
         content["application/json"] = {"schema": {"type": "object"}}
     if route.events is not None:
-        content["text/event-stream"] = _events(route)
+        content["text/event-stream"] = _events(route, schemas)
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": content},
         "default": {"$ref": "#/components/responses/Error"},
@@ -189,7 +208,8 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         operation["description"] = f"The RPC {route.rpc}, over HTTP."
     if route.body and route.request is not None:
         operation["requestBody"] = {
-            "required": True,
+            # Every proto3 field has a default: an empty body is the empty message.
+            "required": False,
             "content": {"application/json": {"schema": schemas.message(route.request.DESCRIPTOR)}},
         }
     if route.path == "/openapi.json":
