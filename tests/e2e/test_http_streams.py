@@ -181,3 +181,31 @@ async def test_sigterm_lets_an_sse_stream_finish_with_readiness_down(
     assert await asyncio.to_thread(stack.processes["gateway"].wait, 15) == 0
     assert "Traceback" not in stack.read_log("gateway"), stack.read_log("gateway")
     json.dumps([e.data for e in events])  # every data line was JSON
+
+
+async def test_a_stream_the_grace_cuts_ends_with_an_error_event(
+    stack: Stack, fake: FakeProviders
+) -> None:
+    # The previous test stopped the gateway: start it again with a grace shorter than a run.
+    stack.extra_env["SAGA_SERVER__GRACE_SECONDS"] = "1"
+    await stack.start_all(["gateway"])
+    fake.defaults["ollama"] = Script(tokens=400, interval=0.05)  # ~20 s
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            url(stack, "/v1/execute"),
+            json=chat("never finished"),
+            headers=auth(stack.admin_key(), Accept="text/event-stream"),
+        )
+        events = []
+        async for event in events_of(response):  # the stream must end cleanly: no payload error
+            events.append(event)
+            if len(events) == 3:
+                stack.processes["gateway"].send_signal(signal.SIGTERM)
+    last = events[-1]
+    assert (last.event, last.id) == ("error", None)
+    assert (last.data["error"]["status"], last.data["error"]["reason"]) == (
+        "UNAVAILABLE",
+        "GATEWAY_STOPPING",
+    )
+    assert "completed" not in [e.event for e in events]
+    assert await asyncio.to_thread(stack.processes["gateway"].wait, 15) == 0

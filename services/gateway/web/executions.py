@@ -163,6 +163,7 @@ async def _stream(
             cut = Unavailable("the gateway stopped before the run ended", reason="GATEWAY_STOPPING")
             with contextlib.suppress(ConnectionResetError):
                 await stream.send(error_body(status_for(cut, DOMAIN)), event="error")
+                await stream.close()
         raise
     except ConnectionResetError:
         stream.stop_heartbeat()  # the client went away; the run is cancelled on the way out

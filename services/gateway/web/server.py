@@ -2,9 +2,11 @@
 the service host.
 
 Shutdown runs beside the gRPC drain, not after it: when `host.stopping` is set (readiness
-already NOT_SERVING) the listener closes and in-flight requests — SSE streams included — get
-`server.grace_seconds` to finish before they are cancelled; the host's `Phase.FINISH` waits
-for that, so the peer channels those streams relay through close only afterwards."""
+already NOT_SERVING) the listener closes and in-flight SSE streams get `server.grace_seconds`
+to finish; those still open then end with `event: error` GATEWAY_STOPPING (never a clean end
+over a truncated run), and the other requests in flight get the grace again from aiohttp's
+shutdown. The host's `Phase.FINISH` waits for all that, so the peer channels the streams
+relay through close only afterwards."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from services.common.lifecycle import Phase
 from services.common.server import PortInUse, ServiceHost
 from services.common.tls import public_ssl_context
 from services.gateway.web.middleware import MAX_BODY_KEY, observe
-from services.gateway.web.sse import HEARTBEAT_KEY
+from services.gateway.web.sse import HEARTBEAT_KEY, STREAMS_KEY, OpenStreams
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ def application(host: ServiceHost, routes: Sequence[web.RouteDef]) -> web.Applic
     app[MAX_BODY_KEY] = http.max_body_bytes
     app[HEARTBEAT_KEY] = http.heartbeat_seconds
     app[STOPPING_KEY] = host.stopping
+    app[STREAMS_KEY] = OpenStreams()
     app.add_routes(routes)
     return app
 
@@ -44,15 +47,17 @@ async def serve_http(host: ServiceHost, routes: Sequence[web.RouteDef]) -> None:
     sc = host.config.services.get(host.service)
     if not sc.http_port:
         return
+    app = application(host, routes)
+    grace = host.config.server.grace_seconds
     runner = web.AppRunner(
-        application(host, routes),
+        app,
         # Access logs off: request logging is the handlers' (with ids, never credentials).
         access_log=None,
         handle_signals=False,
         # aiohttp >= 3.9 lets a handler run on after its client disconnected; a run whose
         # caller went away must be cancelled down the chain (SPEC 2), as on the gRPC door.
         handler_cancellation=True,
-        shutdown_timeout=host.config.server.grace_seconds,
+        shutdown_timeout=grace,
     )
     await runner.setup()
     tls = public_ssl_context(host.config)
@@ -67,7 +72,9 @@ async def serve_http(host: ServiceHost, routes: Sequence[web.RouteDef]) -> None:
     async def drain_when_stopping() -> None:
         try:
             await host.stopping.wait()
-            await runner.cleanup()
+            await site.stop()  # no new connections
+            await app[STREAMS_KEY].drain(grace)
+            await runner.cleanup()  # the other requests in flight get the grace too
         finally:
             drained.set()
 

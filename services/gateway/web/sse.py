@@ -18,6 +18,45 @@ HEARTBEAT_KEY = web.AppKey("sse_heartbeat_seconds", float)
 """The app's configured heartbeat (`http.heartbeat_seconds`), for every stream it serves."""
 
 
+class OpenStreams:
+    """The SSE responses being written, so that a shutdown lets them finish, then cuts the
+    rest: aiohttp's own shutdown would close their connections under them, a clean-looking
+    end of a truncated stream; a cancelled handler can still write its last error event."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def add(self, stream: object) -> None:
+        """`stream` is open, written by the current task."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[id(stream)] = task
+            self._empty.clear()
+
+    def discard(self, stream: object) -> None:
+        """`stream` ended."""
+        self._tasks.pop(id(stream), None)
+        if not self._tasks:
+            self._empty.set()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for every open stream to end, then cancel the handlers
+        of those still open and give them a moment to write their last event."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._empty.wait()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._empty.wait()
+
+
+STREAMS_KEY = web.AppKey("open_streams", OpenStreams)
+
+
 class EventStream:
     """An SSE response being written."""
 
@@ -39,12 +78,15 @@ class EventStream:
         self._lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
         self._written = False
+        self._open_streams = request.app.get(STREAMS_KEY)
 
     async def open(self, headers: dict[str, str] | None = None) -> None:
         """Send the status line and headers (with `headers` added); start the heartbeat."""
         self.response.headers.update(headers or {})
         await self.response.prepare(self._request)
         self._heartbeat = asyncio.ensure_future(self._beat())
+        if self._open_streams is not None:
+            self._open_streams.add(self)
 
     @property
     def opened(self) -> bool:
@@ -94,3 +136,5 @@ class EventStream:
         to end the response for, and a cancelled handler must not await)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._open_streams is not None:
+            self._open_streams.discard(self)
