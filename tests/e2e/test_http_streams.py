@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,12 +18,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.test_http_facade import Event, auth, chat, parse_sse, sse, url
+from tests.e2e.test_http_facade import Event, auth, call, chat, parse_sse, sse, url
 from tests.e2e.test_resilience_gateway import provider_toml
 from tests.fakes.providers import FakeProviders, Script
 from tests.harness import Stack, stack_for
 
 HEARTBEAT = 0.2
+READ_TIMEOUT = 2.0
 GRACE = 8.0
 """Longer than the stream the SIGTERM test cuts into (the harness's default is 3 s)."""
 
@@ -43,6 +45,7 @@ async def stack(
         config=config,
         SAGA_HTTP__HEARTBEAT_SECONDS=str(HEARTBEAT),
         SAGA_SERVER__GRACE_SECONDS=str(GRACE),
+        SAGA_HTTP__REQUEST_TIMEOUT_SECONDS=str(READ_TIMEOUT),
     ) as s:
         yield s
 
@@ -149,6 +152,19 @@ async def test_an_idle_stream_gets_heartbeats(stack: Stack, fake: FakeProviders)
     stream = await sse(stack, "POST", "/v1/execute", stack.admin_key(), chat("think first"))
     assert stream.events[-1].event == "completed"
     assert stream.heartbeats >= 1
+
+
+async def test_a_read_that_outlives_its_deadline_is_504(stack: Stack) -> None:
+    key = stack.admin_key()
+    assert (await call(stack, "GET", "/v1/patterns", key))[0] == 200  # the credential is cached
+    runtime = stack.processes["runtime"].pid
+    os.kill(runtime, signal.SIGSTOP)  # hung: its sockets open, nothing answers
+    try:
+        status, error, _ = await call(stack, "GET", "/v1/patterns", key)
+    finally:
+        os.kill(runtime, signal.SIGCONT)
+    assert (status, error["error"]["reason"]) == (504, "HTTP_REQUEST_TIMEOUT")
+    assert error["error"]["details"][0]["metadata"]["timeoutSeconds"] == f"{READ_TIMEOUT:g}"
 
 
 async def test_sigterm_lets_an_sse_stream_finish_with_readiness_down(
