@@ -24,7 +24,7 @@ from saga.gateway.v1 import execution_pb2
 from services.common.errors import FieldViolation, Internal, InvalidArgument, Unavailable
 from services.common.status import status_for
 from services.gateway.execution import ExecutionServicer
-from services.gateway.web.calls import from_json, headers_of, read_json, to_json
+from services.gateway.web.calls import from_json, headers_of, invoke, read_json, to_json
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN, error_body, error_response
 from services.gateway.web.query import query_fields
@@ -82,12 +82,9 @@ class Runs:
         # Absent (or another user's) is a 404 before any event, not an error event after a
         # 200: the same read, through the same servicer, as GET /v1/executions/{id}.
         check = HttpCallContext(request, self._timeout)
+        exists = execution_pb2.GetExecutionRequest(execution_id=message.execution_id)
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._executions.GetExecution(
-                    execution_pb2.GetExecutionRequest(execution_id=message.execution_id),
-                    check,
-                )
+            await invoke(self._executions.GetExecution, exists, check, self._timeout)
         except Exception as error:
             return error_response(error, headers_of(check))
         context = HttpCallContext(request, None)
