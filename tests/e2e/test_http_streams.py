@@ -64,6 +64,17 @@ async def events_of(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
             yield event
 
 
+async def open_run(
+    http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any]
+) -> aiohttp.ClientResponse:
+    """A POST /v1/execute asking for SSE, its body still to be read."""
+    return await http.post(
+        url(stack, "/v1/execute"),
+        json=body,
+        headers=auth(stack.admin_key(), Accept="text/event-stream"),
+    )
+
+
 async def provider_saw_the_close(fake: FakeProviders, before: int) -> Any:
     """The provider's request of the run started after `before` requests, once its
     connection closed (bounded)."""
@@ -81,11 +92,7 @@ async def test_an_sse_client_that_disconnects_cancels_the_provider_call(
     fake.defaults["ollama"] = Script(tokens=200, interval=0.05)
     before = len(fake.requests("ollama"))
     async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            url(stack, "/v1/execute"),
-            json=chat("a long one"),
-            headers=auth(stack.admin_key(), Accept="text/event-stream"),
-        )
+        response = await open_run(http, stack, chat("a long one"))
         kinds = []
         async for event in events_of(response):
             kinds.append(event.event)
@@ -124,11 +131,7 @@ async def test_a_detached_run_goes_on_and_the_watch_gets_the_rest(
     fake.defaults["ollama"] = Script(tokens=20, interval=0.02)
     key = stack.admin_key()
     async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            url(stack, "/v1/execute"),
-            json=chat("detach me", detach_on_disconnect=True),
-            headers=auth(key, Accept="text/event-stream"),
-        )
+        response = await open_run(http, stack, chat("detach me", detach_on_disconnect=True))
         seen = []
         async for event in events_of(response):
             seen.append(event)
@@ -175,11 +178,7 @@ async def test_sigterm_lets_an_sse_stream_finish_with_readiness_down(
         aiohttp.ClientSession() as http,
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['gateway'].probe_port}") as probe,
     ):
-        response = await http.post(
-            url(stack, "/v1/execute"),
-            json=chat("finish me"),
-            headers=auth(stack.admin_key(), Accept="text/event-stream"),
-        )
+        response = await open_run(http, stack, chat("finish me"))
         events = []
         readiness = None
         async for event in events_of(response):
@@ -207,11 +206,7 @@ async def test_a_stream_the_grace_cuts_ends_with_an_error_event(
     await stack.start_all(["gateway"])
     fake.defaults["ollama"] = Script(tokens=400, interval=0.05)  # ~20 s
     async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            url(stack, "/v1/execute"),
-            json=chat("never finished"),
-            headers=auth(stack.admin_key(), Accept="text/event-stream"),
-        )
+        response = await open_run(http, stack, chat("never finished"))
         events = []
         async for event in events_of(response):  # the stream must end cleanly: no payload error
             events.append(event)

@@ -8,9 +8,9 @@ body (POST), calls the servicer method the gRPC door calls, and answers its repl
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf.message import Message
@@ -44,10 +44,11 @@ from services.gateway.web.calls import (
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN, error_body, error_response, retry_after_seconds
 from services.gateway.web.executions import Runs
+from services.gateway.web.middleware import Handler
 from services.gateway.web.openapi import document
 from services.gateway.web.query import query_fields
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,19 @@ class Facade:
     @classmethod
     def over(cls, registrations: Sequence[Registration], host: ServiceHost) -> Facade:
         """The facade over the servicers the gateway registered for its gRPC door."""
-        servicers = {type(r.servicer): r.servicer for r in registrations}
+
+        def one(kind: type[S]) -> S:
+            for r in registrations:
+                if isinstance(r.servicer, kind):
+                    return r.servicer
+            raise LookupError(f"the gateway registered no {kind.__name__}")
+
         return cls(
-            servicers[ExecutionServicer],  # type: ignore[arg-type]
-            servicers[SessionServicer],  # type: ignore[arg-type]
-            servicers[UsageServicer],  # type: ignore[arg-type]
-            servicers[PatternServicer],  # type: ignore[arg-type]
-            servicers[PackHealthServicer],  # type: ignore[arg-type]
+            one(ExecutionServicer),
+            one(SessionServicer),
+            one(UsageServicer),
+            one(PatternServicer),
+            one(PackHealthServicer),
             host.config.http.request_timeout_seconds,
         )
 
