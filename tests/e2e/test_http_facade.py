@@ -278,6 +278,9 @@ async def test_bad_json_and_parameters_are_400_naming_the_field(stack: Stack) ->
         ("GET", "/v1/executions?colour=red", None, "colour"),
         ("GET", "/v1/executions?pattern_id=a&pattern_id=b", None, "pattern_id"),
         ("GET", "/v1/usage?group_by=PLANET", None, "group_by"),
+        ("GET", "/v1/patterns?verbose=true", None, "verbose"),
+        ("POST", "/v1/execute?stream=true", chat("hi"), "stream"),
+        ("POST", "/v1/sessions?title=x", {}, "title"),
     ]
     for method, path, body, named in cases:
         status, error, _ = await call(stack, method, path, key, body)

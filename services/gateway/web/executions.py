@@ -27,7 +27,7 @@ from services.gateway.execution import ExecutionServicer
 from services.gateway.web.calls import from_json, headers_of, invoke, read_json, to_json
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN, error_body, error_response
-from services.gateway.web.query import query_fields
+from services.gateway.web.query import query_fields, refuse_query
 from services.gateway.web.server import STOPPING_KEY
 from services.gateway.web.sse import EventStream
 
@@ -61,6 +61,7 @@ class Runs:
 
     async def execute(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/execute: JSON in; one JSON answer, or SSE."""
+        refuse_query(request.query)
         message = from_json(await read_json(request), execution_pb2.ExecuteRequest)
         # No deadline of its own: Execute's is gateway.execute_deadline_seconds.
         context = HttpCallContext(request, None)

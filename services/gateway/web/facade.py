@@ -46,7 +46,7 @@ from services.gateway.web.errors import DOMAIN, error_body, error_response, retr
 from services.gateway.web.executions import Runs
 from services.gateway.web.middleware import Handler
 from services.gateway.web.openapi import document
-from services.gateway.web.query import query_fields
+from services.gateway.web.query import query_fields, refuse_query
 
 S = TypeVar("S")
 
@@ -116,6 +116,7 @@ class Facade:
     def _unary(self, method: UnaryMethod, request_type: type[Message], body: bool) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             if body:
+                refuse_query(request.query)
                 fields = await read_json(request)
             else:
                 fields = query_fields(request.query, request_type.DESCRIPTOR, request.match_info)

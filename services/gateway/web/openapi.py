@@ -180,6 +180,13 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         "200": {"description": "OK", "content": content},
         "default": {"$ref": "#/components/responses/Error"},
     }
+    if route.path == "/v1/execute":
+        responses["200"]["headers"] = {
+            "x-saga-execution-id": {
+                "description": "the run's id (also on an error answered after it started)",
+                "schema": {"type": "string"},
+            }
+        }
     if route.path == "/health/pack":
         assert route.response is not None
         responses["503"] = {

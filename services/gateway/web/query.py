@@ -47,6 +47,13 @@ def query_fields(
     return body
 
 
+def refuse_query(query: MultiMapping[str]) -> None:
+    """A route whose request is its JSON body takes no query parameter: one given is refused
+    (INVALID_ARGUMENT naming it), never ignored."""
+    for name in query:
+        raise _refused(name, "not a parameter of this route (its request is the JSON body)")
+
+
 SCALAR_MESSAGES = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
 """Well-known messages whose JSON is one string, so a parameter can spell them."""
 
