@@ -415,6 +415,10 @@ async def test_a_request_is_a_span_under_its_traceparent(facade: Facade) -> None
         stack, "GET", "/v1/patterns", stack.admin_key(), traceparent=f"00-{trace_id}-{parent}-01"
     )
     assert status == 200
+    # Probes are not traced (noise), as gRPC health checks are not.
+    probed = "5bf92f3577b34da6a3ce929d0e0e4736"
+    probe = await call(stack, "GET", "/healthz", None, traceparent=f"00-{probed}-{parent}-01")
+    assert probe[0] == 200
     for _ in range(100):  # spans are exported in batches
         spans = [s for s in collector.spans if s.trace_id == trace_id]
         if any(s.service == "agent-runtime" for s in spans):
@@ -426,6 +430,7 @@ async def test_a_request_is_a_span_under_its_traceparent(facade: Facade) -> None
     runtime = [s for s in spans if s.service == "agent-runtime"]
     assert runtime
     assert {s.parent_id for s in runtime} == {door.span_id}
+    assert not [s for s in collector.spans if s.trace_id == probed]
 
 
 async def test_the_openapi_document_names_every_route(stack: Stack, tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Routes not traced: probes and scrapes are noise in traces (as gRPC health checks are)."""
+
 CLIENT_CLOSED = 499
 """The status counted for a request whose client disconnected (nginx's convention)."""
 
@@ -48,7 +51,7 @@ def route_of(request: web.Request) -> str:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Span, metrics and JSON refusals around one request."""
     route = route_of(request)
-    span, token = start_http_span(request.method, route, request.headers)
+    traced = None if route in _PROBES else start_http_span(request.method, route, request.headers)
     start = time.perf_counter()
     status = 500
     try:
@@ -61,7 +64,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         HTTP_SECONDS.labels(route).observe(time.perf_counter() - start)
-        end_http_span(span, token, status)
+        if traced is not None:
+            end_http_span(*traced, status)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
