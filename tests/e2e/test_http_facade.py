@@ -485,3 +485,23 @@ async def test_the_live_server_keeps_its_openapi_contract(stack: Stack, tmp_path
         cwd=tmp_path,  # its cache (.schemathesis/) goes there, not into the checkout
     )
     assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-2000:]
+
+
+async def test_executions_page_with_their_tokens(stack: Stack) -> None:
+    _, key = await new_user(stack)
+    for prompt in ("one", "two", "three"):
+        assert (await call(stack, "POST", "/v1/execute", key, chat(prompt)))[0] == 200
+    seen: list[str] = []
+    path = "/v1/executions?page_size=2&pattern_id=chat"
+    status, page, _ = await call(stack, "GET", path, key)
+    assert status == 200
+    seen += [e["execution_id"] for e in page["executions"]]
+    token = page["next_page_token"]
+    assert token
+    status, rest, _ = await call(stack, "GET", f"{path}&page_token={token}", key)
+    assert status == 200
+    seen += [e["execution_id"] for e in rest["executions"]]
+    assert (len(seen), len(set(seen)), rest["next_page_token"]) == (3, 3, "")
+    # A token is bound to its filters.
+    status, error, _ = await call(stack, "GET", f"/v1/executions?page_token={token}", key)
+    assert (status, error["error"]["reason"]) == (400, "PAGE_TOKEN_INVALID")
