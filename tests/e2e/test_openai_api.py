@@ -7,6 +7,7 @@ refusals as the SDKs' own exception classes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -418,3 +419,16 @@ async def test_a_body_that_is_no_request_is_a_bad_request(stack: Stack, body: st
     assert response.status == 400
     assert error["type"] == "invalid_request_error"
     assert error["param"] in ("body", "messages")
+
+
+async def test_a_body_over_the_limit_is_413_in_openais_shape(stack: Stack) -> None:
+    headers = {"Authorization": f"Bearer {stack.admin_key()}"}
+    text = '{"model": "llama-a", "messages": [{"role": "user", "content": "' + "x" * (3 << 20)
+    body = io.BytesIO(text.encode())
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base_url(stack)}/chat/completions", data=body, headers=headers) as response,
+    ):
+        error = (await response.json())["error"]
+    assert response.status == 413
+    assert (error["type"], error["code"]) == ("invalid_request_error", "REQUEST_TOO_LARGE")

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from services.common.errors import DeadlineExceeded, FieldViolation, InvalidArgument
 from services.gateway.web.context import HttpCallContext
-from services.gateway.web.errors import error_response
+from services.gateway.web.errors import error_response, too_large
 
 M = TypeVar("M", bound=Message)
 UnaryMethod = Callable[[Any, Any], Awaitable[Message]]
@@ -70,6 +70,8 @@ async def read_json(request: web.Request) -> Any:
     try:
         text = await request.text()
         return json.loads(text) if text.strip() else {}
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(request.client_max_size) from None
     # Nesting deeper than the parser's recursion limit is malformed too, not a crash.
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InvalidArgument(

@@ -15,7 +15,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from services.common.errors import Code
+from services.common.errors import Code, InvalidArgument
 from services.common.status import status_for
 
 DOMAIN = "gateway.saga"
@@ -40,6 +40,28 @@ HTTP_STATUS = {
     Code.UNAUTHENTICATED: 401,
 }
 """gRPC code -> HTTP status, as the comments of google/rpc/code.proto map them."""
+
+
+TOO_LARGE = "REQUEST_TOO_LARGE"
+"""The one reason whose HTTP status is not its code's: a body over the limit is 413."""
+
+
+def too_large(max_bytes: int) -> InvalidArgument:
+    """The refusal of a request body larger than `max_bytes`."""
+    return InvalidArgument(
+        f"the request body is larger than {max_bytes} bytes",
+        reason=TOO_LARGE,
+        metadata={"maxBytes": str(max_bytes)},
+    )
+
+
+def status_of_reason(status: status_pb2.Status) -> int:
+    """The HTTP status of `status`: its code's, except 413 for a body over the limit."""
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details:
+        if detail.Unpack(info) and info.reason == TOO_LARGE:
+            return 413
+    return http_status(status.code)
 
 
 def http_status(code: int) -> int:
@@ -91,10 +113,10 @@ def error_response(
     if (seconds := retry_after_seconds(rpc_status)) is not None:
         out["Retry-After"] = str(seconds)
     body = error_body(rpc_status)
-    if status is not None:
-        body["error"]["code"] = status
+    status = status or status_of_reason(rpc_status)
+    body["error"]["code"] = status
     return web.Response(
-        status=status or http_status(rpc_status.code),
+        status=status,
         text=json.dumps(body),
         content_type="application/json",
         headers=out,

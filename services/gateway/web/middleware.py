@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from services.common.errors import InvalidArgument, NotFound, SagaError, Unimplemented
+from services.common.errors import NotFound, SagaError, Unimplemented
 from services.common.telemetry import end_http_span, start_http_span
-from services.gateway.web.errors import error_response
+from services.gateway.web.errors import error_response, too_large
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ def _refusal(request: web.Request, refusal: web.HTTPException) -> web.StreamResp
             reason="METHOD_NOT_ALLOWED",
         )
     elif isinstance(refusal, web.HTTPRequestEntityTooLarge):
-        error = InvalidArgument(
-            f"the request body is larger than {request.app[MAX_BODY_KEY]} bytes",
-            reason="REQUEST_TOO_LARGE",
-            metadata={"maxBytes": str(request.app[MAX_BODY_KEY])},
-        )
+        error = too_large(request.app[MAX_BODY_KEY])
     else:
         return refusal
     headers = {k: v for k, v in refusal.headers.items() if k.lower() == "allow"}

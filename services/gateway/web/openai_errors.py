@@ -21,7 +21,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.common.errors import Code
 from services.common.status import status_for
-from services.gateway.web.errors import DOMAIN, http_status, retry_after_seconds
+from services.gateway.web.errors import (
+    DOMAIN,
+    http_status,
+    retry_after_seconds,
+    status_of_reason,
+)
 
 _TYPES = {
     400: "invalid_request_error",
@@ -71,7 +76,7 @@ def openai_error_response(
     """The HTTP response for an error of a chat completion or a models call."""
     status = status_for(error, DOMAIN)
     out = dict(headers or {})
-    code = http_status(status.code)
+    code = status_of_reason(status)
     seconds = retry_after_seconds(status)
     if seconds is not None:
         out["Retry-After"] = str(seconds)
