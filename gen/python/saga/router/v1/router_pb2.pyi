@@ -35,6 +35,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_SYSTEM: _Role.ValueType  # 1
     ROLE_USER: _Role.ValueType  # 2
     ROLE_ASSISTANT: _Role.ValueType  # 3
+    ROLE_TOOL: _Role.ValueType  # 4
+    """The result of a tool call (tool_call_id names the call)."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Author of a chat message."""
@@ -43,7 +45,69 @@ ROLE_UNSPECIFIED: Role.ValueType  # 0
 ROLE_SYSTEM: Role.ValueType  # 1
 ROLE_USER: Role.ValueType  # 2
 ROLE_ASSISTANT: Role.ValueType  # 3
+ROLE_TOOL: Role.ValueType  # 4
+"""The result of a tool call (tool_call_id names the call)."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
+
+class _ToolChoiceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoiceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_MODE_UNSPECIFIED: _ToolChoiceMode.ValueType  # 0
+    """Same as TOOL_CHOICE_MODE_AUTO."""
+    TOOL_CHOICE_MODE_AUTO: _ToolChoiceMode.ValueType  # 1
+    """The model decides."""
+    TOOL_CHOICE_MODE_NONE: _ToolChoiceMode.ValueType  # 2
+    """The model must not call a tool."""
+    TOOL_CHOICE_MODE_REQUIRED: _ToolChoiceMode.ValueType  # 3
+    """The model must call at least one tool."""
+    TOOL_CHOICE_MODE_NAMED: _ToolChoiceMode.ValueType  # 4
+    """The model must call the tool ToolChoice.name."""
+
+class ToolChoiceMode(_ToolChoiceMode, metaclass=_ToolChoiceModeEnumTypeWrapper):
+    """Whether and which tools the model must call."""
+
+TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.ValueType  # 0
+"""Same as TOOL_CHOICE_MODE_AUTO."""
+TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.ValueType  # 1
+"""The model decides."""
+TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
+"""The model must not call a tool."""
+TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
+"""The model must call at least one tool."""
+TOOL_CHOICE_MODE_NAMED: ToolChoiceMode.ValueType  # 4
+"""The model must call the tool ToolChoice.name."""
+Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
+
+class _ResponseFormatType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseFormatTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseFormatType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ResponseFormatType.ValueType  # 0
+    """Same as RESPONSE_FORMAT_TYPE_TEXT."""
+    RESPONSE_FORMAT_TYPE_TEXT: _ResponseFormatType.ValueType  # 1
+    """Free text."""
+    RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ResponseFormatType.ValueType  # 2
+    """A JSON object (any)."""
+    RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ResponseFormatType.ValueType  # 3
+    """A JSON value valid against ResponseFormat.schema_json."""
+
+class ResponseFormatType(_ResponseFormatType, metaclass=_ResponseFormatTypeEnumTypeWrapper):
+    """The shape of the answer's text."""
+
+RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.ValueType  # 0
+"""Same as RESPONSE_FORMAT_TYPE_TEXT."""
+RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.ValueType  # 1
+"""Free text."""
+RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.ValueType  # 2
+"""A JSON object (any)."""
+RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.ValueType  # 3
+"""A JSON value valid against ResponseFormat.schema_json."""
+Global___ResponseFormatType: _TypeAlias = ResponseFormatType  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -53,24 +117,140 @@ class Message(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """ROLE_UNSPECIFIED is read as ROLE_USER; a number the enum does not define is
     INVALID_ARGUMENT ROLE_INVALID naming the message.
     """
     content: _builtins.str
+    """The text (a tool message: the tool's result). May be empty on an assistant message
+    that carries tool calls.
+    """
+    tool_call_id: _builtins.str
+    """ROLE_TOOL only (and required there): the id of the call this message is the result of."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_reason_events_pb2.ToolCall]:
+        """ROLE_ASSISTANT only: the tool calls the model made in that turn (a previous Final's
+        tool_calls), each answered by a later ROLE_TOOL message with its id.
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         content: _builtins.str = ...,
+        tool_calls: _abc.Iterable[_reason_events_pb2.ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """A tool (function) the model may call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    STRICT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """1 to 64 characters of [A-Za-z0-9_-], unique within the request."""
+    description: _builtins.str
+    """What the tool does, for the model."""
+    parameters_json: _builtins.str
+    """The JSON Schema of the arguments, as JSON text: an object schema; empty = no
+    arguments. A schema that is not valid JSON Schema (draft 2020-12) is INVALID_ARGUMENT
+    TOOLS_INVALID naming the tool.
+    """
+    strict: _builtins.bool
+    """Ask providers that support it to hold the arguments to the schema exactly (OpenAI's
+    strict). The router checks every call's arguments against the schema either way.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters_json: _builtins.str = ...,
+        strict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters_json", b"parameters_json", "strict", b"strict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolChoice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    mode: Global___ToolChoiceMode.ValueType
+    name: _builtins.str
+    """TOOL_CHOICE_MODE_NAMED only: one of the request's tools."""
+    def __init__(
+        self,
+        *,
+        mode: Global___ToolChoiceMode.ValueType = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
+
+@_typing.final
+class ResponseFormat(_message.Message):
+    """Structured output. With a JSON type the router checks the answer before it is delivered:
+    an answer that is not JSON, or not valid against the schema, is asked for once more with
+    the problem, then refused (FAILED_PRECONDITION STRUCTURED_OUTPUT_INVALID) — never delivered
+    as a success. The text is therefore sent once checked (as one Delta in streaming mode).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    STRICT_FIELD_NUMBER: _builtins.int
+    type: Global___ResponseFormatType.ValueType
+    name: _builtins.str
+    """JSON_SCHEMA: the schema's name (1 to 64 characters of [A-Za-z0-9_-]; default
+    "response").
+    """
+    schema_json: _builtins.str
+    """JSON_SCHEMA: the JSON Schema (draft 2020-12) as JSON text."""
+    strict: _builtins.bool
+    """JSON_SCHEMA: ask providers that support it to follow the schema exactly."""
+    def __init__(
+        self,
+        *,
+        type: Global___ResponseFormatType.ValueType = ...,
+        name: _builtins.str = ...,
+        schema_json: _builtins.str = ...,
+        strict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "schema_json", b"schema_json", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
 
 @_typing.final
 class AccountingContext(_message.Message):
@@ -127,6 +307,10 @@ class ReasonRequest(_message.Message):
     MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     system_prompt: _builtins.str
     """Sent as the system message, before messages."""
     max_tokens: _builtins.int
@@ -145,6 +329,10 @@ class ReasonRequest(_message.Message):
     """Upper bound on this call's cost; 0 = only the user's budget applies. Refused before any
     provider is called when the cheapest candidate cannot fit it; a stream that would exceed
     it is stopped (RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED).
+    """
+    parallel_tool_calls: _builtins.bool
+    """Whether the model may make several tool calls in one answer; unset = the provider's
+    default (yes for OpenAI and Anthropic). False is sent to providers that take it.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -170,6 +358,22 @@ class ReasonRequest(_message.Message):
         the snapshot's CUSTOM ranking (the configured weights).
         """
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Tools the model may call (at most 64). Only providers with the `tools` capability are
+        candidates when set.
+        """
+
+    @_builtins.property
+    def tool_choice(self) -> Global___ToolChoice:
+        """Unset = auto. Needs tools (except TOOL_CHOICE_MODE_NONE)."""
+
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """Unset = text. A JSON type needs the `json_output` capability (every configured
+        candidate without it is passed over).
+        """
+
     def __init__(
         self,
         *,
@@ -187,13 +391,22 @@ class ReasonRequest(_message.Message):
         max_cost_micro_usd: _builtins.int = ...,
         allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
         weights: _options_pb2.StrategyWeights | None = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: Global___ToolChoice | None = ...,
+        parallel_tool_calls: _builtins.bool | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "accounting", b"accounting", "parallel_tool_calls", b"parallel_tool_calls", "response_format", b"response_format", "temperature", b"temperature", "tool_choice", b"tool_choice", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "parallel_tool_calls", b"parallel_tool_calls", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_format", b"response_format", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___ReasonRequest: _TypeAlias = ReasonRequest  # noqa: Y015
@@ -209,7 +422,8 @@ class ReasonResponse(_message.Message):
     saga.runtime.v1.RunPatternResponse / WatchExecutionResponse): delta = 3 is their token,
     switched = 4 their provider_switched, and the payloads have the same field numbers, so
     the runtime relays a router event's bytes (prefixed with the step id) without rebuilding
-    it (skipped = 9 is their providers_skipped). Numbers 1, 2, 5, 6, 10 and 16 belong to the chain responses and must never be used here;
+    it (skipped = 9 is their providers_skipped, tool_call_delta = 30 their tool_call_token).
+    Numbers 1, 2, 5, 6, 10 and 16 belong to the chain responses and must never be used here;
     7 and 8 are reserved there. New events take a number unused by all of them.
     """
 
@@ -220,6 +434,7 @@ class ReasonResponse(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_DELTA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def delta(self) -> _reason_events_pb2.Delta: ...
     @_builtins.property
@@ -232,6 +447,10 @@ class ReasonResponse(_message.Message):
     def skipped(self) -> _reason_events_pb2.Skipped:
         """Wire-compatible with the chain responses' providers_skipped = 9 (relayed as bytes)."""
 
+    @_builtins.property
+    def tool_call_delta(self) -> _reason_events_pb2.ToolCallDelta:
+        """A piece of a tool call; wire-compatible with the chain responses' tool_call_token = 30."""
+
     def __init__(
         self,
         *,
@@ -240,12 +459,13 @@ class ReasonResponse(_message.Message):
         attempt: _reason_events_pb2.Attempt | None = ...,
         final: _reason_events_pb2.Final | None = ...,
         skipped: _reason_events_pb2.Skipped | None = ...,
+        tool_call_delta: _reason_events_pb2.ToolCallDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched", "tool_call_delta", b"tool_call_delta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "delta", b"delta", "event", b"event", "final", b"final", "skipped", b"skipped", "switched", b"switched", "tool_call_delta", b"tool_call_delta"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "switched", "attempt", "final", "skipped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "switched", "attempt", "final", "skipped", "tool_call_delta"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
