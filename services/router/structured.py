@@ -249,7 +249,15 @@ def output_problem(text: str, response_format: ResponseFormat) -> str | None:
 
 def answer_problem(request: EngineRequest, text: str, tool_calls: Sequence[ToolCall]) -> str | None:
     """What is wrong with an answer to `request` (its tool calls, or its structured text
-    when it made none), or None."""
+    when it made none), or None. The tool choice is held too: a provider that cannot
+    enforce it (Ollama) is checked like one that can."""
+    choice = request.tool_choice
+    if choice.mode is ToolChoiceMode.NONE and tool_calls:
+        return "no tool call was allowed"
+    if choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED) and not tool_calls:
+        return "a tool call was required" + (f": {choice.name}" if choice.name else "")
+    if choice.mode is ToolChoiceMode.NAMED and any(c.name != choice.name for c in tool_calls):
+        return f"only the tool {choice.name} may be called"
     if tool_calls:
         if len(tool_calls) > MAX_TOOL_CALLS:
             return f"at most {MAX_TOOL_CALLS} tool calls"

@@ -102,6 +102,11 @@ class Progress:
         self._deadlines.got_text = True
         return TextDelta(text)
 
+    @property
+    def request(self) -> EngineRequest:
+        """The request being answered (how it was asked shapes how its answer is read)."""
+        return self._request
+
     def tool(self, delta: ToolCallDelta) -> ToolCallDelta:
         """Count a tool-call delta (generated output like text) and return it to be
         yielded."""

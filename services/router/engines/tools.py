@@ -91,6 +91,17 @@ class ResponseFormat:
 TEXT = ResponseFormat()
 
 
+def json_instruction(form: ResponseFormat) -> str:
+    """The system-prompt instruction that asks for a JSON answer, for a provider that has no
+    JSON mode for this request (the router checks the answer either way)."""
+    if form.type is ResponseFormatType.JSON_SCHEMA:
+        return (
+            "Answer with only a JSON value, no prose and no code fence, valid against this "
+            f"JSON Schema: {form.schema_json}"
+        )
+    return "Answer with only a JSON object, no prose and no code fence."
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A complete tool call: the model asks the caller to run `name` with the arguments."""
