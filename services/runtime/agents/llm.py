@@ -19,7 +19,11 @@ The run's options travel with each call: the allow-list, `disable_fallback` (the
 limit after the steps before this one and this step's earlier calls (a step that finds
 nothing left is refused RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED without calling the router).
 
-The router's events are read as bytes: a Delta, Switched or Skipped is relayed without being decoded
+`llm.complete` also takes tools, a tool choice, parallel tool calls and a response format
+(`llm_tools`), and its output holds the tool calls the model made.
+
+The router's events are read as bytes: a Delta, Switched, Skipped or ToolCallDelta is relayed
+without being decoded
 (the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
 ends the call, is parsed. Failures from the router propagate unchanged, so its reason and
 domain reach the client.
@@ -47,6 +51,7 @@ from services.common.errors import (
 from services.common.usage import Usage
 from services.common.usage_messages import usage_from_proto
 from services.runtime import json_check, wire
+from services.runtime.agents import llm_tools
 from services.runtime.agents.llm_history import history_messages
 from services.runtime.agents.local import step_args_invalid
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
@@ -107,7 +112,12 @@ LLM_COMPLETE = Capability(
     agent="llm",
     description="Answer a prompt with an LLM chosen by the router; text streams as tokens.",
     args=(
-        FieldSpec("prompt", "string", required=True, description="the user message"),
+        FieldSpec(
+            "prompt",
+            "string",
+            description="the user message, sent after the history; absent: the history "
+            "alone (e.g. ending with tool results for the model to answer)",
+        ),
         SYSTEM,
         MAX_TOKENS,
         TEMPERATURE,
@@ -115,10 +125,40 @@ LLM_COMPLETE = Capability(
         FieldSpec(
             "history",
             "array",
-            description="earlier turns, sent before the prompt: {role: user|assistant, content}",
+            description="earlier turns, sent before the prompt: {role: user|assistant, "
+            "content} (assistant: tool_calls [{id, name, arguments}]) or {role: tool, content, "
+            "tool_call_id}",
+        ),
+        FieldSpec(
+            "tools",
+            "array",
+            description="tools the model may call: [{name, description, parameters (JSON "
+            "Schema), strict}]",
+            check=llm_tools.tools_problem,
+        ),
+        FieldSpec(
+            "tool_choice",
+            "string",
+            description="auto (default), none, required, or the name of one of the tools",
+        ),
+        FieldSpec("parallel_tool_calls", "boolean", description="may the model call several tools"),
+        FieldSpec(
+            "response_format",
+            "object",
+            description="{type: text|json_object|json_schema, name, schema, strict}: the "
+            "router checks a JSON answer (one retry) before it is delivered",
+            check=llm_tools.format_problem,
         ),
     ),
-    outputs=(FieldSpec("text", "string", required=True, description="the whole answer"),),
+    outputs=(
+        FieldSpec("text", "string", required=True, description="the whole answer"),
+        FieldSpec(
+            "tool_calls",
+            "array",
+            description="the tools the model called: [{id, name, arguments}]; run them and "
+            "send the results as tool turns of the next history",
+        ),
+    ),
     # Until text streams nothing reached the caller, so another attempt is invisible.
     retry_safe=True,
 )
@@ -243,7 +283,10 @@ def reason_request(
         messages=(
             messages
             if messages is not None
-            else [*history_messages(call), user(args.get("prompt") or "")]
+            else [
+                *history_messages(call),
+                *([] if args.get("prompt") is None else [user(args["prompt"])]),
+            ]
         ),
         system_prompt=args.get("system") or system or "",
         max_tokens=int(args.get("max_tokens") or 0),
@@ -272,6 +315,7 @@ def reason_request(
         )
     if args.get("temperature") is not None:
         request.temperature = float(args["temperature"])
+    llm_tools.apply(request, args)
     return request
 
 
@@ -284,6 +328,7 @@ class Answer:
     provider: str
     model: str
     cost_micro_usd: int
+    tool_calls: tuple[reason_events_pb2.ToolCall, ...] = ()
 
     def result(self, output: Mapping[str, Any], before: Answer | None = None) -> StepResult:
         """The step's result with `output`, counting an earlier call `before` too."""
@@ -404,7 +449,11 @@ class LlmAgent:
         messages = [user(summary_prompt(call.args))] if summarize else None
         async for event in self._ask(call, messages, system):
             if isinstance(event, Answer):
-                yield event.result({"summary" if summarize else "text": event.text})
+                output: dict[str, Any] = {"summary" if summarize else "text": event.text}
+                if event.tool_calls or call.args.get("tools"):
+                    # [] when tools were offered and none called: the caller reads "no call".
+                    output["tool_calls"] = llm_tools.calls_output(event.tool_calls)
+                yield event.result(output)
             else:
                 yield event
 
@@ -485,5 +534,10 @@ class LlmAgent:
             )
         text = final.text or "".join(reason_events_pb2.Delta.FromString(d).text for d in deltas)
         yield Answer(
-            text, usage_from_proto(final.usage), final.provider, final.model, final.cost_micro_usd
+            text,
+            usage_from_proto(final.usage),
+            final.provider,
+            final.model,
+            final.cost_micro_usd,
+            tuple(final.tool_calls),
         )
