@@ -232,7 +232,8 @@ class ProviderConfig:
         metadata=_doc(
             "what the deployment can do; a call with tools is sent only to providers with "
             "`tools`, one with a JSON response format only to those with `json_output` "
-            "(drop them for a model that cannot)"
+            "(drop them for a model that cannot); `Embed` only to those with `embeddings` "
+            "(an embedding model's deployment: sim, openai or ollama)"
         ),
     )
     credential: str = field(

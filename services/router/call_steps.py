@@ -204,7 +204,7 @@ async def run_call(
                         live = _in_flight(event, candidates, call, given, prices, hold, cid, policy)
                         live.start(call.complete)
                 elif isinstance(event, Finished):
-                    await _all_stored(stored)
+                    await all_stored(stored)
                 yield event
     finally:
         budget.settle(reservation, charged)
@@ -248,7 +248,7 @@ def _in_flight(
     )
 
 
-async def _all_stored(stored: Sequence[Awaitable[None]]) -> None:
+async def all_stored(stored: Sequence[Awaitable[None]]) -> None:
     """Wait until every attempt of the call is in the outbox (before Finished)."""
     await _stored(asyncio.gather(*stored))
 

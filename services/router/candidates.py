@@ -68,13 +68,18 @@ def capable_only(
     capable = [p for p in providers if set(required) <= set(p.capabilities)]
     lacking = {p.name for p in providers} - {p.name for p in capable}
     if not capable or pinned in lacking:
-        missing = ", ".join(required)
-        raise FailedPrecondition(
-            f"no provider this call may use has the capabilities {missing}",
-            reason="NO_CAPABLE_PROVIDER",
-            metadata={"capabilities": missing},
-        )
+        raise no_capable_provider(required)
     return capable
+
+
+def no_capable_provider(required: Sequence[str]) -> FailedPrecondition:
+    """The refusal of a call no provider it may use can serve (NO_CAPABLE_PROVIDER)."""
+    missing = ", ".join(required)
+    return FailedPrecondition(
+        f"no provider this call may use has the capabilities {missing}",
+        reason="NO_CAPABLE_PROVIDER",
+        metadata={"capabilities": missing},
+    )
 
 
 def choose(

@@ -33,11 +33,15 @@ from services.common.strategy import Strategy
 from services.common.strategy_proto import FROM_PROTO
 from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
-from services.router.call_steps import run_call
+from services.router.call_steps import all_stored, run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
+from services.router.candidates import allowed_only, choose, no_capable_provider
 from services.router.charges import ChargePolicy
 from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
+from services.router.embedding import CAPABILITY as EMBEDDINGS
+from services.router.embedding import EmbedCall, check_cost, embed, estimate
+from services.router.embedding import validate as validate_embed
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.engines.tools import (
     DEFAULT_SCHEMA_NAME,
@@ -51,7 +55,7 @@ from services.router.engines.tools import (
 )
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
-from services.router.outcomes import outcome_proto
+from services.router.outcomes import call_id, outcome_proto
 from services.router.probes import HealthChecks, ModeResult
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
@@ -141,15 +145,7 @@ def call_from_proto(
                 reason="OPTION_INVALID",
                 field_violations=[FieldViolation("strategy", "not a known strategy")],
             )
-    a = request.accounting
-    if a.user_id and a.user_id != user_id:
-        raise InvalidArgument(
-            "accounting.user_id names another user than the request context's",
-            reason="ACCOUNTING_INVALID",
-            field_violations=[
-                FieldViolation("accounting.user_id", "empty or the request context's user")
-            ],
-        )
+    accounting = _accounting(request.accounting, user_id, credential_id)
     return ReasonCall(
         messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
         system_prompt=request.system_prompt,
@@ -163,14 +159,25 @@ def call_from_proto(
         weights=_weights(request),
         pinned=request.pinned_provider,
         allow_fallback=request.allow_fallback,
-        # The verified context, not the request, says whose call this is.
-        accounting=Accounting(
-            user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id, credential_id
-        ),
+        accounting=accounting,
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
         **_tools(request),
     )
+
+
+def _accounting(a: router_pb2.AccountingContext, user_id: str, credential_id: str) -> Accounting:
+    """A request's accounting, for the verified user: the context, not the request, says
+    whose call it is (INVALID_ARGUMENT ACCOUNTING_INVALID when the request names another)."""
+    if a.user_id and a.user_id != user_id:
+        raise InvalidArgument(
+            "accounting.user_id names another user than the request context's",
+            reason="ACCOUNTING_INVALID",
+            field_violations=[
+                FieldViolation("accounting.user_id", "empty or the request context's user")
+            ],
+        )
+    return Accounting(user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id, credential_id)
 
 
 def _message(index: int, message: router_pb2.Message) -> ChatMessage:
@@ -402,6 +409,93 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         }
                     )
                 yield _event_proto(event)
+
+    async def Embed(
+        self, request: router_pb2.EmbedRequest, context: Context
+    ) -> router_pb2.EmbedResponse:
+        """Embed the inputs on one provider able to, in batches, accounted like Reason's
+        attempts (`embedding`)."""
+        parts = self._parts
+        token = metadata_token(context.invocation_metadata())
+        verified = await parts.verifier.verify(token, request.accounting.execution_id)
+        a = request.accounting
+        accounting = _accounting(a, verified.user_id, verified.credential_id)
+        call = EmbedCall(
+            inputs=tuple(request.inputs),
+            dimensions=request.dimensions,
+            preferred=tuple(request.preferred_providers),
+            pinned=request.pinned_provider,
+            allowed=tuple(request.allowed_providers),
+            allow_fallback=request.allow_fallback,
+            accounting=accounting,
+            max_cost_micro_usd=request.max_cost_micro_usd,
+            caller=Caller(verified.user_id, token or ""),
+        )
+        validate_embed(call)
+        _check_identity(accounting)
+        snapshot = parts.rankings.snapshot
+        prices = snapshot.prices if snapshot is not None else parts.config_prices
+        permitted = allowed_only(self._providers, call.allowed)
+        # The capability, and an engine that embeds (an anthropic provider never does).
+        capable = [
+            p
+            for p in permitted
+            if EMBEDDINGS in p.capabilities and hasattr(parts.engines[p.name], "embed")
+        ]
+        names = {p.name for p in capable}
+        if not capable or (
+            call.pinned
+            and call.pinned not in names
+            and any(p.name == call.pinned for p in permitted)
+        ):
+            raise no_capable_provider((EMBEDDINGS,))
+        others = {p.name for p in permitted} - names
+        preferred = [n for n in call.preferred if n not in others]
+        candidates = choose(capable, snapshot, preferred=preferred, pinned=call.pinned)
+        check_cost(call, candidates[0], prices)
+        cid = call_id(accounting)
+        costs = [estimate(call, p, prices) for p in candidates]
+        most = max(costs)
+        if call.max_cost_micro_usd:
+            most = min(most, call.max_cost_micro_usd)
+        reservation = await parts.budgets.reserve(
+            cid, accounting.user_id, accounting.execution_id, most, accounting.key_id
+        )
+        traceparent = current_traceparent()
+        stored: list[asyncio.Future[None]] = []
+        charged = 0
+
+        def report(record: AttemptRecord) -> None:
+            nonlocal charged
+            charged += record.charge_micro_usd
+            observe_attempt(record)
+            stored.append(parts.outbox.add(outcome_proto(record, accounting, cid), traceparent))
+
+        try:
+            result = await embed(
+                call,
+                candidates,
+                parts.engines,
+                prices,
+                parts.resilience,
+                report,
+                parts.charge_policy,
+            )
+            await all_stored(stored)
+        finally:
+            parts.budgets.settle(reservation, charged)
+        return router_pb2.EmbedResponse(
+            embeddings=[
+                router_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)
+            ],
+            usage=usage_proto(result.usage),
+            cost_micro_usd=result.cost_micro_usd,
+            charge_micro_usd=result.charge_micro_usd,
+            provider=result.provider,
+            model=result.model,
+            price_table_version=result.price_table_version,
+            attempts=[_summary(r) for r in result.attempts],
+        )
 
     async def ListProviders(
         self, request: router_pb2.ListProvidersRequest, context: Context

@@ -79,6 +79,15 @@ def answer_text(count: int) -> str:
     return "".join(token(i) for i in range(count))
 
 
+EMBED_DIMENSIONS = 4
+"""Length of the fake's vectors when a request asks for none."""
+
+
+def embedding(text: str, size: int) -> list[float]:
+    """The fake's vector of `text`: its word count, then its length, then 0.5s."""
+    return [float(len(text.split())), float(len(text)), *[0.5] * (size - 2)][:size]
+
+
 FRAGMENT_CHARS = 6
 """Characters per streamed piece of a scripted text or of a tool call's arguments."""
 
@@ -253,6 +262,8 @@ class FakeProviders:
         app.router.add_post("/copilot/chat/completions", self._route("copilot"))
         app.router.add_post("/v1/messages", self._route("anthropic"))
         app.router.add_post("/api/chat", self._route("ollama"))
+        app.router.add_post("/v1/embeddings", self._embeddings("openai"))
+        app.router.add_post("/api/embed", self._embeddings("ollama"))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -345,6 +356,47 @@ class FakeProviders:
                 self._held -= 1
             return False
         return True
+
+    def _embeddings(self, fmt: str) -> Callable[[web.Request], Any]:
+        """The embeddings endpoint of `fmt` (openai: `data[]` by index and `usage`; ollama:
+        `embeddings` and `prompt_eval_count`): `EMBED_DIMENSIONS` numbers per input (or the
+        asked `dimensions`), each input's from its words; usage = the inputs' words. The
+        format's queue scripts it too: `fail` answers that HTTP error."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            seen = Seen(fmt, self._authorized(fmt, request), body, dict(request.headers))
+            self.seen.append(seen)
+            queue = self._queues[fmt]
+            script = queue.popleft() if queue else self.defaults[fmt]
+            if not seen.authorized:
+                return self._error(seen, 401, "unauthorized", request.headers)
+            if script.fail:
+                return self._error(
+                    seen, FAILURE_STATUS[script.fail], script.fail, request.headers, script
+                )
+            inputs = body.get("input") or []
+            size = body.get("dimensions") or EMBED_DIMENSIONS
+            vectors = [embedding(str(text), size) for text in inputs]
+            words = sum(len(str(text).split()) for text in inputs)
+            seen.usage, seen.completed = (words, 0, 0), True
+            if fmt == "ollama":
+                return web.json_response(
+                    {"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": words}
+                )
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": body.get("model"),
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": v}
+                        for i, v in reversed(list(enumerate(vectors)))  # order by index, not place
+                    ],
+                    "usage": {"prompt_tokens": words, "total_tokens": words},
+                }
+            )
+
+        return handle
 
     def _route(self, fmt: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:

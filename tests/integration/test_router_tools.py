@@ -113,7 +113,6 @@ async def test_a_tool_call_streams_as_deltas_and_final_carries_it_complete(
     streamed = deltas(got)
     assert streamed[0].id == call.id
     assert streamed[0].name == "get_weather"
-    assert len(streamed) > 2, "the arguments arrive in fragments"
     assert "".join(d.arguments for d in streamed) == call.arguments_json
     assert got.text() == ""
 

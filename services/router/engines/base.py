@@ -31,7 +31,7 @@ caller sees (the provider's own error code as `providerCode`, the URL path a 404
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -164,6 +164,26 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Release what the engine owns (its HTTP session), at shutdown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The vectors of a batch of texts, in input order, and what the provider counted."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    input_tokens: int
+    estimated: bool = False
+    """The provider reported no count: `input_tokens` is Saga's estimate."""
+
+
+class Embedder(Protocol):
+    """An engine that can embed (sim, openai, ollama)."""
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """The vectors of `texts` (`dimensions` 0 = the model's own length); raise a
+        `ProviderError` on failure, also for an answer that does not hold one vector per
+        text of the asked length."""
         ...
 
 

@@ -23,17 +23,21 @@ answer without a call is asked for once more). A JSON response format goes in `f
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+from services.common.tokens import estimate_tokens
 from services.router.engines.base import (
+    Caller,
     ChatMessage,
+    Embedded,
     EngineEvent,
     EngineRequest,
     FinishReason,
     ProviderError,
     ProviderUnavailable,
 )
+from services.router.engines.embeddings import checked_vectors
 from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
 from services.router.engines.http_errors import error_for_status, is_context_length, shown
 from services.router.engines.openai import function_tools
@@ -90,6 +94,25 @@ class OllamaEngine(HttpEngine):
         elif form.type is ResponseFormatType.JSON_SCHEMA:
             body["format"] = form.schema()
         return body
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """`POST {base_url}/api/embed` (`input`, `dimensions`): `embeddings`,
+        `prompt_eval_count`."""
+        body: dict[str, Any] = {"model": self.provider.model, "input": list(texts)}
+        if dimensions:
+            body["dimensions"] = dimensions
+        url = endpoint(self.provider.base_url, "/api/embed", strip=("/api", "/v1"))
+        answer = as_dict(await self.post_json(url, body, caller))
+        if answer.get("error") is not None:
+            raise self.error_of(0, answer, "", None)
+        raw = answer.get("embeddings")
+        if not isinstance(raw, list):
+            raise self.malformed("embeddings answer (no embeddings)")
+        vectors = checked_vectors(raw, len(texts), dimensions, self.provider.name)
+        tokens = as_int(answer.get("prompt_eval_count"))
+        if tokens is None:
+            return Embedded(vectors, sum(estimate_tokens(t) for t in texts), estimated=True)
+        return Embedded(vectors, tokens)
 
     def error_of(
         self, status: int, payload: Any, text: str, retry_after: float | None

@@ -39,18 +39,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
+from services.common.tokens import estimate_tokens
 from services.router.engines.base import (
+    Caller,
     ChatMessage,
+    Embedded,
     EngineEvent,
     EngineRequest,
     FinishReason,
     ProviderError,
     ProviderUnavailable,
 )
+from services.router.engines.embeddings import checked_vectors
 from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
 from services.router.engines.http_errors import (
     error_for_status,
@@ -239,6 +243,35 @@ class OpenAIEngine(HttpEngine):
         if (form := _response_format(request.response_format)) is not None:
             body["response_format"] = form
         return body
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """`POST {base_url}/embeddings` (`input`, `encoding_format: float`, `dimensions`):
+        `data[].embedding` by `data[].index`, `usage.prompt_tokens`."""
+        body: dict[str, Any] = {
+            "model": self.provider.model,
+            "input": list(texts),
+            "encoding_format": "float",
+        }
+        if dimensions:
+            body["dimensions"] = dimensions
+        azure = _AZURE_HOST in self.provider.base_url
+        url = endpoint(
+            self.provider.base_url, "/embeddings", empty="/openai/v1" if azure else "/v1"
+        )
+        answer = as_dict(await self.post_json(url, body, caller))
+        if answer.get("error") is not None:
+            raise self.error_of(0, answer, "", None)
+        data = answer.get("data")
+        if not isinstance(data, list):
+            raise self.malformed("embeddings answer (no data)")
+        ordered = sorted((as_dict(d) for d in data), key=lambda d: as_int(d.get("index")) or 0)
+        vectors = checked_vectors(
+            [d.get("embedding") for d in ordered], len(texts), dimensions, self.provider.name
+        )
+        tokens = as_int(as_dict(answer.get("usage")).get("prompt_tokens"))
+        if tokens is None:
+            return Embedded(vectors, sum(estimate_tokens(t) for t in texts), estimated=True)
+        return Embedded(vectors, tokens)
 
     def error_of(
         self, status: int, payload: Any, text: str, retry_after: float | None

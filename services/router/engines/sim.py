@@ -22,10 +22,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Sequence
 
 from services.common.config import ProviderConfig
 from services.router.engines.base import (
+    Caller,
+    Embedded,
     EngineEvent,
     EngineRequest,
     Finish,
@@ -58,6 +61,8 @@ VOCABULARY = (
 """64 words: each token is one of them followed by a space."""
 
 RATE_LIMIT_RETRY_AFTER_SECONDS = 1.0
+SIM_DIMENSIONS = 16
+"""Length of the simulator's vectors when a call asks for none."""
 FRAGMENT_CHARS = 8
 """Characters of JSON per streamed piece (a tool call's arguments, a structured answer)."""
 
@@ -139,6 +144,27 @@ class SimEngine:
         else:
             reason = FinishReason.STOP
         yield Finish(reason, input_tokens=count_words(request), output_tokens=count)
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """Deterministic unit vectors (`SIM_DIMENSIONS` long unless asked otherwise), one per
+        text from its hash; input tokens are the texts' words. Fails like `stream` when a
+        failure is injected."""
+        sim = self._sim
+        self._calls += 1
+        if sim.fail and (not sim.fail_calls or self._calls <= sim.fail_calls):
+            raise _failure(sim.fail, self._name)
+        size = dimensions or SIM_DIMENSIONS
+        vectors = []
+        for text in texts:
+            raw = [
+                int.from_bytes(hashlib.blake2b(f"{i}:{text}".encode(), digest_size=4).digest())
+                / 2**31
+                - 1.0
+                for i in range(size)
+            ]
+            norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+            vectors.append(tuple(v / norm for v in raw))
+        return Embedded(tuple(vectors), sum(len(t.split()) for t in texts))
 
     async def close(self) -> None:
         """Nothing to release."""

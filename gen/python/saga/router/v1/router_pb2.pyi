@@ -555,3 +555,140 @@ class CheckProvidersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckProvidersResponse: _TypeAlias = CheckProvidersResponse  # noqa: Y015
+
+@_typing.final
+class EmbedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUTS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    PREFERRED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    PINNED_PROVIDER_FIELD_NUMBER: _builtins.int
+    ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    ALLOW_FALLBACK_FIELD_NUMBER: _builtins.int
+    ACCOUNTING_FIELD_NUMBER: _builtins.int
+    MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    dimensions: _builtins.int
+    """Length of each vector, for models that can shorten theirs (OpenAI's text-embedding-3);
+    0 = the model's own. A provider whose vectors do not have it fails the call.
+    """
+    pinned_provider: _builtins.str
+    """Use only this provider; empty = the configured order among those able to embed."""
+    allow_fallback: _builtins.bool
+    """Move to the next candidate when a provider fails (redoing every batch there)."""
+    max_cost_micro_usd: _builtins.int
+    """Upper bound on the call's cost; 0 = only the user's budget applies. Refused before any
+    provider is called when the inputs' estimate on the first candidate exceeds it.
+    """
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The texts, 1 to 2048, each non-blank and at most 32,768 characters, at most 1,000,000
+        in all.
+        """
+
+    @_builtins.property
+    def preferred_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names tried first, in order, when eligible (and able to embed)."""
+
+    @_builtins.property
+    def allowed_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these providers are candidates; empty = every configured one."""
+
+    @_builtins.property
+    def accounting(self) -> Global___AccountingContext: ...
+    def __init__(
+        self,
+        *,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        dimensions: _builtins.int = ...,
+        preferred_providers: _abc.Iterable[_builtins.str] | None = ...,
+        pinned_provider: _builtins.str = ...,
+        allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
+        allow_fallback: _builtins.bool = ...,
+        accounting: Global___AccountingContext | None = ...,
+        max_cost_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "dimensions", b"dimensions", "inputs", b"inputs", "max_cost_micro_usd", b"max_cost_micro_usd", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """One input's vector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The input's position in EmbedRequest.inputs."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PRICE_TABLE_VERSION_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    cost_micro_usd: _builtins.int
+    charge_micro_usd: _builtins.int
+    """What the caller is charged (`accounting.charge_policy`), at most cost_micro_usd."""
+    provider: _builtins.str
+    """The provider and model whose vectors these are."""
+    model: _builtins.str
+    price_table_version: _builtins.str
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """One per input, in input order."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """Summed over every attempt (each batch on each provider tried)."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_reason_events_pb2.AttemptSummary]:
+        """Every attempt (batch) in order, including failed ones."""
+
+    def __init__(
+        self,
+        *,
+        embeddings: _abc.Iterable[Global___Embedding] | None = ...,
+        usage: _common_pb2.Usage | None = ...,
+        cost_micro_usd: _builtins.int = ...,
+        charge_micro_usd: _builtins.int = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        price_table_version: _builtins.str = ...,
+        attempts: _abc.Iterable[_reason_events_pb2.AttemptSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "embeddings", b"embeddings", "model", b"model", "price_table_version", b"price_table_version", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
