@@ -183,9 +183,26 @@ async def embed(
                 if not call.allow_fallback or not decided.fallback:
                     raise failure from None
                 break
-            except BaseException:
+            except BaseException as gone:
+                # The caller went away (or an engine bug): no verdict on the provider, and
+                # the batch is billed as estimated — the provider may well have answered it.
                 state.circuit.release(permit)
                 lease.release(0)
+                tokens = sum(estimate_tokens(t) for t in texts)
+                cancelled = not isinstance(gone, Exception)
+                attempts.append(
+                    _record(
+                        provider,
+                        len(attempts) + 1,
+                        Usage(tokens, 0, 0, True),
+                        prices,
+                        policy,
+                        started,
+                        "" if cancelled else "INTERNAL",
+                        status=AttemptStatus.CANCELLED if cancelled else AttemptStatus.FAILED,
+                    )
+                )
+                report(attempts[-1])
                 raise
             state.circuit.record_success(permit)
             usage = Usage(result.input_tokens, 0, 0, result.estimated)
@@ -232,14 +249,17 @@ def _record(
     policy: ChargePolicy,
     started: float,
     error_reason: str = "",
+    status: AttemptStatus | None = None,
 ) -> AttemptRecord:
     cost = prices.of(provider.name).cost(usage.input_tokens, 0, 0, 0)
-    succeeded = not error_reason
+    if status is None:
+        status = AttemptStatus.FAILED if error_reason else AttemptStatus.SUCCEEDED
+    succeeded = status is AttemptStatus.SUCCEEDED
     return AttemptRecord(
         provider=provider.name,
         model=provider.model,
         n=n,
-        status=AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED,
+        status=status,
         error_reason=error_reason,
         usage=usage,
         cost_micro_usd=cost,
@@ -247,7 +267,7 @@ def _record(
             policy,
             cost,
             succeeded=succeeded,
-            cancelled=False,
+            cancelled=status is AttemptStatus.CANCELLED,
             error_reason=error_reason,
             delivered=succeeded,
         ),

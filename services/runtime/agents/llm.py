@@ -58,6 +58,7 @@ from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResul
 from services.runtime.capabilities import Capability, FieldSpec, check_fields
 
 REASON = "/saga.router.v1.RouterService/Reason"
+EMBED = "/saga.router.v1.RouterService/Embed"
 STREAMING, COMPLETE = "streaming", "complete"
 MODES = (STREAMING, COMPLETE)
 MAX_LABELS = 100
@@ -226,7 +227,33 @@ LLM_EXTRACT = Capability(
     outputs=(FieldSpec("data", "object", required=True, description="the object extracted"),),
     retry_safe=True,
 )
-CAPABILITIES = {c.name: c for c in (LLM_COMPLETE, LLM_SUMMARIZE, LLM_CLASSIFY, LLM_EXTRACT)}
+LLM_EMBED = Capability(
+    name="llm.embed",
+    agent="llm",
+    description="Embed texts with a provider able to (the router's Embed); one vector each.",
+    args=(
+        FieldSpec(
+            "texts",
+            "array",
+            required=True,
+            description="the texts (1 to 2048 non-blank strings)",
+            check=lambda texts: "" if all(isinstance(t, str) for t in texts) else "strings only",
+        ),
+        FieldSpec(
+            "dimensions",
+            "integer",
+            description="vector length, for models that can shorten theirs (default: the model's)",
+        ),
+    ),
+    outputs=(
+        FieldSpec("vectors", "array", required=True, description="one vector per text, in order"),
+        FieldSpec("model", "string", required=True, description="the model of the vectors"),
+    ),
+    retry_safe=True,
+)
+CAPABILITIES = {
+    c.name: c for c in (LLM_COMPLETE, LLM_SUMMARIZE, LLM_CLASSIFY, LLM_EXTRACT, LLM_EMBED)
+}
 
 
 DEFAULT_MODE = {
@@ -430,6 +457,11 @@ class LlmAgent:
             request_serializer=router_pb2.ReasonRequest.SerializeToString,
             response_deserializer=None,
         )
+        self._embed: Callable[..., Any] = router.unary_unary(
+            EMBED,
+            request_serializer=router_pb2.EmbedRequest.SerializeToString,
+            response_deserializer=router_pb2.EmbedResponse.FromString,
+        )
 
     async def run(self, call: StepCall) -> AsyncIterator[StepEvent]:
         """Run one step: relayed events of its calls as they come, then its result."""
@@ -437,11 +469,44 @@ class LlmAgent:
         if problems:
             raise step_args_invalid(call, problems)
         call = dataclasses.replace(call, args=args)
+        if call.capability == LLM_EMBED.name:
+            yield await self._embeddings(call)
+            return
         system = SYSTEMS.get(call.capability)
         checked = call.capability in CHECKED
         steps = self._checked(call, system) if checked else self._plain(call, system)
         async for event in steps:
             yield event
+
+    async def _embeddings(self, call: StepCall) -> StepResult:
+        """An embed step: one router Embed with the run's options, accounted like a call."""
+        run = call.run
+        reply: router_pb2.EmbedResponse = await self._embed(
+            router_pb2.EmbedRequest(
+                inputs=call.args["texts"],
+                dimensions=int(call.args.get("dimensions") or 0),
+                preferred_providers=run.preferred_providers,
+                allowed_providers=run.allowed_providers,
+                allow_fallback=not run.disable_fallback,
+                accounting=router_pb2.AccountingContext(
+                    user_id=run.user_id,
+                    session_id=run.session_id,
+                    execution_id=run.execution_id,
+                    step_id=call.step_id,
+                    pattern_id=run.pattern_id,
+                ),
+                max_cost_micro_usd=cost_left(call),
+            ),
+            metadata=((METADATA_KEY, run.context_token),),
+            timeout=run.time_left(),
+        )
+        return StepResult(
+            {"vectors": [list(e.values) for e in reply.embeddings], "model": reply.model},
+            usage_from_proto(reply.usage),
+            reply.provider,
+            reply.model,
+            reply.cost_micro_usd,
+        )
 
     async def _plain(self, call: StepCall, system: str | None) -> AsyncIterator[StepEvent]:
         """A complete or summarize step: one call, its text the output."""
