@@ -411,7 +411,11 @@ class FakeProviders:
         if fmt == "copilot":
             return bearer.startswith("Bearer ") and bearer[7:] in self.copilot_tokens
         if fmt == "anthropic":
-            return request.headers.get("x-api-key") == self.api_key
+            # An API key as `x-api-key` (what the engine sends) or as a bearer (what the
+            # official SDK sends since its 2.x releases).
+            return request.headers.get("x-api-key") == self.api_key or (
+                bearer == f"Bearer {self.api_key}"
+            )
         return not self.ollama_key or bearer == f"Bearer {self.ollama_key}"
 
     async def _handle(self, fmt: str, request: web.Request) -> web.StreamResponse:
