@@ -46,6 +46,16 @@ async def execute(stack: Stack, **inputs: Any) -> list[execution_pb2.ExecuteResp
         return [event async for event in call]
 
 
+async def watch(stack: Stack, execution_id: str) -> list[execution_pb2.WatchExecutionResponse]:
+    async with stack.gateway_channel() as ch:
+        call = execution_pb2_grpc.ExecutionServiceStub(ch).WatchExecution(
+            execution_pb2.WatchExecutionRequest(execution_id=execution_id),
+            metadata=(("authorization", f"Bearer {stack.admin_key()}"),),
+            timeout=30,
+        )
+        return [event async for event in call]
+
+
 def outputs(events: list[execution_pb2.ExecuteResponse]) -> dict[str, Any]:
     assert events[-1].WhichOneof("event") == "completed", events[-1]
     return json_format.MessageToDict(events[-1].completed.outputs)
@@ -62,6 +72,11 @@ async def test_a_tool_round_trip_through_the_gateway(stack: Stack) -> None:
     assert (pieces[0].id, pieces[0].name) == (call["id"], "get_weather")
     assert json.loads("".join(p.arguments for p in pieces)) == call["arguments"]
     assert not [e for e in first if e.WhichOneof("event") == "token"]
+    # The run's event log holds the pieces as they were sent: a watcher replays them.
+    replayed = await watch(stack, first[0].accepted.execution_id)
+    assert [e.tool_call_token for e in replayed if e.WhichOneof("event") == "tool_call_token"] == [
+        p for p in pieces
+    ]
 
     history = [
         {"role": "user", "content": prompt},
