@@ -19,7 +19,7 @@ exceeds `max_cost_micro_usd` is refused COST_LIMIT_EXCEEDED before it is called.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -31,11 +31,15 @@ from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
 from services.router.attempts import AttemptRecord, AttemptStatus, ms
 from services.router.budget_reservations import cost_limit_exceeded
+from services.router.call_steps import CallBudget, StoreOutcome, all_stored
 from services.router.calls import Accounting
+from services.router.candidates import allowed_only, choose, no_capable_provider
 from services.router.charges import ChargePolicy, charge
 from services.router.engines.base import Caller, Embedder, Engine, ProviderError
 from services.router.failures import circuit_open, classify
 from services.router.limits import LimitReached
+from services.router.outcomes import call_id
+from services.router.rankings import RankingSnapshot
 from services.router.resilience import Resilience
 
 MAX_INPUTS = 2048
@@ -230,6 +234,66 @@ async def embed(
     raise Unavailable(
         "no provider that can embed is eligible", reason="NO_PROVIDER_AVAILABLE", retry_after=1.0
     )
+
+
+def candidates(
+    call: EmbedCall,
+    providers: Sequence[ProviderConfig],
+    engines: Mapping[str, Engine],
+    snapshot: RankingSnapshot | None,
+) -> list[ProviderConfig]:
+    """The call's candidates, best first: among the allowed providers, those with the
+    `embeddings` capability and an engine that embeds (an anthropic one never does);
+    FailedPrecondition NO_CAPABLE_PROVIDER when none is left, or the pinned one is not."""
+    permitted = allowed_only(providers, call.allowed)
+    capable = [
+        p for p in permitted if CAPABILITY in p.capabilities and hasattr(engines[p.name], "embed")
+    ]
+    names = {p.name for p in capable}
+    others = {p.name for p in permitted} - names
+    if not capable or call.pinned in others:
+        raise no_capable_provider((CAPABILITY,))
+    # A preference for a provider that cannot embed lapses (an unknown one fails `choose`).
+    preferred = [n for n in call.preferred if n not in others]
+    return choose(capable, snapshot, preferred=preferred, pinned=call.pinned)
+
+
+async def run_embed(
+    call: EmbedCall,
+    providers: Sequence[ProviderConfig],
+    engines: Mapping[str, Engine],
+    snapshot: RankingSnapshot | None,
+    prices: PriceTable,
+    budget: CallBudget,
+    resilience: Resilience,
+    store: StoreOutcome,
+    policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
+) -> Embeddings:
+    """The call's steps (see the module docstring): candidates, the cost limit, the budget
+    reserved, the batches embedded with every attempt stored before the answer (else
+    USAGE_NOT_STORED), the reservation settled to the charge however the call ended."""
+    ranked = candidates(call, providers, engines, snapshot)
+    check_cost(call, ranked[0], prices)
+    most = max(estimate(call, p, prices) for p in ranked)
+    if call.max_cost_micro_usd:
+        most = min(most, call.max_cost_micro_usd)
+    a = call.accounting
+    cid = call_id(a)
+    reservation = await budget.reserve(cid, a.user_id, a.execution_id, most, a.key_id)
+    stored: list[Awaitable[None]] = []
+    charged = 0
+
+    def report(record: AttemptRecord) -> None:
+        nonlocal charged
+        charged += record.charge_micro_usd
+        stored.append(store(record, cid))
+
+    try:
+        result = await embed(call, ranked, engines, prices, resilience, report, policy)
+        await all_stored(stored)
+    finally:
+        budget.settle(reservation, charged)
+    return result
 
 
 def check_cost(call: EmbedCall, first: ProviderConfig, prices: PriceTable) -> None:

@@ -33,14 +33,12 @@ from services.common.strategy import Strategy
 from services.common.strategy_proto import FROM_PROTO
 from services.common.usage_messages import usage_proto
 from services.router.budget_reservations import Budgets
-from services.router.call_steps import all_stored, run_call
+from services.router.call_steps import run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall, validate
-from services.router.candidates import allowed_only, choose, no_capable_provider
 from services.router.charges import ChargePolicy
 from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
-from services.router.embedding import CAPABILITY as EMBEDDINGS
-from services.router.embedding import EmbedCall, check_cost, embed, estimate
+from services.router.embedding import EmbedCall, run_embed
 from services.router.embedding import validate as validate_embed
 from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
 from services.router.engines.tools import (
@@ -55,7 +53,7 @@ from services.router.engines.tools import (
 )
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
-from services.router.outcomes import call_id, outcome_proto
+from services.router.outcomes import outcome_proto
 from services.router.probes import HealthChecks, ModeResult
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
@@ -418,8 +416,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         parts = self._parts
         token = metadata_token(context.invocation_metadata())
         verified = await parts.verifier.verify(token, request.accounting.execution_id)
-        a = request.accounting
-        accounting = _accounting(a, verified.user_id, verified.credential_id)
+        accounting = _accounting(request.accounting, verified.user_id, verified.credential_id)
         call = EmbedCall(
             inputs=tuple(request.inputs),
             dimensions=request.dimensions,
@@ -435,55 +432,23 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         _check_identity(accounting)
         snapshot = parts.rankings.snapshot
         prices = snapshot.prices if snapshot is not None else parts.config_prices
-        permitted = allowed_only(self._providers, call.allowed)
-        # The capability, and an engine that embeds (an anthropic provider never does).
-        capable = [
-            p
-            for p in permitted
-            if EMBEDDINGS in p.capabilities and hasattr(parts.engines[p.name], "embed")
-        ]
-        names = {p.name for p in capable}
-        if not capable or (
-            call.pinned
-            and call.pinned not in names
-            and any(p.name == call.pinned for p in permitted)
-        ):
-            raise no_capable_provider((EMBEDDINGS,))
-        others = {p.name for p in permitted} - names
-        preferred = [n for n in call.preferred if n not in others]
-        candidates = choose(capable, snapshot, preferred=preferred, pinned=call.pinned)
-        check_cost(call, candidates[0], prices)
-        cid = call_id(accounting)
-        costs = [estimate(call, p, prices) for p in candidates]
-        most = max(costs)
-        if call.max_cost_micro_usd:
-            most = min(most, call.max_cost_micro_usd)
-        reservation = await parts.budgets.reserve(
-            cid, accounting.user_id, accounting.execution_id, most, accounting.key_id
-        )
         traceparent = current_traceparent()
-        stored: list[asyncio.Future[None]] = []
-        charged = 0
 
-        def report(record: AttemptRecord) -> None:
-            nonlocal charged
-            charged += record.charge_micro_usd
+        def store(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
             observe_attempt(record)
-            stored.append(parts.outbox.add(outcome_proto(record, accounting, cid), traceparent))
+            return parts.outbox.add(outcome_proto(record, accounting, cid), traceparent)
 
-        try:
-            result = await embed(
-                call,
-                candidates,
-                parts.engines,
-                prices,
-                parts.resilience,
-                report,
-                parts.charge_policy,
-            )
-            await all_stored(stored)
-        finally:
-            parts.budgets.settle(reservation, charged)
+        result = await run_embed(
+            call,
+            self._providers,
+            parts.engines,
+            snapshot,
+            prices,
+            parts.budgets,
+            parts.resilience,
+            store,
+            parts.charge_policy,
+        )
         return router_pb2.EmbedResponse(
             embeddings=[
                 router_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)
