@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup gen lint typecheck proto-check pytest baseline clean
+.PHONY: run test setup gen lint typecheck proto-check pytest baseline lock sbom audit clean
 
 run: setup
 	$(PY) -m services.supervisor
@@ -17,7 +17,9 @@ setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+	# Every file checked against the sha256 the lock recorded: a release replaced on the index
+	# (or a poisoned mirror) fails the install instead of running.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	# Import roots: the repository (services/, tests/) and the generated code.
 	$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "saga-roots.pth"), "w").write(os.getcwd() + "\n" + os.path.join(os.getcwd(), "gen", "python") + "\n")'
 	# The `saga` CLI, on the virtualenv's PATH.
@@ -45,8 +47,34 @@ proto-check: setup
 baseline: setup
 	$(BUF) build -o protos/baseline.binpb
 
+# Resolve pyproject.toml into the two hashed locks. Versions already in requirements.lock are
+# kept unless pyproject.toml pins another (delete a line to let it move); the runtime lock is
+# resolved under the full one, so the image runs exactly the versions the suite tested.
+LOCK_VENV := .venv-lock
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet \
+	--custom-compile-command "make lock"
+
+lock:
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install --quiet --require-hashes -r tools/uv-requirements.txt; }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements.lock
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -c requirements.lock \
+		-o requirements-runtime.lock
+
+# A CycloneDX SBOM (JSON) of what the image installs: every package of the runtime lock with
+# its version, purl and the sha256 of each of its files.
+SBOM ?= sbom.cdx.json
+sbom: setup
+	$(VENV)/bin/cyclonedx-py requirements requirements-runtime.lock \
+		--pyproject pyproject.toml --output-reproducible --of JSON -o $(SBOM)
+
+# Known vulnerabilities in every locked package (asks the advisory database: needs the network,
+# so CI runs it, not `make test`). Resolution is the lock's own: nothing is installed.
+audit: setup
+	$(VENV)/bin/pip-audit --strict --disable-pip -r requirements.lock
+
 pytest: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

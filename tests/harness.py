@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +87,8 @@ class Stack:
     ports: dict[str, Ports] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replicas: dict[str, str] = field(default_factory=dict)
+    """Extra replicas: process name (e.g. "runtime-2") -> the service it runs."""
 
     @classmethod
     def create(cls, data_dir: Path, config: str = "", **extra_env: str) -> Stack:
@@ -105,20 +107,49 @@ class Stack:
         ensure_dev_pki(data_dir / "pki", list(SERVICES))
         return stack
 
-    def env(self) -> dict[str, str]:
-        """The environment every process of this stack runs with."""
+    def add_replica(self, service: str) -> str:
+        """Another replica of `service` (same data directory and storage, ports of its own),
+        which `start_all` starts too; its peers dial every replica (round robin). Before
+        anything starts. Its process name, e.g. "runtime-2"."""
+        name = f"{service}-{sum(1 for s in self.replicas.values() if s == service) + 2}"
+        port, probe, metrics = free_ports(3)
+        self.ports[name] = Ports(port, probe, metrics)
+        self.replicas[name] = service
+        addresses = [self.ports[service].port] + [
+            self.ports[n].port for n, s in self.replicas.items() if s == service
+        ]
+        self.extra_env[f"SAGA_SERVICES__{service.upper()}__TARGET"] = "ipv4:" + ",".join(
+            f"127.0.0.1:{a}" for a in addresses
+        )
+        return name
+
+    def replica_id(self, name: str) -> str:
+        """The runtime's id for the replica `name` (host name and port, as it records runs)."""
+        return f"{socket.gethostname()}:{self.ports[name].port}"
+
+    def env(self, name: str = "") -> dict[str, str]:
+        """The environment every process of this stack runs with (`name`: of an extra
+        replica, which listens on its own ports)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         env["SAGA_DATA_DIR"] = str(self.data_dir)
         env["SAGA_SERVER__GRACE_SECONDS"] = "3"
         env["PYTHONUNBUFFERED"] = "1"
         for service, p in self.ports.items():
+            if service in self.replicas:
+                continue  # an extra replica's ports are its own process's only
             prefix = f"SAGA_SERVICES__{service.upper()}__"
             env[prefix + "PORT"] = str(p.port)
             env[prefix + "PROBE_PORT"] = str(p.probe_port)
             env[prefix + "METRICS_PORT"] = str(p.metrics_port)
             env[prefix + "HTTP_PORT"] = str(p.http_port)
         env.update(self.extra_env)
+        if name in self.replicas:
+            prefix = f"SAGA_SERVICES__{self.replicas[name].upper()}__"
+            ports = self.ports[name]
+            env[prefix + "PORT"] = str(ports.port)
+            env[prefix + "PROBE_PORT"] = str(ports.probe_port)
+            env[prefix + "METRICS_PORT"] = str(ports.metrics_port)
         return env
 
     def log_path(self, service: str) -> Path:
@@ -132,7 +163,7 @@ class Stack:
             process = subprocess.Popen(
                 [sys.executable, "-m", module],
                 cwd=ROOT,
-                env=self.env(),
+                env=self.env(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -140,12 +171,14 @@ class Stack:
         return process
 
     def start(self, service: str) -> subprocess.Popen[bytes]:
-        """Start one service process (not waiting for it)."""
-        return self.spawn(service, f"services.{service}")
+        """Start one service process, or extra replica (not waiting for it)."""
+        return self.spawn(service, f"services.{self.replicas.get(service, service)}")
 
     async def start_all(self, services: Iterable[str] = SERVICES) -> None:
-        """Start services and wait until each reports SERVING on its probe port."""
+        """Start services (and their extra replicas) and wait until each reports SERVING on
+        its probe port."""
         started = [s for s in services]
+        started += [name for name, s in self.replicas.items() if s in started]
         for service in started:
             self.start(service)
         await asyncio.gather(*(self.wait_serving(s) for s in started))
@@ -217,13 +250,23 @@ class Stack:
 
 @asynccontextmanager
 async def stack_for(
-    data_dir: Path, services: Iterable[str] = SERVICES, *, config: str = "", **env: str
+    data_dir: Path,
+    services: Iterable[str] = SERVICES,
+    *,
+    config: str = "",
+    replicas: Mapping[str, int] | None = None,
+    **env: str,
 ) -> AsyncIterator[Stack]:
     """A stack under `data_dir` with `services` started and SERVING (all six by default;
-    `[]` for a test that starts them itself), `config` as its saga.toml and `env` as extra
-    environment (`SAGA_…` overrides); every process it started is stopped on exit — off
-    the event loop, so fakes this process serves keep answering while services shut down."""
+    `[]` for a test that starts them itself), `config` as its saga.toml, `replicas` the
+    number of processes of a service that runs several (e.g. {"runtime": 2}: they share its
+    storage), and `env` as extra environment (`SAGA_…` overrides); every process it started
+    is stopped on exit — off the event loop, so fakes this process serves keep answering
+    while services shut down."""
     stack = Stack.create(data_dir, config, **env)
+    for service, count in (replicas or {}).items():
+        for _ in range(count - 1):
+            stack.add_replica(service)
     try:
         await stack.start_all(services)
         yield stack

@@ -247,6 +247,11 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "response_format.name": acted("services/router/servicer.py"),
         "response_format.schema_json": acted("services/router/servicer.py"),
         "response_format.strict": acted("services/router/servicer.py"),
+        "top_p": acted("services/router/servicer.py"),
+        "seed": acted("services/router/servicer.py"),
+        "presence_penalty": acted("services/router/servicer.py"),
+        "frequency_penalty": acted("services/router/servicer.py"),
+        "end_user": acted("services/router/servicer.py"),
     },
     "saga.router.v1.EmbedRequest": {
         "inputs": acted("services/router/servicer.py"),

@@ -2,14 +2,19 @@
 
     saga execute chat --input prompt="Hello"   stream a run: tokens as they come, then a summary
         [--strategy S] [--weights cost=0.7,latency=0.3] [--provider NAME]... [--no-fallback]
+        [--prefer NAME]...                     try these providers first, in order
+        [--max-cost DOLLARS]                   refuse (COST_LIMIT_EXCEEDED) past this cost
+        [--detach]                             print the execution id and return; it runs on
+        [--idempotency-key K]                  a retry with K attaches to the first run
         [--session ID]                         append the run to a session once it completes
+        [--export json|csv]                    an export: the watermarked document at the end
+        [--asof D] [--pin-pack PACK_ID] [--pin-commit HASH] [--allow-stale]
+                                               pin a pack and ledger commit to rerun a run
     saga sessions create [--title T] [--meta NAME=VALUE]...   a new session; its id on stdout
     saga sessions list [--page-size N] [--page-token T]       yours, most recently updated first
     saga sessions show ID | saga sessions delete ID           its stages, oldest first
-        [--export json|csv]                    an export: the watermarked document at the end
-        [--asof D] [--pack PACK_ID] [--commit HASH] [--allow-stale]
-                                               pin a pack and ledger commit to rerun a run
     saga patterns list | show ID               what you can run: inputs, steps, refused files
+    saga models                                the model names the OpenAI-compatible API takes
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
@@ -52,10 +57,20 @@ import traceback
 
 import grpc
 
-from clients.cli import account, admin, arguments, executions, ledger, packs, patterns, sessions
-from clients.cli.execute import execute
+from clients.cli import (
+    account,
+    admin,
+    arguments,
+    execute,
+    executions,
+    ledger,
+    models,
+    packs,
+    patterns,
+    sessions,
+)
 from clients.cli.settings import Settings
-from services.common.config import EXIT_CONFIG, STRATEGIES, ConfigError
+from services.common.config import EXIT_CONFIG, ConfigError
 from services.common.status import describe
 
 
@@ -84,40 +99,7 @@ def parser() -> argparse.ArgumentParser:
     common = arguments.Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("execute", parents=[common], help="run a pattern and stream its events")
-    run.add_argument("pattern")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
-    run.add_argument("--asof", help="YYYY-MM-DD (default: today)")
-    run.add_argument("--session", default="", metavar="ID", help="append to this session")
-    run.add_argument("--strategy", choices=STRATEGIES)
-    run.add_argument(
-        "--provider",
-        action="append",
-        default=[],
-        dest="providers",
-        metavar="NAME",
-        help="only this provider may answer (repeatable: an allow-list)",
-    )
-    run.add_argument(
-        "--no-fallback", action="store_true", help="never move to another provider on a failure"
-    )
-    run.add_argument(
-        "--weights",
-        type=arguments.weights,
-        metavar="cost=0.7,latency=0.3",
-        help="CUSTOM weights of cost, latency, quality, reliability (implies --strategy custom)",
-    )
-    run.add_argument(
-        "--export",
-        choices=("json", "csv"),
-        help="the outputs are an export (refused when a data source denies it): print the "
-        "watermarked document at the end",
-    )
-    run.add_argument("--pack", default="", help="run against this pricing pack (a rerun)")
-    run.add_argument("--commit", default="", help="read the ledger at this commit (a rerun)")
-    run.add_argument(
-        "--allow-stale", action="store_true", help="run on a STALE pack (scope pack:stale)"
-    )
+    execute.add_parser(sub, common)
     keys = sub.add_parser("keys", help="your API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[common], help="a new key, shown once")
@@ -147,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     packs.add_parsers(sub, common)
     executions.add_parser(sub, common)
     patterns.add_parsers(sub, common)
+    models.add_parser(sub, common)
     return p
 
 
@@ -167,7 +150,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "login":
             return await account.sign_in(channel, args, ())
         command = {
-            "execute": execute,
+            "execute": execute.execute,
             "keys": account.keys,
             "providers": admin.providers,
             "vault": admin.vault,
@@ -178,6 +161,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "packs": packs.packs,
             "executions": executions.executions,
             "patterns": patterns.patterns,
+            "models": models.models,
         }[args.command]
         return await command(channel, args, settings.metadata())
     except grpc.aio.AioRpcError as error:

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
 from saga.execution.v1 import options_pb2, records_pb2
-from services.common.call_options import weights_problem
+from services.common.call_options import MAX_COST_MICRO_USD, weights_problem
 
 EXIT_USAGE = 2
 """The exit code of a usage error: argparse's own, and every bad value's."""
@@ -135,18 +135,38 @@ def dimension_values(names: tuple[str, ...]) -> list[records_pb2.UsageDimension.
     return [records_pb2.UsageDimension.Value(f"USAGE_DIMENSION_{name.upper()}") for name in names]
 
 
-def amount(text: str) -> int:
-    """`--amount`: dollars (`5`, `5.00`, `$0.25`), at most to the micro-dollar, as micro-USD;
-    0 to $1,000,000,000 (0 = nothing may be spent)."""
+def _micro_usd(text: str, maximum: int) -> int:
+    """Dollars (`5`, `5.00`, `$0.25`, `1,000`), at most to the micro-dollar, as micro-USD
+    exactly (Decimal, never a float), from 0 to `maximum` micro-USD."""
     try:
         value = Decimal(text.strip().removeprefix("$").replace(",", ""))
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars (5.00)") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: use 0 or more dollars")
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars (5.00)")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: dollars cannot be negative")
     micro = value * 1_000_000
     if micro != micro.to_integral_value():
         raise argparse.ArgumentTypeError(f"{text!r}: at most 6 decimals (a micro-dollar)")
-    if micro > MAX_BUDGET_MICRO_USD:
-        raise argparse.ArgumentTypeError(f"{text!r}: at most $1,000,000,000")
+    if micro > maximum:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most ${maximum // 10**6:,}")
     return int(micro)
+
+
+def amount(text: str) -> int:
+    """`--amount`: dollars as micro-USD; 0 to $1,000,000,000 (0 = nothing may be spent)."""
+    return _micro_usd(text, MAX_BUDGET_MICRO_USD)
+
+
+def max_cost(text: str) -> int:
+    """`--max-cost`: the run's cost limit in dollars, as micro-USD; from $0.000001 to
+    $1,000,000 (the gateway's bound). Not 0: the option's 0 means no limit of the run's own,
+    the opposite of what `--max-cost 0` says (leave the flag out for that)."""
+    micro = _micro_usd(text, MAX_COST_MICRO_USD)
+    if micro == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a run cannot be limited to nothing; leave out --max-cost for no limit "
+            "of its own"
+        )
+    return micro

@@ -5,13 +5,17 @@
     saga executions watch ID [--after N]    replay the run's events after N, then follow it
 
 `watch` prints like `saga execute` (tokens on stdout, the summary on stderr) and ends the way
-the run ended: exit 0 after Completed, 1 with the run's own error otherwise.
+the run ended: exit 0 after Completed, 1 with the run's own error otherwise. A watch cut by
+UNAVAILABLE (the runtime replica it read from stopped; a durable run continues on another)
+watches again after the last sequence it printed, a few times, so the output stays gapless.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -21,6 +25,7 @@ from clients.cli.output import count, dollars, table, to_json, when
 from clients.cli.settings import Metadata
 from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
+from services.common.backoff import Backoff
 
 STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
 
@@ -41,6 +46,35 @@ def add_parser(sub: argparse._SubParsersAction[arguments.Parser], common: argume
     follow = commands.add_parser("watch", parents=[common], help="replay a run, then follow it")
     follow.add_argument("execution_id")
     follow.add_argument("--after", type=int, default=0, help="the last sequence already seen")
+
+
+RESUME_ATTEMPTS = 10
+"""How often `watch` watches again after UNAVAILABLE before it gives up."""
+
+RESUME_PAUSE = Backoff(initial=0.2, maximum=2.0)
+
+
+async def resuming_watch(
+    stub: execution_pb2_grpc.ExecutionServiceAsyncStub, execution_id: str, after: int, md: Metadata
+) -> AsyncIterator[execution_pb2.WatchExecutionResponse]:
+    """The run's events after `after`, watched again after the last one received when a
+    watch ends UNAVAILABLE (at most RESUME_ATTEMPTS times in a row)."""
+    failures = 0
+    while True:
+        try:
+            request = execution_pb2.WatchExecutionRequest(
+                execution_id=execution_id, after_sequence=after
+            )
+            async for event in stub.WatchExecution(request, metadata=md):
+                failures = 0
+                after = event.sequence
+                yield event
+            return
+        except grpc.aio.AioRpcError as error:
+            failures += 1
+            if error.code() != grpc.StatusCode.UNAVAILABLE or failures > RESUME_ATTEMPTS:
+                raise
+        await asyncio.sleep(RESUME_PAUSE.delay(failures))
 
 
 def _status(status: records_pb2.ExecutionStatus.ValueType) -> str:
@@ -65,12 +99,7 @@ async def executions(channel: grpc.aio.Channel, args: argparse.Namespace, md: Me
         channel
     )
     if args.executions_command == "watch":
-        call = stub.WatchExecution(
-            execution_pb2.WatchExecutionRequest(
-                execution_id=args.execution_id, after_sequence=args.after
-            ),
-            metadata=md,
-        )
+        call = resuming_watch(stub, args.execution_id, args.after, md)
         if args.json:
             async for event in call:
                 print(to_json(event, compact=True), flush=True)

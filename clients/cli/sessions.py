@@ -3,6 +3,8 @@
 `create` prints the new session's id alone on stdout (so `S=$(saga sessions create --title
 x)` captures it); `saga execute … --session S` then appends a stage to it per completed run.
 `list` prints one page, and on stderr the `--page-token` of the next one when there is more.
+`show` prints each stage on a line: the run's inputs and outputs, clipped (`--json` has them
+whole).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from clients.cli.execute import inputs
 from clients.cli.output import table, to_json, when
@@ -21,8 +23,10 @@ from clients.cli.settings import Metadata
 from saga.execution.v1 import records_pb2
 from saga.gateway.v1 import sessions_pb2, sessions_pb2_grpc
 
+INPUTS_WIDTH = 40
 OUTPUTS_WIDTH = 60
-"""How much of a stage's outputs `show` prints on its line (`--json` has them all)."""
+"""How much of a stage's inputs and outputs `show` prints on its line (`--json` has them
+all)."""
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -55,9 +59,9 @@ def sessions_table(sessions: list[records_pb2.Session]) -> str:
     )
 
 
-def _outputs(stage: records_pb2.Stage) -> str:
-    text = json.dumps(json_format.MessageToDict(stage.outputs), ensure_ascii=False)
-    return text if len(text) <= OUTPUTS_WIDTH else text[: OUTPUTS_WIDTH - 1] + "…"
+def _clipped(values: struct_pb2.Struct, width: int) -> str:
+    text = json.dumps(json_format.MessageToDict(values), ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def session_text(session: records_pb2.Session) -> str:
@@ -73,9 +77,16 @@ def session_text(session: records_pb2.Session) -> str:
     if not session.stages:
         return "\n".join([*lines, "no stages yet"])
     stages = table(
-        ("#", "EXECUTION", "PATTERN", "COMPLETED", "OUTPUTS"),
+        ("#", "EXECUTION", "PATTERN", "COMPLETED", "INPUTS", "OUTPUTS"),
         [
-            (str(n), s.execution_id, s.pattern_id, when(s.created_at), _outputs(s))
+            (
+                str(n),
+                s.execution_id,
+                s.pattern_id,
+                when(s.created_at),
+                _clipped(s.inputs, INPUTS_WIDTH),
+                _clipped(s.outputs, OUTPUTS_WIDTH),
+            )
             for n, s in enumerate(session.stages, 1)
         ],
         right=(0,),

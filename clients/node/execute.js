@@ -5,9 +5,12 @@
 //
 //   SAGA_API_KEY=saga_ak_... node clients/node/execute.js chat prompt="Hello"
 //   ... node clients/node/execute.js --detach --stop-after 4 chat prompt="Hello"
+//   ... node clients/node/execute.js --session ses_... chat prompt="And then?"
 //
 // --detach sets options.detach_on_disconnect; --stop-after N cancels the call after N events
-// (a client that goes away: resume with watch.js). Environment: SAGA_GATEWAY (default
+// (a client that goes away: resume with watch.js); --session ID runs in one of your sessions
+// (sessions.js), which gains a stage once the run completes and whose earlier turns `chat`
+// sees as its history. Environment: SAGA_GATEWAY (default
 // 127.0.0.1:50051), SAGA_API_KEY (required). Errors print code, reason and domain (decoded
 // from google.rpc.Status) and exit 1.
 "use strict";
@@ -18,10 +21,12 @@ function main() {
   const args = process.argv.slice(2);
   let detach = false;
   let stopAfter = 0;
+  let sessionId = "";
   while (args[0] && args[0].startsWith("--")) {
     const flag = args.shift();
     if (flag === "--detach") detach = true;
     else if (flag === "--stop-after") stopAfter = Number(args.shift());
+    else if (flag === "--session") sessionId = args.shift() || "";
     else {
       console.error(`unknown flag ${flag}`);
       process.exit(2);
@@ -29,13 +34,20 @@ function main() {
   }
   const [pattern, ...inputs] = args;
   if (!pattern) {
-    console.error("usage: SAGA_API_KEY=... node execute.js [--detach] [--stop-after N] PATTERN [NAME=VALUE ...]");
+    console.error(
+      "usage: SAGA_API_KEY=... node execute.js [--detach] [--stop-after N] [--session ID] PATTERN [NAME=VALUE ...]",
+    );
     process.exit(2);
   }
   const { client, metadata } = connect();
   const started = process.hrtime.bigint();
   const call = client.Execute(
-    { pattern_id: pattern, inputs: structOf(inputs), options: { detach_on_disconnect: detach } },
+    {
+      pattern_id: pattern,
+      inputs: structOf(inputs),
+      session_id: sessionId,
+      options: { detach_on_disconnect: detach },
+    },
     metadata,
     { deadline: Date.now() + 120_000 },
   );

@@ -1,5 +1,6 @@
 // Shared by the Node clients: the gateway's contract loaded straight from protos/ (no
-// generated code) and the decoding of Saga's errors (google.rpc.Status → ErrorInfo).
+// generated code), Structs and Timestamps to and from plain JSON, and the decoding of Saga's
+// errors (google.rpc.Status → ErrorInfo).
 "use strict";
 
 const path = require("node:path");
@@ -18,7 +19,10 @@ const LOAD_OPTIONS = {
 
 const protobuf = require("protobufjs");
 
-const definition = protoLoader.loadSync("saga/gateway/v1/execution.proto", LOAD_OPTIONS);
+const definition = protoLoader.loadSync(
+  ["saga/gateway/v1/execution.proto", "saga/gateway/v1/sessions.proto"],
+  LOAD_OPTIONS,
+);
 const saga = grpc.loadPackageDefinition(definition).saga;
 
 // google.rpc.Status and ErrorInfo, declared inline: only google/protobuf/* ships with
@@ -77,16 +81,48 @@ function structOf(pairs) {
   return { fields };
 }
 
+/** A google.protobuf.Value as proto-loader decodes it ({kind, stringValue, …}) as plain JSON. */
+function plainValue(value) {
+  switch (value.kind) {
+    case "structValue": return plain(value.structValue);
+    case "listValue": return (value.listValue.values || []).map(plainValue);
+    case "nullValue": return null;
+    default: return value[value.kind];  // numberValue, stringValue, boolValue
+  }
+}
 
-/** An ExecutionService client for SAGA_GATEWAY, and the metadata carrying SAGA_API_KEY. */
-function connect() {
+/** A google.protobuf.Struct as a plain object (the inverse of structOf); {} when unset. */
+function plain(struct) {
+  const out = {};
+  for (const [name, value] of Object.entries((struct && struct.fields) || {})) {
+    out[name] = plainValue(value);
+  }
+  return out;
+}
+
+/** A google.protobuf.Timestamp as ISO 8601 text ("" when unset). */
+function isoTime(timestamp) {
+  if (!timestamp) return "";
+  const ms = Number(timestamp.seconds) * 1000 + Math.floor(timestamp.nanos / 1e6);
+  return new Date(ms).toISOString();
+}
+
+/** Print a failed call as one JSON line (code, details, and its ErrorInfo) and exit 1. */
+function printError(err) {
+  console.log(JSON.stringify({ error: grpc.status[err.code], details: err.details, ...errorInfo(err) }));
+  process.exitCode = 1;
+}
+
+/** A client of the gateway's `service` (ExecutionService, SessionService) for SAGA_GATEWAY,
+ * and the metadata carrying SAGA_API_KEY. */
+function connect(service = "ExecutionService") {
   const key = process.env.SAGA_API_KEY;
   if (!key) {
     console.error("SAGA_API_KEY is required");
     process.exit(2);
   }
   const target = process.env.SAGA_GATEWAY || "127.0.0.1:50051";
-  const client = new saga.gateway.v1.ExecutionService(target, grpc.credentials.createInsecure());
+  const client = new saga.gateway.v1[service](target, grpc.credentials.createInsecure());
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${key}`);
   return { client, metadata };
@@ -109,12 +145,10 @@ function printEvents(call, client, started, stopAfter = 0) {
       client.close();  // we went away on purpose
       return;
     }
-    const info = errorInfo(err);
-    console.log(JSON.stringify({ error: grpc.status[err.code], details: err.details, ...info }));
+    printError(err);
     client.close();
-    process.exitCode = 1;
   });
   call.on("end", () => client.close());
 }
 
-module.exports = { connect, printEvents, structOf };
+module.exports = { connect, isoTime, plain, printError, printEvents, structOf };

@@ -320,6 +320,28 @@ STRATEGIES = tuple(s.value for s in Strategy if s is not Strategy.CUSTOM)
 """What `optimizer.default_strategy` may name (CUSTOM's weights come with SetDefaultStrategy)."""
 
 
+MODEL_ALIAS_PREFIX = "saga/"
+"""Model names under it are the gateway's routing aliases (`saga/cheapest`, ...)."""
+MAX_MODEL_NAME = 128
+
+
+@dataclass(frozen=True)
+class ModelGroupConfig:
+    """A model name of the operator's (a `[[gateway.model_groups]]` table): an
+    OpenAI-compatible call naming it may use only these providers, tried in this order."""
+
+    name: str = field(
+        metadata=_doc(
+            "the `model` clients send (not under saga/, not a provider's model, at most 128 "
+            "characters)"
+        )
+    )
+    providers: tuple[str, ...] = field(
+        metadata=_doc("configured provider names, in fallback order (at least one)")
+    )
+    description: str = field(default="", metadata=_doc("what it is for, listed by /v1/models"))
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """The public edge."""
@@ -357,6 +379,43 @@ class GatewayConfig:
         ),
     )
     public_key_file: str = field(default="", metadata=_doc("PEM private key of public_cert_file"))
+    model_groups: tuple[ModelGroupConfig, ...] = field(
+        default=(),
+        metadata=_doc(
+            "[[gateway.model_groups]] tables (saga.toml only): model names for the "
+            "OpenAI-compatible API that stand for providers in a fallback order"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The gateway's HTTP door (`services.gateway.http_port`): the JSON/SSE facade's limits."""
+
+    request_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "deadline of an HTTP request that is not a run or a watch (their deadline is "
+            "gateway.execute_deadline_seconds); past it the answer is 504",
+            min=0.1,
+        ),
+    )
+    heartbeat_seconds: float = field(
+        default=15.0,
+        metadata=_doc(
+            "an SSE stream idle this long gets a comment line, so proxies do not cut it",
+            min=0.05,
+            max=300,
+        ),
+    )
+    max_body_bytes: int = field(
+        default=2 * 1024 * 1024,
+        metadata=_doc(
+            "largest HTTP request body (Execute's inputs are bounded at 1 MiB; JSON spends "
+            "more bytes); larger is 413",
+            min=1024,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -764,6 +823,16 @@ class RuntimeConfig:
             max=30 * 86_400,
         ),
     )
+    replica_lease_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "how long a runtime replica counts as alive after it last renewed its lease "
+            "(renewed every third of it); a replica gone longer has its runs interrupted, "
+            "or continued elsewhere when they are detached (durable runs)",
+            min=1,
+            max=600,
+        ),
+    )
     agent_circuit_failures: int = field(
         default=5,
         metadata=_doc(
@@ -841,6 +910,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
@@ -1087,6 +1157,7 @@ def _validate(config: Config) -> Config:
                 f"providers[{i}].max_tokens_field: only the openai and copilot engines send it "
                 f"(provider {p.name!r} is {p.kind!r}). Fix: remove it."
             )
+    _validate_model_groups(config)
     rights = [r.name for r in config.rights.sources]
     for name in rights:
         if rights.count(name) > 1 or not name:
@@ -1135,6 +1206,36 @@ def _validate(config: Config) -> Config:
                 )
             ports[port] = f"services.{svc.name}.{kind}"
     return config
+
+
+def _validate_model_groups(config: Config) -> None:
+    """Each group's name is its own (no alias, provider model or other group has it) and
+    names configured providers."""
+    configured = {p.name for p in config.providers}
+    models = {p.model for p in config.providers}
+    seen: set[str] = set()
+    for i, group in enumerate(config.gateway.model_groups):
+        key = f"gateway.model_groups[{i}]"
+        name = group.name
+        if not name.strip() or len(name) > MAX_MODEL_NAME or name.startswith(MODEL_ALIAS_PREFIX):
+            raise ConfigError(
+                f"{key}.name: {name[:MAX_MODEL_NAME]!r} is empty, longer than {MAX_MODEL_NAME} "
+                f"characters or under {MODEL_ALIAS_PREFIX} (the built-in aliases). Fix: "
+                "rename it, e.g. team/default."
+            )
+        if name in models or name in seen:
+            raise ConfigError(
+                f"{key}.name: {name!r} is already a provider's model or another group. Fix: "
+                "give the group a name of its own."
+            )
+        seen.add(name)
+        unknown = [p for p in group.providers if p not in configured]
+        if not group.providers or unknown or len(set(group.providers)) < len(group.providers):
+            raise ConfigError(
+                f"{key}.providers: {list(group.providers)!r} must name configured providers, "
+                f"each once (unknown: {', '.join(unknown) or 'none'}). Fix: list names from "
+                "the [[providers]] tables."
+            )
 
 
 def load_config(

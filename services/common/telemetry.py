@@ -15,7 +15,8 @@ Call `setup_tracing` before any server or channel is created.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextvars import Token
 from typing import Any
 
 import grpc
@@ -82,6 +83,37 @@ def end_server_span(span: Span, code: str) -> None:
     span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
     if code not in ("OK", "CANCELLED"):
         span.set_status(Status(StatusCode.ERROR, code))
+    span.end()
+
+
+def start_http_span(
+    method: str, route: str, headers: Mapping[str, str]
+) -> tuple[Span, Token[otel_context.Context]]:
+    """Open the SERVER span of one HTTP request (the gateway's HTTP door, which the guard
+    does not see) as the child of its `traceparent`, and make it current; end it with
+    `end_http_span(span, token, status)` in the same task.
+
+    Unlike an RPC's task, an HTTP connection's task serves one request after another, so the
+    context is detached again (a later request must not become this one's child)."""
+    carrier = {k: v for k in _CONTEXT_KEYS if (v := headers.get(k)) is not None}
+    # No traceparent: a root span, never the child of whatever is current.
+    parent = _propagator.extract(carrier) if carrier else otel_context.Context()
+    span = _tracer.start_span(
+        f"{method} {route}",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route},
+    )
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    return span, token
+
+
+def end_http_span(span: Span, token: Token[otel_context.Context], status: int) -> None:
+    """Close an HTTP request's span with its response status (5xx is an error)."""
+    otel_context.detach(token)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, str(status)))
     span.end()
 
 

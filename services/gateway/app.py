@@ -10,12 +10,14 @@ from services.gateway.account import AccountServicer
 from services.gateway.admin import AdminServicer
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.models import ModelCatalog, ModelServicer
 from services.gateway.pack_health import PackGate, PackHealthServicer
 from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
 from services.gateway.web.facade import Facade
+from services.gateway.web.openai_api import OpenAIApi
 from services.gateway.web.probes import Probes
 from services.gateway.web.server import serve_http
 
@@ -35,8 +37,11 @@ async def build(host: ServiceHost) -> list[Registration]:
     runtime = host.peers.channel("runtime")
     gate = PackGate(config.gateway, runtime)
     patterns = PatternServicer(edge, relay)
+    execution, catalog = ExecutionServicer(edge, runtime, relay, gate), ModelCatalog(config)
+    models = ModelServicer(edge, catalog)
     registrations = [
-        Registration.of(ExecutionServicer(edge, runtime, relay, gate)),
+        Registration.of(execution),
+        Registration.of(models),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),
         Registration.of(UsageServicer(edge, relay)),
@@ -46,5 +51,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     ]
     # The HTTP door: the same servicers behind JSON routes.
     probes = Probes(host.health, [r.name for r in registrations if r.built])
-    await serve_http(host, [*probes.routes(), *Facade(patterns).routes()])
+    openai = OpenAIApi(edge, execution, models, catalog)
+    facade = Facade.over(registrations, host)
+    await serve_http(host, [*probes.routes(), *facade.routes(), *openai.routes()])
     return registrations

@@ -46,7 +46,7 @@ from services.router.budget_reservations import (
     max_cost,
     remaining_after_refusal,
 )
-from services.router.calls import CustomWeights, ReasonCall
+from services.router.calls import CustomWeights, ReasonCall, able
 from services.router.candidates import allowed_only, capable_only, choose
 from services.router.charges import ChargePolicy
 from services.router.engines.base import TextDelta, estimate_input_tokens
@@ -111,8 +111,8 @@ async def run_call(
     attempt's provisional record (None: attempts are stored only when they end), charged by
     `policy` like the attempts' real records."""
     permitted = allowed_only(providers, call.allowed)
-    allowed = capable_only(permitted, call.required_capabilities(), call.pinned)
-    # A preferred provider that lacks a capability the call needs is configured, just not a
+    allowed = able(capable_only(permitted, call.required_capabilities(), call.pinned), call)
+    # A preferred provider that lacks what the call needs is configured, just not a
     # candidate for it: the preference lapses (an unknown name still fails in `choose`).
     lacking = {p.name for p in permitted} - {p.name for p in allowed}
     preferred = tuple(n for n in call.preferred if n not in lacking)

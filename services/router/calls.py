@@ -7,17 +7,20 @@ not send to a provider, each refusal an INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from services.common import sampling
 from services.common.call_options import (
     MAX_COST_MICRO_USD,
     MAX_PROVIDER_NAMES,
     names_problem,
     weights_problem,
 )
+from services.common.config import ProviderConfig
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.strategy import Strategy
-from services.router.engines.base import Caller, ChatMessage, EngineRequest
+from services.router.engines.base import Caller, ChatMessage, EngineRequest, Sampling
 from services.router.engines.tools import AUTO, TEXT, ResponseFormat, ToolChoice, ToolSpec
 from services.router.structured import check_request
 
@@ -69,6 +72,8 @@ class ReasonCall:
     max_tokens: int = 0
     temperature: float | None = None
     stop: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+    """top_p, seed, penalties and end user: sent only to engines that send them all."""
     complete: bool = False
     strategy: Strategy | None = None
     preferred: tuple[str, ...] = ()
@@ -105,6 +110,7 @@ class ReasonCall:
             max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=self.temperature,
             stop=self.stop,
+            sampling=self.sampling,
             stream=not self.complete,
             caller=self.caller,
             tools=self.tools,
@@ -183,6 +189,7 @@ def _validate_options(call: ReasonCall) -> None:
             f"at most {MAX_PROVIDER_NAMES}",
             reason="OPTION_INVALID",
         )
+    _validate_sampling(call.sampling)
     _validate_selection(call)
     for name in ("session_id", "step_id", "pattern_id"):
         if len(getattr(call.accounting, name)) > MAX_ACCOUNTING_CHARS:
@@ -227,3 +234,37 @@ def _validate_selection(call: ReasonCall) -> None:
             )
         if problem := weights_problem(call.weights.values()):
             raise _invalid("bad CUSTOM weights", "weights", problem, reason="WEIGHTS_INVALID")
+
+
+def _validate_sampling(values: Sampling) -> None:
+    for name in ("top_p", "presence_penalty", "frequency_penalty"):
+        value = getattr(values, name)
+        if value is not None and (problem := sampling.number_problem(name, value)):
+            raise _invalid(f"{name} out of range", name, problem, reason="OPTION_INVALID")
+    if values.seed is not None and (problem := sampling.seed_problem(values.seed)):
+        raise _invalid("seed out of range", "seed", problem, reason="OPTION_INVALID")
+    if problem := sampling.end_user_problem(values.end_user):
+        raise _invalid("end_user is too long", "end_user", problem, reason="OPTION_INVALID")
+
+
+def able(providers: Sequence[ProviderConfig], call: ReasonCall) -> list[ProviderConfig]:
+    """The providers whose engine sends every sampling field `call` set (a field is never
+    dropped on the way to a provider); INVALID_ARGUMENT PARAMETER_UNSUPPORTED naming the
+    field when none of them can."""
+    present = call.sampling.present()
+    if not present:
+        return list(providers)
+    kept = [p for p in providers if not sampling.unsupported(p.kind, present)]
+    if kept:
+        return kept
+    # Every provider lacks one at least (none would be `kept`), so `missing` is not empty.
+    lacking = {f for p in providers for f in sampling.unsupported(p.kind, present)}
+    missing = [f for f in sampling.OPTIONAL_FIELDS if f in lacking]
+    kinds = ", ".join(sorted({p.kind for p in providers})) or "none"
+    raise InvalidArgument(
+        f"no candidate provider can send {', '.join(missing)} (their engines: {kinds})",
+        reason="PARAMETER_UNSUPPORTED",
+        field_violations=[
+            FieldViolation(f, "not sent by the engine of any candidate provider") for f in missing
+        ],
+    )

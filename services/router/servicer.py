@@ -40,7 +40,7 @@ from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
 from services.router.embedding import EmbedCall, run_embed
 from services.router.embedding import validate as validate_embed
-from services.router.engines.base import Caller, ChatMessage, Engine, TextDelta
+from services.router.engines.base import Caller, ChatMessage, Engine, Sampling, TextDelta
 from services.router.engines.tools import (
     DEFAULT_SCHEMA_NAME,
     ResponseFormat,
@@ -150,6 +150,17 @@ def call_from_proto(
         max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
         stop=tuple(request.stop),
+        sampling=Sampling(
+            top_p=request.top_p if request.HasField("top_p") else None,
+            seed=request.seed if request.HasField("seed") else None,
+            presence_penalty=(
+                request.presence_penalty if request.HasField("presence_penalty") else None
+            ),
+            frequency_penalty=(
+                request.frequency_penalty if request.HasField("frequency_penalty") else None
+            ),
+            end_user=request.end_user,
+        ),
         complete=request.response_mode == common_pb2.RESPONSE_MODE_COMPLETE,
         strategy=strategy,
         preferred=tuple(request.preferred_providers),

@@ -6,8 +6,9 @@ At start: open the runtime's database (`<data_dir>/runtime.db`, or the PostgreSQ
 load the patterns (shipped samples plus `runtime.patterns_dir`) — a bad pattern file is
 refused and logged with the file and field, and listed in ListPatterns, while the good ones
 are served; seed the demo ledger and pack on first start, and take this replica's execution
-lease (interrupting runs that a stopped replica left RUNNING), renewed by a background task
-of the host; reconcile the pricing packs left WARMING in the background (PackService).
+lease (interrupting runs that a stopped replica left RUNNING, or claiming the detached ones
+to continue them here), renewed by a background task of the host; reconcile the pricing
+packs left WARMING in the background (PackService).
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ async def build(host: ServiceHost) -> list[Registration]:
     packs.start()
     # Stable across restarts of this replica, unique among live ones (the port is not shared).
     replica_id = f"{socket.gethostname()}:{config.services.runtime.port}"
-    executions = await ExecutionStore.open(db, replica_id)
+    executions = await ExecutionStore.open(
+        db, replica_id, lease_seconds=config.runtime.replica_lease_seconds
+    )
     events = EventWriter(db)
-    host.spawn("execution-lease", executions.keep_alive)
     host.spawn("ledger-head", ledger.follow)  # other replicas' imports, within a second
     host.spawn("event-log", events.run)
     retention = config.runtime
@@ -134,6 +136,13 @@ async def build(host: ServiceHost) -> list[Registration]:
         idempotency_window_seconds=config.runtime.idempotency_window_seconds,
         detached_grace_seconds=config.server.grace_seconds,
         session_history_max_tokens=config.runtime.session_history_max_tokens,
+    )
+    # Renewals hand the runs they claim from stopped replicas to the servicer, which
+    # continues them (durable runs; the first hands over those claimed at open), and stop
+    # here the runs others claimed while this replica was presumed dead.
+    host.spawn(
+        "execution-lease",
+        lambda: executions.keep_alive(servicer.adopt, servicer.running, servicer.lose),
     )
     # Detached runs get the drain's grace while the event writer still runs (FINISH).
     host.on_stop(servicer.stop_detached, Phase.FINISH)

@@ -8,21 +8,26 @@ INTERRUPTED: the record says so. The events themselves are in the event log
 (`event_log.py`).
 
 Several replicas may share one database, so each record names the replica running it, and
-each replica holds a lease it renews every `RENEW_SECONDS`. A replica that starts interrupts
-the RUNNING runs of its own previous life (its id is stable: host name and port) and of
-replicas whose lease ran out; each renewal sweeps again, so the runs of a replica that died
-for good are interrupted within `LEASE_MS` + `RENEW_SECONDS`. A live replica's runs are
-never touched.
+each replica holds a lease (`lease_seconds`) it renews every third of it. A replica that
+starts sweeps the RUNNING runs of its own previous life (its id is stable: host name and
+port) and of replicas whose lease ran out; each renewal sweeps again, so the runs of a
+replica that died for good are found within the lease and a renewal. A live replica's runs
+are never touched. A swept run that is *resumable* — detached, with what it needs to
+continue stored with it (its request and request context) and its context not expired, and
+moved fewer than `MAX_MOVES` times — is claimed by the sweeping replica, which continues it
+(durable runs, `servicer.py`); the others become INTERRUPTED. A claim is an update
+conditional on the run's `moves` count, so of two replicas sweeping at once exactly one wins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from services.common.database import Database, Row, Tx
@@ -32,14 +37,17 @@ from services.common.usage import Usage, usage_from_json, usage_json
 
 log = logging.getLogger("saga.runtime.executions")
 
-LEASE_MS = 30_000
-"""How long a replica counts as alive after its last renewal."""
+LEASE_SECONDS = 30.0
+"""How long a replica counts as alive after its last renewal, by default
+(`runtime.replica_lease_seconds`); it renews every third of it, so two renewals may fail
+in a row."""
 
 PRUNE_SECONDS = 600.0
 """How often retention deletes old event logs."""
 
-RENEW_SECONDS = 10.0
-"""How often a replica renews its lease (a third of it: two renewals may fail in a row)."""
+MAX_MOVES = 3
+"""How often a run may move to another replica: a run whose replica keeps dying (it may be
+what kills them) is interrupted instead of being passed on for ever."""
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -81,6 +89,26 @@ class ExecutionRecord:
     """What the request asked for (see `admission.request_digest`): a retry's is the same."""
     events_pruned: bool = False
     """The run's event log was deleted by retention (the record stays)."""
+    resume_request: bytes | None = None
+    """A detached run's serialized RunPatternRequest, to continue it elsewhere; None: the run
+    cannot move (it is not detached)."""
+    context_token: str = ""
+    """The request context the run acts with (only stored with `resume_request`)."""
+    resume_until_ms: int = 0
+    """Until when the run may continue elsewhere (ms since the epoch): its deadline, or its
+    context's expiry if earlier."""
+    moves: int = 0
+    """How often the run moved to another replica."""
+    replica_id: str = ""
+    """The replica that runs (or ran) it."""
+
+    def resumable(self, now_ms: int) -> bool:
+        """Whether the run may continue on another replica at `now_ms`."""
+        return (
+            self.resume_request is not None
+            and self.resume_until_ms > now_ms
+            and self.moves < MAX_MOVES
+        )
 
 
 @dataclass(frozen=True)
@@ -117,13 +145,21 @@ def _record(row: Row) -> ExecutionRecord:
         idempotency_key=row["idempotency_key"],
         request_digest=row["request_digest"],
         events_pruned=bool(row["events_pruned"]),
+        resume_request=(
+            bytes(row["resume_request"]) if row["resume_request"] is not None else None
+        ),
+        context_token=row["context_token"],
+        resume_until_ms=int(row["resume_until_ms"]),
+        moves=int(row["moves"]),
+        replica_id=row["replica_id"],
     )
 
 
-_INTERRUPT_ORPHANS = (
-    "UPDATE executions SET status = $1, completed_at = $2 WHERE status = $3 AND replica_id "
-    "NOT IN (SELECT replica_id FROM replicas WHERE expires_at_ms > $4)"
+_ORPHANS = (
+    "SELECT * FROM executions WHERE status = $1 AND replica_id NOT IN "
+    "(SELECT replica_id FROM replicas WHERE expires_at_ms > $2 AND replica_id <> $3)"
 )
+"""RUNNING runs of replicas without a live lease ($3: our own previous life, at start)."""
 
 
 async def clear_session(tx: Tx, session_id: str) -> None:
@@ -135,61 +171,160 @@ async def clear_session(tx: Tx, session_id: str) -> None:
 class ExecutionStore:
     """Execution records in the runtime's database, written by one replica."""
 
-    def __init__(self, db: Database, replica_id: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        replica_id: str,
+        clock: Callable[[], float],
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
         self._db = db
         self._clock = clock
         self.replica_id = replica_id
+        self._lease_ms = int(lease_seconds * 1000)
         self._writes = InFlight()
+        self._claimed_at_open: list[ExecutionRecord] = []
 
     @classmethod
     async def open(
-        cls, db: Database, replica_id: str, clock: Callable[[], float] = time.time
+        cls,
+        db: Database,
+        replica_id: str,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> ExecutionStore:
         """The store in `db` for the replica `replica_id` (stable across its restarts): runs
-        left RUNNING by its previous life, or by replicas whose lease ran out, become
-        INTERRUPTED; then this replica takes its lease. `clock` gives seconds since the
-        epoch (every replica's clock is trusted to within a few seconds)."""
-        store = cls(db, replica_id, clock)
+        left RUNNING by its previous life, or by replicas whose lease ran out, are swept
+        (claimed to continue here when resumable, else INTERRUPTED — the claimed ones are
+        handed to `keep_alive`'s `adopt`); then this replica holds its lease. `clock` gives
+        seconds since the epoch (every replica's clock is trusted to within a few seconds)."""
+        store = cls(db, replica_id, clock, lease_seconds)
         async with db.transaction() as tx:
-            # Our previous life no longer runs anything: drop its lease before the sweep.
-            await tx.execute("DELETE FROM replicas WHERE replica_id = $1", replica_id)
-            await store._sweep(tx)
+            # Our previous life no longer runs anything: its runs are orphans like any other.
+            store._claimed_at_open = await store._sweep(tx, previous_life=True)
         return store
 
-    async def renew(self) -> None:
-        """Extend this replica's lease and interrupt the runs of replicas that are gone."""
+    async def renew(self) -> list[ExecutionRecord]:
+        """Extend this replica's lease and sweep the runs of replicas that are gone; the
+        runs this replica claimed (to continue them)."""
         async with self._db.transaction() as tx:
-            await self._sweep(tx)
+            return await self._sweep(tx)
 
-    async def _sweep(self, tx: Tx) -> None:
+    async def _sweep(self, tx: Tx, previous_life: bool = False) -> list[ExecutionRecord]:
         now_ms = int(self._clock() * 1000)
-        # Before our own lease is renewed: at open, our previous life is one of the gone.
-        interrupted = await tx.execute(
-            _INTERRUPT_ORPHANS,
-            ExecutionStatus.INTERRUPTED,
-            _now(),
-            ExecutionStatus.RUNNING,
-            now_ms,
-        )
         await tx.execute("DELETE FROM replicas WHERE expires_at_ms <= $1", now_ms)
+        # Our lease first: a run claimed below is never an orphan of this sweep's replica.
         await tx.execute(
             "INSERT INTO replicas (replica_id, expires_at_ms) VALUES ($1, $2) "
             "ON CONFLICT (replica_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
             self.replica_id,
-            now_ms + LEASE_MS,
+            now_ms + self._lease_ms,
         )
+        orphans = await tx.fetch(
+            _ORPHANS, ExecutionStatus.RUNNING, now_ms, self.replica_id if previous_life else ""
+        )
+        claimed: list[ExecutionRecord] = []
+        interrupted = 0
+        for row in orphans:
+            record = _record(row)
+            # Conditional on `moves` as read: another replica sweeping at once has claimed
+            # the run (or interrupted it) when it changed, and then this update does nothing.
+            if record.resumable(now_ms):
+                if await tx.execute(
+                    "UPDATE executions SET replica_id = $1, moves = $2 "
+                    "WHERE execution_id = $3 AND status = $4 AND moves = $5",
+                    self.replica_id,
+                    record.moves + 1,
+                    record.execution_id,
+                    ExecutionStatus.RUNNING,
+                    record.moves,
+                ):
+                    # Still naming the replica it moves from (the marker event says so).
+                    claimed.append(dataclasses.replace(record, moves=record.moves + 1))
+                    log.warning(
+                        "run claimed from a stopped replica",
+                        extra={
+                            "execution_id": record.execution_id,
+                            "from_replica": record.replica_id,
+                        },
+                    )
+                continue
+            interrupted += await tx.execute(
+                "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
+                "WHERE execution_id = $3 AND status = $4 AND moves = $5",
+                ExecutionStatus.INTERRUPTED,
+                _now(),
+                record.execution_id,
+                ExecutionStatus.RUNNING,
+                record.moves,
+            )
         if interrupted:
             log.warning("runs interrupted by a stop", extra={"count": interrupted})
+        return claimed
 
-    async def keep_alive(self) -> None:
-        """Renew the lease every `RENEW_SECONDS` until cancelled; a failed renewal is logged
-        and retried at the next tick (the lease outlasts two misses)."""
+    async def keep_alive(
+        self,
+        adopt: Callable[[list[ExecutionRecord]], None],
+        running: Callable[[], Collection[str]] = tuple,
+        lose: Callable[[list[str]], None] = lambda lost: None,
+    ) -> None:
+        """Hand the runs claimed at open to `adopt`, then renew the lease every third of it
+        until cancelled, handing it the runs each sweep claims; a failed renewal is logged
+        and retried at the next tick (the lease outlasts two misses). When a renewal comes
+        after the lease lapsed (the database was out of reach that long), another replica
+        may have presumed this one dead and claimed some of the runs it still runs
+        (`running`: their execution ids): those are handed to `lose`, to stop them here."""
+        claimed, self._claimed_at_open = self._claimed_at_open, []
+        if claimed:
+            adopt(claimed)
+        renewed = self._clock()
         while True:
-            await asyncio.sleep(RENEW_SECONDS)
+            await asyncio.sleep(self._lease_ms / 3000)
             try:
-                await self.renew()
+                claimed = await self.renew()
+                lapsed = self._clock() - renewed > self._lease_ms / 1000
+                renewed = self._clock()
+                lost = await self.taken(running()) if lapsed else []
             except Exception:
                 log.exception("execution lease renewal failed", extra={"replica": self.replica_id})
+                continue
+            if lost:
+                log.error(
+                    "runs continued by another replica while this one was presumed dead",
+                    extra={"replica": self.replica_id, "count": len(lost)},
+                )
+                lose(lost)
+            if claimed:
+                adopt(claimed)
+
+    async def taken(self, execution_ids: Collection[str]) -> list[str]:
+        """Those of `execution_ids` whose record names another replica (it claimed them)."""
+        ids = list(execution_ids)
+        taken: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            rows = await self._db.fetch(
+                "SELECT execution_id FROM executions WHERE replica_id <> $1 "  # noqa: S608 (placeholders only)
+                f"AND execution_id IN ({marks})",
+                self.replica_id,
+                *chunk,
+            )
+            taken += [row["execution_id"] for row in rows]
+        return taken
+
+    async def interrupt(self, execution_id: str) -> None:
+        """Mark a RUNNING run of this replica INTERRUPTED (a claimed run that cannot
+        continue after all)."""
+        await self._db.execute(
+            "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
+            "WHERE execution_id = $3 AND status = $4 AND replica_id = $5",
+            ExecutionStatus.INTERRUPTED,
+            _now(),
+            execution_id,
+            ExecutionStatus.RUNNING,
+            self.replica_id,
+        )
 
     async def insert(self, record: ExecutionRecord) -> None:
         """Store a new record; AlreadyExists when the execution id was used before."""
@@ -197,9 +332,9 @@ class ExecutionStore:
             "INSERT INTO executions (execution_id, user_id, pattern_id, session_id, asof, "
             "status, error_reason, created_at, completed_at, usage, cost_micro_usd, "
             "pricing_pack_id, ledger_commit_hash, trace_id, replica_id, idempotency_key, "
-            "request_digest) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-            "ON CONFLICT (execution_id) DO NOTHING",
+            "request_digest, resume_request, context_token, resume_until_ms) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+            "$18, $19, $20) ON CONFLICT (execution_id) DO NOTHING",
             record.execution_id,
             record.user_id,
             record.pattern_id,
@@ -217,6 +352,9 @@ class ExecutionStore:
             self.replica_id,
             record.idempotency_key,
             record.request_digest,
+            record.resume_request,
+            record.context_token,
+            record.resume_until_ms,
         )
         if not inserted:
             raise AlreadyExists(
@@ -236,8 +374,9 @@ class ExecutionStore:
     ) -> None:
         """Record how a RUNNING run ended."""
         await self._db.execute(
-            "UPDATE executions SET status = $1, completed_at = $2, usage = $3, "
-            "cost_micro_usd = $4, error_reason = $5, error_status = $6 "
+            # The context is erased with the run's end: nothing can use it any more.
+            "UPDATE executions SET status = $1, completed_at = $2, context_token = '', "
+            "usage = $3, cost_micro_usd = $4, error_reason = $5, error_status = $6 "
             "WHERE execution_id = $7 AND status = $8",
             status,
             _now(),
@@ -367,7 +506,7 @@ class ExecutionStore:
             await asyncio.sleep(PRUNE_SECONDS)
 
     async def events(
-        self, execution_id: str, after_sequence: int, limit: int = 500
+        self, execution_id: str, after_sequence: int, limit: int | None = 500
     ) -> list[tuple[int, bytes]]:
         """The logged events of `execution_id` after `after_sequence` (sequence, serialized
         response), oldest first, at most `limit` (the log is written by `event_log`)."""
@@ -376,7 +515,7 @@ class ExecutionStore:
             "AND sequence > $2 ORDER BY sequence LIMIT $3",
             execution_id,
             after_sequence,
-            limit,
+            limit if limit is not None else 2**62,
         )
         return [(int(r["sequence"]), bytes(r["payload"])) for r in rows]
 
@@ -391,17 +530,23 @@ class ExecutionStore:
 
     async def close(self) -> None:
         """On a clean stop: wait for writes in flight, then give up the lease, so a run still
-        RUNNING (the process is stopping without finishing it) is interrupted at once."""
+        RUNNING (the process is stopping without finishing it) is interrupted at once — or,
+        when it is resumable, left for the next replica that sweeps (another one, or this
+        one's next life), which continues it."""
         await self.drain()
+        now_ms = int(self._clock() * 1000)
         async with self._db.transaction() as tx:
             await tx.execute("DELETE FROM replicas WHERE replica_id = $1", self.replica_id)
             await tx.execute(
-                "UPDATE executions SET status = $1, completed_at = $2 "
-                "WHERE status = $3 AND replica_id = $4",
+                "UPDATE executions SET status = $1, completed_at = $2, context_token = '' "
+                "WHERE status = $3 AND replica_id = $4 AND (resume_request IS NULL "
+                "OR resume_until_ms <= $5 OR moves >= $6)",
                 ExecutionStatus.INTERRUPTED,
                 _now(),
                 ExecutionStatus.RUNNING,
                 self.replica_id,
+                now_ms,
+                MAX_MOVES,
             )
 
 

@@ -8,7 +8,7 @@ which the servicer calls itself); the few other events of a run are built and se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,29 @@ def accepted(pinned: Pinned, sequence: int) -> bytes:
             asof=pinned.asof,
         ),
         sequence=sequence,
+    )
+
+
+def run_moved(
+    *,
+    replica: str,
+    from_replica: str,
+    reused: Sequence[str],
+    restarted: Sequence[str],
+    moves: int,
+    after_sequence: int,
+) -> bytes:
+    """The marker that opens a moved run's continuation, at `after_sequence + 1`."""
+    return _response(
+        run_moved=events_pb2.RunMoved(
+            replica=replica,
+            from_replica=from_replica,
+            reused_step_ids=reused,
+            restarted_step_ids=restarted,
+            moves=moves,
+            resumed_after_sequence=after_sequence,
+        ),
+        sequence=after_sequence + 1,
     )
 
 

@@ -19,6 +19,11 @@ it) or the run's deadline would pass first; `on_error: continue` turns the failu
 step's `default` output (reported in `StepFinished.recovered`). Any other failure ends the
 run: the other steps are cancelled and the error propagates with `stepId` and `traceId` in
 its metadata (an upstream status keeps its code, reason and domain).
+
+A run that moved to another replica (durable runs) passes the steps its log recorded as
+finished or skipped (`reuse`): when such a step is ready it is not run again — its recorded
+output joins the state and its usage and cost the run's totals, and no event is reported
+for it (its events are in the log already).
 """
 
 from __future__ import annotations
@@ -90,6 +95,8 @@ class RunFinished:
 
 
 RunEvent = StepBegan | Relayed | StepFinished | StepSkipped | RunFinished
+Recorded = StepFinished | StepSkipped
+"""How a step ended, as a moved run's log recorded it."""
 
 
 @dataclass(frozen=True)
@@ -152,10 +159,13 @@ class Runner:
         ctx: Mapping[str, str] | None = None,
         trace_id: str = "",
         session: Mapping[str, Any] | None = None,
+        reuse: Mapping[str, Recorded] | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Run `pattern` for `scope` (see the module docstring); `session` is the `session`
-        root (none: the run is in no session)."""
+        root (none: the run is in no session); `reuse` the recorded ends of the steps a
+        moved run does not run again, by step id."""
         run = _Run(self, pattern, inputs, scope, ctx or {}, trace_id, session or {})
+        run.reuse = dict(reuse or {})
         async for event in run.events():
             yield event
 
@@ -188,6 +198,7 @@ class _Run:
         self.slots = asyncio.Semaphore(1 if limited else runner._max_parallel)
         self.usage = Usage()
         self.cost = 0
+        self.reuse: dict[str, Recorded] = {}
 
     def owner(self, step: Step) -> tuple[str, str]:
         agent, capability = self.runner._registry.owner(step.capability)
@@ -225,6 +236,10 @@ class _Run:
                         if not all(d in self.outcome for d in step.depends_on):
                             continue
                         pending.remove(step)
+                        if step.id in self.reuse:
+                            self.reused(step, self.reuse[step.id])
+                            progressed = True
+                            continue
                         reason = self.skip_reason(step)
                         if reason is not None:
                             self.outcome[step.id] = "skipped"
@@ -255,6 +270,16 @@ class _Run:
                 await asyncio.gather(*running.values(), return_exceptions=True)
         outputs = {name: t.render(self.values) for name, t in self.pattern.outputs.items()}
         yield RunFinished(outputs, self.usage, self.cost)
+
+    def reused(self, step: Step, recorded: Recorded) -> None:
+        """`step` ended before the run moved, as `recorded`: its output and spend count."""
+        if isinstance(recorded, StepSkipped):
+            self.outcome[step.id] = "skipped"
+            return
+        self.state[step.key] = dict(recorded.result.output)
+        self.outcome[step.id] = "ran"
+        self.usage += recorded.result.usage
+        self.cost += recorded.result.cost_micro_usd
 
     async def step(self, step: Step) -> None:
         """Run one step (a task); everything it reports goes through the queue."""

@@ -101,6 +101,13 @@ _V5 = """
     CREATE INDEX executions_session ON executions (session_id)
     """
 
+_V7 = """
+    ALTER TABLE executions ADD COLUMN resume_request {bytes};
+    ALTER TABLE executions ADD COLUMN context_token TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN resume_until_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN moves INTEGER NOT NULL DEFAULT 0
+    """
+
 MIGRATIONS = (
     # 1: the hash-chained ledger, pricing packs, execution records. The SQLite text is the one
     # that shipped; PostgreSQL needs an identity column for `seq` (SQLite's INTEGER PRIMARY
@@ -147,6 +154,14 @@ MIGRATIONS = (
     # 6: the inputs of each stage's run (JSON), from which `{{session.history}}` derives the
     # prompts of the conversation; stages stored before have none, so no turn.
     "ALTER TABLE session_stages ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'",
+    # 7: what a detached run needs to continue on another replica when its own dies (durable
+    # runs): its RunPatternRequest, the request context it was started with (bound to the
+    # execution, expiring at the run's deadline), until when it may resume (the earlier of
+    # the two), and how often it moved (a claim is conditional on it, so one replica wins).
+    {
+        "sqlite": _V7.format(bytes="BLOB"),
+        "postgresql": _V7.format(bytes="BYTEA"),
+    },
 )
 
 

@@ -13,8 +13,14 @@ starts (beside the first step) and once as it ends, before the last event; a fai
 recorded with its reason before the error — the router's status, its code, reason and
 domain kept, with the step and trace ids added (runner.py) — ends the stream. A run in a
 session must name one of the caller's (NOT_FOUND before anything runs); its templates see
-the session's stages so far as the `session` root (`session_root.py`), and it appends its
+the session's newest stages as the `session` root (`session_root.py`), and it appends its
 stage there, with its inputs, once it completed, also before the last event.
+
+A detached run is stored with its request and context, so that when its replica dies
+another one that claims it (`executions.py`) continues it here (`adopt`): admitted again
+with the same pins, its log read (`moves.py`), the steps that ended reused, and its stream
+continued from the next sequence with a RunMoved marker (docs/architecture.md, "Durable
+runs").
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -33,7 +41,7 @@ from opentelemetry import trace
 from saga.execution.v1 import options_pb2
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common import page_tokens
-from services.common.context import ContextVerifier, metadata_token
+from services.common.context import ContextVerifier, RequestContext, metadata_token
 from services.common.database import now_micros
 from services.common.errors import (
     FailedPrecondition,
@@ -47,7 +55,9 @@ from services.common.guard import Context
 from services.common.lifecycle import InFlight
 from services.common.server import Registration
 from services.common.status import describe, status_for
-from services.runtime import messages, wire
+from services.common.timestamps import from_iso
+from services.common.usage_messages import usage_from_proto
+from services.runtime import messages, moves, wire
 from services.runtime.admission import (
     check_execution_id,
     check_idempotency_key,
@@ -64,14 +74,27 @@ from services.runtime.execution_queries import (
     execution_query,
     page_size,
 )
-from services.runtime.executions import ExecutionRecord, ExecutionStore, Recording
+from services.runtime.executions import (
+    ExecutionRecord,
+    ExecutionStatus,
+    ExecutionStore,
+    Recording,
+)
 from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
 from services.runtime.rights import RightsRegistry, RunRights
 from services.runtime.runner import RunEvent, RunFinished, Runner, StepFinished
-from services.runtime.session_root import session_root
+from services.runtime.session_root import HISTORY_STAGES, session_root
 from services.runtime.sessions import SessionStore
-from services.runtime.watch import cancelled_status, follow, interrupted_status, watch
+from services.runtime.watch import (
+    cancelled_status,
+    follow,
+    interrupted_status,
+    moving_status,
+    watch,
+)
+
+_log = logging.getLogger("saga.runtime.runs")
 
 DOMAIN = "runtime.saga"
 """The ErrorInfo domain of the runtime's errors (the guard's, for the statuses it records)."""
@@ -118,6 +141,22 @@ def export_format(options: options_pb2.ExecuteOptions) -> str:
     return "csv" if chosen == options_pb2.EXPORT_FORMAT_CSV else "json"
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A run whose request was checked and whose data is pinned: what running it needs."""
+
+    pattern: Pattern
+    inputs: Mapping[str, Any]
+    asof: str
+    session: Mapping[str, Any] | None
+    scope: RunScope
+    record: ExecutionRecord
+    pinned: messages.Pinned
+    rights: RunRights
+    ctx: dict[str, str]
+    started_at_us: int
+
+
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
     """Runs patterns; RPCs not overridden here answer UNIMPLEMENTED."""
 
@@ -149,6 +188,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         """The runs in progress on this replica, which watchers here follow in memory."""
         self._detached = InFlight()
         """Runs with detach_on_disconnect, each a task of its own."""
+        self._movable: dict[str, asyncio.Task[None]] = {}
+        """Those tasks by execution id (another replica may claim one: `lose`)."""
         self._idempotency_window = idempotency_window_seconds
         self._grace = detached_grace_seconds
         self._history_tokens = session_history_max_tokens
@@ -172,72 +213,39 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         verified = await self._verifier.verify(
             metadata_token(context.invocation_metadata()), request.execution_id
         )
-        execution_id = check_execution_id(request.execution_id)
-        pattern = self._find(request.pattern_id)
-        inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
-        asof = resolve_asof(request.asof)
-        session = None
-        if request.session_id:  # not the caller's (or no such) session: nothing runs
-            stages = await self._sessions.stages(verified.user_id, request.session_id)
-            session = session_root(request.session_id, stages, self._history_tokens)
-        started_at_us = now_micros()
-        options = request.options
-        if options.allow_stale_pack and not verified.has_scope("pack:stale"):
-            raise PermissionDenied(
-                "allow_stale_pack needs scope pack:stale",
-                reason="SCOPE_MISSING",
-                metadata={"scope": "pack:stale"},
-            )
-        pins = await self._pinning.pin(asof, options, pattern.requires_pack)
-        pack_id, commit = pins.pricing_pack_id, pins.ledger_commit_hash
-        # Before anything is recorded or run: an export the rights registry denies never starts.
-        rights = self._rights.admit(
-            pattern,
-            self._registry.capabilities(),
-            pins.pack_source,
-            export_format(request.options),
-            execution_id,
-        )
         span = trace.get_current_span()
         span_context = span.get_span_context()
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.time() + remaining
+        run = await self._admit(request, verified, deadline, trace_id)
         span.set_attributes(
             {
-                "saga.execution_id": execution_id,
-                "saga.pattern_id": pattern.id,
-                "saga.pricing_pack_id": pack_id,
-                "saga.ledger_commit_hash": commit,
+                "saga.execution_id": run.record.execution_id,
+                "saga.pattern_id": run.pattern.id,
+                "saga.pricing_pack_id": run.pinned.pricing_pack_id,
+                "saga.ledger_commit_hash": run.pinned.ledger_commit_hash,
             }
         )
-        remaining = context.time_remaining()
-        scope = RunScope(
-            execution_id=execution_id,
-            pattern_id=pattern.id,
-            user_id=verified.user_id,
-            session_id=request.session_id,
-            asof=asof,
-            pricing_pack_id=pack_id,
-            ledger_commit_hash=commit,
-            context_token=verified.token,
-            strategy=options.strategy,
-            preferred_providers=tuple(options.preferred_providers),
-            max_cost_micro_usd=options.max_cost_micro_usd,
-            allowed_providers=tuple(options.allowed_providers),
-            disable_fallback=options.disable_fallback,
-            weights=_weights(options),
-            deadline=None if remaining is None else time.monotonic() + remaining,
+        options = request.options
+        record = dataclasses.replace(
+            run.record, idempotency_key=check_idempotency_key(options.idempotency_key)
         )
-        record = ExecutionRecord(
-            execution_id=execution_id,
-            user_id=verified.user_id,
-            pattern_id=pattern.id,
-            session_id=request.session_id,
-            asof=asof,
-            pricing_pack_id=pack_id,
-            ledger_commit_hash=commit,
-            trace_id=trace_id,
-            idempotency_key=check_idempotency_key(options.idempotency_key),
-        )
+        detached = options.detach_on_disconnect
+        if detached:
+            # What another replica needs to continue the run if this one dies (durable
+            # runs): the request as admitted (its asof resolved) and its context, usable
+            # until the run's deadline or the context's expiry, whichever comes first.
+            stored = runtime_pb2.RunPatternRequest()
+            stored.CopyFrom(request)
+            stored.asof = run.asof
+            until = verified.expires_at if deadline is None else min(verified.expires_at, deadline)
+            record = dataclasses.replace(
+                record,
+                resume_request=stored.SerializeToString(),
+                context_token=verified.token,
+                resume_until_ms=int(until * 1000),
+            )
         if record.idempotency_key:
             record = dataclasses.replace(record, request_digest=request_digest(request))
             first = await self._executions.claim(record, self._idempotency_window)
@@ -253,6 +261,93 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
                     yield event
                 return
         recording = self._executions.begin(record, inserted=bool(record.idempotency_key))
+        log = self._events.start(record.execution_id, movable=detached)
+        self._live[record.execution_id] = log
+        events = self._drive(
+            log,
+            recording,
+            run,
+            self._runner.run(run.pattern, run.inputs, run.scope, run.ctx, trace_id, run.session),
+            detached,
+            messages.accepted(run.pinned, 1),
+        )
+        if not detached:
+            # Closed with this call however it ends, so the run's own cleanup (record,
+            # log) happens now and not when the generator is collected.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+            return
+        # The run is the task's: this call only follows it, and may go away.
+        self._run_detached(record.execution_id, _drain(events))
+        async for event in follow(log, 0):
+            yield event
+
+    async def _admit(
+        self,
+        request: runtime_pb2.RunPatternRequest,
+        verified: RequestContext,
+        deadline: float | None,
+        trace_id: str,
+        moved: bool = False,
+    ) -> _Admitted:
+        """Check a run's request and pin its data (raising what refuses it); `deadline` is
+        when it must end (seconds since the epoch; None: none). A `moved` run was admitted
+        once already: its stale-pack override is its pin's, not a new request's."""
+        execution_id = check_execution_id(request.execution_id)
+        pattern = self._find(request.pattern_id)
+        inputs = check_inputs(pattern, json_format.MessageToDict(request.inputs))
+        asof = resolve_asof(request.asof)
+        session = None
+        if request.session_id:  # not the caller's (or no such) session: nothing runs
+            stages = await self._sessions.recent_stages(
+                verified.user_id, request.session_id, HISTORY_STAGES
+            )
+            session = session_root(request.session_id, stages, self._history_tokens)
+        options = request.options
+        if options.allow_stale_pack and not moved and not verified.has_scope("pack:stale"):
+            raise PermissionDenied(
+                "allow_stale_pack needs scope pack:stale",
+                reason="SCOPE_MISSING",
+                metadata={"scope": "pack:stale"},
+            )
+        pins = await self._pinning.pin(asof, options, pattern.requires_pack)
+        pack_id, commit = pins.pricing_pack_id, pins.ledger_commit_hash
+        # Before anything is recorded or run: an export the rights registry denies never starts.
+        rights = self._rights.admit(
+            pattern,
+            self._registry.capabilities(),
+            pins.pack_source,
+            export_format(request.options),
+            execution_id,
+        )
+        scope = RunScope(
+            execution_id=execution_id,
+            pattern_id=pattern.id,
+            user_id=verified.user_id,
+            session_id=request.session_id,
+            asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            context_token=verified.token,
+            strategy=options.strategy,
+            preferred_providers=tuple(options.preferred_providers),
+            max_cost_micro_usd=options.max_cost_micro_usd,
+            allowed_providers=tuple(options.allowed_providers),
+            disable_fallback=options.disable_fallback,
+            weights=_weights(options),
+            deadline=None if deadline is None else time.monotonic() + deadline - time.time(),
+        )
+        record = ExecutionRecord(
+            execution_id=execution_id,
+            user_id=verified.user_id,
+            pattern_id=pattern.id,
+            session_id=request.session_id,
+            asof=asof,
+            pricing_pack_id=pack_id,
+            ledger_commit_hash=commit,
+            trace_id=trace_id,
+        )
         pinned = messages.Pinned(
             execution_id=execution_id,
             pricing_pack_id=pack_id,
@@ -266,56 +361,154 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             "ledger_commit_hash": commit,
             "pricing_pack_id": pack_id,
         }
-        log = self._events.start(execution_id)
-        self._live[execution_id] = log
-        detached = options.detach_on_disconnect
-        stage = None
-        if request.session_id:
-            session_id, user_id = request.session_id, verified.user_id
-
-            async def stage(outputs: Mapping[str, Any]) -> None:
-                """The completed run becomes a stage of its session."""
-                await self._sessions.append(
-                    user_id, session_id, execution_id, pattern.id, outputs, started_at_us, inputs
-                )
-
-        run = self._drive(
-            log,
-            recording,
-            pinned,
-            rights,
-            self._runner.run(pattern, inputs, scope, ctx, trace_id, session),
-            detached,
-            stage,
+        return _Admitted(
+            pattern, inputs, asof, session, scope, record, pinned, rights, ctx, now_micros()
         )
-        if not detached:
-            # Closed with this call however it ends, so the run's own cleanup (record,
-            # log) happens now and not when the generator is collected.
-            async with contextlib.aclosing(run):
-                async for event in run:
-                    yield event
+
+    def adopt(self, claimed: list[ExecutionRecord]) -> None:
+        """Continue the runs this replica claimed from stopped replicas, each as a detached
+        run (ExecutionStore.keep_alive hands them over)."""
+        for record in claimed:
+            self._run_detached(record.execution_id, self._continue(record))
+
+    def _run_detached(self, execution_id: str, work: Coroutine[Any, Any, None]) -> None:
+        task = self._detached.start(work)
+        self._movable[execution_id] = task
+        task.add_done_callback(lambda _: self._movable.pop(execution_id, None))
+
+    def running(self) -> list[str]:
+        """The execution ids of the detached runs this replica runs."""
+        return list(self._movable)
+
+    def lose(self, execution_ids: list[str]) -> None:
+        """Stop running these detached runs here: another replica claimed them while this
+        one was presumed dead. Their unwritten events are dropped (the sequences are the
+        claimant's now); their watchers here are told to watch again (EXECUTION_MOVING)."""
+        for execution_id in execution_ids:
+            self._events.forget(execution_id)
+            task = self._movable.get(execution_id)
+            if task is not None:
+                task.cancel()
+
+    async def _continue(self, record: ExecutionRecord) -> None:
+        """Continue a claimed run to its end; one that cannot continue is INTERRUPTED."""
+        try:
+            events = await self._moved(record)
+        except Exception as error:
+            # An expired context, a pattern this replica does not have, a log with a gap:
+            # the run cannot go on, and its record says so.
+            _log.warning(
+                "a claimed run cannot continue: interrupted",
+                extra={"execution_id": record.execution_id, "reason": error_reason(error)},
+            )
+            await self._executions.interrupt(record.execution_id)
             return
-        # The run is the task's: this call only follows it, and may go away.
-        self._detached.start(_drain(run))
-        async for event in follow(log, 0):
-            yield event
+        if events is not None:
+            await _drain(events)
+
+    async def _moved(self, record: ExecutionRecord) -> AsyncGenerator[bytes, None] | None:
+        """The continuation of a claimed run (None: its log shows it had completed, and its
+        record is settled now)."""
+        assert record.resume_request is not None
+        request = runtime_pb2.RunPatternRequest.FromString(record.resume_request)
+        verified = await self._verifier.verify(record.context_token, record.execution_id)
+        logged = await self._executions.events(record.execution_id, 0, limit=None)
+        past = moves.history(logged)
+        if past.completed is not None:
+            done = past.completed
+            await self._executions.finish(
+                record.execution_id,
+                ExecutionStatus.SUCCEEDED,
+                usage_from_proto(done.usage),
+                done.cost_micro_usd,
+            )
+            return None
+        # The same pins as the first admission, whatever was published since.
+        options = request.options
+        if record.pricing_pack_id:
+            options.pricing_pack_id = record.pricing_pack_id
+            options.allow_stale_pack = True
+        options.ledger_commit_hash = record.ledger_commit_hash
+        run = await self._admit(
+            request, verified, record.resume_until_ms / 1000, record.trace_id, moved=True
+        )
+        # Its session stage, if it gets one, started when the run did, not here.
+        run = dataclasses.replace(run, started_at_us=from_iso(record.created_at).ToMicroseconds())
+        order = {step.id: i for i, step in enumerate(run.pattern.steps)}
+        for recorded in past.reuse.values():
+            if isinstance(recorded, StepFinished):
+                run.rights.used(recorded.capability)
+        marker = messages.run_moved(
+            replica=self._executions.replica_id,
+            from_replica=record.replica_id,
+            reused=sorted(past.reuse, key=lambda s: order.get(s, len(order))),
+            restarted=sorted(past.restarted, key=lambda s: order.get(s, len(order))),
+            moves=record.moves,
+            after_sequence=past.last_sequence,
+        )
+        log = self._events.start(
+            record.execution_id, movable=True, recorded=[payload for _, payload in logged]
+        )
+        self._live[record.execution_id] = log
+        _log.info(
+            "run continues here",
+            extra={
+                "execution_id": record.execution_id,
+                "from_replica": record.replica_id,
+                "reused": len(past.reuse),
+                "restarted": list(past.restarted),
+            },
+        )
+        return self._drive(
+            log,
+            self._executions.begin(run.record, inserted=True),
+            run,
+            self._runner.run(
+                run.pattern,
+                run.inputs,
+                run.scope,
+                run.ctx,
+                run.record.trace_id,
+                run.session,
+                reuse=past.reuse,
+            ),
+            True,
+            marker,
+            past.last_sequence + 1,
+        )
 
     async def _drive(
         self,
         log: LiveRun,
         recording: Recording,
-        pinned: messages.Pinned,
-        rights: RunRights,
+        run: _Admitted,
         events: AsyncIterator[RunEvent],
         detached: bool,
-        stage: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
+        opening: bytes,
+        sequence: int = 1,
     ) -> AsyncGenerator[bytes, None]:
-        """The run's responses, each logged before it is sent, and its record settled."""
-        sequence = 1
+        """The run's responses from `opening` (its Accepted, or a moved run's marker, at
+        `sequence`) on, each logged before it is sent, and its record settled."""
+        pinned, rights = run.pinned, run.rights
+        stage = None
+        if run.record.session_id:
+            session_id, user_id = run.record.session_id, run.record.user_id
+
+            async def stage(outputs: Mapping[str, Any]) -> None:
+                """The completed run becomes a stage of its session."""
+                await self._sessions.append(
+                    user_id,
+                    session_id,
+                    pinned.execution_id,
+                    run.pattern.id,
+                    outputs,
+                    run.started_at_us,
+                    run.inputs,
+                )
+
         try:
-            response = messages.accepted(pinned, sequence)
-            log.append(response)
-            yield response
+            log.append(opening)
+            yield opening
             async for event in events:
                 sequence += 1
                 if isinstance(event, Relayed):  # the hot path: one per token
@@ -344,8 +537,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         except (asyncio.CancelledError, GeneratorExit):
             if detached:
                 # Only the shutdown cancels a detached run: the record stays RUNNING until
-                # the replica gives up its lease, which marks it INTERRUPTED.
-                log.end(interrupted_status())
+                # the replica gives up its lease, which marks it INTERRUPTED — or leaves it
+                # to the next replica that sweeps, which continues it (its watchers here
+                # are told to watch again).
+                log.end(moving_status() if log.movable else interrupted_status())
             else:
                 cancelled = cancelled_status()
                 log.end(cancelled)

@@ -2,7 +2,7 @@
 session, oldest first:
 
 - `session.id`: the session id;
-- `session.stages`: every stage as {execution_id, pattern_id, outputs};
+- `session.stages`: the newest HISTORY_STAGES stages as {execution_id, pattern_id, outputs};
 - `session.history`: the conversation so far, as {role, content} messages for an LLM. A
   stage is a turn of it when its run was given a text `prompt` input and answered a text
   `text` output (the `chat` pattern and any pattern shaped like it): its prompt as a `user`
@@ -14,6 +14,11 @@ dropped first, each turn whole, so the history always opens with a user message 
 such as Anthropic require it) and never holds an answer without its question. It also holds
 at most MAX_HISTORY_TURNS turns, so a long session of short turns stays within the router's
 bound on the messages of one call.
+
+A run reads only the newest HISTORY_STAGES stages of its session (one indexed query,
+`SessionStore.recent_stages`), so what a run costs before it starts does not grow with the
+session: the history could hold no older stage, since each turn is one stage and it holds at
+most MAX_HISTORY_TURNS of them.
 
 A run without a session has an empty root: every path below it is absent.
 """
@@ -29,6 +34,8 @@ from services.runtime.sessions import Stage
 MAX_HISTORY_TURNS = 99
 """The router takes at most 200 messages a call (services/router/calls.py): 99 turns of two,
 and the prompt."""
+HISTORY_STAGES = MAX_HISTORY_TURNS
+"""How many of its session's newest stages a run reads: every turn its history could hold."""
 
 
 def turn(stage: Stage) -> tuple[dict[str, str], dict[str, str]] | None:

@@ -31,6 +31,7 @@ def session_message(session: Session) -> records_pb2.Session:
                 pattern_id=s.pattern_id,
                 created_at=from_micros(s.completed_at_us),
                 outputs=struct(s.outputs),
+                inputs=struct(s.inputs),
             )
             for s in session.stages
         ],

@@ -13,7 +13,9 @@ Deleting a session removes its stages; the executions that ran in it stay, with 
 session id cleared. A run that completes after its session was deleted appends nothing and
 clears its own execution's session id the same way.
 
-`stages(user_id, session_id)` is what patterns read a session's history through.
+`recent_stages(user_id, session_id, limit)` is what a run in a session reads its history
+through: the newest stages only, one indexed query of at most `limit` rows however long the
+session has grown (session_root.py says how many a run needs).
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ def _json(value: Mapping[str, Any]) -> str:
 
 _OWNED = "SELECT * FROM sessions WHERE session_id = $1 AND user_id = $2"
 _STAGES = "SELECT * FROM session_stages WHERE session_id = $1 ORDER BY seq"
+# Newest first through the (session_id, seq) index, so the LIMIT bounds the rows read.
+_RECENT = "SELECT * FROM session_stages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2"
 
 
 class SessionStore:
@@ -219,10 +223,18 @@ class SessionStore:
             stages = tuple(_stage(r) for r in await tx.fetch(_STAGES, session_id))
         return _session(row, stages)
 
-    async def stages(self, user_id: str, session_id: str) -> tuple[Stage, ...]:
-        """The stages of the caller's session, oldest first (what a run in it reads before
-        it starts); NOT_FOUND when the session is not theirs."""
-        return (await self.get(user_id, session_id)).stages
+    async def recent_stages(self, user_id: str, session_id: str, limit: int) -> tuple[Stage, ...]:
+        """The newest `limit` stages of the caller's session, oldest first (what a run in it
+        reads before it starts): at most `limit` rows are read, however many the session
+        holds. NOT_FOUND when the session is not theirs."""
+        check_session_id(session_id)
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        async with self._db.transaction() as tx:
+            if await tx.fetchrow(_OWNED, session_id, user_id) is None:
+                raise _not_found(session_id)
+            rows = await tx.fetch(_RECENT, session_id, limit)
+        return tuple(_stage(r) for r in reversed(rows))
 
     async def list(self, user_id: str, size: int = 0, token: str = "") -> tuple[list[Session], str]:
         """A page of the caller's sessions (no stages), most recently updated first, and

@@ -23,6 +23,7 @@ from services.common.errors import (
     FailedPrecondition,
     Internal,
     SagaError,
+    Unavailable,
 )
 from services.common.status import RemoteError, to_status_proto
 from services.runtime.event_log import LiveRun
@@ -40,6 +41,19 @@ def cancelled_status() -> status_pb2.Status:
 def interrupted_status() -> status_pb2.Status:
     """The status a watcher of an interrupted run ends with."""
     return to_status_proto(_interrupted(), "runtime.saga")
+
+
+def moving_status() -> status_pb2.Status:
+    """The status a watcher on a stopping replica ends with when the run continues on
+    another: UNAVAILABLE, so the client watches again after the last sequence it saw."""
+    return to_status_proto(
+        Unavailable(
+            "the replica running this run is stopping; the run continues on another: "
+            "watch it again after the last sequence you received",
+            reason="EXECUTION_MOVING",
+        ),
+        "runtime.saga",
+    )
 
 
 def _interrupted() -> Aborted:
@@ -67,15 +81,22 @@ def ending(record: ExecutionRecord) -> SagaError | None:
 
 
 async def follow(run: LiveRun, after_sequence: int) -> AsyncIterator[bytes]:
-    """The events of a run live on this replica after `after_sequence`, until it ends."""
+    """The events of a run live on this replica after `after_sequence`, until it ends — of
+    a run that may move, only the durable ones (see `event_log`)."""
     sent = after_sequence
     while True:
         events = run.events
-        while sent < len(events):
+        ended = run.ended  # as of the bound: the run may end while the events are sent
+        # A run that ended successfully has its whole log durable (or gave up waiting).
+        movable = run.movable and not (ended and run.final is None)
+        limit = run.durable if movable else len(events)
+        while sent < limit:
             yield events[sent]
             sent += 1
-        if run.ended:
+        if ended:
             break
+        if sent < (run.durable if movable else len(events)) or run.ended:
+            continue  # more came while these were sent
         await run.changed()
     if run.final is not None:
         raise RemoteError(run.final)

@@ -3,14 +3,18 @@ with exit 2 for bad arguments, and the credential found through the services' co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from tests.harness import ROOT, Stack
+from tests.e2e.test_resilience_gateway import provider_toml
+from tests.fakes.providers import FakeProviders, Script
+from tests.harness import ROOT, Stack, stack_for
 
 
 def run_cli(
@@ -273,3 +277,104 @@ def test_executions_list_show_and_watch_a_run(stack: Stack) -> None:
     missing = saga_cli(stack, "executions", "show", "exe_" + "0" * 32)
     assert missing.returncode == 1
     assert "EXECUTION_NOT_FOUND" in missing.stderr
+
+
+def events_of(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The events `saga execute --json` printed (it must have succeeded)."""
+    return [json.loads(line) for line in ok(result).splitlines()]
+
+
+def test_execute_tries_the_preferred_provider_first(stack: Stack) -> None:
+    for name in ("sim-fast", "sim-smart"):
+        events = events_of(
+            saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json", "--prefer", name)
+        )
+        (step,) = [e["stepCompleted"] for e in events if "stepCompleted" in e]
+        assert step["provider"] == name
+
+
+def test_execute_with_a_max_cost_below_the_runs_cost_is_refused(stack: Stack) -> None:
+    refused = saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--max-cost", "0.000001")
+    assert refused.returncode == 1, refused.stderr
+    assert "RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # A limit it fits under runs.
+    events = events_of(
+        saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json", "--max-cost", "$1")
+    )
+    assert "completed" in events[-1]
+
+
+def test_a_bad_max_cost_is_one_line_before_any_call(stack: Stack) -> None:
+    for bad, says in (
+        ("abc", "not an amount of dollars"),
+        ("-1", "cannot be negative"),
+        ("0.0000001", "at most 6 decimals"),
+        ("0", "leave out --max-cost"),
+        ("1000000.01", "at most $1,000,000"),
+    ):
+        line = refused_in_one_line(
+            saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--max-cost", bad)
+        )
+        assert says in line, line
+
+
+def test_execute_twice_with_one_idempotency_key_attaches_to_one_run(stack: Stack) -> None:
+    key = f"cli-{os.urandom(6).hex()}"
+    args = ("execute", "chat", "--input", "prompt=once only", "--json", "--idempotency-key", key)
+    first, again = events_of(saga_cli(stack, *args)), events_of(saga_cli(stack, *args))
+    assert again[0]["accepted"]["executionId"] == first[0]["accepted"]["executionId"]
+    assert again == first  # the first run's events, replayed: no second run, no second bill
+    # Another request under the same key is refused, not run.
+    other = saga_cli(stack, "execute", "chat", "--input", "prompt=else", "--idempotency-key", key)
+    assert other.returncode == 1
+    assert "IDEMPOTENCY_KEY_REUSED" in other.stderr
+
+
+def test_execute_pins_the_pack_and_commit_it_is_given(stack: Stack) -> None:
+    first = events_of(saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json"))
+    pack = first[0]["accepted"]["pricingPackId"]
+    commit = first[0]["accepted"]["ledgerCommitHash"]
+    for flags in (
+        ("--pin-pack", pack, "--pin-commit", commit),
+        ("--pack", pack, "--commit", commit),
+    ):
+        again = events_of(
+            saga_cli(stack, "execute", "chat", "--input", "prompt=hi", "--json", *flags)
+        )
+        assert again[0]["accepted"]["pricingPackId"] == pack
+        assert again[0]["accepted"]["ledgerCommitHash"] == commit
+    for flag, value, reason in (
+        ("--pin-pack", "PP_2000-01-01_00000000", "PACK_NOT_FOUND"),
+        ("--pin-commit", "ab" * 32, "LEDGER_COMMIT_NOT_FOUND"),
+    ):
+        refused = saga_cli(stack, "execute", "chat", "--input", "prompt=hi", flag, value)
+        assert refused.returncode == 1, refused.stderr
+        assert reason in refused.stderr
+
+
+async def test_execute_detach_returns_at_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    async with FakeProviders() as fake:
+        # Long enough that the CLI has gone long before the answer ends.
+        fake.defaults["ollama"] = Script(tokens=40, interval=0.05)
+        config = provider_toml("slow", fake, "ollama", max_retries=0)
+        async with stack_for(tmp_path, config=config) as s:
+            detached = await asyncio.to_thread(
+                saga_cli, s, "execute", "chat", "--input", "prompt=go on", "--detach"
+            )
+            execution_id = ok(detached).strip()
+            assert execution_id.startswith("exe_"), execution_id
+            assert f"saga executions watch {execution_id}" in detached.stderr
+            watched = await asyncio.to_thread(
+                saga_cli, s, "executions", "watch", execution_id, "--json"
+            )
+            events = [json.loads(line) for line in ok(watched).splitlines()]
+            assert "completed" in events[-1]
+            assert sum("token" in e for e in events) == 40
+            # The CLI went away after Accepted, seconds before the answer ended; detached, the
+            # provider call ran to its end instead of being cancelled down the chain.
+            (seen,) = fake.requests("ollama")
+            assert seen.completed
+            assert not seen.disconnected
+            shown = await asyncio.to_thread(saga_cli, s, "executions", "show", execution_id)
+            assert "succeeded" in ok(shown)

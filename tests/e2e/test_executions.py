@@ -88,6 +88,19 @@ async def get(stack: Stack, execution_id: str, key: str) -> records_pb2.Executio
     return reply.execution
 
 
+async def get_after_restart(stack: Stack, execution_id: str, key: str) -> records_pb2.Execution:
+    """`get`, once the gateway has reconnected to a restarted runtime (UNAVAILABLE until
+    then, which a client retries)."""
+    for _ in range(50):
+        try:
+            return await get(stack, execution_id, key)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.2)
+    return await get(stack, execution_id, key)
+
+
 async def listed(stack: Stack, key: str, **query: object) -> execution_pb2.ListExecutionsResponse:
     async with stack.gateway_channel() as ch:
         reply: execution_pb2.ListExecutionsResponse = await execution_pb2_grpc.ExecutionServiceStub(
@@ -300,14 +313,7 @@ async def test_a_run_whose_runtime_was_killed_is_interrupted_and_watched_to_that
         execution_id = seen[0].accepted.execution_id
         s.start("runtime")  # the same replica: it interrupts its previous life's runs
         await s.wait_serving("runtime")
-        for _ in range(50):  # until the gateway has reconnected (UNAVAILABLE meanwhile)
-            try:
-                record = await get(s, execution_id, key)
-                break
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.2)
+        record = await get_after_restart(s, execution_id, key)
         assert record.status == records_pb2.EXECUTION_STATUS_INTERRUPTED
         replayed, end = await watch(s, execution_id, 0, key)
         assert wire(replayed)[:4] == wire(seen)  # type: ignore[arg-type]
@@ -410,9 +416,16 @@ async def test_a_retry_of_a_cancelled_run_starts_a_new_one(stack: Stack) -> None
     assert again[-1].WhichOneof("event") == "completed"
 
 
-async def node(stack: Stack, script: str, *args: str) -> list[dict[str, object]]:
-    """The JSON lines one of the Node clients printed (it must exit 0)."""
-    env = {**os.environ, "SAGA_GATEWAY": stack.target("gateway"), "SAGA_API_KEY": stack.admin_key()}
+async def node(
+    stack: Stack, script: str, *args: str, key: str = "", status: int = 0
+) -> list[dict[str, Any]]:
+    """The JSON lines one of the Node clients printed, as `key` (default: the admin's); it
+    must exit with `status`."""
+    env = {
+        **os.environ,
+        "SAGA_GATEWAY": stack.target("gateway"),
+        "SAGA_API_KEY": key or stack.admin_key(),
+    }
     result = await asyncio.to_thread(
         subprocess.run,
         ["node", str(ROOT / "clients" / "node" / script), *args],
@@ -421,7 +434,7 @@ async def node(stack: Stack, script: str, *args: str) -> list[dict[str, object]]
         timeout=60,
         env=env,
     )
-    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.returncode == status, result.stderr + result.stdout
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 

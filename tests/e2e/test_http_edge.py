@@ -4,13 +4,14 @@ same servicer as its RPC — its refusals in the one JSON error shape."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.harness import Stack, stack_for
+from tests.harness import Stack, metric, stack_for
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,40 @@ async def test_metrics_ports_serve_metrics_only(stack: Stack) -> None:
         for path in ("/healthz", "/v1/models", "/"):
             async with http.get(base + path) as other:
                 assert other.status == 404, path
+
+
+async def test_refusals_of_the_door_itself_are_the_json_error_shape(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url(stack, "/v1/nowhere")) as missing:
+            error = (await missing.json())["error"]
+        assert (missing.status, error["reason"], error["code"]) == (404, "ROUTE_NOT_FOUND", 404)
+        async with http.put(url(stack, "/v1/patterns")) as wrong:
+            error = (await wrong.json())["error"]
+        assert (wrong.status, error["reason"]) == (405, "METHOD_NOT_ALLOWED")
+        assert "GET" in wrong.headers["Allow"]
+        big = io.BytesIO(b'{"pattern_id": "' + b"x" * (3 * 1024 * 1024) + b'"}')
+        auth = {"Authorization": f"Bearer {stack.admin_key()}"}
+        async with http.post(url(stack, "/v1/execute"), data=big, headers=auth) as large:
+            error = (await large.json())["error"]
+        assert (large.status, error["reason"], error["code"]) == (413, "REQUEST_TOO_LARGE", 413)
+
+
+async def test_the_door_counts_requests_by_route_and_status(stack: Stack) -> None:
+    async def count(route: str, method: str, status: str) -> float:
+        return await metric(
+            stack,
+            "gateway",
+            "saga_http_requests_total",
+            method=method,
+            route=route,
+            status=status,
+        )
+
+    route = "/v1/executions/{execution_id}"
+    before = await count(route, "GET", "404")
+    auth = {"Authorization": f"Bearer {stack.admin_key()}"}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.get(url(stack, "/v1/executions/exe_nope"), headers=auth) as r:
+                assert r.status == 404
+    assert await count(route, "GET", "404") == before + 2

@@ -2,7 +2,8 @@
 a fake Ollama server (tests/fakes/providers.py) whose request bodies show what the provider
 was sent: a `chat` in a session carries the session's earlier turns (each prompt, then its
 answer) before its prompt; a `chat` in no session carries none; and the history keeps only
-the newest turns within `runtime.session_history_max_tokens`."""
+the newest turns within `runtime.session_history_max_tokens`; and a run in a session of
+many stages reads only its newest ones, never the whole session."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from dataclasses import dataclass
 import pytest
 
 from saga.gateway.v1 import execution_pb2_grpc
+from services.common.database import open_database
+from services.runtime.schema import MIGRATIONS
+from services.runtime.session_root import HISTORY_STAGES
+from services.runtime.sessions import SessionStore
 from tests.e2e.test_execute import bearer, chat
 from tests.e2e.test_resilience_gateway import fakes, provider_toml
-from tests.e2e.test_sessions import create, execute_in, new_user
+from tests.e2e.test_sessions import create, execute_in, get, new_user
 from tests.fakes.providers import FakeProviders, answer_text
 from tests.harness import Stack, stack_for
 
@@ -96,4 +101,41 @@ async def test_the_budget_drops_the_oldest_turns(chats: Chats) -> None:
         user(prompts[2]),
         assistant(ANSWER),
         user(prompts[3]),
+    ]
+
+
+async def test_a_long_session_is_read_from_its_newest_stages_only(chats: Chats) -> None:
+    chats.fake.reset()
+    session_id = await create(chats.stack, chats.user, "very long")
+    owner = (await get(chats.stack, session_id, chats.user)).session.user_id
+    db = await open_database("", "", chats.stack.data_dir, "runtime", MIGRATIONS)
+    try:
+        # The oldest stage cannot be decoded: a run that read the whole session would fail on
+        # it, so the run completing shows the read stopped short of it.
+        await db.execute(
+            "INSERT INTO session_stages (session_id, execution_id, pattern_id, outputs, "
+            "started_at_us, completed_at_us, inputs) VALUES ($1, 'exe_0', 'chat', 'not json', "
+            "1, 1, '{}')",
+            session_id,
+        )
+        store = SessionStore(db)
+        for n in range(1, HISTORY_STAGES + 51):
+            stage = await store.append(
+                owner, session_id, f"exe_{n}", "chat", {"text": f"answer {n:03}"}, n,
+                {"prompt": f"question {n:03}"},
+            )  # fmt: skip
+            assert stage is not None
+    finally:
+        await db.close()
+    await completed(chats, session_id, "and the newest?")
+    # Each stored turn is 3 + 3 estimated tokens: 20 hold the newest three, in order.
+    last = HISTORY_STAGES + 50
+    assert chats.sent()[-1] == [
+        user(f"question {last - 2:03}"),
+        assistant(f"answer {last - 2:03}"),
+        user(f"question {last - 1:03}"),
+        assistant(f"answer {last - 1:03}"),
+        user(f"question {last:03}"),
+        assistant(f"answer {last:03}"),
+        user("and the newest?"),
     ]

@@ -2,7 +2,8 @@
 sessions are theirs alone (another user gets NOT_FOUND, even running in one), runs with a
 session append stages oldest first, a delete removes the stages and leaves the executions
 without the session; pages, tampered tokens, bad ids and oversized input get precise
-errors; and the `saga sessions` / `saga execute --session` CLI does the same."""
+errors; and the `saga sessions` / `saga execute --session` CLI and the Node clients
+(`sessions.js`, `execute.js --session`) do the same."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from services.runtime.sessions import MAX_METADATA_BYTES, MAX_TITLE_CHARS
 from tests.conftest import PG_URL, Backend, drop_schemas
 from tests.e2e.test_cli import ok, run_cli
 from tests.e2e.test_execute import bearer, chat
+from tests.e2e.test_executions import node, node_text
 from tests.harness import Stack, stack_for
 
 
@@ -175,6 +177,10 @@ async def test_runs_append_stages_and_delete_keeps_the_executions(
     assert [s.execution_id for s in session.stages] == execution_ids
     assert [s.pattern_id for s in session.stages] == ["chat", "chat"]
     assert [s.outputs["text"] for s in session.stages] == texts
+    assert [json_format.MessageToDict(s.inputs) for s in session.stages] == [
+        {"prompt": "first"},
+        {"prompt": "second"},
+    ]
     assert (
         session.stages[0].created_at.ToMicroseconds()
         < session.stages[1].created_at.ToMicroseconds()
@@ -309,8 +315,10 @@ def test_the_cli_creates_lists_shows_and_deletes_sessions(stack: Stack) -> None:
     assert '{"desk": "fx"}' in shown
     stage = next(line for line in shown.splitlines() if execution_id in line)
     assert stage.split()[:3] == ["1", execution_id, "chat"]
+    assert '{"prompt": "hi"}' in stage
     as_json = json.loads(saga("sessions", "show", session_id, "--json"))
     assert [s["executionId"] for s in as_json["session"]["stages"]] == [execution_id]
+    assert as_json["session"]["stages"][0]["inputs"] == {"prompt": "hi"}
 
     assert saga("sessions", "delete", session_id).strip() == f"deleted {session_id}"
     gone = run_cli(
@@ -324,3 +332,43 @@ def test_the_cli_creates_lists_shows_and_deletes_sessions(stack: Stack) -> None:
     )
     assert gone.returncode == 1
     assert "NOT_FOUND SESSION_NOT_FOUND" in gone.stderr
+
+
+async def test_the_node_client_creates_runs_in_shows_and_deletes_a_session(stack: Stack) -> None:
+    alice, bob = await new_user(stack), await new_user(stack)
+    [made] = await node(
+        stack, "sessions.js", "create", "--title", "from node", "desk=fx", key=alice
+    )
+    session_id = made["session_id"]
+    assert (made["title"], made["metadata"], made["stages"]) == ("from node", {"desk": "fx"}, [])
+    runs = [
+        await node(stack, "execute.js", "--session", session_id, "chat", f"prompt={p}", key=alice)
+        for p in ("one", "two")
+    ]
+    assert all(run[-1]["event"] == "completed" for run in runs)
+
+    [shown] = await node(stack, "sessions.js", "show", session_id, key=alice)
+    assert [s["execution_id"] for s in shown["stages"]] == [
+        run[0]["accepted"]["execution_id"] for run in runs
+    ]
+    assert [s["pattern_id"] for s in shown["stages"]] == ["chat", "chat"]
+    assert [s["inputs"] for s in shown["stages"]] == [{"prompt": "one"}, {"prompt": "two"}]
+    assert [s["outputs"]["text"] for s in shown["stages"]] == [node_text(run) for run in runs]
+    assert shown["stages"][0]["created_at"] <= shown["stages"][1]["created_at"]
+    [listed] = await node(stack, "sessions.js", "list", "--page-size", "1", key=alice)
+    assert [s["session_id"] for s in listed["sessions"]] == [session_id]
+
+    # Bob learns nothing of it: not shown, not deleted, the answer for a session never made.
+    for command in ("show", "delete"):
+        [refusal] = await node(stack, "sessions.js", command, session_id, key=bob, status=1)
+        assert (refusal["error"], refusal["reason"], refusal["domain"]) == (
+            "NOT_FOUND",
+            "SESSION_NOT_FOUND",
+            "runtime.saga",
+        )
+
+    assert await node(stack, "sessions.js", "delete", session_id, key=alice) == [
+        {"deleted": session_id}
+    ]
+    [gone] = await node(stack, "sessions.js", "show", session_id, key=alice, status=1)
+    assert gone["reason"] == "SESSION_NOT_FOUND"

@@ -5,7 +5,9 @@ APIs spell them); enums are their names; int64 values are strings (proto3 JSON).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +15,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import DeadlineExceeded, FieldViolation, InvalidArgument
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import error_response
 
@@ -50,15 +52,17 @@ def from_json(body: Any, message_type: type[M]) -> M:
     return message
 
 
+_PARSING = re.compile(r"Failed to parse (\w+) field: ")
+_UNKNOWN = re.compile(r'has no field named "([^"]+)"')
+
+
 def _field_of(problem: str) -> str:
-    # json_format names the field as `... at "Message.field"` or `... field "name"`; the
-    # message is the best description we have when it does not.
-    for marker in ('at "', 'field "', 'field named "'):
-        start = problem.find(marker)
-        if start >= 0:
-            rest = problem[start + len(marker) :]
-            return rest.split('"', 1)[0].split(".", 1)[-1]
-    return "body"
+    # json_format names each level it descends as `Failed to parse <field> field: ` and an
+    # unknown field as `has no field named "<name>"`: their chain is the field's path.
+    path = _PARSING.findall(problem)
+    if unknown := _UNKNOWN.search(problem):
+        path.append(unknown.group(1))
+    return ".".join(path) or "body"
 
 
 async def read_json(request: web.Request) -> Any:
@@ -66,7 +70,8 @@ async def read_json(request: web.Request) -> Any:
     try:
         text = await request.text()
         return json.loads(text) if text.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    # Nesting deeper than the parser's recursion limit is malformed too, not a crash.
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InvalidArgument(
             f"the request body is not JSON: {error}",
             reason="REQUEST_MALFORMED",
@@ -74,18 +79,38 @@ async def read_json(request: web.Request) -> Any:
         ) from None
 
 
+async def invoke(
+    method: UnaryMethod, message: Message, context: HttpCallContext, deadline: float
+) -> Any:
+    """Call a servicer method as the gRPC door would, bounded by `deadline` seconds (what a
+    gRPC caller's timeout would be); past it DEADLINE_EXCEEDED."""
+    try:
+        async with asyncio.timeout(deadline):
+            return await method(message, context)
+    except TimeoutError:
+        raise timed_out(deadline) from None
+
+
 async def call_unary(
-    method: UnaryMethod, message: Message, request: web.Request, deadline: float | None
+    method: UnaryMethod, message: Message, request: web.Request, deadline: float
 ) -> web.Response:
-    """Call a servicer method as the gRPC door would and answer its reply (or its error)
-    as JSON; metadata the servicer sent becomes response headers. `deadline` is the
-    seconds the servicer may take (what a gRPC caller's timeout would be)."""
+    """`invoke` a servicer method and answer its reply (or its error) as JSON; metadata the
+    servicer sent becomes response headers."""
     context = HttpCallContext(request, deadline)
     try:
-        reply = await method(message, context)
+        reply = await invoke(method, message, context, deadline)
     except Exception as error:
         return error_response(error, headers_of(context))
     return web.json_response(to_json(reply), headers=headers_of(context))
+
+
+def timed_out(deadline: float) -> DeadlineExceeded:
+    """The refusal of an HTTP request that outlived its deadline."""
+    return DeadlineExceeded(
+        f"the request took longer than its {deadline:g} s deadline",
+        reason="HTTP_REQUEST_TIMEOUT",
+        metadata={"timeoutSeconds": f"{deadline:g}"},
+    )
 
 
 def headers_of(context: HttpCallContext) -> dict[str, str]:

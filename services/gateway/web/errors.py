@@ -81,15 +81,21 @@ def retry_after_seconds(status: status_pb2.Status) -> int | None:
     return None
 
 
-def error_response(error: BaseException, headers: dict[str, str] | None = None) -> web.Response:
-    """The HTTP response for an error a servicer raised or a peer answered."""
-    status = status_for(error, DOMAIN)
+def error_response(
+    error: BaseException, headers: dict[str, str] | None = None, *, status: int | None = None
+) -> web.Response:
+    """The HTTP response for an error a servicer raised or a peer answered; `status`
+    overrides the code's HTTP status where HTTP has a more precise one (405, 413)."""
+    rpc_status = status_for(error, DOMAIN)
     out = dict(headers or {})
-    if (seconds := retry_after_seconds(status)) is not None:
+    if (seconds := retry_after_seconds(rpc_status)) is not None:
         out["Retry-After"] = str(seconds)
+    body = error_body(rpc_status)
+    if status is not None:
+        body["error"]["code"] = status
     return web.Response(
-        status=http_status(status.code),
-        text=json.dumps(error_body(status)),
+        status=status or http_status(rpc_status.code),
+        text=json.dumps(body),
         content_type="application/json",
         headers=out,
     )

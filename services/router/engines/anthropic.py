@@ -207,6 +207,11 @@ class AnthropicEngine(HttpEngine):
             body["temperature"] = min(request.temperature, 1.0)
         if request.stop:
             body["stop_sequences"] = list(request.stop)
+        # Seed and penalties it has not: the router never sends them here (ENGINE_FIELDS).
+        if request.sampling.top_p is not None:
+            body["top_p"] = request.sampling.top_p
+        if request.sampling.end_user:
+            body["metadata"] = {"user_id": request.sampling.end_user}
         return body
 
     def error_of(

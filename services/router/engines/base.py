@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.errors import SagaError
+from services.common.sampling import OPTIONAL_FIELDS
 from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
 from services.router.engines.tools import (
@@ -72,6 +73,32 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The sampling fields not every engine sends (`services.common.sampling.ENGINE_FIELDS`
+    says which do); None / empty = unset."""
+
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    end_user: str = ""
+
+    def numbers(self) -> dict[str, float | int]:
+        """top_p, seed and the penalties that are set, by their (OpenAI and Ollama) names."""
+        values = {
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+    def present(self) -> set[str]:
+        """The names of the fields that are set."""
+        return {name for name in OPTIONAL_FIELDS if getattr(self, name) not in (None, "")}
+
+
+@dataclass(frozen=True)
 class EngineRequest:
     """One provider call, already validated and bounded by the router."""
 
@@ -80,6 +107,7 @@ class EngineRequest:
     max_tokens: int
     temperature: float | None = None
     stop: tuple[str, ...] = ()
+    sampling: Sampling = Sampling()
     stream: bool = True
     """False in COMPLETE mode: HTTP engines then ask for one JSON answer (no SSE) and yield
     its text as a single delta."""

@@ -3,7 +3,8 @@
 `POST {base_url}/api/chat` (`base_url` is the bare host, `http://localhost:11434`: a
 trailing slash and a trailing `/api` or `/v1` — the OpenAI-compatible path, which the
 `openai` engine speaks — are dropped; no credential by default; a bearer key when configured, for an
-Ollama behind a proxy). Options go in `options` (`num_predict`, `temperature`, `stop`).
+Ollama behind a proxy). Options go in `options` (`num_predict`, `temperature`, `stop`,
+`top_p`, `seed`, the penalties).
 A stream is newline-delimited JSON: objects with `message.content` and `done: false`, then
 one with `done: true`, `done_reason` and the counts `prompt_eval_count` (input tokens) and
 `eval_count` (output tokens). COMPLETE mode (`stream: false`) answers that last object
@@ -76,6 +77,7 @@ class OllamaEngine(HttpEngine):
             options["temperature"] = request.temperature
         if request.stop:
             options["stop"] = list(request.stop)
+        options.update(request.sampling.numbers())
         body: dict[str, Any] = {
             "model": self.provider.model,
             "messages": messages,

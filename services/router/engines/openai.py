@@ -235,6 +235,9 @@ class OpenAIEngine(HttpEngine):
             body["temperature"] = request.temperature
         if request.stop:
             body["stop"] = list(request.stop)
+        body.update(request.sampling.numbers())
+        if request.sampling.end_user:
+            body["user"] = request.sampling.end_user
         if request.tools:
             body["tools"] = function_tools(request)
             body["tool_choice"] = _tool_choice(request.tool_choice)

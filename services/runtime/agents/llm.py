@@ -41,6 +41,7 @@ import grpc
 
 from saga.execution.v1 import common_pb2, options_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2
+from services.common import sampling
 from services.common.context import METADATA_KEY
 from services.common.errors import (
     FailedPrecondition,
@@ -59,6 +60,14 @@ from services.runtime.capabilities import Capability, FieldSpec, check_fields
 
 REASON = "/saga.router.v1.RouterService/Reason"
 EMBED = "/saga.router.v1.RouterService/Embed"
+MAX_MESSAGES = 200
+"""The router's bound on a call's messages."""
+FINISH_REASONS = ("stop", "length", "content_filter", "tool_calls")
+_FINISH_NAMES = {
+    reason_events_pb2.FINISH_REASON_LENGTH: "length",
+    reason_events_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    reason_events_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 STREAMING, COMPLETE = "streaming", "complete"
 MODES = (STREAMING, COMPLETE)
 MAX_LABELS = 100
@@ -67,7 +76,48 @@ MAX_TEXT_CHARS = 200_000
 
 SYSTEM = FieldSpec("system", "string", description="system prompt (each capability has its own)")
 MAX_TOKENS = FieldSpec("max_tokens", "integer", description="upper bound on generated tokens")
-TEMPERATURE = FieldSpec("temperature", "number", description="sampling temperature")
+TEMPERATURE = FieldSpec(
+    "temperature",
+    "number",
+    description="sampling temperature, 0..2",
+    check=lambda value: sampling.number_problem("temperature", value),
+)
+SAMPLING_ARGS = (
+    FieldSpec(
+        "top_p",
+        "number",
+        description="nucleus sampling, 0..1",
+        check=lambda value: sampling.number_problem("top_p", value),
+    ),
+    FieldSpec(
+        "presence_penalty",
+        "number",
+        description="-2..2",
+        check=lambda value: sampling.number_problem("presence_penalty", value),
+    ),
+    FieldSpec(
+        "frequency_penalty",
+        "number",
+        description="-2..2",
+        check=lambda value: sampling.number_problem("frequency_penalty", value),
+    ),
+    FieldSpec("seed", "integer", description="sampling seed", check=sampling.seed_problem),
+    FieldSpec(
+        "stop",
+        "array",
+        max_length=sampling.MAX_STOP_SEQUENCES,
+        description="stop sequences",
+        check=sampling.stop_problem,
+    ),
+    FieldSpec(
+        "end_user",
+        "string",
+        max_length=sampling.MAX_END_USER_CHARS,
+        description="the caller's end user, for providers' abuse monitoring",
+    ),
+)
+"""`llm.complete`'s sampling arguments; only providers whose engine sends each one given
+are called (the router's check)."""
 
 
 def mode_arg(default: str) -> FieldSpec:
@@ -131,6 +181,14 @@ LLM_COMPLETE = Capability(
             "tool_call_id}",
         ),
         FieldSpec(
+            "messages",
+            "array",
+            max_length=MAX_MESSAGES,
+            description="this call's own earlier turns, sent after history and before the "
+            "prompt, of the same shape",
+        ),
+        *SAMPLING_ARGS,
+        FieldSpec(
             "tools",
             "array",
             description="tools the model may call: [{name, description, parameters (JSON "
@@ -153,6 +211,13 @@ LLM_COMPLETE = Capability(
     ),
     outputs=(
         FieldSpec("text", "string", required=True, description="the whole answer"),
+        FieldSpec(
+            "finish_reason",
+            "string",
+            choices=FINISH_REASONS,
+            description="why the answer ended: stop (natural end or a stop sequence), length "
+            "(max_tokens or the context window), content_filter, or tool_calls",
+        ),
         FieldSpec(
             "tool_calls",
             "array",
@@ -312,9 +377,12 @@ def reason_request(
             if messages is not None
             else [
                 *history_messages(call),
+                *history_messages(call, "messages"),
                 *([] if args.get("prompt") is None else [user(args["prompt"])]),
             ]
         ),
+        stop=args.get("stop") or (),
+        end_user=args.get("end_user") or "",
         system_prompt=args.get("system") or system or "",
         max_tokens=int(args.get("max_tokens") or 0),
         response_mode=common_pb2.RESPONSE_MODE_COMPLETE
@@ -340,8 +408,11 @@ def reason_request(
                 cost=cost, latency=latency, quality=quality, reliability=reliability
             )
         )
-    if args.get("temperature") is not None:
-        request.temperature = float(args["temperature"])
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        if args.get(name) is not None:
+            setattr(request, name, float(args[name]))
+    if args.get("seed") is not None:
+        request.seed = int(args["seed"])
     llm_tools.apply(request, args)
     return request
 
@@ -355,6 +426,7 @@ class Answer:
     provider: str
     model: str
     cost_micro_usd: int
+    finish_reason: str = "stop"
     tool_calls: tuple[reason_events_pb2.ToolCall, ...] = ()
 
     def result(self, output: Mapping[str, Any], before: Answer | None = None) -> StepResult:
@@ -514,7 +586,10 @@ class LlmAgent:
         messages = [user(summary_prompt(call.args))] if summarize else None
         async for event in self._ask(call, messages, system):
             if isinstance(event, Answer):
-                output: dict[str, Any] = {"summary" if summarize else "text": event.text}
+                if summarize:
+                    yield event.result({"summary": event.text})
+                    continue
+                output: dict[str, Any] = {"text": event.text, "finish_reason": event.finish_reason}
                 if event.tool_calls or call.args.get("tools"):
                     # [] when tools were offered and none called: the caller reads "no call".
                     output["tool_calls"] = llm_tools.calls_output(event.tool_calls)
@@ -604,5 +679,6 @@ class LlmAgent:
             final.provider,
             final.model,
             final.cost_micro_usd,
+            _FINISH_NAMES.get(final.finish_reason, "stop"),
             tuple(final.tool_calls),
         )

@@ -19,14 +19,15 @@ TURN = (
 )
 
 
-def history_messages(call: StepCall) -> list[router_pb2.Message]:
-    """The step's `history` as router messages; INVALID_ARGUMENT STEP_ARGS_INVALID naming
-    each turn that is not {role: user|assistant, content: text}."""
-    turns = call.args.get("history")
+def history_messages(call: StepCall, arg: str = "history") -> list[router_pb2.Message]:
+    """The step's `arg` (`history`, or `messages`: the same turns given by the run's own
+    inputs) as router messages; INVALID_ARGUMENT STEP_ARGS_INVALID naming each turn that is
+    not one (`TURN`)."""
+    turns = call.args.get(arg)
     if turns is None:
         return []
     if not isinstance(turns, list | tuple):
-        raise step_args_invalid(call, [("history", "expected an array")])
+        raise step_args_invalid(call, [(arg, "expected an array")])
     messages, problems = [], []
     for i, entry in enumerate(turns):
         match entry:
@@ -45,7 +46,7 @@ def history_messages(call: StepCall) -> list[router_pb2.Message]:
                     router_pb2.Message(role=HISTORY_ROLES[role], content=content, tool_calls=calls)
                 )
             case _:
-                problems.append((f"history[{i}]", TURN))
+                problems.append((f"{arg}[{i}]", TURN))
     if problems:
         raise step_args_invalid(call, problems)
     return messages

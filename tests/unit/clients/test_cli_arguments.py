@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from clients.cli.__main__ import parser
-from clients.cli.arguments import amount, dimensions, expiry, seconds, weights
+from clients.cli.arguments import amount, dimensions, expiry, max_cost, seconds, weights
+from clients.cli.execute import execute_options
+from saga.execution.v1 import common_pb2, options_pb2
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -163,6 +165,48 @@ async def test_the_execute_summary_names_skipped_providers(
     assert "[skipped down: CIRCUIT_OPEN, retry in 1.5 s]" in capsys.readouterr().err
 
 
+async def test_a_moved_run_is_said_and_its_restarted_steps_text_is_not_the_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from google.protobuf import struct_pb2
+
+    from clients.cli.execute import stream_events
+    from saga.execution.v1 import events_pb2
+    from saga.gateway.v1 import execution_pb2
+
+    def token(text: str) -> execution_pb2.WatchExecutionResponse:
+        return execution_pb2.WatchExecutionResponse(
+            token=events_pb2.Token(step_id="essay", text=text)
+        )
+
+    outputs = struct_pb2.Struct()
+    outputs.update({"essay": "whole", "outline": "plan"})
+
+    async def events() -> Any:
+        yield token("cut ")
+        yield execution_pb2.WatchExecutionResponse(
+            run_moved=events_pb2.RunMoved(
+                replica="host:2",
+                from_replica="host:1",
+                reused_step_ids=["outline"],
+                restarted_step_ids=["essay"],
+                moves=1,
+            )
+        )
+        yield token("whole")
+        yield execution_pb2.WatchExecutionResponse(completed=events_pb2.Completed(outputs=outputs))
+
+    await stream_events(events())
+    out, err = capsys.readouterr()
+    assert (
+        "[run moved host:1 → host:2: steps reused outline; started again essay "
+        "(their text above is replaced)]" in err
+    )
+    # The streamed text is the answer once the cut text is left out: only `outline` is shown.
+    assert "outline: plan" in out
+    assert "essay:" not in out
+
+
 @pytest.mark.parametrize(
     ("text", "micro"),
     [("5", 5_000_000), ("5.00", 5_000_000), ("$0.25", 250_000), ("0.000001", 1), ("0", 0)],
@@ -175,15 +219,63 @@ def test_an_amount_is_dollars_to_the_micro_dollar(text: str, micro: int) -> None
     ("text", "says"),
     [
         ("five", "not an amount"),
-        ("-1", "0 or more"),
+        ("-1", "cannot be negative"),
         ("0.0000001", "at most 6 decimals"),
         ("2000000000", "at most $1,000,000,000"),
-        ("nan", "0 or more"),
+        ("nan", "not an amount"),
     ],
 )
 def test_a_bad_amount_says_why(text: str, says: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
         amount(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "micro"),
+    [("0.000001", 1), ("$0.05", 50_000), ("1e-6", 1), ("1,000,000", 10**12), ("0.1", 100_000)],
+)
+def test_a_max_cost_is_dollars_as_exact_micro_dollars(text: str, micro: int) -> None:
+    assert max_cost(text) == micro
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("cheap", "not an amount"),
+        ("-0.5", "cannot be negative"),
+        ("0", "leave out --max-cost"),
+        ("$0.000", "leave out --max-cost"),
+        ("0.0000005", "at most 6 decimals"),
+        ("1000000.000001", "at most $1,000,000"),
+        ("inf", "not an amount"),
+    ],
+)
+def test_a_bad_max_cost_says_why(text: str, says: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
+        max_cost(text)
+
+
+def test_execute_takes_every_option_by_its_name() -> None:
+    args = parser().parse_args(
+        ["execute", "chat", "--prefer", "a", "--prefer", "b", "--max-cost", "0.25", "--detach",
+         "--idempotency-key", "k1", "--pin-pack", "PP_x", "--pin-commit", "c0ffee",
+         "--session", "ses_1", "--asof", "2026-12-01", "--export", "csv", "--strategy", "cheapest"]
+    )  # fmt: skip
+    options = execute_options(args)
+    assert list(options.preferred_providers) == ["a", "b"]
+    assert options.max_cost_micro_usd == 250_000
+    assert options.detach_on_disconnect
+    assert options.idempotency_key == "k1"
+    assert (options.pricing_pack_id, options.ledger_commit_hash) == ("PP_x", "c0ffee")
+    assert (options.export, options.export_format) == (True, options_pb2.EXPORT_FORMAT_CSV)
+    assert options.strategy == common_pb2.STRATEGY_CHEAPEST
+    assert (args.session, args.asof) == ("ses_1", "2026-12-01")
+    # The older names of the pins still work.
+    old = parser().parse_args(["execute", "chat", "--pack", "PP_y", "--commit", "beef"])
+    assert (execute_options(old).pricing_pack_id, execute_options(old).ledger_commit_hash) == (
+        "PP_y",
+        "beef",
+    )
 
 
 def test_budgets_set_needs_an_amount_or_clear(capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,3 +126,42 @@ def test_service_with_bad_config_exits_78_without_traceback(tmp_path: Path, serv
     assert result.returncode == EXIT_CONFIG
     assert "configuration error: services.router.port: expected an integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+GROUPED = "[[providers]]\nname = 'a'\nkind = 'sim'\nmodel = 'm-a'\n" + (
+    "[[providers]]\nname = 'b'\nkind = 'sim'\nmodel = 'm-b'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        ("name = 'saga/mine'\nproviders = ['a']\n", "gateway.model_groups[0].name"),
+        ("name = 'm-a'\nproviders = ['a']\n", "gateway.model_groups[0].name"),
+        ("name = ''\nproviders = ['a']\n", "gateway.model_groups[0].name"),
+        ("name = 'g'\nproviders = []\n", "gateway.model_groups[0].providers"),
+        ("name = 'g'\nproviders = ['a', 'zzz']\n", "unknown: zzz"),
+        ("name = 'g'\nproviders = ['a', 'a']\n", "gateway.model_groups[0].providers"),
+    ],
+)
+def test_a_bad_model_group_names_the_key(tmp_path: Path, group: str, expected: str) -> None:
+    file = tmp_path / "saga.toml"
+    file.write_text(GROUPED + "[[gateway.model_groups]]\n" + group)
+    with pytest.raises(ConfigError) as err:
+        load_config(file, env={})
+    assert expected in str(err.value)
+    assert "Fix:" in str(err.value)
+
+
+def test_model_groups_keep_their_order(tmp_path: Path) -> None:
+    file = tmp_path / "saga.toml"
+    file.write_text(
+        GROUPED
+        + "[[gateway.model_groups]]\nname = 'team/x'\nproviders = ['b', 'a']\n"
+        + "[[gateway.model_groups]]\nname = 'team/y'\nproviders = ['a']\ndescription = 'y'\n"
+    )
+    groups = load_config(file, env={}).gateway.model_groups
+    assert [(g.name, g.providers, g.description) for g in groups] == [
+        ("team/x", ("b", "a"), ""),
+        ("team/y", ("a",), "y"),
+    ]

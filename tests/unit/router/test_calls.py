@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.common.config import ProviderConfig
 from services.common.errors import InvalidArgument
 from services.common.strategy import Strategy
 from services.router.calls import (
@@ -18,9 +19,10 @@ from services.router.calls import (
     Accounting,
     CustomWeights,
     ReasonCall,
+    able,
     validate,
 )
-from services.router.engines.base import ChatMessage
+from services.router.engines.base import ChatMessage, Sampling
 
 OK = ReasonCall(messages=(ChatMessage("user", "hello"),))
 
@@ -141,3 +143,44 @@ def test_good_selection_options_pass() -> None:
             max_cost_micro_usd=10**12,
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("sampling", "field"),
+    [
+        (Sampling(top_p=1.5), "top_p"),
+        (Sampling(top_p=float("nan")), "top_p"),
+        (Sampling(presence_penalty=-2.5), "presence_penalty"),
+        (Sampling(frequency_penalty=2.5), "frequency_penalty"),
+        (Sampling(seed=2**60), "seed"),
+        (Sampling(end_user="u" * 257), "end_user"),
+    ],
+)
+def test_bad_sampling_fields_are_refused_naming_them(sampling: Sampling, field: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        validate(dataclasses.replace(OK, sampling=sampling))
+    assert (error.value.reason, error.value.field_violations[0].field) == ("OPTION_INVALID", field)
+
+
+def _providers(*kinds: str) -> list[ProviderConfig]:
+    return [
+        ProviderConfig(name=f"p-{kind}", kind=kind, model="m", base_url="http://x")
+        for kind in kinds
+    ]
+
+
+def test_only_engines_that_send_every_sampling_field_set_are_candidates() -> None:
+    mixed = _providers("anthropic", "ollama", "openai")
+    assert able(mixed, OK) == mixed  # nothing set: every provider
+    seeded = dataclasses.replace(OK, sampling=Sampling(seed=3))
+    assert [p.kind for p in able(mixed, seeded)] == ["ollama", "openai"]
+    user = dataclasses.replace(OK, sampling=Sampling(end_user="u", top_p=0.5))
+    assert [p.kind for p in able(mixed, user)] == ["anthropic", "openai"]
+
+
+def test_a_field_no_candidate_sends_is_refused_naming_it() -> None:
+    call = dataclasses.replace(OK, sampling=Sampling(seed=3, end_user="u"))
+    with pytest.raises(InvalidArgument) as error:
+        able(_providers("anthropic", "ollama"), call)
+    assert error.value.reason == "PARAMETER_UNSUPPORTED"
+    assert [v.field for v in error.value.field_violations] == ["seed", "end_user"]

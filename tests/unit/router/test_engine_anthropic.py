@@ -18,6 +18,7 @@ from services.router.engines.base import (
     Finish,
     FinishReason,
     ProviderError,
+    Sampling,
     TextDelta,
 )
 from tests.fakes.providers import FakeProviders, Script
@@ -166,3 +167,14 @@ def test_an_oauth_token_is_a_bearer_an_api_key_is_x_api_key() -> None:
     assert oauth.headers("t") == {"anthropic-version": "2023-06-01", "Authorization": "Bearer t"}
     keyed = AnthropicEngine(FakeProviders().provider("anthropic"))
     assert keyed.headers("k") == {"anthropic-version": "2023-06-01", "x-api-key": "k"}
+
+
+async def test_top_p_and_the_end_user_are_sent_as_anthropic_names_them(
+    fake: FakeProviders,
+) -> None:
+    engine = fake.engine("anthropic")
+    sampling = Sampling(top_p=0.8, end_user="end-user-7")
+    _ = [e async for e in engine.stream(request(sampling=sampling))]
+    body = fake.requests("anthropic")[-1].body
+    assert (body["top_p"], body["metadata"]) == (0.8, {"user_id": "end-user-7"})
+    assert "seed" not in body

@@ -32,11 +32,13 @@ def test_valid_inputs_pass_and_an_empty_prompt_is_left_to_the_router() -> None:
             [FieldViolation("inputs.prompt", "100001 characters; at most 100000")],
         ),
         (
-            {"prompt": "Hi", "temperature": 0.2},
+            {"prompt": "Hi", "logprobs": True},
             [
                 FieldViolation(
-                    "inputs.temperature",
-                    "not an input of pattern chat (its inputs: prompt, system)",
+                    "inputs.logprobs",
+                    "not an input of pattern chat (its inputs: prompt, system, messages, "
+                    "max_tokens, temperature, top_p, stop, seed, presence_penalty, "
+                    "frequency_penalty, user)",
                 )
             ],
         ),

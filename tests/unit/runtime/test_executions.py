@@ -17,7 +17,8 @@ from services.common.errors import AlreadyExists, FailedPrecondition
 from services.common.usage import Usage
 from services.runtime.event_log import EventWriter
 from services.runtime.executions import (
-    LEASE_MS,
+    LEASE_SECONDS,
+    MAX_MOVES,
     ExecutionQuery,
     ExecutionRecord,
     ExecutionStatus,
@@ -121,7 +122,7 @@ async def test_a_replica_leaves_live_replicas_runs_alone_and_interrupts_the_gone
     c = await ExecutionStore.open(db_b, "host-c:1", clock=lambda: now[0])
     assert await status(c, "exe_a_left") == ExecutionStatus.RUNNING
     # …and the first renewal after it ran out interrupts it.
-    now[0] += LEASE_MS / 1000
+    now[0] += LEASE_SECONDS
     await c.renew()
     assert await status(c, "exe_a_left") == ExecutionStatus.INTERRUPTED
     assert await status(c, "exe_a_running") == ExecutionStatus.SUCCEEDED
@@ -284,3 +285,161 @@ async def test_one_claim_of_a_key_wins_and_the_others_get_its_run(
         assert await store.claim(again, 3600) is None
     finally:
         await db.close()
+
+
+CONTEXT = "eyJ.context.token"
+
+
+def resumable(execution_id: str, until_ms: int | None = None) -> ExecutionRecord:
+    """A detached run's record, with what it needs to move (until `until_ms`)."""
+    return dataclasses.replace(
+        record(execution_id),
+        resume_request=b"\x0a\x03exe",
+        context_token=CONTEXT,
+        resume_until_ms=until_ms if until_ms is not None else int(time.time() * 1000) + 600_000,
+    )
+
+
+async def adopted_at_open(store: ExecutionStore) -> list[ExecutionRecord]:
+    """What `store` claimed as it opened (keep_alive hands it over first)."""
+    claimed: list[ExecutionRecord] = []
+    task = asyncio.ensure_future(store.keep_alive(claimed.extend))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return claimed
+
+
+async def test_a_restart_claims_its_previous_lifes_resumable_runs_and_interrupts_the_rest(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    store.begin(resumable("exe_detached"))
+    store.begin(resumable("exe_expired", until_ms=int(time.time() * 1000) - 1))
+    store.begin(record("exe_attached"))
+    await store.drain()
+    await db.close()  # a crash
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    claimed = await adopted_at_open(store)
+    assert [(r.execution_id, r.moves) for r in claimed] == [("exe_detached", 1)]
+    assert claimed[0].resume_request == b"\x0a\x03exe"
+    assert claimed[0].context_token == CONTEXT
+    assert await status(store, "exe_detached") == ExecutionStatus.RUNNING
+    assert await status(store, "exe_expired") == ExecutionStatus.INTERRUPTED
+    assert await status(store, "exe_attached") == ExecutionStatus.INTERRUPTED
+    await db.close()
+
+
+async def test_two_replicas_sweeping_at_once_claim_a_run_only_once(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db_a = await open_db(backend, tmp_path)
+    a = await ExecutionStore.open(db_a, "host-a:1")
+    ids = [f"exe_{i}" for i in range(20)]
+    for execution_id in ids:
+        a.begin(resumable(execution_id))
+    await a.drain()
+    await db_a.close()  # a dies without a word
+    later = time.time() + LEASE_SECONDS + 1
+    dbs = [await open_db(backend, tmp_path) for _ in range(3)]
+    stores = [ExecutionStore(db, f"host-{i}:1", clock=lambda: later) for i, db in enumerate(dbs)]
+    # The dead lease is gone already, so the sweeps have nothing else to queue on.
+    await dbs[0].execute("DELETE FROM replicas WHERE replica_id = 'host-a:1'")
+    # Every replica sweeps at the same moment, each on its own connection.
+    claims = await asyncio.gather(*(s.renew() for s in stores))
+    won = sorted(r.execution_id for claimed in claims for r in claimed)
+    assert won == sorted(ids)  # each run claimed exactly once, none lost
+    for execution_id in ids:
+        found = await stores[0].get(execution_id)
+        assert found is not None
+        assert (found.status, found.moves) == (ExecutionStatus.RUNNING, 1)
+        (owner,) = (i for i, c in enumerate(claims) if execution_id in {r.execution_id for r in c})
+        assert found.replica_id == f"host-{owner}:1"
+    for db in dbs:
+        await db.close()
+
+
+async def test_a_run_that_moved_as_often_as_it_may_is_interrupted(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    for moves in range(MAX_MOVES):
+        store.begin(resumable("exe_poison"), inserted=moves > 0)
+        await store.drain()
+        await db.close()  # it kills its replica every time
+        db = await open_db(backend, tmp_path)
+        store = await ExecutionStore.open(db, "host:1")
+        assert [r.moves for r in await adopted_at_open(store)] == [moves + 1]
+    await db.close()
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    assert await adopted_at_open(store) == []
+    assert await status(store, "exe_poison") == ExecutionStatus.INTERRUPTED
+    await db.close()
+
+
+async def test_a_runs_context_is_erased_from_its_record_when_it_ends(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db = await open_db(backend, tmp_path)
+    store = await ExecutionStore.open(db, "host:1")
+    ok = store.begin(resumable("exe_ok"))
+    failed = store.begin(resumable("exe_failed"))
+    store.begin(resumable("exe_left"))
+    await store.drain()
+    running = await store.get("exe_left")
+    assert running is not None
+    assert running.context_token == CONTEXT  # needed while it may move
+    await ok.succeeded(Usage(), 0)
+    await failed.failed("PROVIDER_UNAVAILABLE")
+    await store.interrupt("exe_left")
+    for execution_id in ("exe_ok", "exe_failed", "exe_left"):
+        ended = await store.get(execution_id)
+        assert ended is not None
+        assert ended.status != ExecutionStatus.RUNNING
+        assert ended.context_token == ""
+    await db.close()
+
+
+async def test_a_replica_presumed_dead_finds_which_runs_were_claimed_and_writes_none_of_them(
+    backend: Backend, tmp_path: Path
+) -> None:
+    db_a, db_b = await open_db(backend, tmp_path), await open_db(backend, tmp_path)
+    a = await ExecutionStore.open(db_a, "host-a:1")
+    for execution_id in ("exe_moved", "exe_kept"):
+        a.begin(resumable(execution_id))
+    await a.drain()
+    writer = EventWriter(db_a)
+    task = asyncio.ensure_future(writer.run())
+    try:
+        moved = writer.start("exe_moved", movable=True)
+        kept = writer.start("exe_kept", movable=True)
+        for log in (moved, kept):
+            log.append(b"first")
+        assert await writer.flush()
+        assert (moved.durable, kept.durable) == (1, 1)
+        # a's lease lapses (its database is out of reach, say); b sweeps and claims both …
+        later = time.time() + LEASE_SECONDS + 1
+        b = ExecutionStore(db_b, "host-b:1", clock=lambda: later)
+        assert len(await b.renew()) == 2
+        # … and one is given back, as if a had renewed in time for it (the test does this).
+        await db_b.execute(
+            "UPDATE executions SET replica_id = 'host-a:1' WHERE execution_id = 'exe_kept'"
+        )
+        assert await a.taken(["exe_moved", "exe_kept", "exe_unknown"]) == ["exe_moved"]
+        # a stops the moved run: its unwritten events never take the claimant's sequences.
+        moved.append(b"stale")
+        kept.append(b"second")
+        writer.forget("exe_moved")
+        assert await writer.flush()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await a.events("exe_moved", 0) == [(1, b"first")]
+    assert await a.events("exe_kept", 0) == [(1, b"first"), (2, b"second")]
+    await db_a.close()
+    await db_b.close()

@@ -92,7 +92,7 @@ async def test_mode_complete_relays_no_tokens() -> None:
     router = ScriptedRouter("all at once")
     events = await run_step(router, "llm.complete", prompt="hi", mode="complete")
     assert events == [result_of(events)]
-    assert result_of(events).output == {"text": "all at once"}
+    assert result_of(events).output == {"text": "all at once", "finish_reason": "stop"}
     assert router.requests[0].response_mode == common_pb2.RESPONSE_MODE_COMPLETE
 
 

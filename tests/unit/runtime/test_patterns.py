@@ -96,10 +96,20 @@ def test_the_shipped_chat_pattern_loads() -> None:
     assert (step.id, step.capability, sorted(step.args)) == (
         "answer",
         "llm.complete",
-        ["history", "prompt", "system"],
+        sorted(
+            [
+                *("history", "prompt", "system", "messages", "max_tokens", "temperature"),
+                *("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "end_user"),
+            ]
+        ),
     )
     rendered = {k: v.render({"inputs": {"prompt": "Hi"}}) for k, v in step.args.items()}
-    assert rendered == {"prompt": "Hi", "system": None, "history": None}
+    # Absent inputs render None: the step leaves them out (the provider's defaults apply).
+    assert rendered == {"prompt": "Hi"} | {k: None for k in step.args if k != "prompt"}
+    sampled = {"temperature": 0.3, "user": "u-1", "stop": ["END"]}
+    assert step.args["temperature"].render({"inputs": sampled}) == 0.3
+    assert step.args["end_user"].render({"inputs": sampled}) == "u-1"
+    assert step.args["stop"].render({"inputs": sampled}) == ["END"]
     turns = [{"role": "user", "content": "Hello"}]
     assert step.args["history"].render({"session": {"history": turns}}) == turns
     assert chat.outputs["text"].render({"state": {"answer": {"text": "Hello"}}}) == "Hello"
@@ -233,7 +243,7 @@ BAD: list[tuple[str, dict[str, Any] | list[Any], str, str]] = [
         "output field the capability does not produce",
         chat_document() | {"outputs": {"text": "{{state.answer.tokens}}"}},
         "outputs.text",
-        "llm.complete outputs no field 'tokens' (it outputs: text, tool_calls)",
+        "llm.complete outputs no field 'tokens' (it outputs: text, finish_reason, tool_calls)",
     ),
     (
         "output template root not allowed",

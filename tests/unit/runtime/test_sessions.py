@@ -6,6 +6,7 @@ executions' session id. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -49,7 +50,7 @@ async def test_a_session_belongs_to_its_user_and_no_one_else(db: Database) -> No
     got = await store.get("usr_a", made.session_id)
     assert (got.title, got.metadata, got.stages) == ("Q3 review", {"team": "risk", "n": 3}, ())
 
-    for call in (store.get, store.delete, store.stages):
+    for call in (store.get, store.delete, functools.partial(store.recent_stages, limit=1)):
         with pytest.raises(NotFound) as error:
             await call("usr_b", made.session_id)
         assert error.value.reason == "SESSION_NOT_FOUND"
@@ -58,7 +59,7 @@ async def test_a_session_belongs_to_its_user_and_no_one_else(db: Database) -> No
         await store.get("usr_a", "ses_" + "0" * 32)
     assert unknown.value.reason == "SESSION_NOT_FOUND"
     assert (await store.list("usr_b"))[0] == []
-    assert await store.stages("usr_a", made.session_id) == ()
+    assert await store.recent_stages("usr_a", made.session_id, 10) == ()
 
 
 async def test_malformed_ids_and_oversized_input_are_refused_precisely(db: Database) -> None:
@@ -151,7 +152,7 @@ async def test_stages_append_in_order_and_delete_clears_the_executions(db: Datab
             {"prompt": f"ask {n}"},
         )
         assert stage is not None
-    stages = await store.stages("usr_a", session.session_id)
+    stages = await store.recent_stages("usr_a", session.session_id, 10)
     assert [(s.execution_id, s.inputs["prompt"], s.outputs["text"]) for s in stages] == [
         ("exe_1", "ask 1", "turn 1"),
         ("exe_2", "ask 2", "turn 2"),
@@ -197,6 +198,23 @@ async def test_stages_stored_before_inputs_were_kept_read_as_none(
     )
     await old.close()
     db = await open_database(backend.url, backend.namespace, tmp_path, "runtime", MIGRATIONS)
-    [stage] = await SessionStore(db).stages("usr_a", "ses_" + "1" * 32)
+    [stage] = await SessionStore(db).recent_stages("usr_a", "ses_" + "1" * 32, 10)
     assert (stage.inputs, stage.outputs) == ({}, {"text": "hi"})
     await db.close()
+
+
+async def test_a_run_reads_only_the_newest_stages_however_long_the_session(db: Database) -> None:
+    store = SessionStore(db, Clock())
+    session = await store.create("usr_a", "long", {})
+    for n in range(1, 151):
+        stage = await store.append(
+            "usr_a", session.session_id, f"exe_{n}", "chat", {"text": f"a{n}"}, n, {"prompt": "q"}
+        )
+        assert stage is not None
+    recent = await store.recent_stages("usr_a", session.session_id, 5)
+    # The newest five and no more, oldest of them first.
+    assert [s.execution_id for s in recent] == [f"exe_{n}" for n in range(146, 151)]
+    whole = await store.recent_stages("usr_a", session.session_id, 500)
+    assert [s.execution_id for s in whole] == [f"exe_{n}" for n in range(1, 151)]
+    with pytest.raises(ValueError, match="at least 1"):
+        await store.recent_stages("usr_a", session.session_id, 0)

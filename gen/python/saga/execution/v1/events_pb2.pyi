@@ -402,3 +402,58 @@ class Completed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Completed: _TypeAlias = Completed  # noqa: Y015
+
+@_typing.final
+class RunMoved(_message.Message):
+    """A detached run moved to another runtime replica: the one running it stopped (a crash, a
+    kill), and this replica claimed it and continues it with the same execution id and the
+    next sequence. Steps whose StepCompleted or StepSkipped was recorded are not run again
+    (their recorded outputs are reused: no second provider call, no second charge); a step
+    that had started but not completed starts again from the beginning, with a new
+    StepStarted: a client discards the Token text it received for that step before this
+    event. See docs/architecture.md, "Durable runs".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_FIELD_NUMBER: _builtins.int
+    FROM_REPLICA_FIELD_NUMBER: _builtins.int
+    REUSED_STEP_IDS_FIELD_NUMBER: _builtins.int
+    RESTARTED_STEP_IDS_FIELD_NUMBER: _builtins.int
+    MOVES_FIELD_NUMBER: _builtins.int
+    RESUMED_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    replica: _builtins.str
+    """The replica that continues the run (its id, "host:port")."""
+    from_replica: _builtins.str
+    """The replica that stopped running it."""
+    moves: _builtins.int
+    """How many times the run has moved, this move included (1 for the first)."""
+    resumed_after_sequence: _builtins.int
+    """The last sequence the run's log held when it moved; events after it that a client
+    received from the stopped replica were never recorded (they were lost with it).
+    """
+    @_builtins.property
+    def reused_step_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Steps whose recorded outcome (completed or skipped) is reused, in pattern order."""
+
+    @_builtins.property
+    def restarted_step_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Steps that had started and run again from the beginning, in pattern order."""
+
+    def __init__(
+        self,
+        *,
+        replica: _builtins.str = ...,
+        from_replica: _builtins.str = ...,
+        reused_step_ids: _abc.Iterable[_builtins.str] | None = ...,
+        restarted_step_ids: _abc.Iterable[_builtins.str] | None = ...,
+        moves: _builtins.int = ...,
+        resumed_after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_replica", b"from_replica", "moves", b"moves", "replica", b"replica", "restarted_step_ids", b"restarted_step_ids", "resumed_after_sequence", b"resumed_after_sequence", "reused_step_ids", b"reused_step_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunMoved: _TypeAlias = RunMoved  # noqa: Y015

@@ -187,6 +187,7 @@ class Stage(_message.Message):
     PATTERN_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     pattern_id: _builtins.str
     @_builtins.property
@@ -195,6 +196,13 @@ class Stage(_message.Message):
     def outputs(self) -> _struct_pb2.Struct:
         """The run's outputs; unset until it completes."""
 
+    @_builtins.property
+    def inputs(self) -> _struct_pb2.Struct:
+        """The inputs the run was given (what `{{session.history}}` reads a turn's prompt from).
+        Bounded where they enter: Execute refuses inputs over 1 MiB (INVALID_ARGUMENT), so a
+        stage's inputs are at most that. Empty for stages recorded before the runtime kept them.
+        """
+
     def __init__(
         self,
         *,
@@ -202,10 +210,11 @@ class Stage(_message.Message):
         pattern_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         outputs: _struct_pb2.Struct | None = ...,
+        inputs: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "outputs", b"outputs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "inputs", b"inputs", "outputs", b"outputs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "execution_id", b"execution_id", "outputs", b"outputs", "pattern_id", b"pattern_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "execution_id", b"execution_id", "inputs", b"inputs", "outputs", b"outputs", "pattern_id", b"pattern_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

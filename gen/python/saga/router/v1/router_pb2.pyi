@@ -307,6 +307,11 @@ class ReasonRequest(_message.Message):
     MAX_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     ALLOWED_PROVIDERS_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
+    FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
+    END_USER_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
@@ -329,6 +334,21 @@ class ReasonRequest(_message.Message):
     """Upper bound on this call's cost; 0 = only the user's budget applies. Refused before any
     provider is called when the cheapest candidate cannot fit it; a stream that would exceed
     it is stopped (RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED).
+    """
+    top_p: _builtins.float
+    """Sampling fields 15-19: only providers whose engine sends every one that is set are
+    candidates, so a field is never dropped; when no candidate can, INVALID_ARGUMENT
+    PARAMETER_UNSUPPORTED names the field.
+    Nucleus sampling, 0..1; unset = the provider's default.
+    """
+    seed: _builtins.int
+    """Sampling seed for providers that make sampling repeatable with one; unset = none."""
+    presence_penalty: _builtins.float
+    """Penalties for tokens already present / by their frequency, -2..2; unset = none."""
+    frequency_penalty: _builtins.float
+    end_user: _builtins.str
+    """The caller's own end user (an opaque id, at most 256 characters), passed to providers
+    that take one for abuse monitoring; empty = none.
     """
     parallel_tool_calls: _builtins.bool
     """Whether the model may make several tool calls in one answer; unset = the provider's
@@ -391,23 +411,44 @@ class ReasonRequest(_message.Message):
         max_cost_micro_usd: _builtins.int = ...,
         allowed_providers: _abc.Iterable[_builtins.str] | None = ...,
         weights: _options_pb2.StrategyWeights | None = ...,
+        top_p: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+        presence_penalty: _builtins.float | None = ...,
+        frequency_penalty: _builtins.float | None = ...,
+        end_user: _builtins.str = ...,
         tools: _abc.Iterable[Global___Tool] | None = ...,
         tool_choice: Global___ToolChoice | None = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
         response_format: Global___ResponseFormat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "accounting", b"accounting", "parallel_tool_calls", b"parallel_tool_calls", "response_format", b"response_format", "temperature", b"temperature", "tool_choice", b"tool_choice", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "accounting", b"accounting", "frequency_penalty", b"frequency_penalty", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "parallel_tool_calls", b"parallel_tool_calls", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "response_format", b"response_format", "response_mode", b"response_mode", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "accounting", b"accounting", "allow_fallback", b"allow_fallback", "allowed_providers", b"allowed_providers", "end_user", b"end_user", "frequency_penalty", b"frequency_penalty", "max_cost_micro_usd", b"max_cost_micro_usd", "max_tokens", b"max_tokens", "messages", b"messages", "parallel_tool_calls", b"parallel_tool_calls", "pinned_provider", b"pinned_provider", "preferred_providers", b"preferred_providers", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "response_mode", b"response_mode", "seed", b"seed", "stop", b"stop", "strategy", b"strategy", "system_prompt", b"system_prompt", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
+    _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofReturnType__presence_penalty: _TypeAlias = _typing.Literal["presence_penalty"]  # noqa: Y015
+    _WhichOneofArgType__presence_penalty: _TypeAlias = _typing.Literal["_presence_penalty", b"_presence_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__frequency_penalty) -> _WhichOneofReturnType__frequency_penalty | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__presence_penalty) -> _WhichOneofReturnType__presence_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___ReasonRequest: _TypeAlias = ReasonRequest  # noqa: Y015
 
@@ -423,7 +464,8 @@ class ReasonResponse(_message.Message):
     switched = 4 their provider_switched, and the payloads have the same field numbers, so
     the runtime relays a router event's bytes (prefixed with the step id) without rebuilding
     it (skipped = 9 is their providers_skipped, tool_call_delta = 30 their tool_call_token).
-    Numbers 1, 2, 5, 6, 10 and 16 belong to the chain responses and must never be used here;
+    Numbers 1, 2, 5, 6, 10, 11 and 16 belong to the chain responses and must never be used
+    here;
     7 and 8 are reserved there. New events take a number unused by all of them.
     """
 
