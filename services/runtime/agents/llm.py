@@ -353,6 +353,18 @@ def cost_left(call: StepCall) -> int:
     return left
 
 
+def accounting(call: StepCall) -> router_pb2.AccountingContext:
+    """Whom and what a router call of the step is accounted to."""
+    run = call.run
+    return router_pb2.AccountingContext(
+        user_id=run.user_id,
+        session_id=run.session_id,
+        execution_id=run.execution_id,
+        step_id=call.step_id,
+        pattern_id=run.pattern_id,
+    )
+
+
 def user(text: str) -> router_pb2.Message:
     return router_pb2.Message(role=router_pb2.ROLE_USER, content=text)
 
@@ -392,13 +404,7 @@ def reason_request(
         preferred_providers=run.preferred_providers,
         allowed_providers=run.allowed_providers,
         allow_fallback=not run.disable_fallback,
-        accounting=router_pb2.AccountingContext(
-            user_id=run.user_id,
-            session_id=run.session_id,
-            execution_id=run.execution_id,
-            step_id=call.step_id,
-            pattern_id=run.pattern_id,
-        ),
+        accounting=accounting(call),
         max_cost_micro_usd=cost_left(call),
     )
     if run.weights is not None:
@@ -560,13 +566,7 @@ class LlmAgent:
                 preferred_providers=run.preferred_providers,
                 allowed_providers=run.allowed_providers,
                 allow_fallback=not run.disable_fallback,
-                accounting=router_pb2.AccountingContext(
-                    user_id=run.user_id,
-                    session_id=run.session_id,
-                    execution_id=run.execution_id,
-                    step_id=call.step_id,
-                    pattern_id=run.pattern_id,
-                ),
+                accounting=accounting(call),
                 max_cost_micro_usd=cost_left(call),
             ),
             metadata=((METADATA_KEY, run.context_token),),
