@@ -218,9 +218,19 @@ async def stream_events(
         elif kind == "token":
             print(event.token.text, end="", flush=True)
             streamed.append((event.token.step_id, event.token.text))
+        elif kind == "tool_call_token":
+            # A call's first piece names it; its arguments follow as they stream.
+            t = event.tool_call_token
+            if t.name:
+                print(f"\n[tool call {t.index}: {t.name} {t.id}] ", end="", flush=True)
+            print(t.arguments, end="", flush=True)
         elif kind == "provider_switched":
             s = event.provider_switched
-            print(f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}]", file=sys.stderr)
+            void = " (tool calls so far void)" if s.tool_calls_discarded else ""
+            print(
+                f"\n[switched {s.from_provider} → {s.to_provider}: {s.reason}{void}]",
+                file=sys.stderr,
+            )
         elif kind == "providers_skipped":
             for p in event.providers_skipped.providers:
                 skipped[p.provider] = p.reason

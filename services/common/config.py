@@ -228,7 +228,13 @@ class ProviderConfig:
     )
     context_window: int = field(default=128_000, metadata=_doc("context window, tokens", min=1))
     capabilities: tuple[str, ...] = field(
-        default=("chat", "streaming"), metadata=_doc("what the deployment can do")
+        default=("chat", "streaming", "tools", "json_output"),
+        metadata=_doc(
+            "what the deployment can do; a call with tools is sent only to providers with "
+            "`tools`, one with a JSON response format only to those with `json_output` "
+            "(drop them for a model that cannot); `Embed` only to those with `embeddings` "
+            "(an embedding model's deployment: sim, openai or ollama)"
+        ),
     )
     credential: str = field(
         default="none",

@@ -83,7 +83,7 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     # GetJwks for runtime and router: they verify the gateway's request contexts, whose
     # public key auth publishes (SPEC section 2, "The request context").
     "runtime": {
-        "saga.router.v1.RouterService": ("Reason",),
+        "saga.router.v1.RouterService": ("Reason", "Embed"),
         "saga.auth.v1.AuthService": ("GetJwks",),
     },
     "router": {

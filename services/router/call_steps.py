@@ -47,7 +47,7 @@ from services.router.budget_reservations import (
     remaining_after_refusal,
 )
 from services.router.calls import CustomWeights, ReasonCall, able
-from services.router.candidates import allowed_only, choose
+from services.router.candidates import allowed_only, capable_only, choose
 from services.router.charges import ChargePolicy
 from services.router.engines.base import TextDelta, estimate_input_tokens
 from services.router.outcomes import call_id
@@ -110,12 +110,15 @@ async def run_call(
     the generator (`aclosing`) when done with it: that is when it settles. `hold` stores an
     attempt's provisional record (None: attempts are stored only when they end), charged by
     `policy` like the attempts' real records."""
-    allowed = able(allowed_only(providers, call.allowed), call)
+    permitted = allowed_only(providers, call.allowed)
+    allowed = able(capable_only(permitted, call.required_capabilities(), call.pinned), call)
+    # A preferred provider that lacks what the call needs is configured, just not a
+    # candidate for it: the preference lapses (an unknown name still fails in `choose`).
+    lacking = {p.name for p in permitted} - {p.name for p in allowed}
+    preferred = tuple(n for n in call.preferred if n not in lacking)
 
     def ranked(strategy: Strategy | None, ranking: RankingSnapshot | None) -> list[ProviderConfig]:
-        return choose(
-            allowed, ranking, strategy=strategy, preferred=call.preferred, pinned=call.pinned
-        )
+        return choose(allowed, ranking, strategy=strategy, preferred=preferred, pinned=call.pinned)
 
     ranking = snapshot
     if call.weights is not None and call.strategy is Strategy.CUSTOM and not call.pinned:
@@ -201,7 +204,7 @@ async def run_call(
                         live = _in_flight(event, candidates, call, given, prices, hold, cid, policy)
                         live.start(call.complete)
                 elif isinstance(event, Finished):
-                    await _all_stored(stored)
+                    await all_stored(stored)
                 yield event
     finally:
         budget.settle(reservation, charged)
@@ -245,7 +248,7 @@ def _in_flight(
     )
 
 
-async def _all_stored(stored: Sequence[Awaitable[None]]) -> None:
+async def all_stored(stored: Sequence[Awaitable[None]]) -> None:
     """Wait until every attempt of the call is in the outbox (before Finished)."""
     await _stored(asyncio.gather(*stored))
 

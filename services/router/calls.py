@@ -21,6 +21,8 @@ from services.common.config import ProviderConfig
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.strategy import Strategy
 from services.router.engines.base import Caller, ChatMessage, EngineRequest, Sampling
+from services.router.engines.tools import AUTO, TEXT, ResponseFormat, ToolChoice, ToolSpec
+from services.router.structured import check_request
 
 MAX_MESSAGES = 200
 MAX_PROMPT_CHARS = 200_000
@@ -86,6 +88,19 @@ class ReasonCall:
     caller: Caller = field(default_factory=Caller)
     """The verified user and their request context, for engines that fetch that user's
     provider credential."""
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = AUTO
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat = TEXT
+
+    def required_capabilities(self) -> tuple[str, ...]:
+        """The provider capabilities the call needs beyond chat (`tools`, `json_output`)."""
+        needs = []
+        if self.tools:
+            needs.append("tools")
+        if self.response_format.is_json:
+            needs.append("json_output")
+        return tuple(needs)
 
     def engine_request(self) -> EngineRequest:
         """What engines get (call after `validate`)."""
@@ -98,6 +113,10 @@ class ReasonCall:
             sampling=self.sampling,
             stream=not self.complete,
             caller=self.caller,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format,
         )
 
 
@@ -109,7 +128,7 @@ def _invalid(message: str, field: str, description: str, *, reason: str) -> Inva
 
 def validate(call: ReasonCall) -> None:
     """Raise InvalidArgument for the first bound `call` breaks."""
-    if not call.messages or all(not m.content.strip() for m in call.messages):
+    if not call.messages or all(not m.content.strip() and not m.tool_calls for m in call.messages):
         raise InvalidArgument(
             "the prompt is empty",
             reason="PROMPT_EMPTY",
@@ -121,7 +140,9 @@ def validate(call: ReasonCall) -> None:
             reason="PROMPT_TOO_LARGE",
             field_violations=[FieldViolation("messages", f"at most {MAX_MESSAGES} messages")],
         )
-    chars = len(call.system_prompt) + sum(len(m.content) for m in call.messages)
+    chars = len(call.system_prompt) + sum(
+        len(m.content) + sum(len(c.arguments_json) for c in m.tool_calls) for m in call.messages
+    )
     if chars > MAX_PROMPT_CHARS:
         raise InvalidArgument(
             f"the prompt has {chars} characters; at most {MAX_PROMPT_CHARS}",
@@ -137,6 +158,9 @@ def validate(call: ReasonCall) -> None:
             field_violations=[FieldViolation("max_tokens", f"0 to {MAX_MAX_TOKENS}")],
         )
     _validate_options(call)
+    check_request(
+        call.messages, call.tools, call.tool_choice, call.parallel_tool_calls, call.response_format
+    )
 
 
 def _validate_options(call: ReasonCall) -> None:

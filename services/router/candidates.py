@@ -6,7 +6,9 @@ or the snapshot lacks it), or the configuration order before any snapshot arrive
 providers that are eligible move to the front, in the order given.
 
 A caller's allow-list (`allowed_only`) narrows the configured providers before any of this:
-the others are never candidates, whatever the ranking says.
+the others are never candidates, whatever the ranking says. So does what the call needs
+(`capable_only`): a call with tools goes only to providers with the `tools` capability, one
+with a JSON response format only to those with `json_output`.
 
 While a call walks its candidates, `too_small` passes over those known too small for its
 prompt: the prompt is over a window the provider stated (`context_windows`), or — after a
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.config import ProviderConfig
-from services.common.errors import FieldViolation, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unavailable
 from services.common.strategy import Strategy
 from services.router.context_limits import parse
 from services.router.context_windows import LearnedWindow
@@ -52,6 +54,32 @@ def allowed_only(
         raise _unknown(unknown, "allowed_providers")
     wanted = set(allowed)
     return [p for p in providers if p.name in wanted]
+
+
+def capable_only(
+    providers: Sequence[ProviderConfig], required: Sequence[str], pinned: str = ""
+) -> Sequence[ProviderConfig]:
+    """`providers` that have every `required` capability (`tools`, `json_output`); raise
+    FailedPrecondition NO_CAPABLE_PROVIDER naming the capabilities when none is left (or the
+    `pinned` provider is not among them). Those without are never candidates: a call is not
+    sent where it would fail."""
+    if not required:
+        return providers
+    capable = [p for p in providers if set(required) <= set(p.capabilities)]
+    lacking = {p.name for p in providers} - {p.name for p in capable}
+    if not capable or pinned in lacking:
+        raise no_capable_provider(required)
+    return capable
+
+
+def no_capable_provider(required: Sequence[str]) -> FailedPrecondition:
+    """The refusal of a call no provider it may use can serve (NO_CAPABLE_PROVIDER)."""
+    missing = ", ".join(required)
+    return FailedPrecondition(
+        f"no provider this call may use has the capabilities {missing}",
+        reason="NO_CAPABLE_PROVIDER",
+        metadata={"capabilities": missing},
+    )
 
 
 def choose(

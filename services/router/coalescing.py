@@ -9,10 +9,10 @@ which pulls from the provider at the provider's pace and queues events; each tim
 is ready for the next message (gRPC asks the handler's generator for it once the previous
 write completed), every delta queued at the head goes out merged into one. When the caller
 keeps up, nothing waits and each delta leaves as it came; order is always kept, and
-non-text events are never merged.
+other events are never merged.
 
 `merge` is given two consecutive events and returns their merge, or None when they do not
-merge (`merge_text` merges `TextDelta`s).
+merge (`merge_text` merges `TextDelta`s, and consecutive argument pieces of one tool call).
 """
 
 from __future__ import annotations
@@ -24,14 +24,24 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 from services.router.engines.base import TextDelta
+from services.router.engines.tools import ToolCallDelta
 
 E = TypeVar("E")
 
 
-def merge_text(first: object, second: object) -> TextDelta | None:
-    """Two text deltas as one; None for anything else."""
+def merge_text(first: object, second: object) -> TextDelta | ToolCallDelta | None:
+    """Two text deltas as one, or two pieces of the same tool call (the second adding only
+    arguments); None for anything else."""
     if isinstance(first, TextDelta) and isinstance(second, TextDelta):
         return TextDelta(first.text + second.text)
+    if (
+        isinstance(first, ToolCallDelta)
+        and isinstance(second, ToolCallDelta)
+        and first.index == second.index
+        and not second.id
+        and not second.name
+    ):
+        return ToolCallDelta(first.index, first.id, first.name, first.arguments + second.arguments)
     return None
 
 

@@ -136,6 +136,7 @@ _FINISH = {
     FinishReason.LENGTH: "length",
     FinishReason.CONTENT_FILTER: "content_filter",
     FinishReason.ERROR: "error",
+    FinishReason.TOOL_CALLS: "tool_call",
 }
 
 _tracer = trace.get_tracer("saga.router.genai")

@@ -40,6 +40,7 @@ started when its wait leaves time for it.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -66,10 +67,12 @@ from services.router.engines.base import (
     TextDelta,
     estimate_input_tokens,
 )
+from services.router.engines.tools import ToolCall, ToolCallAssembler, ToolCallDelta
 from services.router.failures import Failure, Verdict, circuit_open, classify, limit_reached
 from services.router.limits import LimitReached
 from services.router.resilience import ProviderState, Resilience
 from services.router.retries import retry_delay
+from services.router.structured import answer_problem, feedback_request, invalid_output
 
 __all__ = [
     "AttemptRecord",
@@ -117,11 +120,14 @@ class ProvidersSkipped:
 
 @dataclass(frozen=True)
 class ProviderSwitched:
-    """The router moves from a failed provider to the next candidate."""
+    """The router moves from a failed provider to the next candidate (or, after an answer
+    that failed its schema, to the same provider once more)."""
 
     from_provider: str
     to_provider: str
     reason: str
+    tool_calls_discarded: bool = False
+    """The tool-call deltas relayed so far are void (the next attempt's start at 0)."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,13 @@ class Finished:
     ttft_ms: int
     attempts: tuple[AttemptRecord, ...]
     price_table_version: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The answer's tool calls, complete and checked against their tools' schemas."""
 
 
-RouterEvent = AttemptStarted | TextDelta | ProvidersSkipped | ProviderSwitched | Finished
+RouterEvent = (
+    AttemptStarted | TextDelta | ToolCallDelta | ProvidersSkipped | ProviderSwitched | Finished
+)
 Report = Callable[[AttemptRecord], None]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -184,6 +194,8 @@ class _Call:
         self.attempts: list[AttemptRecord] = []
         self.n = 0
         self.skipped: list[Skip] = []  # not yet announced
+        self.tools_sent = False  # tool-call deltas relayed by the attempt that just ended
+        self.checked_once = False  # an answer failed its schema and was asked for again
 
     def skip(self, skip: Skip, resilience: Resilience) -> None:
         """Pass over a candidate: counted now, announced before the next attempt."""
@@ -224,11 +236,19 @@ class _Call:
         self.attempts.append(record)
         self.report(record)
 
-    def finished(self, provider: ProviderConfig, finish: Finish | None, text: str) -> Finished:
+    def finished(
+        self,
+        provider: ProviderConfig,
+        finish: Finish | None,
+        text: str,
+        tool_calls: tuple[ToolCall, ...],
+    ) -> Finished:
         a = self.attempts
+        reason = finish.reason if finish else FinishReason.STOP
         return Finished(
             text=text,
-            finish_reason=finish.reason if finish else FinishReason.STOP,
+            finish_reason=FinishReason.TOOL_CALLS if tool_calls else reason,
+            tool_calls=tool_calls,
             usage=sum((r.usage for r in a), Usage()),
             cost_micro_usd=sum(r.cost_micro_usd for r in a),
             charge_micro_usd=sum(r.charge_micro_usd for r in a),
@@ -346,6 +366,7 @@ async def reason(
             meter = AttemptMeter(provider, run.n, request, retries, policy)
             finish: Finish | None = None
             collected: list[str] = []
+            assembler = ToolCallAssembler()
             repeat = RepeatFilter(partial) if partial else None
             cap = run.char_cap(provider, request)
             chars = 0  # received in this attempt, against `cap`
@@ -353,19 +374,35 @@ async def reason(
                 if (skipped := run.announce()) is not None:
                     yield skipped
                 if switch_from and failure is not None:
-                    yield ProviderSwitched(switch_from, provider.name, failure.error.reason)
+                    yield ProviderSwitched(
+                        switch_from, provider.name, failure.error.reason, run.tools_sent
+                    )
                     switch_from = ""
+                    run.tools_sent = False
                 yield AttemptStarted(provider.name, provider.model, run.n)
                 async with aclosing(engine.stream(request)) as events:
                     async for event in events:
                         if isinstance(event, Finish):
                             finish = event
                             continue
+                        if isinstance(event, ToolCallDelta):
+                            meter.text(event.arguments)
+                            chars += len(event.arguments)
+                            assembler.add(event)
+                            if cap is not None and chars > cap:
+                                raise _CostLimitReached
+                            if not call.complete:
+                                if run.first_text is None:
+                                    run.first_text = time.monotonic()
+                                run.tools_sent = meter.delivered = True
+                                yield event
+                            continue
                         meter.text(event.text)
                         chars += len(event.text)
                         if cap is not None and chars > cap:
                             raise _CostLimitReached
-                        if call.complete:
+                        if call.complete or call.response_format.is_json:
+                            # A structured answer is delivered only once it is checked.
                             collected.append(event.text)
                             continue
                         text = event.text if repeat is None else repeat.feed(event.text)
@@ -434,7 +471,29 @@ async def reason(
             record = meter.record(AttemptStatus.SUCCEEDED, prices, finish=finish)
             lease.release(record.usage.total_tokens)
             run.add(record)
-            yield run.finished(provider, finish, "".join(collected))
+            text = "".join(collected)
+            tool_calls = assembler.calls(f"call_{secrets.token_hex(6)}")
+            problem = answer_problem(request, text, tool_calls)
+            if problem is not None:
+                if run.checked_once:
+                    raise invalid_output(problem, provider.name)
+                # Asked once more with what is wrong; what the caller already saw stays.
+                run.checked_once = True
+                request = feedback_request(request, text, tool_calls, problem)
+                partial = "".join(run.sent)
+                switch_from = provider.name
+                failure = Failure(
+                    invalid_output(problem, provider.name),
+                    retry=False,
+                    fallback=False,
+                    verdict=Verdict.NONE,
+                )
+                continue
+            if call.response_format.is_json and not call.complete and text:
+                if run.first_text is None:
+                    run.first_text = time.monotonic()
+                yield TextDelta(text)
+            yield run.finished(provider, finish, text if call.complete else "", tool_calls)
             return
     if (skipped := run.announce()) is not None:
         yield skipped

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 
@@ -37,7 +38,19 @@ from services.router.calls import Accounting, CustomWeights, ReasonCall, validat
 from services.router.charges import ChargePolicy
 from services.router.coalescing import coalesce, merge_text
 from services.router.custom_ranking import CustomRanker
+from services.router.embedding import EmbedCall, run_embed
+from services.router.embedding import validate as validate_embed
 from services.router.engines.base import Caller, ChatMessage, Engine, Sampling, TextDelta
+from services.router.engines.tools import (
+    DEFAULT_SCHEMA_NAME,
+    ResponseFormat,
+    ResponseFormatType,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolSpec,
+)
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
 from services.router.outcomes import outcome_proto
@@ -55,11 +68,62 @@ from services.router.reasoning import (
 )
 from services.router.resilience import Resilience
 
+T = TypeVar("T")
+
 _ROLES: Mapping[int, str] = {
     router_pb2.ROLE_SYSTEM: "system",
     router_pb2.ROLE_USER: "user",
     router_pb2.ROLE_ASSISTANT: "assistant",
+    router_pb2.ROLE_TOOL: "tool",
 }
+_CHOICES: Mapping[int, ToolChoiceMode] = {
+    router_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.AUTO,
+    router_pb2.TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.AUTO,
+    router_pb2.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
+    router_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
+    router_pb2.TOOL_CHOICE_MODE_NAMED: ToolChoiceMode.NAMED,
+}
+_FORMATS: Mapping[int, ResponseFormatType] = {
+    router_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.TEXT,
+    router_pb2.RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.TEXT,
+    router_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
+    router_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA,
+}
+
+
+def _enum(value: int, table: Mapping[int, T], field: str, reason: str) -> T:
+    """The domain value of a proto enum number; INVALID_ARGUMENT naming `field` for a number
+    the enum does not define."""
+    if value not in table:
+        raise InvalidArgument(
+            f"{field} {value} is not defined",
+            reason=reason,
+            field_violations=[FieldViolation(field, "a defined value")],
+        )
+    return table[value]
+
+
+def _tools(request: router_pb2.ReasonRequest) -> dict[str, Any]:
+    """The tool-calling and structured-output part of a call (checked by `validate`)."""
+    f = request.response_format
+    return {
+        "tools": tuple(
+            ToolSpec(t.name, t.description, t.parameters_json, t.strict) for t in request.tools
+        ),
+        "tool_choice": ToolChoice(
+            _enum(request.tool_choice.mode, _CHOICES, "tool_choice.mode", "TOOLS_INVALID"),
+            request.tool_choice.name,
+        ),
+        "parallel_tool_calls": request.parallel_tool_calls
+        if request.HasField("parallel_tool_calls")
+        else None,
+        "response_format": ResponseFormat(
+            _enum(f.type, _FORMATS, "response_format.type", "RESPONSE_FORMAT_INVALID"),
+            f.name or DEFAULT_SCHEMA_NAME,
+            f.schema_json,
+            f.strict,
+        ),
+    }
 
 
 def call_from_proto(
@@ -79,15 +143,7 @@ def call_from_proto(
                 reason="OPTION_INVALID",
                 field_violations=[FieldViolation("strategy", "not a known strategy")],
             )
-    a = request.accounting
-    if a.user_id and a.user_id != user_id:
-        raise InvalidArgument(
-            "accounting.user_id names another user than the request context's",
-            reason="ACCOUNTING_INVALID",
-            field_violations=[
-                FieldViolation("accounting.user_id", "empty or the request context's user")
-            ],
-        )
+    accounting = _accounting(request.accounting, user_id, credential_id)
     return ReasonCall(
         messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
         system_prompt=request.system_prompt,
@@ -112,30 +168,46 @@ def call_from_proto(
         weights=_weights(request),
         pinned=request.pinned_provider,
         allow_fallback=request.allow_fallback,
-        # The verified context, not the request, says whose call this is.
-        accounting=Accounting(
-            user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id, credential_id
-        ),
+        accounting=accounting,
         max_cost_micro_usd=request.max_cost_micro_usd,
         caller=Caller(user_id, context_token),
+        **_tools(request),
     )
 
 
+def _accounting(a: router_pb2.AccountingContext, user_id: str, credential_id: str) -> Accounting:
+    """A request's accounting, for the verified user: the context, not the request, says
+    whose call it is (INVALID_ARGUMENT ACCOUNTING_INVALID when the request names another)."""
+    if a.user_id and a.user_id != user_id:
+        raise InvalidArgument(
+            "accounting.user_id names another user than the request context's",
+            reason="ACCOUNTING_INVALID",
+            field_violations=[
+                FieldViolation("accounting.user_id", "empty or the request context's user")
+            ],
+        )
+    return Accounting(user_id, a.session_id, a.execution_id, a.step_id, a.pattern_id, credential_id)
+
+
 def _message(index: int, message: router_pb2.Message) -> ChatMessage:
-    if message.role == router_pb2.ROLE_UNSPECIFIED:
-        return ChatMessage("user", message.content)
-    role = _ROLES.get(message.role)
+    role = "user" if message.role == router_pb2.ROLE_UNSPECIFIED else _ROLES.get(message.role)
     if role is None:
         raise InvalidArgument(
             f"messages[{index}].role {message.role} is not a role",
             reason="ROLE_INVALID",
             field_violations=[
                 FieldViolation(
-                    f"messages[{index}].role", "ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+                    f"messages[{index}].role",
+                    "ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL",
                 )
             ],
         )
-    return ChatMessage(role, message.content)
+    return ChatMessage(
+        role,
+        message.content,
+        tuple(ToolCall(c.id, c.name, c.arguments_json) for c in message.tool_calls),
+        message.tool_call_id,
+    )
 
 
 def _weights(request: router_pb2.ReasonRequest) -> CustomWeights | None:
@@ -193,6 +265,10 @@ def final_proto(f: Finished) -> router_pb2.ReasonResponse:
             attempts=[_summary(a) for a in f.attempts],
             price_table_version=f.price_table_version,
             charge_micro_usd=f.charge_micro_usd,
+            tool_calls=[
+                reason_events_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+                for c in f.tool_calls
+            ],
         )
     )
 
@@ -220,6 +296,12 @@ class RouterParts:
 def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
     if isinstance(event, TextDelta):
         return router_pb2.ReasonResponse(delta=reason_events_pb2.Delta(text=event.text))
+    if isinstance(event, ToolCallDelta):
+        return router_pb2.ReasonResponse(
+            tool_call_delta=reason_events_pb2.ToolCallDelta(
+                index=event.index, id=event.id, name=event.name, arguments=event.arguments
+            )
+        )
     if isinstance(event, AttemptStarted):
         return router_pb2.ReasonResponse(
             attempt=reason_events_pb2.Attempt(provider=event.provider, model=event.model, n=event.n)
@@ -243,6 +325,7 @@ def _event_proto(event: RouterEvent) -> router_pb2.ReasonResponse:
                 from_provider=event.from_provider,
                 to_provider=event.to_provider,
                 reason=event.reason,
+                tool_calls_discarded=event.tool_calls_discarded,
             )
         )
     return final_proto(event)
@@ -335,6 +418,60 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                         }
                     )
                 yield _event_proto(event)
+
+    async def Embed(
+        self, request: router_pb2.EmbedRequest, context: Context
+    ) -> router_pb2.EmbedResponse:
+        """Embed the inputs on one provider able to, in batches, accounted like Reason's
+        attempts (`embedding`)."""
+        parts = self._parts
+        token = metadata_token(context.invocation_metadata())
+        verified = await parts.verifier.verify(token, request.accounting.execution_id)
+        accounting = _accounting(request.accounting, verified.user_id, verified.credential_id)
+        call = EmbedCall(
+            inputs=tuple(request.inputs),
+            dimensions=request.dimensions,
+            preferred=tuple(request.preferred_providers),
+            pinned=request.pinned_provider,
+            allowed=tuple(request.allowed_providers),
+            allow_fallback=request.allow_fallback,
+            accounting=accounting,
+            max_cost_micro_usd=request.max_cost_micro_usd,
+            caller=Caller(verified.user_id, token or ""),
+        )
+        validate_embed(call)
+        _check_identity(accounting)
+        snapshot = parts.rankings.snapshot
+        prices = snapshot.prices if snapshot is not None else parts.config_prices
+        traceparent = current_traceparent()
+
+        def store(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
+            observe_attempt(record)
+            return parts.outbox.add(outcome_proto(record, accounting, cid), traceparent)
+
+        result = await run_embed(
+            call,
+            self._providers,
+            parts.engines,
+            snapshot,
+            prices,
+            parts.budgets,
+            parts.resilience,
+            store,
+            parts.charge_policy,
+        )
+        return router_pb2.EmbedResponse(
+            embeddings=[
+                router_pb2.Embedding(index=i, values=v) for i, v in enumerate(result.vectors)
+            ],
+            usage=usage_proto(result.usage),
+            cost_micro_usd=result.cost_micro_usd,
+            charge_micro_usd=result.charge_micro_usd,
+            provider=result.provider,
+            model=result.model,
+            price_table_version=result.price_table_version,
+            attempts=[_summary(r) for r in result.attempts],
+        )
 
     async def ListProviders(
         self, request: router_pb2.ListProvidersRequest, context: Context

@@ -3,7 +3,8 @@
 The router's `ReasonResponse` is a bare `oneof`: a `Delta` arrives as field 3 (the chain's
 `token`), a `Switched` as field 4 (`provider_switched`) and a `Skipped` as field 9
 (`providers_skipped`), and their payloads are wire-compatible with `Token`,
-`ProviderSwitched` and `ProvidersSkipped` except for field 1, `step_id`, which they
+`ProviderSwitched` and `ProvidersSkipped` (a `ToolCallDelta`, field 30, with
+`ToolCallToken`) except for field 1, `step_id`, which they
 reserve. So the runtime turns a router event into a `RunPatternResponse` by writing the
 step id in front of the payload, re-framing it under the same field number and appending the
 sequence (field 16): protobuf parsers accept fields in any order. See "Relaying bytes" in
@@ -18,7 +19,10 @@ PROVIDER_SWITCHED = 4
 """Field number of `provider_switched` in the chain responses and `switched` in the router's."""
 PROVIDERS_SKIPPED = 9
 """Field number of `providers_skipped` in the chain responses and `skipped` in the router's."""
-RELAYED_FIELDS = frozenset((TOKEN, PROVIDER_SWITCHED, PROVIDERS_SKIPPED))
+TOOL_CALL_TOKEN = 30
+"""Field number of `tool_call_token` in the chain responses and `tool_call_delta` in the
+router's."""
+RELAYED_FIELDS = frozenset((TOKEN, PROVIDER_SWITCHED, PROVIDERS_SKIPPED, TOOL_CALL_TOKEN))
 
 _LENGTH_DELIMITED = 2
 _STEP_ID_TAG = b"\x0a"  # field 1, length-delimited

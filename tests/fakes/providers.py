@@ -19,7 +19,11 @@ wording), 404 for a model the provider lacks; or hangs; or cuts the connection a
 tokens; or stalls after N tokens (the connection kept open, nothing more sent); or sends a
 malformed chunk or an error event after N tokens; or omits usage; or answers a given JSON
 body as it is; or is a model with a context window, refusing what exceeds it with the
-format's real context-length error. A request to a path the fake does not serve gets
+format's real context-length error; or answers a given text (JSON, say) in small pieces; or
+calls tools — after its text, each call's arguments in fragments of `FRAGMENT_CHARS` as the
+format streams them (OpenAI's `delta.tool_calls`, Anthropic's `tool_use` blocks with
+`input_json_delta`, Ollama's whole `message.tool_calls`) — and may cut the connection in the
+middle of their arguments. A request to a path the fake does not serve gets
 aiohttp's own 404 (a wrong `base_url`), and is not in `seen`. Streamed and complete
 (`stream: false`) answers both
 follow the script.
@@ -75,6 +79,32 @@ def answer_text(count: int) -> str:
     return "".join(token(i) for i in range(count))
 
 
+EMBED_DIMENSIONS = 4
+"""Length of the fake's vectors when a request asks for none."""
+
+
+def embedding(text: str, size: int) -> list[float]:
+    """The fake's vector of `text`: its word count, then its length, then 0.5s."""
+    return [float(len(text.split())), float(len(text)), *[0.5] * (size - 2)][:size]
+
+
+FRAGMENT_CHARS = 6
+"""Characters per streamed piece of a scripted text or of a tool call's arguments."""
+
+
+def fragments(text: str) -> list[str]:
+    """`text` in the pieces the fake streams it in."""
+    return [text[i : i + FRAGMENT_CHARS] for i in range(0, len(text), FRAGMENT_CHARS)]
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """A tool call a script makes: the tool's name and its arguments' JSON text."""
+
+    name: str
+    arguments: str = "{}"
+
+
 @dataclass(frozen=True)
 class Script:
     """What the fake does for one request."""
@@ -113,6 +143,14 @@ class Script:
     """Hold the request until this many held requests are open at once (counting this one),
     then answer as scripted: requests that are answered at all were concurrent, which proves
     concurrency without timing. One held longer than 10 s answers 503."""
+    text: str | None = None
+    """Answer this text (in pieces of FRAGMENT_CHARS, each a token) instead of `tokens`
+    words."""
+    tool_calls: tuple[FakeCall, ...] = ()
+    """Call these tools after the text (set `tokens=0` for calls alone)."""
+    tool_cut_after: int | None = None
+    """Stream this many fragments of the calls' arguments (all calls together), then close
+    the connection mid-call (openai, anthropic)."""
     context_window: int = 0
     """Be a model with this many tokens of context (0: no limit): a request whose input words
     (plus its max tokens, when it sets them) exceed it gets HTTP 400 with the format's own
@@ -224,6 +262,8 @@ class FakeProviders:
         app.router.add_post("/copilot/chat/completions", self._route("copilot"))
         app.router.add_post("/v1/messages", self._route("anthropic"))
         app.router.add_post("/api/chat", self._route("ollama"))
+        app.router.add_post("/v1/embeddings", self._embeddings("openai"))
+        app.router.add_post("/api/embed", self._embeddings("ollama"))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -317,6 +357,47 @@ class FakeProviders:
             return False
         return True
 
+    def _embeddings(self, fmt: str) -> Callable[[web.Request], Any]:
+        """The embeddings endpoint of `fmt` (openai: `data[]` by index and `usage`; ollama:
+        `embeddings` and `prompt_eval_count`): `EMBED_DIMENSIONS` numbers per input (or the
+        asked `dimensions`), each input's from its words; usage = the inputs' words. The
+        format's queue scripts it too: `fail` answers that HTTP error."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            seen = Seen(fmt, self._authorized(fmt, request), body, dict(request.headers))
+            self.seen.append(seen)
+            queue = self._queues[fmt]
+            script = queue.popleft() if queue else self.defaults[fmt]
+            if not seen.authorized:
+                return self._error(seen, 401, "unauthorized", request.headers)
+            if script.fail:
+                return self._error(
+                    seen, FAILURE_STATUS[script.fail], script.fail, request.headers, script
+                )
+            inputs = body.get("input") or []
+            size = body.get("dimensions") or EMBED_DIMENSIONS
+            vectors = [embedding(str(text), size) for text in inputs]
+            words = sum(len(str(text).split()) for text in inputs)
+            seen.usage, seen.completed = (words, 0, 0), True
+            if fmt == "ollama":
+                return web.json_response(
+                    {"model": body.get("model"), "embeddings": vectors, "prompt_eval_count": words}
+                )
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": body.get("model"),
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": v}
+                        for i, v in reversed(list(enumerate(vectors)))  # order by index, not place
+                    ],
+                    "usage": {"prompt_tokens": words, "total_tokens": words},
+                }
+            )
+
+        return handle
+
     def _route(self, fmt: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self._handle(fmt, request)
@@ -330,7 +411,11 @@ class FakeProviders:
         if fmt == "copilot":
             return bearer.startswith("Bearer ") and bearer[7:] in self.copilot_tokens
         if fmt == "anthropic":
-            return request.headers.get("x-api-key") == self.api_key
+            # An API key as `x-api-key` (what the engine sends) or as a bearer (what the
+            # official SDK sends since its 2.x releases).
+            return request.headers.get("x-api-key") == self.api_key or (
+                bearer == f"Bearer {self.api_key}"
+            )
         return not self.ollama_key or bearer == f"Bearer {self.ollama_key}"
 
     async def _handle(self, fmt: str, request: web.Request) -> web.StreamResponse:
@@ -372,8 +457,9 @@ class FakeProviders:
             seen.status = 400
             body = _context_error(fmt, script.context_window, words, limit or 0)
             return web.json_response(body, status=400)
-        count = min(script.tokens, limit) if limit else script.tokens
-        length = count < script.tokens
+        natural = len(fragments(script.text)) if script.text is not None else script.tokens
+        count = min(natural, limit) if limit else natural
+        length = count < natural
         streamed = seen.body.get("stream", fmt == "ollama") is not False
         seen.streamed = streamed
         if not streamed:
@@ -498,39 +584,65 @@ class FakeProviders:
     # --- complete answers --------------------------------------------------------------
 
     def _usage(self, script: Script, words: int, count: int) -> tuple[int, int, int] | None:
+        count += sum(len(fragments(c.arguments)) for c in script.tool_calls)
         return (words, count, min(script.cached_tokens, words)) if script.usage else None
 
     def _complete(
         self, fmt: str, seen: Seen, script: Script, words: int, count: int, length: bool
     ) -> web.Response:
-        text = answer_text(count)
+        text = "".join(_piece(script, i) for i in range(count))
         usage = self._usage(script, words, count)
         seen.usage = usage
         seen.completed = True
         model = script.response_model or seen.body.get("model", "")
+        calls = script.tool_calls
         if fmt == "anthropic":
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+            content += [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_fake_{k}",
+                    "name": c.name,
+                    "input": json.loads(c.arguments),
+                }
+                for k, c in enumerate(calls)
+            ]
+            stop = "tool_use" if calls else "max_tokens" if length else "end_turn"
             body: dict[str, Any] = {
                 "id": "msg_fake",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "max_tokens" if length else "end_turn",
+                "content": content or [{"type": "text", "text": ""}],
+                "stop_reason": stop,
             }
             if usage:
                 body["usage"] = self._anthropic_usage(usage, _written(script, usage))
             return web.json_response(body)
         if fmt == "ollama":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = _ollama_calls(calls)
             body = {
                 "model": model,
                 "created_at": "2025-01-01T00:00:00Z",
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "done": True,
                 "done_reason": "length" if length else "stop",
             }
             if usage:
                 body |= {"prompt_eval_count": usage[0], "eval_count": usage[1]}
             return web.json_response(body)
+        answer: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            answer["tool_calls"] = [
+                {
+                    "id": f"call_fake_{k}",
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for k, c in enumerate(calls)
+            ]
         body = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -539,8 +651,8 @@ class FakeProviders:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "length" if length else "stop",
+                    "message": answer,
+                    "finish_reason": "tool_calls" if calls else "length" if length else "stop",
                 }
             ],
         }
@@ -608,15 +720,27 @@ class FakeProviders:
                 return response
             due = started + script.first_token_delay + i * script.interval
             await self._sleep(due - loop.time())
-            await response.write(frames.token(token(i)))
+            await response.write(frames.token(_piece(script, i)))
             seen.tokens += 1
         if count == script.cut_after:
             return await self._cut(request, response)
         if count == script.malformed_after:
             await response.write(frames.malformed())
             return await self._cut(request, response)
+        sent = 0  # argument fragments, against tool_cut_after
+        for k, call in enumerate(script.tool_calls):
+            await response.write(frames.tool_start(k, call))
+            for piece in fragments(call.arguments) if fmt != "ollama" else []:
+                if sent == script.tool_cut_after:
+                    return await self._cut(request, response)
+                await response.write(frames.tool_arguments(k, piece))
+                seen.tokens += 1
+                sent += 1
+        if script.tool_calls and sent == script.tool_cut_after:
+            return await self._cut(request, response)
         seen.usage = usage
         seen.completed = True
+        frames.called = bool(script.tool_calls)
         await response.write(frames.end(usage, length, include_usage=_include_usage(seen.body)))
         await response.write_eof()
         return response
@@ -627,6 +751,15 @@ class FakeProviders:
         if transport is not None:
             transport.close()
         return response
+
+
+def _piece(script: Script, i: int) -> str:
+    """Token `i` of a scripted answer's text."""
+    return fragments(script.text)[i] if script.text is not None else token(i)
+
+
+def _ollama_calls(calls: tuple[FakeCall, ...]) -> list[dict[str, Any]]:
+    return [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in calls]
 
 
 def _written(script: Script, usage: tuple[int, int, int] | None) -> int:
@@ -646,6 +779,66 @@ class _Frames:
         self.fmt = fmt
         self.model = model
         self.written = 0  # anthropic: cache writes among the input tokens
+        self.called = False  # the answer made tool calls (its finish reason says so)
+        self._open = 0  # anthropic: the index of the block not stopped yet
+
+    def tool_start(self, k: int, call: FakeCall) -> bytes:
+        """The opening of tool call `k` (ollama: the whole call)."""
+        if self.fmt == "anthropic":
+            out = self._sse(
+                {"type": "content_block_stop", "index": self._open}, "content_block_stop"
+            )
+            self._open = k + 1
+            return out + self._sse(
+                {
+                    "type": "content_block_start",
+                    "index": k + 1,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": f"toolu_fake_{k}",
+                        "name": call.name,
+                        "input": {},
+                    },
+                },
+                "content_block_start",
+            )
+        if self.fmt == "ollama":
+            line = {
+                "model": self.model,
+                "created_at": "2025-01-01T00:00:00Z",
+                "message": {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": _ollama_calls((call,)),
+                },
+                "done": False,
+            }
+            return (json.dumps(line) + "\n").encode()
+        return self._openai_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": k,
+                        "id": f"call_fake_{k}",
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": ""},
+                    }
+                ]
+            }
+        )
+
+    def tool_arguments(self, k: int, piece: str) -> bytes:
+        """A fragment of tool call `k`'s arguments."""
+        if self.fmt == "anthropic":
+            return self._sse(
+                {
+                    "type": "content_block_delta",
+                    "index": k + 1,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                },
+                "content_block_delta",
+            )
+        return self._openai_chunk({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
 
     def _sse(self, data: Any, event: str = "") -> bytes:
         head = f"event: {event}\n" if event else ""
@@ -731,14 +924,12 @@ class _Frames:
         self, usage: tuple[int, int, int] | None, length: bool, *, include_usage: bool
     ) -> bytes:
         if self.fmt == "anthropic":
-            delta: dict[str, Any] = {
-                "type": "message_delta",
-                "delta": {"stop_reason": "max_tokens" if length else "end_turn"},
-            }
+            stop = "tool_use" if self.called else "max_tokens" if length else "end_turn"
+            delta: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": stop}}
             if usage:
                 delta["usage"] = {"output_tokens": usage[1]}
             return (
-                self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+                self._sse({"type": "content_block_stop", "index": self._open}, "content_block_stop")
                 + self._sse(delta, "message_delta")
                 + self._sse({"type": "message_stop"}, "message_stop")
             )
@@ -753,7 +944,9 @@ class _Frames:
             if usage:
                 line |= {"prompt_eval_count": usage[0], "eval_count": usage[1]}
             return (json.dumps(line) + "\n").encode()
-        out = self._openai_chunk({}, "length" if length else "stop")
+        out = self._openai_chunk(
+            {}, "tool_calls" if self.called else "length" if length else "stop"
+        )
         if usage and include_usage:
             out += self._sse(
                 {

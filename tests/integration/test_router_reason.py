@@ -521,4 +521,4 @@ async def test_list_providers_describes_the_configuration(stack: Stack) -> None:
     assert cheap.prices.input_per_million_micro_usd == 1_000_000
     assert cheap.prices.output_per_million_micro_usd == 2_000_000
     assert cheap.prices.price_table_version.startswith("prices-")
-    assert list(cheap.capabilities) == ["chat", "streaming"]
+    assert list(cheap.capabilities) == ["chat", "streaming", "tools", "json_output"]

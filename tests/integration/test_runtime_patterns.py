@@ -51,6 +51,7 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
         ("portfolio_overview", "samples/portfolio_overview.yaml"),
         ("portfolio_risk", "samples/portfolio_risk.yaml"),
         ("summary", "user/summary.yaml"),
+        ("tool_call", "samples/tool_call.yaml"),
     ]
     assert list(listed.problems) == []
 
@@ -71,6 +72,7 @@ async def test_a_bad_pattern_file_is_refused_and_the_runtime_serves_the_others(
         "fine",
         "portfolio_overview",
         "portfolio_risk",
+        "tool_call",
     ]
     [problem] = listed.problems
     assert (problem.source, problem.field) == ("user/summary.yaml", "steps.summarise.args.prompt")

@@ -1,10 +1,11 @@
 """What every engine is: a provider call streamed as text deltas and one final event, and the
 error taxonomy engines raise (SPEC 3.4).
 
-An engine turns an `EngineRequest` into an async stream of `TextDelta`s followed by exactly
-one `Finish` (usage and finish reason). A failure raises a `ProviderError` subclass whose
-`kind` is one of the taxonomy's six: the router maps each kind to one gRPC code and reason,
-and decides on fallback by it. Engines know nothing of ranking, fallback or gRPC.
+An engine turns an `EngineRequest` into an async stream of `TextDelta`s and `ToolCallDelta`s
+(`tools`) followed by exactly one `Finish` (usage and finish reason). A failure raises a
+`ProviderError` subclass whose `kind` is one of the taxonomy's six: the router maps each
+kind to one gRPC code and reason, and decides on fallback by it. Engines know nothing of
+ranking, fallback or gRPC.
 
 The error tree::
 
@@ -30,7 +31,7 @@ caller sees (the provider's own error code as `providerCode`, the URL path a 404
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,14 +39,27 @@ from services.common.errors import SagaError
 from services.common.sampling import OPTIONAL_FIELDS
 from services.common.tokens import estimate_tokens
 from services.common.usage import Usage
+from services.router.engines.tools import (
+    AUTO,
+    TEXT,
+    ResponseFormat,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+)
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of the conversation; `role` is system, user or assistant."""
+    """One message of the conversation; `role` is system, user, assistant or tool."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant message: the tool calls the model made in that turn."""
+    tool_call_id: str = ""
+    """A tool message: the id of the call it is the result of."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,11 @@ class EngineRequest:
     """False in COMPLETE mode: HTTP engines then ask for one JSON answer (no SSE) and yield
     its text as a single delta."""
     caller: Caller = Caller()
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = AUTO
+    parallel_tool_calls: bool | None = None
+    """None = the provider's default."""
+    response_format: ResponseFormat = TEXT
 
 
 class CredentialLookup(Protocol):
@@ -117,6 +136,8 @@ class FinishReason(enum.Enum):
     LENGTH = 2
     CONTENT_FILTER = 3
     ERROR = 4
+    TOOL_CALLS = 5
+    """The model called tools: the caller runs them and answers with tool messages."""
 
 
 @dataclass(frozen=True)
@@ -143,13 +164,21 @@ class Finish:
     """Input tokens written to the provider's prompt cache (a subset of `input_tokens`)."""
 
 
-EngineEvent = TextDelta | Finish
+EngineEvent = TextDelta | ToolCallDelta | Finish
 
 
 def estimate_input_tokens(request: EngineRequest) -> int:
-    """The input tokens of `request`, estimated from its characters."""
-    return estimate_tokens(request.system_prompt) + sum(
-        estimate_tokens(m.content) for m in request.messages
+    """The input tokens of `request`, estimated from its characters (tool definitions and
+    the tool calls in the conversation count: providers bill them as input)."""
+    return (
+        estimate_tokens(request.system_prompt)
+        + sum(
+            estimate_tokens(m.content)
+            + sum(estimate_tokens(c.name + c.arguments_json) for c in m.tool_calls)
+            for m in request.messages
+        )
+        + sum(estimate_tokens(t.name + t.description + t.parameters_json) for t in request.tools)
+        + estimate_tokens(request.response_format.schema_json)
     )
 
 
@@ -163,6 +192,26 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Release what the engine owns (its HTTP session), at shutdown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The vectors of a batch of texts, in input order, and what the provider counted."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    input_tokens: int
+    estimated: bool = False
+    """The provider reported no count: `input_tokens` is Saga's estimate."""
+
+
+class Embedder(Protocol):
+    """An engine that can embed (sim, openai, ollama)."""
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """The vectors of `texts` (`dimensions` 0 = the model's own length); raise a
+        `ProviderError` on failure, also for an answer that does not hold one vector per
+        text of the asked length."""
         ...
 
 

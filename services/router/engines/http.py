@@ -215,6 +215,30 @@ class HttpEngine:
             self._log_failure(failure)
             raise failure from None
 
+    async def post_json(self, url: str, body: dict[str, Any], caller: Caller) -> Any:
+        """POST `body` to `url` (another endpoint of the provider, e.g. its embeddings) with
+        the call's credential, deadlines and error mapping; the parsed JSON answer."""
+        deadlines = Deadlines(self.provider, streamed=False)
+        secret = await self._secret(caller)
+        data = json.dumps(body).encode()
+        try:
+            response = await self._post(data, secret, deadlines, url)
+            if response.status == 401 and self._credential is not None:
+                secret, response = await self._with_fresh_secret(
+                    caller, secret, data, response, deadlines, url
+                )
+            async with response:
+                if response.status >= 300:
+                    raise await self._failed(response, secret, deadlines, url)
+                return self._json(await deadlines.wait(self._read(response)))
+        except ProviderError as error:
+            self._log_failure(error)
+            raise
+        except aiohttp.ClientError as error:
+            failure = self._transport_error(error, None)
+            self._log_failure(failure)
+            raise failure from None
+
     async def _with_fresh_secret(
         self,
         caller: Caller,
@@ -222,6 +246,7 @@ class HttpEngine:
         body: bytes,
         refused: aiohttp.ClientResponse,
         deadlines: Deadlines,
+        url: str = "",
     ) -> tuple[str, aiohttp.ClientResponse]:
         """After a 401: drop the refused secret, fetch it again and, when it changed, send
         the call once more (else the 401 stands)."""
@@ -234,17 +259,20 @@ class HttpEngine:
         if fresh == secret:
             return secret, refused
         refused.release()
-        return fresh, await self._post(body, fresh, deadlines)
+        return fresh, await self._post(body, fresh, deadlines, url)
 
     def _ids(self) -> dict[str, str]:
         return {"provider": self.provider.name, "providerKind": self.provider.kind}
 
-    async def _post(self, body: bytes, secret: str, deadlines: Deadlines) -> aiohttp.ClientResponse:
+    async def _post(
+        self, body: bytes, secret: str, deadlines: Deadlines, url: str = ""
+    ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": "application/json", **self.headers(secret)}
-        return await deadlines.wait(self._client().post(self.endpoint, data=body, headers=headers))
+        target = url or self.endpoint
+        return await deadlines.wait(self._client().post(target, data=body, headers=headers))
 
     async def _failed(
-        self, response: aiohttp.ClientResponse, secret: str, deadlines: Deadlines
+        self, response: aiohttp.ClientResponse, secret: str, deadlines: Deadlines, url: str = ""
     ) -> ProviderError:
         raw = await deadlines.wait(self._read(response, MAX_ERROR_BYTES, whole=False))
         text = raw.decode("utf-8", "replace")
@@ -258,7 +286,7 @@ class HttpEngine:
         # The provider's own message may echo the key (OpenAI's 401 does, partly masked).
         error.message = shown(error.message, secret)
         if isinstance(error, ProviderMisconfigured):
-            path = urlsplit(self.endpoint).path
+            path = urlsplit(url or self.endpoint).path
             error.metadata["urlPath"] = shown(path, secret)
             error.message += f" (POST {path}: check base_url and model)"
         error.args = (error.message,)
@@ -304,9 +332,11 @@ class HttpEngine:
                 return
             yield raw.decode("utf-8", "replace").rstrip("\r\n")
 
-    def _transport_error(self, error: aiohttp.ClientError, progress: Progress) -> ProviderError:
+    def _transport_error(
+        self, error: aiohttp.ClientError, progress: Progress | None
+    ) -> ProviderError:
         name = self.provider.name
-        usage = progress.usage()
+        usage = progress.usage() if progress is not None else None
         if isinstance(error, aiohttp.ConnectionTimeoutError):
             return ProviderTimeout(
                 f"{name}: no connection within {self.provider.connect_timeout_ms} ms"

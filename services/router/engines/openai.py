@@ -20,6 +20,16 @@ case; `code: content_policy_violation` (OpenAI), `content_filter` with `innererr
 ResponsibleAIPolicyViolation` (Azure) are content-policy refusals (`http_errors`); an
 `error` object inside the stream is a failure too.
 
+Tools: `tools` as `{"type": "function", "function": {name, description, parameters,
+strict}}`, `tool_choice` `auto` / `none` / `required` / `{"type": "function", "function":
+{"name"}}`, `parallel_tool_calls`; an assistant message's calls as `tool_calls` (`{id, type:
+function, function: {name, arguments}}`, content null when it has no text) and a tool
+result as `{"role": "tool", "tool_call_id", "content"}`. A stream's calls come in
+`choices[0].delta.tool_calls[]` (`index`; `id` and `function.name` on a call's first piece,
+then `function.arguments` fragments), finish reason `tool_calls`; a complete answer's in
+`choices[0].message.tool_calls`. `response_format` is sent as OpenAI's `{"type":
+"json_object"}` or `{"type": "json_schema", "json_schema": {name, schema, strict}}`.
+
 Parsing is defensive (this engine also serves `copilot`): a chunk without choices is skipped;
 an answer without choices or message is malformed (transient); missing or empty content is
 logged and answers an empty text, not an error.
@@ -29,17 +39,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
+from services.common.tokens import estimate_tokens
 from services.router.engines.base import (
+    Caller,
+    ChatMessage,
+    Embedded,
     EngineEvent,
     EngineRequest,
     FinishReason,
     ProviderError,
     ProviderUnavailable,
 )
+from services.router.engines.embeddings import checked_vectors
 from services.router.engines.http import HttpEngine, as_dict, as_int, endpoint
 from services.router.engines.http_errors import (
     error_for_status,
@@ -49,6 +64,13 @@ from services.router.engines.http_errors import (
 )
 from services.router.engines.progress import Progress
 from services.router.engines.sse import sse_events
+from services.router.engines.tools import (
+    ResponseFormat,
+    ResponseFormatType,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+)
 
 log = logging.getLogger("saga.router.engines")
 
@@ -56,8 +78,8 @@ FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
     "content_filter": FinishReason.CONTENT_FILTER,
-    "tool_calls": FinishReason.STOP,
-    "function_call": FinishReason.STOP,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
 }
 
 _AZURE_HOST = ".openai.azure.com"
@@ -91,6 +113,79 @@ def content_text(content: Any) -> str:
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
+
+
+def function_tools(request: EngineRequest) -> list[dict[str, Any]]:
+    """The request's tools as OpenAI's (and Ollama's) function tools."""
+    tools = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters()}
+        if tool.description:
+            function["description"] = tool.description
+        if tool.strict:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(choice: ToolChoice) -> Any:
+    if choice.mode is ToolChoiceMode.NAMED:
+        return {"type": "function", "function": {"name": choice.name}}
+    return {
+        ToolChoiceMode.AUTO: "auto",
+        ToolChoiceMode.NONE: "none",
+        ToolChoiceMode.REQUIRED: "required",
+    }[choice.mode]
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        message["content"] = m.content or None
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments_json},
+            }
+            for c in m.tool_calls
+        ]
+    return message
+
+
+def _response_format(form: ResponseFormat) -> dict[str, Any] | None:
+    if form.type is ResponseFormatType.JSON_OBJECT:
+        return {"type": "json_object"}
+    if form.type is ResponseFormatType.JSON_SCHEMA:
+        schema: dict[str, Any] = {"name": form.name, "schema": form.schema()}
+        if form.strict:
+            schema["strict"] = True
+        return {"type": "json_schema", "json_schema": schema}
+    return None
+
+
+def tool_deltas(delta: dict[str, Any]) -> list[ToolCallDelta]:
+    """The tool-call pieces of a stream chunk's `delta` (malformed entries skipped)."""
+    pieces = []
+    calls = delta.get("tool_calls")
+    for entry in calls if isinstance(calls, list) else []:
+        call = as_dict(entry)
+        index = as_int(call.get("index"))
+        function = as_dict(call.get("function"))
+        name, arguments, call_id = function.get("name"), function.get("arguments"), call.get("id")
+        if index is None:
+            continue
+        pieces.append(
+            ToolCallDelta(
+                index,
+                call_id if isinstance(call_id, str) else "",
+                name if isinstance(name, str) else "",
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
+    return pieces
 
 
 def report_usage(usage: Any, progress: Progress) -> None:
@@ -127,7 +222,7 @@ class OpenAIEngine(HttpEngine):
         messages = []
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
-        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        messages += [_message(m) for m in request.messages]
         body: dict[str, Any] = {
             "model": self.provider.model,
             "messages": messages,
@@ -143,7 +238,43 @@ class OpenAIEngine(HttpEngine):
         body.update(request.sampling.numbers())
         if request.sampling.end_user:
             body["user"] = request.sampling.end_user
+        if request.tools:
+            body["tools"] = function_tools(request)
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
+        if (form := _response_format(request.response_format)) is not None:
+            body["response_format"] = form
         return body
+
+    async def embed(self, texts: Sequence[str], dimensions: int, caller: Caller) -> Embedded:
+        """`POST {base_url}/embeddings` (`input`, `encoding_format: float`, `dimensions`):
+        `data[].embedding` by `data[].index`, `usage.prompt_tokens`."""
+        body: dict[str, Any] = {
+            "model": self.provider.model,
+            "input": list(texts),
+            "encoding_format": "float",
+        }
+        if dimensions:
+            body["dimensions"] = dimensions
+        azure = _AZURE_HOST in self.provider.base_url
+        url = endpoint(
+            self.provider.base_url, "/embeddings", empty="/openai/v1" if azure else "/v1"
+        )
+        answer = as_dict(await self.post_json(url, body, caller))
+        if answer.get("error") is not None:
+            raise self.error_of(0, answer, "", None)
+        data = answer.get("data")
+        if not isinstance(data, list):
+            raise self.malformed("embeddings answer (no data)")
+        ordered = sorted((as_dict(d) for d in data), key=lambda d: as_int(d.get("index")) or 0)
+        vectors = checked_vectors(
+            [d.get("embedding") for d in ordered], len(texts), dimensions, self.provider.name
+        )
+        tokens = as_int(as_dict(answer.get("usage")).get("prompt_tokens"))
+        if tokens is None:
+            return Embedded(vectors, sum(estimate_tokens(t) for t in texts), estimated=True)
+        return Embedded(vectors, tokens)
 
     def error_of(
         self, status: int, payload: Any, text: str, retry_after: float | None
@@ -200,9 +331,12 @@ class OpenAIEngine(HttpEngine):
                 report_usage(chunk.get("usage"), progress)
                 choices = chunk.get("choices")
                 choice = as_dict(choices[0]) if isinstance(choices, list) and choices else {}
-                text = content_text(as_dict(choice.get("delta")).get("content"))
+                delta = as_dict(choice.get("delta"))
+                text = content_text(delta.get("content"))
                 if text:
                     yield progress.text(text)
+                for piece in tool_deltas(delta):
+                    yield progress.tool(piece)
                 reason = choice.get("finish_reason")
                 if isinstance(reason, str) and reason:
                     finish = reason
@@ -228,10 +362,12 @@ class OpenAIEngine(HttpEngine):
             raise self.malformed("answer (no message)")
         text = content_text(message.get("content"))
         events: list[EngineEvent] = []
+        calls = [progress.tool(p) for p in tool_deltas({"tool_calls": _indexed(message)})]
         if text:
             events.append(progress.text(text))
-        else:
+        elif not calls:
             log.warning("answer with empty content", extra={"provider": self.provider.name})
+        events += calls
         report_usage(body.get("usage"), progress)
         progress.named(body.get("model"))
         reason = choices[0].get("finish_reason")
@@ -241,3 +377,11 @@ class OpenAIEngine(HttpEngine):
             )
         )
         return events
+
+
+def _indexed(message: dict[str, Any]) -> list[Any]:
+    """A complete message's tool calls with the `index` a stream would give them."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return []
+    return [{**as_dict(call), "index": i} for i, call in enumerate(calls)]

@@ -21,6 +21,7 @@ from services.router.engines.base import (
     TextDelta,
     estimate_input_tokens,
 )
+from services.router.engines.tools import ToolCallDelta
 
 T = TypeVar("T")
 
@@ -100,6 +101,19 @@ class Progress:
         self.chars += len(text)
         self._deadlines.got_text = True
         return TextDelta(text)
+
+    @property
+    def request(self) -> EngineRequest:
+        """The request being answered (how it was asked shapes how its answer is read)."""
+        return self._request
+
+    def tool(self, delta: ToolCallDelta) -> ToolCallDelta:
+        """Count a tool-call delta (generated output like text) and return it to be
+        yielded."""
+        self.chunks += 1
+        self.chars += len(delta.name) + len(delta.arguments)
+        self._deadlines.got_text = True
+        return delta
 
     def report(
         self,

@@ -19,7 +19,11 @@ The run's options travel with each call: the allow-list, `disable_fallback` (the
 limit after the steps before this one and this step's earlier calls (a step that finds
 nothing left is refused RESOURCE_EXHAUSTED COST_LIMIT_EXCEEDED without calling the router).
 
-The router's events are read as bytes: a Delta, Switched or Skipped is relayed without being decoded
+`llm.complete` also takes tools, a tool choice, parallel tool calls and a response format
+(`llm_tools`), and its output holds the tool calls the model made.
+
+The router's events are read as bytes: a Delta, Switched, Skipped or ToolCallDelta is relayed
+without being decoded
 (the runtime writes the step id in front, see `services/runtime/wire.py`); only Final, which
 ends the call, is parsed. Failures from the router propagate unchanged, so its reason and
 domain reach the client.
@@ -48,18 +52,21 @@ from services.common.errors import (
 from services.common.usage import Usage
 from services.common.usage_messages import usage_from_proto
 from services.runtime import json_check, wire
+from services.runtime.agents import llm_tools
 from services.runtime.agents.llm_history import history_messages
 from services.runtime.agents.local import step_args_invalid
 from services.runtime.agents.step import Relayed, StepCall, StepEvent, StepResult
 from services.runtime.capabilities import Capability, FieldSpec, check_fields
 
 REASON = "/saga.router.v1.RouterService/Reason"
+EMBED = "/saga.router.v1.RouterService/Embed"
 MAX_MESSAGES = 200
 """The router's bound on a call's messages."""
-FINISH_REASONS = ("stop", "length", "content_filter")
+FINISH_REASONS = ("stop", "length", "content_filter", "tool_calls")
 _FINISH_NAMES = {
     reason_events_pb2.FINISH_REASON_LENGTH: "length",
     reason_events_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    reason_events_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
 STREAMING, COMPLETE = "streaming", "complete"
 MODES = (STREAMING, COMPLETE)
@@ -156,7 +163,12 @@ LLM_COMPLETE = Capability(
     agent="llm",
     description="Answer a prompt with an LLM chosen by the router; text streams as tokens.",
     args=(
-        FieldSpec("prompt", "string", required=True, description="the user message"),
+        FieldSpec(
+            "prompt",
+            "string",
+            description="the user message, sent after the history; absent: the history "
+            "alone (e.g. ending with tool results for the model to answer)",
+        ),
         SYSTEM,
         MAX_TOKENS,
         TEMPERATURE,
@@ -164,16 +176,38 @@ LLM_COMPLETE = Capability(
         FieldSpec(
             "history",
             "array",
-            description="earlier turns, sent before the prompt: {role: user|assistant, content}",
+            description="earlier turns, sent before the prompt: {role: user|assistant, "
+            "content} (assistant: tool_calls [{id, name, arguments}]) or {role: tool, content, "
+            "tool_call_id}",
         ),
         FieldSpec(
             "messages",
             "array",
             max_length=MAX_MESSAGES,
             description="this call's own earlier turns, sent after history and before the "
-            "prompt: {role: user|assistant, content}",
+            "prompt, of the same shape",
         ),
         *SAMPLING_ARGS,
+        FieldSpec(
+            "tools",
+            "array",
+            description="tools the model may call: [{name, description, parameters (JSON "
+            "Schema), strict}]",
+            check=llm_tools.tools_problem,
+        ),
+        FieldSpec(
+            "tool_choice",
+            "string",
+            description="auto (default), none, required, or the name of one of the tools",
+        ),
+        FieldSpec("parallel_tool_calls", "boolean", description="may the model call several tools"),
+        FieldSpec(
+            "response_format",
+            "object",
+            description="{type: text|json_object|json_schema, name, schema, strict}: the "
+            "router checks a JSON answer (one retry) before it is delivered",
+            check=llm_tools.format_problem,
+        ),
     ),
     outputs=(
         FieldSpec("text", "string", required=True, description="the whole answer"),
@@ -182,7 +216,13 @@ LLM_COMPLETE = Capability(
             "string",
             choices=FINISH_REASONS,
             description="why the answer ended: stop (natural end or a stop sequence), length "
-            "(max_tokens or the context window) or content_filter",
+            "(max_tokens or the context window), content_filter, or tool_calls",
+        ),
+        FieldSpec(
+            "tool_calls",
+            "array",
+            description="the tools the model called: [{id, name, arguments}]; run them and "
+            "send the results as tool turns of the next history",
         ),
     ),
     # Until text streams nothing reached the caller, so another attempt is invisible.
@@ -252,7 +292,33 @@ LLM_EXTRACT = Capability(
     outputs=(FieldSpec("data", "object", required=True, description="the object extracted"),),
     retry_safe=True,
 )
-CAPABILITIES = {c.name: c for c in (LLM_COMPLETE, LLM_SUMMARIZE, LLM_CLASSIFY, LLM_EXTRACT)}
+LLM_EMBED = Capability(
+    name="llm.embed",
+    agent="llm",
+    description="Embed texts with a provider able to (the router's Embed); one vector each.",
+    args=(
+        FieldSpec(
+            "texts",
+            "array",
+            required=True,
+            description="the texts (1 to 2048 non-blank strings)",
+            check=lambda texts: "" if all(isinstance(t, str) for t in texts) else "strings only",
+        ),
+        FieldSpec(
+            "dimensions",
+            "integer",
+            description="vector length, for models that can shorten theirs (default: the model's)",
+        ),
+    ),
+    outputs=(
+        FieldSpec("vectors", "array", required=True, description="one vector per text, in order"),
+        FieldSpec("model", "string", required=True, description="the model of the vectors"),
+    ),
+    retry_safe=True,
+)
+CAPABILITIES = {
+    c.name: c for c in (LLM_COMPLETE, LLM_SUMMARIZE, LLM_CLASSIFY, LLM_EXTRACT, LLM_EMBED)
+}
 
 
 DEFAULT_MODE = {
@@ -287,6 +353,18 @@ def cost_left(call: StepCall) -> int:
     return left
 
 
+def accounting(call: StepCall) -> router_pb2.AccountingContext:
+    """Whom and what a router call of the step is accounted to."""
+    run = call.run
+    return router_pb2.AccountingContext(
+        user_id=run.user_id,
+        session_id=run.session_id,
+        execution_id=run.execution_id,
+        step_id=call.step_id,
+        pattern_id=run.pattern_id,
+    )
+
+
 def user(text: str) -> router_pb2.Message:
     return router_pb2.Message(role=router_pb2.ROLE_USER, content=text)
 
@@ -312,7 +390,7 @@ def reason_request(
             else [
                 *history_messages(call),
                 *history_messages(call, "messages"),
-                user(args.get("prompt") or ""),
+                *([] if args.get("prompt") is None else [user(args["prompt"])]),
             ]
         ),
         stop=args.get("stop") or (),
@@ -326,13 +404,7 @@ def reason_request(
         preferred_providers=run.preferred_providers,
         allowed_providers=run.allowed_providers,
         allow_fallback=not run.disable_fallback,
-        accounting=router_pb2.AccountingContext(
-            user_id=run.user_id,
-            session_id=run.session_id,
-            execution_id=run.execution_id,
-            step_id=call.step_id,
-            pattern_id=run.pattern_id,
-        ),
+        accounting=accounting(call),
         max_cost_micro_usd=cost_left(call),
     )
     if run.weights is not None:
@@ -347,6 +419,7 @@ def reason_request(
             setattr(request, name, float(args[name]))
     if args.get("seed") is not None:
         request.seed = int(args["seed"])
+    llm_tools.apply(request, args)
     return request
 
 
@@ -360,6 +433,7 @@ class Answer:
     model: str
     cost_micro_usd: int
     finish_reason: str = "stop"
+    tool_calls: tuple[reason_events_pb2.ToolCall, ...] = ()
 
     def result(self, output: Mapping[str, Any], before: Answer | None = None) -> StepResult:
         """The step's result with `output`, counting an earlier call `before` too."""
@@ -461,6 +535,11 @@ class LlmAgent:
             request_serializer=router_pb2.ReasonRequest.SerializeToString,
             response_deserializer=None,
         )
+        self._embed: Callable[..., Any] = router.unary_unary(
+            EMBED,
+            request_serializer=router_pb2.EmbedRequest.SerializeToString,
+            response_deserializer=router_pb2.EmbedResponse.FromString,
+        )
 
     async def run(self, call: StepCall) -> AsyncIterator[StepEvent]:
         """Run one step: relayed events of its calls as they come, then its result."""
@@ -468,11 +547,38 @@ class LlmAgent:
         if problems:
             raise step_args_invalid(call, problems)
         call = dataclasses.replace(call, args=args)
+        if call.capability == LLM_EMBED.name:
+            yield await self._embeddings(call)
+            return
         system = SYSTEMS.get(call.capability)
         checked = call.capability in CHECKED
         steps = self._checked(call, system) if checked else self._plain(call, system)
         async for event in steps:
             yield event
+
+    async def _embeddings(self, call: StepCall) -> StepResult:
+        """An embed step: one router Embed with the run's options, accounted like a call."""
+        run = call.run
+        reply: router_pb2.EmbedResponse = await self._embed(
+            router_pb2.EmbedRequest(
+                inputs=call.args["texts"],
+                dimensions=int(call.args.get("dimensions") or 0),
+                preferred_providers=run.preferred_providers,
+                allowed_providers=run.allowed_providers,
+                allow_fallback=not run.disable_fallback,
+                accounting=accounting(call),
+                max_cost_micro_usd=cost_left(call),
+            ),
+            metadata=((METADATA_KEY, run.context_token),),
+            timeout=run.time_left(),
+        )
+        return StepResult(
+            {"vectors": [list(e.values) for e in reply.embeddings], "model": reply.model},
+            usage_from_proto(reply.usage),
+            reply.provider,
+            reply.model,
+            reply.cost_micro_usd,
+        )
 
     async def _plain(self, call: StepCall, system: str | None) -> AsyncIterator[StepEvent]:
         """A complete or summarize step: one call, its text the output."""
@@ -482,8 +588,12 @@ class LlmAgent:
             if isinstance(event, Answer):
                 if summarize:
                     yield event.result({"summary": event.text})
-                else:
-                    yield event.result({"text": event.text, "finish_reason": event.finish_reason})
+                    continue
+                output: dict[str, Any] = {"text": event.text, "finish_reason": event.finish_reason}
+                if event.tool_calls or call.args.get("tools"):
+                    # [] when tools were offered and none called: the caller reads "no call".
+                    output["tool_calls"] = llm_tools.calls_output(event.tool_calls)
+                yield event.result(output)
             else:
                 yield event
 
@@ -570,4 +680,5 @@ class LlmAgent:
             final.model,
             final.cost_micro_usd,
             _FINISH_NAMES.get(final.finish_reason, "stop"),
+            tuple(final.tool_calls),
         )

@@ -10,6 +10,7 @@ import pytest
 
 from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import Finish, FinishReason, TextDelta
+from services.router.engines.tools import ToolCallDelta
 from tests.clock import settle
 
 Event = TextDelta | Finish | str
@@ -76,3 +77,13 @@ async def test_closing_the_reader_cancels_the_source() -> None:
     assert isinstance(await anext(stream), TextDelta)
     await stream.aclose()
     assert cancelled.is_set()
+
+
+def test_pieces_of_one_tool_call_merge_and_other_calls_stay_apart() -> None:
+    first = ToolCallDelta(0, "call_1", "get_weather", '{"ci')
+    more = ToolCallDelta(0, arguments='ty": "Oslo"}')
+    assert merge_text(first, more) == ToolCallDelta(0, "call_1", "get_weather", '{"city": "Oslo"}')
+    # A new call (its own id and name, or another index) is never folded into the last one.
+    assert merge_text(first, ToolCallDelta(1, "call_2", "get_time")) is None
+    assert merge_text(more, ToolCallDelta(0, "call_3", "get_time")) is None
+    assert merge_text(first, TextDelta("x")) is None

@@ -5,6 +5,7 @@ defensive parsing of choices / message / content (the seeds' case list)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from services.router.engines.base import (
     ProviderError,
     TextDelta,
 )
-from tests.fakes.providers import FakeCredentials, FakeProviders, Script, answer_text
+from services.router.engines.tools import ToolCall, ToolCallAssembler, ToolCallDelta, ToolSpec
+from tests.fakes.providers import FakeCall, FakeCredentials, FakeProviders, Script, answer_text
 
 OLD = "entra-token-old"
 NEW = "entra-token-new"
@@ -161,3 +163,22 @@ async def test_the_usage_copilot_reports_is_kept(fake: FakeProviders) -> None:
     fake.script("copilot", Script(reply=reply))
     events = await collect(fake, FakeCredentials(OLD), stream=False)
     assert events == [TextDelta("ok"), Finish(FinishReason.LENGTH, 12, 1)]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_tool_calls_are_read_like_openai_ones(fake: FakeProviders, stream: bool) -> None:
+    tool = ToolSpec("get_weather", "", '{"type": "object", "properties": {"city": {}}}')
+    fake.script(
+        "copilot", Script(tokens=0, tool_calls=(FakeCall("get_weather", '{"city": "Oslo"}'),))
+    )
+    engine = fake.engine("copilot", FakeCredentials(OLD))
+    req = replace(request(stream), tools=(tool,))
+    events = [e async for e in engine.stream(req)]
+    assembler = ToolCallAssembler()
+    for event in events:
+        if isinstance(event, ToolCallDelta):
+            assembler.add(event)
+    assert assembler.calls("x") == (ToolCall("call_fake_0", "get_weather", '{"city": "Oslo"}'),)
+    assert isinstance(events[-1], Finish)
+    assert events[-1].reason is FinishReason.TOOL_CALLS
+    assert fake.requests("copilot")[-1].body["tools"][0]["function"]["name"] == "get_weather"

@@ -209,3 +209,45 @@ def test_the_capabilities_schemas_name_the_modes_and_required_args() -> None:
     assert schema["properties"]["mode"]["enum"] == ["streaming", "complete"]
     assert schema["required"] == ["text", "labels"]
     assert json_schema(CAPABILITIES["llm.extract"].outputs)["required"] == ["data"]
+
+
+class EmbeddingRouter(router_pb2_grpc.RouterServiceServicer):
+    """Answers Embed with vectors [i, len(text)]; keeps the requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[router_pb2.EmbedRequest] = []
+
+    async def Embed(  # type: ignore[override]
+        self, request: router_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.EmbedResponse:
+        self.requests.append(request)
+        return router_pb2.EmbedResponse(
+            embeddings=[
+                router_pb2.Embedding(index=i, values=[i, len(t)])
+                for i, t in enumerate(request.inputs)
+            ],
+            provider="emb",
+            model="emb-model",
+            cost_micro_usd=3,
+        )
+
+
+async def test_embed_calls_the_routers_embed_with_the_runs_accounting() -> None:
+    router = EmbeddingRouter()
+    async with serve("router", Registration.of(router), caller="runtime") as channel:
+        agent = LlmAgent(channel)
+        events = [e async for e in agent.run(call("llm.embed", texts=["ab", "cde"], dimensions=2))]
+    result = result_of(events)
+    assert result.output == {"vectors": [[0.0, 2.0], [1.0, 3.0]], "model": "emb-model"}
+    assert (result.provider, result.cost_micro_usd) == ("emb", 3)
+    [sent] = router.requests
+    assert (list(sent.inputs), sent.dimensions) == (["ab", "cde"], 2)
+    assert (sent.accounting.execution_id, sent.accounting.step_id) == ("exe_1", "s")
+
+
+async def test_embed_texts_must_be_strings() -> None:
+    router = EmbeddingRouter()
+    with pytest.raises(InvalidArgument) as caught:
+        await run_step(router, "llm.embed", texts=["ok", 3])  # type: ignore[arg-type]
+    assert caught.value.reason == "STEP_ARGS_INVALID"
+    assert not router.requests

@@ -23,7 +23,7 @@ from services.runtime.agents.financial_analyst import (
     METRICS_COMPUTE,
     PRICING_APPLY_PACK,
 )
-from services.runtime.agents.llm import LLM_COMPLETE
+from services.runtime.agents.llm import LLM_COMPLETE, LLM_SUMMARIZE
 from services.runtime.expressions import parse_expression
 from services.runtime.patterns import (
     MAX_NESTING,
@@ -44,6 +44,7 @@ CAPABILITIES = {
     c.name: c
     for c in (
         LLM_COMPLETE,
+        LLM_SUMMARIZE,
         ONCE,
         LEDGER_POSITIONS,
         PRICING_APPLY_PACK,
@@ -52,7 +53,7 @@ CAPABILITIES = {
     )
 }
 """The built-in capabilities the shipped samples use, and ONCE."""
-SAMPLES = ["chat", "debate", "portfolio_overview", "portfolio_risk"]
+SAMPLES = ["chat", "debate", "portfolio_overview", "portfolio_risk", "tool_call"]
 
 
 def chat_document() -> dict[str, Any]:
@@ -203,9 +204,9 @@ BAD: list[tuple[str, dict[str, Any] | list[Any], str, str]] = [
     ),
     (
         "missing required argument",
-        _args(system="x"),
-        "steps.answer.args.prompt",
-        "missing; llm.complete requires it",
+        _step(capability="llm.summarize", args={"system": "x"}),
+        "steps.answer.args.text",
+        "missing; llm.summarize requires it",
     ),
     (
         "template root not allowed in args",
@@ -242,7 +243,7 @@ BAD: list[tuple[str, dict[str, Any] | list[Any], str, str]] = [
         "output field the capability does not produce",
         chat_document() | {"outputs": {"text": "{{state.answer.tokens}}"}},
         "outputs.text",
-        "llm.complete outputs no field 'tokens' (it outputs: text, finish_reason)",
+        "llm.complete outputs no field 'tokens' (it outputs: text, finish_reason, tool_calls)",
     ),
     (
         "output template root not allowed",

@@ -27,7 +27,7 @@ from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common
 from saga.execution.v1 import reason_events_pb2 as saga_dot_execution_dot_v1_dot_reason__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/events.proto\x12\x11saga.execution.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1esaga/execution/v1/common.proto\x1a%saga/execution/v1/reason_events.proto\"u\n\x08\x41\x63\x63\x65pted\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x02 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61sof\x18\x05 \x01(\t\"A\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"&\n\x05Token\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"_\n\x10ProviderSwitched\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"Z\n\x10ProvidersSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x35\n\tproviders\x18\x02 \x03(\x0b\x32\".saga.execution.v1.SkippedProvider\"\x98\x02\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\'\n\x06output\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12\x18\n\x10recovered_reason\x18\n \x01(\t\x12\x19\n\x11recovered_message\x18\x0b \x01(\t\"Q\n\x0bStepSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"+\n\x0b\x41ttribution\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x8d\x02\n\tCompleted\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\x12\x34\n\x0c\x61ttributions\x18\x04 \x03(\x0b\x32\x1e.saga.execution.v1.Attribution\x12\x11\n\twatermark\x18\x05 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x06 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x07 \x01(\t\x12\x17\n\x0f\x65xport_document\x18\x08 \x01(\t\"\x95\x01\n\x08RunMoved\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_replica\x18\x02 \x01(\t\x12\x17\n\x0freused_step_ids\x18\x03 \x03(\t\x12\x1a\n\x12restarted_step_ids\x18\x04 \x03(\t\x12\r\n\x05moves\x18\x05 \x01(\r\x12\x1e\n\x16resumed_after_sequence\x18\x06 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaga/execution/v1/events.proto\x12\x11saga.execution.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1esaga/execution/v1/common.proto\x1a%saga/execution/v1/reason_events.proto\"u\n\x08\x41\x63\x63\x65pted\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x02 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0c\n\x04\x61sof\x18\x05 \x01(\t\"A\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"&\n\x05Token\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"}\n\x10ProviderSwitched\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1c\n\x14tool_calls_discarded\x18( \x01(\x08\"\\\n\rToolCallToken\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\targuments\x18\x05 \x01(\t\"Z\n\x10ProvidersSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x35\n\tproviders\x18\x02 \x03(\x0b\x32\".saga.execution.v1.SkippedProvider\"\x98\x02\n\rStepCompleted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\x12\'\n\x06output\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12\x18\n\x10recovered_reason\x18\n \x01(\t\x12\x19\n\x11recovered_message\x18\x0b \x01(\t\"Q\n\x0bStepSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"+\n\x0b\x41ttribution\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x8d\x02\n\tCompleted\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\x12\x34\n\x0c\x61ttributions\x18\x04 \x03(\x0b\x32\x1e.saga.execution.v1.Attribution\x12\x11\n\twatermark\x18\x05 \x01(\t\x12\x17\n\x0fpricing_pack_id\x18\x06 \x01(\t\x12\x1a\n\x12ledger_commit_hash\x18\x07 \x01(\t\x12\x17\n\x0f\x65xport_document\x18\x08 \x01(\t\"\x95\x01\n\x08RunMoved\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_replica\x18\x02 \x01(\t\x12\x17\n\x0freused_step_ids\x18\x03 \x03(\t\x12\x1a\n\x12restarted_step_ids\x18\x04 \x03(\t\x12\r\n\x05moves\x18\x05 \x01(\r\x12\x1e\n\x16resumed_after_sequence\x18\x06 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,17 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKEN']._serialized_start=340
   _globals['_TOKEN']._serialized_end=378
   _globals['_PROVIDERSWITCHED']._serialized_start=380
-  _globals['_PROVIDERSWITCHED']._serialized_end=475
-  _globals['_PROVIDERSSKIPPED']._serialized_start=477
-  _globals['_PROVIDERSSKIPPED']._serialized_end=567
-  _globals['_STEPCOMPLETED']._serialized_start=570
-  _globals['_STEPCOMPLETED']._serialized_end=850
-  _globals['_STEPSKIPPED']._serialized_start=852
-  _globals['_STEPSKIPPED']._serialized_end=933
-  _globals['_ATTRIBUTION']._serialized_start=935
-  _globals['_ATTRIBUTION']._serialized_end=978
-  _globals['_COMPLETED']._serialized_start=981
-  _globals['_COMPLETED']._serialized_end=1250
-  _globals['_RUNMOVED']._serialized_start=1253
-  _globals['_RUNMOVED']._serialized_end=1402
+  _globals['_PROVIDERSWITCHED']._serialized_end=505
+  _globals['_TOOLCALLTOKEN']._serialized_start=507
+  _globals['_TOOLCALLTOKEN']._serialized_end=599
+  _globals['_PROVIDERSSKIPPED']._serialized_start=601
+  _globals['_PROVIDERSSKIPPED']._serialized_end=691
+  _globals['_STEPCOMPLETED']._serialized_start=694
+  _globals['_STEPCOMPLETED']._serialized_end=974
+  _globals['_STEPSKIPPED']._serialized_start=976
+  _globals['_STEPSKIPPED']._serialized_end=1057
+  _globals['_ATTRIBUTION']._serialized_start=1059
+  _globals['_ATTRIBUTION']._serialized_end=1102
+  _globals['_COMPLETED']._serialized_start=1105
+  _globals['_COMPLETED']._serialized_end=1374
+  _globals['_RUNMOVED']._serialized_start=1377
+  _globals['_RUNMOVED']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

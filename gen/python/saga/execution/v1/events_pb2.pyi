@@ -129,6 +129,7 @@ class ProviderSwitched(_message.Message):
     FROM_PROVIDER_FIELD_NUMBER: _builtins.int
     TO_PROVIDER_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_DISCARDED_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     from_provider: _builtins.str
     """Provider name that failed."""
@@ -136,6 +137,10 @@ class ProviderSwitched(_message.Message):
     """Provider name that takes over."""
     reason: _builtins.str
     """Error reason that caused the switch (an ErrorInfo reason, e.g. PROVIDER_RATE_LIMITED)."""
+    tool_calls_discarded: _builtins.bool
+    """The tool-call tokens the failed provider streamed are void; the next provider's tool
+    calls start over at index 0.
+    """
     def __init__(
         self,
         *,
@@ -143,14 +148,54 @@ class ProviderSwitched(_message.Message):
         from_provider: _builtins.str = ...,
         to_provider: _builtins.str = ...,
         reason: _builtins.str = ...,
+        tool_calls_discarded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_provider", b"from_provider", "reason", b"reason", "step_id", b"step_id", "to_provider", b"to_provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_provider", b"from_provider", "reason", b"reason", "step_id", b"step_id", "to_provider", b"to_provider", "tool_calls_discarded", b"tool_calls_discarded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderSwitched: _TypeAlias = ProviderSwitched  # noqa: Y015
+
+@_typing.final
+class ToolCallToken(_message.Message):
+    """A piece of a tool call an LLM step's model is making, in order. Wire-compatible with
+    saga.execution.v1.ToolCallDelta (the runtime adds step_id): the first piece of a call
+    (per index) has its id and name, the next ones fragments of its arguments' JSON text.
+    The step's output holds the complete calls.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    index: _builtins.int
+    """Which call of the step's answer (0, 1, … for parallel calls)."""
+    id: _builtins.str
+    name: _builtins.str
+    arguments: _builtins.str
+    """The next fragment of the arguments' JSON text."""
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "index", b"index", "name", b"name", "step_id", b"step_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallToken: _TypeAlias = ToolCallToken  # noqa: Y015
 
 @_typing.final
 class ProvidersSkipped(_message.Message):

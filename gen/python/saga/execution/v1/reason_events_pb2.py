@@ -25,29 +25,33 @@ _sym_db = _symbol_database.Default()
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saga/execution/v1/reason_events.proto\x12\x11saga.execution.v1\x1a\x1esaga/execution/v1/common.proto\"$\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x07step_id\"U\n\x08Switched\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\tJ\x04\x08\x01\x10\x02R\x07step_id\"K\n\x0fSkippedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x05\"O\n\x07Skipped\x12\x35\n\tproviders\x18\x02 \x03(\x0b\x32\".saga.execution.v1.SkippedProviderJ\x04\x08\x01\x10\x02R\x07step_id\"5\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\"\x84\x02\n\x0e\x41ttemptSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .saga.execution.v1.AttemptStatus\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x07 \x01(\x03\x12\x12\n\nlatency_ms\x18\x08 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\t \x01(\x05\x12\x18\n\x10\x63harge_micro_usd\x18\n \x01(\x03\"\xc0\x02\n\x05\x46inal\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x36\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.saga.execution.v1.FinishReason\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x08 \x01(\x05\x12\x33\n\x08\x61ttempts\x18\t \x03(\x0b\x32!.saga.execution.v1.AttemptSummary\x12\x1b\n\x13price_table_version\x18\n \x01(\t\x12\x18\n\x10\x63harge_micro_usd\x18\x0b \x01(\x03*\x9a\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04*\x86\x01\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41TTEMPT_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15\x41TTEMPT_STATUS_FAILED\x10\x02\x12\x1c\n\x18\x41TTEMPT_STATUS_CANCELLED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saga/execution/v1/reason_events.proto\x12\x11saga.execution.v1\x1a\x1esaga/execution/v1/common.proto\"$\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x07step_id\"s\n\x08Switched\x12\x15\n\rfrom_provider\x18\x02 \x01(\t\x12\x13\n\x0bto_provider\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1c\n\x14tool_calls_discarded\x18( \x01(\x08J\x04\x08\x01\x10\x02R\x07step_id\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"Z\n\rToolCallDelta\x12\r\n\x05index\x18\x02 \x01(\x05\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\targuments\x18\x05 \x01(\tJ\x04\x08\x01\x10\x02R\x07step_id\"K\n\x0fSkippedProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\x05\"O\n\x07Skipped\x12\x35\n\tproviders\x18\x02 \x03(\x0b\x32\".saga.execution.v1.SkippedProviderJ\x04\x08\x01\x10\x02R\x07step_id\"5\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\"\x84\x02\n\x0e\x41ttemptSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .saga.execution.v1.AttemptStatus\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x07 \x01(\x03\x12\x12\n\nlatency_ms\x18\x08 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\t \x01(\x05\x12\x18\n\x10\x63harge_micro_usd\x18\n \x01(\x03\"\xf1\x02\n\x05\x46inal\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x36\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.saga.execution.v1.FinishReason\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x08 \x01(\x05\x12\x33\n\x08\x61ttempts\x18\t \x03(\x0b\x32!.saga.execution.v1.AttemptSummary\x12\x1b\n\x13price_table_version\x18\n \x01(\t\x12\x18\n\x10\x63harge_micro_usd\x18\x0b \x01(\x03\x12/\n\ntool_calls\x18( \x03(\x0b\x32\x1b.saga.execution.v1.ToolCall*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x05*\x86\x01\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41TTEMPT_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15\x41TTEMPT_STATUS_FAILED\x10\x02\x12\x1c\n\x18\x41TTEMPT_STATUS_CANCELLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.execution.v1.reason_events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1017
-  _globals['_FINISHREASON']._serialized_end=1171
-  _globals['_ATTEMPTSTATUS']._serialized_start=1174
-  _globals['_ATTEMPTSTATUS']._serialized_end=1308
+  _globals['_FINISHREASON']._serialized_start=1250
+  _globals['_FINISHREASON']._serialized_end=1434
+  _globals['_ATTEMPTSTATUS']._serialized_start=1437
+  _globals['_ATTEMPTSTATUS']._serialized_end=1571
   _globals['_DELTA']._serialized_start=92
   _globals['_DELTA']._serialized_end=128
   _globals['_SWITCHED']._serialized_start=130
-  _globals['_SWITCHED']._serialized_end=215
-  _globals['_SKIPPEDPROVIDER']._serialized_start=217
-  _globals['_SKIPPEDPROVIDER']._serialized_end=292
-  _globals['_SKIPPED']._serialized_start=294
-  _globals['_SKIPPED']._serialized_end=373
-  _globals['_ATTEMPT']._serialized_start=375
-  _globals['_ATTEMPT']._serialized_end=428
-  _globals['_ATTEMPTSUMMARY']._serialized_start=431
-  _globals['_ATTEMPTSUMMARY']._serialized_end=691
-  _globals['_FINAL']._serialized_start=694
-  _globals['_FINAL']._serialized_end=1014
+  _globals['_SWITCHED']._serialized_end=245
+  _globals['_TOOLCALL']._serialized_start=247
+  _globals['_TOOLCALL']._serialized_end=307
+  _globals['_TOOLCALLDELTA']._serialized_start=309
+  _globals['_TOOLCALLDELTA']._serialized_end=399
+  _globals['_SKIPPEDPROVIDER']._serialized_start=401
+  _globals['_SKIPPEDPROVIDER']._serialized_end=476
+  _globals['_SKIPPED']._serialized_start=478
+  _globals['_SKIPPED']._serialized_end=557
+  _globals['_ATTEMPT']._serialized_start=559
+  _globals['_ATTEMPT']._serialized_end=612
+  _globals['_ATTEMPTSUMMARY']._serialized_start=615
+  _globals['_ATTEMPTSUMMARY']._serialized_end=875
+  _globals['_FINAL']._serialized_start=878
+  _globals['_FINAL']._serialized_end=1247
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,10 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     """The provider filtered the content."""
     FINISH_REASON_ERROR: _FinishReason.ValueType  # 4
     """The provider ended the answer with an error after text was accepted."""
+    FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 5
+    """The model called tools (Final.tool_calls): the caller runs them and sends the results
+    in its next call, as tool messages.
+    """
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
     """Why the model stopped."""
@@ -53,6 +57,10 @@ FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 3
 """The provider filtered the content."""
 FINISH_REASON_ERROR: FinishReason.ValueType  # 4
 """The provider ended the answer with an error after text was accepted."""
+FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 5
+"""The model called tools (Final.tool_calls): the caller runs them and sends the results
+in its next call, as tool messages.
+"""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 class _AttemptStatus:
@@ -111,26 +119,103 @@ class Switched(_message.Message):
     FROM_PROVIDER_FIELD_NUMBER: _builtins.int
     TO_PROVIDER_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_DISCARDED_FIELD_NUMBER: _builtins.int
     from_provider: _builtins.str
     """Provider name that failed."""
     to_provider: _builtins.str
     """Provider name that takes over."""
     reason: _builtins.str
     """Error reason that caused the switch (an ErrorInfo reason, e.g. PROVIDER_TIMEOUT)."""
+    tool_calls_discarded: _builtins.bool
+    """The failed provider had streamed tool-call deltas: they are void. The next provider's
+    tool calls start over at index 0 (Final.tool_calls holds only complete calls).
+    """
     def __init__(
         self,
         *,
         from_provider: _builtins.str = ...,
         to_provider: _builtins.str = ...,
         reason: _builtins.str = ...,
+        tool_calls_discarded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_provider", b"from_provider", "reason", b"reason", "to_provider", b"to_provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_provider", b"from_provider", "reason", b"reason", "to_provider", b"to_provider", "tool_calls_discarded", b"tool_calls_discarded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Switched: _TypeAlias = Switched  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """A tool call the model made: the caller runs the tool and answers with a tool message
+    (saga.router.v1.Message, ROLE_TOOL) carrying the same id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id (the provider's, or minted by the router when the provider gives none)."""
+    name: _builtins.str
+    """The tool's name, one of the request's tools."""
+    arguments_json: _builtins.str
+    """The arguments, a JSON object as text (complete and parsed by the router before Final)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolCallDelta(_message.Message):
+    """A piece of a tool call being streamed. Wire-compatible with ToolCallToken: field 1 (its
+    step_id) is reserved. The first delta of a call (per index) carries its id and name; the
+    ones after carry fragments of its arguments' JSON, to be concatenated in order. The
+    fragments of a call are not valid JSON before its last one: Final.tool_calls is the
+    complete, checked form.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Which call of the answer (0, 1, … for parallel calls)."""
+    id: _builtins.str
+    """Set on the call's first delta."""
+    name: _builtins.str
+    """Set on the call's first delta."""
+    arguments: _builtins.str
+    """The next fragment of the arguments' JSON text."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallDelta: _TypeAlias = ToolCallDelta  # noqa: Y015
 
 @_typing.final
 class SkippedProvider(_message.Message):
@@ -292,6 +377,7 @@ class Final(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     PRICE_TABLE_VERSION_FIELD_NUMBER: _builtins.int
     CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The whole text in RESPONSE_MODE_COMPLETE; empty in RESPONSE_MODE_STREAMING, where the
     Delta events carried it.
@@ -320,6 +406,12 @@ class Final(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptSummary]:
         """Every attempt in order, including failed ones."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tool calls of the answer, complete (finish_reason FINISH_REASON_TOOL_CALLS), in
+        index order, in both response modes.
+        """
+
     def __init__(
         self,
         *,
@@ -334,10 +426,11 @@ class Final(_message.Message):
         attempts: _abc.Iterable[Global___AttemptSummary] | None = ...,
         price_table_version: _builtins.str = ...,
         charge_micro_usd: _builtins.int = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "price_table_version", b"price_table_version", "provider", b"provider", "text", b"text", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "price_table_version", b"price_table_version", "provider", b"provider", "text", b"text", "tool_calls", b"tool_calls", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

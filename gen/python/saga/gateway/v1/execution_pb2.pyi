@@ -87,6 +87,7 @@ class ExecuteResponse(_message.Message):
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
     STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     RUN_MOVED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_TOKEN_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1 and increasing by one per
@@ -120,6 +121,10 @@ class ExecuteResponse(_message.Message):
         whose replica stopped): which steps were reused and which start again.
         """
 
+    @_builtins.property
+    def tool_call_token(self) -> _events_pb2.ToolCallToken:
+        """A piece of a tool call an LLM step's model is making; the router's tool_call_delta = 30."""
+
     def __init__(
         self,
         *,
@@ -132,13 +137,14 @@ class ExecuteResponse(_message.Message):
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
         step_skipped: _events_pb2.StepSkipped | None = ...,
         run_moved: _events_pb2.RunMoved | None = ...,
+        tool_call_token: _events_pb2.ToolCallToken | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token", "tool_call_token", b"tool_call_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token", "tool_call_token", b"tool_call_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped", "run_moved"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped", "run_moved", "tool_call_token"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -302,6 +308,7 @@ class WatchExecutionResponse(_message.Message):
     PROVIDERS_SKIPPED_FIELD_NUMBER: _builtins.int
     STEP_SKIPPED_FIELD_NUMBER: _builtins.int
     RUN_MOVED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_TOKEN_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the execution, starting at 1."""
@@ -333,6 +340,10 @@ class WatchExecutionResponse(_message.Message):
         whose replica stopped): which steps were reused and which start again.
         """
 
+    @_builtins.property
+    def tool_call_token(self) -> _events_pb2.ToolCallToken:
+        """A piece of a tool call an LLM step's model is making; the router's tool_call_delta = 30."""
+
     def __init__(
         self,
         *,
@@ -345,13 +356,14 @@ class WatchExecutionResponse(_message.Message):
         providers_skipped: _events_pb2.ProvidersSkipped | None = ...,
         step_skipped: _events_pb2.StepSkipped | None = ...,
         run_moved: _events_pb2.RunMoved | None = ...,
+        tool_call_token: _events_pb2.ToolCallToken | None = ...,
         sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token", "tool_call_token", b"tool_call_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "event", b"event", "provider_switched", b"provider_switched", "providers_skipped", b"providers_skipped", "run_moved", b"run_moved", "sequence", b"sequence", "step_completed", b"step_completed", "step_skipped", b"step_skipped", "step_started", b"step_started", "token", b"token", "tool_call_token", b"tool_call_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped", "run_moved"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "step_started", "token", "provider_switched", "step_completed", "completed", "providers_skipped", "step_skipped", "run_moved", "tool_call_token"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

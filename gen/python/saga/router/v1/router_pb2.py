@@ -28,31 +28,47 @@ from saga.execution.v1 import reason_events_pb2 as saga_dot_execution_dot_v1_dot
 from saga.router.v1 import providers_pb2 as saga_dot_router_dot_v1_dot_providers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/router/v1/router.proto\x12\x0esaga.router.v1\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/options.proto\x1a%saga/execution/v1/reason_events.proto\x1a\x1esaga/router/v1/providers.proto\">\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.saga.router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"s\n\x11\x41\x63\x63ountingContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x12\n\npattern_id\x18\x05 \x01(\t\"\xab\x05\n\rReasonRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.saga.router.v1.Message\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x36\n\rresponse_mode\x18\x06 \x01(\x0e\x32\x1f.saga.execution.v1.ResponseMode\x12-\n\x08strategy\x18\x07 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x1b\n\x13preferred_providers\x18\x08 \x03(\t\x12\x17\n\x0fpinned_provider\x18\t \x01(\t\x12\x16\n\x0e\x61llow_fallback\x18\n \x01(\x08\x12\x35\n\naccounting\x18\x0b \x01(\x0b\x32!.saga.router.v1.AccountingContext\x12\x1a\n\x12max_cost_micro_usd\x18\x0c \x01(\x03\x12\x19\n\x11\x61llowed_providers\x18\r \x03(\t\x12\x33\n\x07weights\x18\x0e \x01(\x0b\x32\".saga.execution.v1.StrategyWeights\x12\x12\n\x05top_p\x18\x0f \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x10 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x11 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x08\x65nd_user\x18\x13 \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xa8\x02\n\x0eReasonResponse\x12)\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.DeltaH\x00\x12/\n\x08switched\x18\x04 \x01(\x0b\x32\x1b.saga.execution.v1.SwitchedH\x00\x12-\n\x07\x61ttempt\x18\x07 \x01(\x0b\x32\x1a.saga.execution.v1.AttemptH\x00\x12)\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x18.saga.execution.v1.FinalH\x00\x12-\n\x07skipped\x18\t \x01(\x0b\x32\x1a.saga.execution.v1.SkippedH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07J\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x10\x10\x11\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x32\x99\x02\n\rRouterService\x12I\n\x06Reason\x12\x1d.saga.router.v1.ReasonRequest\x1a\x1e.saga.router.v1.ReasonResponse0\x01\x12\\\n\rListProviders\x12$.saga.router.v1.ListProvidersRequest\x1a%.saga.router.v1.ListProvidersResponse\x12_\n\x0e\x43heckProviders\x12%.saga.router.v1.CheckProvidersRequest\x1a&.saga.router.v1.CheckProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/router/v1/router.proto\x12\x0esaga.router.v1\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/options.proto\x1a%saga/execution/v1/reason_events.proto\x1a\x1esaga/router/v1/providers.proto\"\x85\x01\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.saga.router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\ntool_calls\x18( \x03(\x0b\x32\x1b.saga.execution.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18) \x01(\t\"R\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"H\n\nToolChoice\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.saga.router.v1.ToolChoiceMode\x12\x0c\n\x04name\x18\x02 \x01(\t\"u\n\x0eResponseFormat\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".saga.router.v1.ResponseFormatType\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bschema_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"s\n\x11\x41\x63\x63ountingContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x12\n\npattern_id\x18\x05 \x01(\t\"\xf4\x06\n\rReasonRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.saga.router.v1.Message\x12\x15\n\rsystem_prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x36\n\rresponse_mode\x18\x06 \x01(\x0e\x32\x1f.saga.execution.v1.ResponseMode\x12-\n\x08strategy\x18\x07 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12\x1b\n\x13preferred_providers\x18\x08 \x03(\t\x12\x17\n\x0fpinned_provider\x18\t \x01(\t\x12\x16\n\x0e\x61llow_fallback\x18\n \x01(\x08\x12\x35\n\naccounting\x18\x0b \x01(\x0b\x32!.saga.router.v1.AccountingContext\x12\x1a\n\x12max_cost_micro_usd\x18\x0c \x01(\x03\x12\x19\n\x11\x61llowed_providers\x18\r \x03(\t\x12\x33\n\x07weights\x18\x0e \x01(\x0b\x32\".saga.execution.v1.StrategyWeights\x12\x12\n\x05top_p\x18\x0f \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x10 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x11 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x08\x65nd_user\x18\x13 \x01(\t\x12#\n\x05tools\x18( \x03(\x0b\x32\x14.saga.router.v1.Tool\x12/\n\x0btool_choice\x18) \x01(\x0b\x32\x1a.saga.router.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18* \x01(\x08H\x05\x88\x01\x01\x12\x37\n\x0fresponse_format\x18+ \x01(\x0b\x32\x1e.saga.router.v1.ResponseFormatB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x16\n\x14_parallel_tool_calls\"\xe5\x02\n\x0eReasonResponse\x12)\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x18.saga.execution.v1.DeltaH\x00\x12/\n\x08switched\x18\x04 \x01(\x0b\x32\x1b.saga.execution.v1.SwitchedH\x00\x12-\n\x07\x61ttempt\x18\x07 \x01(\x0b\x32\x1a.saga.execution.v1.AttemptH\x00\x12)\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x18.saga.execution.v1.FinalH\x00\x12-\n\x07skipped\x18\t \x01(\x0b\x32\x1a.saga.execution.v1.SkippedH\x00\x12;\n\x0ftool_call_delta\x18\x1e \x01(\x0b\x32 .saga.execution.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07J\x04\x08\n\x10\x0bJ\x04\x08\x0b\x10\x0cJ\x04\x08\x10\x10\x11\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck\"\xee\x01\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x12\n\ndimensions\x18\x02 \x01(\x05\x12\x1b\n\x13preferred_providers\x18\x03 \x03(\t\x12\x17\n\x0fpinned_provider\x18\x04 \x01(\t\x12\x19\n\x11\x61llowed_providers\x18\x05 \x03(\t\x12\x16\n\x0e\x61llow_fallback\x18\x06 \x01(\x08\x12\x35\n\naccounting\x18\x07 \x01(\x0b\x32!.saga.router.v1.AccountingContext\x12\x1a\n\x12max_cost_micro_usd\x18\x08 \x01(\x03\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x8c\x02\n\rEmbedResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.saga.router.v1.Embedding\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.saga.execution.v1.Usage\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\x12\x18\n\x10\x63harge_micro_usd\x18\x04 \x01(\x03\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x1b\n\x13price_table_version\x18\x07 \x01(\t\x12\x33\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32!.saga.execution.v1.AttemptSummary*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xa3\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x1a\n\x16TOOL_CHOICE_MODE_NAMED\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03\x32\xdf\x02\n\rRouterService\x12I\n\x06Reason\x12\x1d.saga.router.v1.ReasonRequest\x1a\x1e.saga.router.v1.ReasonResponse0\x01\x12\\\n\rListProviders\x12$.saga.router.v1.ListProvidersRequest\x1a%.saga.router.v1.ListProvidersResponse\x12_\n\x0e\x43heckProviders\x12%.saga.router.v1.CheckProvidersRequest\x1a&.saga.router.v1.CheckProvidersResponse\x12\x44\n\x05\x45mbed\x12\x1c.saga.router.v1.EmbedRequest\x1a\x1d.saga.router.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1611
-  _globals['_ROLE']._serialized_end=1691
-  _globals['_MESSAGE']._serialized_start=183
-  _globals['_MESSAGE']._serialized_end=245
-  _globals['_ACCOUNTINGCONTEXT']._serialized_start=247
-  _globals['_ACCOUNTINGCONTEXT']._serialized_end=362
-  _globals['_REASONREQUEST']._serialized_start=365
-  _globals['_REASONREQUEST']._serialized_end=1048
-  _globals['_REASONRESPONSE']._serialized_start=1051
-  _globals['_REASONRESPONSE']._serialized_end=1347
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1349
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1371
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1373
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1491
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=1493
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=1535
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=1537
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=1609
-  _globals['_ROUTERSERVICE']._serialized_start=1694
-  _globals['_ROUTERSERVICE']._serialized_end=1975
+  _globals['_ROLE']._serialized_start=2778
+  _globals['_ROLE']._serialized_end=2873
+  _globals['_TOOLCHOICEMODE']._serialized_start=2876
+  _globals['_TOOLCHOICEMODE']._serialized_end=3039
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=3042
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=3207
+  _globals['_MESSAGE']._serialized_start=184
+  _globals['_MESSAGE']._serialized_end=317
+  _globals['_TOOL']._serialized_start=319
+  _globals['_TOOL']._serialized_end=401
+  _globals['_TOOLCHOICE']._serialized_start=403
+  _globals['_TOOLCHOICE']._serialized_end=475
+  _globals['_RESPONSEFORMAT']._serialized_start=477
+  _globals['_RESPONSEFORMAT']._serialized_end=594
+  _globals['_ACCOUNTINGCONTEXT']._serialized_start=596
+  _globals['_ACCOUNTINGCONTEXT']._serialized_end=711
+  _globals['_REASONREQUEST']._serialized_start=714
+  _globals['_REASONREQUEST']._serialized_end=1598
+  _globals['_REASONRESPONSE']._serialized_start=1601
+  _globals['_REASONRESPONSE']._serialized_end=1958
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1960
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1982
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1984
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2102
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=2104
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=2146
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=2148
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=2220
+  _globals['_EMBEDREQUEST']._serialized_start=2223
+  _globals['_EMBEDREQUEST']._serialized_end=2461
+  _globals['_EMBEDDING']._serialized_start=2463
+  _globals['_EMBEDDING']._serialized_end=2505
+  _globals['_EMBEDRESPONSE']._serialized_start=2508
+  _globals['_EMBEDRESPONSE']._serialized_end=2776
+  _globals['_ROUTERSERVICE']._serialized_start=3210
+  _globals['_ROUTERSERVICE']._serialized_end=3561
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,11 @@ class RouterServiceStub:
                 request_serializer=saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersRequest.SerializeToString,
                 response_deserializer=saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/saga.router.v1.RouterService/Embed',
+                request_serializer=saga_dot_router_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=saga_dot_router_dot_v1_dot_router__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -80,6 +85,16 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeds texts with a provider that has the `embeddings` capability: the inputs go in
+        batches to one provider (vectors of different models do not mix, so a fallback redoes
+        every batch on the next one), and every batch is an attempt accounted like a Reason
+        attempt (outbox, usage ledger, budget). Never retried by gRPC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +112,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.CheckProviders,
                     request_deserializer=saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersRequest.FromString,
                     response_serializer=saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=saga_dot_router_dot_v1_dot_router__pb2.EmbedRequest.FromString,
+                    response_serializer=saga_dot_router_dot_v1_dot_router__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +201,33 @@ class RouterService:
             '/saga.router.v1.RouterService/CheckProviders',
             saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersRequest.SerializeToString,
             saga_dot_router_dot_v1_dot_router__pb2.CheckProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.router.v1.RouterService/Embed',
+            saga_dot_router_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+            saga_dot_router_dot_v1_dot_router__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

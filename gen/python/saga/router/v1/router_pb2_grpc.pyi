@@ -45,6 +45,12 @@ class RouterServiceStub:
     """Configured providers with circuit state, health, prices and limits."""
     CheckProviders: _grpc.UnaryUnaryMultiCallable[_router_pb2.CheckProvidersRequest, _router_pb2.CheckProvidersResponse]
     """Probes providers actively (a minimal call each) and reports the results."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]
+    """Embeds texts with a provider that has the `embeddings` capability: the inputs go in
+    batches to one provider (vectors of different models do not mix, so a fallback redoes
+    every batch on the next one), and every batch is an attempt accounted like a Reason
+    attempt (outbox, usage ledger, budget). Never retried by gRPC.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -61,6 +67,12 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """Configured providers with circuit state, health, prices and limits."""
     CheckProviders: _aio.UnaryUnaryMultiCallable[_router_pb2.CheckProvidersRequest, _router_pb2.CheckProvidersResponse]  # type: ignore[assignment]
     """Probes providers actively (a minimal call each) and reports the results."""
+    Embed: _aio.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Embeds texts with a provider that has the `embeddings` capability: the inputs go in
+    batches to one provider (vectors of different models do not mix, so a fallback redoes
+    every batch on the next one), and every batch is an attempt accounted like a Reason
+    attempt (outbox, usage ledger, budget). Never retried by gRPC.
+    """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLM calls across providers."""
@@ -92,5 +104,17 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.CheckProvidersResponse, _abc.Awaitable[_router_pb2.CheckProvidersResponse]]:
         """Probes providers actively (a minimal call each) and reports the results."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _router_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.EmbedResponse, _abc.Awaitable[_router_pb2.EmbedResponse]]:
+        """Embeds texts with a provider that has the `embeddings` capability: the inputs go in
+        batches to one provider (vectors of different models do not mix, so a fallback redoes
+        every batch on the next one), and every batch is an attempt accounted like a Reason
+        attempt (outbox, usage ledger, budget). Never retried by gRPC.
+        """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
