@@ -17,6 +17,8 @@ from services.common.asof import resolve_asof
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
+from services.gateway.admission import Admission, RateLimited
+from services.gateway.authn import Principal
 from services.gateway.edge import Edge, new_execution_id, new_request_id
 from services.gateway.pack_health import PackGate
 from services.gateway.relay import Relay, scoped_relay
@@ -95,8 +97,16 @@ def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Execute, and the execution records (scope `execute`; the runtime decides whose)."""
 
-    def __init__(self, edge: Edge, runtime: grpc.aio.Channel, relay: Relay, gate: PackGate) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        runtime: grpc.aio.Channel,
+        relay: Relay,
+        gate: PackGate,
+        admission: Admission,
+    ) -> None:
         self._edge = edge
+        self._admission = admission
         self._relay = relay
         self._gate = gate
         self._run_pattern = runtime.unary_stream(
@@ -147,6 +157,28 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         _check_enums(request)
         asof = resolve_asof(request.asof)
         await self._gate.check(request.pattern_id, asof, request.options)
+        # Counted last, so a request refused for any other reason costs no quota.
+        try:
+            admitted = await self._admission.admit(principal)
+        except RateLimited as refused:
+            # The HTTP door turns initial metadata into response headers; gRPC clients
+            # read the same values from the trailers too.
+            await context.send_initial_metadata(refused.headers)
+            context.set_trailing_metadata(refused.headers)
+            raise
+        if admitted.headers:
+            await context.send_initial_metadata(admitted.headers)
+        async with self._admission.held(admitted):
+            async for event in self._run(request, asof, principal, context):
+                yield event
+
+    async def _run(
+        self,
+        request: execution_pb2.ExecuteRequest,
+        asof: str,
+        principal: Principal,
+        context: Context,
+    ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(
