@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import timestamp_pb2
 
+from clients.cli.arguments import EXIT_USAGE
 from clients.cli.output import is_past, table, to_json, when
 from clients.cli.settings import Metadata
 from saga.auth.v1 import api_keys_pb2
-from saga.gateway.v1 import account_pb2, account_pb2_grpc
+from saga.gateway.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc
 
 
 def read_secret(prompt: str) -> str:
@@ -75,6 +76,8 @@ async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata
             f"{when(info.expires_at, unset='never')}: shown once, store it now",
             file=sys.stderr,
         )
+    elif args.keys_command == "limits":
+        return await _set_limits(channel, args, md)
     elif args.keys_command == "list":
         listed = await stub.ListApiKeys(
             account_pb2.ListApiKeysRequest(), metadata=md, timeout=args.timeout
@@ -85,6 +88,32 @@ async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata
             account_pb2.RevokeApiKeyRequest(key_id=args.key_id), metadata=md, timeout=args.timeout
         )
         print(to_json(revoked) if args.json else f"revoked {revoked.info.key_id}")
+    return 0
+
+
+def limits_text(limits: api_keys_pb2.ApiKeyLimits) -> str:
+    """A key's own limits in words ("default" where it has none)."""
+    rpm, concurrent = limits.requests_per_minute, limits.concurrent_executions
+    return (
+        f"{f'{rpm} Executes/minute' if rpm else 'default rate'}, "
+        f"{f'{concurrent} at once' if concurrent else 'default concurrency'}"
+    )
+
+
+async def _set_limits(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga keys limits KEY_ID --rpm N --concurrent N | --clear` (an admin's key)."""
+    if args.clear == bool(args.rpm or args.concurrent):
+        print("saga keys limits: give --rpm and/or --concurrent, or --clear", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    stub: admin_pb2_grpc.AdminServiceAsyncStub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.SetApiKeyLimits(
+        admin_pb2.SetApiKeyLimitsRequest(
+            key_id=args.key_id, requests_per_minute=args.rpm, concurrent_executions=args.concurrent
+        ),
+        metadata=md,
+        timeout=args.timeout,
+    )
+    print(to_json(reply) if args.json else f"{reply.info.key_id}: {limits_text(reply.info.limits)}")
     return 0
 
 

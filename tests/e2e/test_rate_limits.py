@@ -18,9 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from saga.gateway.v1 import execution_pb2_grpc
+from saga.gateway.v1 import admin_pb2, admin_pb2_grpc, execution_pb2_grpc
 from services.common.status import describe
 from tests.e2e.test_budgets import new_key, new_user
+from tests.e2e.test_cli import ok, refused_in_one_line, saga_cli
 from tests.e2e.test_execute import bearer, chat
 from tests.e2e.test_resilience_gateway import provider_toml
 from tests.fakes.providers import FakeProviders, Script
@@ -64,6 +65,17 @@ async def new_user_key(stack: Stack) -> str:
     return (await new_key(stack, session))[0]
 
 
+async def set_key_limits(stack: Stack, key_id: str, rpm: int, concurrent: int, as_key: str) -> None:
+    async with stack.gateway_channel() as ch:
+        await admin_pb2_grpc.AdminServiceStub(ch).SetApiKeyLimits(
+            admin_pb2.SetApiKeyLimitsRequest(
+                key_id=key_id, requests_per_minute=rpm, concurrent_executions=concurrent
+            ),
+            metadata=bearer(as_key),
+            timeout=10,
+        )
+
+
 async def run(stack: Stack, key: str, gateway: str = "gateway") -> grpc.aio.AioRpcError | None:
     """One Execute to its end: None when it completed, else its error."""
     async with stack.gateway_channel(gateway) as ch:
@@ -88,9 +100,14 @@ class Held:
         )
 
     async def accepted(self) -> None:
-        """Wait for the run's first event (it is admitted and running)."""
-        first = await self.call.read()
-        assert first.WhichOneof("event") == "accepted"  # type: ignore[union-attr]
+        """Wait for the run's first token: it was admitted and its provider call (which took
+        the script queued for it) is streaming."""
+        kinds = []
+        while not kinds or kinds[-1] != "token":
+            event = await self.call.read()
+            assert event is not grpc.aio.EOF, kinds
+            kinds.append(event.WhichOneof("event"))  # type: ignore[union-attr]
+        assert kinds[0] == "accepted"
 
     async def cancel(self) -> None:
         self.call.cancel()
@@ -180,6 +197,42 @@ async def test_per_user_requests_per_hour_then_retry_info(
         assert details.quota_violations[0].description == f"{PER_HOUR} Executes per hour"
         assert dict(error.trailing_metadata() or ())["x-ratelimit-remaining"] == "0"
         assert await run(stack, other) is None  # another user is not affected
+
+
+async def test_an_admin_sets_a_keys_own_limits(tmp_path: Path, fake: FakeProviders) -> None:
+    async with stack_for(tmp_path, config=config(fake), **STANDARD) as stack:
+        _, session = await new_user(stack)
+        (wide, wide_id), (plain, _) = await new_key(stack, session), await new_key(stack, session)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:  # only an admin may
+            await set_key_limits(stack, wide_id, 2, 2, as_key=plain)
+        assert reason(denied.value) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING")
+        shown = ok(
+            await asyncio.to_thread(
+                saga_cli, stack, "keys", "limits", wide_id, "--rpm", "3", "--concurrent", "2"
+            )
+        )
+        assert shown.strip() == f"{wide_id}: 3 Executes/minute, 2 at once"
+        refused_in_one_line(await asyncio.to_thread(saga_cli, stack, "keys", "limits", wide_id))
+
+        fake.script("ollama", ENDLESS, ENDLESS, ENDLESS)
+        first, second = Held(stack, wide), Held(stack, wide)
+        await first.accepted()
+        await second.accepted()  # two at once for this key
+        error = await run(stack, wide)
+        assert reason(error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CONCURRENCY_LIMITED")
+        assert error is not None
+        assert describe(error).quota_violations[0].subject == f"key:{wide_id}"
+        assert dict(error.trailing_metadata() or ())["x-ratelimit-limit"] == "3"
+        # The key's own counters: the user's other key still has the default slot.
+        third = Held(stack, plain)
+        await third.accepted()
+        for held in (first, second, third):
+            await held.cancel()
+        assert await run(stack, wide) is None  # its third Execute this minute
+        error = await run(stack, wide)
+        assert reason(error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        assert error is not None
+        assert describe(error).quota_violations[0].description == "3 Executes per minute"
 
 
 async def test_two_gateways_on_one_redis_share_one_limit_and_a_killed_ones_slot_expires(
