@@ -41,7 +41,17 @@ def key_state(key: api_keys_pb2.ApiKeyInfo, now: datetime) -> str:
 def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
     """The caller's keys, one row each (scopes last: the one wide column)."""
     return table(
-        ("KEY ID", "PREFIX", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE", "SCOPES"),
+        (
+            "KEY ID",
+            "PREFIX",
+            "NAME",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+            "LIMITS",
+            "SCOPES",
+        ),
         [
             (
                 k.key_id,
@@ -51,6 +61,7 @@ def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
                 when(k.expires_at, unset="never"),
                 when(k.last_used_at, unset="never"),
                 key_state(k, now),
+                limits_text(k.limits),
                 ",".join(k.scopes),
             )
             for k in keys
@@ -92,12 +103,10 @@ async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata
 
 
 def limits_text(limits: api_keys_pb2.ApiKeyLimits) -> str:
-    """A key's own limits in words ("default" where it has none)."""
+    """A key's own limits ("600/min, 4 at once"); "default" when it has none."""
     rpm, concurrent = limits.requests_per_minute, limits.concurrent_executions
-    return (
-        f"{f'{rpm} Executes/minute' if rpm else 'default rate'}, "
-        f"{f'{concurrent} at once' if concurrent else 'default concurrency'}"
-    )
+    parts = [f"{rpm}/min" if rpm else "", f"{concurrent} at once" if concurrent else ""]
+    return ", ".join(p for p in parts if p) or "default"
 
 
 async def _set_limits(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:

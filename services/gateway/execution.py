@@ -1,8 +1,9 @@
 """`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller.
 
 Before the runtime is called: scopes, bounds, the asof (a real date, not after today; empty =
-today, resolved here so the whole run sees one date) and the freshness gate
-(`pack_health.PackGate`, cached: no RPC per Execute while its entries live)."""
+today, resolved here so the whole run sees one date), the freshness gate
+(`pack_health.PackGate`, cached: no RPC per Execute while its entries live) and, last, the
+rate limits (`admission.Admission`)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def Execute(
         self, request: execution_pb2.ExecuteRequest, context: Context
     ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
-        """Authenticate, check scopes, mint the request context, relay the runtime's stream."""
+        """Authenticate, check scopes, rate-limit (`Admission`: the run holds its concurrency
+        slot to its end), mint the request context, relay the runtime's stream."""
         principal = await self._edge.principal(context)
         principal.require("execute")
         if request.options.allow_stale_pack:
@@ -163,8 +165,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         except RateLimited as refused:
             # The HTTP door turns initial metadata into response headers; gRPC clients
             # read the same values from the trailers too.
-            await context.send_initial_metadata(refused.headers)
-            context.set_trailing_metadata(refused.headers)
+            if refused.headers:
+                await context.send_initial_metadata(refused.headers)
+                context.set_trailing_metadata(refused.headers)
             raise
         if admitted.headers:
             await context.send_initial_metadata(admitted.headers)

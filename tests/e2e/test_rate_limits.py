@@ -211,7 +211,7 @@ async def test_an_admin_sets_a_keys_own_limits(tmp_path: Path, fake: FakeProvide
                 saga_cli, stack, "keys", "limits", wide_id, "--rpm", "3", "--concurrent", "2"
             )
         )
-        assert shown.strip() == f"{wide_id}: 3 Executes/minute, 2 at once"
+        assert shown.strip() == f"{wide_id}: 3/min, 2 at once"
         refused_in_one_line(await asyncio.to_thread(saga_cli, stack, "keys", "limits", wide_id))
 
         fake.script("ollama", ENDLESS, ENDLESS, ENDLESS)
