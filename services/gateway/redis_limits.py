@@ -215,14 +215,14 @@ class RedisLimits:
         try:
             await self._renew(keys=[f"{self._prefix}leases:{lease_key}"], args=[lease_id, ttl])
         except _FAILURES as error:
-            log.info("lease not renewed", extra={"error": type(error).__name__})
+            self._went_down(error)  # one log line for the outage, not one per lease
 
     async def release(self, lease_key: str, lease_id: str) -> None:
         """Give a slot back; if Redis does not answer, it frees itself at its TTL."""
         try:
             await self._client.zrem(f"{self._prefix}leases:{lease_key}", lease_id)
         except _FAILURES as error:
-            log.info("lease not released", extra={"error": type(error).__name__})
+            self._went_down(error)
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -91,16 +91,25 @@ async def test_a_lease_holds_its_slot_until_released_or_expired() -> None:
 
 
 async def test_redis_decides_as_memory_does() -> None:
-    """The Lua script and the Python arithmetic agree, ask for ask (a real Redis)."""
+    """The Lua script and the Python arithmetic agree, ask for ask, on every path: admitted,
+    refused by the slots, by the caller's rate and by the global rate (a real Redis)."""
     client = Redis(host="127.0.0.1", port=6379)
     store = RedisLimits(client, f"saga:unit:{secrets.token_hex(6)}:", None, 1.0)
     memory = MemoryLimits()
-    asks = [_ask(concurrent=2, lease=f"l{i}", global_rate=Limit(100, 3600, 100)) for i in range(4)]
+    shared = Limit(5, 3600, 5)
+    asks = [_ask(concurrent=2, lease=f"l{i}", global_rate=shared) for i in range(3)]
+    asks += [_ask(global_rate=shared) for _ in range(2)]  # the rate: 3 an hour
+    asks += [_ask(user, global_rate=shared) for user in ("v", "w", "x")]  # global: 5 an hour
     try:
+        verdicts = []
         for ask in asks:
-            (shared, _), (local, _) = await store.decide(ask), await memory.decide(ask)
-            assert (shared.refused, shared.remaining) == (local.refused, local.remaining)
-            assert shared.reset == pytest.approx(local.reset, abs=1)
-            assert shared.retry_after == pytest.approx(local.retry_after, abs=1)
+            (remote, _), (local, _) = await store.decide(ask), await memory.decide(ask)
+            assert (remote.refused, remote.remaining) == (local.refused, local.remaining)
+            assert remote.reset == pytest.approx(local.reset, abs=1)
+            assert remote.retry_after == pytest.approx(local.retry_after, abs=1)
+            verdicts.append(remote.refused)
+        assert verdicts == ["", "", "concurrent", "", "requests", "", "", "global"]
+        await store.release("user:u", "l0")
+        assert (await store.decide(_ask(concurrent=2, lease="l9", rate=None)))[0].refused == ""
     finally:
         await store.close()
