@@ -169,9 +169,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 await context.send_initial_metadata(refused.headers)
                 context.set_trailing_metadata(refused.headers)
             raise
-        if admitted.headers:
-            await context.send_initial_metadata(admitted.headers)
-        async with self._admission.held(admitted):
+        async with self._admission.held(admitted):  # from here on, the slot is given back
+            if admitted.headers:
+                await context.send_initial_metadata(admitted.headers)
             async for event in self._run(request, asof, principal, context):
                 yield event
 
