@@ -15,7 +15,6 @@ from services.gateway.models import ModelCatalog, ModelServicer
 from services.gateway.limits import LimitStore, MemoryLimits
 from services.gateway.pack_health import PackGate, PackHealthServicer
 from services.gateway.patterns import PatternServicer
-from services.gateway.redis_limits import RedisLimits, connect
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
@@ -30,6 +29,9 @@ def limit_store(host: ServiceHost) -> LimitStore:
     limits = host.config.gateway.limits
     if not limits.redis_url:
         return MemoryLimits()
+    # Imported only when configured: the in-memory default needs no Redis client at all.
+    from services.gateway.redis_limits import RedisLimits, connect
+
     store = RedisLimits(
         connect(limits),
         limits.redis_key_prefix,
