@@ -11,8 +11,8 @@ from services.gateway.admin import AdminServicer
 from services.gateway.admission import Admission
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
-from services.gateway.models import ModelCatalog, ModelServicer
 from services.gateway.limits import LimitStore, MemoryLimits
+from services.gateway.models import ModelCatalog, ModelServicer
 from services.gateway.pack_health import PackGate, PackHealthServicer
 from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
