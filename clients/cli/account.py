@@ -48,8 +48,8 @@ def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
             "CREATED",
             "EXPIRES",
             "LAST USED",
-            "STATE",
             "LIMITS",
+            "STATE",
             "SCOPES",
         ),
         [
@@ -60,8 +60,8 @@ def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
                 when(k.created_at),
                 when(k.expires_at, unset="never"),
                 when(k.last_used_at, unset="never"),
-                key_state(k, now),
                 limits_text(k.limits),
+                key_state(k, now),
                 ",".join(k.scopes),
             )
             for k in keys
