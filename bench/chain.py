@@ -5,7 +5,8 @@ Real processes on loopback:
 * a fake OpenAI-compatible upstream (`bench.fake_upstream`, aiohttp, SSE) in its own process;
 * the six Saga services started as `tests.harness.Stack` starts them, configured with one
   `openai` provider (credential none, base_url at the fake) and a benchmark profile that lifts
-  every limit (no per-provider concurrency, rpm or tpm limits, no budget, log level warning);
+  every limit (no per-provider concurrency, rpm or tpm limits, no budget, the gateway's rate
+  limits lifted by `gateway.limits.profile = "benchmark"`, log level warning);
 * optionally (`--litellm`) the LiteLLM proxy with one worker, from a throwaway venv
   (`--litellm-bin`, default /tmp/litellm-venv/bin/litellm), pointed at the same fake.
 
@@ -85,6 +86,9 @@ per_user_micro_usd = 0
 
 [gateway]
 execute_deadline_seconds = 120
+
+[gateway.limits]
+profile = "benchmark"
 
 [[providers]]
 name = "upstream"

@@ -112,8 +112,8 @@ class Stack:
         which `start_all` starts too; its peers dial every replica (round robin). Before
         anything starts. Its process name, e.g. "runtime-2"."""
         name = f"{service}-{sum(1 for s in self.replicas.values() if s == service) + 2}"
-        port, probe, metrics = free_ports(3)
-        self.ports[name] = Ports(port, probe, metrics)
+        port, probe, metrics, http = free_ports(4)
+        self.ports[name] = Ports(port, probe, metrics, http if service == "gateway" else 0)
         self.replicas[name] = service
         addresses = [self.ports[service].port] + [
             self.ports[n].port for n, s in self.replicas.items() if s == service
@@ -135,6 +135,9 @@ class Stack:
         env["SAGA_DATA_DIR"] = str(self.data_dir)
         env["SAGA_SERVER__GRACE_SECONDS"] = "3"
         env["PYTHONUNBUFFERED"] = "1"
+        # Tests run many executions per user: limits are lifted unless a test (the limit
+        # tests, the README's) asks for the standard profile in its extra environment.
+        env["SAGA_GATEWAY__LIMITS__PROFILE"] = "benchmark"
         for service, p in self.ports.items():
             if service in self.replicas:
                 continue  # an extra replica's ports are its own process's only
@@ -150,6 +153,7 @@ class Stack:
             env[prefix + "PORT"] = str(ports.port)
             env[prefix + "PROBE_PORT"] = str(ports.probe_port)
             env[prefix + "METRICS_PORT"] = str(ports.metrics_port)
+            env[prefix + "HTTP_PORT"] = str(ports.http_port)
         return env
 
     def log_path(self, service: str) -> Path:
@@ -233,9 +237,10 @@ class Stack:
         """The admin API key auth wrote on first start."""
         return (self.data_dir / "admin.key").read_text().strip()
 
-    def gateway_channel(self) -> grpc.aio.Channel:
-        """A plaintext channel to the gateway's public port, as an outside client uses."""
-        return grpc.aio.insecure_channel(self.target("gateway"))
+    def gateway_channel(self, name: str = "gateway") -> grpc.aio.Channel:
+        """A plaintext channel to the gateway's public port (or a replica's, by its name), as
+        an outside client uses."""
+        return grpc.aio.insecure_channel(self.target(name))
 
     def channel_as(self, caller: str, service: str) -> grpc.aio.Channel:
         """An mTLS channel to `service` presenting `caller`'s certificate."""

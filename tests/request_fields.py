@@ -45,6 +45,7 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.CreateApiKeyRequest": "saga.auth.v1.CreateApiKeyRequest",
     "saga.gateway.v1.RevokeApiKeyRequest": "saga.auth.v1.RevokeApiKeyRequest",
     "saga.gateway.v1.SetProviderKeyRequest": "saga.auth.v1.SetProviderKeyRequest",
+    "saga.gateway.v1.SetApiKeyLimitsRequest": "saga.auth.v1.SetApiKeyLimitsRequest",
     "saga.gateway.v1.LinkProviderAccountRequest": "saga.auth.v1.LinkProviderAccountRequest",
     "saga.gateway.v1.PublishPackRequest": "saga.runtime.v1.PublishPackRequest",
     "saga.gateway.v1.ImportTransactionsRequest": "saga.runtime.v1.ImportTransactionsRequest",
@@ -93,6 +94,11 @@ FIELDS: dict[str, dict[str, Verdict]] = {
     "saga.auth.v1.RevokeApiKeyRequest": {
         "user_id": acted("services/auth/servicer.py"),
         "key_id": acted("services/auth/servicer.py"),
+    },
+    "saga.auth.v1.SetApiKeyLimitsRequest": {
+        "key_id": acted("services/auth/servicer.py"),
+        "requests_per_minute": acted("services/auth/servicer.py"),
+        "concurrent_executions": acted("services/auth/servicer.py"),
     },
     "saga.auth.v1.SetProviderKeyRequest": {
         "provider": acted("services/auth/servicer.py"),

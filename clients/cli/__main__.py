@@ -18,6 +18,7 @@
     saga keys create NAME [--scope S] [--expires 30d|12h|2027-01-01T00:00:00Z]
                                                a new API key for yourself (shown once)
     saga keys list | saga keys revoke KEY_ID   your keys with their expiry and state
+    saga keys limits KEY_ID [--rpm N] [--concurrent N] | --clear   a key's own limits (admin)
     saga register EMAIL | saga login EMAIL     password on stdin or a hidden prompt; register
                                                creates a user (an admin's key while
                                                self-registration is closed, the default)
@@ -114,6 +115,23 @@ def parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", parents=[common], help="your keys, their expiry and state")
     revoke = keys_sub.add_parser("revoke", parents=[common], help="revoke a key now")
     revoke.add_argument("key_id")
+    limits = keys_sub.add_parser(
+        "limits", parents=[common], help="set any key's own rate limits (admin)"
+    )
+    limits.add_argument("key_id")
+    limits.add_argument(
+        "--rpm",
+        type=arguments.count_limit(1_000_000),
+        default=0,
+        help="Executes per minute for this key alone (default: the per-user limit)",
+    )
+    limits.add_argument(
+        "--concurrent",
+        type=arguments.count_limit(10_000),
+        default=0,
+        help="executions at once for this key alone (default: the per-user limit)",
+    )
+    limits.add_argument("--clear", action="store_true", help="back to the per-user limits for both")
     for command in ("register", "login"):
         signing = sub.add_parser(
             command,

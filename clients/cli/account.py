@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import timestamp_pb2
 
+from clients.cli.arguments import EXIT_USAGE
 from clients.cli.output import is_past, table, to_json, when
 from clients.cli.settings import Metadata
 from saga.auth.v1 import api_keys_pb2
-from saga.gateway.v1 import account_pb2, account_pb2_grpc
+from saga.gateway.v1 import account_pb2, account_pb2_grpc, admin_pb2, admin_pb2_grpc
 
 
 def read_secret(prompt: str) -> str:
@@ -40,7 +41,17 @@ def key_state(key: api_keys_pb2.ApiKeyInfo, now: datetime) -> str:
 def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
     """The caller's keys, one row each (scopes last: the one wide column)."""
     return table(
-        ("KEY ID", "PREFIX", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATE", "SCOPES"),
+        (
+            "KEY ID",
+            "PREFIX",
+            "NAME",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "LIMITS",
+            "STATE",
+            "SCOPES",
+        ),
         [
             (
                 k.key_id,
@@ -49,6 +60,7 @@ def keys_table(keys: list[api_keys_pb2.ApiKeyInfo], now: datetime) -> str:
                 when(k.created_at),
                 when(k.expires_at, unset="never"),
                 when(k.last_used_at, unset="never"),
+                limits_text(k.limits),
                 key_state(k, now),
                 ",".join(k.scopes),
             )
@@ -75,6 +87,8 @@ async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata
             f"{when(info.expires_at, unset='never')}: shown once, store it now",
             file=sys.stderr,
         )
+    elif args.keys_command == "limits":
+        return await _set_limits(channel, args, md)
     elif args.keys_command == "list":
         listed = await stub.ListApiKeys(
             account_pb2.ListApiKeysRequest(), metadata=md, timeout=args.timeout
@@ -85,6 +99,30 @@ async def keys(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata
             account_pb2.RevokeApiKeyRequest(key_id=args.key_id), metadata=md, timeout=args.timeout
         )
         print(to_json(revoked) if args.json else f"revoked {revoked.info.key_id}")
+    return 0
+
+
+def limits_text(limits: api_keys_pb2.ApiKeyLimits) -> str:
+    """A key's own limits ("600/min, 4 at once"); "default" when it has none."""
+    rpm, concurrent = limits.requests_per_minute, limits.concurrent_executions
+    parts = [f"{rpm}/min" if rpm else "", f"{concurrent} at once" if concurrent else ""]
+    return ", ".join(p for p in parts if p) or "default"
+
+
+async def _set_limits(channel: grpc.aio.Channel, args: argparse.Namespace, md: Metadata) -> int:
+    """`saga keys limits KEY_ID --rpm N --concurrent N | --clear` (an admin's key)."""
+    if args.clear == bool(args.rpm or args.concurrent):
+        print("saga keys limits: give --rpm and/or --concurrent, or --clear", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    stub: admin_pb2_grpc.AdminServiceAsyncStub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.SetApiKeyLimits(
+        admin_pb2.SetApiKeyLimitsRequest(
+            key_id=args.key_id, requests_per_minute=args.rpm, concurrent_executions=args.concurrent
+        ),
+        metadata=md,
+        timeout=args.timeout,
+    )
+    print(to_json(reply) if args.json else f"{reply.info.key_id}: {limits_text(reply.info.limits)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import NoReturn
@@ -85,6 +86,17 @@ def seconds(text: str) -> float:
     if not 0 < value <= MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"{text!r}: use more than 0 and at most {MAX_TIMEOUT:g}")
     return value
+
+
+def count_limit(high: int) -> Callable[[str], int]:
+    """`--rpm` / `--concurrent`: a whole number from 1 to `high` (auth's bound)."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not 1 <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: use a whole number from 1 to {high:,}")
+        return int(text)
+
+    return parse
 
 
 def dimensions(text: str) -> tuple[str, ...]:

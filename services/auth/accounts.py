@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from services.auth import api_keys
-from services.auth.api_keys import ApiKey, Principal
+from services.auth.api_keys import ApiKey, KeyLimits, Principal
 from services.auth.scopes import grantable
 from services.auth.store import Store
 from services.common.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
@@ -20,6 +20,8 @@ log = logging.getLogger("saga.auth.keys")
 MAX_CREDENTIAL_LENGTH = 4096
 MAX_NAME_LENGTH = 100
 MAX_KEYS_PER_USER = 100
+MAX_KEY_REQUESTS_PER_MINUTE = 1_000_000
+MAX_KEY_CONCURRENT = 10_000
 TOUCH_INTERVAL_SECONDS = 60.0
 """last_used_at is written at most this often per key, not on every Authenticate."""
 LATEST_EXPIRY = 253402300799.0
@@ -87,6 +89,7 @@ class Accounts:
             scopes=key.scopes,
             credential_id=key.key_id,
             expires_at=key.expires_at,
+            limits=key.limits,
         )
 
     async def create(
@@ -133,6 +136,34 @@ class Accounts:
     async def keys(self, user_id: str) -> list[ApiKey]:
         """`user_id`'s keys, newest first."""
         return await self._store.keys(user_id)
+
+    async def set_limits(self, key_id: str, limits: KeyLimits) -> ApiKey:
+        """Set any key's own limits (the caller checked that an admin acts). NotFound when
+        no key has that id."""
+        violations = [
+            FieldViolation(name, f"0 (the default) to {high:,}")
+            for name, value, high in (
+                ("requests_per_minute", limits.requests_per_minute, MAX_KEY_REQUESTS_PER_MINUTE),
+                ("concurrent_executions", limits.concurrent_executions, MAX_KEY_CONCURRENT),
+            )
+            if not 0 <= value <= high
+        ]
+        if violations:
+            raise InvalidArgument(
+                "API key limits out of range", reason="LIMIT_INVALID", field_violations=violations
+            )
+        key = await self._store.set_limits(key_id, limits)
+        if key is None:
+            raise NotFound("no such API key", reason="API_KEY_NOT_FOUND")
+        log.info(
+            "api key limits set",
+            extra={
+                "key_id": key_id,
+                "requests_per_minute": limits.requests_per_minute,
+                "concurrent_executions": limits.concurrent_executions,
+            },
+        )
+        return key
 
     async def revoke(self, user_id: str, key_id: str) -> ApiKey:
         """Revoke one of `user_id`'s keys (idempotent). NotFound when the user owns no such

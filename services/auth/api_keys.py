@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PREFIX = "saga_ak_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -33,6 +33,14 @@ class User:
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """An API key's own Execute limits, set by an admin; 0 = the deployment's default."""
+
+    requests_per_minute: int = 0
+    concurrent_executions: int = 0
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """What auth knows about a key, without its secret (all times in Unix seconds)."""
 
@@ -45,6 +53,7 @@ class ApiKey:
     expires_at: float | None = None
     revoked_at: float | None = None
     last_used_at: float | None = None
+    limits: KeyLimits = field(default_factory=lambda: KeyLimits())
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class Principal:
     expires_at: float | None
     kind: str = "api_key"
     """"api_key" or "jwt"."""
+    limits: KeyLimits = field(default_factory=lambda: KeyLimits())
+    """The API key's own limits (a JWT has none of its own)."""
 
 
 def _base62(number: int, width: int) -> str:

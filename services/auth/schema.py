@@ -99,8 +99,15 @@ _V3 = """
       )
 """
 
+# An API key's own rate limits, set by an admin (0 = the deployment's per-user default).
+_V4 = """
+    ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE api_keys ADD COLUMN concurrent_executions INTEGER NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRESQL},
     _V2,
     _V3,
+    _V4,
 )

@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 
 from saga.auth.v1 import api_keys_pb2, auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts
-from services.auth.api_keys import ApiKey
+from services.auth.api_keys import ApiKey, KeyLimits
 from services.auth.credential import API_KEY
 from services.auth.provider_credentials import ProviderCredentials
 from services.auth.signing_keys import SigningKeys
@@ -71,6 +71,14 @@ def _info(key: ApiKey) -> api_keys_pb2.ApiKeyInfo:
         expires_at=_timestamp(key.expires_at),
         revoked_at=_timestamp(key.revoked_at),
         last_used_at=_timestamp(key.last_used_at),
+        limits=_limits(key.limits),
+    )
+
+
+def _limits(limits: KeyLimits) -> api_keys_pb2.ApiKeyLimits:
+    return api_keys_pb2.ApiKeyLimits(
+        requests_per_minute=limits.requests_per_minute,
+        concurrent_executions=limits.concurrent_executions,
     )
 
 
@@ -147,6 +155,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 credential_id=principal.credential_id,
                 kind=_KINDS[principal.kind],
                 expires_at=_timestamp(principal.expires_at),
+                limits=_limits(principal.limits),
             )
         )
 
@@ -200,6 +209,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await self._acting_for(context, request.user_id)
         key = await self._p.accounts.revoke(request.user_id, request.key_id)
         return auth_pb2.RevokeApiKeyResponse(info=_info(key))
+
+    async def SetApiKeyLimits(
+        self, request: auth_pb2.SetApiKeyLimitsRequest, context: Context
+    ) -> auth_pb2.SetApiKeyLimitsResponse:
+        """Set any key's own rate limits (an admin's request context required)."""
+        await self._admin(context)
+        key = await self._p.accounts.set_limits(
+            request.key_id,
+            KeyLimits(request.requests_per_minute, request.concurrent_executions),
+        )
+        return auth_pb2.SetApiKeyLimitsResponse(info=_info(key))
 
     async def GetJwks(
         self, request: auth_pb2.GetJwksRequest, context: Context

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.auth.api_keys import ApiKey, User
+from services.auth.api_keys import ApiKey, KeyLimits, User
 from services.common.database import Database, Row, Tx
 from services.common.errors import NotFound, QuotaViolation, ResourceExhausted
 
 _KEY_COLUMNS = (
-    "key_id, user_id, name, prefix, scopes, created_at, expires_at, revoked_at, last_used_at"
+    "key_id, user_id, name, prefix, scopes, created_at, expires_at, revoked_at, last_used_at,"
+    " requests_per_minute, concurrent_executions"
 )
 
 
@@ -40,6 +41,7 @@ def _key(row: Row) -> ApiKey:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        limits=KeyLimits(row["requests_per_minute"], row["concurrent_executions"]),
     )
 
 
@@ -50,7 +52,7 @@ def _user(row: Row) -> User:
 async def _insert_key(tx: Tx, key: ApiKey, key_hash: str) -> None:
     await tx.execute(
         f"INSERT INTO api_keys ({_KEY_COLUMNS}, key_hash)"  # noqa: S608 (constant column list)
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         key.key_id,
         key.user_id,
         key.name,
@@ -60,6 +62,8 @@ async def _insert_key(tx: Tx, key: ApiKey, key_hash: str) -> None:
         key.expires_at,
         key.revoked_at,
         key.last_used_at,
+        key.limits.requests_per_minute,
+        key.limits.concurrent_executions,
         key_hash,
     )
 
@@ -198,6 +202,22 @@ class Store:
             user_id,
         )
         return [_key(r) for r in rows]
+
+    async def set_limits(self, key_id: str, limits: KeyLimits) -> ApiKey | None:
+        """Set any key's own limits; None when no key has that id."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE api_keys SET requests_per_minute = $1, concurrent_executions = $2"
+                " WHERE key_id = $3",
+                limits.requests_per_minute,
+                limits.concurrent_executions,
+                key_id,
+            )
+            row: Any = await tx.fetchrow(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = $1",  # noqa: S608 (constant column list)
+                key_id,
+            )
+        return None if row is None else _key(row)
 
     async def revoke(self, user_id: str, key_id: str, now: float) -> ApiKey | None:
         """Revoke `user_id`'s key `key_id` (keeping the first revocation time); None when

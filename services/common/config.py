@@ -342,6 +342,79 @@ class ModelGroupConfig:
     description: str = field(default="", metadata=_doc("what it is for, listed by /v1/models"))
 
 
+LIMIT_PROFILES = ("standard", "benchmark")
+"""What `gateway.limits.profile` may name (services/gateway/limits.py applies them)."""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Rate limits on Execute (SPEC 3.1): GCRA per user and global, and leases on concurrent
+    executions per user; per API key overrides are set by an admin (`saga keys limits`)."""
+
+    profile: str = field(
+        default="standard",
+        metadata=_doc(
+            "standard: the limits below; benchmark: the per-user, global and concurrency "
+            "defaults are lifted (unlimited) for load tests, while a key's own overrides "
+            "still hold",
+            choices=LIMIT_PROFILES,
+        ),
+    )
+    requests_per_hour: int = field(
+        default=100,
+        metadata=_doc(
+            "Executes per hour per user (GCRA; the whole hour may be spent in a burst)", min=1
+        ),
+    )
+    global_requests_per_hour: int = field(
+        default=10_000, metadata=_doc("Executes per hour across all users (GCRA)", min=1)
+    )
+    concurrent_executions: int = field(
+        default=1, metadata=_doc("executions one user may run at once", min=1, max=10_000)
+    )
+    lease_ttl_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "life of a concurrency slot, renewed every third of it while the run streams; "
+            "a crashed gateway's slots are free after this long",
+            min=1,
+            max=3600,
+        ),
+    )
+    redis_url: str = field(
+        default="",
+        metadata=_doc(
+            "empty: limits in this gateway's memory; redis://host:6379/0 (or rediss://): "
+            "shared by every gateway replica"
+        ),
+    )
+    redis_key_prefix: str = field(
+        default="saga:limits:", metadata=_doc("prefix of every Redis key the limits write")
+    )
+    redis_failure_mode: str = field(
+        default="closed",
+        metadata=_doc(
+            "when Redis is unreachable: closed refuses Executes (UNAVAILABLE "
+            "RATE_LIMITER_UNAVAILABLE); open falls back to this gateway's in-memory limits. "
+            "Either way saga_gateway_rate_limiter_degraded is 1 and a log line says so",
+            choices=("closed", "open"),
+        ),
+    )
+    redis_timeout_seconds: float = field(
+        default=0.5,
+        metadata=_doc("connect and reply timeout of one Redis decision", min=0.01, max=10),
+    )
+    redis_retry_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "after Redis failed, how long decisions stay local (or refused) before Redis is "
+            "tried again",
+            min=0.05,
+            max=60,
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """The public edge."""
@@ -386,6 +459,7 @@ class GatewayConfig:
             "OpenAI-compatible API that stand for providers in a fallback order"
         ),
     )
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass(frozen=True)
@@ -1135,6 +1209,13 @@ def _validate(config: Config) -> Config:
         raise ConfigError(
             "storage.namespace: use lower-case letters, digits and _ (at most 41), "
             "starting with a letter. Fix: e.g. saga."
+        )
+    redis_url = config.gateway.limits.redis_url
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"gateway.limits.redis_url: {redis_url.split('@')[-1]!r} is not a redis:// URL. "
+            "Fix: use redis://host:6379/0 (rediss:// for TLS), or leave it empty for "
+            "in-memory limits."
         )
     if not config.providers:
         raise ConfigError("providers: none configured. Fix: add a [[providers]] table.")

@@ -140,11 +140,17 @@ def status_for(error: BaseException, domain: str) -> status_pb2.Status:
 async def abort(
     context: grpc.aio.ServicerContext[object, object], status: status_pb2.Status
 ) -> None:
-    """End the RPC with `status` (raises, as `context.abort` does)."""
+    """End the RPC with `status` (raises, as `context.abort` does), keeping the trailing
+    metadata the handler set before it failed (e.g. the gateway's x-ratelimit-* values)."""
+    kept = tuple(
+        (key, value)
+        for key, value in context.trailing_metadata() or ()
+        if key != STATUS_DETAILS_KEY
+    )
     await context.abort(
         grpc.StatusCode[code_pb2.Code.Name(status.code)],
         status.message,
-        ((STATUS_DETAILS_KEY, status.SerializeToString()),),
+        (*kept, (STATUS_DETAILS_KEY, status.SerializeToString())),
     )
 
 

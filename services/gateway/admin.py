@@ -17,6 +17,10 @@ ADMIN_RELAYS = {
         "/saga.auth.v1.AuthService/LinkProviderAccount",
         pb.LinkProviderAccountResponse,
     ),
+    "SetApiKeyLimits": (
+        "/saga.auth.v1.AuthService/SetApiKeyLimits",
+        pb.SetApiKeyLimitsResponse,
+    ),
     "PublishPack": ("/saga.runtime.v1.PackService/PublishPack", pb.PublishPackResponse),
     "ListProviders": ("/saga.router.v1.RouterService/ListProviders", pb.ListProvidersResponse),
     "CheckProviders": ("/saga.router.v1.RouterService/CheckProviders", pb.CheckProvidersResponse),
@@ -52,6 +56,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     SetProviderKey = admin_relay(*ADMIN_RELAYS["SetProviderKey"])
     LinkProviderAccount = admin_relay(*ADMIN_RELAYS["LinkProviderAccount"])
+    SetApiKeyLimits = admin_relay(*ADMIN_RELAYS["SetApiKeyLimits"])
     PublishPack = admin_relay(*ADMIN_RELAYS["PublishPack"])
     ListProviders = admin_relay(*ADMIN_RELAYS["ListProviders"])
     CheckProviders = admin_relay(*ADMIN_RELAYS["CheckProviders"])

@@ -8,8 +8,10 @@ from services.common.context import ContextSigner, ensure_context_keys, load_pri
 from services.common.server import Registration, ServiceHost
 from services.gateway.account import AccountServicer
 from services.gateway.admin import AdminServicer
+from services.gateway.admission import Admission
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
+from services.gateway.limits import LimitStore, MemoryLimits
 from services.gateway.models import ModelCatalog, ModelServicer
 from services.gateway.pack_health import PackGate, PackHealthServicer
 from services.gateway.patterns import PatternServicer
@@ -20,6 +22,24 @@ from services.gateway.web.facade import Facade
 from services.gateway.web.openai_api import OpenAIApi
 from services.gateway.web.probes import Probes
 from services.gateway.web.server import serve_http
+
+
+def limit_store(host: ServiceHost) -> LimitStore:
+    """In memory, or in Redis (closed on shutdown) when `gateway.limits.redis_url` is set."""
+    limits = host.config.gateway.limits
+    if not limits.redis_url:
+        return MemoryLimits()
+    # Imported only when configured: the in-memory default needs no Redis client at all.
+    from services.gateway.redis_limits import RedisLimits, connect
+
+    store = RedisLimits(
+        connect(limits),
+        limits.redis_key_prefix,
+        fallback=MemoryLimits() if limits.redis_failure_mode == "open" else None,
+        retry_seconds=limits.redis_retry_seconds,
+    )
+    host.on_stop(store.close)
+    return store
 
 
 async def build(host: ServiceHost) -> list[Registration]:
@@ -37,7 +57,9 @@ async def build(host: ServiceHost) -> list[Registration]:
     runtime = host.peers.channel("runtime")
     gate = PackGate(config.gateway, runtime)
     patterns = PatternServicer(edge, relay)
-    execution, catalog = ExecutionServicer(edge, runtime, relay, gate), ModelCatalog(config)
+    admission = Admission(config.gateway.limits, limit_store(host))
+    execution = ExecutionServicer(edge, runtime, relay, gate, admission)
+    catalog = ModelCatalog(config)
     models = ModelServicer(edge, catalog)
     registrations = [
         Registration.of(execution),

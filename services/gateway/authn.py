@@ -39,6 +39,10 @@ class Principal:
     credential_id: str
     expires_at: float | None = None
     """When the credential stops being valid (Unix seconds); None when it never expires."""
+    requests_per_minute: int = 0
+    """The API key's own Execute rate, set by an admin; 0 = the deployment's default."""
+    concurrent_executions: int = 0
+    """The API key's own concurrency limit, set by an admin; 0 = the deployment's default."""
 
     def require(self, scope: str, *alternatives: str) -> None:
         """PermissionDenied unless the caller holds `scope` (or one of `alternatives`)."""

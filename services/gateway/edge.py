@@ -41,6 +41,8 @@ class Edge:
             tenant=p.tenant,
             scopes=frozenset(p.scopes),
             credential_id=p.credential_id,
+            requests_per_minute=p.limits.requests_per_minute,
+            concurrent_executions=p.limits.concurrent_executions,
             # The cache keeps the principal no longer than the credential lives.
             expires_at=p.expires_at.seconds + p.expires_at.nanos / 1e9
             if p.HasField("expires_at")

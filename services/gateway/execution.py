@@ -1,8 +1,9 @@
 """`saga.gateway.v1.ExecutionService`: run a pattern and relay its events to the caller.
 
 Before the runtime is called: scopes, bounds, the asof (a real date, not after today; empty =
-today, resolved here so the whole run sees one date) and the freshness gate
-(`pack_health.PackGate`, cached: no RPC per Execute while its entries live)."""
+today, resolved here so the whole run sees one date), the freshness gate
+(`pack_health.PackGate`, cached: no RPC per Execute while its entries live) and, last, the
+rate limits (`admission.Admission`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from services.common.asof import resolve_asof
 from services.common.call_options import MAX_COST_MICRO_USD, names_problem, weights_problem
 from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
+from services.gateway.admission import Admission, RateLimited
+from services.gateway.authn import Principal
 from services.gateway.edge import Edge, new_execution_id, new_request_id
 from services.gateway.pack_health import PackGate
 from services.gateway.relay import Relay, scoped_relay
@@ -95,8 +98,16 @@ def _check_enums(request: execution_pb2.ExecuteRequest) -> None:
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     """Execute, and the execution records (scope `execute`; the runtime decides whose)."""
 
-    def __init__(self, edge: Edge, runtime: grpc.aio.Channel, relay: Relay, gate: PackGate) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        runtime: grpc.aio.Channel,
+        relay: Relay,
+        gate: PackGate,
+        admission: Admission,
+    ) -> None:
         self._edge = edge
+        self._admission = admission
         self._relay = relay
         self._gate = gate
         self._run_pattern = runtime.unary_stream(
@@ -138,7 +149,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def Execute(
         self, request: execution_pb2.ExecuteRequest, context: Context
     ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
-        """Authenticate, check scopes, mint the request context, relay the runtime's stream."""
+        """Authenticate, check scopes, rate-limit (`Admission`: the run holds its concurrency
+        slot to its end), mint the request context, relay the runtime's stream."""
         principal = await self._edge.principal(context)
         principal.require("execute")
         if request.options.allow_stale_pack:
@@ -147,6 +159,29 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         _check_enums(request)
         asof = resolve_asof(request.asof)
         await self._gate.check(request.pattern_id, asof, request.options)
+        # Counted last, so a request refused for any other reason costs no quota.
+        try:
+            admitted = await self._admission.admit(principal)
+        except RateLimited as refused:
+            # The HTTP door turns initial metadata into response headers; gRPC clients
+            # read the same values from the trailers too.
+            if refused.headers:
+                await context.send_initial_metadata(refused.headers)
+                context.set_trailing_metadata(refused.headers)
+            raise
+        async with self._admission.held(admitted):  # from here on, the slot is given back
+            if admitted.headers:
+                await context.send_initial_metadata(admitted.headers)
+            async for event in self._run(request, asof, principal, context):
+                yield event
+
+    async def _run(
+        self,
+        request: execution_pb2.ExecuteRequest,
+        asof: str,
+        principal: Principal,
+        context: Context,
+    ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(

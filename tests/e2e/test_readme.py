@@ -1,15 +1,18 @@
 """The README's first-run commands work as written on a fresh stack (the default config, as
 `make run` starts it): each line of its first `sh` block of `saga` commands is run with the
-real CLI against the real services, as the admin `make run` created."""
+real CLI against the real services, as the admin `make run` created, with the default
+limits."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import shlex
+from pathlib import Path
 
 from tests.e2e.test_cli import ok, saga_cli
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, stack_for
 
 PASSWORD = "pw " + secrets.token_urlsafe(15)
 
@@ -37,11 +40,12 @@ def first_run_commands() -> list[tuple[list[str], str]]:
     return commands
 
 
-def test_the_readme_first_run_commands_work_as_written(stack: Stack) -> None:
+async def test_the_readme_first_run_commands_work_as_written(tmp_path: Path) -> None:
     commands = first_run_commands()
     assert len(commands) >= 10  # the block was found and read whole
-    # The shared stack outlives one test: a fresh address for the account the README makes.
-    email = f"readme.{secrets.token_hex(4)}@example.com"
-    for args, stdin in commands:
-        args = [email if a == "alice@example.com" else a for a in args]
-        ok(saga_cli(stack, *args, stdin=stdin))
+    # The real default limits, as `make run` has them (the harness lifts them for others).
+    async with stack_for(tmp_path, SAGA_GATEWAY__LIMITS__PROFILE="standard") as stack:
+        email = f"readme.{secrets.token_hex(4)}@example.com"
+        for args, stdin in commands:
+            args = [email if a == "alice@example.com" else a for a in args]
+            ok(await asyncio.to_thread(saga_cli, stack, *args, stdin=stdin))

@@ -8,8 +8,13 @@ from collections.abc import Awaitable
 import pytest
 
 from services.auth import api_keys
-from services.auth.accounts import MAX_KEYS_PER_USER, TOUCH_INTERVAL_SECONDS, Accounts
-from services.auth.api_keys import User
+from services.auth.accounts import (
+    MAX_KEY_REQUESTS_PER_MINUTE,
+    MAX_KEYS_PER_USER,
+    TOUCH_INTERVAL_SECONDS,
+    Accounts,
+)
+from services.auth.api_keys import KeyLimits, User
 from services.auth.store import Store
 from services.common.context import SCOPES
 from services.common.database import Database
@@ -120,4 +125,25 @@ async def test_names_are_bounded_and_users_must_exist(store: Store) -> None:
     )
     assert await reason_of(accounts.create("usr_zz", "", ["execute"], None, held=SCOPES)) == (
         "USER_NOT_FOUND"
+    )
+
+
+async def test_a_keys_own_limits_are_stored_bounded_and_carried_in_its_principal(
+    store: Store,
+) -> None:
+    accounts = Accounts(store, Clock())
+    secret, key = await accounts.create("usr_a", "ci", ["execute"], None, held=SCOPES)
+    assert (await accounts.authenticate(secret)).limits == KeyLimits()
+    updated = await accounts.set_limits(key.key_id, KeyLimits(30, 2))
+    assert updated.limits == KeyLimits(30, 2)
+    assert (await accounts.keys("usr_a"))[0].limits == KeyLimits(30, 2)
+    assert (await accounts.authenticate(secret)).limits == KeyLimits(30, 2)
+    await accounts.set_limits(key.key_id, KeyLimits())  # zeros: back to the defaults
+    assert (await accounts.authenticate(secret)).limits == KeyLimits()
+    with pytest.raises(InvalidArgument) as bad:
+        await accounts.set_limits(key.key_id, KeyLimits(MAX_KEY_REQUESTS_PER_MINUTE + 1, 0))
+    assert bad.value.reason == "LIMIT_INVALID"
+    assert [v.field for v in bad.value.field_violations] == ["requests_per_minute"]
+    assert await reason_of(accounts.set_limits("key_unknown", KeyLimits(1, 1))) == (
+        "API_KEY_NOT_FOUND"
     )

@@ -175,6 +175,17 @@ class _V1Store(Store):
             user.tenant,
             user.created_at,
         )
-        await self.add_key(key, key_hash, limit=1, now=key.created_at)
+        # The first release's columns (today's Store writes later versions' too).
+        await self._db.execute(
+            "INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, scopes, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            key.key_id,
+            key.user_id,
+            key_hash,
+            key.prefix,
+            key.name,
+            " ".join(key.scopes),
+            key.created_at,
+        )
         on_created()
         return True

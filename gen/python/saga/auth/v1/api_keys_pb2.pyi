@@ -35,6 +35,7 @@ class ApiKeyInfo(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     name: _builtins.str
     """Owner-chosen label."""
@@ -56,6 +57,10 @@ class ApiKeyInfo(_message.Message):
     def last_used_at(self) -> _timestamp_pb2.Timestamp:
         """Unset = never used."""
 
+    @_builtins.property
+    def limits(self) -> Global___ApiKeyLimits:
+        """The key's own rate limits, set by an admin (SetApiKeyLimits); zeros = the defaults."""
+
     def __init__(
         self,
         *,
@@ -67,11 +72,40 @@ class ApiKeyInfo(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
         last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        limits: Global___ApiKeyLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "limits", b"limits", "revoked_at", b"revoked_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "key_id", b"key_id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "revoked_at", b"revoked_at", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "key_id", b"key_id", "last_used_at", b"last_used_at", "limits", b"limits", "name", b"name", "prefix", b"prefix", "revoked_at", b"revoked_at", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApiKeyInfo: _TypeAlias = ApiKeyInfo  # noqa: Y015
+
+@_typing.final
+class ApiKeyLimits(_message.Message):
+    """An API key's own limits on Execute, replacing the deployment's per-user defaults for that
+    key alone (the key then has its own counters; the global limit still applies).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    CONCURRENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    requests_per_minute: _builtins.int
+    """Executes per minute; 0 = the per-user default (gateway.limits.requests_per_hour)."""
+    concurrent_executions: _builtins.int
+    """Executions at once; 0 = the per-user default (gateway.limits.concurrent_executions)."""
+    def __init__(
+        self,
+        *,
+        requests_per_minute: _builtins.int = ...,
+        concurrent_executions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrent_executions", b"concurrent_executions", "requests_per_minute", b"requests_per_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiKeyLimits: _TypeAlias = ApiKeyLimits  # noqa: Y015

@@ -75,6 +75,7 @@ class Principal(_message.Message):
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     tenant: _builtins.str
     credential_id: _builtins.str
@@ -88,6 +89,10 @@ class Principal(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When the credential expires; unset = never. Caches must not outlive it."""
 
+    @_builtins.property
+    def limits(self) -> _api_keys_pb2.ApiKeyLimits:
+        """An API key's own rate limits (zeros, and always for a JWT: the defaults)."""
+
     def __init__(
         self,
         *,
@@ -97,10 +102,11 @@ class Principal(_message.Message):
         credential_id: _builtins.str = ...,
         kind: Global___CredentialKind.ValueType = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        limits: _api_keys_pb2.ApiKeyLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "scopes", b"scopes", "tenant", b"tenant", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "limits", b"limits", "scopes", b"scopes", "tenant", b"tenant", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -430,6 +436,53 @@ class RevokeApiKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeApiKeyResponse: _TypeAlias = RevokeApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class SetApiKeyLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    CONCURRENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    requests_per_minute: _builtins.int
+    """Executes per minute for this key alone, at most 1,000,000; 0 = the per-user default."""
+    concurrent_executions: _builtins.int
+    """Executions at once for this key alone, at most 10,000; 0 = the per-user default."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        requests_per_minute: _builtins.int = ...,
+        concurrent_executions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrent_executions", b"concurrent_executions", "key_id", b"key_id", "requests_per_minute", b"requests_per_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetApiKeyLimitsRequest: _TypeAlias = SetApiKeyLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetApiKeyLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def info(self) -> _api_keys_pb2.ApiKeyInfo: ...
+    def __init__(
+        self,
+        *,
+        info: _api_keys_pb2.ApiKeyInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetApiKeyLimitsResponse: _TypeAlias = SetApiKeyLimitsResponse  # noqa: Y015
 
 @_typing.final
 class GetJwksRequest(_message.Message):

@@ -65,6 +65,11 @@ class AuthServiceStub:
                 request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.SetApiKeyLimits = channel.unary_unary(
+                '/saga.auth.v1.AuthService/SetApiKeyLimits',
+                request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsRequest.SerializeToString,
+                response_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsResponse.FromString,
+                _registered_method=True)
         self.GetJwks = channel.unary_unary(
                 '/saga.auth.v1.AuthService/GetJwks',
                 request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
@@ -138,6 +143,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetApiKeyLimits(self, request, context):
+        """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
+        required. NOT_FOUND when no key has that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetJwks(self, request, context):
         """Public keys that verify auth's JWTs and the gateway's request-context tokens, old keys
         included until the tokens they signed have expired.
@@ -205,6 +218,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'SetApiKeyLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetApiKeyLimits,
+                    request_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsRequest.FromString,
+                    response_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsResponse.SerializeToString,
             ),
             'GetJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJwks,
@@ -390,6 +408,33 @@ class AuthService:
             '/saga.auth.v1.AuthService/RevokeApiKey',
             saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
             saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetApiKeyLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.auth.v1.AuthService/SetApiKeyLimits',
+            saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsRequest.SerializeToString,
+            saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class AuthServiceStub:
     """Lists a user's API keys (never their secrets), revoked ones included."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]
     """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+    SetApiKeyLimits: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetApiKeyLimitsRequest, _auth_pb2.SetApiKeyLimitsResponse]
+    """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
+    required. NOT_FOUND when no key has that id.
+    """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]
     """Public keys that verify auth's JWTs and the gateway's request-context tokens, old keys
     included until the tokens they signed have expired.
@@ -99,6 +103,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Lists a user's API keys (never their secrets), revoked ones included."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+    SetApiKeyLimits: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetApiKeyLimitsRequest, _auth_pb2.SetApiKeyLimitsResponse]  # type: ignore[assignment]
+    """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
+    required. NOT_FOUND when no key has that id.
+    """
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]  # type: ignore[assignment]
     """Public keys that verify auth's JWTs and the gateway's request-context tokens, old keys
     included until the tokens they signed have expired.
@@ -176,6 +184,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RevokeApiKeyResponse, _abc.Awaitable[_auth_pb2.RevokeApiKeyResponse]]:
         """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+
+    @_abc_1.abstractmethod
+    def SetApiKeyLimits(
+        self,
+        request: _auth_pb2.SetApiKeyLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.SetApiKeyLimitsResponse, _abc.Awaitable[_auth_pb2.SetApiKeyLimitsResponse]]:
+        """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
+        required. NOT_FOUND when no key has that id.
+        """
 
     @_abc_1.abstractmethod
     def GetJwks(

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from saga.auth.v1 import api_keys_pb2 as saga_dot_auth_dot_v1_dot_api__keys__pb2
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
 from saga.optimizer.v1 import budgets_pb2 as saga_dot_optimizer_dot_v1_dot_budgets__pb2
@@ -32,61 +33,65 @@ from saga.runtime.v1 import price_pb2 as saga_dot_runtime_dot_v1_dot_price__pb2
 from saga.vault.v1 import status_pb2 as saga_dot_vault_dot_v1_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/admin.proto\x12\x0fsaga.gateway.v1\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\x1a\x1esaga/router/v1/providers.proto\x1a\x1bsaga/runtime/v1/price.proto\x1a\x1asaga/vault/v1/status.proto\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"Z\n\x12PublishPackRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12&\n\x06prices\x18\x02 \x03(\x0b\x32\x16.saga.runtime.v1.Price\x12\x0e\n\x06source\x18\x03 \x01(\t\"U\n\x13PublishPackResponse\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12-\n\x06health\x18\x02 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x17\n\x15GetVaultStatusRequest\"D\n\x16GetVaultStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.saga.vault.v1.VaultStatus\"\x17\n\x15RotateVaultKeyRequest\"(\n\x16RotateVaultKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"(\n\x12RewrapVaultRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"a\n\x13RewrapVaultResponse\x12\x12\n\nrows_total\x18\x01 \x01(\x03\x12\x11\n\trows_done\x18\x02 \x01(\x03\x12\x15\n\ractive_key_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"l\n\x10SetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x03 \x01(\x03\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\"D\n\x11SetBudgetResponse\x12/\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\"?\n\x19ImportTransactionsRequest\x12\x0b\n\x03\x63sv\x18\x01 \x01(\t\x12\x15\n\rexpected_head\x18\x02 \x01(\t\"l\n\x1aImportTransactionsResponse\x12\x1a\n\x12ledger_commit_hash\x18\x01 \x01(\t\x12\x1c\n\x14previous_commit_hash\x18\x02 \x01(\t\x12\x14\n\x0ctransactions\x18\x03 \x01(\x05\x32\xb4\t\n\x0c\x41\x64minService\x12\x61\n\x0eSetProviderKey\x12&.saga.gateway.v1.SetProviderKeyRequest\x1a\'.saga.gateway.v1.SetProviderKeyResponse\x12p\n\x13LinkProviderAccount\x12+.saga.gateway.v1.LinkProviderAccountRequest\x1a,.saga.gateway.v1.LinkProviderAccountResponse\x12X\n\x0bPublishPack\x12#.saga.gateway.v1.PublishPackRequest\x1a$.saga.gateway.v1.PublishPackResponse\x12^\n\rListProviders\x12%.saga.gateway.v1.ListProvidersRequest\x1a&.saga.gateway.v1.ListProvidersResponse\x12\x61\n\x0e\x43heckProviders\x12&.saga.gateway.v1.CheckProvidersRequest\x1a\'.saga.gateway.v1.CheckProvidersResponse\x12^\n\rUpdateMetrics\x12%.saga.gateway.v1.UpdateMetricsRequest\x1a&.saga.gateway.v1.UpdateMetricsResponse\x12m\n\x12SetDefaultStrategy\x12*.saga.gateway.v1.SetDefaultStrategyRequest\x1a+.saga.gateway.v1.SetDefaultStrategyResponse\x12R\n\tSetBudget\x12!.saga.gateway.v1.SetBudgetRequest\x1a\".saga.gateway.v1.SetBudgetResponse\x12\x61\n\x0eGetVaultStatus\x12&.saga.gateway.v1.GetVaultStatusRequest\x1a\'.saga.gateway.v1.GetVaultStatusResponse\x12\x61\n\x0eRotateVaultKey\x12&.saga.gateway.v1.RotateVaultKeyRequest\x1a\'.saga.gateway.v1.RotateVaultKeyResponse\x12Z\n\x0bRewrapVault\x12#.saga.gateway.v1.RewrapVaultRequest\x1a$.saga.gateway.v1.RewrapVaultResponse0\x01\x12m\n\x12ImportTransactions\x12*.saga.gateway.v1.ImportTransactionsRequest\x1a+.saga.gateway.v1.ImportTransactionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/admin.proto\x12\x0fsaga.gateway.v1\x1a\x1bsaga/auth/v1/api_keys.proto\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\x1a\x1esaga/router/v1/providers.proto\x1a\x1bsaga/runtime/v1/price.proto\x1a\x1asaga/vault/v1/status.proto\"d\n\x16SetApiKeyLimitsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\r\x12\x1d\n\x15\x63oncurrent_executions\x18\x03 \x01(\r\"A\n\x17SetApiKeyLimitsResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"Z\n\x12PublishPackRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12&\n\x06prices\x18\x02 \x03(\x0b\x32\x16.saga.runtime.v1.Price\x12\x0e\n\x06source\x18\x03 \x01(\t\"U\n\x13PublishPackResponse\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12-\n\x06health\x18\x02 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x17\n\x15GetVaultStatusRequest\"D\n\x16GetVaultStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.saga.vault.v1.VaultStatus\"\x17\n\x15RotateVaultKeyRequest\"(\n\x16RotateVaultKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"(\n\x12RewrapVaultRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"a\n\x13RewrapVaultResponse\x12\x12\n\nrows_total\x18\x01 \x01(\x03\x12\x11\n\trows_done\x18\x02 \x01(\x03\x12\x15\n\ractive_key_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"l\n\x10SetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x03 \x01(\x03\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\"D\n\x11SetBudgetResponse\x12/\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\"?\n\x19ImportTransactionsRequest\x12\x0b\n\x03\x63sv\x18\x01 \x01(\t\x12\x15\n\rexpected_head\x18\x02 \x01(\t\"l\n\x1aImportTransactionsResponse\x12\x1a\n\x12ledger_commit_hash\x18\x01 \x01(\t\x12\x1c\n\x14previous_commit_hash\x18\x02 \x01(\t\x12\x14\n\x0ctransactions\x18\x03 \x01(\x05\x32\x9a\n\n\x0c\x41\x64minService\x12\x61\n\x0eSetProviderKey\x12&.saga.gateway.v1.SetProviderKeyRequest\x1a\'.saga.gateway.v1.SetProviderKeyResponse\x12p\n\x13LinkProviderAccount\x12+.saga.gateway.v1.LinkProviderAccountRequest\x1a,.saga.gateway.v1.LinkProviderAccountResponse\x12X\n\x0bPublishPack\x12#.saga.gateway.v1.PublishPackRequest\x1a$.saga.gateway.v1.PublishPackResponse\x12^\n\rListProviders\x12%.saga.gateway.v1.ListProvidersRequest\x1a&.saga.gateway.v1.ListProvidersResponse\x12\x61\n\x0e\x43heckProviders\x12&.saga.gateway.v1.CheckProvidersRequest\x1a\'.saga.gateway.v1.CheckProvidersResponse\x12^\n\rUpdateMetrics\x12%.saga.gateway.v1.UpdateMetricsRequest\x1a&.saga.gateway.v1.UpdateMetricsResponse\x12m\n\x12SetDefaultStrategy\x12*.saga.gateway.v1.SetDefaultStrategyRequest\x1a+.saga.gateway.v1.SetDefaultStrategyResponse\x12R\n\tSetBudget\x12!.saga.gateway.v1.SetBudgetRequest\x1a\".saga.gateway.v1.SetBudgetResponse\x12\x64\n\x0fSetApiKeyLimits\x12\'.saga.gateway.v1.SetApiKeyLimitsRequest\x1a(.saga.gateway.v1.SetApiKeyLimitsResponse\x12\x61\n\x0eGetVaultStatus\x12&.saga.gateway.v1.GetVaultStatusRequest\x1a\'.saga.gateway.v1.GetVaultStatusResponse\x12\x61\n\x0eRotateVaultKey\x12&.saga.gateway.v1.RotateVaultKeyRequest\x1a\'.saga.gateway.v1.RotateVaultKeyResponse\x12Z\n\x0bRewrapVault\x12#.saga.gateway.v1.RewrapVaultRequest\x1a$.saga.gateway.v1.RewrapVaultResponse0\x01\x12m\n\x12ImportTransactions\x12*.saga.gateway.v1.ImportTransactionsRequest\x1a+.saga.gateway.v1.ImportTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.gateway.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=301
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=359
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=361
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=402
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=404
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=506
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=508
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=554
-  _globals['_PUBLISHPACKREQUEST']._serialized_start=556
-  _globals['_PUBLISHPACKREQUEST']._serialized_end=646
-  _globals['_PUBLISHPACKRESPONSE']._serialized_start=648
-  _globals['_PUBLISHPACKRESPONSE']._serialized_end=733
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=735
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=757
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=759
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=877
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=879
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=921
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=923
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=995
-  _globals['_UPDATEMETRICSREQUEST']._serialized_start=997
-  _globals['_UPDATEMETRICSREQUEST']._serialized_end=1069
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=1071
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=1147
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=1149
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=1268
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=1270
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=1390
-  _globals['_GETVAULTSTATUSREQUEST']._serialized_start=1392
-  _globals['_GETVAULTSTATUSREQUEST']._serialized_end=1415
-  _globals['_GETVAULTSTATUSRESPONSE']._serialized_start=1417
-  _globals['_GETVAULTSTATUSRESPONSE']._serialized_end=1485
-  _globals['_ROTATEVAULTKEYREQUEST']._serialized_start=1487
-  _globals['_ROTATEVAULTKEYREQUEST']._serialized_end=1510
-  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_start=1512
-  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_end=1552
-  _globals['_REWRAPVAULTREQUEST']._serialized_start=1554
-  _globals['_REWRAPVAULTREQUEST']._serialized_end=1594
-  _globals['_REWRAPVAULTRESPONSE']._serialized_start=1596
-  _globals['_REWRAPVAULTRESPONSE']._serialized_end=1693
-  _globals['_SETBUDGETREQUEST']._serialized_start=1695
-  _globals['_SETBUDGETREQUEST']._serialized_end=1803
-  _globals['_SETBUDGETRESPONSE']._serialized_start=1805
-  _globals['_SETBUDGETRESPONSE']._serialized_end=1873
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=1875
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=1938
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=1940
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=2048
-  _globals['_ADMINSERVICE']._serialized_start=2051
-  _globals['_ADMINSERVICE']._serialized_end=3255
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_start=330
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_end=430
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_start=432
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_end=497
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=499
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=557
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=559
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=600
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=602
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=704
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=706
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=752
+  _globals['_PUBLISHPACKREQUEST']._serialized_start=754
+  _globals['_PUBLISHPACKREQUEST']._serialized_end=844
+  _globals['_PUBLISHPACKRESPONSE']._serialized_start=846
+  _globals['_PUBLISHPACKRESPONSE']._serialized_end=931
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=933
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=955
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=957
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1075
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=1077
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=1119
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=1121
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=1193
+  _globals['_UPDATEMETRICSREQUEST']._serialized_start=1195
+  _globals['_UPDATEMETRICSREQUEST']._serialized_end=1267
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=1269
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=1345
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=1347
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=1466
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=1468
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=1588
+  _globals['_GETVAULTSTATUSREQUEST']._serialized_start=1590
+  _globals['_GETVAULTSTATUSREQUEST']._serialized_end=1613
+  _globals['_GETVAULTSTATUSRESPONSE']._serialized_start=1615
+  _globals['_GETVAULTSTATUSRESPONSE']._serialized_end=1683
+  _globals['_ROTATEVAULTKEYREQUEST']._serialized_start=1685
+  _globals['_ROTATEVAULTKEYREQUEST']._serialized_end=1708
+  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_start=1710
+  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_end=1750
+  _globals['_REWRAPVAULTREQUEST']._serialized_start=1752
+  _globals['_REWRAPVAULTREQUEST']._serialized_end=1792
+  _globals['_REWRAPVAULTRESPONSE']._serialized_start=1794
+  _globals['_REWRAPVAULTRESPONSE']._serialized_end=1891
+  _globals['_SETBUDGETREQUEST']._serialized_start=1893
+  _globals['_SETBUDGETREQUEST']._serialized_end=2001
+  _globals['_SETBUDGETRESPONSE']._serialized_start=2003
+  _globals['_SETBUDGETRESPONSE']._serialized_end=2071
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=2073
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=2136
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=2138
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=2246
+  _globals['_ADMINSERVICE']._serialized_start=2249
+  _globals['_ADMINSERVICE']._serialized_end=3555
 # @@protoc_insertion_point(module_scope)

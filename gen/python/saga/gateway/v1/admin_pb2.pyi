@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from saga.auth.v1 import api_keys_pb2 as _api_keys_pb2
 from saga.execution.v1 import common_pb2 as _common_pb2
 from saga.execution.v1 import records_pb2 as _records_pb2
 from saga.optimizer.v1 import budgets_pb2 as _budgets_pb2
@@ -27,6 +28,54 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class SetApiKeyLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    CONCURRENT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """Any user's key id (`key_…`, as ListApiKeys shows it)."""
+    requests_per_minute: _builtins.int
+    """Executes per minute for this key alone, at most 1,000,000; 0 = the per-user default."""
+    concurrent_executions: _builtins.int
+    """Executions at once for this key alone, at most 10,000; 0 = the per-user default."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        requests_per_minute: _builtins.int = ...,
+        concurrent_executions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrent_executions", b"concurrent_executions", "key_id", b"key_id", "requests_per_minute", b"requests_per_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetApiKeyLimitsRequest: _TypeAlias = SetApiKeyLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetApiKeyLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def info(self) -> _api_keys_pb2.ApiKeyInfo: ...
+    def __init__(
+        self,
+        *,
+        info: _api_keys_pb2.ApiKeyInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetApiKeyLimitsResponse: _TypeAlias = SetApiKeyLimitsResponse  # noqa: Y015
 
 @_typing.final
 class SetProviderKeyRequest(_message.Message):

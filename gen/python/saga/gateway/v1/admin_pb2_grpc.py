@@ -75,6 +75,11 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
                 _registered_method=True)
+        self.SetApiKeyLimits = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/SetApiKeyLimits',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.FromString,
+                _registered_method=True)
         self.GetVaultStatus = channel.unary_unary(
                 '/saga.gateway.v1.AdminService/GetVaultStatus',
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetVaultStatusRequest.SerializeToString,
@@ -158,6 +163,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetApiKeyLimits(self, request, context):
+        """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
+        credential cache (auth's SetApiKeyLimits; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVaultStatus(self, request, context):
         """Vault state and key usage, never secrets (token-vault GetStatus).
         """
@@ -231,6 +244,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetBudget,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'SetApiKeyLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetApiKeyLimits,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.SerializeToString,
             ),
             'GetVaultStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVaultStatus,
@@ -470,6 +488,33 @@ class AdminService:
             '/saga.gateway.v1.AdminService/SetBudget',
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetApiKeyLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/SetApiKeyLimits',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

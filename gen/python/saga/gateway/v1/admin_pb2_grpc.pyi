@@ -53,6 +53,10 @@ class AdminServiceStub:
     """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
     SetBudget; same field numbers).
     """
+    SetApiKeyLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetApiKeyLimitsRequest, _admin_pb2.SetApiKeyLimitsResponse]
+    """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
+    credential cache (auth's SetApiKeyLimits; same field numbers).
+    """
     GetVaultStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
     RotateVaultKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateVaultKeyRequest, _admin_pb2.RotateVaultKeyResponse]
@@ -90,6 +94,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     SetBudget: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetBudgetRequest, _admin_pb2.SetBudgetResponse]  # type: ignore[assignment]
     """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
     SetBudget; same field numbers).
+    """
+    SetApiKeyLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetApiKeyLimitsRequest, _admin_pb2.SetApiKeyLimitsResponse]  # type: ignore[assignment]
+    """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
+    credential cache (auth's SetApiKeyLimits; same field numbers).
     """
     GetVaultStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]  # type: ignore[assignment]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
@@ -173,6 +181,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.SetBudgetResponse, _abc.Awaitable[_admin_pb2.SetBudgetResponse]]:
         """Sets (or clears) a user's budget or one of their API keys' (relayed to the optimizer's
         SetBudget; same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def SetApiKeyLimits(
+        self,
+        request: _admin_pb2.SetApiKeyLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetApiKeyLimitsResponse, _abc.Awaitable[_admin_pb2.SetApiKeyLimitsResponse]]:
+        """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
+        credential cache (auth's SetApiKeyLimits; same field numbers).
         """
 
     @_abc_1.abstractmethod
