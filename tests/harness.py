@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -55,13 +56,32 @@ SERVICE_NAMES: dict[str, tuple[str, ...]] = {
 """Fully qualified gRPC services each process must serve (SPEC section 3)."""
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports the OS reports free right now."""
-    sockets = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_LISTEN_RANGE = (10000, _ephemeral_range()[0] - 1)
+"""Where test listeners are picked: below the ephemeral range, so the source port of some
+outgoing connection cannot take a port between its pick and the service's bind (bind(0)
+picks from the ephemeral range, and lost that race under load: "port already in use")."""
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports below the ephemeral range that are free right now."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                low, high = _LISTEN_RANGE
+                s.bind(("127.0.0.1", low + secrets.randbelow(high - low + 1)))
+            except OSError:
+                s.close()
+                continue
             sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:

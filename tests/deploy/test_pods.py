@@ -106,15 +106,15 @@ async def test_the_probe_runner_fails_what_is_not_served(node: pods.Node) -> Non
 
 
 async def test_the_gateway_answers_through_its_peers_cluster_names(node: pods.Node) -> None:
-    """GET /v1/patterns: the gateway verifies the key with auth and lists the runtime's
-    patterns, both dialled at dns:///<id>.saga.svc.cluster.local with the mounted certs."""
+    """GET /v1/patterns/chat: the gateway verifies the key with auth and asks the runtime for
+    a pattern, both dialled at dns:///<id>.saga.svc.cluster.local with the mounted certs."""
     results = await _probe(node, "readinessProbe")
     assert all(r["ok"] for r in results.values()), results
     admin_key = (node.pods["auth"].volumes["data"] / "admin.key").read_text().strip()
     http = next(
         p["containerPort"] for p in node.pods["gateway"].spec["ports"] if p["name"] == "http"
     )
-    url = f"http://127.0.0.1:{http}/v1/patterns"
+    url = f"http://127.0.0.1:{http}/v1/patterns/chat"
     answers = await pods.kubelet(
         node,
         [
@@ -123,7 +123,7 @@ async def test_the_gateway_answers_through_its_peers_cluster_names(node: pods.No
         ],
     )
     assert answers["with key"]["ok"], f"{answers}\n{_logs(node)}"
-    assert '"portfolio_overview"' in answers["with key"]["detail"]
+    assert '"pattern_id": "chat"' in answers["with key"]["detail"]
     assert answers["without"]["detail"].startswith("401"), answers["without"]
 
 
