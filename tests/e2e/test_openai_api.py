@@ -217,7 +217,8 @@ async def test_an_unknown_model_is_not_found(stack: Stack, fake: FakeProviders) 
     [
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"temperature": 3.0}, "temperature"),
         # llama-a's only provider speaks Ollama, which has no end-user field.
         ({"user": "end-user-1"}, "user"),

@@ -256,3 +256,20 @@ async def test_models_say_what_they_can_do(sdk: openai.AsyncOpenAI) -> None:
     assert {"tools", "json_output"} <= set(capabilities["gpt-tools"])
     assert "embeddings" not in capabilities["gpt-tools"]
     assert {"tools", "embeddings"} <= set(capabilities["saga/cheapest"])
+
+
+async def test_a_tool_schema_that_is_no_json_schema_names_the_tool(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    bad = {
+        "type": "function",
+        "function": {"name": "broken", "parameters": {"type": "object", "required": "city"}},
+    }
+    with pytest.raises(openai.BadRequestError) as raised:
+        await sdk.chat.completions.create(model="gpt-tools", messages=ASK, tools=[WEATHER, bad])
+    assert (raised.value.code, raised.value.param) == (
+        "TOOLS_INVALID",
+        "tools[1].function.parameters",
+    )
+    assert "broken" in raised.value.message
+    assert fake.requests() == []
