@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from services.common.config import MAX_MODEL_NAME
-from services.gateway.web.openai_request import invalid, unsupported
+from services.gateway.web.openai_request import invalid, refuse_fields, unsupported
 
 EMBED_PATTERN = "embed"
 MAX_INPUTS = 2048
@@ -54,12 +54,7 @@ def parse(body: Any) -> EmbeddingsRequest:
     """The checked request of JSON `body`; INVALID_ARGUMENT naming the first bad field."""
     if not isinstance(body, dict):
         raise invalid("body", "the request body must be a JSON object", "REQUEST_MALFORMED")
-    for name in sorted(body):
-        if name in _FIELDS or body[name] is None:
-            continue
-        if name in _UNSUPPORTED:
-            raise unsupported(name, name)
-        raise invalid(name, f"unrecognized request argument: {name[:64]}", "PARAMETER_UNKNOWN")
+    refuse_fields(body, _FIELDS, _UNSUPPORTED)
     model = body.get("model")
     if not isinstance(model, str) or not model or len(model) > MAX_MODEL_NAME:
         raise invalid("model", f"model must be a model id of at most {MAX_MODEL_NAME} chars")

@@ -246,13 +246,21 @@ def _stream_options(body: dict[str, Any], stream: bool) -> bool:
     return include
 
 
-def _refuse_unbuilt(body: dict[str, Any]) -> None:
+def refuse_fields(
+    body: dict[str, Any], accepted: frozenset[str], not_built: frozenset[str]
+) -> None:
+    """Refuse the first field of `body` that is not `accepted` (a null one is absent):
+    PARAMETER_UNSUPPORTED for OpenAI's fields Saga does not build, else PARAMETER_UNKNOWN."""
     for name in sorted(body):
-        if name in ACCEPTED or body[name] is None:
+        if name in accepted or body[name] is None:
             continue
-        if name in UNSUPPORTED:
+        if name in not_built:
             raise unsupported(name, name)
         raise invalid(name, f"unrecognized request argument: {name[:64]}", "PARAMETER_UNKNOWN")
+
+
+def _refuse_unbuilt(body: dict[str, Any]) -> None:
+    refuse_fields(body, ACCEPTED, UNSUPPORTED)
     if body.get("n") not in (None, 1):
         raise unsupported("n", "more than one choice (n > 1)")
     if body.get("logprobs") not in (None, False):
