@@ -8,6 +8,7 @@ OpenAI-format provider to an Anthropic-format one without the client seeing the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from saga.gateway.v1 import admin_pb2, admin_pb2_grpc
+from saga.execution.v1 import records_pb2
+from saga.gateway.v1 import admin_pb2, admin_pb2_grpc, usage_pb2, usage_pb2_grpc
+from tests.e2e.test_budgets import new_user
 from tests.e2e.test_execute import bearer
 from tests.e2e.test_resilience_gateway import KEEP_CIRCUITS_SHUT, RANK_FAILING_PROVIDERS
 from tests.fakes.providers import FakeCall, FakeProviders, Script, answer_text, embedding
@@ -273,3 +276,48 @@ async def test_a_tool_schema_that_is_no_json_schema_names_the_tool(
     )
     assert "broken" in raised.value.message
     assert fake.requests() == []
+
+
+async def test_embeddings_are_in_the_usage_ledger(stack: Stack, sdk: openai.AsyncOpenAI) -> None:
+    _, token = await new_user(stack)
+    own = openai.AsyncOpenAI(base_url=str(sdk.base_url), api_key=token, max_retries=0)
+    async with own:
+        answer = await own.embeddings.create(model="embed-fake", input=["two words", "three"])
+    by_provider = usage_pb2.GetUsageRequest(group_by=[records_pb2.USAGE_DIMENSION_PROVIDER])
+    async with stack.gateway_channel() as ch:
+        usage = usage_pb2_grpc.UsageServiceStub(ch)
+        for _ in range(150):  # the router's outbox ships outcomes in the background
+            reply = await usage.GetUsage(by_provider, metadata=bearer(token), timeout=10)
+            if reply.totals.calls >= 1:
+                break
+            await asyncio.sleep(0.1)
+    [row] = reply.rows
+    assert (row.provider, row.calls) == ("emb", 1)
+    assert row.input_tokens == answer.usage.prompt_tokens == 3
+    assert row.cost_micro_usd == 3  # 1 micro-USD an input token (PRICES)
+
+
+async def test_tool_choice_reaches_the_provider(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    fake.script("openai", calls(OSLO), calls(OSLO))
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    await sdk.chat.completions.create(
+        model="gpt-tools", messages=ASK, tools=[WEATHER], tool_choice=named
+    )
+    await sdk.chat.completions.create(
+        model="gpt-tools", messages=ASK, tools=[WEATHER], tool_choice="required"
+    )
+    sent = [seen.body["tool_choice"] for seen in fake.requests("openai")]
+    assert sent == [named, "required"]
+
+
+async def test_a_streamed_json_schema_answer_is_parsed_by_the_sdks_helper(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    fake.script("openai", Script(text='{"city": "Oslo", "celsius": 12}'))
+    async with sdk.chat.completions.stream(
+        model="gpt-tools", messages=ASK, response_format=Forecast
+    ) as stream:
+        final = await stream.get_final_completion()
+    assert final.choices[0].message.parsed == Forecast(city="Oslo", celsius=12)
