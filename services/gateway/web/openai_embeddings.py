@@ -22,6 +22,11 @@ from services.gateway.web.openai_request import invalid, refuse_fields, unsuppor
 EMBED_PATTERN = "embed"
 MAX_INPUTS = 2048
 """The router's bound on one call's texts (the embed pattern's too)."""
+MAX_NUMBERS = 250_000
+"""Most numbers (inputs times dimensions) one call may ask for: the vectors come back as the
+run's outputs, a Struct of about 11 bytes a number, in one gRPC message of at most
+`server.max_message_bytes` (4 MiB by default). Without `dimensions` the model's own length
+decides, which the edge cannot know before the call."""
 ENCODINGS = ("float", "base64")
 _FIELDS = frozenset(("model", "input", "dimensions", "encoding_format"))
 _UNSUPPORTED = frozenset(("user",))
@@ -63,6 +68,10 @@ def parse(body: Any) -> EmbeddingsRequest:
     if dimensions is not None:
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
             raise invalid("dimensions", "dimensions must be a positive integer")
+        if dimensions * len(inputs["texts"]) > MAX_NUMBERS:
+            raise invalid(
+                "input", f"inputs times dimensions is at most {MAX_NUMBERS}: send fewer a call"
+            )
         inputs["dimensions"] = dimensions
     encoding = body.get("encoding_format") or "float"
     if encoding not in ENCODINGS:

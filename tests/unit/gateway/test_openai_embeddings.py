@@ -34,6 +34,7 @@ def test_input_and_dimensions_become_the_patterns_inputs() -> None:
         ({"input": ["a", None]}, "input[1]", "OPTION_INVALID"),
         ({"dimensions": 0}, "dimensions", "OPTION_INVALID"),
         ({"dimensions": True}, "dimensions", "OPTION_INVALID"),
+        ({"input": ["a"] * 200, "dimensions": 1251}, "input", "OPTION_INVALID"),
         ({"encoding_format": "int8"}, "encoding_format", "OPTION_INVALID"),
         ({"frobnicate": 1}, "frobnicate", "PARAMETER_UNKNOWN"),
         ({"model": ""}, "model", "OPTION_INVALID"),
