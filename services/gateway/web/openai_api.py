@@ -85,7 +85,8 @@ class _Answer:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """The step's complete calls, in OpenAI's shape (`openai_tools.openai_calls`)."""
     pieces: list[execution_pb2.ExecuteResponse] = field(default_factory=list)
-    """The tool-call tokens of the current attempt, held until the answer is complete."""
+    """The tool-call tokens of the current attempt, held until the answer is complete
+    (bounded by the router: at most 65,536 characters of arguments an answer)."""
 
     def see(self, event: execution_pb2.ExecuteResponse) -> str | None:
         """Take in one event; the text it adds, if any."""

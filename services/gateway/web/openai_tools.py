@@ -159,6 +159,18 @@ def history_calls(value: Any, param: str, unsupported: Refuse) -> list[dict[str,
     return calls
 
 
+def _integers(value: Any) -> Any:
+    """`value` with its whole floats as integers: a Struct holds every number as a double,
+    and a schema's `integer` must not come back as 3.0."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integers(v) for v in value]
+    return value
+
+
 def openai_calls(calls: Any) -> list[dict[str, Any]]:
     """The step output's tool calls ([{id, name, arguments}]) as OpenAI's message
     `tool_calls` (arguments as JSON text)."""
@@ -168,7 +180,9 @@ def openai_calls(calls: Any) -> list[dict[str, Any]]:
             "type": "function",
             "function": {
                 "name": call.get("name", ""),
-                "arguments": json.dumps(call.get("arguments", {}), separators=(",", ":")),
+                "arguments": json.dumps(
+                    _integers(call.get("arguments", {})), separators=(",", ":")
+                ),
             },
         }
         for call in calls or ()

@@ -10,6 +10,7 @@ from google.protobuf import json_format
 
 from services.common.errors import InvalidArgument
 from services.gateway.web.openai_request import parse
+from services.gateway.web.openai_tools import openai_calls
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -224,3 +225,13 @@ def test_a_response_format_runs_the_tool_call_pattern_and_text_does_not() -> Non
     }
     plain = {"model": "m", "messages": USER, "response_format": {"type": "text"}}
     assert (parse(plain).pattern, inputs(plain)) == ("chat", {"prompt": "hi"})
+
+
+def test_the_steps_calls_are_openais_with_integers_kept_integers() -> None:
+    # The step's output is a Struct, whose numbers are all doubles.
+    [call] = openai_calls([{"id": "c", "name": "f", "arguments": {"n": 3.0, "x": [0.5, 2.0]}}])
+    assert call == {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"n":3,"x":[0.5,2]}'},
+    }
