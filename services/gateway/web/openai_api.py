@@ -11,7 +11,8 @@ inputs (`openai_request`). An embeddings call is a run of the `embed` pattern th
 
 Tool calls: the model's calls are `message.tool_calls` with `finish_reason: tool_calls`.
 On a stream they are `delta.tool_calls` chunks as OpenAI sends them (a call's first chunk
-has its index, id, type and name; the next ones fragments of its arguments), but only once
+has its index, id, type, name and `arguments: ""`; the next ones fragments of its
+arguments), but only once
 the answer is complete: a call streamed by a provider that then failed (the router falls
 back, `tool_calls_discarded`) or whose arguments the router sent back for not fitting the
 schema is void, and OpenAI's chunks cannot take back what a client has accumulated. So the
@@ -143,21 +144,20 @@ class _Answer:
         return out
 
     def tool_call_chunks(self) -> list[dict[str, Any]]:
-        """The complete calls as OpenAI streams them: per call, its index, id, type and name
-        with the first fragment, then one chunk per further fragment."""
+        """The complete calls as OpenAI streams them: per call, a chunk with its index, id,
+        type, name and empty arguments, then one chunk per fragment of its arguments."""
         chunks = []
         for index, call in enumerate(self.tool_calls):
             arguments = call["function"]["arguments"]
             pieces = self._fragments(index)
             if "".join(pieces) != arguments:
                 pieces = [arguments]
-            first, *rest = pieces or [""]
             head = {"index": index, "id": call["id"], "type": "function"}
-            head["function"] = {"name": call["function"]["name"], "arguments": first}
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
             chunks.append(self.chunk({"tool_calls": [head]}))
             chunks += [
                 self.chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
-                for p in rest
+                for p in pieces
                 if p
             ]
         return chunks
