@@ -321,3 +321,46 @@ async def test_a_streamed_json_schema_answer_is_parsed_by_the_sdks_helper(
     ) as stream:
         final = await stream.get_final_completion()
     assert final.choices[0].message.parsed == Forecast(city="Oslo", celsius=12)
+
+
+async def test_text_before_the_calls_streams_first(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    said = Script(tokens=2, tool_calls=(FakeCall("get_weather", OSLO),))
+    fake.script("openai", said, said)
+    answer = await sdk.chat.completions.create(model="gpt-tools", messages=ASK, tools=[WEATHER])
+    assert answer.choices[0].message.content == answer_text(2)
+    assert len(answer.choices[0].message.tool_calls or []) == 1
+    stream = await sdk.chat.completions.create(
+        model="gpt-tools", messages=ASK, tools=[WEATHER], stream=True
+    )
+    kinds = [
+        "calls" if c.choices[0].delta.tool_calls else "text"
+        for c in [chunk async for chunk in stream]
+        if c.choices and (c.choices[0].delta.content or c.choices[0].delta.tool_calls)
+    ]
+    assert kinds == sorted(kinds, key=lambda k: k == "calls")  # text, then the calls
+    assert set(kinds) == {"text", "calls"}
+
+
+async def test_a_round_trip_on_an_anthropic_format_provider(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    fake.script("anthropic", calls(OSLO))
+    first = await sdk.chat.completions.create(model="claude-tools", messages=ASK, tools=[WEATHER])
+    [call] = first.choices[0].message.tool_calls or []
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    result = {"role": "tool", "tool_call_id": call.id, "content": "rain"}
+    second = await sdk.chat.completions.create(
+        model="claude-tools", messages=[*ASK, first.choices[0].message, result], tools=[WEATHER]
+    )
+    assert second.choices[0].message.content == answer_text(5)
+    sent = fake.requests("anthropic")[1].body["messages"]
+    assert sent[1]["content"][-1] == {
+        "type": "tool_use",
+        "id": call.id,
+        "name": "get_weather",
+        "input": {"city": "Oslo"},
+    }
+    assert sent[2]["content"][0]["type"] == "tool_result"
+    assert sent[2]["content"][0]["tool_use_id"] == call.id
