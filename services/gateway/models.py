@@ -83,6 +83,7 @@ class ModelCatalog:
         self.models = catalog(config)
         self._by_id = {m.id: m for m in self.models}
         self._provider_models = {p.name: p.model for p in config.providers}
+        self._capabilities = {p.name: p.capabilities for p in config.providers}
 
     def get(self, name: str) -> models_pb2.Model:
         """The model called `name`; NOT_FOUND MODEL_NOT_FOUND naming `model` otherwise."""
@@ -104,6 +105,13 @@ class ModelCatalog:
         return options_pb2.ExecuteOptions(
             preferred_providers=model.providers, allowed_providers=model.providers
         )
+
+    def capabilities(self, model: models_pb2.Model) -> list[str]:
+        """What a call with `model` can ask for (`[[providers]].capabilities`: tools,
+        json_output, embeddings, ...): what at least one of its providers can do, since the
+        router sends each call only to the providers able to answer it."""
+        able = {c for p in model.providers for c in self._capabilities.get(p, ())}
+        return sorted(able)
 
     def model_of(self, provider: str) -> str:
         """The model `provider` serves ("" for a name that is not configured)."""

@@ -23,7 +23,7 @@ from tests.e2e.test_budgets import TINY, new_user
 from tests.e2e.test_cli import ok, saga_cli
 from tests.e2e.test_execute import bearer
 from tests.e2e.test_resilience_gateway import KEEP_CIRCUITS_SHUT, RANK_FAILING_PROVIDERS
-from tests.fakes.providers import FakeProviders, Script, answer_text
+from tests.fakes.providers import FakeCall, FakeProviders, Script, answer_text
 from tests.harness import ROOT, Stack, stack_for
 
 NODE_CLIENT = ROOT / "tests" / "e2e" / "node" / "openai_chat.mjs"
@@ -217,7 +217,8 @@ async def test_an_unknown_model_is_not_found(stack: Stack, fake: FakeProviders) 
     [
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"temperature": 3.0}, "temperature"),
         # llama-a's only provider speaks Ollama, which has no end-user field.
         ({"user": "end-user-1"}, "user"),
@@ -303,7 +304,9 @@ async def test_the_node_sdk_gets_the_same_answers_and_refusals(
 ) -> None:
     user, token = await new_user(stack)
     ok(await asyncio.to_thread(saga_cli, stack, "budgets", "set", user, "--amount", TINY))
-    fake.script("ollama", Script(fail="server_error"))  # the group's first call falls back
+    # The group's first call falls back; the stream answers text; the tool call calls.
+    oslo = Script(tokens=0, tool_calls=(FakeCall("get_weather", '{"city": "Oslo"}'),))
+    fake.script("ollama", Script(fail="server_error"), Script(), oslo)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SAGA_"))}
     env |= {
         "SAGA_OPENAI_BASE_URL": base_url(stack),
@@ -323,6 +326,17 @@ async def test_the_node_sdk_gets_the_same_answers_and_refusals(
     assert out["fallback"] == {"model": "gpt-fake", "text": answer_text(5)}
     assert (out["stream"]["text"], out["stream"]["finish_reason"]) == (answer_text(5), "stop")
     assert out["stream"]["usage"]["total_tokens"] > 0
+    assert out["tool"] == {
+        "finish_reason": "tool_calls",
+        "name": "get_weather",
+        "arguments": {"city": "Oslo"},
+        "answer": answer_text(5),
+    }
+    assert [m["role"] for m in fake.requests("ollama")[-1].body["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
     assert out["bad_key"]["status"] == 401
     assert (out["budget"]["status"], out["budget"]["code"]) == (429, "BUDGET_EXHAUSTED")
     assert out["not_found"] == {"status": 404, "code": "MODEL_NOT_FOUND", "param": "model"}

@@ -48,6 +48,7 @@ async def test_user_patterns_are_listed_beside_the_samples(tmp_path: Path) -> No
     assert [(p.pattern_id, p.source) for p in listed.patterns] == [
         ("chat", "samples/chat.yaml"),
         ("debate", "samples/debate.yaml"),
+        ("embed", "samples/embed.yaml"),
         ("portfolio_overview", "samples/portfolio_overview.yaml"),
         ("portfolio_risk", "samples/portfolio_risk.yaml"),
         ("summary", "user/summary.yaml"),
@@ -69,6 +70,7 @@ async def test_a_bad_pattern_file_is_refused_and_the_runtime_serves_the_others(
     assert [p.pattern_id for p in listed.patterns] == [
         "chat",
         "debate",
+        "embed",
         "fine",
         "portfolio_overview",
         "portfolio_risk",

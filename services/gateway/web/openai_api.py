@@ -1,11 +1,23 @@
-"""The OpenAI-compatible API (SPEC 3.1): `POST /v1/chat/completions`, `GET /v1/models` and
-`GET /v1/models/{id}`.
+"""The OpenAI-compatible API (SPEC 3.1): `POST /v1/chat/completions`, `POST /v1/embeddings`,
+`GET /v1/models` and `GET /v1/models/{id}`.
 
-A chat completion is a run of the `chat` pattern through `ExecutionServicer.Execute`, the
-method the gRPC door calls: the same authentication, scopes, freshness gate, budgets,
-limits, fallback (also mid-stream), accounting and traces. The request's `model` picks the
-providers (`services.gateway.models`); its conversation and sampling fields are the
-pattern's inputs (`openai_request`). `/v1/models` is `ModelService.ListModels`.
+A chat completion is a run of the `chat` pattern (or, with tools or a response format, of
+`tool_call`) through `ExecutionServicer.Execute`, the method the gRPC door calls: the same
+authentication, scopes, freshness gate, budgets, limits, fallback (also mid-stream),
+accounting and traces. The request's `model` picks the providers
+(`services.gateway.models`); its conversation, tool and sampling fields are the pattern's
+inputs (`openai_request`). An embeddings call is a run of the `embed` pattern the same way
+(`openai_embeddings`). `/v1/models` is `ModelService.ListModels`.
+
+Tool calls: the model's calls are `message.tool_calls` with `finish_reason: tool_calls`.
+On a stream they are `delta.tool_calls` chunks as OpenAI sends them (a call's first chunk
+has its index, id, type, name and `arguments: ""`; the next ones fragments of its
+arguments), but only once
+the answer is complete: a call streamed by a provider that then failed (the router falls
+back, `tool_calls_discarded`) or whose arguments the router sent back for not fitting the
+schema is void, and OpenAI's chunks cannot take back what a client has accumulated. So the
+edge holds the tool-call pieces and sends them after the run completed, as the provider cut
+them — never half arguments, never a call the router voided; text still streams as it comes.
 
 The answer is OpenAI's: `model` names the model that finished (the fallback's after a
 fallback: the step's StepCompleted says which), `usage` is the run's (every attempt, as
@@ -24,6 +36,7 @@ stream, the cost and provider are in the usage chunk's `saga` object, not header
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,22 +46,24 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from saga.execution.v1 import events_pb2
 from saga.gateway.v1 import execution_pb2, models_pb2
 from services.common.errors import SagaError, Unavailable
 from services.common.status import status_for
 from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
 from services.gateway.models import ModelCatalog, ModelServicer, model_not_found
+from services.gateway.web import openai_embeddings
 from services.gateway.web.calls import read_json
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN
 from services.gateway.web.openai_errors import openai_error, openai_error_response
 from services.gateway.web.openai_request import ChatCompletionRequest, parse
+from services.gateway.web.openai_tools import openai_calls
 from services.gateway.web.sse import EventStream
 
 log = logging.getLogger(__name__)
 
-CHAT_PATTERN = "chat"
 MODELS_TIMEOUT_SECONDS = 30.0
 _MODEL_OWNERS = {models_pb2.MODEL_KIND_ALIAS: "saga", models_pb2.MODEL_KIND_GROUP: "saga"}
 
@@ -68,6 +83,11 @@ class _Answer:
     usage: dict[str, Any] | None = None
     cost_micro_usd: int = 0
     completed: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The step's complete calls, in OpenAI's shape (`openai_tools.openai_calls`)."""
+    pieces: list[execution_pb2.ExecuteResponse] = field(default_factory=list)
+    """The tool-call tokens of the current attempt, held until the answer is complete
+    (bounded by the router: at most 65,536 characters of arguments an answer)."""
 
     def see(self, event: execution_pb2.ExecuteResponse) -> str | None:
         """Take in one event; the text it adds, if any."""
@@ -76,15 +96,23 @@ class _Answer:
             self.execution_id = event.accepted.execution_id
         elif kind == "token":
             return event.token.text
+        elif kind == "tool_call_token":
+            self.pieces.append(event)
         elif kind == "provider_switched":
             self.provider = event.provider_switched.to_provider
             self.model = self.catalog.model_of(self.provider) or self.model
+            if event.provider_switched.tool_calls_discarded:
+                self.pieces.clear()  # void: the next attempt's calls start over
         elif kind == "step_completed":
             step = event.step_completed
             self.provider, self.model = step.provider or self.provider, step.model or self.model
             reason = step.output.fields.get("finish_reason")
             if reason is not None and reason.string_value:
                 self.finish_reason = reason.string_value
+            calls = step.output.fields.get("tool_calls")
+            if calls is not None:
+                value: Any = json_format.MessageToDict(calls)
+                self.tool_calls = self._calls(value if isinstance(value, list) else [])
         elif kind == "completed":
             done = event.completed
             text = done.outputs.fields.get("text")
@@ -98,6 +126,41 @@ class _Answer:
             }
             self.completed = True
         return None
+
+    def _fragments(self, index: int) -> list[str]:
+        return [
+            e.tool_call_token.arguments for e in self.pieces if e.tool_call_token.index == index
+        ]
+
+    def _calls(self, calls: list[Any]) -> list[dict[str, Any]]:
+        """The step's calls with their arguments as the provider wrote them (the held
+        pieces), when those are what the step checked; a Struct would turn 3 into 3.0."""
+        out = openai_calls(calls)
+        for index, call in enumerate(out):
+            text = "".join(self._fragments(index))
+            with contextlib.suppress(ValueError):
+                if json.loads(text) == calls[index].get("arguments"):
+                    call["function"]["arguments"] = text
+        return out
+
+    def tool_call_chunks(self) -> list[dict[str, Any]]:
+        """The complete calls as OpenAI streams them: per call, a chunk with its index, id,
+        type, name and empty arguments, then one chunk per fragment of its arguments."""
+        chunks = []
+        for index, call in enumerate(self.tool_calls):
+            arguments = call["function"]["arguments"]
+            pieces = self._fragments(index)
+            if "".join(pieces) != arguments:
+                pieces = [arguments]
+            head = {"index": index, "id": call["id"], "type": "function"}
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
+            chunks.append(self.chunk({"tool_calls": [head]}))
+            chunks += [
+                self.chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
+                for p in pieces
+                if p
+            ]
+        return chunks
 
     @property
     def id(self) -> str:
@@ -115,6 +178,10 @@ class _Answer:
 
     def completion(self) -> dict[str, Any]:
         """The `chat.completion` object of a finished run."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+            message["content"] = self.text or None  # OpenAI's null beside calls
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -124,7 +191,7 @@ class _Answer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": self.finish_reason,
                 }
@@ -189,6 +256,7 @@ class OpenAIApi:
             "object": "model",
             "created": self._started,
             "owned_by": _MODEL_OWNERS.get(model.kind, ",".join(model.providers)),
+            "capabilities": self._catalog.capabilities(model),
             "saga": json_format.MessageToDict(model, preserving_proto_field_name=True),
         }
 
@@ -226,7 +294,7 @@ class OpenAIApi:
         model = self._catalog.get(chat.model)
         answer = _Answer(chat.model, chat.model, self._catalog)
         run = execution_pb2.ExecuteRequest(
-            pattern_id=CHAT_PATTERN, inputs=chat.inputs, options=self._catalog.route(model)
+            pattern_id=chat.pattern, inputs=chat.inputs, options=self._catalog.route(model)
         )
         return chat, answer, self._execution.Execute(run, context)
 
@@ -271,6 +339,8 @@ class OpenAIApi:
                     await stream.send(answer.chunk({"content": text}))
             if not answer.completed:
                 raise _incomplete()
+            for chunk in answer.tool_call_chunks():
+                await stream.send(chunk)
             await stream.send(answer.chunk({}, answer.finish_reason))
             if chat.include_usage:
                 await stream.send(answer.usage_chunk())
@@ -285,10 +355,52 @@ class OpenAIApi:
                 await stream.send({"error": openai_error(status_for(_logged(error), DOMAIN))})
         return await stream.close()
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """POST /v1/embeddings: a run of the `embed` pattern, answered once."""
+        context: Any = HttpCallContext(request, None)  # a servicer context
+        headers: dict[str, str] = {}
+        try:
+            principal = await self._edge.principal(context)
+            principal.require("execute")
+            asked = openai_embeddings.parse(await read_json(request))
+            run = execution_pb2.ExecuteRequest(
+                pattern_id=openai_embeddings.EMBED_PATTERN,
+                inputs=asked.inputs,
+                options=self._catalog.route(self._catalog.get(asked.model)),
+            )
+            done: events_pb2.Completed | None = None
+            provider = ""
+            events = self._execution.Execute(run, context)
+            async with contextlib.aclosing(events):  # type: ignore[type-var]
+                async for event in events:
+                    kind = event.WhichOneof("event")
+                    if kind == "accepted":
+                        headers["x-request-id"] = event.accepted.execution_id
+                        headers["x-saga-execution-id"] = event.accepted.execution_id
+                    elif kind == "step_completed":
+                        provider = event.step_completed.provider
+                    elif kind == "completed":
+                        done = event.completed
+            if done is None:
+                raise _incomplete()
+            outputs = json_format.MessageToDict(done.outputs)
+            headers["x-saga-provider"] = provider
+            headers["x-saga-cost-micro-usd"] = str(done.cost_micro_usd)
+            body = openai_embeddings.response(
+                outputs.get("vectors") or [],
+                outputs.get("model") or asked.model,
+                done.usage.input_tokens,
+                asked.encoding_format,
+            )
+        except Exception as error:
+            return openai_error_response(_logged(error), headers)
+        return web.json_response(body, headers=headers)
+
     def routes(self) -> list[web.RouteDef]:
         """The OpenAI-compatible routes."""
         return [
             web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.list_models),
             web.get("/v1/models/{model:.+}", self.retrieve_model),
         ]

@@ -14,6 +14,7 @@ instead of retrying what cannot succeed before the budget's period ends."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -37,12 +38,21 @@ _TYPES = {
     429: "rate_limit_error",
 }
 _QUOTA_REASONS = frozenset({"BUDGET_EXHAUSTED", "COST_LIMIT_EXCEEDED"})
-_PARAMS = {"end_user": "user"}
+_PARAMS = {
+    "end_user": "user",
+    "tool_choice.name": "tool_choice",
+    "response_format.name": "response_format.json_schema.name",
+    "response_format.schema_json": "response_format.json_schema.schema",
+}
 """Fields the router (or the chat pattern) names otherwise than OpenAI's parameters."""
+_TOOL_FIELD = re.compile(r"tools\[(\d+)\]\.(name|description|parameters_json)")
+"""The router's `tools[i].<field>` (TOOLS_INVALID): OpenAI's `tools[i].function.<field>`."""
 
 
 def _param(field: str) -> str:
     name = field.removeprefix("inputs.")
+    if match := _TOOL_FIELD.fullmatch(name):
+        return f"tools[{match[1]}].function.{match[2].removesuffix('_json')}"
     return _PARAMS.get(name, name)
 
 

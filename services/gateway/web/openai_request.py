@@ -1,16 +1,24 @@
-"""An OpenAI chat completion request (`POST /v1/chat/completions`) read as a run of the
-`chat` pattern: its conversation and sampling fields become the pattern's inputs.
+"""An OpenAI chat completion request (`POST /v1/chat/completions`) read as a run of a
+pattern: its conversation and sampling fields become the pattern's inputs.
 
-Every field is acted on or refused: a field Saga does not build (tools, n > 1, logprobs,
-response formats other than text, ...) is INVALID_ARGUMENT PARAMETER_UNSUPPORTED naming it
-(OpenAI's `param`), and a field OpenAI does not define is INVALID_ARGUMENT
-PARAMETER_UNKNOWN; neither is ever dropped. The bounds are `services.common.sampling`'s,
-the ones the `llm.complete` step and the router check again.
+A plain conversation runs the `chat` pattern. One with tools, a tool choice, parallel tool
+calls, a response format other than text, or tool turns (an assistant's `tool_calls`, a
+`tool` message) runs the `tool_call` pattern, which takes them (`openai_tools`) and returns
+the model's calls for the client to run.
+
+Every field is acted on or refused: a field Saga does not build (n > 1, logprobs, audio,
+...) is INVALID_ARGUMENT PARAMETER_UNSUPPORTED naming it (OpenAI's `param`), and a field
+OpenAI does not define is INVALID_ARGUMENT PARAMETER_UNKNOWN; neither is ever dropped. The
+bounds are `services.common.sampling`'s, the ones the `llm.complete` step and the router
+check again.
 
 The conversation: system and developer messages join the system prompt (in order, blank
-line between); the last message must be the user's and is the prompt; the user and
-assistant turns before it are the pattern's `messages` input. A message's content is text,
-or a list of text parts (joined); any other part is refused."""
+line between); the last other message is the user's (then it is the prompt) or a tool
+result (then there is no prompt: the model answers the results); the turns before it are
+the pattern's `messages` (chat) or `history` (tool_call) input. A message's content is
+text, or a list of text parts (joined); any other part is refused. A member whose value is
+null is read as absent, as OpenAI reads it (the SDKs send an assistant message back with
+`refusal: null`)."""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from google.protobuf import struct_pb2
 from services.common import sampling
 from services.common.config import MAX_MODEL_NAME
 from services.common.errors import FieldViolation, InvalidArgument
+from services.gateway.web.openai_tools import TOOL_FIELDS, history_calls, tool_inputs
 
 MAX_MESSAGES = 200
 """The router's bound on a call's messages (system messages included here)."""
@@ -44,20 +53,17 @@ ACCEPTED = frozenset(
         "user",
         "n",
         "logprobs",
+        *TOOL_FIELDS,
         *NUMBERS,
     }
 )
 """Fields read (n and logprobs only at their defaults)."""
 UNSUPPORTED = frozenset(
     {
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
         "functions",
         "function_call",
         "top_logprobs",
         "logit_bias",
-        "response_format",
         "modalities",
         "audio",
         "prediction",
@@ -73,17 +79,29 @@ UNSUPPORTED = frozenset(
     }
 )
 """OpenAI fields Saga does not build yet (refused by name, never ignored)."""
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+CHAT_PATTERN = "chat"
+TOOL_PATTERN = "tool_call"
+_MESSAGE_KEYS = {
+    "system": {"role", "content"},
+    "developer": {"role", "content"},
+    "user": {"role", "content"},
+    "assistant": {"role", "content", "tool_calls"},
+    "tool": {"role", "content", "tool_call_id"},
+}
+"""What each role's message may hold; another member (name, audio, ...) would change the
+answer if honoured, so it is refused."""
 
 
 @dataclass(frozen=True)
 class ChatCompletionRequest:
-    """A checked request: the model asked for, how to answer, and the chat inputs."""
+    """A checked request: the model asked for, how to answer, and the pattern's inputs."""
 
     model: str
     stream: bool
     include_usage: bool
     inputs: struct_pb2.Struct
+    pattern: str = CHAT_PATTERN
 
 
 def invalid(param: str, message: str, reason: str = "OPTION_INVALID") -> InvalidArgument:
@@ -133,37 +151,57 @@ def _content(value: Any, param: str) -> str:
     raise invalid(param, f"{param} must be a string or a list of text parts")
 
 
-def _conversation(messages: Any) -> tuple[str, str, list[dict[str, str]]]:
-    """(system prompt, prompt, earlier turns) of `messages`."""
+def _turn(message: dict[str, Any], role: str, param: str) -> dict[str, Any]:
+    """A user, assistant or tool message as a history turn."""
+    calls = message.get("tool_calls")
+    if role == "assistant" and calls is not None:
+        turn: dict[str, Any] = {"role": role, "content": "", "tool_calls": []}
+        turn["tool_calls"] = history_calls(calls, f"{param}.tool_calls", unsupported)
+        if message.get("content") is not None:
+            turn["content"] = _content(message["content"], f"{param}.content")
+        return turn
+    turn = {"role": role, "content": _content(message.get("content"), f"{param}.content")}
+    if role == "tool":
+        if not isinstance(message.get("tool_call_id"), str):
+            raise invalid(f"{param}.tool_call_id", "a tool message names its call: tool_call_id")
+        turn["tool_call_id"] = message["tool_call_id"]
+    return turn
+
+
+def _conversation(messages: Any) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """(system prompt, prompt or None after tool results, earlier turns) of `messages`."""
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "messages must be a non-empty list")
     if len(messages) > MAX_MESSAGES:
         raise invalid("messages", f"at most {MAX_MESSAGES} messages")
     system: list[str] = []
-    turns: list[dict[str, str]] = []
-    for i, message in enumerate(messages):
+    turns: list[dict[str, Any]] = []
+    for i, given in enumerate(messages):
         param = f"messages[{i}]"
-        if not isinstance(message, dict):
+        if not isinstance(given, dict):
             raise invalid(param, f"{param} must be an object")
+        message = {k: v for k, v in given.items() if v is not None}
         role = message.get("role")
         if role not in ROLES:
             raise unsupported(f"{param}.role", f"the role {str(role)[:32]!r}")
-        extra = sorted(set(message) - {"role", "content"})
+        extra = sorted(set(message) - _MESSAGE_KEYS[str(role)])
         if extra:
-            # name, tool_calls, refusal, audio: each would change the answer if honoured.
             raise unsupported(f"{param}.{extra[0]}", "this message field")
-        content = _content(message.get("content"), f"{param}.content")
         if role in ("system", "developer"):
-            system.append(content)
+            system.append(_content(message.get("content"), f"{param}.content"))
         else:
-            turns.append({"role": str(role), "content": content})
-    if not turns or turns[-1]["role"] != "user":
-        raise invalid("messages", "the last message that is not a system message is the user's")
-    prompt = turns.pop()["content"]
+            turns.append(_turn(message, str(role), param))
+    if not turns or turns[-1]["role"] not in ("user", "tool"):
+        raise invalid(
+            "messages", "the last message that is not a system message is the user's or a tool's"
+        )
+    prompt = turns.pop()["content"] if turns[-1]["role"] == "user" else None
     joined = "\n\n".join(system)
-    for name, text in (("messages", prompt), ("messages", joined)):
+    for text in (prompt or "", joined):
         if len(text) > MAX_CONTENT_CHARS:
-            raise invalid(name, f"a prompt or system prompt has at most {MAX_CONTENT_CHARS} chars")
+            raise invalid(
+                "messages", f"a prompt or system prompt has at most {MAX_CONTENT_CHARS} chars"
+            )
     return joined, prompt, turns
 
 
@@ -208,13 +246,21 @@ def _stream_options(body: dict[str, Any], stream: bool) -> bool:
     return include
 
 
-def _refuse_unbuilt(body: dict[str, Any]) -> None:
+def refuse_fields(
+    body: dict[str, Any], accepted: frozenset[str], not_built: frozenset[str]
+) -> None:
+    """Refuse the first field of `body` that is not `accepted` (a null one is absent):
+    PARAMETER_UNSUPPORTED for OpenAI's fields Saga does not build, else PARAMETER_UNKNOWN."""
     for name in sorted(body):
-        if name in ACCEPTED or body[name] is None:
+        if name in accepted or body[name] is None:
             continue
-        if name in UNSUPPORTED:
+        if name in not_built:
             raise unsupported(name, name)
         raise invalid(name, f"unrecognized request argument: {name[:64]}", "PARAMETER_UNKNOWN")
+
+
+def _refuse_unbuilt(body: dict[str, Any]) -> None:
+    refuse_fields(body, ACCEPTED, UNSUPPORTED)
     if body.get("n") not in (None, 1):
         raise unsupported("n", "more than one choice (n > 1)")
     if body.get("logprobs") not in (None, False):
@@ -233,11 +279,15 @@ def parse(body: Any) -> ChatCompletionRequest:
     if not isinstance(stream, bool):
         raise invalid("stream", "stream must be a boolean")
     system, prompt, turns = _conversation(body.get("messages"))
-    inputs: dict[str, Any] = {"prompt": prompt}
+    inputs: dict[str, Any] = tool_inputs(body, unsupported)
+    tooled = bool(inputs) or prompt is None or any(set(t) - {"role", "content"} for t in turns)
+    if prompt is not None:
+        inputs["prompt"] = prompt
     if system:
         inputs["system"] = system
     if turns:
-        inputs["messages"] = turns
+        # The tool_call pattern names the caller's turns `history`; chat, `messages`.
+        inputs["history" if tooled else "messages"] = turns
     for name in NUMBERS:
         if (number := _number(body, name)) is not None:
             inputs[name] = number
@@ -257,4 +307,5 @@ def parse(body: Any) -> ChatCompletionRequest:
             inputs["user"] = user
     struct = struct_pb2.Struct()
     struct.update(inputs)
-    return ChatCompletionRequest(model, stream, _stream_options(body, stream), struct)
+    pattern = TOOL_PATTERN if tooled else CHAT_PATTERN
+    return ChatCompletionRequest(model, stream, _stream_options(body, stream), struct, pattern)

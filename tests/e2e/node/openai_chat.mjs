@@ -1,6 +1,8 @@
 // The official `openai` npm package against Saga's OpenAI-compatible API. Prints one JSON
 // object with what each call gave: a completion that falls back (the test makes the group's
-// first provider fail once), a stream with usage, and the refusals as the SDK's classes.
+// first provider fail once), a stream with usage, a tool round trip (the call streamed and
+// accumulated by the SDK's `chat.completions.stream` helper, the test scripts the model's
+// call; then the tool's result sent back), and the refusals as the SDK's classes.
 // SAGA_OPENAI_BASE_URL, SAGA_KEY and SAGA_BUDGETED_KEY (a user whose budget is spent) say
 // where and as whom.
 import OpenAI from "openai";
@@ -39,7 +41,34 @@ for await (const chunk of stream) {
   if (chunk.usage) usage = chunk.usage;
 }
 
+const weather = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+const called = await client.chat.completions
+  .stream({ model: "llama-a", messages: hi, tools: [weather] })
+  .finalChatCompletion();
+const [call] = called.choices[0].message.tool_calls;
+const answered = await client.chat.completions.create({
+  model: "llama-a",
+  messages: [
+    ...hi,
+    called.choices[0].message,
+    { role: "tool", tool_call_id: call.id, content: "12 degrees" },
+  ],
+  tools: [weather],
+});
+
 const out = {
+  tool: {
+    finish_reason: called.choices[0].finish_reason,
+    name: call.function.name,
+    arguments: JSON.parse(call.function.arguments),
+    answer: answered.choices[0].message.content,
+  },
   fallback: { model: fallback.model, text: fallback.choices[0].message.content },
   stream: { text, finish_reason, usage },
   bad_key: await refusal("AuthenticationError", () =>

@@ -23,7 +23,7 @@ from services.runtime.agents.financial_analyst import (
     METRICS_COMPUTE,
     PRICING_APPLY_PACK,
 )
-from services.runtime.agents.llm import LLM_COMPLETE, LLM_SUMMARIZE
+from services.runtime.agents.llm import LLM_COMPLETE, LLM_EMBED, LLM_SUMMARIZE
 from services.runtime.expressions import parse_expression
 from services.runtime.patterns import (
     MAX_NESTING,
@@ -45,6 +45,7 @@ CAPABILITIES = {
     for c in (
         LLM_COMPLETE,
         LLM_SUMMARIZE,
+        LLM_EMBED,
         ONCE,
         LEDGER_POSITIONS,
         PRICING_APPLY_PACK,
@@ -53,7 +54,7 @@ CAPABILITIES = {
     )
 }
 """The built-in capabilities the shipped samples use, and ONCE."""
-SAMPLES = ["chat", "debate", "portfolio_overview", "portfolio_risk", "tool_call"]
+SAMPLES = ["chat", "debate", "embed", "portfolio_overview", "portfolio_risk", "tool_call"]
 
 
 def chat_document() -> dict[str, Any]:
