@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -315,3 +316,33 @@ async def test_redis_down_fails_open_to_local_limits(tmp_path: Path, fake: FakeP
                 assert time.monotonic() < deadline
                 await until_admitted(stack, key)
             assert "rate limiter recovered" in stack.read_log("gateway")
+
+
+async def test_both_http_doors_count_and_refuse_like_grpc(
+    tmp_path: Path, fake: FakeProviders
+) -> None:
+    """The facade's /v1/execute and the OpenAI door draw on the same per-user limit as the
+    gRPC door, send its x-ratelimit-* headers, and refuse with 429 + Retry-After."""
+    async with stack_for(tmp_path, config=config(fake), **STANDARD) as stack:
+        key = await new_user_key(stack)
+        base = f"http://127.0.0.1:{stack.ports['gateway'].http_port}/v1"
+        auth = {"Authorization": f"Bearer {key}"}
+        openai_body = {"model": "saga/default", "messages": [{"role": "user", "content": "hi"}]}
+        execute_body = {"pattern_id": "chat", "inputs": {"prompt": "hi"}}
+        calls = [("/chat/completions", openai_body), ("/execute", execute_body)] * 2
+        async with aiohttp.ClientSession() as http:
+            remaining = []
+            for path, body in calls:
+                async with http.post(base + path, json=body, headers=auth) as answered:
+                    assert answered.status == 200, await answered.text()
+                    assert answered.headers["x-ratelimit-limit"] == str(PER_HOUR)
+                    remaining.append(int(answered.headers["x-ratelimit-remaining"]))
+            assert remaining == list(range(PER_HOUR - 1, -1, -1))
+            for path, body in calls[:2]:
+                async with http.post(base + path, json=body, headers=auth) as refused:
+                    error = (await refused.json())["error"]
+                    assert refused.status == 429, error
+                    assert int(refused.headers["Retry-After"]) > 0
+                    assert refused.headers["x-ratelimit-remaining"] == "0"
+                    reason_of = error.get("reason") or error.get("code")
+                    assert reason_of == "RATE_LIMITED", error

@@ -54,7 +54,7 @@ from services.gateway.edge import Edge
 from services.gateway.execution import ExecutionServicer
 from services.gateway.models import ModelCatalog, ModelServicer, model_not_found
 from services.gateway.web import openai_embeddings
-from services.gateway.web.calls import read_json
+from services.gateway.web.calls import headers_of, read_json
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN
 from services.gateway.web.openai_errors import openai_error, openai_error_response
@@ -308,7 +308,7 @@ class OpenAIApi:
             # Closed on every way out, so a client that left cancels the run down the chain.
             async with contextlib.aclosing(events):  # type: ignore[type-var]
                 if chat.stream:
-                    return await self._stream(request, chat, answer, events)
+                    return await self._stream(request, context, chat, answer, events)
                 async for event in events:
                     answer.see(event)
                     if request.transport is None or request.transport.is_closing():
@@ -318,12 +318,15 @@ class OpenAIApi:
                 raise _incomplete()
         except Exception as error:
             headers = answer.headers() if answer is not None else {}
-            return openai_error_response(_logged(error), headers)
-        return web.json_response(answer.completion(), headers=answer.headers())
+            return openai_error_response(_logged(error), {**headers_of(context), **headers})
+        return web.json_response(
+            answer.completion(), headers={**headers_of(context), **answer.headers()}
+        )
 
     async def _stream(
         self,
         request: web.Request,
+        context: HttpCallContext,
         chat: ChatCompletionRequest,
         answer: _Answer,
         events: AsyncIterator[execution_pb2.ExecuteResponse],
@@ -333,7 +336,7 @@ class OpenAIApi:
             async for event in events:
                 text = answer.see(event)
                 if not stream.opened and (text or answer.completed):
-                    await stream.open(answer.headers())
+                    await stream.open({**headers_of(context), **answer.headers()})
                     await stream.send(answer.chunk({"role": "assistant", "content": ""}))
                 if text:
                     await stream.send(answer.chunk({"content": text}))
@@ -393,8 +396,8 @@ class OpenAIApi:
                 asked.encoding_format,
             )
         except Exception as error:
-            return openai_error_response(_logged(error), headers)
-        return web.json_response(body, headers=headers)
+            return openai_error_response(_logged(error), {**headers_of(context), **headers})
+        return web.json_response(body, headers={**headers_of(context), **headers})
 
     def routes(self) -> list[web.RouteDef]:
         """The OpenAI-compatible routes."""
