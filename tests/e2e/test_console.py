@@ -1,0 +1,214 @@
+"""The operator console at `/console/` in headless Chromium, against all six services as real
+processes and two fake providers: an operator signs in with the admin key, sees a provider
+open its circuit after it fails, runs `chat` from the form and watches its tokens arrive,
+follows the run's timeline, creates and revokes a key and sees it refused; a plain user
+signs in with email and password and sees only their own usage and no operator page.
+
+The browser is driven by tests/e2e/node/console.mjs (playwright-core over Debian's
+chromium, which `make setup` installs); screenshots of each page are kept under the test's
+tmp_path (the path is printed). The console's headers (CSP, caching) are checked here over
+raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from saga.gateway.v1 import account_pb2, account_pb2_grpc
+from services.gateway.web.console import CONTENT_SECURITY_POLICY
+from tests.e2e.test_execute import bearer
+from tests.e2e.test_http_facade import call, chat, url
+from tests.e2e.test_resilience_gateway import (
+    A_TOKENS,
+    B_TOKENS,
+    QUICK_CIRCUITS,
+    RANK_FAILING_PROVIDERS,
+    fakes,
+    provider_toml,
+)
+from tests.fakes.providers import FakeProviders, Script, answer_text
+from tests.harness import ROOT, Stack, stack_for
+
+SCRIPT = ROOT / "tests" / "e2e" / "node" / "console.mjs"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class World:
+    stack: Stack
+    flaky: FakeProviders
+    steady: FakeProviders
+    email: str
+    password: str
+    user_id: str
+    user_token: str
+
+
+@pytest.fixture(scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    async with fakes(2) as (a, b):
+        config = provider_toml("flaky", a, "ollama", max_retries=0) + provider_toml(
+            "steady", b, "ollama"
+        )
+        a.defaults["ollama"] = Script(tokens=A_TOKENS)
+        b.defaults["ollama"] = Script(tokens=B_TOKENS)
+        # Circuits open after 2 failures and stay open for the whole module.
+        env = QUICK_CIRCUITS | RANK_FAILING_PROVIDERS
+        env["SAGA_ROUTER__CIRCUIT_COOLDOWN_SECONDS"] = "600"
+        async with stack_for(tmp_path_factory.mktemp("console"), config=config, **env) as s:
+            email = f"console.{secrets.token_hex(4)}@example.com"
+            password = "console " + secrets.token_hex(8)
+            async with s.gateway_channel() as ch:
+                accounts = account_pb2_grpc.AccountServiceStub(ch)
+                made = await accounts.Register(
+                    account_pb2.RegisterRequest(email=email, password=password),
+                    metadata=bearer(s.admin_key()),
+                    timeout=30,
+                )
+                session = await accounts.Login(
+                    account_pb2.LoginRequest(email=email, password=password), timeout=30
+                )
+            yield World(s, a, b, email, password, made.user_id, session.access_token)
+
+
+async def get(stack: Stack, path: str) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url(stack, path), allow_redirects=False) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+async def test_the_console_is_served_with_a_strict_policy_and_long_cached_assets(
+    world: World,
+) -> None:
+    status, headers, _ = await get(world.stack, "/console")
+    assert (status, headers["Location"]) == (302, "/console/")
+    status, headers, body = await get(world.stack, "/console/")
+    assert status == 200
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert "default-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Cache-Control"] == "no-cache"
+    page = body.decode()
+    # No inline script: every script is a hashed file of the build.
+    assert "<script>" not in page
+    assert '<script type="module">' not in page
+    assets = [p.split('"')[0] for p in page.split('src="')[1:]]
+    assert assets
+    assert all(a.startswith("/console/assets/index-") for a in assets)
+    status, headers, _ = await get(world.stack, assets[0])
+    assert status == 200
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    status, _, body = await get(world.stack, "/console/assets/..%2F..%2Fsaga.toml")
+    assert status == 404
+    assert json.loads(body)["error"]["reason"] == "ROUTE_NOT_FOUND"
+
+
+async def fail_flaky(world: World) -> None:
+    """`flaky` answers 500 from now on; two runs that prefer it open its circuit."""
+    world.flaky.defaults["ollama"] = Script(fail="server_error")
+    body = chat("hello", preferred_providers=["flaky", "steady"])
+    for _ in range(2):
+        admin = world.stack.admin_key()
+        status, reply, _ = await call(world.stack, "POST", "/v1/execute", admin, body)
+        assert status == 200, reply
+
+
+async def drive(world: World, shots: Path) -> dict[str, Any]:
+    """Run the browser script, answering its asks; what it reports."""
+    installed = await asyncio.to_thread(CHROMIUM.exists)
+    assert installed, f"{CHROMIUM} is missing: `make setup` installs it (apt chromium)"
+    stack = world.stack
+    # Some usage of the plain user's own, and the admin's, before the browser looks.
+    for key in (world.user_token, stack.admin_key()):
+        status, reply, _ = await call(stack, "POST", "/v1/execute", key, chat("before"))
+        assert status == 200, reply
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(SCRIPT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "HOME": str(shots),
+            "SAGA_CONSOLE": url(stack, "/console/"),
+            "SAGA_ADMIN_KEY": stack.admin_key(),
+            "SAGA_USER_EMAIL": world.email,
+            "SAGA_USER_PASSWORD": world.password,
+            "SAGA_SHOTS": str(shots),
+            "SAGA_CHROMIUM": str(CHROMIUM),
+        },
+    )
+    assert node.stdin is not None
+    assert node.stdout is not None
+    assert node.stderr is not None
+    result: dict[str, Any] | None = None
+    async with asyncio.timeout(300):
+        while line := await node.stdout.readline():
+            message = json.loads(line)
+            if message.get("ask") == "fail-flaky":
+                await fail_flaky(world)
+                node.stdin.write(b"ok\n")
+                await node.stdin.drain()
+            elif "result" in message:
+                result = message["result"]
+        errors = (await node.stderr.read()).decode()
+        code = await node.wait()
+    assert code == 0, errors[-5000:]
+    assert result is not None, errors[-5000:]
+    return result
+
+
+async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Path) -> None:
+    shots = tmp_path / "console-screenshots"
+    shots.mkdir()
+    print(f"console screenshots: {shots}")
+    seen = await drive(world, shots)
+    print(json.dumps(seen, indent=1))
+
+    assert seen["console_errors"] == []  # no CSP violation, no script error
+    assert seen["focused_at_start"] == "api-key"
+    assert seen["storage"] == {"local": 0, "session": 1}
+    assert seen["storage_after_logout"] == 0
+
+    # The circuit the operator watched open.
+    assert seen["flaky_before"] == "CLOSED"
+    assert seen["flaky_after"] == "OPEN"
+    assert "Provider flaky: circuit OPEN" in seen["warnings"]
+
+    # chat from the form: "flaky" is open, so "steady" wrote it, token by token.
+    assert seen["run_text"] == answer_text(B_TOKENS)
+    assert "completed by steady" in seen["run_timeline"]
+    assert "completed" in seen["execution_timeline"]
+
+    # The admin sees everyone's usage (both users), the plain user only their own.
+    assert "Every user's usage" in seen["admin_usage_notice"]
+    assert world.user_id in seen["admin_usage_users"]
+    assert len(seen["admin_usage_users"]) == 2  # and the admin's own
+    assert "Your own usage only" in seen["user_usage_notice"]
+    assert seen["user_usage_users"] == [world.user_id]
+    assert "do not allow" in seen["user_providers"]
+
+    # A key shown once, revoked, then refused at sign-in.
+    assert seen["key_shown"] is True
+    assert "CREDENTIAL_REVOKED" in seen.get("revoked_refusal", "")
+
+    assert seen["phone_overflow"] is False
+    names = sorted(p.name for p in shots.iterdir())
+    assert {"overview.png", "providers.png", "usage.png", "executions.png", "patterns.png"} <= set(
+        names
+    )
