@@ -111,7 +111,11 @@ export const providers: Page = async (root) => {
   const check = el("button", { type: "button", id: "check-now" }, "Check now");
   root.append(check, holder);
   const draw = async () => {
-    const reply = await call("GET", "/v1/admin/providers");
+    const [reply, live] = await Promise.all([
+      call("GET", "/v1/admin/providers"),
+      call("GET", "/v1/admin/providers/metrics"),
+    ]);
+    const metrics = new Map<string, Json>(live.metrics.map((m: Json) => [m.provider, m]));
     holder.replaceChildren(
       table(
         "Configured providers",
@@ -129,10 +133,21 @@ export const providers: Page = async (root) => {
           ];
         }),
       ),
+      table(
+        "Live metrics (priors until there are samples)",
+        ["Provider", "Latency p50 / p99", "TTFT p50 / p99", "Success rate", "Quality", "Samples"],
+        live.metrics.map((m: Json) => [
+          m.provider,
+          `${m.p50_latency_ms} / ${m.p99_latency_ms} ms`,
+          `${m.p50_ttft_ms} / ${m.p99_ttft_ms} ms`,
+          `${(Number(m.success_rate) * 100).toFixed(1)} %`,
+          Number(m.quality).toFixed(2),
+          String(m.samples),
+        ]),
+      ),
       notice(
-        `Usage outbox: ${reply.outbox.backlog} waiting, ${reply.outbox.dead_letters} dead letters. ` +
-          "Latency percentiles, TTFT, success rates and the ranking per strategy are in the " +
-          "optimizer's Prometheus metrics; the public API does not serve them yet.",
+        `Usage outbox: ${reply.outbox.backlog} waiting, ${reply.outbox.dead_letters} dead letters.` +
+          (metrics.size ? "" : " No live metrics yet."),
       ),
     );
   };

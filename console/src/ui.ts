@@ -41,8 +41,11 @@ export function when(ts: string | undefined | null): string {
   return ts ? new Date(ts).toISOString().replace("T", " ").slice(0, 19) : "—";
 }
 
+const ENUM_PREFIX = /^(EXECUTION_STATUS|CIRCUIT_STATE|PACK_STATUS|VAULT_STATE|EXCLUSION_REASON|STRATEGY)_/;
+
+/** An enum value's name without its type's prefix (`CIRCUIT_STATE_OPEN` → `OPEN`). */
 export function short(name: string): string {
-  return name.replace(/^[A-Z_]+?_(STATUS|STATE)_/, "");
+  return name.replace(ENUM_PREFIX, "");
 }
 
 const SVG = "http://www.w3.org/2000/svg";

@@ -390,6 +390,15 @@ class Facade:
                 "Probe providers now",
             ),
             self._rpc(
+                "GET",
+                "/v1/admin/providers/metrics",
+                ad,
+                "GetProviderMetrics",
+                admin_pb2.GetProviderMetricsRequest,
+                admin_pb2.GetProviderMetricsResponse,
+                "Providers' live latency, time-to-first-token and success rate",
+            ),
+            self._rpc(
                 "POST",
                 "/v1/admin/packs",
                 ad,

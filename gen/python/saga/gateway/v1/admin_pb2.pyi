@@ -29,6 +29,52 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetProviderMetricsRequest(_message.Message):
+    """Same field numbers as saga.optimizer.v1.GetMetricsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names; empty = all."""
+
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsRequest: _TypeAlias = GetProviderMetricsRequest  # noqa: Y015
+
+@_typing.final
+class GetProviderMetricsResponse(_message.Message):
+    """Same field numbers as saga.optimizer.v1.GetMetricsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[_metrics_pb2.ProviderMetrics]: ...
+    def __init__(
+        self,
+        *,
+        metrics: _abc.Iterable[_metrics_pb2.ProviderMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsResponse: _TypeAlias = GetProviderMetricsResponse  # noqa: Y015
+
+@_typing.final
 class SetProviderKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -95,6 +95,11 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
                 _registered_method=True)
+        self.GetProviderMetrics = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/GetProviderMetrics',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -189,6 +194,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderMetrics(self, request, context):
+        """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
+        quality (optimizer GetMetrics; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +264,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ImportTransactions,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.SerializeToString,
+            ),
+            'GetProviderMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderMetrics,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +596,33 @@ class AdminService:
             '/saga.gateway.v1.AdminService/ImportTransactions',
             saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/GetProviderMetrics',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
