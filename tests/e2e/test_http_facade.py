@@ -559,6 +559,9 @@ async def test_sign_in_keys_and_operator_routes_over_http(stack: Stack) -> None:
     )
     assert status == 200
     assert [r["provider"] for r in checked["results"]] == names[:1]
+    status, live, _ = await call(stack, "GET", "/v1/admin/providers/metrics", stack.admin_key())
+    assert status == 200
+    assert sorted(m["provider"] for m in live["metrics"]) == sorted(names)
     status, vault, _ = await call(stack, "GET", "/v1/admin/vault", stack.admin_key())
     assert (status, vault["status"]["state"]) == (200, "VAULT_STATE_SERVING")
 
