@@ -104,6 +104,8 @@ export const overview: Page = async (root) => {
 
 // --- Providers --------------------------------------------------------------------------
 
+const STRATEGIES = ["CHEAPEST", "FASTEST", "QUALITY", "BALANCED", "RELIABLE"];
+
 export const providers: Page = async (root) => {
   root.append(el("h2", {}, "Providers"));
   const checks = new Map<string, Json>();
@@ -115,6 +117,9 @@ export const providers: Page = async (root) => {
       call("GET", "/v1/admin/providers"),
       call("GET", "/v1/admin/providers/metrics"),
     ]);
+    const rankings = await Promise.all(
+      STRATEGIES.map((s) => call("POST", "/v1/admin/providers/rank", { strategy: `STRATEGY_${s}` })),
+    );
     const metrics = new Map<string, Json>(live.metrics.map((m: Json) => [m.provider, m]));
     holder.replaceChildren(
       table(
@@ -143,6 +148,15 @@ export const providers: Page = async (root) => {
           `${(Number(m.success_rate) * 100).toFixed(1)} %`,
           Number(m.quality).toFixed(2),
           String(m.samples),
+        ]),
+      ),
+      table(
+        "Ranking per strategy, best first",
+        ["Strategy", "Ranked", "Excluded"],
+        rankings.map((r: Json, i: number) => [
+          STRATEGIES[i].toLowerCase(),
+          el("span", { "data-ranking": STRATEGIES[i] }, r.ranked.map((p: Json) => `${p.provider} (${Number(p.score).toFixed(2)})`).join(", ") || "—"),
+          r.excluded.map((x: Json) => `${x.provider}: ${short(x.reason)}`).join(", ") || "—",
         ]),
       ),
       notice(

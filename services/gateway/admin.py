@@ -39,6 +39,7 @@ ADMIN_RELAYS = {
         "/saga.optimizer.v1.OptimizerService/GetMetrics",
         pb.GetProviderMetricsResponse,
     ),
+    "RankProviders": ("/saga.optimizer.v1.OptimizerService/Rank", pb.RankProvidersResponse),
 }
 """Gateway method -> (owner's method, gateway response type); a test checks the wire twins."""
 
@@ -66,4 +67,5 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     RotateVaultKey = admin_relay(*ADMIN_RELAYS["RotateVaultKey"])
     ImportTransactions = admin_relay(*ADMIN_RELAYS["ImportTransactions"])
     GetProviderMetrics = admin_relay(*ADMIN_RELAYS["GetProviderMetrics"])
+    RankProviders = admin_relay(*ADMIN_RELAYS["RankProviders"])
     RewrapVault = admin_stream_relay(*ADMIN_STREAM_RELAYS["RewrapVault"])

@@ -189,8 +189,9 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert seen["flaky_before"] == "CLOSED"
     assert seen["flaky_after"] == "OPEN"
     assert "Provider flaky: circuit OPEN" in seen["warnings"]
-    # Live metrics beside the circuits.
+    # Live metrics and the optimizer's ranking per strategy, beside the circuits.
     assert "Live metrics" in seen["providers_text"]
+    assert "steady (" in seen["ranking_cheapest"]
 
     # chat from the form: "flaky" is open, so "steady" wrote it, token by token.
     assert seen["run_text"] == answer_text(B_TOKENS)

@@ -562,6 +562,14 @@ async def test_sign_in_keys_and_operator_routes_over_http(stack: Stack) -> None:
     status, live, _ = await call(stack, "GET", "/v1/admin/providers/metrics", stack.admin_key())
     assert status == 200
     assert sorted(m["provider"] for m in live["metrics"]) == sorted(names)
+    body = {"strategy": "STRATEGY_CHEAPEST"}
+    status, ranking, _ = await call(
+        stack, "POST", "/v1/admin/providers/rank", stack.admin_key(), body
+    )
+    assert (status, ranking["strategy"]) == (200, "STRATEGY_CHEAPEST")
+    assert sorted(r["provider"] for r in ranking["ranked"]) == sorted(names)
+    status, error, _ = await call(stack, "POST", "/v1/admin/providers/rank", token, body)
+    assert (status, error["error"]["reason"]) == (403, "SCOPE_MISSING")
     status, vault, _ = await call(stack, "GET", "/v1/admin/vault", stack.admin_key())
     assert (status, vault["status"]["state"]) == (200, "VAULT_STATE_SERVING")
 

@@ -400,6 +400,15 @@ class Facade:
             ),
             self._rpc(
                 "POST",
+                "/v1/admin/providers/rank",
+                ad,
+                "RankProviders",
+                admin_pb2.RankProvidersRequest,
+                admin_pb2.RankProvidersResponse,
+                "How the optimizer ranks the providers for a strategy now",
+            ),
+            self._rpc(
+                "POST",
                 "/v1/admin/packs",
                 ad,
                 "PublishPack",

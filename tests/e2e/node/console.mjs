@@ -56,6 +56,7 @@ try {
   await page.waitForFunction(() => !document.querySelector("#check-now")?.disabled);
   result.flaky_after = await page.textContent('[data-provider="flaky"]');
   result.providers_text = await page.textContent("main");
+  result.ranking_cheapest = await page.textContent('[data-ranking="CHEAPEST"]');
   await shot("providers");
 
   await open("overview");

@@ -71,6 +71,10 @@ class AdminServiceStub:
     """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
     quality (optimizer GetMetrics; same field numbers).
     """
+    RankProviders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RankProvidersRequest, _admin_pb2.RankProvidersResponse]
+    """How the optimizer ranks the providers for a strategy right now, with each score's
+    breakdown and the exclusions (optimizer Rank; same field numbers).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -112,6 +116,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetProviderMetrics: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetProviderMetricsRequest, _admin_pb2.GetProviderMetricsResponse]  # type: ignore[assignment]
     """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
     quality (optimizer GetMetrics; same field numbers).
+    """
+    RankProviders: _aio.UnaryUnaryMultiCallable[_admin_pb2.RankProvidersRequest, _admin_pb2.RankProvidersResponse]  # type: ignore[assignment]
+    """How the optimizer ranks the providers for a strategy right now, with each score's
+    breakdown and the exclusions (optimizer Rank; same field numbers).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -229,6 +237,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.GetProviderMetricsResponse, _abc.Awaitable[_admin_pb2.GetProviderMetricsResponse]]:
         """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
         quality (optimizer GetMetrics; same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def RankProviders(
+        self,
+        request: _admin_pb2.RankProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RankProvidersResponse, _abc.Awaitable[_admin_pb2.RankProvidersResponse]]:
+        """How the optimizer ranks the providers for a strategy right now, with each score's
+        breakdown and the exclusions (optimizer Rank; same field numbers).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
