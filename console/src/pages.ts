@@ -20,6 +20,18 @@ function failure(error: unknown, what: string): HTMLElement {
   return notice(`Could not load ${what}: ${(error as Error).message}${reason}`, "error");
 }
 
+/** Whether the credential has scope `admin` (the operator routes answer it; a 403 means
+ * no). Asked once per page load that needs it. */
+async function isAdmin(): Promise<boolean> {
+  try {
+    await call("GET", "/v1/admin/vault");
+    return true;
+  } catch (error) {
+    if (error instanceof ApiError && error.denied) return false;
+    throw error;
+  }
+}
+
 /** Everyone's usage when the scopes allow it (`usage:read:all`), else the caller's own. */
 async function usage(params: Record<string, unknown>): Promise<{ reply: Json; everyone: boolean }> {
   try {
@@ -215,6 +227,7 @@ export const usagePage: Page = async (root) => {
   root.append(form, out);
   const draw = async () => {
     const dim = by.value;
+    out.replaceChildren(notice("Loading usage…"));
     try {
       const { reply, everyone } = await usage({
         start_date: start.value,
@@ -276,14 +289,31 @@ async function follow(
   body: unknown,
   timeline: HTMLElement,
   text: HTMLElement,
+  signal?: AbortSignal,
 ): Promise<void> {
-  await stream(method, path, body, (e) => {
+  const onEvent = (e: StreamEvent) => {
     if (e.event === "token") text.textContent += (e.data.token ?? e.data).text;
     else timeline.append(el("li", {}, `#${e.id || "—"} ${describeEvent(e)}`));
-  });
+  };
+  try {
+    await stream(method, path, body, onEvent, signal);
+  } catch (error) {
+    if (!signal?.aborted) throw error;
+  }
 }
 
+let watching: AbortController | null = null;
+/** The execution being watched: showing another one (or another page) stops its stream. */
+function watch(): AbortSignal {
+  watching?.abort();
+  watching = new AbortController();
+  return watching.signal;
+}
+window.addEventListener("hashchange", () => watching?.abort());
+
 async function showExecution(id: string, into: HTMLElement): Promise<void> {
+  const signal = watch();
+  into.replaceChildren(notice(`Loading execution ${id}…`));
   const { execution: x } = await call("GET", `/v1/executions/${encodeURIComponent(id)}`);
   const timeline = el("ol", { id: "timeline" });
   const text = el("pre", { id: "execution-text", "aria-live": "polite" });
@@ -303,7 +333,7 @@ async function showExecution(id: string, into: HTMLElement): Promise<void> {
     timeline,
     text,
   );
-  await follow("GET", `/v1/executions/${encodeURIComponent(id)}/events`, null, timeline, text);
+  await follow("GET", `/v1/executions/${encodeURIComponent(id)}/events`, null, timeline, text, signal);
 }
 
 export const executions: Page = async (root) => {
@@ -327,6 +357,7 @@ export const executions: Page = async (root) => {
   const detail = el("section", { "aria-live": "polite" });
   root.append(form, list, detail);
   const draw = async () => {
+    list.replaceChildren(notice("Loading executions…"));
     try {
       const reply = await call("GET", "/v1/executions", {
         status: status.value ? `EXECUTION_STATUS_${status.value}` : "",
@@ -466,10 +497,39 @@ export const patterns: Page = async (root) => {
       result.replaceChildren(error instanceof SyntaxError ? notice("Prices are not JSON.", "error") : failure(error, "publishing"));
     }
   });
-  packs.append(publish);
+  if (await isAdmin()) packs.append(publish);
+  else packs.append(notice("Publishing a pack needs scope admin."));
 };
 
 // --- Keys -------------------------------------------------------------------------------
+
+function cap(b: Json | undefined): string {
+  if (!b || Number(b.budget_micro_usd) < 0) return "no cap";
+  return `${usd(b.budget_micro_usd)} a ${b.period_kind}, ${usd(b.spent_micro_usd)} spent`;
+}
+
+/** An admin's controls to cap (or uncap) spend through one key (AdminService.SetBudget). */
+function capForm(userId: string, keyId: string, done: () => Promise<void>, report: HTMLElement): HTMLElement {
+  const id = `cap-${keyId}`;
+  const amount = el("input", { id, type: "number", min: "0", step: "0.01", inputmode: "decimal", size: "6" });
+  const set = el("button", { type: "submit" }, "Cap");
+  const clear = el("button", { type: "button" }, "Uncap");
+  const form = el("form", { class: "filters", "data-cap": keyId }, el("label", { for: id }, "USD"), amount, set, clear);
+  const send = async (body: Record<string, unknown>) => {
+    try {
+      await call("POST", "/v1/admin/budgets", { user_id: userId, key_id: keyId, ...body });
+      await done();
+    } catch (error) {
+      report.replaceChildren(failure(error, "setting the cap"));
+    }
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void send({ amount_micro_usd: String(Math.round(Number(amount.value) * 1_000_000)) });
+  });
+  clear.addEventListener("click", () => void send({ clear: true }));
+  return form;
+}
 
 export const keys: Page = async (root) => {
   root.append(el("h2", {}, "API keys"));
@@ -483,15 +543,27 @@ export const keys: Page = async (root) => {
     el("label", { for: "key-scopes" }, "Scopes"), scopes,
     el("button", { type: "submit" }, "Create key"),
   );
+  const report = el("div", { "aria-live": "polite" });
   const list = el("div");
-  root.append(create, shown, list);
+  root.append(create, shown, report, list);
+  const admin = await isAdmin();
   const draw = async () => {
     try {
-      const reply = await call("GET", "/v1/api-keys");
+      const [reply, budget] = await Promise.all([
+        call("GET", "/v1/api-keys"),
+        call("GET", "/v1/usage/budget").catch((error) => {
+          report.replaceChildren(failure(error, "budgets"));
+          return null;
+        }),
+      ]);
+      const caps = new Map<string, Json>((budget?.keys ?? []).map((b: Json) => [b.key_id, b]));
+      const head = ["Name", "Prefix", "Scopes", "Created", "Last used", "State", "Spend cap", ""];
+      if (admin && budget) head.push("Set cap");
       list.replaceChildren(
+        budget ? el("p", { id: "your-budget" }, `Your budget: ${cap(budget.user)}.`) : "",
         table(
           "Your API keys, newest first",
-          ["Name", "Prefix", "Scopes", "Created", "Last used", "State", ""],
+          head,
           reply.keys.map((k: Json) => {
             const revoke = el("button", { type: "button", "data-revoke": k.key_id, "aria-label": `Revoke ${k.name}` }, "Revoke");
             revoke.hidden = Boolean(k.revoked_at);
@@ -500,13 +572,24 @@ export const keys: Page = async (root) => {
                 await call("DELETE", `/v1/api-keys/${encodeURIComponent(k.key_id)}`);
                 await draw();
               } catch (error) {
-                list.prepend(failure(error, "revoking the key"));
+                report.replaceChildren(failure(error, "revoking the key"));
               }
             });
-            return [k.name, k.prefix, k.scopes.join(" "), when(k.created_at), when(k.last_used_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : "active", revoke];
+            const row: (string | Node)[] = [
+              k.name,
+              k.prefix,
+              k.scopes.join(" "),
+              when(k.created_at),
+              when(k.last_used_at),
+              k.revoked_at ? `revoked ${when(k.revoked_at)}` : "active",
+              el("span", { "data-cap-of": k.key_id }, cap(caps.get(k.key_id))),
+              revoke,
+            ];
+            if (admin && budget) row.push(k.revoked_at ? "" : capForm(budget.user.user_id, k.key_id, draw, report));
+            return row;
           }),
         ),
-        notice("Per-key spending caps are set by an admin (AdminService.SetBudget)."),
+        notice(admin ? "As an admin you can cap what each key may spend." : "An admin can cap what each key may spend."),
       );
     } catch (error) {
       list.replaceChildren(failure(error, "your keys"));

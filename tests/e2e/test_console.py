@@ -63,6 +63,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         # Circuits open after 2 failures and stay open for the whole module.
         env = QUICK_CIRCUITS | RANK_FAILING_PROVIDERS
         env["SAGA_ROUTER__CIRCUIT_COOLDOWN_SECONDS"] = "600"
+        env["SAGA_BUDGETS__ENABLED"] = "true"  # keys can be capped (no default budget)
         async with stack_for(tmp_path_factory.mktemp("console"), config=config, **env) as s:
             email = f"console.{secrets.token_hex(4)}@example.com"
             password = "console " + secrets.token_hex(8)
@@ -126,6 +127,24 @@ async def fail_flaky(world: World) -> None:
         assert status == 200, reply
 
 
+async def run_chat(stack: Stack, prompt: str) -> tuple[int, Any]:
+    status, reply, _ = await call(stack, "POST", "/v1/execute", stack.admin_key(), chat(prompt))
+    return status, reply
+
+
+async def hold_run(world: World) -> asyncio.Task[Any]:
+    """A run of `chat` left RUNNING: "steady" holds its request until a second one is open
+    (`release-run`), then answers both. Returns once the provider holds the request."""
+    world.steady.defaults["ollama"] = Script(tokens=B_TOKENS, hold_until_open=2)
+    seen = len(world.steady.requests())
+    task = asyncio.create_task(run_chat(world.stack, "held"))
+    for _ in range(200):
+        if len(world.steady.requests()) > seen:
+            return task
+        await asyncio.sleep(0.05)
+    raise AssertionError("the held run never reached its provider")
+
+
 async def drive(world: World, shots: Path) -> dict[str, Any]:
     """Run the browser script, answering its asks; what it reports."""
     installed = await asyncio.to_thread(CHROMIUM.exists)
@@ -157,17 +176,28 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
     assert node.stdout is not None
     assert node.stderr is not None
     result: dict[str, Any] | None = None
+    held: list[asyncio.Task[Any]] = []
     async with asyncio.timeout(300):
         while line := await node.stdout.readline():
             message = json.loads(line)
-            if message.get("ask") == "fail-flaky":
-                await fail_flaky(world)
-                node.stdin.write(b"ok\n")
-                await node.stdin.drain()
-            elif "result" in message:
+            if "result" in message:
                 result = message["result"]
+                continue
+            ask = message["ask"]
+            if ask == "fail-flaky":
+                await fail_flaky(world)
+            elif ask == "hold-run":
+                held.append(await hold_run(world))
+            elif ask == "release-run":
+                held.append(asyncio.create_task(run_chat(stack, "releases the held one")))
+            else:
+                raise AssertionError(f"the script asked for {ask}")
+            node.stdin.write(b"ok\n")
+            await node.stdin.drain()
         errors = (await node.stderr.read()).decode()
         code = await node.wait()
+        for status, reply in await asyncio.gather(*held):
+            assert status == 200, reply
     assert code == 0, errors[-5000:]
     assert result is not None, errors[-5000:]
     return result
@@ -197,6 +227,10 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert seen["run_text"] == answer_text(B_TOKENS)
     assert "completed by steady" in seen["run_timeline"]
     assert "completed" in seen["execution_timeline"]
+    # A running one, followed live: nothing until the provider answered, then its tokens.
+    assert seen["live_status"] == "RUNNING"
+    assert seen["live_text_before"] == ""
+    assert seen["live_text_after"] == answer_text(B_TOKENS)
 
     # The admin sees everyone's usage (both users), the plain user only their own.
     assert "Every user's usage" in seen["admin_usage_notice"]
@@ -208,6 +242,7 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
 
     # A key shown once, revoked, then refused at sign-in.
     assert seen["key_shown"] is True
+    assert seen["key_cap"].startswith("$1.5000 a ")
     assert "CREDENTIAL_REVOKED" in seen.get("revoked_refusal", "")
 
     assert seen["phone_overflow"] is False

@@ -409,6 +409,15 @@ class Facade:
             ),
             self._rpc(
                 "POST",
+                "/v1/admin/budgets",
+                ad,
+                "SetBudget",
+                admin_pb2.SetBudgetRequest,
+                admin_pb2.SetBudgetResponse,
+                "Set or clear a user's budget, or one of their API keys' spend cap",
+            ),
+            self._rpc(
+                "POST",
                 "/v1/admin/packs",
                 ad,
                 "PublishPack",

@@ -72,9 +72,31 @@ try {
   result.run_timeline = await page.textContent("#run-timeline");
   await shot("patterns");
 
+  // A running run, live: the test holds its provider's answer until told to release it.
+  await ask("hold-run");
   await open("executions");
-  await page.click("table button.link");
+  await page.selectOption("#filter-status", "RUNNING");
+  await page.click("form.filters button");
+  await page.waitForSelector('caption:has-text("Executions") ~ tbody button.link');
+  await page.click('caption:has-text("Executions") ~ tbody button.link');
+  await page.waitForFunction(() => /started/.test(document.querySelector("#timeline")?.textContent ?? ""));
+  result.live_status = await page.textContent("#execution-status");
+  result.live_text_before = await page.textContent("#execution-text");
+  await shot("execution-live");
+  await ask("release-run");
   await page.waitForFunction(() => /completed/.test(document.querySelector("#timeline")?.textContent ?? ""));
+  result.live_text_after = await page.textContent("#execution-text");
+
+  await page.selectOption("#filter-status", "any");
+  await page.click("form.filters button");
+  const first = (await page.textContent("table button.link")).trim();
+  await page.click("table button.link");
+  await page.waitForFunction(
+    (id) =>
+      document.querySelector("main section h3")?.textContent === `Execution ${id}` &&
+      /completed/.test(document.querySelector("#timeline")?.textContent ?? ""),
+    first,
+  );
   result.execution_timeline = await page.textContent("#timeline");
   await shot("executions");
 
@@ -94,6 +116,15 @@ try {
   const secret = (await page.textContent("#new-key")).trim();
   result.key_shown = secret.startsWith("saga_");
   await shot("keys-created");
+  // An admin caps what the key may spend.
+  const keyId = await page.getAttribute('tr:has-text("console-temp") button[data-revoke]', "data-revoke");
+  await page.fill(`[data-cap="${keyId}"] input`, "1.5");
+  await page.click(`[data-cap="${keyId}"] button[type="submit"]`);
+  await page.waitForSelector(`[data-cap-of="${keyId}"]:has-text("$1.5000")`).catch(async (e) => {
+    throw new Error(`${e.message}\npage: ${await page.textContent("main")}`);
+  });
+  result.key_cap = await page.textContent(`[data-cap-of="${keyId}"]`);
+  await shot("keys-capped");
   await page.click('tr:has-text("console-temp") button[data-revoke]');
   await page.waitForSelector('tr:has-text("console-temp"):has-text("revoked")');
   await shot("keys-revoked");
