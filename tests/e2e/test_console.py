@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from saga.gateway.v1 import account_pb2, account_pb2_grpc
 from services.gateway.web.console import CONTENT_SECURITY_POLICY
-from tests.e2e.test_execute import bearer
+from tests.e2e.test_budgets import Account, register
 from tests.e2e.test_http_facade import call, chat, url
 from tests.e2e.test_resilience_gateway import (
     A_TOKENS,
@@ -46,10 +44,8 @@ class World:
     stack: Stack
     flaky: FakeProviders
     steady: FakeProviders
-    email: str
-    password: str
-    user_id: str
-    user_token: str
+    user: Account
+    """A plain user (no admin scope)."""
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +61,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         env["SAGA_ROUTER__CIRCUIT_COOLDOWN_SECONDS"] = "600"
         env["SAGA_BUDGETS__ENABLED"] = "true"  # keys can be capped (no default budget)
         async with stack_for(tmp_path_factory.mktemp("console"), config=config, **env) as s:
-            email = f"console.{secrets.token_hex(4)}@example.com"
-            password = "console " + secrets.token_hex(8)
-            async with s.gateway_channel() as ch:
-                accounts = account_pb2_grpc.AccountServiceStub(ch)
-                made = await accounts.Register(
-                    account_pb2.RegisterRequest(email=email, password=password),
-                    metadata=bearer(s.admin_key()),
-                    timeout=30,
-                )
-                session = await accounts.Login(
-                    account_pb2.LoginRequest(email=email, password=password), timeout=30
-                )
-            yield World(s, a, b, email, password, made.user_id, session.access_token)
+            yield World(s, a, b, await register(s, "console"))
 
 
 async def get(stack: Stack, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -151,7 +135,7 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
     assert installed, f"{CHROMIUM} is missing: `make setup` installs it (apt chromium)"
     stack = world.stack
     # Some usage of the plain user's own, and the admin's, before the browser looks.
-    for key in (world.user_token, stack.admin_key()):
+    for key in (world.user.token, stack.admin_key()):
         status, reply, _ = await call(stack, "POST", "/v1/execute", key, chat("before"))
         assert status == 200, reply
     node = await asyncio.create_subprocess_exec(
@@ -166,8 +150,8 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
             "HOME": str(shots),
             "SAGA_CONSOLE": url(stack, "/console/"),
             "SAGA_ADMIN_KEY": stack.admin_key(),
-            "SAGA_USER_EMAIL": world.email,
-            "SAGA_USER_PASSWORD": world.password,
+            "SAGA_USER_EMAIL": world.user.email,
+            "SAGA_USER_PASSWORD": world.user.password,
             "SAGA_SHOTS": str(shots),
             "SAGA_CHROMIUM": str(CHROMIUM),
         },
@@ -234,10 +218,10 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
 
     # The admin sees everyone's usage (both users), the plain user only their own.
     assert "Every user's usage" in seen["admin_usage_notice"]
-    assert world.user_id in seen["admin_usage_users"]
+    assert world.user.user_id in seen["admin_usage_users"]
     assert len(seen["admin_usage_users"]) == 2  # and the admin's own
     assert "Your own usage only" in seen["user_usage_notice"]
-    assert seen["user_usage_users"] == [world.user_id]
+    assert seen["user_usage_users"] == [world.user.user_id]
     assert "do not allow" in seen["user_providers"]
 
     # A key shown once, revoked, then refused at sign-in.

@@ -11,7 +11,6 @@ import asyncio
 import datetime
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from saga.gateway.v1 import account_pb2, account_pb2_grpc
-from tests.e2e.test_budgets import new_user
-from tests.e2e.test_execute import bearer
+from tests.e2e.test_budgets import new_user, register
 from tests.e2e.test_packs import publish
 from tests.harness import Stack, stack_for
 from tests.otlp import Collector
@@ -516,13 +513,8 @@ async def test_executions_page_with_their_tokens(stack: Stack) -> None:
 async def test_sign_in_keys_and_operator_routes_over_http(stack: Stack) -> None:
     """The routes the console needs: Login, the caller's API keys, and the admin's
     providers, each the RPC it names (same scopes, same errors)."""
-    email, password = f"http.{secrets.token_hex(4)}@example.com", "http " + secrets.token_hex(8)
-    async with stack.gateway_channel() as ch:
-        await account_pb2_grpc.AccountServiceStub(ch).Register(
-            account_pb2.RegisterRequest(email=email, password=password),
-            metadata=bearer(stack.admin_key()),
-            timeout=30,
-        )
+    account = await register(stack, "http")
+    email, password = account.email, account.password
     body = {"email": email, "password": "wrong"}
     status, error, _ = await call(stack, "POST", "/v1/login", None, body)
     assert status == 401, error
