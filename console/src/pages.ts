@@ -471,7 +471,7 @@ export const patterns: Page = async (root) => {
   await draw();
   const asof = el("input", { type: "date", id: "pack-asof", value: day(0), required: true });
   const source = el("input", { id: "pack-source", required: true });
-  const prices = el("textarea", { id: "pack-prices", rows: "4", placeholder: '[{"symbol": "AAPL", "price": "190.1", "currency": "USD"}]' });
+  const prices = el("textarea", { id: "pack-prices", rows: "4", placeholder: '[{"symbol": "AAPL", "price_micro": "229870000", "currency": "USD"}]' });
   const result = el("div", { "aria-live": "polite" });
   const publish = el(
     "form",

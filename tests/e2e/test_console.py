@@ -12,6 +12,7 @@ raw HTTP."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 
 from services.gateway.web.console import CONTENT_SECURITY_POLICY
+from services.runtime import demo
 from tests.e2e.test_budgets import Account, register
 from tests.e2e.test_http_facade import call, chat, url
 from tests.e2e.test_resilience_gateway import (
@@ -36,6 +38,13 @@ from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import ROOT, Stack, stack_for
 
 SCRIPT = ROOT / "tests" / "e2e" / "node" / "console.mjs"
+PACK_ASOF = (datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)).isoformat()
+PACK_PRICES = [
+    {"symbol": p.symbol, "price_micro": str(p.price_micro), "currency": p.currency}
+    for p in demo.PRICES
+]
+"""What the operator publishes from the form: yesterday's pack of the demo portfolio's
+symbols (today's demo pack keeps serving the runs)."""
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -154,6 +163,8 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
             "SAGA_USER_PASSWORD": world.user.password,
             "SAGA_SHOTS": str(shots),
             "SAGA_CHROMIUM": str(CHROMIUM),
+            "SAGA_PACK_ASOF": PACK_ASOF,
+            "SAGA_PACK_PRICES": json.dumps(PACK_PRICES),
         },
     )
     assert node.stdin is not None
@@ -222,7 +233,20 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert len(seen["admin_usage_users"]) == 2  # and the admin's own
     assert "Your own usage only" in seen["user_usage_notice"]
     assert seen["user_usage_users"] == [world.user.user_id]
+    assert "Publishing a pack needs scope admin" in seen["user_patterns"]
     assert "do not allow" in seen["user_providers"]
+
+    # The usage table as CSV, as the browser downloads it.
+    assert seen["usage_csv_name"].startswith("saga-usage-user-")
+    lines = seen["usage_csv"].splitlines()
+    assert lines[0] == "user,Calls,Input tokens,Output tokens,Cost (USD)"
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(seen["admin_usage_users"])
+
+    # A pack published from the form, listed while it warms.
+    assert seen["published"].startswith(f"Published PP_{PACK_ASOF}")
+    assert seen["published"].rsplit(" ", 1)[1] in {"WARMING", "FRESH"}  # as reconciliation goes
+    pack_id = seen["published"].split()[1].rstrip(":")
+    assert pack_id in seen["packs_table"]
 
     # A key shown once, revoked, then refused at sign-in.
     assert seen["key_shown"] is True

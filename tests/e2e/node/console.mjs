@@ -7,6 +7,7 @@
 //
 // Env: SAGA_CONSOLE (the /console/ URL), SAGA_ADMIN_KEY, SAGA_USER_EMAIL, SAGA_USER_PASSWORD,
 // SAGA_SHOTS, SAGA_CHROMIUM.
+import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -36,6 +37,8 @@ try {
   const shot = (name) => page.screenshot({ path: `${env.SAGA_SHOTS}/${name}.png`, fullPage: true });
   const open = async (name) => {
     await page.click(`nav a[href="#/${name}"]`);
+    // The hash changes asynchronously: wait for this page's own render to finish.
+    await page.waitForSelector(`nav a[href="#/${name}"][aria-current="page"]`);
     await page.waitForSelector('main[aria-busy="false"]');
   };
 
@@ -107,6 +110,20 @@ try {
   result.admin_usage_notice = await page.textContent("#usage-out .notice");
   result.admin_usage_users = await page.$$eval("#usage-out tbody tr td:first-child", (c) => c.map((x) => x.textContent));
   await shot("usage");
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#usage-csv")]);
+  result.usage_csv_name = download.suggestedFilename();
+  result.usage_csv = await readFile(await download.path(), "utf8");
+
+  // An admin publishes a pricing pack from the form and sees it in the list.
+  await open("patterns");
+  await page.fill("#pack-asof", env.SAGA_PACK_ASOF);
+  await page.fill("#pack-source", "test-feed");
+  await page.fill("#pack-prices", env.SAGA_PACK_PRICES);
+  await page.click('button:has-text("Publish")');
+  await page.waitForSelector('.notice:has-text("Published PP_")');
+  result.published = await page.textContent('.notice:has-text("Published PP_")');
+  result.packs_table = await page.textContent('caption:has-text("Packs") ~ tbody');
+  await shot("packs-published");
 
   await open("keys");
   await page.fill("#key-name", "console-temp");
@@ -162,6 +179,8 @@ try {
   await shot("usage-user");
   await open("providers");
   result.user_providers = await page.textContent("main");
+  await open("patterns");
+  result.user_patterns = await page.textContent("main");
   await shot("providers-user");
 
   await page.setViewportSize({ width: 390, height: 844 });
