@@ -63,7 +63,9 @@ class Console:
 
     async def root(self, request: web.Request) -> web.StreamResponse:
         """GET /console: to /console/, so the page's relative asset paths resolve."""
-        raise web.HTTPFound("/console/", headers=SECURITY_HEADERS)
+        # Answered, not raised: the door's middleware turns raised HTTP exceptions into
+        # errors, and a redirect is none.
+        return web.Response(status=302, headers={**SECURITY_HEADERS, "Location": "/console/"})
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         """GET /console/: the page (revalidated on every load)."""
