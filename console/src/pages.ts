@@ -32,14 +32,25 @@ async function isAdmin(): Promise<boolean> {
   }
 }
 
-/** Everyone's usage when the scopes allow it (`usage:read:all`), else the caller's own. */
-async function usage(params: Record<string, unknown>): Promise<{ reply: Json; everyone: boolean }> {
+/** Everyone's rows when the scopes allow it (`usage:read:all`), else the caller's own: an
+ * admin sees all, a user their own, from the same page. */
+async function everyoneOrOwn(path: string, params: Record<string, unknown>): Promise<{ reply: Json; everyone: boolean }> {
   try {
-    return { reply: await call("GET", "/v1/usage", { ...params, all_users: true }), everyone: true };
+    return { reply: await call("GET", path, { ...params, all_users: true }), everyone: true };
   } catch (error) {
     if (!(error instanceof ApiError && error.denied)) throw error;
-    return { reply: await call("GET", "/v1/usage", params), everyone: false };
+    return { reply: await call("GET", path, params), everyone: false };
   }
+}
+
+/** One user's rows when asked for (scope `usage:read:all`), else everyoneOrOwn. */
+async function scoped(path: string, params: Record<string, unknown>, user: string): Promise<{ reply: Json; everyone: boolean }> {
+  if (user) return { reply: await call("GET", path, { ...params, user_id: user }), everyone: false };
+  return everyoneOrOwn(path, params);
+}
+
+function usage(params: Record<string, unknown>): Promise<{ reply: Json; everyone: boolean }> {
+  return everyoneOrOwn("/v1/usage", params);
 }
 
 function tokensOf(row: Json): number {
@@ -215,12 +226,14 @@ export const usagePage: Page = async (root) => {
   const start = el("input", { type: "date", id: "usage-start", value: day(29) });
   const end = el("input", { type: "date", id: "usage-end", value: day(0) });
   const by = el("select", { id: "usage-by" }, ...Object.keys(DIMENSIONS).map((k) => el("option", { value: k }, k)));
+  const who = el("input", { id: "usage-user", placeholder: "user id (scope usage:read:all)" });
   const form = el(
     "form",
     { class: "filters" },
     el("label", { for: "usage-start" }, "From"), start,
     el("label", { for: "usage-end" }, "To"), end,
     el("label", { for: "usage-by" }, "By"), by,
+    el("label", { for: "usage-user" }, "User"), who,
     el("button", { type: "submit" }, "Show"),
   );
   const out = el("div", { id: "usage-out" });
@@ -229,11 +242,9 @@ export const usagePage: Page = async (root) => {
     const dim = by.value;
     out.replaceChildren(notice("Loading usage…"));
     try {
-      const { reply, everyone } = await usage({
-        start_date: start.value,
-        end_date: end.value,
-        group_by: [DIMENSIONS[dim]],
-      });
+      const user = who.value.trim();
+      const query = { start_date: start.value, end_date: end.value, group_by: [DIMENSIONS[dim]] };
+      const { reply, everyone } = await scoped("/v1/usage", query, user);
       const head = [dim, "Calls", "Input tokens", "Output tokens", "Cost (USD)"];
       const rows: string[][] = reply.rows.map((r: Json) => [
         r[dim === "user" ? "user_id" : dim],
@@ -244,7 +255,13 @@ export const usagePage: Page = async (root) => {
       ]);
       const file = URL.createObjectURL(new Blob([csv([head, ...rows])], { type: "text/csv" }));
       out.replaceChildren(
-        notice(everyone ? "Every user's usage." : "Your own usage only (scope usage:read:all shows everyone's)."),
+        notice(
+          user
+            ? `Usage of ${user}.`
+            : everyone
+              ? "Every user's usage."
+              : "Your own usage only (scope usage:read:all shows everyone's).",
+        ),
         bars(`Tokens by ${dim}`, reply.rows.map((r: Json, i: number) => [rows[i][0], tokensOf(r)])),
         table(`Usage by ${dim}`, head, rows),
         el("a", { href: file, download: `saga-usage-${dim}-${start.value}-${end.value}.csv`, id: "usage-csv" }, "Download CSV"),
@@ -359,20 +376,27 @@ export const executions: Page = async (root) => {
   const draw = async () => {
     list.replaceChildren(notice("Loading executions…"));
     try {
-      const reply = await call("GET", "/v1/executions", {
+      const filters = {
         status: status.value ? `EXECUTION_STATUS_${status.value}` : "",
         pattern_id: pattern.value,
-        user_id: user.value,
         page_size: 50,
-      });
+      };
+      const { reply, everyone } = await scoped("/v1/executions", filters, user.value.trim());
       list.replaceChildren(
+        notice(
+          user.value.trim()
+            ? `Runs of ${user.value.trim()}.`
+            : everyone
+              ? "Every user's runs."
+              : "Your own runs (scope usage:read:all shows everyone's).",
+        ),
         table(
           "Executions, newest first",
-          ["Id", "Pattern", "Status", "Created", "Cost"],
+          ["Id", "Pattern", "User", "Status", "Created", "Cost"],
           reply.executions.map((x: Json) => {
             const open = el("button", { type: "button", class: "link" }, x.execution_id);
             open.addEventListener("click", () => void showExecution(x.execution_id, detail).catch((e) => detail.replaceChildren(failure(e, "the execution"))));
-            return [open, x.pattern_id, short(x.status), when(x.created_at), usd(x.cost_micro_usd)];
+            return [open, x.pattern_id, x.user_id, short(x.status), when(x.created_at), usd(x.cost_micro_usd)];
           }),
         ),
       );

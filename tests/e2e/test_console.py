@@ -159,6 +159,7 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
             "HOME": str(shots),
             "SAGA_CONSOLE": url(stack, "/console/"),
             "SAGA_ADMIN_KEY": stack.admin_key(),
+            "SAGA_USER_ID": world.user.user_id,
             "SAGA_USER_EMAIL": world.user.email,
             "SAGA_USER_PASSWORD": world.user.password,
             "SAGA_SHOTS": str(shots),
@@ -234,6 +235,13 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert "Your own usage only" in seen["user_usage_notice"]
     assert seen["user_usage_users"] == [world.user.user_id]
     assert "Publishing a pack needs scope admin" in seen["user_patterns"]
+    assert "do not allow usage (SCOPE_MISSING)" in seen["user_other_usage"]
+    # Runs likewise: the admin's list is everyone's, the user's their own.
+    assert seen["admin_runs_notice"] == "Every user's runs."
+    assert world.user.user_id in seen["admin_runs_users"]
+    assert len(seen["admin_runs_users"]) == 2
+    assert seen["user_runs_notice"].startswith("Your own runs")
+    assert seen["user_runs_users"] == [world.user.user_id]
     assert "do not allow" in seen["user_providers"]
 
     # The usage table as CSV, as the browser downloads it.

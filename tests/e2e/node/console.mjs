@@ -101,6 +101,8 @@ try {
     first,
   );
   result.execution_timeline = await page.textContent("#timeline");
+  result.admin_runs_notice = await page.textContent("main .notice");
+  result.admin_runs_users = await page.$$eval('caption:has-text("Executions") ~ tbody tr td:nth-child(3)', (c) => [...new Set(c.map((x) => x.textContent))]);
   await shot("executions");
 
   await open("usage");
@@ -177,6 +179,17 @@ try {
   result.user_usage_notice = await page.textContent("#usage-out .notice");
   result.user_usage_users = await page.$$eval("#usage-out tbody tr td:first-child", (c) => c.map((x) => x.textContent));
   await shot("usage-user");
+  // Another user's usage is refused to them, by name.
+  const other = result.admin_usage_users.find((u) => u !== env.SAGA_USER_ID);
+  await page.fill("#usage-user", other);
+  await page.click("form.filters button");
+  await page.waitForSelector("#usage-out .notice.warn");
+  result.user_other_usage = await page.textContent("#usage-out");
+  await open("executions");
+  await page.waitForSelector('caption:has-text("Executions")');
+  result.user_runs_notice = await page.textContent("main .notice");
+  result.user_runs_users = await page.$$eval('caption:has-text("Executions") ~ tbody tr td:nth-child(3)', (c) => c.map((x) => x.textContent));
+  await shot("executions-user");
   await open("providers");
   result.user_providers = await page.textContent("main");
   await open("patterns");
