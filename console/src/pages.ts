@@ -533,12 +533,13 @@ function cap(b: Json | undefined): string {
 }
 
 /** An admin's controls to cap (or uncap) spend through one key (AdminService.SetBudget). */
-function capForm(userId: string, keyId: string, done: () => Promise<void>, report: HTMLElement): HTMLElement {
+function capForm(userId: string, key: Json, done: () => Promise<void>, report: HTMLElement): HTMLElement {
+  const keyId: string = key.key_id;
   const id = `cap-${keyId}`;
   const amount = el("input", { id, type: "number", min: "0", step: "0.01", inputmode: "decimal", size: "6" });
   const set = el("button", { type: "submit" }, "Cap");
   const clear = el("button", { type: "button" }, "Uncap");
-  const form = el("form", { class: "filters", "data-cap": keyId }, el("label", { for: id }, "USD"), amount, set, clear);
+  const form = el("form", { class: "filters", "data-cap": keyId }, el("label", { for: id }, `Cap ${key.name}, USD`), amount, set, clear);
   const send = async (body: Record<string, unknown>) => {
     try {
       await call("POST", "/v1/admin/budgets", { user_id: userId, key_id: keyId, ...body });
@@ -609,7 +610,7 @@ export const keys: Page = async (root) => {
               el("span", { "data-cap-of": k.key_id }, cap(caps.get(k.key_id))),
               revoke,
             ];
-            if (admin && budget) row.push(k.revoked_at ? "" : capForm(budget.user.user_id, k.key_id, draw, report));
+            if (admin && budget) row.push(k.revoked_at ? "" : capForm(budget.user.user_id, k, draw, report));
             return row;
           }),
         ),
