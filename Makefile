@@ -6,14 +6,39 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup gen lint typecheck proto-check pytest baseline lock sbom audit clean
+.PHONY: run test setup console browser gen lint typecheck proto-check pytest baseline lock sbom audit clean
 
 run: setup
 	$(PY) -m services.supervisor
 
 test: setup lint pytest
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed console browser
+
+# The operator console (console/): type-checked, then built by Vite into console/dist, which
+# the gateway serves at /console/ (hashed asset names, so rebuilt only when a source changed).
+CONSOLE_SOURCES := $(wildcard console/src/*) console/index.html console/vite.config.mts \
+	console/tsconfig.json
+console: console/dist/index.html
+
+console/dist/index.html: $(CONSOLE_SOURCES) node_modules/.installed
+	node_modules/.bin/tsc -p console/tsconfig.json
+	node_modules/.bin/vite build console --logLevel warn
+	touch $@
+
+# Headless Chromium for the console's browser tests (Debian's package, driven by
+# playwright-core). Nothing to do when it is installed; otherwise apt installs it (root, with
+# the Debian registry reachable) or the build stops here saying why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		echo "installing chromium for the console's browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } || \
+		{ echo "ERROR: $(CHROMIUM) is missing and apt-get could not install it" \
+			"(run as root with the Debian registry reachable: apt-get install chromium" \
+			"chromium-driver)" >&2; exit 1; }; }
+	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) is still missing" >&2; exit 1; }
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,4 +102,4 @@ pytest: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) node_modules console/dist .mypy_cache .ruff_cache .pytest_cache

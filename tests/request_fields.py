@@ -53,6 +53,8 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.UpdateMetricsRequest": "saga.optimizer.v1.UpdateMetricsRequest",
     "saga.gateway.v1.SetDefaultStrategyRequest": "saga.optimizer.v1.SetDefaultStrategyRequest",
     "saga.gateway.v1.SetBudgetRequest": "saga.optimizer.v1.SetBudgetRequest",
+    "saga.gateway.v1.GetProviderMetricsRequest": "saga.optimizer.v1.GetMetricsRequest",
+    "saga.gateway.v1.RankProvidersRequest": "saga.optimizer.v1.RankRequest",
     "saga.gateway.v1.RewrapVaultRequest": "saga.vault.v1.RewrapRequest",
     "saga.gateway.v1.ExecuteRequest": "saga.runtime.v1.RunPatternRequest",
     "saga.gateway.v1.GetExecutionRequest": "saga.runtime.v1.GetExecutionRequest",

@@ -73,6 +73,8 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "saga.optimizer.v1.OptimizerService": (
             "GetUsage",
             "GetMetrics",
+            # AdminService.RankProviders: an operator's view of the ranking (no budget).
+            "Rank",
             "UpdateMetrics",
             "SetDefaultStrategy",
             "SetBudget",

@@ -39,6 +39,11 @@ ADMIN_RELAYS = {
         "/saga.runtime.v1.LedgerService/ImportTransactions",
         pb.ImportTransactionsResponse,
     ),
+    "GetProviderMetrics": (
+        "/saga.optimizer.v1.OptimizerService/GetMetrics",
+        pb.GetProviderMetricsResponse,
+    ),
+    "RankProviders": ("/saga.optimizer.v1.OptimizerService/Rank", pb.RankProvidersResponse),
 }
 """Gateway method -> (owner's method, gateway response type); a test checks the wire twins."""
 
@@ -66,4 +71,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     GetVaultStatus = admin_relay(*ADMIN_RELAYS["GetVaultStatus"])
     RotateVaultKey = admin_relay(*ADMIN_RELAYS["RotateVaultKey"])
     ImportTransactions = admin_relay(*ADMIN_RELAYS["ImportTransactions"])
+    GetProviderMetrics = admin_relay(*ADMIN_RELAYS["GetProviderMetrics"])
+    RankProviders = admin_relay(*ADMIN_RELAYS["RankProviders"])
     RewrapVault = admin_stream_relay(*ADMIN_STREAM_RELAYS["RewrapVault"])

@@ -18,6 +18,7 @@ from services.gateway.patterns import PatternServicer
 from services.gateway.relay import Relay
 from services.gateway.sessions import SessionServicer
 from services.gateway.usage import UsageServicer
+from services.gateway.web.console import Console
 from services.gateway.web.facade import Facade
 from services.gateway.web.openai_api import OpenAIApi
 from services.gateway.web.probes import Probes
@@ -75,5 +76,6 @@ async def build(host: ServiceHost) -> list[Registration]:
     probes = Probes(host.health, [r.name for r in registrations if r.built])
     openai = OpenAIApi(edge, execution, models, catalog)
     facade = Facade.over(registrations, host)
-    await serve_http(host, [*probes.routes(), *facade.routes(), *openai.routes()])
+    routes = [*probes.routes(), *facade.routes(), *openai.routes(), *Console().routes()]
+    await serve_http(host, routes)
     return registrations

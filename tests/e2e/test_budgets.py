@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -30,9 +31,20 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield s
 
 
-async def new_user(stack: Stack) -> tuple[str, str]:
-    """A user created by the admin; (user id, a session token of theirs)."""
-    email, password = f"budget.{secrets.token_hex(4)}@example.com", "budget " + secrets.token_hex(8)
+@dataclass(frozen=True)
+class Account:
+    """A user the admin created, signed in once."""
+
+    email: str
+    password: str
+    user_id: str
+    token: str
+    """A session token (JWT) of theirs."""
+
+
+async def register(stack: Stack, label: str = "budget") -> Account:
+    """A user created by the admin (email `<label>.<random>@example.com`), signed in."""
+    email, password = f"{label}.{secrets.token_hex(4)}@example.com", "pw " + secrets.token_hex(8)
     async with stack.gateway_channel() as ch:
         accounts = account_pb2_grpc.AccountServiceStub(ch)
         made = await accounts.Register(
@@ -43,7 +55,13 @@ async def new_user(stack: Stack) -> tuple[str, str]:
         session = await accounts.Login(
             account_pb2.LoginRequest(email=email, password=password), timeout=30
         )
-    return made.user_id, session.access_token
+    return Account(email, password, made.user_id, session.access_token)
+
+
+async def new_user(stack: Stack) -> tuple[str, str]:
+    """A user created by the admin; (user id, a session token of theirs)."""
+    account = await register(stack)
+    return account.user_id, account.token
 
 
 async def new_key(stack: Stack, token: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.test_budgets import new_user
+from tests.e2e.test_budgets import new_user, register
 from tests.e2e.test_packs import publish
 from tests.harness import Stack, stack_for
 from tests.otlp import Collector
@@ -48,6 +48,9 @@ async def facade(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Faca
             tmp_path_factory.mktemp("http-facade"),
             # A published pack stays WARMING for the whole module.
             SAGA_RUNTIME__PACK_WARMUP_SECONDS="600",
+            # The contract test fuzzes POST /v1/login from this address; the tests after it
+            # still sign users in.
+            SAGA_GATEWAY__ACCOUNT_CALLS_PER_MINUTE="100000",
             OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
             OTEL_BSP_SCHEDULE_DELAY="100",
         ) as s:
@@ -505,3 +508,63 @@ async def test_executions_page_with_their_tokens(stack: Stack) -> None:
     # A token is bound to its filters.
     status, error, _ = await call(stack, "GET", f"/v1/executions?page_token={token}", key)
     assert (status, error["error"]["reason"]) == (400, "PAGE_TOKEN_INVALID")
+
+
+async def test_sign_in_keys_and_operator_routes_over_http(stack: Stack) -> None:
+    """The routes the console needs: Login, the caller's API keys, and the admin's
+    providers, each the RPC it names (same scopes, same errors)."""
+    account = await register(stack, "http")
+    email, password = account.email, account.password
+    body = {"email": email, "password": "wrong"}
+    status, error, _ = await call(stack, "POST", "/v1/login", None, body)
+    assert status == 401, error
+    status, session, _ = await call(
+        stack, "POST", "/v1/login", None, {"email": email, "password": password}
+    )
+    assert (status, session["token_type"]) == (200, "Bearer")
+    token = session["access_token"]
+
+    body = {"name": "over-http", "scopes": ["execute"]}
+    status, made, _ = await call(stack, "POST", "/v1/api-keys", token, body)
+    assert status == 200, made
+    secret, key_id = made["api_key"], made["info"]["key_id"]
+    assert made["info"]["scopes"] == ["execute"]
+    status, listed, _ = await call(stack, "GET", "/v1/api-keys", token)
+    assert status == 200
+    assert [k["key_id"] for k in listed["keys"]] == [key_id]
+    assert "api_key" not in listed["keys"][0]
+    assert secret not in json.dumps(listed)
+    status, revoked, _ = await call(stack, "DELETE", f"/v1/api-keys/{key_id}", token)
+    assert (status, bool(revoked["info"]["revoked_at"])) == (200, True)
+    status, error, _ = await call(stack, "GET", "/v1/patterns", secret)
+    assert (status, error["error"]["reason"]) == (401, "CREDENTIAL_REVOKED")
+
+    # Operator routes: scope admin, as over gRPC.
+    status, error, _ = await call(stack, "GET", "/v1/admin/providers", token)
+    assert (status, error["error"]["reason"]) == (403, "SCOPE_MISSING")
+    status, providers, _ = await call(stack, "GET", "/v1/admin/providers", stack.admin_key())
+    assert status == 200
+    assert providers["providers"]
+    names = [p["name"] for p in providers["providers"]]
+    status, checked, _ = await call(
+        stack, "POST", "/v1/admin/providers/check", stack.admin_key(), {"providers": names[:1]}
+    )
+    assert status == 200
+    assert [r["provider"] for r in checked["results"]] == names[:1]
+    status, live, _ = await call(stack, "GET", "/v1/admin/providers/metrics", stack.admin_key())
+    assert status == 200
+    assert sorted(m["provider"] for m in live["metrics"]) == sorted(names)
+    body = {"strategy": "STRATEGY_CHEAPEST"}
+    status, ranking, _ = await call(
+        stack, "POST", "/v1/admin/providers/rank", stack.admin_key(), body
+    )
+    assert (status, ranking["strategy"]) == (200, "STRATEGY_CHEAPEST")
+    assert sorted(r["provider"] for r in ranking["ranked"]) == sorted(names)
+    status, error, _ = await call(stack, "POST", "/v1/admin/providers/rank", token, body)
+    assert (status, error["error"]["reason"]) == (403, "SCOPE_MISSING")
+    status, vault, _ = await call(stack, "GET", "/v1/admin/vault", stack.admin_key())
+    assert (status, vault["status"]["state"]) == (200, "VAULT_STATE_SERVING")
+
+    status, document, _ = await call(stack, "GET", "/openapi.json", None)
+    assert document["paths"]["/v1/login"]["post"]["security"] == []
+    assert "security" not in document["paths"]["/v1/api-keys"]["get"]

@@ -16,6 +16,8 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from saga.gateway.v1 import (
+    account_pb2,
+    admin_pb2,
     execution_pb2,
     pack_health_pb2,
     patterns_pb2,
@@ -27,6 +29,8 @@ from services.common.errors import SagaError
 from services.common.freshness import check_fresh
 from services.common.server import Registration, ServiceHost
 from services.common.status import status_for
+from services.gateway.account import AccountServicer
+from services.gateway.admin import AdminServicer
 from services.gateway.execution import ExecutionServicer
 from services.gateway.pack_health import PackHealthServicer, pack_state
 from services.gateway.patterns import PatternServicer
@@ -66,6 +70,8 @@ class Route:
     events: type[Message] | None = None
     """The SSE events' message, when the route streams."""
     rpc: str = ""
+    credential: bool = True
+    """Whether the route takes a bearer credential (Login and this document need none)."""
 
     @property
     def body(self) -> bool:
@@ -83,6 +89,8 @@ class Facade:
         usage: UsageServicer,
         patterns: PatternServicer,
         packs: PackHealthServicer,
+        accounts: AccountServicer,
+        admin: AdminServicer,
         timeout: float,
     ) -> None:
         self._executions = executions
@@ -90,6 +98,8 @@ class Facade:
         self._usage = usage
         self._patterns = patterns
         self._packs = packs
+        self._accounts = accounts
+        self._admin = admin
         self._timeout = timeout
         self._runs = Runs(executions, timeout)
         self._document: dict[str, Any] | None = None
@@ -110,6 +120,8 @@ class Facade:
             one(UsageServicer),
             one(PatternServicer),
             one(PackHealthServicer),
+            one(AccountServicer),
+            one(AdminServicer),
             host.config.http.request_timeout_seconds,
         )
 
@@ -134,9 +146,14 @@ class Facade:
         request: type[Message],
         response: type[Message],
         summary: str,
+        *,
+        credential: bool = True,
     ) -> Route:
         handler = self._unary(getattr(servicer, rpc), request, method == "POST")
-        return Route(method, path, handler, summary, request, response, rpc=_rpc_name(request, rpc))
+        name = _rpc_name(request, rpc)
+        return Route(
+            method, path, handler, summary, request, response, rpc=name, credential=credential
+        )
 
     async def pack_health(self, request: web.Request) -> web.StreamResponse:
         """GET /health/pack: 200 with the health of the pack serving `asof` when it is
@@ -302,7 +319,121 @@ class Facade:
                 pack_health_pb2.GetPackHealthResponse,
                 rpc="saga.gateway.v1.PackHealthService/GetPackHealth",
             ),
-            Route("GET", "/openapi.json", self.openapi, "This document"),
+            *self._account_routes(),
+            *self._admin_routes(),
+            Route("GET", "/openapi.json", self.openapi, "This document", credential=False),
+        ]
+
+    def _account_routes(self) -> list[Route]:
+        """Signing in and the caller's own API keys (what the console's Keys page uses)."""
+        ac = self._accounts
+        return [
+            self._rpc(
+                "POST",
+                "/v1/login",
+                ac,
+                "Login",
+                account_pb2.LoginRequest,
+                account_pb2.LoginResponse,
+                "Exchange email and password for an access token (limited per address)",
+                credential=False,
+            ),
+            self._rpc(
+                "GET",
+                "/v1/api-keys",
+                ac,
+                "ListApiKeys",
+                account_pb2.ListApiKeysRequest,
+                account_pb2.ListApiKeysResponse,
+                "The caller's API keys (never their secrets), newest first",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/api-keys",
+                ac,
+                "CreateApiKey",
+                account_pb2.CreateApiKeyRequest,
+                account_pb2.CreateApiKeyResponse,
+                "Create an API key for the caller; its secret is answered only this once",
+            ),
+            self._rpc(
+                "DELETE",
+                "/v1/api-keys/{key_id}",
+                ac,
+                "RevokeApiKey",
+                account_pb2.RevokeApiKeyRequest,
+                account_pb2.RevokeApiKeyResponse,
+                "Revoke one of the caller's API keys",
+            ),
+        ]
+
+    def _admin_routes(self) -> list[Route]:
+        """The operator's read-and-check routes (scope `admin`, as over gRPC)."""
+        ad = self._admin
+        return [
+            self._rpc(
+                "GET",
+                "/v1/admin/providers",
+                ad,
+                "ListProviders",
+                admin_pb2.ListProvidersRequest,
+                admin_pb2.ListProvidersResponse,
+                "Configured providers with circuit state, health, prices and limits",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/admin/providers/check",
+                ad,
+                "CheckProviders",
+                admin_pb2.CheckProvidersRequest,
+                admin_pb2.CheckProvidersResponse,
+                "Probe providers now",
+            ),
+            self._rpc(
+                "GET",
+                "/v1/admin/providers/metrics",
+                ad,
+                "GetProviderMetrics",
+                admin_pb2.GetProviderMetricsRequest,
+                admin_pb2.GetProviderMetricsResponse,
+                "Providers' live latency, time-to-first-token and success rate",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/admin/providers/rank",
+                ad,
+                "RankProviders",
+                admin_pb2.RankProvidersRequest,
+                admin_pb2.RankProvidersResponse,
+                "How the optimizer ranks the providers for a strategy now",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/admin/budgets",
+                ad,
+                "SetBudget",
+                admin_pb2.SetBudgetRequest,
+                admin_pb2.SetBudgetResponse,
+                "Set or clear a user's budget, or one of their API keys' spend cap",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/admin/packs",
+                ad,
+                "PublishPack",
+                admin_pb2.PublishPackRequest,
+                admin_pb2.PublishPackResponse,
+                "Publish a pricing pack (reconciled in the background)",
+            ),
+            self._rpc(
+                "GET",
+                "/v1/admin/vault",
+                ad,
+                "GetVaultStatus",
+                admin_pb2.GetVaultStatusRequest,
+                admin_pb2.GetVaultStatusResponse,
+                "Vault state and key usage (never secrets)",
+            ),
         ]
 
     def routes(self) -> list[web.RouteDef]:

@@ -219,7 +219,7 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
             "required": False,
             "content": {"application/json": {"schema": schemas.message(route.request.DESCRIPTOR)}},
         }
-    if route.path == "/openapi.json":
+    if not route.credential:
         operation["security"] = []
     return operation
 

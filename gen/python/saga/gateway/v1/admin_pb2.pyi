@@ -30,6 +30,143 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetProviderMetricsRequest(_message.Message):
+    """Same field numbers as saga.optimizer.v1.GetMetricsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names; empty = all."""
+
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsRequest: _TypeAlias = GetProviderMetricsRequest  # noqa: Y015
+
+@_typing.final
+class GetProviderMetricsResponse(_message.Message):
+    """Same field numbers as saga.optimizer.v1.GetMetricsResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[_metrics_pb2.ProviderMetrics]: ...
+    def __init__(
+        self,
+        *,
+        metrics: _abc.Iterable[_metrics_pb2.ProviderMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsResponse: _TypeAlias = GetProviderMetricsResponse  # noqa: Y015
+
+@_typing.final
+class RankProvidersRequest(_message.Message):
+    """Same field numbers as saga.optimizer.v1.RankRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    REQUIRED_CAPABILITIES_FIELD_NUMBER: _builtins.int
+    ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    strategy: _common_pb2.Strategy.ValueType
+    """Unspecified = the default strategy."""
+    estimated_input_tokens: _builtins.int
+    """Token estimates used for cost scoring; 0 = the optimizer's default estimate."""
+    estimated_output_tokens: _builtins.int
+    user_id: _builtins.str
+    """Rank as this user's calls are ranked (near the end of their budget, CHEAPEST when
+    degrading is configured); empty = no budget check.
+    """
+    @_builtins.property
+    def weights(self) -> _ranking_pb2.Weights:
+        """Used with STRATEGY_CUSTOM; unset = the configured custom weights."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names to rank; empty = every configured provider."""
+
+    @_builtins.property
+    def required_capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Providers lacking any of these are excluded (MISSING_CAPABILITY)."""
+
+    def __init__(
+        self,
+        *,
+        strategy: _common_pb2.Strategy.ValueType = ...,
+        weights: _ranking_pb2.Weights | None = ...,
+        candidates: _abc.Iterable[_builtins.str] | None = ...,
+        required_capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        estimated_input_tokens: _builtins.int = ...,
+        estimated_output_tokens: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "estimated_input_tokens", b"estimated_input_tokens", "estimated_output_tokens", b"estimated_output_tokens", "required_capabilities", b"required_capabilities", "strategy", b"strategy", "user_id", b"user_id", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankProvidersRequest: _TypeAlias = RankProvidersRequest  # noqa: Y015
+
+@_typing.final
+class RankProvidersResponse(_message.Message):
+    """Same field numbers as saga.optimizer.v1.RankResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANKED_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    strategy: _common_pb2.Strategy.ValueType
+    """The strategy applied (the default when none was given)."""
+    @_builtins.property
+    def ranked(self) -> _containers.RepeatedCompositeFieldContainer[_ranking_pb2.RankedProvider]:
+        """Best first."""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[_ranking_pb2.Exclusion]: ...
+    @_builtins.property
+    def weights(self) -> _ranking_pb2.Weights:
+        """The normalised weights applied."""
+
+    def __init__(
+        self,
+        *,
+        ranked: _abc.Iterable[_ranking_pb2.RankedProvider] | None = ...,
+        excluded: _abc.Iterable[_ranking_pb2.Exclusion] | None = ...,
+        strategy: _common_pb2.Strategy.ValueType = ...,
+        weights: _ranking_pb2.Weights | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "ranked", b"ranked", "strategy", b"strategy", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RankProvidersResponse: _TypeAlias = RankProvidersResponse  # noqa: Y015
+
+@_typing.final
 class SetApiKeyLimitsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

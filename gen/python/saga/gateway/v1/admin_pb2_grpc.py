@@ -100,6 +100,16 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
                 _registered_method=True)
+        self.GetProviderMetrics = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/GetProviderMetrics',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.FromString,
+                _registered_method=True)
+        self.RankProviders = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/RankProviders',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -202,6 +212,22 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderMetrics(self, request, context):
+        """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
+        quality (optimizer GetMetrics; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RankProviders(self, request, context):
+        """How the optimizer ranks the providers for a strategy right now, with each score's
+        breakdown and the exclusions (optimizer Rank; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +295,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ImportTransactions,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.SerializeToString,
+            ),
+            'GetProviderMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderMetrics,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.SerializeToString,
+            ),
+            'RankProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankProviders,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +659,60 @@ class AdminService:
             '/saga.gateway.v1.AdminService/ImportTransactions',
             saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.ImportTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/GetProviderMetrics',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.GetProviderMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/RankProviders',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.RankProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

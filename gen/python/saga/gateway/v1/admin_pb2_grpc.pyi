@@ -71,6 +71,14 @@ class AdminServiceStub:
     """Appends ledger transactions given as CSV, atomically, and returns the new head
     (agent-runtime LedgerService.ImportTransactions; same field numbers).
     """
+    GetProviderMetrics: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetProviderMetricsRequest, _admin_pb2.GetProviderMetricsResponse]
+    """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
+    quality (optimizer GetMetrics; same field numbers).
+    """
+    RankProviders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RankProvidersRequest, _admin_pb2.RankProvidersResponse]
+    """How the optimizer ranks the providers for a strategy right now, with each score's
+    breakdown and the exclusions (optimizer Rank; same field numbers).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -112,6 +120,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ImportTransactions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ImportTransactionsRequest, _admin_pb2.ImportTransactionsResponse]  # type: ignore[assignment]
     """Appends ledger transactions given as CSV, atomically, and returns the new head
     (agent-runtime LedgerService.ImportTransactions; same field numbers).
+    """
+    GetProviderMetrics: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetProviderMetricsRequest, _admin_pb2.GetProviderMetricsResponse]  # type: ignore[assignment]
+    """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
+    quality (optimizer GetMetrics; same field numbers).
+    """
+    RankProviders: _aio.UnaryUnaryMultiCallable[_admin_pb2.RankProvidersRequest, _admin_pb2.RankProvidersResponse]  # type: ignore[assignment]
+    """How the optimizer ranks the providers for a strategy right now, with each score's
+    breakdown and the exclusions (optimizer Rank; same field numbers).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -229,6 +245,26 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.ImportTransactionsResponse, _abc.Awaitable[_admin_pb2.ImportTransactionsResponse]]:
         """Appends ledger transactions given as CSV, atomically, and returns the new head
         (agent-runtime LedgerService.ImportTransactions; same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def GetProviderMetrics(
+        self,
+        request: _admin_pb2.GetProviderMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetProviderMetricsResponse, _abc.Awaitable[_admin_pb2.GetProviderMetricsResponse]]:
+        """Providers' live metrics: latency and time-to-first-token percentiles, success rate,
+        quality (optimizer GetMetrics; same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def RankProviders(
+        self,
+        request: _admin_pb2.RankProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RankProvidersResponse, _abc.Awaitable[_admin_pb2.RankProvidersResponse]]:
+        """How the optimizer ranks the providers for a strategy right now, with each score's
+        breakdown and the exclusions (optimizer Rank; same field numbers).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
