@@ -112,8 +112,8 @@ class Stack:
         which `start_all` starts too; its peers dial every replica (round robin). Before
         anything starts. Its process name, e.g. "runtime-2"."""
         name = f"{service}-{sum(1 for s in self.replicas.values() if s == service) + 2}"
-        port, probe, metrics = free_ports(3)
-        self.ports[name] = Ports(port, probe, metrics)
+        port, probe, metrics, http = free_ports(4)
+        self.ports[name] = Ports(port, probe, metrics, http if service == "gateway" else 0)
         self.replicas[name] = service
         addresses = [self.ports[service].port] + [
             self.ports[n].port for n, s in self.replicas.items() if s == service
@@ -150,6 +150,7 @@ class Stack:
             env[prefix + "PORT"] = str(ports.port)
             env[prefix + "PROBE_PORT"] = str(ports.probe_port)
             env[prefix + "METRICS_PORT"] = str(ports.metrics_port)
+            env[prefix + "HTTP_PORT"] = str(ports.http_port)
         return env
 
     def log_path(self, service: str) -> Path:
@@ -233,18 +234,20 @@ class Stack:
         """The admin API key auth wrote on first start."""
         return (self.data_dir / "admin.key").read_text().strip()
 
-    def gateway_channel(self) -> grpc.aio.Channel:
-        """A plaintext channel to the gateway's public port, as an outside client uses."""
-        return grpc.aio.insecure_channel(self.target("gateway"))
+    def gateway_channel(self, name: str = "gateway") -> grpc.aio.Channel:
+        """A plaintext channel to a gateway's public port (`name`: an extra replica's), as
+        an outside client uses."""
+        return grpc.aio.insecure_channel(self.target(name))
 
     def channel_as(self, caller: str, service: str) -> grpc.aio.Channel:
-        """An mTLS channel to `service` presenting `caller`'s certificate."""
+        """An mTLS channel to `service` (or one extra replica of it, e.g. "router-2")
+        presenting `caller`'s certificate."""
         chain, key, ca = service_cert_paths(self.data_dir / "pki", caller).read()
         credentials = grpc.ssl_channel_credentials(ca, key, chain)
         return grpc.aio.secure_channel(
             self.target(service),
             credentials,
-            options=[("grpc.ssl_target_name_override", service)],
+            options=[("grpc.ssl_target_name_override", self.replicas.get(service, service))],
         )
 
 

@@ -465,6 +465,16 @@ class OptimizerConfig:
             "shortest gap between two ranking snapshots pushed to routers", min=10, max=60_000
         ),
     )
+    metrics_sync_ms: float = field(
+        default=1000.0,
+        metadata=_doc(
+            "how often each replica re-reads the live metrics' window and the priors from the "
+            "shared usage ledger, so replicas on one PostgreSQL rank alike; 0 = never (one "
+            "replica)",
+            min=0,
+            max=60_000,
+        ),
+    )
 
 
 @dataclass(frozen=True)

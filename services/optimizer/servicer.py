@@ -222,7 +222,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             )
         changes = [messages.prior_changes(p, i) for i, p in enumerate(request.priors)]
         for prior, change in zip(request.priors, changes, strict=True):
-            await self._parts.priors.save(prior.provider, change)
+            await self._parts.priors.save(prior.provider, change, reset_samples=prior.reset_samples)
         for prior, change in zip(request.priors, changes, strict=True):
             updated = dataclasses.replace(self._live.prior(prior.provider), **change)
             self._live.set_prior(prior.provider, updated, reset_samples=prior.reset_samples)
