@@ -112,7 +112,13 @@ class Stack:
         which `start_all` starts too; its peers dial every replica (round robin). Before
         anything starts. Its process name, e.g. "runtime-2"."""
         name = f"{service}-{sum(1 for s in self.replicas.values() if s == service) + 2}"
-        port, probe, metrics, http = free_ports(4)
+        # Free now, and none of those handed out before (their sockets are closed, so the
+        # OS may offer one of them again).
+        taken = {n for p in self.ports.values() for n in vars(p).values()}
+        numbers = free_ports(4)
+        while taken & set(numbers):
+            numbers = free_ports(4)
+        port, probe, metrics, http = numbers
         self.ports[name] = Ports(port, probe, metrics, http if service == "gateway" else 0)
         self.replicas[name] = service
         addresses = [self.ports[service].port] + [
