@@ -89,6 +89,9 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     replicas: dict[str, str] = field(default_factory=dict)
     """Extra replicas: process name (e.g. "runtime-2") -> the service it runs."""
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Environment of one process only (by process name), over everything else, from its
+    next start (e.g. {"router-2": {…}}: a replica that dials one peer only)."""
 
     @classmethod
     def create(cls, data_dir: Path, config: str = "", **extra_env: str) -> Stack:
@@ -157,6 +160,7 @@ class Stack:
             env[prefix + "PROBE_PORT"] = str(ports.probe_port)
             env[prefix + "METRICS_PORT"] = str(ports.metrics_port)
             env[prefix + "HTTP_PORT"] = str(ports.http_port)
+        env.update(self.process_env.get(name, {}))
         return env
 
     def log_path(self, service: str) -> Path:
@@ -228,7 +232,11 @@ class Stack:
         return process.returncode
 
     def stop_all(self) -> None:
-        """Stop every process this stack started."""
+        """Stop every process this stack started: all signalled first, so their drains
+        overlap."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for service in list(self.processes):
             self.stop(service)
 

@@ -17,7 +17,8 @@ import secrets
 import time
 import tomllib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ import pytest
 import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from saga.execution.v1 import common_pb2
+from saga.execution.v1 import common_pb2, records_pb2
 from saga.gateway.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -112,6 +113,31 @@ class Topology:
     def gateway(self, n: int) -> str:
         """The gateway the n-th client call goes to (alternating)."""
         return GATEWAYS[n % 2]
+
+
+@asynccontextmanager
+async def pinned_routers(stack: Stack) -> AsyncIterator[None]:
+    """Both routers restarted to report to and watch one optimizer each (not both,
+    balanced), so that what one router's calls teach reaches the other router only if the
+    optimizer replicas share it; balanced again afterwards."""
+    variable = "SAGA_SERVICES__OPTIMIZER__TARGET"
+    routers = {"router": "optimizer", "router-2": "optimizer-2"}
+
+    async def restart() -> None:
+        for router in routers:
+            assert await asyncio.to_thread(stack.stop, router) == 0
+            stack.start(router)
+        await asyncio.gather(*(stack.wait_serving(r) for r in routers))
+
+    for router, optimizer in routers.items():
+        stack.process_env[router] = {variable: stack.target(optimizer)}
+    await restart()
+    try:
+        yield
+    finally:
+        for router in routers:
+            del stack.process_env[router]
+        await restart()
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +241,7 @@ async def test_a_provider_made_slow_through_one_router_drops_in_both_routers(
     stack = topology.stack
     fastest = common_pb2.STRATEGY_FASTEST
     async with (
+        pinned_routers(stack),
         stack.channel_as("runtime", "router") as first,
         stack.channel_as("runtime", "router-2") as second,
     ):
@@ -260,7 +287,8 @@ async def test_concurrent_runs_over_both_routers_never_overshoot_a_nearly_spent_
 
     outcomes = await asyncio.gather(*(one(n) for n in range(40)))
     assert set(outcomes) <= {"completed", "BUDGET_EXHAUSTED"}, outcomes
-    assert "completed" in outcomes and "BUDGET_EXHAUSTED" in outcomes
+    assert "completed" in outcomes
+    assert "BUDGET_EXHAUSTED" in outcomes
     # The ledger (what was spent, from both routers' outboxes) stays inside the budget.
     completed = outcomes.count("completed")
     usage = await usage_of(stack, token, completed)
@@ -321,36 +349,117 @@ async def test_imports_through_both_runtimes_form_one_chain(
     assert start in {GENESIS, *(r.hash for r in rows)}
 
 
+@dataclass
+class Load:
+    """Clients streaming runs through both gateways (alternating) until stopped; a call
+    that fails is noted with its code, reason and the replica being disrupted at the time,
+    and the client goes on with its next call through the other gateway."""
+
+    topology: Topology
+    clients: int = 6
+    results: list[str] = field(default_factory=list)
+    disrupted: str = ""
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def client(self, n: int) -> None:
+        stack, key = self.topology.stack, self.topology.key
+        while not self._stop.is_set():
+            n += 1
+            try:
+                events = await execute(stack, self.topology.gateway(n), paid_chat("load"), key)
+                self.results.append(str(events[-1].WhichOneof("event")))
+            except grpc.aio.AioRpcError as error:
+                reason = describe(error).reason
+                self.results.append(f"{error.code().name} {reason} ({self.disrupted})")
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def more(self, calls: int) -> None:
+        """Wait until `calls` more calls ended (streams are in flight all the while)."""
+        before = len(self.results)
+        async with self._progress:
+            await self._progress.wait_for(lambda: len(self.results) >= before + calls)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Load]:
+        fake = self.topology.fake
+        fake.defaults["ollama"] = Script(tokens=10, interval=0.1)  # ~1 s streams
+        tasks = [asyncio.ensure_future(self.client(n)) for n in range(self.clients)]
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks)
+            fake.defaults["ollama"] = Script(tokens=8, interval=0.02)
+
+    def failed(self) -> list[str]:
+        return [r for r in self.results if r != "completed"]
+
+
 async def test_a_graceful_stop_of_one_replica_per_service_fails_no_call(
     topology: Topology,
 ) -> None:
-    """Streams through both gateways while, one service after the other, a replica is sent
-    SIGTERM (then started again): every call completes."""
-    stack, key = topology.stack, topology.key
-    topology.fake.defaults["ollama"] = Script(tokens=10, interval=0.1)  # ~1 s streams
-    stop = asyncio.Event()
-    results: list[str] = []
-
-    async def client(n: int) -> None:
-        while not stop.is_set():
-            try:
-                events = await execute(stack, topology.gateway(n), paid_chat(f"roll {n}"), key)
-                results.append(str(events[-1].WhichOneof("event")))
-            except grpc.aio.AioRpcError as error:
-                results.append(f"{error.code().name} {describe(error).reason}")
-
-    clients = [asyncio.ensure_future(client(n)) for n in range(6)]
-    try:
+    """Streams through both gateways while, one inner service after the other, a replica is
+    sent SIGTERM (then started again): every call completes — its peers' channels stop
+    picking it as soon as its health says NOT_SERVING, and its own streams finish."""
+    stack = topology.stack
+    async with Load(topology).running() as load:
         for service in ("runtime", "router", "optimizer", "auth"):
-            name = f"{service}-2"
-            before = len(results)
-            while len(results) < before + 3:  # streams are in flight on both replicas
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(stack.stop, name) == 0, stack.read_log(name)
-            stack.start(name)
-            await stack.wait_serving(name)
-    finally:
-        stop.set()
-        await asyncio.gather(*clients)
-        topology.fake.defaults["ollama"] = Script(tokens=8, interval=0.02)
-    assert results and set(results) == {"completed"}, [r for r in results if r != "completed"]
+            load.disrupted = f"{service}-2"
+            await load.more(3)
+            assert await asyncio.to_thread(stack.stop, load.disrupted) == 0
+            stack.start(load.disrupted)
+            await stack.wait_serving(load.disrupted)
+        await load.more(3)
+    assert len(load.results) >= 15
+    assert load.failed() == []
+
+
+async def test_killing_one_replica_of_each_service_loses_and_doubles_no_usage(
+    topology: Topology,
+) -> None:
+    """The same load while one replica of each service in turn is killed (-9) and started
+    again: calls that fail get a typed error (and the next goes to the other replica), and
+    the usage ledger counts exactly the calls the fake provider received."""
+    stack = topology.stack
+    async with Load(topology).running() as load:
+        for service in REPLICATED:
+            load.disrupted = f"{service}-2"
+            await load.more(3)
+            process = stack.processes[load.disrupted]
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            await load.more(2)  # calls go on meanwhile, through the other replica
+            stack.start(load.disrupted)
+            await stack.wait_serving(load.disrupted)
+        await load.more(3)
+    # Every failure is UNAVAILABLE (worth retrying elsewhere), with the reason of the service
+    # that saw its peer go — only a killed gateway, which no one answers for, has none.
+    failed = load.failed()
+    assert {r.split(" ")[0] for r in failed} <= {"UNAVAILABLE"}, failed
+    assert [r for r in failed if "  " in r and "(gateway-2)" not in r] == [], failed
+    assert load.results.count("completed") >= 15
+    received = len(topology.fake.requests("ollama"))
+    assert await ledger_calls(stack, topology.key, "paid", received) == received
+
+
+async def ledger_calls(stack: Stack, key: str, provider: str, expected: int) -> int:
+    """The calls the usage ledger counts for `provider` (every user) once it has
+    `expected`, or what it has after a bounded wait (outboxes ship in the background)."""
+    calls = 0
+    async with stack.gateway_channel() as ch:
+        usage = usage_pb2_grpc.UsageServiceStub(ch)
+        for _ in range(100):
+            reply = await usage.GetUsage(
+                usage_pb2.GetUsageRequest(
+                    all_users=True, group_by=[records_pb2.USAGE_DIMENSION_PROVIDER]
+                ),
+                metadata=bearer(key),
+                timeout=10,
+            )
+            calls = sum(r.calls for r in reply.rows if r.provider == provider)
+            if calls >= expected:
+                break
+            await asyncio.sleep(0.2)
+    return calls
