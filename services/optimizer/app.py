@@ -24,7 +24,7 @@ from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
-from services.optimizer.shared import SharedMetrics
+from services.optimizer.shared import DefaultStrategyStore, SharedMetrics
 from services.optimizer.snapshots import SnapshotBoard
 
 log = logging.getLogger("saga.optimizer")
@@ -59,22 +59,25 @@ async def build(host: ServiceHost) -> list[Registration]:
         window_seconds=settings.metrics_window_seconds,
         prior_weight=settings.prior_weight,
     )
-    shared = SharedMetrics(
-        live,
-        ledger,
-        priors,
-        config.providers,
-        window=settings.metrics_window,
-        window_seconds=settings.metrics_window_seconds,
-        clock=time.time,
-    )
-    warmed = await shared.reread()
     board = SnapshotBoard(
         config.providers,
         Strategy(settings.default_strategy),
         success_floor=settings.success_rate_floor,
     )
     publisher = RankingPublisher(live, board, interval=settings.publish_interval_ms / 1000)
+    strategies = DefaultStrategyStore(db, time.time)
+    shared = SharedMetrics(
+        live,
+        ledger,
+        priors,
+        strategies,
+        board,
+        config.providers,
+        window=settings.metrics_window,
+        window_seconds=settings.metrics_window_seconds,
+        clock=time.time,
+    )
+    warmed = await shared.reread()
     publisher.refresh()
     budgets = Budgets(db, config.budgets)
     log.info("live metrics warmed up", extra={"samples": warmed})
@@ -90,5 +93,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         host.spawn("shared-metrics", functools.partial(shared.run, publisher, interval))
     host.spawn("prune-reservations", functools.partial(_prune_forever, budgets))
     host.on_stop(db.close)
-    parts = Parts(publisher=publisher, ledger=ledger, budgets=budgets, priors=priors)
+    parts = Parts(
+        publisher=publisher, ledger=ledger, budgets=budgets, priors=priors, strategies=strategies
+    )
     return [Registration.of(OptimizerServicer(parts))]

@@ -18,7 +18,10 @@
   for the attempt; rows from before are charged their cost, as they were).
 * migration 4 — `provider_priors.samples_since`: an operator's UpdateMetrics with
   `reset_samples` (epoch seconds; NULL = never), so the outcomes before it stay out of the
-  live metrics of every replica and across restarts, although the ledger keeps them.
+  live metrics of every replica and across restarts, although the ledger keeps them; and
+  `default_strategy` — the one row (id 1) SetDefaultStrategy wrote last (CUSTOM with its
+  normalised weights, NULL otherwise), which every replica takes, and a restart keeps over
+  `optimizer.default_strategy`.
 """
 
 from __future__ import annotations
@@ -104,7 +107,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     UPDATE usage_records SET charge_micro_usd = cost_micro_usd
     """,
     """
-    ALTER TABLE provider_priors ADD COLUMN samples_since DOUBLE PRECISION
+    ALTER TABLE provider_priors ADD COLUMN samples_since DOUBLE PRECISION;
+    CREATE TABLE default_strategy (
+        id INTEGER PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        cost DOUBLE PRECISION,
+        latency DOUBLE PRECISION,
+        quality DOUBLE PRECISION,
+        reliability DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL
+    )
     """,
 )
 """Migrations in order; append, never edit one that has shipped."""

@@ -12,7 +12,9 @@ query per provider per interval (`usage_records (provider, occurred_at)`, at mos
 `metrics_window` rows each).
 
 A reset of samples (UpdateMetrics `reset_samples`) is a point in time kept with the priors:
-re-reads start after it, so the reset holds on every replica and across restarts.
+re-reads start after it, so the reset holds on every replica and across restarts. The
+default strategy an operator set (SetDefaultStrategy, through any replica) is stored too and
+taken by every replica at its next re-read.
 """
 
 from __future__ import annotations
@@ -22,12 +24,48 @@ import logging
 from collections.abc import Callable, Sequence
 
 from services.common.config import ProviderConfig
+from services.common.database import Database
+from services.common.strategy import Strategy
 from services.optimizer.ledger import Ledger
 from services.optimizer.live_metrics import LiveMetrics
 from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
+from services.optimizer.ranking import WEIGHT_NAMES, Weights
+from services.optimizer.snapshots import SnapshotBoard
 
 log = logging.getLogger("saga.optimizer.shared")
+
+
+class DefaultStrategyStore:
+    """The `default_strategy` row: what SetDefaultStrategy set last, for every replica."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def save(self, strategy: Strategy, weights: Weights | None) -> None:
+        """Remember `strategy` (with its weights for CUSTOM) as the deployment's default."""
+        values = [getattr(weights, n) if weights is not None else None for n in WEIGHT_NAMES]
+        columns = ", ".join(WEIGHT_NAMES)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in WEIGHT_NAMES)
+        await self._db.execute(
+            f"INSERT INTO default_strategy (id, strategy, {columns}, updated_at) "  # noqa: S608 (constant columns)
+            "VALUES (1, $1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+            f"strategy = excluded.strategy, {updates}, updated_at = excluded.updated_at",
+            strategy.value,
+            *values,
+            self._clock(),
+        )
+
+    async def load(self) -> tuple[Strategy, Weights | None] | None:
+        """The stored default, or None when no operator set one."""
+        row = await self._db.fetchrow("SELECT * FROM default_strategy WHERE id = 1")
+        if row is None:
+            return None
+        strategy = Strategy(str(row["strategy"]))
+        if strategy is not Strategy.CUSTOM:
+            return strategy, None
+        return strategy, Weights(**{n: float(row[n]) for n in WEIGHT_NAMES})
 
 
 class SharedMetrics:
@@ -38,6 +76,8 @@ class SharedMetrics:
         live: LiveMetrics,
         ledger: Ledger,
         priors: PriorStore,
+        strategies: DefaultStrategyStore,
+        board: SnapshotBoard,
         providers: Sequence[ProviderConfig],
         *,
         window: int,
@@ -47,14 +87,23 @@ class SharedMetrics:
         self._live = live
         self._ledger = ledger
         self._priors = priors
+        self._strategies = strategies
+        self._board = board
         self._providers = tuple(providers)
         self._window = window
         self._window_seconds = window_seconds
         self._clock = clock
 
     async def reread(self) -> int:
-        """Replace every provider's priors and window with what storage holds; how many
-        samples that took."""
+        """Replace every provider's priors and window, and the default strategy, with what
+        storage holds; how many samples that took."""
+        default = await self._strategies.load()
+        current = self._board.current
+        if default is not None and (
+            default[0] is not current.default_strategy
+            or (default[1] is not None and default[1] != current.custom_weights)
+        ):
+            self._board.set_default(*default)
         now = self._clock()
         priors = await self._priors.load(self._providers)
         resets = await self._priors.resets()

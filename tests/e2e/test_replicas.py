@@ -16,7 +16,7 @@ import asyncio
 import secrets
 import time
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,24 +291,32 @@ async def test_concurrent_runs_over_both_routers_never_overshoot_a_nearly_spent_
     assert "BUDGET_EXHAUSTED" in outcomes
     # The ledger (what was spent, from both routers' outboxes) stays inside the budget.
     completed = outcomes.count("completed")
-    usage = await usage_of(stack, token, completed)
+    usage = (
+        await usage_once(
+            stack, token, usage_pb2.GetUsageRequest(), lambda r: r.totals.calls, completed
+        )
+    ).totals
     assert usage.calls == completed
     assert 0 < usage.cost_micro_usd <= limit
 
 
-async def usage_of(stack: Stack, credential: str, calls: int) -> usage_pb2.UsageRow:
-    """The caller's usage totals once the ledger counts `calls` (the routers' outboxes ship
-    in the background: a bounded poll)."""
+async def usage_once(
+    stack: Stack,
+    credential: str,
+    ask: usage_pb2.GetUsageRequest,
+    calls: Callable[[usage_pb2.GetUsageResponse], int],
+    expected: int,
+) -> usage_pb2.GetUsageResponse:
+    """GetUsage's answer once `calls` of it reaches `expected`, or after a bounded wait (the
+    routers' outboxes ship in the background)."""
     async with stack.gateway_channel("gateway-2") as ch:
         usage = usage_pb2_grpc.UsageServiceStub(ch)
-        for _ in range(150):
-            reply = await usage.GetUsage(
-                usage_pb2.GetUsageRequest(), metadata=bearer(credential), timeout=10
-            )
-            if reply.totals.calls >= calls:
+        for _ in range(100):
+            reply = await usage.GetUsage(ask, metadata=bearer(credential), timeout=10)
+            if calls(reply) >= expected:
                 break
-            await asyncio.sleep(0.1)
-    return reply.totals
+            await asyncio.sleep(0.2)
+    return reply
 
 
 async def test_imports_through_both_runtimes_form_one_chain(
@@ -445,21 +453,10 @@ async def test_killing_one_replica_of_each_service_loses_and_doubles_no_usage(
 
 
 async def ledger_calls(stack: Stack, key: str, provider: str, expected: int) -> int:
-    """The calls the usage ledger counts for `provider` (every user) once it has
-    `expected`, or what it has after a bounded wait (outboxes ship in the background)."""
-    calls = 0
-    async with stack.gateway_channel() as ch:
-        usage = usage_pb2_grpc.UsageServiceStub(ch)
-        for _ in range(100):
-            reply = await usage.GetUsage(
-                usage_pb2.GetUsageRequest(
-                    all_users=True, group_by=[records_pb2.USAGE_DIMENSION_PROVIDER]
-                ),
-                metadata=bearer(key),
-                timeout=10,
-            )
-            calls = sum(r.calls for r in reply.rows if r.provider == provider)
-            if calls >= expected:
-                break
-            await asyncio.sleep(0.2)
-    return calls
+    """The calls the usage ledger counts for `provider`, every user's."""
+
+    def counted(reply: usage_pb2.GetUsageResponse) -> int:
+        return sum(r.calls for r in reply.rows if r.provider == provider)
+
+    ask = usage_pb2.GetUsageRequest(all_users=True, group_by=[records_pb2.USAGE_DIMENSION_PROVIDER])
+    return counted(await usage_once(stack, key, ask, counted, expected))

@@ -109,3 +109,31 @@ async def test_update_metrics_through_one_replica_holds_on_both(stack: Stack) ->
     await asyncio.sleep(1.5)  # more than one re-read of the shared window
     for replica in ("optimizer", "optimizer-2"):
         await eventually(stack, replica, "steady", samples=0)
+
+
+async def test_a_default_strategy_set_through_one_replica_holds_on_both(stack: Stack) -> None:
+    async with stack.channel_as("gateway", "optimizer-2") as ch:
+        await optimizer_pb2_grpc.OptimizerServiceStub(ch).SetDefaultStrategy(
+            optimizer_pb2.SetDefaultStrategyRequest(strategy=common_pb2.STRATEGY_CHEAPEST),
+            timeout=5,
+        )
+    async with stack.channel_as("router", "optimizer") as ch:
+        watch, first = await watch_rankings(
+            optimizer_pb2_grpc.OptimizerServiceStub(ch), common_pb2.STRATEGY_CHEAPEST
+        )
+        snapshot = first
+        while snapshot.default_strategy != common_pb2.STRATEGY_CHEAPEST:
+            read = await asyncio.wait_for(watch.read(), 10)
+            assert isinstance(read, optimizer_pb2.WatchRankingsResponse)
+            snapshot = read
+        watch.cancel()
+    # And a restart keeps it (over optimizer.default_strategy, BALANCED).
+    assert stack.stop("optimizer") == 0
+    stack.start("optimizer")
+    await stack.wait_serving("optimizer")
+    async with stack.channel_as("router", "optimizer") as ch:
+        watch, first = await watch_rankings(
+            optimizer_pb2_grpc.OptimizerServiceStub(ch), common_pb2.STRATEGY_CHEAPEST
+        )
+        watch.cancel()
+    assert first.default_strategy == common_pb2.STRATEGY_CHEAPEST
