@@ -4,19 +4,17 @@ the same expected version, spread over both, make exactly one new version."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from saga.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import PG_URL, drop_schemas
 from tests.harness import Stack, stack_for
-from tests.integration.test_vault_service import outcome
+from tests.integration.test_vault_service import twenty_writers_expecting_version_1
 
 
 @pytest.fixture
@@ -47,24 +45,7 @@ async def test_compare_and_set_over_two_vaults_lets_one_writer_win(vaults: Stack
         await stubs[0].PutSecret(
             vault_pb2.PutSecretRequest(owner="user:u1", name="refresh", payload=b"v1"), timeout=5
         )
-        results = await asyncio.gather(
-            *(
-                outcome(
-                    stubs[i % 2].PutSecret(
-                        vault_pb2.PutSecretRequest(
-                            owner="user:u1",
-                            name="refresh",
-                            payload=f"writer {i}".encode(),
-                            expected_version=1,
-                        ),
-                        timeout=10,
-                    )
-                )
-                for i in range(20)
-            )
-        )
-        assert results.count((grpc.StatusCode.OK, "")) == 1
-        assert results.count((grpc.StatusCode.ABORTED, "VERSION_CONFLICT")) == 19
+        await twenty_writers_expecting_version_1(stubs)
         for stub in stubs:  # both read the one winner
             got = await stub.GetSecret(
                 vault_pb2.GetSecretRequest(owner="user:u1", name="refresh"), timeout=5
