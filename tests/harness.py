@@ -109,6 +109,9 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     replicas: dict[str, str] = field(default_factory=dict)
     """Extra replicas: process name (e.g. "runtime-2") -> the service it runs."""
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Environment of one process only (by process name), over everything else, from its
+    next start (e.g. {"router-2": {…}}: a replica that dials one peer only)."""
 
     @classmethod
     def create(cls, data_dir: Path, config: str = "", **extra_env: str) -> Stack:
@@ -132,7 +135,13 @@ class Stack:
         which `start_all` starts too; its peers dial every replica (round robin). Before
         anything starts. Its process name, e.g. "runtime-2"."""
         name = f"{service}-{sum(1 for s in self.replicas.values() if s == service) + 2}"
-        port, probe, metrics, http = free_ports(4)
+        # Free now, and none of those handed out before (their sockets are closed, so the
+        # OS may offer one of them again).
+        taken = {n for p in self.ports.values() for n in vars(p).values()}
+        numbers = free_ports(4)
+        while taken & set(numbers):
+            numbers = free_ports(4)
+        port, probe, metrics, http = numbers
         self.ports[name] = Ports(port, probe, metrics, http if service == "gateway" else 0)
         self.replicas[name] = service
         addresses = [self.ports[service].port] + [
@@ -174,6 +183,7 @@ class Stack:
             env[prefix + "PROBE_PORT"] = str(ports.probe_port)
             env[prefix + "METRICS_PORT"] = str(ports.metrics_port)
             env[prefix + "HTTP_PORT"] = str(ports.http_port)
+        env.update(self.process_env.get(name, {}))
         return env
 
     def log_path(self, service: str) -> Path:
@@ -245,7 +255,11 @@ class Stack:
         return process.returncode
 
     def stop_all(self) -> None:
-        """Stop every process this stack started."""
+        """Stop every process this stack started: all signalled first, so their drains
+        overlap."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for service in list(self.processes):
             self.stop(service)
 
@@ -258,18 +272,19 @@ class Stack:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def gateway_channel(self, name: str = "gateway") -> grpc.aio.Channel:
-        """A plaintext channel to the gateway's public port (or a replica's, by its name), as
+        """A plaintext channel to a gateway's public port (`name`: an extra replica's), as
         an outside client uses."""
         return grpc.aio.insecure_channel(self.target(name))
 
     def channel_as(self, caller: str, service: str) -> grpc.aio.Channel:
-        """An mTLS channel to `service` presenting `caller`'s certificate."""
+        """An mTLS channel to `service` (or one extra replica of it, e.g. "router-2")
+        presenting `caller`'s certificate."""
         chain, key, ca = service_cert_paths(self.data_dir / "pki", caller).read()
         credentials = grpc.ssl_channel_credentials(ca, key, chain)
         return grpc.aio.secure_channel(
             self.target(service),
             credentials,
-            options=[("grpc.ssl_target_name_override", service)],
+            options=[("grpc.ssl_target_name_override", self.replicas.get(service, service))],
         )
 
 

@@ -97,6 +97,7 @@ class SigningKeys:
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._public: dict[str, Ed25519PublicKey] = {}
         self._missed_at = float("-inf")
+        self._miss_reload: asyncio.Future[list[_Stored]] | None = None
         self._rotating = asyncio.Lock()
 
     async def _all(self) -> list[_Stored]:
@@ -209,11 +210,18 @@ class SigningKeys:
     async def public_key(self, kid: str) -> Ed25519PublicKey | None:
         """The public key `kid`, if it is one of auth's keys."""
         key = self._public.get(kid)
-        if key is None and self._clock() - self._missed_at >= MISS_REFRESH_SECONDS:
+        if key is not None:
+            return key
+        # A miss reloads (a key another replica created since); misses while that reload
+        # runs wait for it rather than being refused (a burst of calls with a token signed
+        # by a replica's new key), and afterwards at most one reload per interval.
+        if self._miss_reload is None or self._miss_reload.done():
+            if self._clock() - self._missed_at < MISS_REFRESH_SECONDS:
+                return None
             self._missed_at = self._clock()
-            await self._all()
-            key = self._public.get(kid)
-        return key
+            self._miss_reload = asyncio.ensure_future(self._all())
+        await asyncio.shield(self._miss_reload)
+        return self._public.get(kid)
 
     async def published(self) -> list[Ed25519PublicKey]:
         """The keys for the JWKS: the signing one, and older ones while tokens they signed

@@ -2,7 +2,8 @@
 
 Each channel carries: mTLS with this service's certificate (the peer is checked against its
 service name, so any address works: 127.0.0.1, a Kubernetes headless Service); round-robin
-over the resolved addresses; message-size limits; keepalive, so a peer that hangs with its
+over the resolved addresses, skipping a replica whose health turned NOT_SERVING (it is
+stopping); message-size limits; keepalive, so a peer that hangs with its
 sockets open (a stopped process, a frozen node) is given up within `keepalive_seconds` +
 `keepalive_timeout_seconds` (its calls fail UNAVAILABLE) and a connection attempt to it
 within a few seconds, instead of each call waiting out its deadline; a default deadline on every
@@ -51,6 +52,11 @@ def service_config(config: Config) -> str:
     return json.dumps(
         {
             "loadBalancingConfig": [{"round_robin": {}}],
+            # Client-side health checking: round robin skips a replica whose health says
+            # NOT_SERVING — the first thing a replica does on SIGTERM — so new calls go to
+            # the others while its own streams drain (the liveness name "": a replica that
+            # is up but not ready, e.g. a sealed vault, still answers with its own error).
+            "healthCheckConfig": {"serviceName": ""},
             "methodConfig": [
                 {
                     "name": [{"service": s, "method": m} for s, m in RETRYABLE_READS],

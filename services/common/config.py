@@ -112,6 +112,15 @@ class ServerConfig:
     grace_seconds: float = field(
         default=10.0, metadata=_doc("how long SIGTERM lets in-flight streams drain", min=0)
     )
+    readiness_lead_seconds: float = field(
+        default=0.25,
+        metadata=_doc(
+            "on SIGTERM, how long health says NOT_SERVING before new calls are refused (peers "
+            "watching it send new calls to other replicas first); part of the grace",
+            min=0,
+            max=30,
+        ),
+    )
     max_message_bytes: int = field(
         default=4 * 1024 * 1024, metadata=_doc("largest gRPC message sent or received", min=1024)
     )
@@ -543,6 +552,16 @@ class OptimizerConfig:
         default=200.0,
         metadata=_doc(
             "shortest gap between two ranking snapshots pushed to routers", min=10, max=60_000
+        ),
+    )
+    metrics_sync_ms: float = field(
+        default=1000.0,
+        metadata=_doc(
+            "how often each replica re-reads the live metrics' window and the priors from the "
+            "shared usage ledger, so replicas on one PostgreSQL rank alike; 0 = never (one "
+            "replica)",
+            min=0,
+            max=60_000,
         ),
     )
 

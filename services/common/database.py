@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.common.backoff import Backoff
+from services.common.errors import Unavailable
 
 Row = dict[str, Any]
 Migration = str | Mapping[str, str]
@@ -330,9 +331,29 @@ class PostgresDatabase:
         return cls(pool)
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; the database out of reach (refused, cut, restarting) is
+        UNAVAILABLE `STORAGE_UNAVAILABLE` — worth retrying — not an internal error. The
+        pool reconnects by itself once it is back."""
+        import asyncpg
+
+        try:
+            async with self._pool.acquire() as connection:
+                yield connection
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.ConnectionDoesNotExistError,
+            asyncpg.CannotConnectNowError,
+        ) as error:
+            raise Unavailable(
+                "the database is out of reach", reason="STORAGE_UNAVAILABLE"
+            ) from error
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """One transaction on a pooled connection."""
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._connection() as connection, connection.transaction():
             yield _PgTx(connection)
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -340,15 +361,15 @@ class PostgresDatabase:
             return await tx.execute(sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._pool.acquire() as connection:
+        async with self._connection() as connection:
             return await _PgTx(connection).fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        async with self._pool.acquire() as connection:
+        async with self._connection() as connection:
             return await _PgTx(connection).fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._pool.acquire() as connection:
+        async with self._connection() as connection:
             return await _PgTx(connection).fetchval(sql, *args)
 
     async def close(self) -> None:

@@ -25,7 +25,9 @@ they raise (the rule: `services.common.lifecycle`) — and registers its shutdow
 `host.on_stop(callback, phase)`. On SIGTERM or SIGINT, in this order:
 
 1. `host.stopping` is set and health turns NOT_SERVING (load balancers stop sending work;
-   endless streams that wait on `stopping` end now, not after the grace period);
+   endless streams that wait on `stopping` end now, not after the grace period); new calls
+   are still taken for `server.readiness_lead_seconds`, while peers' channels (which watch
+   health) move their new calls to other replicas;
 2. in-flight RPCs drain for `server.grace_seconds` (a second signal cuts the drain short);
 3. `Phase.FINISH` work: finish queued work while the background tasks still run;
 4. every spawned task is cancelled and awaited;
@@ -255,8 +257,13 @@ class RunningService:
         self.host.stopping.set()
         # Readiness first, so load balancers stop sending new work while streams drain.
         await self.host.health.enter_graceful_shutdown()
-        drain = asyncio.ensure_future(self.server.stop(grace))
         forced = asyncio.ensure_future((force or asyncio.Event()).wait())
+        # Still accepting calls for a moment: a peer's channel learns NOT_SERVING from its
+        # health watch and stops picking this replica, so no new call races the refusal
+        # (a call refused by a stopping server fails CANCELLED, which no one retries).
+        lead = min(self.host.config.server.readiness_lead_seconds, grace)
+        await asyncio.wait([forced], timeout=lead)
+        drain = asyncio.ensure_future(self.server.stop(max(grace - lead, 0.0)))
         await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
         if not drain.done():
             await self.server.stop(0)

@@ -1,9 +1,10 @@
 """The optimizer's gRPC service, registered with the shared bootstrap: opens its database
 (ledger, budgets, priors), warms the live metrics up from the ledger's recent outcomes, and
-spawns two background tasks on the host — the ranking publisher and an hourly prune of old
-reservations. WatchRankings streams never end by themselves: the board closes as soon as the
-shutdown begins (`host.stopping`), so they end at once instead of holding the drain for the
-whole grace period; the database closes once the tasks were cancelled.
+spawns its background tasks on the host — the ranking publisher, the re-reading of the
+metrics that replicas share (`shared`), and an hourly prune of old reservations.
+WatchRankings streams never end by themselves: the board closes as soon as the shutdown
+begins (`host.stopping`), so they end at once instead of holding the drain for the whole
+grace period; the database closes once the tasks were cancelled.
 """
 
 from __future__ import annotations
@@ -23,24 +24,12 @@ from services.optimizer.priors import PriorStore
 from services.optimizer.publisher import RankingPublisher
 from services.optimizer.schema import MIGRATIONS
 from services.optimizer.servicer import OptimizerServicer, Parts
+from services.optimizer.shared import DefaultStrategyStore, SharedMetrics
 from services.optimizer.snapshots import SnapshotBoard
 
 log = logging.getLogger("saga.optimizer")
 
 PRUNE_EVERY_SECONDS = 3600.0
-
-
-async def warm_up(live: LiveMetrics, ledger: Ledger, window: int, window_seconds: float) -> int:
-    """Feed each provider's most recent outcomes from the ledger into `live`, so a restart
-    does not forget what the last minutes showed; how many samples were taken."""
-    now = time.time()
-    taken = 0
-    for provider in live.providers:
-        for record in await ledger.recent(provider, now - window_seconds, window):
-            sample = record.sample()
-            if sample is not None and live.record(provider, sample, now):
-                taken += 1
-    return taken
 
 
 async def _prune_forever(budgets: Budgets) -> None:
@@ -69,15 +58,26 @@ async def build(host: ServiceHost) -> list[Registration]:
         window=settings.metrics_window,
         window_seconds=settings.metrics_window_seconds,
         prior_weight=settings.prior_weight,
-        priors=await priors.load(config.providers),
     )
-    warmed = await warm_up(live, ledger, settings.metrics_window, settings.metrics_window_seconds)
     board = SnapshotBoard(
         config.providers,
         Strategy(settings.default_strategy),
         success_floor=settings.success_rate_floor,
     )
     publisher = RankingPublisher(live, board, interval=settings.publish_interval_ms / 1000)
+    strategies = DefaultStrategyStore(db, time.time)
+    shared = SharedMetrics(
+        live,
+        ledger,
+        priors,
+        strategies,
+        board,
+        config.providers,
+        window=settings.metrics_window,
+        window_seconds=settings.metrics_window_seconds,
+        clock=time.time,
+    )
+    warmed = await shared.reread()
     publisher.refresh()
     budgets = Budgets(db, config.budgets)
     log.info("live metrics warmed up", extra={"samples": warmed})
@@ -88,7 +88,12 @@ async def build(host: ServiceHost) -> list[Registration]:
 
     host.spawn("end-watches", end_watches_at_shutdown)
     host.spawn("ranking-publisher", publisher.run)
+    if settings.metrics_sync_ms > 0:
+        interval = settings.metrics_sync_ms / 1000
+        host.spawn("shared-metrics", functools.partial(shared.run, publisher, interval))
     host.spawn("prune-reservations", functools.partial(_prune_forever, budgets))
     host.on_stop(db.close)
-    parts = Parts(publisher=publisher, ledger=ledger, budgets=budgets, priors=priors)
+    parts = Parts(
+        publisher=publisher, ledger=ledger, budgets=budgets, priors=priors, strategies=strategies
+    )
     return [Registration.of(OptimizerServicer(parts))]

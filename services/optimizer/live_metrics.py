@@ -189,6 +189,17 @@ class LiveMetrics:
         window.add(sample)
         return True
 
+    def replace(self, provider: str, samples: Iterable[Sample], now: float) -> int:
+        """Make `samples` (oldest first) `provider`'s whole window, as re-read from the
+        shared ledger; how many were kept (the ones inside the window)."""
+        window = self._windows[provider]
+        window.clear()
+        kept = 0
+        for sample in samples:
+            if self.record(provider, sample, now):
+                kept += 1
+        return kept
+
     def set_prior(self, provider: str, prior: Prior, *, reset_samples: bool = False) -> None:
         """Replace `provider`'s priors; `reset_samples` drops its live samples too."""
         self._priors[provider] = prior

@@ -2,7 +2,9 @@
 
 Only the values an operator set are stored; the others stay NULL and follow the
 configuration, so editing a provider's configured prior still takes effect for every value
-nobody overrode.
+nobody overrode. Beside them, when an operator last reset a provider's samples: the ledger
+keeps every outcome, and the live metrics are re-read from it (`shared`), so the reset is a
+point in time the re-reading starts from rather than a deletion.
 """
 
 from __future__ import annotations
@@ -43,22 +45,34 @@ class PriorStore:
             priors[provider.name] = prior
         return priors
 
-    async def save(self, provider: str, changes: Mapping[str, float]) -> None:
+    async def resets(self) -> dict[str, float]:
+        """When each provider's samples were last reset (epoch seconds; absent: never)."""
+        rows = await self._db.fetch(
+            "SELECT provider, samples_since FROM provider_priors WHERE samples_since IS NOT NULL"
+        )
+        return {str(r["provider"]): float(r["samples_since"]) for r in rows}
+
+    async def save(
+        self, provider: str, changes: Mapping[str, float], *, reset_samples: bool = False
+    ) -> None:
         """Remember the values in `changes` (keys from FIELDS) for `provider`, keeping the
-        ones set before."""
+        ones set before; `reset_samples`: its outcomes until now no longer count."""
         unknown = set(changes) - set(FIELDS)
         if unknown:
             raise ValueError(f"not prior fields: {sorted(unknown)}")
         columns = ", ".join(FIELDS)
         marks = ", ".join(f"${i + 2}" for i in range(len(FIELDS)))
         # An absent value must not erase one set earlier: COALESCE keeps the stored one.
-        updates = ", ".join(f"{f} = COALESCE(excluded.{f}, provider_priors.{f})" for f in FIELDS)
+        kept = (*FIELDS, "samples_since")
+        updates = ", ".join(f"{f} = COALESCE(excluded.{f}, provider_priors.{f})" for f in kept)
         n = len(FIELDS) + 2
+        now = self._clock()
         await self._db.execute(
-            f"INSERT INTO provider_priors (provider, {columns}, updated_at) "  # noqa: S608
-            f"VALUES ($1, {marks}, ${n}) ON CONFLICT (provider) DO UPDATE SET {updates}, "
-            "updated_at = excluded.updated_at",
+            f"INSERT INTO provider_priors (provider, {columns}, updated_at, samples_since) "  # noqa: S608
+            f"VALUES ($1, {marks}, ${n}, ${n + 1}) ON CONFLICT (provider) DO UPDATE SET "
+            f"{updates}, updated_at = excluded.updated_at",
             provider,
             *(changes.get(f) for f in FIELDS),
-            self._clock(),
+            now,
+            now if reset_samples else None,
         )

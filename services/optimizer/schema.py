@@ -16,6 +16,12 @@
 * migration 3 — `usage_records` gained `cache_write_tokens` (input tokens written to the
   provider's prompt cache; 0 before) and `charge_micro_usd` (what the caller is charged
   for the attempt; rows from before are charged their cost, as they were).
+* migration 4 — `provider_priors.samples_since`: an operator's UpdateMetrics with
+  `reset_samples` (epoch seconds; NULL = never), so the outcomes before it stay out of the
+  live metrics of every replica and across restarts, although the ledger keeps them; and
+  `default_strategy` — the one row (id 1) SetDefaultStrategy wrote last (CUSTOM with its
+  normalised weights, NULL otherwise), which every replica takes, and a restart keeps over
+  `optimizer.default_strategy`.
 """
 
 from __future__ import annotations
@@ -99,6 +105,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE usage_records ADD COLUMN charge_micro_usd BIGINT NOT NULL DEFAULT 0;
     UPDATE usage_records SET charge_micro_usd = cost_micro_usd
+    """,
+    """
+    ALTER TABLE provider_priors ADD COLUMN samples_since DOUBLE PRECISION;
+    CREATE TABLE default_strategy (
+        id INTEGER PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        cost DOUBLE PRECISION,
+        latency DOUBLE PRECISION,
+        quality DOUBLE PRECISION,
+        reliability DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL
+    )
     """,
 )
 """Migrations in order; append, never edit one that has shipped."""

@@ -29,6 +29,7 @@ from services.optimizer.ranking import (
     Weights,
     rank,
 )
+from services.optimizer.shared import DefaultStrategyStore
 from services.optimizer.snapshots import Snapshot
 from services.optimizer.usage import usage_query
 
@@ -53,6 +54,8 @@ class Parts:
     ledger: Ledger
     budgets: Budgets
     priors: PriorStore
+    strategies: DefaultStrategyStore | None = None
+    """Where SetDefaultStrategy is kept for every replica (None: this process only)."""
     clock: Callable[[], float] = time.time
 
 
@@ -144,6 +147,9 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         weights = messages.weights(request.weights) if strategy is Strategy.CUSTOM else None
         if weights is not None and not weights.is_valid():
             raise messages.bad_weights("weights", weights)
+        if self._parts.strategies is not None:  # first, so every replica takes it
+            normalised = weights.normalised() if weights is not None else None
+            await self._parts.strategies.save(strategy, normalised)
         snapshot = self._board.set_default(strategy, weights)
         applied = snapshot.custom_weights if strategy is Strategy.CUSTOM else None
         log.info(
@@ -222,7 +228,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             )
         changes = [messages.prior_changes(p, i) for i, p in enumerate(request.priors)]
         for prior, change in zip(request.priors, changes, strict=True):
-            await self._parts.priors.save(prior.provider, change)
+            await self._parts.priors.save(prior.provider, change, reset_samples=prior.reset_samples)
         for prior, change in zip(request.priors, changes, strict=True):
             updated = dataclasses.replace(self._live.prior(prior.provider), **change)
             self._live.set_prior(prior.provider, updated, reset_samples=prior.reset_samples)

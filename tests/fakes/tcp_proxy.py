@@ -1,5 +1,6 @@
-"""A loopback TCP proxy a test stops and starts, to make a real dependency (Redis) go away
-and come back on the same address — real sockets, nothing patched.
+"""A loopback TCP proxy a test stops and starts, to make a real dependency (Redis, or the
+suite's shared PostgreSQL — restarting the real server would break every other test using
+it) go away for one stack and come back on the same address: real sockets, nothing patched.
 
 `stop()` closes the listener and every relayed connection (the client sees a reset or EOF,
 then connection refused); `start()` listens again on the same port.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.harness import free_ports
+
 
 class TcpProxy:
     """Relays 127.0.0.1:`port` to `upstream_host`:`upstream_port` while started."""
@@ -18,7 +21,8 @@ class TcpProxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
+        # Below the ephemeral range, so no outgoing connection takes it while stopped.
+        (self.port,) = free_ports(1)
 
     async def __aenter__(self) -> TcpProxy:
         await self.start()
@@ -27,10 +31,10 @@ class TcpProxy:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        """Listen (on the port used before, if any)."""
+    async def start(self) -> TcpProxy:
+        """Listen on the proxy's port (again, after a stop)."""
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        return self
 
     async def stop(self) -> None:
         """Stop listening and cut every open connection."""

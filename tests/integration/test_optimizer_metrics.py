@@ -93,17 +93,29 @@ async def next_snapshot_where(
             return snapshot
 
 
+Watch = grpc.aio.UnaryStreamCall[
+    optimizer_pb2.WatchRankingsRequest, optimizer_pb2.WatchRankingsResponse
+]
+
+
+async def watch_rankings(
+    router: optimizer_pb2_grpc.OptimizerServiceAsyncStub, strategy: int
+) -> tuple[Watch, optimizer_pb2.WatchRankingsResponse]:
+    """A WatchRankings of one strategy, and the first snapshot it gave."""
+    watch = router.WatchRankings(
+        optimizer_pb2.WatchRankingsRequest(strategies=[strategy]), timeout=60
+    )
+    first = await asyncio.wait_for(watch.read(), 5)
+    assert isinstance(first, optimizer_pb2.WatchRankingsResponse)
+    return watch, first
+
+
 async def test_a_provider_turned_slow_drops_in_the_routers_snapshot_within_a_second(
     stack: Stack,
 ) -> None:
     async with stack.channel_as("router", "optimizer") as ch:
         router = optimizer_pb2_grpc.OptimizerServiceStub(ch)
-        watch = router.WatchRankings(
-            optimizer_pb2.WatchRankingsRequest(strategies=[common_pb2.STRATEGY_FASTEST]),
-            timeout=60,
-        )
-        first = await asyncio.wait_for(watch.read(), 5)
-        assert isinstance(first, optimizer_pb2.WatchRankingsResponse)
+        watch, first = await watch_rankings(router, common_pb2.STRATEGY_FASTEST)
         assert order(first, common_pb2.STRATEGY_FASTEST) == ["quick", "steady"]
         # A few slow outcomes do not flip it (the priors hold) ...
         await record(router, [outcome(n, "quick", ttft_ms=2000, latency_ms=5000) for n in range(3)])

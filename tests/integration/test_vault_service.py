@@ -130,6 +130,31 @@ async def test_only_auth_reaches_secrets_and_only_the_gateway_manages_keys(
             ) == (grpc.StatusCode.NOT_FOUND, "SECRET_NOT_FOUND")
 
 
+async def twenty_writers_expecting_version_1(
+    vaults: list[vault_pb2_grpc.VaultServiceStub],
+) -> None:
+    """Twenty concurrent PutSecrets of user:u1/refresh expecting version 1, spread over
+    `vaults`: exactly one succeeds, the others are VERSION_CONFLICT."""
+    results = await asyncio.gather(
+        *(
+            outcome(
+                vaults[i % len(vaults)].PutSecret(
+                    vault_pb2.PutSecretRequest(
+                        owner="user:u1",
+                        name="refresh",
+                        payload=f"writer {i}".encode(),
+                        expected_version=1,
+                    ),
+                    timeout=10,
+                )
+            )
+            for i in range(20)
+        )
+    )
+    assert results.count((grpc.StatusCode.OK, "")) == 1
+    assert results.count((grpc.StatusCode.ABORTED, "VERSION_CONFLICT")) == 19
+
+
 async def test_twenty_concurrent_writers_with_one_expected_version_one_wins(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -138,24 +163,7 @@ async def test_twenty_concurrent_writers_with_one_expected_version_one_wins(
         await vault.PutSecret(
             vault_pb2.PutSecretRequest(owner="user:u1", name="refresh", payload=b"v1"), timeout=5
         )
-        results = await asyncio.gather(
-            *(
-                outcome(
-                    vault.PutSecret(
-                        vault_pb2.PutSecretRequest(
-                            owner="user:u1",
-                            name="refresh",
-                            payload=f"writer {i}".encode(),
-                            expected_version=1,
-                        ),
-                        timeout=10,
-                    )
-                )
-                for i in range(20)
-            )
-        )
-        assert results.count((grpc.StatusCode.OK, "")) == 1
-        assert results.count((grpc.StatusCode.ABORTED, "VERSION_CONFLICT")) == 19
+        await twenty_writers_expecting_version_1([vault])
         got = await vault.GetSecret(
             vault_pb2.GetSecretRequest(owner="user:u1", name="refresh"), timeout=5
         )
