@@ -31,7 +31,8 @@ PROVIDERS = ("oa", "an", "emb")
 
 def config(fake: FakeProviders) -> str:
     """`oa` (OpenAI format, gpt-tools, no retries), `an` (Anthropic format, claude-tools),
-    `emb` (an OpenAI-format embedding model only), and a group `oa` then `an`."""
+    `emb` (an OpenAI-format embedding model only), `ol` (Ollama format, llama-tools), and a
+    group `oa` then `an`."""
     return (
         "[[providers]]\n"
         'name = "oa"\nkind = "openai"\nmodel = "gpt-tools"\ncredential = "api_key"\n'
@@ -42,6 +43,9 @@ def config(fake: FakeProviders) -> str:
         "[[providers]]\n"
         'name = "emb"\nkind = "openai"\nmodel = "embed-fake"\ncredential = "api_key"\n'
         f'base_url = "{fake.base_url("openai")}"\ncapabilities = ["embeddings"]\n{PRICES}\n'
+        "[[providers]]\n"
+        'name = "ol"\nkind = "ollama"\nmodel = "llama-tools"\n'
+        f'base_url = "{fake.base_url("ollama")}"\nmax_retries = 0\n{PRICES}\n'
         "[[gateway.model_groups]]\n"
         'name = "tools/fallback"\nproviders = ["oa", "an"]\n'
     )
@@ -364,3 +368,29 @@ async def test_a_round_trip_on_an_anthropic_format_provider(
     }
     assert sent[2]["content"][0]["type"] == "tool_result"
     assert sent[2]["content"][0]["tool_use_id"] == call.id
+
+
+async def test_a_round_trip_on_an_ollama_format_provider(
+    sdk: openai.AsyncOpenAI, fake: FakeProviders
+) -> None:
+    fake.script("ollama", calls(OSLO))
+    first = await sdk.chat.completions.create(model="llama-tools", messages=ASK, tools=[WEATHER])
+    assert first.choices[0].finish_reason == "tool_calls"
+    [call] = first.choices[0].message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "get_weather",
+        {"city": "Oslo"},
+    )
+    result = {"role": "tool", "tool_call_id": call.id, "content": "rain"}
+    second = await sdk.chat.completions.create(
+        model="llama-tools", messages=[*ASK, first.choices[0].message, result], tools=[WEATHER]
+    )
+    assert second.choices[0].message.content == answer_text(5)
+    sent = fake.requests("ollama")[1].body
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assistant, tool = sent["messages"][-2:]
+    assert assistant["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": {"city": "Oslo"},
+    }
+    assert (tool["role"], tool["content"]) == ("tool", "rain")
