@@ -17,24 +17,9 @@ from saga.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tests.e2e.test_budgets import new_key, new_user
 from tests.e2e.test_execute import bearer
 from tests.e2e.test_openai_tools import ASK, OSLO, WEATHER, calls
-from tests.fakes.entra import FakeEntra
+from tests.fakes.entra import FakeEntra, copilot_toml
 from tests.fakes.providers import FakeProviders, answer_text
 from tests.harness import stack_for
-
-
-def config(fake: FakeProviders, entra: FakeEntra) -> str:
-    return f"""
-[[providers]]
-name = "copilot"
-kind = "copilot"
-model = "gpt-4o"
-base_url = "{fake.base_url("copilot")}"
-credential = "oauth_user"
-oauth_token_url = "{entra.token_url()}"
-oauth_client_id = "saga-client"
-oauth_scopes = ["https://api.example/.default", "offline_access"]
-max_retries = 0
-"""
 
 
 @pytest.fixture
@@ -50,7 +35,9 @@ async def test_a_tool_round_trip_on_copilot(tmp_path: Path, entra: FakeEntra) ->
     fake.copilot_tokens = entra.issued_access_tokens  # type: ignore[assignment]
     await fake.start()
     try:
-        async with stack_for(tmp_path, config=config(fake, entra)) as stack:
+        async with stack_for(
+            tmp_path, config=copilot_toml(fake.base_url("copilot"), entra, "max_retries = 0")
+        ) as stack:
             user_id, session = await new_user(stack)
             key, _ = await new_key(stack, session)
             async with stack.gateway_channel() as ch:

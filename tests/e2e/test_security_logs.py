@@ -31,7 +31,7 @@ from saga.gateway.v1 import (
 from services.common.identity import SERVICES
 from services.common.status import describe
 from tests.e2e.test_execute import bearer, chat
-from tests.fakes.entra import FakeEntra
+from tests.fakes.entra import FakeEntra, copilot_toml
 from tests.fakes.providers import FakeProviders, Script, answer_text
 from tests.harness import stack_for
 from tests.raw_http2 import grpc_call
@@ -55,17 +55,7 @@ base_url = "{fake.base_url("openai")}"
 credential = "api_key"
 first_token_timeout_ms = 5000
 
-[[providers]]
-name = "copilot"
-kind = "copilot"
-model = "gpt-4o"
-base_url = "{fake.base_url("copilot")}"
-credential = "oauth_user"
-oauth_token_url = "{entra.token_url()}"
-oauth_client_id = "saga-client"
-oauth_scopes = ["https://api.example/.default", "offline_access"]
-first_token_timeout_ms = 5000
-"""
+{copilot_toml(fake.base_url("copilot"), entra, "first_token_timeout_ms = 5000")}"""
 
 
 ENV = {

@@ -273,3 +273,20 @@ class FakeEntra:
             "error_uri": f"https://login.microsoftonline.com/error?code={code}",
         }
         return web.json_response(body, status=status)
+
+
+def copilot_toml(base_url: str, entra: FakeEntra, extra: str = "") -> str:
+    """A `[[providers]]` table of a `copilot` provider at `base_url` on users' Entra ID
+    tokens, refreshed at `entra` (`extra`: more lines of the table)."""
+    return f"""
+[[providers]]
+name = "copilot"
+kind = "copilot"
+model = "gpt-4o"
+base_url = "{base_url}"
+credential = "oauth_user"
+oauth_token_url = "{entra.token_url()}"
+oauth_client_id = "saga-client"
+oauth_scopes = ["https://api.example/.default", "offline_access"]
+{extra}
+"""
