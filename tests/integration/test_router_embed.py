@@ -17,6 +17,7 @@ from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.status import describe
 from services.router.embedding import BATCH_INPUTS
+from tests.e2e.test_resilience_gateway import KEEP_CIRCUITS_SHUT
 from tests.fakes.providers import FakeProviders, Script, embedding
 from tests.harness import Stack, stack_for
 from tests.integration.test_engines_providers import mint, set_provider_key, usage_of
@@ -76,8 +77,7 @@ async def stack(
         tmp_path_factory.mktemp("embed"),
         ["vault", "auth", "optimizer", "router"],
         config=config(fake),
-        SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES="1000000",
-        SAGA_ROUTER__CIRCUIT_MIN_CALLS="1000000",
+        **KEEP_CIRCUITS_SHUT,
     ) as s:
         await set_provider_key(s, "oai-embed", fake.api_key)
         yield s

@@ -17,6 +17,7 @@ import pytest
 from saga.execution.v1 import common_pb2, reason_events_pb2
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from services.common.status import describe
+from tests.e2e.test_resilience_gateway import KEEP_CIRCUITS_SHUT
 from tests.fakes.providers import FakeCall, FakeProviders, Script
 from tests.harness import Stack, stack_for
 from tests.integration.test_engines_providers import Streamed, mint, set_provider_key
@@ -70,8 +71,7 @@ async def stack(
         tmp_path_factory.mktemp("tools-providers"),
         ["vault", "auth", "optimizer", "router"],
         config=config(fake),
-        SAGA_ROUTER__CIRCUIT_CONSECUTIVE_FAILURES="1000000",
-        SAGA_ROUTER__CIRCUIT_MIN_CALLS="1000000",
+        **KEEP_CIRCUITS_SHUT,
     ) as s:
         await set_provider_key(s, "gpt", fake.api_key)
         await set_provider_key(s, "claude", fake.api_key)

@@ -79,7 +79,7 @@ def error_body(status: status_pb2.Status) -> dict[str, Any]:
         for detail in status.details
     ]
     body: dict[str, Any] = {
-        "code": http_status(status.code),
+        "code": status_of_reason(status),
         "status": Code(status.code).name if status.code in Code._value2member_map_ else "UNKNOWN",
         "message": status.message,
         "details": details,
@@ -113,8 +113,10 @@ def error_response(
     if (seconds := retry_after_seconds(rpc_status)) is not None:
         out["Retry-After"] = str(seconds)
     body = error_body(rpc_status)
-    status = status or status_of_reason(rpc_status)
-    body["error"]["code"] = status
+    if status is None:
+        status = int(body["error"]["code"])
+    else:
+        body["error"]["code"] = status
     return web.Response(
         status=status,
         text=json.dumps(body),
