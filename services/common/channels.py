@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from services.common.config import Config
-from services.common.telemetry import client_interceptors
+from services.common.telemetry import TracedChannel
 from services.common.tls import channel_credentials
 
 RETRYABLE_READS = (
@@ -110,7 +110,7 @@ class Peers:
     def __init__(self, config: Config, me: str) -> None:
         self._config = config
         self._credentials = channel_credentials(config, me)
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, TracedChannel] = {}
 
     def channel(self, peer: str) -> grpc.aio.Channel:
         """The channel to service `peer` (e.g. "router")."""
@@ -118,15 +118,11 @@ class Peers:
         if channel is None:
             target = self._config.services.get(peer).dial_target()
             options = channel_options(self._config, peer)
-            interceptors = client_interceptors()
             if self._credentials is None:
-                channel = grpc.aio.insecure_channel(
-                    target, options=options, interceptors=interceptors
-                )
+                raw = grpc.aio.insecure_channel(target, options=options)
             else:
-                channel = grpc.aio.secure_channel(
-                    target, self._credentials, options=options, interceptors=interceptors
-                )
+                raw = grpc.aio.secure_channel(target, self._credentials, options=options)
+            channel = TracedChannel(raw)
             self._channels[peer] = channel
         return channel
 

@@ -22,7 +22,7 @@ from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common import outcome_bounds
 from services.common.database import Database, open_database
 from services.common.lifecycle import Lifecycle
-from services.common.telemetry import client_interceptors
+from services.common.telemetry import TracedChannel
 from services.router.outbox import LEASE_SECONDS, Outbox
 from services.router.schema import MIGRATIONS
 from tests.clock import Clock
@@ -114,7 +114,7 @@ async def rig(tmp_path: Path, backend: Backend) -> AsyncIterator[Rig]:
     await server.start()
     db = await open_database(backend.url, backend.namespace, tmp_path, "router", MIGRATIONS)
     # As the router's peer channels do, the current trace context goes into the metadata.
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=client_interceptors())
+    channel = TracedChannel(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
     try:
         yield Rig(fake, db, channel)
     finally:
