@@ -32,7 +32,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +160,7 @@ class Runner:
         trace_id: str = "",
         session: Mapping[str, Any] | None = None,
         reuse: Mapping[str, Recorded] | None = None,
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """Run `pattern` for `scope` (see the module docstring); `session` is the `session`
         root (none: the run is in no session); `reuse` the recorded ends of the steps a
         moved run does not run again, by step id."""

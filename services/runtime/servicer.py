@@ -80,6 +80,7 @@ from services.runtime.executions import (
     ExecutionStore,
     Recording,
 )
+from services.runtime.head_start import HeadStart
 from services.runtime.patterns import Catalog, Pattern
 from services.runtime.pins import Pinning
 from services.runtime.rights import RightsRegistry, RunRights
@@ -482,14 +483,16 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
         log: LiveRun,
         recording: Recording,
         run: _Admitted,
-        events: AsyncIterator[RunEvent],
+        run_events: AsyncGenerator[RunEvent, None],
         detached: bool,
         opening: bytes,
         sequence: int = 1,
     ) -> AsyncGenerator[bytes, None]:
         """The run's responses from `opening` (its Accepted, or a moved run's marker, at
-        `sequence`) on, each logged before it is sent, and its record settled."""
+        `sequence`) on, each logged before it is sent, and its record settled. The run starts
+        while `opening` is written (`HeadStart`)."""
         pinned, rights = run.pinned, run.rights
+        events = HeadStart(run_events)
         stage = None
         if run.record.session_id:
             session_id, user_id = run.record.session_id, run.record.user_id
@@ -556,6 +559,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServiceServicer):
             raise
         finally:
             del self._live[pinned.execution_id]
+            await events.aclose()
 
     async def stop_detached(self) -> None:
         """On shutdown: give detached runs the drain grace, then stop them (INTERRUPTED)."""

@@ -81,3 +81,86 @@ def test_jwk_round_trip() -> None:
     jwk = public_jwk(KEY.public_key())
     assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
     assert key_id(public_key_from_jwk(jwk)) == jwk["kid"]
+
+
+def _signed(claims: dict[str, object], header: dict[str, object] | None = None) -> str:
+    """A token signed with the real key over `claims` (PyJWT: another implementation)."""
+    headers = {"kid": key_id(KEY.public_key())} | (header or {})
+    return jwt.encode(claims, KEY, algorithm="EdDSA", headers=headers)
+
+
+def _claims(**changes: object) -> dict[str, object]:
+    claims = jwt.decode(mint(), options={"verify_signature": False})
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _signed(_claims(aud="someone-else")),
+        _signed(_claims(iss="saga-evil")),
+        _signed(_claims(exe=None)),
+        _signed(_claims(iat=None)),
+        _signed(_claims(exp="tomorrow")),
+        _signed(_claims(sub=42)),
+        _signed(_claims(iat=_claims()["iat"] + 3600)),  # type: ignore[operator]
+        # Signed right, but the header says another algorithm: refused before any check.
+        jwt.encode(
+            _claims(), "s" * 32, algorithm="HS256", headers={"kid": key_id(KEY.public_key())}
+        ),
+        mint() + ".extra",
+        mint().replace(".", ". ", 1),
+        "a" * 5000,
+    ],
+    ids=[
+        "aud",
+        "iss",
+        "no-exe",
+        "no-iat",
+        "exp-text",
+        "sub-number",
+        "iat-future",
+        "hs256",
+        "four-segments",
+        "space",
+        "too-long",
+    ],
+)
+async def test_tokens_of_the_wrong_shape_or_claims_are_refused(token: str) -> None:
+    with pytest.raises(Unauthenticated) as err:
+        await VERIFIER.verify(token, "exe-1")
+    assert err.value.reason == "CONTEXT_INVALID"
+
+
+async def test_a_payload_changed_after_signing_is_refused() -> None:
+    header, _payload, signature = mint().split(".")
+    other = jwt.decode(mint(exe="exe-1"), options={"verify_signature": False})
+    other["scope"] = "admin execute"
+    forged_payload = jwt.encode(other, KEY, algorithm="EdDSA").split(".")[1]
+    with pytest.raises(Unauthenticated) as err:
+        await VERIFIER.verify(f"{header}.{forged_payload}.{signature}", "exe-1")
+    assert err.value.reason == "CONTEXT_INVALID"
+
+
+async def test_tokens_are_standard_jws_both_ways() -> None:
+    """What the gateway mints, a JWT library verifies; what a JWT library signs with the
+    gateway's key, the services accept."""
+    claims = jwt.decode(
+        mint(),
+        KEY.public_key(),
+        algorithms=["EdDSA"],
+        audience="saga-internal",
+        issuer="saga-gateway",
+    )
+    assert claims["exe"] == "exe-1"
+    context = await VERIFIER.verify(_signed(_claims()), "exe-1")
+    assert (context.user_id, context.credential_id) == ("u1", "k1")
+
+
+async def test_expiry_allows_the_leeway_and_no_more() -> None:
+    now = _claims()["iat"]
+    await VERIFIER.verify(_signed(_claims(exp=now - 1)), "exe-1")  # type: ignore[operator]
+    with pytest.raises(Unauthenticated) as err:
+        await VERIFIER.verify(_signed(_claims(exp=now - 5)), "exe-1")  # type: ignore[operator]
+    assert err.value.reason == "CONTEXT_EXPIRED"
