@@ -109,6 +109,7 @@ def test_ci_runs_the_suite_buf_breaking_the_image_and_an_audit_on_every_push_and
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert re.search(r"buf breaking --against \"\.git#ref=", scripts)
     assert "docker build -f deploy/Dockerfile" in scripts
+    assert "docker run --rm saga:ci services.gateway.web.console" in scripts  # /console/ in it
     assert "make audit" in scripts
     assert "pip-audit" in (ROOT / "Makefile").read_text()
 
