@@ -26,19 +26,23 @@ console/dist/index.html: $(CONSOLE_SOURCES) node_modules/.installed
 	node_modules/.bin/vite build console --logLevel warn
 	touch $@
 
-# Headless Chromium for the console's browser tests (Debian's package, driven by
-# playwright-core). Nothing to do when it is installed; otherwise apt installs it (root, with
-# the Debian registry reachable) or the build stops here saying why.
-CHROMIUM := /usr/bin/chromium
+# Headless Chromium for the console's browser tests, driven by playwright-core: Debian's
+# package, or the build CHROMIUM names (the forge's CI, on Ubuntu, whose apt `chromium` is a snap
+# stub, passes the one the locked playwright-core installs). Nothing to do when it is there;
+# otherwise apt installs Debian's (root, with the Debian registry reachable) or the build stops
+# here saying why. Exported: tests/e2e/test_console.py launches the same one.
+DEBIAN_CHROMIUM := /usr/bin/chromium
+CHROMIUM ?= $(DEBIAN_CHROMIUM)
+export CHROMIUM
 browser:
-	@test -x $(CHROMIUM) || { \
+	@test -x "$(CHROMIUM)" || test "$(CHROMIUM)" != $(DEBIAN_CHROMIUM) || { \
 		echo "installing chromium for the console's browser tests"; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } || \
 		{ echo "ERROR: $(CHROMIUM) is missing and apt-get could not install it" \
 			"(run as root with the Debian registry reachable: apt-get install chromium" \
 			"chromium-driver)" >&2; exit 1; }; }
-	@test -x $(CHROMIUM) || { echo "ERROR: $(CHROMIUM) is still missing" >&2; exit 1; }
+	@test -x "$(CHROMIUM)" || { echo "ERROR: CHROMIUM=$(CHROMIUM) is not an executable" >&2; exit 1; }
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -109,8 +109,34 @@ def test_ci_runs_the_suite_buf_breaking_the_image_and_an_audit_on_every_push_and
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert re.search(r"buf breaking --against \"\.git#ref=", scripts)
     assert "docker build -f deploy/Dockerfile" in scripts
+    assert "docker run --rm saga:ci services.gateway.web.console" in scripts  # /console/ in it
     assert "make audit" in scripts
     assert "pip-audit" in (ROOT / "Makefile").read_text()
+
+
+def test_the_suite_gets_a_chromium_that_runs_headless_on_the_forge() -> None:
+    """Ubuntu's apt `chromium` is a snap stub that does not run headless in CI: the test job
+    installs the Chromium build the locked playwright-core names (with the libraries it needs)
+    and hands its path to `make test` through CHROMIUM, which the Makefile and the browser test
+    read instead of Debian's /usr/bin/chromium."""
+    test = load(ROOT / ".github" / "workflows" / "ci.yml")["jobs"]["test"]
+    scripts = [str(step.get("run", "")) for step in test["steps"]]
+
+    def first(needle: str) -> int:
+        found = [i for i, script in enumerate(scripts) if needle in script]
+        assert found, f"no step of the test job runs {needle!r}"
+        return found[0]
+
+    installs = first("node_modules/.bin/playwright-core install --with-deps --no-shell chromium")
+    hands_over = first("chromium.executablePath()")
+    assert re.search(r"(?m)^echo \"CHROMIUM=.*\" >> \"\$GITHUB_ENV\"$", scripts[hands_over])
+    assert installs <= hands_over < first(".ci/run")
+    assert not any("apt-get install" in script and "chromium" in script for script in scripts)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"(?m)^CHROMIUM \?= ", makefile)
+    assert re.search(r"(?m)^export CHROMIUM$", makefile)
+    test_console = (ROOT / "tests" / "e2e" / "test_console.py").read_text()
+    assert 'os.environ.get("CHROMIUM"' in test_console
 
 
 def test_dependabot_moves_the_action_and_image_pins() -> None:

@@ -5,7 +5,8 @@ follows the run's timeline, creates and revokes a key and sees it refused; a pla
 signs in with email and password and sees only their own usage and no operator page.
 
 The browser is driven by tests/e2e/node/console.mjs (playwright-core over Debian's
-chromium, which `make setup` installs); screenshots of each page are kept under the test's
+chromium, which `make setup` installs, or the build the CHROMIUM variable names, as on the
+forge's CI); screenshots of each page are kept under the test's
 tmp_path (the path is printed). The console's headers (CSP, caching) are checked here over
 raw HTTP."""
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,8 @@ PACK_PRICES = [
 ]
 """What the operator publishes from the form: yesterday's pack of the demo portfolio's
 symbols (today's demo pack keeps serving the runs)."""
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+"""The browser `make setup` checked (the Makefile exports CHROMIUM; Debian's by default)."""
 
 
 @dataclass
@@ -141,7 +144,7 @@ async def hold_run(world: World) -> asyncio.Task[Any]:
 async def drive(world: World, shots: Path) -> dict[str, Any]:
     """Run the browser script, answering its asks; what it reports."""
     installed = await asyncio.to_thread(CHROMIUM.exists)
-    assert installed, f"{CHROMIUM} is missing: `make setup` installs it (apt chromium)"
+    assert installed, f"{CHROMIUM} is missing: `make setup` installs Debian's (or set CHROMIUM)"
     stack = world.stack
     # Some usage of the plain user's own, and the admin's, before the browser looks.
     for key in (world.user.token, stack.admin_key()):

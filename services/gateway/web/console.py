@@ -6,13 +6,18 @@ so these routes serve files only. The build is read once, at startup, into memor
 hundred kB): no path from a request ever reaches the file system. Assets carry a content
 hash in their name, so they are cached for a year; index.html is revalidated every time so a
 new build is picked up at once. Every answer carries a strict Content-Security-Policy (no
-inline script, nothing from another origin, no framing)."""
+inline script, nothing from another origin, no framing).
+
+`python -m services.gateway.web.console [DIST]` checks that a build is whole (its page and
+every asset the page names), exiting 1 with what is missing: the image's CI runs it inside
+the image, where the gateway will read it."""
 
 from __future__ import annotations
 
 import logging
 import mimetypes
 import re
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -37,12 +42,14 @@ SECURITY_HEADERS = {
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 _ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NAMED_ASSET = re.compile(r'(?:src|href)="/console/assets/([^"]+)"')
 
 
 class Console:
     """The console's files of one build, in memory."""
 
     def __init__(self, dist: Path = DIST) -> None:
+        self._dist = dist
         index = dist / "index.html"
         self._index = index.read_bytes() if index.is_file() else None
         self._assets: dict[str, tuple[bytes, str]] = {}
@@ -54,6 +61,16 @@ class Console:
                     self._assets[path.name] = (path.read_bytes(), kind)
         if self._index is None:
             log.warning("console not built", extra={"path": str(dist)})
+
+    def problems(self) -> list[str]:
+        """What keeps this build from serving a working page: none when it is whole."""
+        if self._index is None:
+            return [f"{self._dist / 'index.html'}: missing (run `make console`)"]
+        named = set(_NAMED_ASSET.findall(self._index.decode()))
+        return [
+            f"assets/{name}: named by index.html, not in the build"
+            for name in sorted(named - self._assets.keys())
+        ]
 
     def _not_built(self) -> NotFound:
         return NotFound(
@@ -92,3 +109,17 @@ class Console:
             web.get("/console/", self.index),
             web.get("/console/assets/{name}", self.asset),
         ]
+
+
+def main(argv: list[str]) -> int:
+    dist = Path(argv[0]) if argv else DIST
+    console = Console(dist)
+    if problems := console.problems():
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(f"console build at {dist}: index.html and {len(console._assets)} assets")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,10 +1,13 @@
 """The console's files as the gateway serves them, from a build directory of the test's own
 (the browser test, tests/e2e/test_console.py, serves the real build): the page revalidated,
 hashed assets cached a year, the strict policy on every answer, nothing outside the build
-reachable, and a gateway without a build saying so."""
+reachable, a gateway without a build saying so, and the check the image's CI runs
+(`python -m services.gateway.web.console`) telling a whole build from a broken one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.web.console import CONTENT_SECURITY_POLICY, IMMUTABLE, Console
 from services.gateway.web.middleware import MAX_BODY_KEY, observe
+from tests.harness import ROOT
 
 
 @pytest.fixture
@@ -87,3 +91,33 @@ def test_the_policy_allows_no_inline_script_nor_framing() -> None:
     assert "default-src 'self'" in CONTENT_SECURITY_POLICY
     assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
     assert "unsafe" not in CONTENT_SECURITY_POLICY
+
+
+def test_the_check_passes_a_whole_build_and_names_what_a_broken_one_lacks(
+    build: Path, tmp_path: Path
+) -> None:
+    assert Console(build).problems() == []
+    (build / "assets" / "a-1.js").unlink()
+    assert Console(build).problems() == ["assets/a-1.js: named by index.html, not in the build"]
+    none = tmp_path / "no-dist"
+    assert Console(none).problems() == [f"{none / 'index.html'}: missing (run `make console`)"]
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.gateway.web.console", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_check_as_the_image_runs_it(build: Path, tmp_path: Path) -> None:
+    # This checkout's own build (`make setup` made it), where the gateway reads it.
+    whole = check()
+    assert whole.returncode == 0, whole.stderr
+    assert "console build" in whole.stdout
+    broken = check(str(tmp_path / "no-dist"))
+    assert broken.returncode == 1
+    assert "index.html: missing" in broken.stderr
