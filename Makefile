@@ -6,12 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup console browser gen lint typecheck proto-check pytest baseline lock sbom audit clean
+.PHONY: run test setup console console-test browser gen lint typecheck proto-check pytest baseline lock sbom audit clean
 
 run: setup
 	$(PY) -m services.supervisor
 
-test: setup lint pytest
+test: setup lint console-test pytest
 
 setup: $(VENV)/.installed node_modules/.installed console browser
 
@@ -25,6 +25,12 @@ console/dist/index.html: $(CONSOLE_SOURCES) node_modules/.installed
 	node_modules/.bin/tsc -p console/tsconfig.json
 	node_modules/.bin/vite build console --logLevel warn
 	touch $@
+
+# The console's component tests (Vitest, console/tests/*.test.ts, on the pure modules of
+# console/src): type-checked, then run in Node, one worker (the machines are shared).
+console-test: node_modules/.installed
+	node_modules/.bin/tsc -p console/tests/tsconfig.json
+	node_modules/.bin/vitest run --root console --maxWorkers 1
 
 # Headless Chromium for the console's browser tests, driven by playwright-core: Debian's
 # package, or the build CHROMIUM names (the forge's CI, on Ubuntu, whose apt `chromium` is a snap

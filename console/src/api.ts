@@ -2,6 +2,12 @@
 // every request. The token lives in sessionStorage (gone with the tab), never localStorage,
 // and never in a cookie, so there is no CSRF surface.
 
+import { buildRequest, type Method } from "./request";
+import { ownKey, scopesOf, type ListedKey } from "./scopes";
+import { EventSplitter, type Json, type StreamEvent } from "./sse";
+
+export type { Json, StreamEvent };
+
 const TOKEN_KEY = "saga.console.token";
 
 export function token(): string | null {
@@ -10,10 +16,38 @@ export function token(): string | null {
 
 export function signIn(value: string): void {
   sessionStorage.setItem(TOKEN_KEY, value);
+  known = null;
 }
 
 export function signOut(): void {
   sessionStorage.removeItem(TOKEN_KEY);
+  known = null;
+}
+
+/** Who is signed in, as far as the console can tell: the credential's scopes (null when
+ * unknown) and, for an API key, its listed key_id. */
+export interface Credential {
+  scopes: string[] | null;
+  keyId: string | null;
+}
+
+let known: Promise<Credential> | null = null;
+
+/** The signed-in credential (asked once per sign-in: ListApiKeys, which every credential
+ * may call, proves it and names its key). */
+export function credential(): Promise<Credential> {
+  known ??= call("GET", "/v1/api-keys").then(
+    (reply) => {
+      const t = token() ?? "";
+      const keys: (ListedKey & { key_id: string })[] = reply.keys;
+      return { scopes: scopesOf(t, keys), keyId: ownKey(t, keys)?.key_id ?? null };
+    },
+    (error) => {
+      known = null; // asked again next time
+      throw error;
+    },
+  );
+  return known;
 }
 
 /** A refusal of the API, with the gateway's error reason (docs/errors.md). */
@@ -31,13 +65,6 @@ export class ApiError extends Error {
   }
 }
 
-function headers(extra: Record<string, string> = {}): Record<string, string> {
-  const h: Record<string, string> = { ...extra };
-  const t = token();
-  if (t) h["Authorization"] = `Bearer ${t}`;
-  return h;
-}
-
 async function refusal(response: Response): Promise<ApiError> {
   let reason = "";
   let message = `${response.status} ${response.statusText}`;
@@ -51,83 +78,30 @@ async function refusal(response: Response): Promise<ApiError> {
   return new ApiError(response.status, reason, message);
 }
 
-export type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-/** One JSON call. GET and DELETE take `query`, POST takes `body`. */
-export async function call(
-  method: "GET" | "POST" | "DELETE",
-  path: string,
-  params: Record<string, unknown> = {},
-): Promise<Json> {
-  let url = path;
-  const init: RequestInit = { method, headers: headers(), credentials: "omit" };
-  if (method === "POST") {
-    init.body = JSON.stringify(params);
-    init.headers = headers({ "Content-Type": "application/json" });
-  } else {
-    const query = new URLSearchParams();
-    for (const [k, v] of Object.entries(params)) {
-      if (Array.isArray(v)) v.forEach((item) => query.append(k, String(item)));
-      else if (v !== undefined && v !== "" && v !== false) query.append(k, String(v));
-    }
-    const q = query.toString();
-    if (q) url += `?${q}`;
-  }
+/** One JSON call. GET and DELETE take `query`, POST takes `body` (request.ts). */
+export async function call(method: Method, path: string, params: Record<string, unknown> = {}): Promise<Json> {
+  const { url, init } = buildRequest(method, path, params, token());
   const response = await fetch(url, init);
   if (!response.ok) throw await refusal(response);
   return response.json();
 }
 
-export interface StreamEvent {
-  event: string;
-  id: string;
-  data: Json;
-}
-
-/** Parses a Server-Sent Events body as it arrives. EventSource cannot send an
- * Authorization header, so the stream is read from fetch(). */
+/** Follows a Server-Sent Events answer, event by event, until it ends (sse.ts). */
 export async function stream(
   method: "GET" | "POST",
   path: string,
-  body: unknown,
+  body: Record<string, unknown> | null,
   onEvent: (e: StreamEvent) => void,
   signal?: AbortSignal,
 ): Promise<void> {
-  const init: RequestInit = {
-    method,
-    headers: headers({ Accept: "text/event-stream", "Content-Type": "application/json" }),
-    credentials: "omit",
-    signal,
-  };
-  if (method === "POST") init.body = JSON.stringify(body);
-  const response = await fetch(path, init);
+  const { url, init } = buildRequest(method, path, body ?? {}, token(), "text/event-stream");
+  const response = await fetch(url, { ...init, signal });
   if (!response.ok || !response.body) throw await refusal(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  const events = new EventSplitter();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    buffer += value;
-    let cut: number;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      const parsed = parseBlock(block);
-      if (parsed) onEvent(parsed);
-    }
+    for (const e of events.push(value)) onEvent(e);
   }
-}
-
-export function parseBlock(block: string): StreamEvent | null {
-  let event = "message";
-  let id = "";
-  const data: string[] = [];
-  for (const line of block.split("\n")) {
-    if (line.startsWith(":")) continue; // heartbeat
-    if (line.startsWith("event: ")) event = line.slice(7);
-    else if (line.startsWith("id: ")) id = line.slice(4);
-    else if (line.startsWith("data: ")) data.push(line.slice(6));
-  }
-  if (!data.length) return null;
-  return { event, id, data: JSON.parse(data.join("\n")) };
 }

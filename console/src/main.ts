@@ -2,8 +2,9 @@
 // browser's back button works) and sign-out.
 
 import "./style.css";
-import { ApiError, call, signIn, signOut, token } from "./api";
+import { ApiError, call, credential, signIn, signOut, token } from "./api";
 import { executions, keys, overview, patterns, providers, usagePage, type Page } from "./pages";
+import { allows, PAGE_NEEDS } from "./scopes";
 import { el, notice } from "./ui";
 
 const PAGES: [string, string, Page][] = [
@@ -18,8 +19,20 @@ const PAGES: [string, string, Page][] = [
 const main = document.getElementById("main") as HTMLElement;
 const nav = document.getElementById("nav") as HTMLElement;
 const logout = document.getElementById("logout") as HTMLButtonElement;
+const skip = document.querySelector<HTMLAnchorElement>("a.skip");
+
+/** The page on screen: a newer route aborts its streams and discards what it still draws,
+ * so two quick navigations (or a sign-in, which changes the hash) never draw two pages. */
+let current: AbortController | null = null;
+
+function leave(): AbortSignal {
+  current?.abort();
+  current = new AbortController();
+  return current.signal;
+}
 
 function login(): void {
+  leave();
   nav.hidden = true;
   logout.hidden = true;
   const key = el("input", { id: "api-key", type: "password", autocomplete: "off", required: true });
@@ -41,12 +54,12 @@ function login(): void {
     el("label", { for: "password" }, "Password"), password,
     el("button", { type: "submit" }, "Sign in"),
   );
-  const accept = async (credential: string) => {
-    signIn(credential);
+  const accept = async (secret: string) => {
+    signIn(secret);
     try {
-      await call("GET", "/v1/api-keys"); // proves the credential before showing pages
-      location.hash = "#/overview";
-      void route();
+      await credential(); // proves the credential before showing pages
+      if (location.hash === "#/overview") void route();
+      else location.hash = "#/overview"; // hashchange routes
     } catch (error) {
       signOut();
       const reason = error instanceof ApiError ? error.reason : "";
@@ -83,25 +96,46 @@ async function route(): Promise<void> {
       el("a", { href: `#/${id}`, "aria-current": id === page[0] ? "page" : false }, title),
     ),
   );
-  main.replaceChildren();
+  const signal = leave();
+  const view = el("div");
+  main.replaceChildren(view);
   main.setAttribute("aria-busy", "true");
   try {
-    await page[2](main);
+    const { scopes } = await credential();
+    const needs = PAGE_NEEDS[page[0]];
+    if (allows(scopes, needs)) await page[2](view, signal);
+    else {
+      view.append(
+        el("h2", {}, page[1]),
+        notice(
+          `Your credential's scopes do not allow this page: it needs scope ${needs.join(" or ")} ` +
+            `(yours: ${scopes?.join(" ") || "none"}).`,
+          "warn",
+        ),
+      );
+    }
   } catch (error) {
+    if (signal.aborted) return;
     if (error instanceof ApiError && error.status === 401) {
       signOut();
       return login();
     }
-    main.append(notice(`The page failed: ${(error as Error).message}`, "error"));
+    view.append(notice(`The page failed: ${(error as Error).message}`, "error"));
   } finally {
-    main.setAttribute("aria-busy", "false");
+    if (!signal.aborted) main.setAttribute("aria-busy", "false");
   }
 }
 
 logout.addEventListener("click", () => {
   signOut();
-  location.hash = "";
+  history.replaceState(null, "", location.pathname); // no page in the URL, no hashchange
   login();
+});
+// The skip link moves the focus to the page; following its href would change the hash,
+// which routes.
+skip?.addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
 });
 window.addEventListener("hashchange", () => void route());
 void route();

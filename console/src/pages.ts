@@ -1,16 +1,14 @@
 // The console's pages. Each asks the public API for what it shows; a 403 is shown as what
 // the caller's scopes do not allow, never hidden as an empty page.
 
-import { ApiError, call, stream, type Json, type StreamEvent } from "./api";
-import { bars, el, notice, short, table, usd, when } from "./ui";
+import { ApiError, call, credential, stream, type Json, type StreamEvent } from "./api";
+import { csv } from "./csv";
+import { daily, day, short, usd, when } from "./format";
+import { bars, el, notice, table } from "./ui";
 
-export type Page = (root: HTMLElement) => Promise<void>;
-
-function day(offset: number): string {
-  const d = new Date();
-  d.setUTCDate(d.getUTCDate() - offset);
-  return d.toISOString().slice(0, 10);
-}
+/** Draws a page into `root`; `signal` aborts when another page (or the sign-in) replaces
+ * it, ending its streams. */
+export type Page = (root: HTMLElement, signal: AbortSignal) => Promise<void>;
 
 function failure(error: unknown, what: string): HTMLElement {
   if (error instanceof ApiError && error.denied) {
@@ -20,9 +18,11 @@ function failure(error: unknown, what: string): HTMLElement {
   return notice(`Could not load ${what}: ${(error as Error).message}${reason}`, "error");
 }
 
-/** Whether the credential has scope `admin` (the operator routes answer it; a 403 means
- * no). Asked once per page load that needs it. */
+/** Whether the credential has scope `admin`: from its scopes when the console can tell
+ * them, else by asking an operator route (a 403 means no). */
 async function isAdmin(): Promise<boolean> {
+  const { scopes } = await credential();
+  if (scopes) return scopes.includes("admin");
   try {
     await call("GET", "/v1/admin/vault");
     return true;
@@ -59,64 +59,88 @@ function tokensOf(row: Json): number {
 
 // --- Overview ---------------------------------------------------------------------------
 
+/** How many runs of `listed` (newest first, one page of a list) were created since `day`:
+ * exact when the page reaches back past it, else a lower bound ("500+"). */
+function countSince(listed: Json, since: string): string {
+  const runs: Json[] = listed.executions;
+  const n = runs.filter((x) => x.created_at.slice(0, 10) >= since).length;
+  const oldest = runs.length ? runs[runs.length - 1].created_at.slice(0, 10) : "";
+  return listed.next_page_token && oldest >= since ? `${n}+` : String(n);
+}
+
 export const overview: Page = async (root) => {
   root.append(el("h2", {}, "Overview"));
   const warnings = el("section", { "aria-labelledby": "warnings-h" }, el("h3", { id: "warnings-h" }, "Warnings"));
   root.append(warnings);
+  const first = day(29);
+  const today = day(0);
   try {
-    const { reply, everyone } = await usage({
-      start_date: day(29),
-      end_date: day(0),
-      group_by: ["USAGE_DIMENSION_DAY"],
+    const { reply, everyone } = await usage({ start_date: first, end_date: today, group_by: ["USAGE_DIMENSION_DAY"] });
+    const failed = await call("GET", "/v1/executions", {
+      status: "EXECUTION_STATUS_FAILED",
+      created_after: `${first}T00:00:00Z`,
+      page_size: 500,
+      all_users: everyone,
     });
     const rows: Json[] = reply.rows;
     const sum = (since: string, f: (r: Json) => number) =>
       rows.filter((r) => r.day >= since).reduce((a, r) => a + f(r), 0);
-    const periods: [string, string][] = [["Today", day(0)], ["7 days", day(6)], ["30 days", day(29)]];
+    const periods: [string, string][] = [["Today", today], ["7 days", day(6)], ["30 days", first]];
+    const per = (f: (r: Json) => number) => daily(rows, first, today, f);
+    const failedRuns = failed.executions.map((x: Json) => ({ day: x.created_at.slice(0, 10) }));
     root.append(
       notice(everyone ? "Usage of every user." : "Your own usage (your scopes do not include usage:read:all)."),
       table(
-        "Calls, tokens and cost",
-        ["Period", "Calls", "Tokens", "Cost"],
+        "Calls, failed runs, tokens and cost",
+        ["Period", "Calls", "Failed runs", "Tokens", "Cost"],
         periods.map(([name, since]) => [
           name,
           String(sum(since, (r) => Number(r.calls))),
+          el("span", { "data-failed": name }, countSince(failed, since)),
           String(sum(since, tokensOf)),
           usd(sum(since, (r) => Number(r.cost_micro_usd))),
         ]),
       ),
-      bars("Tokens per day", rows.map((r) => [r.day, tokensOf(r)])),
-      bars("Cost per day", rows.map((r) => [r.day, Number(r.cost_micro_usd)]), usd),
+      el(
+        "div",
+        { class: "charts" },
+        bars("Calls per day", per((r) => Number(r.calls))),
+        bars("Failed runs per day", daily(failedRuns, first, today, () => 1)),
+        bars("Tokens per day", per(tokensOf)),
+        bars("Cost per day", per((r) => Number(r.cost_micro_usd)), usd),
+      ),
     );
-    const failed = await call("GET", "/v1/executions", {
-      status: "EXECUTION_STATUS_FAILED",
-      created_after: `${day(29)}T00:00:00Z`,
-      page_size: 500,
-      all_users: everyone,
-    });
-    root.append(el("p", { id: "failed-runs" }, `Failed runs, last 30 days: ${failed.executions.length}`));
   } catch (error) {
     root.append(failure(error, "usage"));
   }
   const found: string[] = [];
-  try {
-    const providers = await call("GET", "/v1/admin/providers");
-    for (const p of providers.providers) {
-      if (p.circuit_state !== "CIRCUIT_STATE_CLOSED") found.push(`Provider ${p.name}: circuit ${short(p.circuit_state)}`);
-      else if (!p.healthy) found.push(`Provider ${p.name} is failing its probes`);
+  if (await isAdmin()) {
+    try {
+      const providers = await call("GET", "/v1/admin/providers");
+      for (const p of providers.providers) {
+        if (p.circuit_state !== "CIRCUIT_STATE_CLOSED") found.push(`Provider ${p.name}: circuit ${short(p.circuit_state)}`);
+        else if (!p.healthy) found.push(`Provider ${p.name} is failing its probes`);
+      }
+      const vault = await call("GET", "/v1/admin/vault");
+      if (vault.status.state !== "VAULT_STATE_SERVING") {
+        found.push(`Vault ${short(vault.status.state)} ${vault.status.sealed_reason}`);
+      }
+    } catch (error) {
+      warnings.append(failure(error, "provider and vault state"));
     }
-    const vault = await call("GET", "/v1/admin/vault");
-    if (vault.status.state !== "VAULT_STATE_SERVING") {
-      found.push(`Vault ${short(vault.status.state)} ${vault.status.sealed_reason}`);
-    }
-  } catch (error) {
-    warnings.append(failure(error, "provider and vault state (scope admin)"));
+  } else {
+    warnings.append(notice("Provider and vault warnings need scope admin."));
   }
   try {
+    // The newest pack is the one runs read: anything but FRESH is worth a look. An older
+    // one only when its reconciliation failed (older packs go stale by design).
     const packs = await call("GET", "/v1/packs", { page_size: 5 });
-    for (const p of packs.packs) {
-      if (p.status !== "PACK_STATUS_FRESH") found.push(`Pack ${p.pack_id || p.asof}: ${short(p.status)}`);
-    }
+    packs.packs.forEach((p: Json, i: number) => {
+      if (i === 0 ? p.status !== "PACK_STATUS_FRESH" : p.status === "PACK_STATUS_ERROR") {
+        const ready = p.status === "PACK_STATUS_WARMING" ? `, ready about ${when(p.estimated_ready)}` : "";
+        found.push(`Pack ${p.pack_id || p.asof}: ${short(p.status)}${ready}`);
+      }
+    });
   } catch (error) {
     warnings.append(failure(error, "pack health"));
   }
@@ -217,10 +241,6 @@ const DIMENSIONS: Record<string, string> = {
   user: "USAGE_DIMENSION_USER",
 };
 
-function csv(rows: string[][]): string {
-  return rows.map((r) => r.map((c) => (/[",\n]/.test(c) ? `"${c.replace(/"/g, '""')}"` : c)).join(",")).join("\n") + "\n";
-}
-
 export const usagePage: Page = async (root) => {
   root.append(el("h2", {}, "Usage"));
   const start = el("input", { type: "date", id: "usage-start", value: day(29) });
@@ -238,6 +258,7 @@ export const usagePage: Page = async (root) => {
   );
   const out = el("div", { id: "usage-out" });
   root.append(form, out);
+  let file = "";
   const draw = async () => {
     const dim = by.value;
     out.replaceChildren(notice("Loading usage…"));
@@ -253,7 +274,8 @@ export const usagePage: Page = async (root) => {
         String(r.output_tokens),
         (Number(r.cost_micro_usd) / 1e6).toFixed(6),
       ]);
-      const file = URL.createObjectURL(new Blob([csv([head, ...rows])], { type: "text/csv" }));
+      if (file) URL.revokeObjectURL(file); // the previous table's download
+      file = URL.createObjectURL(new Blob([csv([head, ...rows])], { type: "text/csv" }));
       out.replaceChildren(
         notice(
           user
@@ -303,7 +325,7 @@ function describeEvent(e: StreamEvent): string {
 async function follow(
   method: "GET" | "POST",
   path: string,
-  body: unknown,
+  body: Record<string, unknown> | null,
   timeline: HTMLElement,
   text: HTMLElement,
   signal?: AbortSignal,
@@ -320,16 +342,15 @@ async function follow(
 }
 
 let watching: AbortController | null = null;
-/** The execution being watched: showing another one (or another page) stops its stream. */
-function watch(): AbortSignal {
+/** The execution being watched: showing another one, or leaving the page, stops its stream. */
+function watch(page: AbortSignal): AbortSignal {
   watching?.abort();
   watching = new AbortController();
-  return watching.signal;
+  return AbortSignal.any([page, watching.signal]);
 }
-window.addEventListener("hashchange", () => watching?.abort());
 
-async function showExecution(id: string, into: HTMLElement): Promise<void> {
-  const signal = watch();
+async function showExecution(id: string, into: HTMLElement, page: AbortSignal): Promise<void> {
+  const signal = watch(page);
   into.replaceChildren(notice(`Loading execution ${id}…`));
   const { execution: x } = await call("GET", `/v1/executions/${encodeURIComponent(id)}`);
   const timeline = el("ol", { id: "timeline" });
@@ -353,7 +374,7 @@ async function showExecution(id: string, into: HTMLElement): Promise<void> {
   await follow("GET", `/v1/executions/${encodeURIComponent(id)}/events`, null, timeline, text, signal);
 }
 
-export const executions: Page = async (root) => {
+export const executions: Page = async (root, signal) => {
   root.append(el("h2", {}, "Executions"));
   const status = el(
     "select",
@@ -395,7 +416,7 @@ export const executions: Page = async (root) => {
           ["Id", "Pattern", "User", "Status", "Created", "Cost"],
           reply.executions.map((x: Json) => {
             const open = el("button", { type: "button", class: "link" }, x.execution_id);
-            open.addEventListener("click", () => void showExecution(x.execution_id, detail).catch((e) => detail.replaceChildren(failure(e, "the execution"))));
+            open.addEventListener("click", () => void showExecution(x.execution_id, detail, signal).catch((e) => detail.replaceChildren(failure(e, "the execution"))));
             return [open, x.pattern_id, x.user_id, short(x.status), when(x.created_at), usd(x.cost_micro_usd)];
           }),
         ),
@@ -413,7 +434,15 @@ export const executions: Page = async (root) => {
 
 // --- Patterns and packs -----------------------------------------------------------------
 
-export const patterns: Page = async (root) => {
+/** A pattern's inputs from its JSON schema, the required ones first (then as declared). */
+function inputsOf(pattern: Json): [string, Json, boolean][] {
+  const props: Record<string, Json> = pattern?.input_schema?.properties ?? {};
+  const required: string[] = pattern?.input_schema?.required ?? [];
+  const all = Object.entries(props).map(([name, schema]): [string, Json, boolean] => [name, schema, required.includes(name)]);
+  return [...all.filter((i) => i[2]), ...all.filter((i) => !i[2])];
+}
+
+export const patterns: Page = async (root, signal) => {
   root.append(el("h2", {}, "Patterns and packs"));
   const runner = el("section", { "aria-labelledby": "run-h" }, el("h3", { id: "run-h" }, "Run a pattern"));
   root.append(runner);
@@ -428,16 +457,17 @@ export const patterns: Page = async (root) => {
     const byId = new Map<string, Json>(reply.patterns.map((p: Json) => [p.pattern_id, p]));
     const inputs = () => {
       const p = byId.get(choose.value);
-      const props: Record<string, Json> = p?.input_schema?.properties ?? {};
-      const required: string[] = p?.input_schema?.required ?? [];
       fields.replaceChildren(
         el("p", {}, p?.description ?? ""),
-        ...Object.entries(props).map(([name, schema]) => {
+        ...inputsOf(p).map(([name, schema, required]) => {
           const id = `input-${name}`;
-          const input = schema.type === "string" && !schema.enum
-            ? el("textarea", { id, name, rows: "2", required: required.includes(name) })
-            : el("input", { id, name, required: required.includes(name), placeholder: `JSON ${schema.type ?? ""}` });
-          return el("div", {}, el("label", { for: id }, `${name}${schema.description ? ` — ${schema.description}` : ""}`), input);
+          const input = schema.enum
+            ? el("select", { id, name, required }, ...["", ...schema.enum].map((v: string) => el("option", { value: v }, v || "—")))
+            : schema.type === "string"
+              ? el("textarea", { id, name, rows: "2", required })
+              : el("input", { id, name, required, placeholder: `JSON ${schema.type ?? ""}` });
+          const label = `${name}${required ? " (required)" : ""}${schema.description ? ` — ${schema.description}` : ""}`;
+          return el("div", { class: "field" }, el("label", { for: id }, label), input);
         }),
       );
     };
@@ -449,7 +479,7 @@ export const patterns: Page = async (root) => {
       const props: Record<string, Json> = byId.get(choose.value)?.input_schema?.properties ?? {};
       const values: Record<string, unknown> = {};
       for (const [name, schema] of Object.entries(props)) {
-        const input = fields.querySelector<HTMLInputElement | HTMLTextAreaElement>(`[name="${name}"]`);
+        const input = fields.querySelector<HTMLInputElement | HTMLTextAreaElement | HTMLSelectElement>(`[name="${name}"]`);
         if (!input || input.value === "") continue;
         try {
           values[name] = schema.type === "string" ? input.value : JSON.parse(input.value);
@@ -462,7 +492,7 @@ export const patterns: Page = async (root) => {
       text.textContent = "";
       go.disabled = true;
       try {
-        await follow("POST", "/v1/execute", { pattern_id: choose.value, inputs: values }, timeline, text);
+        await follow("POST", "/v1/execute", { pattern_id: choose.value, inputs: values }, timeline, text, signal);
       } catch (error) {
         timeline.append(el("li", {}, failure(error, "the run")));
       } finally {
@@ -470,6 +500,17 @@ export const patterns: Page = async (root) => {
       }
     });
     runner.append(form, el("h4", {}, "Events"), timeline, el("h4", {}, "Text"), text);
+    root.append(
+      table(
+        "Patterns and their inputs",
+        ["Pattern", "Description", "Inputs (* required)"],
+        reply.patterns.map((p: Json) => [
+          p.pattern_id,
+          p.description ?? "",
+          inputsOf(p).map(([name, , required]) => `${name}${required ? "*" : ""}`).join(", ") || "—",
+        ]),
+      ),
+    );
   } catch (error) {
     runner.append(failure(error, "patterns (scope execute)"));
   }
@@ -572,6 +613,7 @@ export const keys: Page = async (root) => {
   const list = el("div");
   root.append(create, shown, report, list);
   const admin = await isAdmin();
+  const { keyId: own } = await credential();
   const draw = async () => {
     try {
       const [reply, budget] = await Promise.all([
@@ -593,6 +635,8 @@ export const keys: Page = async (root) => {
             const revoke = el("button", { type: "button", "data-revoke": k.key_id, "aria-label": `Revoke ${k.name}` }, "Revoke");
             revoke.hidden = Boolean(k.revoked_at);
             revoke.addEventListener("click", async () => {
+              // Revoking the key this console signed in with ends the session at once.
+              if (k.key_id === own && !confirm("This is the key you signed in with: revoke it and be signed out?")) return;
               try {
                 await call("DELETE", `/v1/api-keys/${encodeURIComponent(k.key_id)}`);
                 await draw();
@@ -606,7 +650,7 @@ export const keys: Page = async (root) => {
               k.scopes.join(" "),
               when(k.created_at),
               when(k.last_used_at),
-              k.revoked_at ? `revoked ${when(k.revoked_at)}` : "active",
+              k.revoked_at ? `revoked ${when(k.revoked_at)}` : k.key_id === own ? "active (this session)" : "active",
               el("span", { "data-cap-of": k.key_id }, cap(caps.get(k.key_id))),
               revoke,
             ];

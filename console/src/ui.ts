@@ -33,21 +33,6 @@ export function notice(text: string, kind: "info" | "warn" | "error" = "info"): 
   return el("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
 
-export function usd(micro: string | number): string {
-  return `$${(Number(micro) / 1_000_000).toFixed(4)}`;
-}
-
-export function when(ts: string | undefined | null): string {
-  return ts ? new Date(ts).toISOString().replace("T", " ").slice(0, 19) : "—";
-}
-
-const ENUM_PREFIX = /^(EXECUTION_STATUS|CIRCUIT_STATE|PACK_STATUS|VAULT_STATE|EXCLUSION_REASON|STRATEGY)_/;
-
-/** An enum value's name without its type's prefix (`CIRCUIT_STATE_OPEN` → `OPEN`). */
-export function short(name: string): string {
-  return name.replace(ENUM_PREFIX, "");
-}
-
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag: string, attrs: Record<string, string | number>): SVGElement {

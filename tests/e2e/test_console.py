@@ -6,9 +6,10 @@ signs in with email and password and sees only their own usage and no operator p
 
 The browser is driven by tests/e2e/node/console.mjs (playwright-core over Debian's
 chromium, which `make setup` installs, or the build the CHROMIUM variable names, as on the
-forge's CI); screenshots of each page are kept under the test's
-tmp_path (the path is printed). The console's headers (CSP, caching) are checked here over
-raw HTTP."""
+forge's CI); screenshots of each page, at 1280 px and at a phone's
+width, are the test's artefacts in `test-artifacts/console/` (or `$SAGA_TEST_ARTIFACTS/console/`;
+replaced on each run, the path is printed). The console's headers (CSP, caching) are checked
+here over raw HTTP."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncio
 import datetime
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,9 @@ PACK_PRICES = [
 symbols (today's demo pack keeps serving the runs)."""
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 """The browser `make setup` checked (the Makefile exports CHROMIUM; Debian's by default)."""
+ARTIFACTS = Path(os.environ.get("SAGA_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+"""Where the browser test's screenshots stay after the run (for a person or a CI upload)."""
+PAGES = ("overview", "providers", "usage", "executions", "patterns", "keys")
 
 
 @dataclass
@@ -202,9 +207,10 @@ async def drive(world: World, shots: Path) -> dict[str, Any]:
     return result
 
 
-async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Path) -> None:
-    shots = tmp_path / "console-screenshots"
-    shots.mkdir()
+async def test_an_operator_and_a_user_in_the_browser(world: World) -> None:
+    shots = ARTIFACTS / "console"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
     print(f"console screenshots: {shots}")
     seen = await drive(world, shots)
     print(json.dumps(seen, indent=1))
@@ -213,6 +219,14 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert seen["focused_at_start"] == "api-key"
     assert seen["storage"] == {"local": 0, "session": 1}
     assert seen["storage_after_logout"] == 0
+    # Drawn once after sign-in; the skip link is the first stop and stays on the page.
+    assert seen["overview_headings"] == 1
+    assert seen["first_tab"] == "Skip to content"
+    assert seen["after_skip"] == ["main", "#/overview"]
+    # The overview plots the last 30 days, one bar a day, quiet days included.
+    charts = dict(seen["overview_charts"])
+    assert set(charts) == {"Calls per day", "Failed runs per day", "Tokens per day", "Cost per day"}
+    assert set(charts.values()) == {30}
 
     # The circuit the operator watched open.
     assert seen["flaky_before"] == "CLOSED"
@@ -226,6 +240,10 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert seen["run_text"] == answer_text(B_TOKENS)
     assert "completed by steady" in seen["run_timeline"]
     assert "completed" in seen["execution_timeline"]
+    # The form asks for what a run needs first; every pattern is listed with its inputs.
+    assert seen["first_input"] == "input-prompt"
+    assert "chat" in seen["patterns_table"]
+    assert "prompt*" in seen["patterns_table"]
     # A running one, followed live: nothing until the provider answered, then its tokens.
     assert seen["live_status"] == "RUNNING"
     assert seen["live_text_before"] == ""
@@ -245,7 +263,10 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
     assert len(seen["admin_runs_users"]) == 2
     assert seen["user_runs_notice"].startswith("Your own runs")
     assert seen["user_runs_users"] == [world.user.user_id]
-    assert "do not allow" in seen["user_providers"]
+    assert "do not allow this page: it needs scope admin" in seen["user_providers"]
+    assert "Provider and vault warnings need scope admin" in seen["user_overview"]
+    # What the plain user's scopes do not allow is not even asked for.
+    assert seen["user_admin_calls"] == []
 
     # The usage table as CSV, as the browser downloads it.
     assert seen["usage_csv_name"].startswith("saga-usage-user-")
@@ -261,11 +282,11 @@ async def test_an_operator_and_a_user_in_the_browser(world: World, tmp_path: Pat
 
     # A key shown once, revoked, then refused at sign-in.
     assert seen["key_shown"] is True
+    assert seen["own_key_state"] == "active (this session)"
     assert seen["key_cap"].startswith("$1.5000 a ")
     assert "CREDENTIAL_REVOKED" in seen.get("revoked_refusal", "")
 
-    assert seen["phone_overflow"] is False
-    names = sorted(p.name for p in shots.iterdir())
-    assert {"overview.png", "providers.png", "usage.png", "executions.png", "patterns.png"} <= set(
-        names
-    )
+    assert seen["phone_overflow"] == dict.fromkeys(PAGES, False)
+    names = {p.name for p in shots.iterdir()}
+    assert {f"{page}-phone.png" for page in PAGES} <= names
+    assert {f"{page}.png" for page in PAGES if page != "keys"} | {"keys-created.png"} <= names

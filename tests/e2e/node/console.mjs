@@ -20,7 +20,8 @@ async function ask(what) {
   if (value !== "ok") throw new Error(`the test answered ${value} to ${what}`);
 }
 
-const result = { console_errors: [] };
+const result = { console_errors: [], user_admin_calls: [] };
+let phase = "admin";
 const browser = await chromium.launch({ executablePath: env.SAGA_CHROMIUM, args: ["--no-sandbox"] });
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -34,6 +35,14 @@ try {
     }
   });
   page.on("pageerror", (e) => result.console_errors.push(String(e)));
+  // What the plain user's pages ask for: none of the operator routes (their scopes tell).
+  page.on("request", (r) => {
+    const path = new URL(r.url()).pathname;
+    if (phase === "user" && path.startsWith("/v1/admin/")) result.user_admin_calls.push(path);
+  });
+  // What a selector shows, or null when the page has no such thing (so one missing element
+  // is reported with everything else instead of ending the run).
+  const maybe = (selector) => page.locator(selector).first().textContent({ timeout: 5000 }).catch(() => null);
   const shot = (name) => page.screenshot({ path: `${env.SAGA_SHOTS}/${name}.png`, fullPage: true });
   const open = async (name) => {
     await page.click(`nav a[href="#/${name}"]`);
@@ -50,7 +59,16 @@ try {
   await page.waitForSelector("nav a[href='#/providers']");
   await page.waitForSelector('main[aria-busy="false"]');
   result.storage = await page.evaluate(() => ({ local: localStorage.length, session: sessionStorage.length }));
+  // Signing in changes the hash and routes: the page is drawn once, not twice.
+  result.overview_headings = await page.locator("main h2").count();
+  result.overview_charts = await page.$$eval("main figure", (f) => f.map((x) => [x.querySelector("figcaption").textContent, x.querySelectorAll("rect").length]));
   await shot("overview");
+  // Keyboard: the skip link, then Enter, lands in the page without leaving it.
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press("Tab");
+  result.first_tab = await page.evaluate(() => document.activeElement?.textContent);
+  await page.keyboard.press("Enter");
+  result.after_skip = await page.evaluate(() => [document.activeElement?.id, location.hash]);
 
   await open("providers");
   result.flaky_before = await page.textContent('[data-provider="flaky"]');
@@ -73,6 +91,8 @@ try {
   await page.waitForFunction(() => /completed/.test(document.querySelector("#run-timeline")?.textContent ?? ""));
   result.run_text = await page.textContent("#run-text");
   result.run_timeline = await page.textContent("#run-timeline");
+  result.first_input = await page.getAttribute(".fields :is(textarea, input, select)", "id");
+  result.patterns_table = await maybe('caption:has-text("Patterns and their inputs") ~ tbody');
   await shot("patterns");
 
   // A running run, live: the test holds its provider's answer until told to release it.
@@ -133,6 +153,7 @@ try {
   await page.click("text=Create key");
   await page.waitForSelector("#new-key");
   const secret = (await page.textContent("#new-key")).trim();
+  result.own_key_state = await maybe('tr:has-text("admin") td:nth-child(6)');
   result.key_shown = secret.startsWith("saga_");
   await shot("keys-created");
   // An admin caps what the key may spend.
@@ -167,6 +188,7 @@ try {
   await shot("revoked-key-refused");
 
   // A plain user, by email and password: their own usage only, no operator pages.
+  phase = "user";
   await page.fill("#email", env.SAGA_USER_EMAIL);
   await page.fill("#password", env.SAGA_USER_PASSWORD);
   await page.click("#login-password button");
@@ -196,10 +218,16 @@ try {
   result.user_patterns = await page.textContent("main");
   await shot("providers-user");
 
-  await page.setViewportSize({ width: 390, height: 844 });
   await open("overview");
-  result.phone_overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
-  await shot("overview-phone");
+  result.user_overview = await page.textContent("main");
+  // Every page at a phone's width (as the plain user): nothing wider than the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  result.phone_overflow = {};
+  for (const name of ["overview", "providers", "usage", "executions", "patterns", "keys"]) {
+    await open(name);
+    result.phone_overflow[name] = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+    await shot(`${name}-phone`);
+  }
 } finally {
   await browser.close();
 }
