@@ -536,9 +536,12 @@ async def fake_upstream(tokens: int, interval_ms: float) -> AsyncIterator[tuple[
 
 
 @contextlib.asynccontextmanager
-async def saga_stack(base_url: str, data_dir: Path) -> AsyncIterator[tuple[Stack, float]]:
-    """The six services on fresh ports: (stack, seconds until all were SERVING)."""
-    stack = Stack.create(data_dir, config=saga_config(base_url))
+async def saga_stack(
+    base_url: str, data_dir: Path, **env: str
+) -> AsyncIterator[tuple[Stack, float]]:
+    """The six services on fresh ports (`env`: extra environment for all six): (stack,
+    seconds until all were SERVING)."""
+    stack = Stack.create(data_dir, config=saga_config(base_url), **env)
     start = time.perf_counter()
     try:
         await stack.start_all()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 
-import aiohttp
-
 from services.auth.accounts import Accounts
 from services.auth.bootstrap import create_admin_key
 from services.auth.leases import RefreshLeases
@@ -98,11 +96,12 @@ async def build(host: ServiceHost) -> list[Registration]:
         tokens,
         settings.default_scopes,
     )
-    session = aiohttp.ClientSession()  # one pooled session for every token endpoint
+    # One pooled session for every token endpoint, opened on the first refresh.
+    endpoint = TokenEndpoint(None, settings.oauth_request_timeout_seconds)
     providers = ProviderCredentials(
         config.providers,
         vault,
-        TokenEndpoint(session, settings.oauth_request_timeout_seconds),
+        endpoint,
         RefreshLeases(db),
         RefreshPolicy(
             buffer_seconds=settings.oauth_refresh_buffer_seconds,
@@ -114,7 +113,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     )
     # In this order after the servers drained: refreshes in flight, then HTTP, then storage.
     host.on_stop(providers.close)
-    host.on_stop(session.close)
+    host.on_stop(endpoint.close)
     host.on_stop(db.close)
     # auth holds the context public key itself: no JWKS round trip to verify a context.
     parts = AuthParts(

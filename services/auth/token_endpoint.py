@@ -29,11 +29,12 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from services.common.errors import FailedPrecondition, Unauthenticated, Unavailable
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("saga.auth.oauth")
 
@@ -102,26 +103,43 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
 
 
 class TokenEndpoint:
-    """Calls token endpoints over one pooled aiohttp session."""
+    """Calls token endpoints over one pooled aiohttp session: `session` (tests share one),
+    or, when None, one of its own opened on the first exchange and closed by `close`. Most
+    deployments have no OAuth provider: aiohttp (~8 MiB resident) is imported only then."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None,
         timeout_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._owned: aiohttp.ClientSession | None = None
+        self._timeout_seconds = timeout_seconds
         self._clock = clock
+
+    def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._session is None:
+            self._session = self._owned = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session this endpoint opened itself (a given one is the caller's)."""
+        if self._owned is not None:
+            await self._owned.close()
 
     async def exchange(self, provider: str, url: str, form: Mapping[str, str]) -> TokenGrant:
         """POST `form` (a refresh_token or client_credentials grant) to `url`."""
+        import aiohttp
+
         try:
-            async with self._session.post(
+            async with self._client().post(
                 url,
                 data=dict(form),
                 headers={"Accept": "application/json"},
-                timeout=self._timeout,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
                 allow_redirects=False,
             ) as response:
                 status = response.status

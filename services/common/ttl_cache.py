@@ -19,6 +19,16 @@ V = TypeVar("V")
 MAX_ENTRIES = 10_000
 
 
+def make_room(entries: dict[K, V], limit: int, alive: Callable[[V], bool]) -> dict[K, V]:
+    """`entries` with room for one more under `limit`: as is while there is room, else
+    without the entries no longer `alive`, else empty (a cache keyed by something callers
+    choose — users, keys — must not grow with them)."""
+    if len(entries) < limit:
+        return entries
+    kept = {k: v for k, v in entries.items() if alive(v)}
+    return kept if len(kept) < limit else {}
+
+
 class TtlCache(Generic[K, V]):
     """`fetch(key)` answers, each reused for `ttl` seconds of `clock` (monotonic)."""
 
@@ -46,10 +56,7 @@ class TtlCache(Generic[K, V]):
         until = self._clock() + self._ttl  # the entry's life counts from before the question
         value = await self._fetch(key)
         if self._ttl > 0:
-            if len(self._entries) >= MAX_ENTRIES:
-                now = self._clock()
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
+            now = self._clock()
+            self._entries = make_room(self._entries, MAX_ENTRIES, lambda e: e[0] > now)
             self._entries[key] = (until, value)
         return value

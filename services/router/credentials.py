@@ -32,12 +32,16 @@ from services.common.config import ProviderConfig
 from services.common.context import METADATA_KEY
 from services.common.singleflight import SingleFlight
 from services.common.status import RemoteError
+from services.common.ttl_cache import make_room
 from services.router.engines.base import Caller, CredentialLookup
 
 log = logging.getLogger("saga.router.credentials")
 
 EXPIRY_MARGIN_SECONDS = 60.0
 STATIC_TTL_SECONDS = 60.0
+MAX_ENTRIES = 10_000
+"""Most cached entries: one per user of each `oauth_user` provider, so past it the expired
+ones are dropped (all, if none has expired: they are fetched again)."""
 DOMAIN = "router.saga"
 """Named in the error of a call to auth that failed without auth's own ErrorInfo (auth
 unreachable, say): the router is what decided."""
@@ -60,8 +64,10 @@ class ProviderCredentials:
         static_ttl: float = STATIC_TTL_SECONDS,
         expiry_margin: float = EXPIRY_MARGIN_SECONDS,
         clock: Callable[[], float] = time.time,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._max_entries = max_entries
         self._static_ttl = static_ttl
         self._margin = expiry_margin
         self._clock = clock
@@ -75,6 +81,10 @@ class ProviderCredentials:
             return await self.get(provider, caller, stale=stale)
 
         return secret
+
+    def __len__(self) -> int:
+        """How many credentials are cached."""
+        return len(self._entries)
 
     async def get(self, provider: ProviderConfig, caller: Caller, *, stale: str = "") -> str:
         """The secret to call `provider` with for `caller`; `stale` (a secret the provider
@@ -115,6 +125,9 @@ class ProviderCredentials:
             valid_until = now + self._static_ttl
         entry = _Entry(reply.secret, reply.version, valid_until)
         if valid_until > now:
+            self._entries = make_room(
+                self._entries, self._max_entries, lambda e: e.valid_until > now
+            )
             self._entries[key] = entry
         log.info(
             "provider credential fetched",

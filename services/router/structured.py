@@ -22,10 +22,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import jsonschema
-from jsonschema import exceptions as schema_errors
-from referencing import exceptions as reference_errors
-
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.router.engines.base import ChatMessage, EngineRequest
 from services.router.engines.tools import (
@@ -83,6 +79,11 @@ def schema_problem(text: str, *, object_schema: bool) -> str | None:
         return f"nested deeper than {MAX_SCHEMA_DEPTH}"
     if object_schema and schema.get("type", "object") != "object":
         return 'the arguments schema must be an object schema ("type": "object")'
+    # Imported on the first call that has a schema: jsonschema loads its format checkers
+    # (rfc3987_syntax's grammar, arrow, …), ~20 MiB the router holds for good otherwise.
+    import jsonschema
+    from jsonschema import exceptions as schema_errors
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except schema_errors.SchemaError as error:
@@ -212,6 +213,10 @@ def check_request(
 
 
 def _schema_violation(value: Any, schema: dict[str, Any]) -> str | None:
+    import jsonschema  # on first use, as in schema_problem
+    from jsonschema import exceptions as schema_errors
+    from referencing import exceptions as reference_errors
+
     try:
         error = schema_errors.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
     except (reference_errors.Unresolvable, schema_errors.SchemaError) as problem:

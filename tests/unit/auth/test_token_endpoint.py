@@ -129,3 +129,15 @@ async def test_an_unreachable_endpoint_is_unavailable(endpoint: TokenEndpoint) -
     with pytest.raises(SagaError) as err:
         await endpoint.exchange("copilot", f"http://127.0.0.1:{port}/t/oauth2/v2.0/token", {})
     assert (err.value.code.name, err.value.reason) == ("UNAVAILABLE", "PROVIDER_TOKEN_UNAVAILABLE")
+
+
+async def test_an_endpoint_without_a_session_opens_its_own_and_closes_it(
+    entra: FakeEntra,
+) -> None:
+    own = TokenEndpoint(None, timeout_seconds=1.0)
+    await own.close()  # nothing opened yet: nothing to close
+    entra.script(fake.success())
+    assert await exchange(own, entra, entra.issue_refresh_token()) == "OK"
+    session = own._client()
+    await own.close()
+    assert session.closed

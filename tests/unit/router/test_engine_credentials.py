@@ -219,3 +219,23 @@ async def test_the_lookup_an_engine_gets_is_bound_to_its_provider(
     lookup = ProviderCredentials(channel, clock=clock).lookup(PER_USER)
     assert await lookup(ALICE) == "tok-alice"
     assert fake.calls[0][:2] == ("copilot", "usr_alice")
+
+
+async def test_the_cache_stays_bounded_however_many_users_call(
+    auth: tuple[FakeAuth, grpc.aio.Channel], clock: Clock
+) -> None:
+    fake, channel = auth
+    credentials = ProviderCredentials(channel, clock=clock, max_entries=4)
+    for i in range(10):  # tokens of an hour, users who call once
+        fake.secrets[("copilot", f"usr_{i}")] = (f"tok-{i}", clock.now + 3600)
+        assert await credentials.get(PER_USER, Caller(f"usr_{i}", "ctx")) == f"tok-{i}"
+        assert len(credentials) <= 4
+    assert await credentials.get(PER_USER, Caller("usr_9", "ctx")) == "tok-9"
+    assert len(fake.calls) == 10  # the newest entry is kept
+    clock.now += 7200  # the two cached tokens expire; three new users call
+    for name in ("usr_a", "usr_b", "usr_c"):
+        fake.secrets[("copilot", name)] = (f"tok-{name}", clock.now + 3600)
+        await credentials.get(PER_USER, Caller(name, "ctx"))
+    assert len(credentials) == 3  # full at usr_c: the expired two made room, live ones kept
+    await credentials.get(PER_USER, Caller("usr_a", "ctx"))
+    assert len(fake.calls) == 13
