@@ -136,7 +136,7 @@ class Runtime(runtime_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
         )
 
 
-class Gateway(execution_pb2_grpc.ExecutionServiceServicer):  # type: ignore[misc]
+class Gateway(execution_pb2_grpc.ExecutionServiceServicer):
     """Execute: one RunPattern call, every event relayed."""
 
     def __init__(self, runtime: grpc.aio.Channel) -> None:
