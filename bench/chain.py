@@ -7,28 +7,33 @@ Real processes on loopback:
   `openai` provider (credential none, base_url at the fake) and a benchmark profile that lifts
   every limit (no per-provider concurrency, rpm or tpm limits, no budget, the gateway's rate
   limits lifted by `gateway.limits.profile = "benchmark"`, log level warning);
+* the floor of the architecture (`bench.relay`): a bare three-hop grpc.aio relay chain in
+  three processes (gateway-, runtime- and router-like; insecure channels, no interceptors),
+  whose router calls the fake with aiohttp and relays the SSE deltas, on Saga's protos;
 * optionally (`--litellm`) the LiteLLM proxy with one worker, from a throwaway venv
   (`--litellm-bin`, default /tmp/litellm-venv/bin/litellm), pointed at the same fake.
 
-The load client (this process, one event loop) sends the same load three ways:
+The load client (this process, one event loop) sends the same load each way:
 
 * direct   `POST /v1/chat/completions` to the fake with aiohttp;
 * saga     `ExecutionService/Execute` of the `chat` pattern at the gateway (client → gateway →
            runtime → router → `openai` engine → upstream), authenticated with the admin key;
+* relay    the same Execute at the relay chain's gateway (the same client code and checks);
 * litellm  `POST /v1/chat/completions` to the proxy with aiohttp.
 
 At each concurrency level every target runs `--streams` streams of `--tokens` tokens, split
-into `--rounds` batches interleaved across the targets (order rotated each round), so drift
-on a shared machine hits every target alike. Measured per target and level: streams/s, time
-to first token and total latency as the client sees them (p50/p99) and, for saga and litellm,
-what they add to direct (the difference of the percentiles). CPU seconds per stream of each
-Saga process (utime + stime from /proc/<pid>/stat, read around the saga batches only) and of
-the LiteLLM process tree; memory as the sum of VmRSS of the six processes. Then idle latency
-of a non-streamed call: `--calls` calls one at a time (direct and litellm: `"stream": false`;
-saga: an Execute waited on until its `completed` event — the chat pattern always asks the
-router for a streamed answer, so the chain's upstream call is streamed). Last, an idle
-breakdown: the same stream at concurrency 1 entering the chain at the router (Reason, as the
-runtime calls it: its certificate and a request context minted with the dev key), at the
+into `--rounds` batches interleaved across the targets (order rotated each round), so drift on
+a shared machine hits every target alike. Measured per target and level: streams/s, time to
+first token and total latency as the client sees them (p50/p99) and, for saga and litellm, what
+they add to direct (the difference of the percentiles); saga's streams/s and CPU per stream as
+ratios to the relay chain's, and its TTFT over the relay's. CPU seconds per stream of each Saga
+(and relay) process (utime + stime from /proc/<pid>/stat, read around that target's batches
+only) and of the LiteLLM process tree; memory as the sum of VmRSS of the six processes. Then
+idle latency of a non-streamed call: `--calls` calls one at a time (direct and litellm:
+`"stream": false`; saga: an Execute waited on until its `completed` event — the chat pattern
+always asks the router for a streamed answer, so the chain's upstream call is streamed). Last,
+an idle breakdown: the same stream at concurrency 1 entering the chain at the router (Reason,
+as the runtime calls it: its certificate and a request context minted with the dev key), at the
 runtime (RunPattern, as the gateway calls it) and at the gateway, so the differences say what
 each hop adds. Every stream's text is checked against the fake's answer; a failed or short
 stream counts as an error of its row.
@@ -62,13 +67,16 @@ import grpc
 from google.protobuf import struct_pb2
 
 from bench.fake_upstream import answer_text
+from bench.procs import ready_child
+from bench.relay import ROLES as RELAY_ROLES
+from bench.relay import relay_chain
 from saga.execution.v1 import common_pb2
 from saga.gateway.v1 import execution_pb2, execution_pb2_grpc
 from saga.router.v1 import router_pb2, router_pb2_grpc
 from saga.runtime.v1 import runtime_pb2, runtime_pb2_grpc
 from services.common.context import METADATA_KEY, ContextSigner, load_private_key
 from services.common.identity import SERVICES
-from tests.harness import ROOT, Stack, free_ports
+from tests.harness import Stack, free_ports
 
 PROMPT = "tell me about the saga of the river"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -420,6 +428,11 @@ class Row:
     added_total_p50_ms: float | None = None
     added_total_p99_ms: float | None = None
     per_s_ratio_to_direct: float | None = None
+    # Saga's rows against the bare relay chain at the same level (the architecture's floor).
+    per_s_ratio_to_relay: float | None = None
+    cpu_ratio_to_relay: float | None = None
+    ttft_over_relay_p50_ms: float | None = None
+    ttft_over_relay_p99_ms: float | None = None
 
 
 def combine(target: str, mode: str, concurrency: int, batches: list[Batch]) -> Row:
@@ -451,9 +464,20 @@ def combine(target: str, mode: str, concurrency: int, batches: list[Batch]) -> R
 
 
 def compare(rows: list[Row]) -> None:
-    """Fill each non-direct row's additions and throughput ratio against direct."""
+    """Fill each non-direct row's additions and throughput ratio against direct, and each
+    saga row's ratios to the relay chain."""
     direct = {(r.mode, r.concurrency): r for r in rows if r.target == "direct"}
+    relay = {(r.mode, r.concurrency): r for r in rows if r.target == "relay"}
     for r in rows:
+        floor = relay.get((r.mode, r.concurrency))
+        if r.target == "saga" and floor is not None:
+            r.per_s_ratio_to_relay = r.per_s / floor.per_s if floor.per_s else None
+            floor_cpu = sum(floor.cpu_ms_per_call.values())
+            r.cpu_ratio_to_relay = (
+                sum(r.cpu_ms_per_call.values()) / floor_cpu if floor_cpu else None
+            )
+            r.ttft_over_relay_p50_ms = r.ttft_p50_ms - floor.ttft_p50_ms
+            r.ttft_over_relay_p99_ms = r.ttft_p99_ms - floor.ttft_p99_ms
         d = direct.get((r.mode, r.concurrency))
         if r.target == "direct" or d is None:
             continue
@@ -511,28 +535,9 @@ async def measure(
 async def fake_upstream(tokens: int, interval_ms: float) -> AsyncIterator[tuple[str, int]]:
     """The fake upstream in its own process: (base URL, pid)."""
     (port,) = free_ports(1)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.fake_upstream",
-        "--port",
-        str(port),
-        "--tokens",
-        str(tokens),
-        "--interval-ms",
-        str(interval_ms),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = await process.stdout.readline()
-        if not line.startswith(b"READY"):
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
-        yield f"http://127.0.0.1:{port}/v1", process.pid
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), 10)
+    args = ("--port", str(port), "--tokens", str(tokens), "--interval-ms", str(interval_ms))
+    async with ready_child("bench.fake_upstream", *args) as pid:
+        yield f"http://127.0.0.1:{port}/v1", pid
 
 
 @contextlib.asynccontextmanager
@@ -636,15 +641,16 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def stream_table(rows: list[Row]) -> str:
     """The streaming rows, one line per target and level."""
     head = (
-        f"{'target':<8} {'conc':>4} {'streams/s':>10} {'x direct':>8} {'TTFT p50':>9} "
-        f"{'p99':>8} {'+p50':>7} {'+p99':>7} {'total p50':>9} {'p99':>8} {'+p50':>7} "
-        f"{'+p99':>7} {'CPU ms/stream':>13} {'msgs':>5} {'err':>4}"
+        f"{'target':<8} {'conc':>4} {'streams/s':>10} {'x direct':>8} {'x relay':>7} "
+        f"{'TTFT p50':>9} {'p99':>8} {'+p50':>7} {'+p99':>7} {'total p50':>9} {'p99':>8} "
+        f"{'+p50':>7} {'+p99':>7} {'CPU ms/stream':>13} {'msgs':>5} {'err':>4}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.target:<8} {r.concurrency:>4} {r.per_s:>10.1f} "
-            f"{fmt(r.per_s_ratio_to_direct, '.2f'):>8} {r.ttft_p50_ms:>9.2f} "
+            f"{fmt(r.per_s_ratio_to_direct, '.2f'):>8} {fmt(r.per_s_ratio_to_relay, '.2f'):>7} "
+            f"{r.ttft_p50_ms:>9.2f} "
             f"{r.ttft_p99_ms:>8.2f} {fmt(r.added_ttft_p50_ms, '.2f'):>7} "
             f"{fmt(r.added_ttft_p99_ms, '.2f'):>7} {r.total_p50_ms:>9.2f} "
             f"{r.total_p99_ms:>8.2f} {fmt(r.added_total_p50_ms, '.2f'):>7} "
@@ -658,24 +664,25 @@ def stream_table(rows: list[Row]) -> str:
 def complete_table(rows: list[Row]) -> str:
     """Idle non-streamed calls."""
     head = f"{'target':<8} {'calls':>5} {'p50 ms':>8} {'p99 ms':>8} {'+p50':>7} {'+p99':>7}"
-    head += f" {'err':>4}"
+    head += f" {'over relay p50':>14} {'err':>4}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.target:<8} {r.calls:>5} {r.total_p50_ms:>8.2f} {r.total_p99_ms:>8.2f} "
             f"{fmt(r.added_total_p50_ms, '.2f'):>7} {fmt(r.added_total_p99_ms, '.2f'):>7} "
-            f"{r.errors:>4}"
+            f"{fmt(r.ttft_over_relay_p50_ms, '.2f'):>14} {r.errors:>4}"
         )
     return "\n".join(lines)
 
 
-def cpu_table(rows: list[Row]) -> str:
-    """CPU ms per stream of each Saga process, per level."""
-    saga = [r for r in rows if r.target == "saga"]
-    head = f"{'conc':>4} " + " ".join(f"{s:>9}" for s in SERVICES) + f" {'stack':>9}"
+def cpu_table(rows: list[Row], target: str = "saga", names: tuple[str, ...] = SERVICES) -> str:
+    """CPU ms per stream of each process of `target` (`names`), per level."""
+    head = f"{'conc':>4} " + " ".join(f"{s:>9}" for s in names) + f" {'stack':>9}"
     lines = [head, "-" * len(head)]
-    for r in saga:
-        cells = " ".join(f"{r.cpu_ms_per_call.get(s, 0):>9.2f}" for s in SERVICES)
+    for r in rows:
+        if r.target != target:
+            continue
+        cells = " ".join(f"{r.cpu_ms_per_call.get(s, 0):>9.2f}" for s in names)
         lines.append(f"{r.concurrency:>4} {cells} {sum(r.cpu_ms_per_call.values()):>9.2f}")
     return "\n".join(lines)
 
@@ -700,20 +707,34 @@ def hop_table(rows: list[Row]) -> str:
 
 
 def ratios(rows: list[Row], memory: dict[str, Any]) -> dict[str, Any]:
-    """Saga ÷ LiteLLM at each level, and memory, when LiteLLM ran."""
+    """Saga's streaming rows against direct, the relay chain and (when it ran) LiteLLM at
+    each level, and memory against LiteLLM."""
     by = {(r.target, r.mode, r.concurrency): r for r in rows}
     out: dict[str, Any] = {}
-    for (target, mode, concurrency), r in by.items():
-        other = by.get(("litellm", mode, concurrency))
-        if target != "saga" or mode != "stream" or other is None or not other.per_s:
+    for r in rows:
+        if r.target != "saga" or r.mode != "stream":
             continue
-        saga_cpu = sum(r.cpu_ms_per_call.values())
-        other_cpu = sum(other.cpu_ms_per_call.values())
-        out[f"c{concurrency}"] = {
-            "streams_per_s_saga_over_litellm": r.per_s / other.per_s,
-            "cpu_per_stream_saga_over_litellm": saga_cpu / other_cpu if other_cpu else None,
-            "added_ttft_p50_ms": {"saga": r.added_ttft_p50_ms, "litellm": other.added_ttft_p50_ms},
+        level: dict[str, Any] = {
+            "streams_per_s_saga_over_direct": r.per_s_ratio_to_direct,
+            "streams_per_s_saga_over_relay": r.per_s_ratio_to_relay,
+            "cpu_per_stream_saga_over_relay": r.cpu_ratio_to_relay,
+            "ttft_over_relay_ms": {
+                "p50": r.ttft_over_relay_p50_ms,
+                "p99": r.ttft_over_relay_p99_ms,
+            },
+            "added_ttft_p50_ms": {"saga": r.added_ttft_p50_ms},
         }
+        for name in ("relay", "litellm"):
+            other = by.get((name, "stream", r.concurrency))
+            if other is not None:
+                level["added_ttft_p50_ms"][name] = other.added_ttft_p50_ms
+        other = by.get(("litellm", "stream", r.concurrency))
+        if other is not None and other.per_s:
+            saga_cpu = sum(r.cpu_ms_per_call.values())
+            other_cpu = sum(other.cpu_ms_per_call.values())
+            level["streams_per_s_saga_over_litellm"] = r.per_s / other.per_s
+            level["cpu_per_stream_saga_over_litellm"] = saga_cpu / other_cpu if other_cpu else None
+        out[f"c{r.concurrency}"] = level
     if "litellm_mib" in memory:
         out["memory_saga_stack_over_litellm"] = memory["saga_stack_mib"] / memory["litellm_mib"]
     return out
@@ -744,9 +765,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(120))
             )
             channel = await stack_of.enter_async_context(stack.gateway_channel())
+            relay_target, relay_pids = await stack_of.enter_async_context(relay_chain(base_url))
+            to_relay = await stack_of.enter_async_context(grpc.aio.insecure_channel(relay_target))
             targets = [
                 Target("direct", http_caller(session, base_url + "/chat/completions", expected)),
                 Target("saga", saga_caller(channel, stack.admin_key(), expected), pids),
+                Target("relay", saga_caller(to_relay, "relay", expected), relay_pids),
             ]
             litellm_note = "not requested (--litellm)"
             if args.litellm:
@@ -770,14 +794,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 targets[1],
             ]
             rows = await measure(targets, hops, levels, args.streams, args.rounds, args.calls)
+            by_name = {t.name: t for t in targets}
             memory: dict[str, Any] = {
                 "saga_idle_mib": idle_rss,
-                "saga_after_mib": targets[1].rss(),
+                "saga_after_mib": by_name["saga"].rss(),
+                "relay_after_mib": by_name["relay"].rss(),
             }
             memory["saga_stack_mib"] = sum(memory["saga_after_mib"].values())
             memory["upstream_mib"] = rss_mib(upstream_pid)
-            if len(targets) > 2:
-                memory["litellm_mib"] = targets[2].rss()["litellm"]
+            if "litellm" in by_name:
+                memory["litellm_mib"] = by_name["litellm"].rss()["litellm"]
     return {
         "config": {
             "concurrency": levels,
@@ -798,18 +824,32 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ratio_lines(found: dict[str, Any]) -> str:
-    """Saga ÷ LiteLLM, one line per level, then memory."""
-    lines = ["Saga / LiteLLM, same run:"]
+    """Saga against the relay chain, direct and LiteLLM, one line per level, then memory."""
+    lines = [
+        "Saga, same run: streams/s and CPU per stream as ratios (x relay = the bare three-hop "
+        "relay chain); TTFT added over the relay chain; added TTFT p50 over direct"
+    ]
     for key, value in found.items():
-        if key.startswith("c"):
-            cpu = value["cpu_per_stream_saga_over_litellm"]
-            ttft = value["added_ttft_p50_ms"]
-            per_s = value["streams_per_s_saga_over_litellm"]
-            lines.append(
-                f"  concurrency {key[1:]:>3}: streams/s {per_s:.2f}x"
-                f", CPU per stream {fmt(cpu, '.2f')}x, added TTFT p50 "
-                f"{fmt(ttft['saga'], '.1f')} ms vs {fmt(ttft['litellm'], '.1f')} ms"
-            )
+        if not key.startswith("c"):
+            continue
+        ttft = value["added_ttft_p50_ms"]
+        over = value["ttft_over_relay_ms"]
+        per_s = fmt(value["streams_per_s_saga_over_relay"], ".2f")
+        line = (
+            f"  concurrency {key[1:]:>3}: streams/s {per_s}x relay, "
+            f"{fmt(value['streams_per_s_saga_over_direct'], '.2f')}x direct"
+        )
+        if "streams_per_s_saga_over_litellm" in value:
+            line += f", {value['streams_per_s_saga_over_litellm']:.2f}x litellm"
+        line += f"; CPU per stream {fmt(value['cpu_per_stream_saga_over_relay'], '.2f')}x relay"
+        if "cpu_per_stream_saga_over_litellm" in value:
+            line += f", {fmt(value['cpu_per_stream_saga_over_litellm'], '.2f')}x litellm"
+        line += (
+            f"; TTFT over relay +{fmt(over['p50'], '.1f')} ms p50, +{fmt(over['p99'], '.1f')} ms"
+            " p99; added TTFT p50 "
+            + ", ".join(f"{name} {fmt(v, '.1f')} ms" for name, v in ttft.items())
+        )
+        lines.append(line)
     if "memory_saga_stack_over_litellm" in found:
         lines.append(
             f"  memory: six services / one LiteLLM worker "
@@ -826,7 +866,8 @@ def report(result: dict[str, Any]) -> str:
     parts = [
         f"Streaming: {cfg['streams']} streams x {cfg['tokens']} tokens per target and level "
         f"(token interval {cfg['interval_ms']} ms); + = added to direct (difference of the "
-        "percentiles); CPU = the measured processes (saga: the six services; litellm: the proxy)",
+        "percentiles); x relay = saga's streams/s over the bare relay chain's; CPU = the measured "
+        "processes (saga: the six services; relay: its three; litellm: the proxy)",
         stream_table([r for r in rows if r.mode == "stream"]),
         "",
         f"Non-streamed, idle (concurrency 1, {cfg['calls']} calls; saga waits for `completed`)",
@@ -840,11 +881,16 @@ def report(result: dict[str, Any]) -> str:
         "Saga CPU ms per stream, by process",
         cpu_table([r for r in rows if r.mode == "stream"]),
         "",
+        "Relay chain CPU ms per stream, by process",
+        cpu_table([r for r in rows if r.mode == "stream"], "relay", RELAY_ROLES),
+        "",
         "Memory (VmRSS, MiB): saga idle "
         + ", ".join(f"{k} {v:.0f}" for k, v in memory["saga_idle_mib"].items())
         + f"; after the load {memory['saga_stack_mib']:.0f} ("
         + ", ".join(f"{k} {v:.0f}" for k, v in memory["saga_after_mib"].items())
         + ")"
+        + "; relay chain "
+        + ", ".join(f"{k} {v:.0f}" for k, v in memory["relay_after_mib"].items())
         + (f"; litellm {memory['litellm_mib']:.0f}" if "litellm_mib" in memory else ""),
         f"Saga stack SERVING {result['ready_seconds']:.2f} s after start; LiteLLM: "
         + result["litellm"],

@@ -11,7 +11,9 @@ from services.common.identity import SERVICES
 from tests.harness import ROOT
 
 
-def test_chain_smoke_run_delivers_every_token_direct_and_through_saga(tmp_path: Path) -> None:
+def test_chain_smoke_run_delivers_every_token_direct_through_saga_and_the_relay_chain(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "chain.json"
     args = "--concurrency 1,3 --streams 6 --tokens 7 --rounds 2 --calls 2"
     subprocess.run(
@@ -26,10 +28,13 @@ def test_chain_smoke_run_delivers_every_token_direct_and_through_saga(tmp_path: 
     assert {(r["target"], r["mode"], r["concurrency"]) for r in rows} == {
         ("direct", "stream", 1),
         ("saga", "stream", 1),
+        ("relay", "stream", 1),
         ("direct", "stream", 3),
         ("saga", "stream", 3),
+        ("relay", "stream", 3),
         ("direct", "complete", 1),
         ("saga", "complete", 1),
+        ("relay", "complete", 1),
         ("direct", "hops", 1),
         ("router", "hops", 1),
         ("runtime", "hops", 1),
@@ -39,9 +44,15 @@ def test_chain_smoke_run_delivers_every_token_direct_and_through_saga(tmp_path: 
     # `completed` output too), entering at the gateway, the runtime or the router: a lost,
     # reordered or failed stream is an error of its row.
     assert [(r["target"], r["error_sample"]) for r in rows if r["errors"]] == []
-    assert [r["calls"] for r in rows if r["mode"] == "stream"] == [6, 6, 6, 6]
+    assert [r["calls"] for r in rows if r["mode"] == "stream"] == [6] * 6
     # The CPU of each of the six processes was read (the figures themselves are not checked).
     saga = [r for r in rows if r["target"] in ("saga", "runtime", "router")]
     assert all(set(r["cpu_ms_per_call"]) == set(SERVICES) for r in saga)
     assert set(result["memory"]["saga_after_mib"]) == set(SERVICES)
+    # The relay chain is three processes of its own, each one's CPU read, and saga's rows
+    # carry their ratios to it (the architecture's floor).
+    relay = [r for r in rows if r["target"] == "relay"]
+    assert all(set(r["cpu_ms_per_call"]) == {"gateway", "runtime", "router"} for r in relay)
+    assert set(result["ratios"]) >= {"c1", "c3"}
+    assert all(result["ratios"][c]["streams_per_s_saga_over_relay"] for c in ("c1", "c3"))
     assert result["litellm"] == "not requested (--litellm)"
