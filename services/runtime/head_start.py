@@ -4,7 +4,7 @@ A run's first event (the step starting, its call to the router on the way) would
 wait until the run's Accepted has been written to the caller: grpc.aio resumes a streaming
 handler only once its previous message is handed to the transport, a round trip through
 grpc's poller thread. Fetching the first event in a task of its own while Accepted is
-written overlaps the two (bench/README.md: the runtime's share of the first token).
+written overlaps the two.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _END = object()
 
 class HeadStart(Generic[T]):
     """Iterates `events`, the first `__anext__` started at once (in a task that inherits
-    the caller's context: its trace span, its deadline). Close it with `aclose`."""
+    the caller's context, so its trace span). Close it with `aclose`."""
 
     def __init__(self, events: AsyncGenerator[T, None]) -> None:
         self._events = events
@@ -42,7 +42,9 @@ class HeadStart(Generic[T]):
     async def aclose(self) -> None:
         """Stop a first fetch still running, then close `events`."""
         first, self._first = self._first, None
-        if first is not None and not first.done():
+        if first is not None:
+            # Cancelled if still running; awaited either way, so an error it ended with is
+            # retrieved here (the run's own handlers saw the run end) and not logged as lost.
             first.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await first
