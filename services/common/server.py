@@ -11,11 +11,12 @@ tracing and metrics, lets `build` register the servicers, and then serves:
 * `/metrics` for Prometheus.
 
 Health is SERVING for `""` (liveness) and each built service name (readiness) once started,
-except the names `build` held back with `host.hold_readiness`; a service flips readiness
-itself while a dependency it cannot work without is down. A service none of whose RPCs is
-built (`Registration.unbuilt`, or a servicer that overrides none of its base's RPCs) is
-still served — each call answers UNIMPLEMENTED NOT_IMPLEMENTED, reflection lists it — but it
-is left out of health: Check says NOT_FOUND, so nothing reads it as ready. A `ConfigError`
+unless a readiness hold is set (`services.common.readiness`): `build` sets one with
+`host.hold_readiness` (a sealed vault), and `host.open_database` watches PostgreSQL and holds
+readiness while it is out of reach (`services.common.storage_watch`). A service none of
+whose RPCs is built (`Registration.unbuilt`, or a servicer that overrides none of its base's
+RPCs) is still served — each call answers UNIMPLEMENTED NOT_IMPLEMENTED, reflection lists it
+— but it is left out of health: Check says NOT_FOUND, so nothing reads it as ready. A `ConfigError`
 raised by `build` (a keyring, a pattern file) exits 78 like one in saga.toml. A port that is
 taken ends the process with exit 1 and a log line saying which.
 
@@ -50,23 +51,33 @@ from typing import Any, Protocol, cast
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs lag
 from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import Peers
 from services.common.config import EXIT_CONFIG, Config, ConfigError, load_config
+from services.common.database import Database, Migration, PostgresDatabase, open_database
 from services.common.guard import Guard, identify_for
+from services.common.heap import HeapTrimmer
 from services.common.identity import DISPLAY_NAMES
 from services.common.lifecycle import Lifecycle, Phase, Work
 from services.common.logs import setup_logging
 from services.common.metrics import register_peer_channels, serve_metrics
+from services.common.readiness import Readiness
+from services.common.storage_watch import StorageWatch
 from services.common.telemetry import setup_tracing, shutdown_tracing
 from services.common.tls import public_server_credentials, server_credentials
 
 log = logging.getLogger("saga.server")
 
 EXIT_PORT_IN_USE = 1
+QUEUED_CALL_SECONDS = 86_400
+"""How long a call may wait in a busy server before its handler starts. grpc's own limit
+(30 s) cancels such a call with a bare CANCELLED that no handler sees, no log records and no
+caller can tell from a dropped stream (bench/soak.py lost a third of 1,000 streams so); past
+grpc's limit, a queued call ends at its deadline instead (DEADLINE_EXCEEDED, which every
+call between Saga's services carries)."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +190,10 @@ class ServiceHost:
     peers: Peers
     health: health_aio.HealthServicer
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    held: dict[str, str] = field(default_factory=dict)
+    readiness: Readiness = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(self.health)
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -194,10 +208,28 @@ class ServiceHost:
         """Run `callback` at shutdown, after the servers drained, in `phase`."""
         self.lifecycle.on_stop(callback, phase)
 
-    def hold_readiness(self, service: str, reason: str) -> None:
-        """Start `service` NOT_SERVING (a dependency it cannot work without is missing, e.g. a
-        sealed vault); liveness stays SERVING. Set it SERVING through `health` once ready."""
-        self.held[service] = reason
+    def hold_readiness(self, name: str, reason: str) -> None:
+        """Start NOT_SERVING under hold `name` (a dependency the service cannot work without
+        is missing, e.g. a sealed vault); liveness stays SERVING. `readiness.release(name)`
+        once it is back (`services.common.readiness`)."""
+        self.readiness.hold_at_start(name, reason)
+
+    async def open_database(self, migrations: Sequence[Migration], name: str = "") -> Database:
+        """This service's database (`services.common.database.open_database`, under the
+        service's own name unless `name` says otherwise), watched: while PostgreSQL is out of
+        reach readiness is held (`services.common.storage_watch`; SQLite needs no watch)."""
+        storage = self.config.storage
+        db = await open_database(
+            storage.url,
+            storage.namespace,
+            self.config.data_path,
+            name or self.service,
+            migrations,
+        )
+        if isinstance(db, PostgresDatabase):
+            watch = StorageWatch(db, self.readiness, storage)
+            self.spawn("storage-watch", watch.run)
+        return db
 
 
 Builder = Callable[[ServiceHost], Awaitable[Sequence[Registration]]]
@@ -222,6 +254,7 @@ def server_options(config: Config) -> list[tuple[str, Any]]:
         ("grpc.http2.ping_timeout_ms", int(server.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.server_max_unrequested_time_in_server", QUEUED_CALL_SECONDS),
     ]
     if server.max_connection_age_seconds > 0:
         age_ms = int(server.max_connection_age_seconds * 1000)
@@ -256,7 +289,7 @@ class RunningService:
         """NOT_SERVING, drain in-flight RPCs for `grace` (less if `force` is set), stop."""
         self.host.stopping.set()
         # Readiness first, so load balancers stop sending new work while streams drain.
-        await self.host.health.enter_graceful_shutdown()
+        await self.host.readiness.enter_graceful_shutdown()
         forced = asyncio.ensure_future((force or asyncio.Event()).wait())
         # Still accepting calls for a moment: a peer's channel learns NOT_SERVING from its
         # health watch and stops picking this replica, so no new call races the refusal
@@ -285,6 +318,8 @@ async def start_service(
         health=health_aio.HealthServicer(),
     )
     registrations = list(await build(host))
+    # The heap a burst of calls grew goes back to the system once the burst is over.
+    host.lifecycle.spawn("heap-trimmer", HeapTrimmer().trim_forever)
     register_peer_channels(host.peers.states)
     host.on_stop(host.peers.close)  # last: what closed before may still have used a peer
 
@@ -313,12 +348,7 @@ async def start_service(
 
     await server.start()
     await probe.start()
-    for name in ["", *(r.name for r in registrations if r.built)]:
-        if name in host.held:
-            log.warning("not ready", extra={"service": name, "reason": host.held[name]})
-            await host.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        else:
-            await host.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await host.readiness.start(r.name for r in registrations if r.built)
     log.info(
         "serving",
         extra={
@@ -326,6 +356,7 @@ async def start_service(
             "probe_port": sc.probe_port,
             "metrics_port": sc.metrics_port,
             "tls": ("public-tls" if credentials else "plaintext") if public else config.tls.mode,
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         },
     )
     return RunningService(host=host, server=server, probe=probe)
@@ -378,7 +409,18 @@ def run_service(service: str, build: Builder, *, public: bool = False) -> None:
     setup_logging(DISPLAY_NAMES[service], config.telemetry.log_level)
     setup_tracing(DISPLAY_NAMES[service], config.telemetry.otlp_endpoint)
     try:
-        code = asyncio.run(_serve(service, config, build, public))
+        with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+            code = runner.run(_serve(service, config, build, public))
     finally:
         shutdown_tracing()
     sys.exit(code)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the event loop `server.event_loop` names (None: asyncio's default).
+    uvloop is imported only when chosen."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None

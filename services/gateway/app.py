@@ -63,7 +63,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     catalog = ModelCatalog(config)
     models = ModelServicer(edge, catalog)
     registrations = [
-        Registration.of(execution),
+        Registration.of(execution, raw_responses={"Execute"}),
         Registration.of(models),
         Registration.of(AccountServicer(edge, auth, config.gateway.account_calls_per_minute)),
         Registration.of(AdminServicer(edge, relay)),

@@ -110,10 +110,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self._admission = admission
         self._relay = relay
         self._gate = gate
+        # No response deserializer: the runtime's events share ExecuteResponse's field
+        # numbers, so the gRPC door relays their bytes as they are (registered with
+        # `raw_responses`); only the HTTP edges decode them (`execute_events`).
         self._run_pattern = runtime.unary_stream(
             _RUN_PATTERN,
             request_serializer=runtime_pb2.RunPatternRequest.SerializeToString,
-            response_deserializer=execution_pb2.ExecuteResponse.FromString,
+            response_deserializer=None,
         )
         # The gateway's watch request and response share the runtime's field numbers.
         self._watch = runtime.unary_stream(
@@ -146,11 +149,19 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             # call object is collected (the runtime would run, and bill, to the end).
             call.cancel()
 
-    async def Execute(
+    async def execute_events(
         self, request: execution_pb2.ExecuteRequest, context: Context
     ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
+        """Execute's events as messages, for the HTTP edges that read them."""
+        async for event in self.Execute(request, context):
+            yield execution_pb2.ExecuteResponse.FromString(event)
+
+    async def Execute(  # type: ignore[override]  # bytes: registered with raw_responses
+        self, request: execution_pb2.ExecuteRequest, context: Context
+    ) -> AsyncIterator[bytes]:
         """Authenticate, check scopes, rate-limit (`Admission`: the run holds its concurrency
-        slot to its end), mint the request context, relay the runtime's stream."""
+        slot to its end), mint the request context, relay the runtime's stream (each event's
+        serialized bytes: a token is never decoded and re-encoded here)."""
         principal = await self._edge.principal(context)
         principal.require("execute")
         if request.options.allow_stale_pack:
@@ -181,7 +192,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         asof: str,
         principal: Principal,
         context: Context,
-    ) -> AsyncIterator[execution_pb2.ExecuteResponse]:
+    ) -> AsyncIterator[bytes]:
         execution_id = new_execution_id()
         ttl = self._edge.deadline(context)
         call = self._run_pattern(

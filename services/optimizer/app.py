@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 
-from services.common.database import Database, open_database
+from services.common.database import Database
 from services.common.server import Registration, ServiceHost
 from services.common.strategy import Strategy
 from services.optimizer.budgets import Budgets
@@ -48,9 +48,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
     config = host.config
     settings = config.optimizer
-    db: Database = await open_database(
-        config.storage.url, config.storage.namespace, config.data_path, "optimizer", MIGRATIONS
-    )
+    db: Database = await host.open_database(MIGRATIONS)
     priors = PriorStore(db)
     ledger = Ledger(db)
     live = LiveMetrics(

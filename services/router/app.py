@@ -15,7 +15,6 @@ The health checks (`probes`) probe providers on CheckProviders, and every
 from __future__ import annotations
 
 from services.common.context import ContextVerifier
-from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
 from services.common.prices import price_table
@@ -53,9 +52,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         on_refusal=lambda provider, reason: REFUSALS.labels(provider, reason).inc(),
     )
     register_circuits(resilience)
-    db = await open_database(
-        config.storage.url, config.storage.namespace, config.data_path, "router", MIGRATIONS
-    )
+    db = await host.open_database(MIGRATIONS)
     outbox = Outbox(
         db,
         optimizer,

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from services.common.circuit import CircuitCollector
 from services.common.context import ContextVerifier
-from services.common.database import open_database
 from services.common.jwks import JwksKeys
 from services.common.lifecycle import Phase
 from services.common.metrics import register_collector
@@ -52,9 +51,7 @@ log = logging.getLogger("saga.runtime")
 async def build(host: ServiceHost) -> list[Registration]:
     """The servicers this process serves."""
     config = host.config
-    db = await open_database(
-        config.storage.url, config.storage.namespace, config.data_path, "runtime", MIGRATIONS
-    )
+    db = await host.open_database(MIGRATIONS)
     ledger = await Ledger.open(db)
 
     async def held(asof: str) -> set[str]:

@@ -17,6 +17,7 @@ from services.common.server import Registration, ServiceHost
 from services.vault.audit import AuditLog
 from services.vault.barrier import Barrier
 from services.vault.keyring_sources import keyring_source
+from services.vault.schema import MIGRATIONS
 from services.vault.servicer import VaultServicer
 from services.vault.store import SecretStore
 
@@ -30,7 +31,7 @@ async def build(host: ServiceHost) -> list[Registration]:
     source = keyring_source(config.vault, config.data_path, os.environ)
     keyring = await asyncio.to_thread(source.load)
 
-    store = await SecretStore.open(config.storage.url, config.storage.namespace, config.data_path)
+    store = SecretStore(await host.open_database(MIGRATIONS))
     host.on_stop(store.close)
     barrier = await Barrier.open(store, source, keyring)
     audit = AuditLog(store, lambda: barrier.keyring)
@@ -38,5 +39,5 @@ async def build(host: ServiceHost) -> list[Registration]:
         VaultServicer(barrier, audit, identify_for(config.tls.mode), config.vault.rewrap_batch_size)
     )
     if barrier.sealed:
-        host.hold_readiness(registration.name, barrier.sealed_reason)
+        host.hold_readiness("sealed", barrier.sealed_reason)
     return [registration]

@@ -228,8 +228,8 @@ async def test_a_killed_replicas_detached_run_completes_on_the_other_one(
             s.processes[victim].wait()
             await asyncio.wait_for(asyncio.gather(watching, other_watching), 60)
             check_moved_run(watcher.events, survivor, running)
-            assert [e.SerializeToString() for e in other.events] == [
-                e.SerializeToString() for e in watcher.events
+            assert [e.SerializeToString(deterministic=True) for e in other.events] == [
+                e.SerializeToString(deterministic=True) for e in watcher.events
             ]
             check_provider_calls(fake)
             record = await get(s, execution_id, key)

@@ -75,7 +75,9 @@ async def drain(call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-ar
 
 
 def wire(events: list[execution_pb2.ExecuteResponse]) -> list[bytes]:
-    return [e.SerializeToString() for e in events]
+    # Deterministic: a Struct is a map, whose entries protobuf may write in any order; the
+    # sorted form compares what the events say, byte for byte.
+    return [e.SerializeToString(deterministic=True) for e in events]
 
 
 async def get(stack: Stack, execution_id: str, key: str) -> records_pb2.Execution:

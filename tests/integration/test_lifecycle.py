@@ -123,6 +123,25 @@ async def test_sigterm_flips_to_not_serving_while_a_stream_drains(tmp_path: Path
     assert all(e["service"] == "router" for e in events)
 
 
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_a_service_runs_on_the_event_loop_its_config_names(
+    tmp_path: Path, setting: str | None, loop: str
+) -> None:
+    env = {} if setting is None else {"SAGA_SERVER__EVENT_LOOP": setting}
+    async with stack_for(tmp_path, ["vault"], **env) as lone:
+        log = lone.read_log("vault")
+    serving = [e for e in map(json.loads, log.splitlines()) if e.get("msg") == "serving"]
+    assert [e["event_loop"] for e in serving] == [loop]
+
+
+async def test_an_unknown_event_loop_is_a_configuration_error(tmp_path: Path) -> None:
+    async with stack_for(tmp_path, [], SAGA_SERVER__EVENT_LOOP="trio") as lone:
+        process = lone.start("vault")
+        code = await asyncio.to_thread(process.wait, 20)
+    assert code != 0
+    assert "server.event_loop" in lone.read_log("vault")
+
+
 async def test_port_in_use_exits_non_zero_with_a_clear_log_line(tmp_path: Path) -> None:
     async with stack_for(tmp_path, []) as lone:
         with socket.socket() as taken:

@@ -1,5 +1,6 @@
 """`POST /v1/execute` and `GET /v1/executions/{execution_id}/events`: a run's events over
-HTTP, from the same ExecutionServicer methods (Execute, WatchExecution) as the gRPC door.
+HTTP, from the same ExecutionServicer methods as the gRPC door (Execute's events decoded by
+`execute_events`, WatchExecution).
 
 Without `Accept: text/event-stream` an Execute answers once, when the run ended: its
 Accepted and Completed events merged into one JSON object (execution id, pins, outputs,
@@ -65,7 +66,7 @@ class Runs:
         message = from_json(await read_json(request), execution_pb2.ExecuteRequest)
         # No deadline of its own: Execute's is gateway.execute_deadline_seconds.
         context = HttpCallContext(request, None)
-        events: Any = self._executions.Execute(message, context)  # type: ignore[arg-type]
+        events: Any = self._executions.execute_events(message, context)  # type: ignore[arg-type]
         async with contextlib.aclosing(events):
             if wants_events(request):
                 return await _stream(request, events, context, opened_early=False)

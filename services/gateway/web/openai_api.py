@@ -2,8 +2,8 @@
 `GET /v1/models` and `GET /v1/models/{id}`.
 
 A chat completion is a run of the `chat` pattern (or, with tools or a response format, of
-`tool_call`) through `ExecutionServicer.Execute`, the method the gRPC door calls: the same
-authentication, scopes, freshness gate, budgets, limits, fallback (also mid-stream),
+`tool_call`) through `ExecutionServicer.execute_events` (the gRPC door's Execute, decoded): the
+same authentication, scopes, freshness gate, budgets, limits, fallback (also mid-stream),
 accounting and traces. The request's `model` picks the providers
 (`services.gateway.models`); its conversation, tool and sampling fields are the pattern's
 inputs (`openai_request`). An embeddings call is a run of the `embed` pattern the same way
@@ -296,7 +296,7 @@ class OpenAIApi:
         run = execution_pb2.ExecuteRequest(
             pattern_id=chat.pattern, inputs=chat.inputs, options=self._catalog.route(model)
         )
-        return chat, answer, self._execution.Execute(run, context)
+        return chat, answer, self._execution.execute_events(run, context)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions."""
@@ -373,7 +373,7 @@ class OpenAIApi:
             )
             done: events_pb2.Completed | None = None
             provider = ""
-            events = self._execution.Execute(run, context)
+            events = self._execution.execute_events(run, context)
             async with contextlib.aclosing(events):  # type: ignore[type-var]
                 async for event in events:
                     kind = event.WhichOneof("event")

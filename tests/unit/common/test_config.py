@@ -70,6 +70,8 @@ def test_file_then_environment_precedence(tmp_path: Path) -> None:
             {},
             "providers[0].cache_write_micro_usd_per_mtok: -1",
         ),
+        ("", {"SAGA_STORAGE__PROBE_FAILURES": "0"}, "storage.probe_failures: 0"),
+        ("[storage]\nprobe_interval_seconds = 0\n", {}, "storage.probe_interval_seconds: 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sqlite3
 import stat
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from services.common.database import enter_wal, open_database
-from tests.conftest import Backend
+from services.common.database import PostgresDatabase, enter_wal, open_database
+from tests.conftest import PG_URL, Backend, drop_schemas
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.harness import ROOT
 
 V1 = "CREATE TABLE items (name TEXT PRIMARY KEY, n BIGINT NOT NULL, data BYTEA, ok BOOLEAN)"
@@ -84,6 +87,21 @@ async def test_a_failed_transaction_leaves_nothing(backend: Backend, tmp_path: P
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "a", 1)
         assert await db.fetchval("SELECT n FROM items") == 1
+    finally:
+        await db.close()
+
+
+async def test_a_batch_commits_all_its_statements_or_none(backend: Backend, tmp_path: Path) -> None:
+    db = await open_database(backend.url, backend.namespace, tmp_path, "unit", [V1])
+    try:
+        insert = "INSERT INTO items (name, n) VALUES ($1, $2)"
+        await db.batch(
+            [(insert, ("a", 1)), (insert, ("b", 2)), ("DELETE FROM items WHERE n = $1", (1,))]
+        )
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            await db.batch([(insert, ("c", 3)), (insert, ("b", 4))])  # the second one fails
+        await db.batch([])
+        assert [r["name"] for r in await db.fetch("SELECT name FROM items ORDER BY n")] == ["b"]
     finally:
         await db.close()
 
@@ -158,6 +176,31 @@ async def test_a_cancelled_transaction_does_not_wedge_the_database(
         await db.close()
 
 
+async def test_a_sqlite_statement_once_begun_commits_though_its_caller_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A statement on its own goes to the worker thread in one trip (BEGIN, it, COMMIT): a
+    caller cancelled meanwhile does not leave it half done, and the next one still runs."""
+    db = await open_database("", "saga", tmp_path, "unit", [V1])
+    try:
+        task = asyncio.ensure_future(
+            db.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "begun", 1)
+        )
+        await asyncio.sleep(0)  # it holds the lock and is on the worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await db.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "next", 2)
+        with pytest.raises(sqlite3.IntegrityError):  # a failed statement rolls back alone
+            await db.execute("INSERT INTO items (name, n) VALUES ($1, $2)", "next", 3)
+        rows = await db.fetch("SELECT name, n FROM items ORDER BY n")
+        assert [(r["name"], r["n"]) for r in rows] == [("begun", 1), ("next", 2)]
+        assert await db.fetchrow("SELECT n FROM items WHERE name = $1", "none") is None
+        assert await db.fetchval("SELECT COUNT(*) FROM items") == 2
+    finally:
+        await db.close()
+
+
 def test_connections_switching_one_new_file_to_wal_together_all_succeed(tmp_path: Path) -> None:
     # What every SqliteDatabase.open does first. SQLite refuses one of two racing switches at
     # once ("database is locked": deadlock avoidance, no busy wait); seen as a flaky
@@ -192,3 +235,24 @@ def test_connections_switching_one_new_file_to_wal_together_all_succeed(tmp_path
         for connection in connections:
             connection.close()
         assert (errors, modes) == ([], {"wal"}), f"round {round_}"
+
+
+async def test_a_postgresql_ping_says_whether_the_database_answers(tmp_path: Path) -> None:
+    real = urlsplit(PG_URL)
+    namespace = f"t{secrets.token_hex(6)}"
+    async with TcpProxy(real.hostname or "127.0.0.1", real.port or 5432) as proxy:
+        url = real._replace(netloc=f"{real.username}@127.0.0.1:{proxy.port}").geturl()
+        db = await open_database(url, namespace, tmp_path, "ping", [])
+        assert isinstance(db, PostgresDatabase)
+        try:
+            assert await db.ping(5)
+            await proxy.stop()
+            assert not await db.ping(5)
+            await proxy.start()
+            for _ in range(50):  # the pool reconnects by itself
+                if await db.ping(5):
+                    break
+            assert await db.ping(5)
+        finally:
+            await db.close()
+            await drop_schemas(namespace)
