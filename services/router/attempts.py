@@ -9,10 +9,10 @@ attempt carries its charge, what the caller pays for it (`charges`, by the confi
 the meter is told whether the attempt's text was relayed to the caller).
 
 In flight (`InFlight`), an attempt is also held durably as a provisional record, so a router
-that crashes mid-stream still bills it: its write begins when the attempt starts, while the
-provider is called (the provider's first token takes longer than the write, so it costs no
-latency; a crash in that first millisecond or two loses the attempt's prompt tokens), and no
-text is given to the caller before it is durable; estimated (flagged) as the prompt's input
+that crashes mid-stream still bills it: the request leaves for the provider only once that
+first record is committed (one group commit, about 0.3 ms on a local SQLite file — a crash
+at any point after the provider was called bills the attempt), and no text is given to the
+caller beyond what is durable; estimated (flagged) as the prompt's input
 tokens plus a *claim* on the output — characters, ~4 a token, always at least what the
 caller was given. The claim starts at
 `CLAIM_AHEAD_CHARS` and is raised, ahead of the text, to what was given plus
@@ -78,6 +78,9 @@ class AttemptRecord:
     """Wall-clock end of the attempt, seconds since the epoch."""
     retry_count: int = 0
     """Retries at this provider, within this call, before this attempt."""
+    sent: bool = True
+    """False: the request never left (its provisional record could not be stored first), so
+    the provider was not called — nothing to bill, no outcome to record, no verdict on it."""
 
 
 def ms(seconds: float) -> int:
@@ -227,10 +230,13 @@ class InFlight:
         self.soft = 1 << 62
 
     def start(self, complete: bool) -> None:
-        """Begin storing the first claim (the request's whole `max_tokens` in complete mode)
-        while the provider is called: the provider's first token takes longer than the write,
-        so the write costs no latency; no text is given before it is durable (`advance`)."""
+        """Begin storing the first claim (the request's whole `max_tokens` in complete mode);
+        the provider is called once it is stored (`held`)."""
         self._claim(self._max_tokens * 4 if complete else CLAIM_AHEAD_CHARS)
+
+    async def held(self) -> None:
+        """Wait until the latest claim is committed (it raises if it could not be)."""
+        await self._wait()
 
     async def advance(self) -> None:
         """Raise the claim ahead of `given`; wait only if `given` is past the durable

@@ -15,10 +15,11 @@ translates the request in and the events out).
 3. Near the limit (the reservation's `degrade_to_cheapest`), rank again by CHEAPEST (among
    the candidates reserved for).
 4. Run the attempts (`reasoning`); each attempt is held in the outbox as a provisional,
-   estimated record from the moment it starts, raised as its text is given to the caller
-   (`attempts.InFlight`: a write per many characters, never per token), so a router crash
-   still bills it; its real outcome replaces that record the moment it ends, and its cost is
-   added to the call's.
+   estimated record before its request leaves for the provider (the attempt's `held` gate),
+   raised as its text is given to the caller (`attempts.InFlight`: a write per many
+   characters, never per token), so a router crash still bills it; its real outcome
+   replaces that record the moment it ends, and its cost is added to the call's. An attempt
+   that cannot be held is never sent (UNAVAILABLE USAGE_NOT_STORED, nothing spent).
 5. Before `Finished` goes out, wait until every outcome is stored — else UNAVAILABLE
    USAGE_NOT_STORED: a caller never holds an answer whose usage a crash could lose.
 6. Settle the reservation to the attempts' charge (`charges`: budgets limit what the caller
@@ -197,12 +198,13 @@ async def run_call(
                     live.given += len(event.text)
                     if live.given > live.soft or live.given > live.durable:
                         await _stored(live.advance())
-                elif isinstance(event, AttemptStarted) and hold is not None:
+                elif isinstance(event, AttemptStarted):
                     given += 0 if live is None else live.given
                     live = None
-                    if event.n not in ended:
+                    if hold is not None and event.n not in ended:
                         live = _in_flight(event, candidates, call, given, prices, hold, cid, policy)
                         live.start(call.complete)
+                    _release(event.held, live)
                 elif isinstance(event, Finished):
                     await all_stored(stored)
                 yield event
@@ -246,6 +248,34 @@ def _in_flight(
         lambda record: hold(record, cid),
         policy,
     )
+
+
+def _release(gate: asyncio.Future[None] | None, live: InFlight | None) -> None:
+    """Let a gated attempt call its provider once its first claim is stored (at once when
+    nothing is held); a claim that fails ends it unsent, USAGE_NOT_STORED."""
+    if gate is None:
+        return
+    if live is None:
+        gate.set_result(None)
+        return
+
+    async def release() -> None:
+        try:
+            await _stored(live.held())
+        except Unavailable as error:
+            if not gate.done():
+                gate.set_exception(error)
+        else:
+            if not gate.done():
+                gate.set_result(None)
+
+    task = asyncio.ensure_future(release())
+    gate.add_done_callback(lambda _: task.cancel())  # the attempt went: stop waiting
+    _releases.add(task)
+    task.add_done_callback(_releases.discard)
+
+
+_releases: set[asyncio.Task[None]] = set()  # (asyncio keeps only weak references to tasks)
 
 
 async def all_stored(stored: Sequence[Awaitable[None]]) -> None:

@@ -4,7 +4,9 @@ call's Final event, and shipped to the optimizer's `RecordOutcomes` in the backg
 Writing. `add` queues an outcome and returns a future that resolves once it is committed.
 One writer task commits whatever has queued in one transaction (group commit: under load,
 many calls share one disk sync), so the servicer awaits the futures of a call before it
-sends Final — a crash after that loses nothing — without one sync per attempt. The store is
+sends Final — a crash after that loses nothing — without one sync per attempt. The
+transaction is one `Database.batch` (on SQLite a single trip to the worker thread): an
+attempt's hold-before-send gate waits for it. The store is
 the router's own database (`<data_dir>/router.db`, or its PostgreSQL schema), table
 `outbox`, keyed by the outcome's idempotent id.
 
@@ -34,7 +36,10 @@ outcome, added when it ends, replaces it in the same transaction, under the same
 whose lease ran out `LEASE_SECONDS` ago belongs to a router that crashed (or hung that long):
 its outcome moves to `outbox` as it is — estimated, flagged — and is shipped. Should its
 router come back after all, its real outcome has the same id and the optimizer keeps the one
-it got first: never doubled.
+it got first: never doubled. An attempt whose hold could not be stored never calls its
+provider (`call_steps`' gate); `withdraw` deletes its provisional record — which may have
+committed after all, its acknowledgement lost — so it is never adopted as a call, and it
+leaves no outcome: the ledger counts provider calls, not calls Saga refused.
 
 Backlog. Every `KEEP_INTERVAL_SECONDS` the keeper also reads the backlog (rows, the oldest's
 age, attempts in flight, dead letters): `status()` for ListProviders reads them afresh,
@@ -51,6 +56,13 @@ Running and stopping. `run_in(lifecycle)` spawns the writer, the shipper and the
 supervised tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
 work that runs before they are cancelled; outcomes still queued when the writer is cancelled
 fail their futures. Unshipped rows stay stored for the next start.
+
+The database out of reach. A batch whose write fails `Unavailable` fails its futures at once
+(the call ends UNAVAILABLE `USAGE_NOT_STORED`: no caller waits on an outage) but is not
+dropped: the provider was called, so the batch goes back to the head of the queue and is
+written, with backoff, once the database answers — in memory meanwhile, so a router stopped
+during the outage loses those outcomes but not their provisional records, which the next
+router adopts. Any other write error drops the batch, as before (retrying it could not help).
 """
 
 from __future__ import annotations
@@ -71,7 +83,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common import outcome_bounds
 from services.common.backoff import Backoff
-from services.common.database import Database, Tx
+from services.common.database import Database, Statement
+from services.common.errors import Unavailable
 from services.common.lifecycle import Lifecycle, Phase
 from services.router.metrics import DEAD_LETTERS
 
@@ -123,6 +136,7 @@ def _placeholders(count: int, width: int, first: int = 0) -> str:
 class _Kind(enum.Enum):
     FINAL = 1  # an attempt's outcome, as it ended
     HELD = 2  # an attempt's provisional outcome, while it runs
+    UNSENT = 3  # an attempt that never called its provider: its provisional record goes
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,14 @@ class Outbox:
         self._held.add(outcome.outcome_id)
         return self._enqueue(_Kind.HELD, outcome, traceparent)
 
+    def withdraw(self, outcome_id: str) -> asyncio.Future[None]:
+        """Delete the provisional record of an attempt whose request never left (its hold
+        failed, so its provider was not called): nothing to ship. Queued behind that hold,
+        so a hold that did commit (its acknowledgement lost) or is queued for a retry goes
+        too — else a later router would adopt it as a call that was never made."""
+        self._held.discard(outcome_id)
+        return self._enqueue(_Kind.UNSENT, optimizer_pb2.Outcome(outcome_id=outcome_id), "")
+
     def _enqueue(
         self, kind: _Kind, outcome: optimizer_pb2.Outcome, traceparent: str
     ) -> asyncio.Future[None]:
@@ -269,6 +291,7 @@ class Outbox:
             raise
 
     async def _write(self) -> None:
+        failures = 0
         while True:
             await self._queued.wait()
             self._queued.clear()
@@ -282,7 +305,15 @@ class Outbox:
                     for _, _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
+                    if isinstance(error, Unavailable):
+                        # The database is out of reach: the callers heard so (the call
+                        # ends USAGE_NOT_STORED), but the provider was called, so the
+                        # outcomes are kept and written once it answers again.
+                        self._queue[:0] = batch
+                        failures += 1
+                        await asyncio.sleep(self._backoff(failures))
                     continue
+                failures = 0
                 for _, _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
@@ -293,79 +324,88 @@ class Outbox:
 
     async def _store_in_one(self, batch: Sequence[_Queued]) -> None:
         """One transaction: the provisional records raised, then the outcomes that ended
-        (stored, their provisional records deleted), so a crash leaves one or the other."""
+        (stored, their provisional records deleted) and the attempts never sent (their
+        provisional records deleted), so a crash leaves one or the other."""
         now = self._clock()
         finals: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
         refused: list[tuple[optimizer_pb2.Outcome, outcome_bounds.Problem]] = []
         held: dict[str, tuple[optimizer_pb2.Outcome, str]] = {}
+        unsent: list[str] = []
         for kind, outcome, traceparent, _ in batch:
             if kind is _Kind.HELD:
                 held[outcome.outcome_id] = (outcome, traceparent)  # the latest claim counts
+                continue
+            if kind is _Kind.UNSENT:
+                unsent.append(outcome.outcome_id)
                 continue
             found = outcome_bounds.problem(outcome)
             if found is None:
                 finals[outcome.outcome_id] = (outcome, traceparent)
             else:
                 refused.append((outcome, found))
-        ended = [*finals, *(o.outcome_id for o, _ in refused)]
+        ended = [*finals, *(o.outcome_id for o, _ in refused), *unsent]
         for outcome_id in ended:
             held.pop(outcome_id, None)
-        async with self._db.transaction() as tx:
-            if held:
-                await self._upsert_held(tx, list(held.values()), now)
-            if finals:
-                args: list[object] = []
-                for i, (outcome, traceparent) in enumerate(finals.values()):
-                    payload = outcome.SerializeToString()
-                    args += [outcome.outcome_id, payload, traceparent, now + i * 1e-6]
-                # Placeholders only: the values travel as parameters.
-                await tx.execute(
+        # One batch: on SQLite one trip to the worker thread (BEGIN, the statements, COMMIT),
+        # which an attempt's gate waits for before its provider is called.
+        statements: list[Statement] = []
+        if held:
+            statements.append(self._held_rows(list(held.values()), now))
+        if finals:
+            args: list[object] = []
+            for i, (outcome, traceparent) in enumerate(finals.values()):
+                payload = outcome.SerializeToString()
+                args += [outcome.outcome_id, payload, traceparent, now + i * 1e-6]
+            # Placeholders only: the values travel as parameters.
+            statements.append(
+                (
                     "INSERT INTO outbox (outcome_id, payload, traceparent, created_at) "  # noqa: S608
                     f"VALUES {_placeholders(len(finals), 4)} ON CONFLICT (outcome_id) DO NOTHING",
-                    *args,
+                    args,
                 )
-            for outcome, found in refused:
-                await self._bury(tx, outcome.outcome_id, outcome.SerializeToString(), now, found)
-            if ended:
-                await tx.execute(
+            )
+        for outcome, found in refused:
+            statements += self._burial(outcome.outcome_id, outcome.SerializeToString(), now, found)
+        if ended:
+            statements.append(
+                (
                     f"DELETE FROM outbox_attempts WHERE outcome_id IN ({_in(len(ended))})",  # noqa: S608
-                    *ended,
+                    ended,
                 )
+            )
+        await self._db.batch(statements)
         for outcome, found in refused:
             self._dead_lettered(outcome.outcome_id, str(found))
 
-    async def _upsert_held(
-        self, tx: Tx, held: list[tuple[optimizer_pb2.Outcome, str]], now: float
-    ) -> None:
+    def _held_rows(self, held: list[tuple[optimizer_pb2.Outcome, str]], now: float) -> Statement:
         args: list[object] = []
         lease = _micros(now + LEASE_SECONDS)
         for outcome, traceparent in held:
             payload = outcome.SerializeToString()
             args += [outcome.outcome_id, payload, traceparent, self._owner, lease, _micros(now)]
         # Placeholders only: the values travel as parameters.
-        await tx.execute(
+        return (
             "INSERT INTO outbox_attempts "  # noqa: S608
             "(outcome_id, payload, traceparent, owner, lease_until_us, created_us) "
             f"VALUES {_placeholders(len(held), 6)} ON CONFLICT (outcome_id) DO UPDATE SET "
             "payload = excluded.payload, lease_until_us = excluded.lease_until_us, "
             "owner = excluded.owner",
-            *args,
+            args,
         )
 
-    async def _bury(
-        self, tx: Tx, outcome_id: str, payload: bytes, stored: float, found: object
-    ) -> None:
-        """Move one outcome to the dead-letter table (within `tx`)."""
-        await tx.execute(
-            "INSERT INTO outbox_dead_letters (outcome_id, payload, problem, stored_us, dead_us) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outcome_id) DO NOTHING",
-            outcome_id,
-            payload,
-            str(found)[:1024],
-            _micros(stored),
-            _micros(self._clock()),
-        )
-        await tx.execute("DELETE FROM outbox WHERE outcome_id = $1", outcome_id)
+    def _burial(
+        self, outcome_id: str, payload: bytes, stored: float, found: object
+    ) -> list[Statement]:
+        """The statements that move one outcome to the dead-letter table."""
+        return [
+            (
+                "INSERT INTO outbox_dead_letters "
+                "(outcome_id, payload, problem, stored_us, dead_us) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outcome_id) DO NOTHING",
+                (outcome_id, payload, str(found)[:1024], _micros(stored), _micros(self._clock())),
+            ),
+            ("DELETE FROM outbox WHERE outcome_id = $1", (outcome_id,)),
+        ]
 
     def _dead_lettered(self, outcome_id: str, problem: str) -> None:
         """Count and announce one dead letter: an operator must look (ids and the bound
@@ -484,11 +524,9 @@ class Outbox:
         self.shipped += len(acknowledged)
 
     async def _dead_letter(self, row: _Row, problem: str) -> None:
-        async def move() -> None:
-            async with self._db.transaction() as tx:
-                await self._bury(tx, row.outcome_id, row.payload, row.created_at, problem)
-
-        await _shielded(move())
+        await _shielded(
+            self._db.batch(self._burial(row.outcome_id, row.payload, row.created_at, problem))
+        )
         self._dead_lettered(row.outcome_id, problem)
 
     # ------------------------------------------------------------------ keeping

@@ -40,11 +40,12 @@ started when its wait leaves time for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.circuit import Circuit, CircuitState, Permit
 from services.common.config import ProviderConfig
@@ -97,6 +98,10 @@ class AttemptStarted:
     provider: str
     model: str
     n: int
+    held: asyncio.Future[None] | None = field(default=None, compare=False)
+    """Gated runs (`reason(gated=True)`): the request leaves only once the consumer resolves
+    this — once the attempt's provisional record is stored (`call_steps`); its exception
+    ends the attempt unsent."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,15 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class _CostLimitReached(Exception):
     """Raised inside an attempt whose text passed the call's cost limit."""
+
+
+class _Unsent(Exception):
+    """Raised inside an attempt whose gate failed: its request never left."""
+
+    def __init__(self, error: Unavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reason = error.reason
 
 
 def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
@@ -301,9 +315,12 @@ async def reason(
     deadline: float | None = None,
     sleep: Sleep = asyncio.sleep,
     policy: ChargePolicy = ChargePolicy.ALL_ATTEMPTS,
+    gated: bool = False,
 ) -> AsyncGenerator[RouterEvent, None]:
     """Run `call` over `candidates` (see the module docstring). `deadline` is the caller's,
-    in event-loop time; `policy` decides each attempt's charge."""
+    in event-loop time; `policy` decides each attempt's charge; `gated`, each attempt waits
+    for its `AttemptStarted.held` before calling the provider (the consumer may read ahead
+    of the caller — `coalescing` — so the wait has to be here)."""
     run = _Call(call, prices, report)
     failure: Failure | None = None  # of the last attempt
     switch_from = ""  # the failed provider to announce before the next attempt
@@ -379,7 +396,13 @@ async def reason(
                     )
                     switch_from = ""
                     run.tools_sent = False
-                yield AttemptStarted(provider.name, provider.model, run.n)
+                held = asyncio.get_running_loop().create_future() if gated else None
+                yield AttemptStarted(provider.name, provider.model, run.n, held)
+                if held is not None:
+                    try:
+                        await held
+                    except Unavailable as error:
+                        raise _Unsent(error) from None
                 async with aclosing(engine.stream(request)) as events:
                     async for event in events:
                         if isinstance(event, Finish):
@@ -458,6 +481,14 @@ async def reason(
                 lease.release(record.usage.total_tokens)
                 run.add(record)
                 raise
+            except _Unsent as unsent:
+                # The provider was never called: no verdict on it, nothing spent; the record
+                # tells the store to withdraw the attempt's provisional one.
+                state.circuit.release(permit)
+                lease.release(0)
+                record = meter.record(AttemptStatus.FAILED, prices, error_reason=unsent.reason)
+                run.add(dataclasses.replace(record, sent=False))
+                raise unsent.error from None
             except Exception as error:
                 # Not the taxonomy (an engine's bug, or a status it raised as is): account
                 # for the attempt and free what it held, then let the guard answer.

@@ -53,7 +53,7 @@ from services.router.engines.tools import (
 )
 from services.router.metrics import FALLBACKS, observe_attempt
 from services.router.outbox import Outbox, current_traceparent
-from services.router.outcomes import outcome_proto
+from services.router.outcomes import outcome_id, outcome_proto
 from services.router.probes import HealthChecks, ModeResult
 from services.router.rankings import RankingWatcher
 from services.router.reasoning import (
@@ -378,10 +378,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 parts.resilience,
                 deadline=deadline,
                 policy=parts.charge_policy,
+                gated=True,
             )
             return coalesce(events, merge_text) if parts.coalesce else events
 
         def store(record: AttemptRecord, cid: str) -> asyncio.Future[None]:
+            if not record.sent:  # no provider call: no outcome, nothing to observe
+                return parts.outbox.withdraw(outcome_id(cid, record.n))
             observe_attempt(record)
             return parts.outbox.add(outcome_proto(record, call.accounting, cid), traceparent)
 

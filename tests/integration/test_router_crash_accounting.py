@@ -76,6 +76,16 @@ async def wait_for(check: Any, within: float = 20.0) -> None:
     raise AssertionError("condition not met")
 
 
+def reason(stack: Stack, channel: grpc.aio.Channel, user: str, timeout: float) -> Any:
+    """A Reason call of `user`'s, pinned to the slow provider, as the runtime makes it."""
+    exe = new_execution_id()
+    req = request(exe, PROMPT, pinned_provider="slow")
+    req.accounting.user_id = user
+    return router_pb2_grpc.RouterServiceStub(channel).Reason(
+        req, metadata=(("saga-context", mint_for(stack, exe, user)),), timeout=timeout
+    )
+
+
 async def read_until_killed(stack: Stack, stream: Any, seen: list[str]) -> None:
     """Read the stream's text into `seen`; once past the first claims, kill the router."""
     async for event in stream:
@@ -94,12 +104,7 @@ async def test_tokens_streamed_before_a_router_crash_reach_the_ledger(
         # A stream that ends normally: one record, the provider's usage, nothing left held.
         fakes.script("ollama", Script(tokens=12))
         async with stack.channel_as("runtime", "router") as ch:
-            exe = new_execution_id()
-            req = request(exe, PROMPT, pinned_provider="slow")
-            req.accounting.user_id = user
-            async for _ in router_pb2_grpc.RouterServiceStub(ch).Reason(
-                req, metadata=(("saga-context", mint_for(stack, exe, user)),), timeout=15
-            ):
+            async for _ in reason(stack, ch, user, timeout=15):
                 pass
         await wait_for(lambda: len(ledger(stack.data_dir, user)) == 1)
         (normal,) = ledger(stack.data_dir, user)
@@ -111,12 +116,7 @@ async def test_tokens_streamed_before_a_router_crash_reach_the_ledger(
         fakes.script("ollama", Script(tokens=200, interval=0.05))
         seen: list[str] = []
         async with stack.channel_as("runtime", "router") as ch:
-            exe = new_execution_id()
-            req = request(exe, PROMPT, pinned_provider="slow")
-            req.accounting.user_id = user
-            stream = router_pb2_grpc.RouterServiceStub(ch).Reason(
-                req, metadata=(("saga-context", mint_for(stack, exe, user)),), timeout=30
-            )
+            stream = reason(stack, ch, user, timeout=30)
             with pytest.raises(grpc.aio.AioRpcError):
                 await read_until_killed(stack, stream, seen)
         sent = fakes.tokens_produced("ollama")  # what the provider wrote before the crash
@@ -142,3 +142,33 @@ async def test_tokens_streamed_before_a_router_crash_reach_the_ledger(
         # Restarted, it stays one record (never doubled).
         await asyncio.sleep(1.5)
         assert len(ledger(stack.data_dir, user)) == 2
+
+
+async def test_an_attempt_is_held_before_its_request_leaves(
+    tmp_path: Path, fakes: FakeProviders
+) -> None:
+    """The provider is called only once the attempt's provisional record is committed: a
+    crash at any moment after the request left bills it. Here the router's database is
+    locked by another connection — the provider hears nothing until the lock goes."""
+    user = "usr_held_" + secrets.token_hex(4)
+    async with stack_for(tmp_path, ["auth", "optimizer", "router"], config=config(fakes)) as stack:
+        fakes.script("ollama", Script(tokens=8))
+        blocker = sqlite3.connect(stack.data_dir / "router.db", isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            async with stack.channel_as("runtime", "router") as ch:
+                reading = asyncio.ensure_future(_events(reason(stack, ch, user, timeout=15)))
+                await asyncio.sleep(1.0)
+                assert fakes.requests("ollama") == []
+                assert not reading.done()
+                blocker.execute("COMMIT")
+                events = await reading
+        finally:
+            blocker.close()
+        assert len(fakes.requests("ollama")) == 1
+        assert events[-1] == "final"
+        await wait_for(lambda: len(ledger(stack.data_dir, user)) == 1)
+
+
+async def _events(stream: Any) -> list[str]:
+    return [event.WhichOneof("event") async for event in stream]

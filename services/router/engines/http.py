@@ -318,19 +318,44 @@ class HttpEngine:
     async def _lines(
         self, response: aiohttp.ClientResponse, deadlines: Deadlines
     ) -> AsyncGenerator[str, None]:
-        """The answer's lines without their endings, each read within the deadline."""
+        """The answer's lines without their endings. The body is read as it arrives, one
+        deadline wait per chunk rather than per line (a chunk usually holds a whole event:
+        its `data:` line and the blank line after it), and split here; a line may span
+        chunks, up to `MAX_LINE_BYTES`."""
+        content = response.content
+        parts: list[bytes] = []  # the start of a line not yet ended
+        held = 0
         while True:
-            try:
-                raw = await deadlines.wait(
-                    response.content.readline(max_line_length=MAX_LINE_BYTES)
-                )
-            except ValueError:  # aiohttp's LineTooLong
-                raise ProviderUnavailable(
-                    f"{self.provider.name}: stream line longer than {MAX_LINE_BYTES} bytes"
-                ) from None
-            if not raw:
+            chunk = await deadlines.wait(content.readany())
+            if not chunk:
+                if parts:
+                    yield b"".join(parts).decode("utf-8", "replace").rstrip("\r")
                 return
-            yield raw.decode("utf-8", "replace").rstrip("\r\n")
+            if b"\n" not in chunk:
+                held += len(chunk)
+                if held > MAX_LINE_BYTES:
+                    raise self._line_too_long()
+                parts.append(chunk)
+                continue
+            if parts:
+                parts.append(chunk)
+                chunk = b"".join(parts)  # once per line that spanned chunks: linear
+                parts, held = [], 0
+            lines = chunk.split(b"\n")
+            rest = lines.pop()
+            for raw in lines:
+                if len(raw) > MAX_LINE_BYTES:
+                    raise self._line_too_long()
+                yield raw.decode("utf-8", "replace").rstrip("\r")
+            if rest:
+                if len(rest) > MAX_LINE_BYTES:
+                    raise self._line_too_long()
+                parts, held = [rest], len(rest)
+
+    def _line_too_long(self) -> ProviderUnavailable:
+        return ProviderUnavailable(
+            f"{self.provider.name}: stream line longer than {MAX_LINE_BYTES} bytes"
+        )
 
     def _transport_error(
         self, error: aiohttp.ClientError, progress: Progress | None

@@ -23,6 +23,7 @@ from services.router.budget_reservations import Reservation, max_cost
 from services.router.call_steps import Attempts, CustomRank, run_call
 from services.router.calls import Accounting, CustomWeights, ReasonCall
 from services.router.charges import ChargePolicy
+from services.router.coalescing import coalesce, merge_text
 from services.router.engines.base import ChatMessage, FinishReason, TextDelta
 from services.router.rankings import RankingSnapshot
 from services.router.reasoning import AttemptStarted, Finished, Report, RouterEvent
@@ -402,6 +403,82 @@ async def test_an_attempt_already_ended_when_its_start_is_read_is_not_held() -> 
     async for _ in events:
         pass
     assert held.log == []
+
+
+def gated(order: list[str]) -> Attempts:
+    """Attempts that, as `reasoning.reason(gated=True)` does, call the provider only once
+    the reader released the attempt's `held` gate — read ahead through `coalesce`, as the
+    servicer does, so the reader's own pace holds nothing back."""
+
+    async def attempts(
+        candidates: Sequence[ProviderConfig], report: Report
+    ) -> AsyncGenerator[RouterEvent, None]:
+        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        yield AttemptStarted(candidates[0].name, "m", 1, held)
+        try:
+            await held
+        except Unavailable:
+            order.append("not sent")
+            raise
+        order.append("provider called")
+        yield TextDelta("x" * 10)
+        done = record(candidates[0].name, 1, 5, AttemptStatus.SUCCEEDED)
+        report(done)
+        yield finished(done)
+
+    return lambda candidates, report: coalesce(attempts(candidates, report), merge_text)
+
+
+class SlowHold(Held):
+    """A hold whose writes commit only when `commit` is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[None]] = []
+
+    def __call__(self, rec: AttemptRecord, cid: str) -> asyncio.Future[None]:
+        super().__call__(rec, cid)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+    def commit(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                future.set_result(None)
+
+
+async def test_a_gated_attempt_calls_its_provider_only_once_it_is_held() -> None:
+    world, held, order = World(), SlowHold(), []
+    events = run_call(
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, gated(order), world.store, hold=held
+    )
+    reading = asyncio.ensure_future(drain(events))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert held.log  # the claim is being written
+    assert order == []  # the provider not called
+    held.commit()
+    await reading
+    assert order == ["provider called"]
+
+
+async def test_a_gated_attempt_that_cannot_be_held_is_never_sent() -> None:
+    world, held, order = World(), Held(failure=OSError("disk full")), []
+    events = run_call(
+        CALL, PROVIDERS, SNAPSHOT, PRICES, world, gated(order), world.store, hold=held
+    )
+    with pytest.raises(Unavailable) as error:
+        await drain(events)
+    assert error.value.reason == "USAGE_NOT_STORED"
+    assert order == ["not sent"]
+
+
+async def test_a_gated_attempt_without_a_hold_goes_at_once() -> None:
+    world, order = World(), []
+    events = run_call(CALL, PROVIDERS, SNAPSHOT, PRICES, world, gated(order), world.store)
+    await drain(events)
+    assert order == ["provider called"]
 
 
 # ---------------------------------------------------------------- the caller's options

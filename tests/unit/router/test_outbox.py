@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -21,12 +23,14 @@ from prometheus_client import REGISTRY
 from saga.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from services.common import outcome_bounds
 from services.common.database import Database, open_database
+from services.common.errors import Unavailable
 from services.common.lifecycle import Lifecycle
 from services.common.telemetry import TracedChannel
 from services.router.outbox import LEASE_SECONDS, Outbox
 from services.router.schema import MIGRATIONS
 from tests.clock import Clock
-from tests.conftest import Backend
+from tests.conftest import PG_URL, Backend, drop_schemas
+from tests.fakes.tcp_proxy import TcpProxy
 
 TRACE_A = "00-5af7183fb1d4cf5f11b2d3a4e5f60718-00f067aa0ba902b7-01"
 TRACE_B = "00-6bf7183fb1d4cf5f11b2d3a4e5f60719-00f067aa0ba902b8-01"
@@ -316,6 +320,28 @@ async def test_a_live_routers_lease_is_renewed_and_its_attempts_never_taken(rig:
     assert (await rig.rows("outbox_attempts"), await rig.rows()) == (1, 0)
 
 
+async def test_a_withdrawn_attempt_leaves_no_provisional_record_and_ships_nothing(
+    rig: Rig,
+) -> None:
+    """An attempt whose hold committed though its caller heard it failed (the
+    acknowledgement lost) was never sent: `withdraw` deletes the record — or the queued
+    hold with it — so no later router adopts it as a call."""
+    clock = Clock()
+    outbox = rig.outbox(clock=clock)
+    async with running(outbox):
+        await outbox.hold(outcome("gone:1", estimated=True), "")
+        assert await rig.rows("outbox_attempts") == 1
+        await outbox.withdraw("gone:1")
+        queued = outbox.hold(outcome("gone:2", estimated=True), "")
+        await asyncio.gather(queued, outbox.withdraw("gone:2"))
+    assert (await rig.rows("outbox_attempts"), await rig.rows()) == (0, 0)
+    clock.advance(LEASE_SECONDS + 1)
+    other = rig.outbox(clock=clock)
+    await other.keep()
+    assert (other.adopted, await rig.rows()) == (0, 0)
+    assert rig.fake.received == []
+
+
 async def test_the_backlog_gauges_show_count_and_age(rig: Rig) -> None:
     clock = Clock()
     outbox = rig.outbox(clock=clock)
@@ -337,3 +363,41 @@ async def _true(value: bool) -> bool:
 
 async def _is_zero(rig: Rig) -> bool:
     return await rig.rows() == 0
+
+
+async def test_outcomes_not_stored_while_the_database_is_away_are_stored_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """The caller of `add` hears at once that its outcome is not stored (the router then
+    answers USAGE_NOT_STORED), but the outcome is not dropped: it is written, and shipped,
+    when PostgreSQL answers again — the provider was called, so the ledger must count it."""
+    fake = FakeOptimizer()
+    server = grpc.aio.server()
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    real = urlsplit(PG_URL)
+    namespace = f"t{secrets.token_hex(6)}"
+    proxy = await TcpProxy(real.hostname or "127.0.0.1", real.port or 5432).start()
+    url = real._replace(netloc=f"{real.username}@127.0.0.1:{proxy.port}").geturl()
+    db = await open_database(url, namespace, tmp_path, "router", MIGRATIONS)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    outbox = Outbox(db, channel, max_backoff=0.2)
+    try:
+        async with running(outbox):
+            held = outbox.hold(outcome("e:s:a:1"), "")
+            await held
+            await proxy.stop()
+            with pytest.raises(Unavailable):
+                await outbox.add(outcome("e:s:a:1"), "")
+            with pytest.raises(Unavailable):
+                await outbox.add(outcome("e:s:b:1"), "")
+            await proxy.start()
+            await eventually(lambda: _true(fake.shipped() == ["e:s:a:1", "e:s:b:1"]), within=20)
+            assert all(o.status == optimizer_pb2.OUTCOME_STATUS_SUCCEEDED for o in fake.received)
+    finally:
+        await proxy.stop()
+        await channel.close()
+        await db.close()
+        await server.stop(None)
+        await drop_schemas(namespace)

@@ -500,6 +500,38 @@ async def test_the_circuit_opens_after_consecutive_failures_and_fails_fast() -> 
     assert resilience.states["down"].circuit.state is CircuitState.CLOSED
 
 
+async def test_an_attempt_whose_gate_fails_is_never_sent_and_judges_no_provider() -> None:
+    """The consumer could not store the attempt's provisional record: the provider is not
+    called, the attempt is reported unsent (nothing to bill or record), and however often
+    it happens — a database outage — the provider's circuit stays closed."""
+    engine = Scripted(["a", "b"])
+    resilience = resilience_for([GOOD], circuit_consecutive_failures=2)
+    for _ in range(4):
+        reports: list[AttemptRecord] = []
+        error: SagaError | None = None
+        try:
+            async for event in reason(
+                CALL,
+                [GOOD],
+                {"good": engine},
+                price_table([GOOD]),
+                reports.append,
+                resilience,
+                gated=True,
+            ):
+                if isinstance(event, AttemptStarted) and event.held is not None:
+                    event.held.set_exception(Unavailable("no", reason="USAGE_NOT_STORED"))
+        except SagaError as raised:
+            error = raised
+        assert error is not None
+        assert error.reason == "USAGE_NOT_STORED"
+        assert [(r.sent, r.cost_micro_usd, r.usage.total_tokens) for r in reports] == [
+            (False, 0, 0)
+        ]
+    assert engine.requests == []
+    assert resilience.states["good"].circuit.state is CircuitState.CLOSED
+
+
 async def test_concurrent_calls_on_a_half_open_circuit_send_one_probe() -> None:
     clock = Clock()
     slow = sim("slow", token_interval_ms=5.0)
