@@ -46,6 +46,9 @@ RELAYED: dict[str, str] = {
     "saga.gateway.v1.RevokeApiKeyRequest": "saga.auth.v1.RevokeApiKeyRequest",
     "saga.gateway.v1.SetProviderKeyRequest": "saga.auth.v1.SetProviderKeyRequest",
     "saga.gateway.v1.SetApiKeyLimitsRequest": "saga.auth.v1.SetApiKeyLimitsRequest",
+    "saga.gateway.v1.ListUsersRequest": "saga.auth.v1.ListUsersRequest",
+    "saga.gateway.v1.ListUserApiKeysRequest": "saga.auth.v1.ListApiKeysRequest",
+    "saga.gateway.v1.RevokeUserApiKeyRequest": "saga.auth.v1.RevokeApiKeyRequest",
     "saga.gateway.v1.LinkProviderAccountRequest": "saga.auth.v1.LinkProviderAccountRequest",
     "saga.gateway.v1.PublishPackRequest": "saga.runtime.v1.PublishPackRequest",
     "saga.gateway.v1.ImportTransactionsRequest": "saga.runtime.v1.ImportTransactionsRequest",
@@ -92,6 +95,10 @@ FIELDS: dict[str, dict[str, Verdict]] = {
     },
     "saga.auth.v1.ListApiKeysRequest": {
         "user_id": acted("services/auth/servicer.py"),
+    },
+    "saga.auth.v1.ListUsersRequest": {
+        "page_size": acted("services/auth/servicer.py"),
+        "page_token": acted("services/auth/servicer.py"),
     },
     "saga.auth.v1.RevokeApiKeyRequest": {
         "user_id": acted("services/auth/servicer.py"),

@@ -2,7 +2,8 @@
 // the caller's scopes do not allow, never hidden as an empty page.
 
 import { ApiError, call, credential, stream, type Json, type StreamEvent } from "./api";
-import { csv } from "./csv";
+import { type Cell, csv } from "./csv";
+import { Pages } from "./paging";
 import { daily, day, short, usd, when } from "./format";
 import { bars, el, notice, table } from "./ui";
 
@@ -267,15 +268,17 @@ export const usagePage: Page = async (root) => {
       const query = { start_date: start.value, end_date: end.value, group_by: [DIMENSIONS[dim]] };
       const { reply, everyone } = await scoped("/v1/usage", query, user);
       const head = [dim, "Calls", "Input tokens", "Output tokens", "Cost (USD)"];
-      const rows: string[][] = reply.rows.map((r: Json) => [
-        r[dim === "user" ? "user_id" : dim],
-        String(r.calls),
-        String(r.input_tokens),
-        String(r.output_tokens),
+      // The counts stay numbers for the CSV: only text cells get the formula guard (csv.ts).
+      const cells: Cell[][] = reply.rows.map((r: Json) => [
+        String(r[dim === "user" ? "user_id" : dim]),
+        Number(r.calls),
+        Number(r.input_tokens),
+        Number(r.output_tokens),
         (Number(r.cost_micro_usd) / 1e6).toFixed(6),
       ]);
+      const rows = cells.map((r) => r.map(String));
       if (file) URL.revokeObjectURL(file); // the previous table's download
-      file = URL.createObjectURL(new Blob([csv([head, ...rows])], { type: "text/csv" }));
+      file = URL.createObjectURL(new Blob([csv([head, ...cells])], { type: "text/csv" }));
       out.replaceChildren(
         notice(
           user
@@ -393,16 +396,21 @@ export const executions: Page = async (root, signal) => {
   );
   const list = el("div");
   const detail = el("section", { "aria-live": "polite" });
-  root.append(form, list, detail);
+  const pages = new Pages();
+  const { nav: pager, shown } = pagerFor("executions", "Executions pages", pages, () => void draw());
+  root.append(form, list, pager, detail);
   const draw = async () => {
     list.replaceChildren(notice("Loading executions…"));
+    shown(false);
     try {
       const filters = {
         status: status.value ? `EXECUTION_STATUS_${status.value}` : "",
         pattern_id: pattern.value,
-        page_size: 50,
+        page_size: pageSize(),
       };
-      const { reply, everyone } = await scoped("/v1/executions", filters, user.value.trim());
+      const { reply, everyone } = await scoped("/v1/executions", pages.params(filters), user.value.trim());
+      pages.answered(reply.next_page_token);
+      shown(true);
       list.replaceChildren(
         notice(
           user.value.trim()
@@ -427,10 +435,143 @@ export const executions: Page = async (root, signal) => {
   };
   form.addEventListener("submit", (e) => {
     e.preventDefault();
+    pages.reset(); // new filters: the old pages' tokens do not apply
     void draw();
   });
   await draw();
 };
+
+/** Previous/Next buttons (ids `<name>-previous`, `<name>-next`, `<name>-page`) over `pages`;
+ * `shown(true)` once a page is answered enables what can be followed, `shown(false)` while
+ * one loads disables both. */
+function pagerFor(name: string, label: string, pages: Pages, redraw: () => void): { nav: HTMLElement; shown: (answered: boolean) => void } {
+  const previous = el("button", { type: "button", id: `${name}-previous` }, "Previous page");
+  const next = el("button", { type: "button", id: `${name}-next` }, "Next page");
+  const where = el("span", { id: `${name}-page`, "aria-live": "polite" });
+  previous.addEventListener("click", () => {
+    pages.previous();
+    redraw();
+  });
+  next.addEventListener("click", () => {
+    pages.next();
+    redraw();
+  });
+  const shown = (answered: boolean) => {
+    previous.disabled = !answered || !pages.hasPrevious;
+    next.disabled = !answered || !pages.hasNext;
+    if (answered) where.textContent = `Page ${pages.number}`;
+  };
+  return { nav: el("nav", { class: "pager", "aria-label": label }, previous, where, next), shown };
+}
+
+/** Rows per page of a paged list (executions, users): 50, or the `page_size` of the
+ * console's address (1–500, the APIs' bound), for a person who wants more at once, and for
+ * the browser test. */
+function pageSize(): number {
+  const asked = Number(new URLSearchParams(location.search).get("page_size"));
+  return Number.isInteger(asked) && asked >= 1 && asked <= 500 ? asked : 50;
+}
+
+/** An admin's view of every user (AdminService.ListUsers), a page at a time, and of one
+ * user's keys, any of which the admin may revoke. */
+async function users(root: HTMLElement, report: HTMLElement): Promise<void> {
+  const list = el("div", { id: "users" });
+  const theirs = el("section", { id: "user-keys", "aria-live": "polite" });
+  const pages = new Pages();
+  const { nav, shown } = pagerFor("users", "Users pages", pages, () => void draw());
+  root.append(el("h2", {}, "Users"), list, nav, theirs);
+  const draw = async (): Promise<void> => {
+    shown(false);
+    try {
+      const reply = await call("GET", "/v1/admin/users", pages.params({ page_size: pageSize() }));
+      pages.answered(reply.next_page_token);
+      shown(true);
+      list.replaceChildren(
+        table(
+          "Every user, oldest first",
+          ["Email", "User id", "Scopes", "Created", "Live keys", ""],
+          (reply.users ?? []).map((u: Json) => {
+            const who = u.email || u.user_id;
+            const open = el("button", { type: "button", "data-user-keys": u.user_id, "aria-label": `Keys of ${who}` }, "Keys");
+            open.addEventListener("click", () => void userKeys(u.user_id, who, theirs, report, draw));
+            return [u.email || "(first admin: key only)", u.user_id, (u.scopes ?? []).join(" "), when(u.created_at), String(u.live_api_keys ?? 0), open];
+          }),
+        ),
+      );
+    } catch (error) {
+      list.replaceChildren(failure(error, "users"));
+    }
+  };
+  await draw();
+}
+
+/** A key's own rate limits (zeros: the deployment's per-user defaults). */
+function rates(limits: Json | undefined): string {
+  const perMinute = Number(limits?.requests_per_minute ?? 0);
+  const atOnce = Number(limits?.concurrent_executions ?? 0);
+  if (!perMinute && !atOnce) return "defaults";
+  return [perMinute ? `${perMinute}/min` : "default/min", atOnce ? `${atOnce} at once` : "default at once"].join(", ");
+}
+
+/** An admin's controls for one key's own rate limits (AdminService.SetApiKeyLimits; empty
+ * or 0 = the default). */
+function limitsForm(key: Json, done: () => Promise<void>, report: HTMLElement): HTMLElement {
+  const keyId: string = key.key_id;
+  const field = (name: string, label: string, max: number, value: unknown) => {
+    const id = `${name}-${keyId}`;
+    const input = el("input", { id, type: "number", min: "0", max: String(max), step: "1", size: "5", value: String(value ?? "") });
+    return { input, label: el("label", { for: id }, label) };
+  };
+  const perMinute = field("rpm", "Per minute", 1_000_000, key.limits?.requests_per_minute || "");
+  const atOnce = field("conc", "At once", 10_000, key.limits?.concurrent_executions || "");
+  const form = el("form", { class: "filters", "data-limits": keyId }, perMinute.label, perMinute.input, atOnce.label, atOnce.input, el("button", { type: "submit" }, "Set"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await call("POST", `/v1/admin/api-keys/${encodeURIComponent(keyId)}/limits`, {
+        requests_per_minute: Number(perMinute.input.value || 0),
+        concurrent_executions: Number(atOnce.input.value || 0),
+      });
+      await done();
+    } catch (error) {
+      report.replaceChildren(failure(error, "setting the limits"));
+    }
+  });
+  return form;
+}
+
+/** One user's keys for an admin (AdminService.ListUserApiKeys): each revocable, with its
+ * own rate limits to set. */
+async function userKeys(userId: string, who: string, into: HTMLElement, report: HTMLElement, changed: () => Promise<void>): Promise<void> {
+  const path = `/v1/admin/users/${encodeURIComponent(userId)}/api-keys`;
+  try {
+    const reply = await call("GET", path);
+    into.replaceChildren(
+      table(
+        `API keys of ${who}, newest first`,
+        ["Name", "Prefix", "Scopes", "Created", "Last used", "State", "Rate limits", "Set limits", ""],
+        (reply.keys ?? []).map((k: Json) => {
+          const revoke = el("button", { type: "button", "data-revoke-user-key": k.key_id, "aria-label": `Revoke ${k.name} of ${who}` }, "Revoke");
+          revoke.hidden = Boolean(k.revoked_at);
+          revoke.addEventListener("click", async () => {
+            try {
+              await call("DELETE", `${path}/${encodeURIComponent(k.key_id)}`);
+              await Promise.all([userKeys(userId, who, into, report, changed), changed()]);
+            } catch (error) {
+              report.replaceChildren(failure(error, "revoking the key"));
+            }
+          });
+          const state = k.revoked_at ? `revoked ${when(k.revoked_at)}` : "active";
+          const redraw = () => userKeys(userId, who, into, report, changed);
+          const limits = k.revoked_at ? "" : limitsForm(k, redraw, report);
+          return [k.name, k.prefix, (k.scopes ?? []).join(" "), when(k.created_at), when(k.last_used_at), state, rates(k.limits), limits, revoke];
+        }),
+      ),
+    );
+  } catch (error) {
+    into.replaceChildren(failure(error, `the keys of ${who}`));
+  }
+}
 
 // --- Patterns and packs -----------------------------------------------------------------
 
@@ -664,6 +805,8 @@ export const keys: Page = async (root) => {
       list.replaceChildren(failure(error, "your keys"));
     }
   };
+  if (admin) await users(root, report);
+  else root.append(notice("Listing every user and their keys needs scope admin."));
   create.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {

@@ -18,6 +18,7 @@ from services.auth.store import Store
 from services.auth.throttle import LoginThrottle, ThrottlePolicy
 from services.auth.token_endpoint import TokenEndpoint
 from services.auth.tokens import AccessTokens
+from services.auth.user_listing import UserListing
 from services.auth.users import Users
 from services.auth.vault_client import VaultSecrets
 from services.common.config import Config, ConfigError, env_name
@@ -28,7 +29,6 @@ from services.common.context import (
     load_public_key,
     static_keys,
 )
-from services.common.database import open_database
 from services.common.server import Registration, ServiceHost
 
 
@@ -64,9 +64,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         await asyncio.to_thread(ensure_context_keys, private_path, public_path)
     context_key = await asyncio.to_thread(load_public_key, public_path)
 
-    db = await open_database(
-        config.storage.url, config.storage.namespace, config.data_path, "auth", MIGRATIONS
-    )
+    db = await host.open_database(MIGRATIONS)
     store = Store(db)
     await create_admin_key(store, config.data_path)
     vault = VaultSecrets(host.peers.channel("vault"))
@@ -122,6 +120,7 @@ async def build(host: ServiceHost) -> list[Registration]:
         store=store,
         accounts=Accounts(store, tokens=tokens),
         users=users,
+        listing=UserListing(store),
         signing_keys=signing_keys,
         providers=providers,
         self_registration=settings.self_registration,

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import timestamp_pb2
 
-from saga.auth.v1 import api_keys_pb2, auth_pb2, auth_pb2_grpc
+from saga.auth.v1 import api_keys_pb2, auth_pb2, auth_pb2_grpc, users_pb2
 from services.auth.accounts import Accounts
-from services.auth.api_keys import ApiKey, KeyLimits
+from services.auth.api_keys import ApiKey, KeyLimits, User
 from services.auth.credential import API_KEY
 from services.auth.provider_credentials import ProviderCredentials
 from services.auth.signing_keys import SigningKeys
 from services.auth.store import Store
+from services.auth.user_listing import UserListing
 from services.auth.users import Users
 from services.common.context import ContextVerifier, RequestContext, metadata_token, public_jwk
 from services.common.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
@@ -75,6 +76,16 @@ def _info(key: ApiKey) -> api_keys_pb2.ApiKeyInfo:
     )
 
 
+def _user_info(user: User, scopes: tuple[str, ...], live_keys: int) -> users_pb2.UserInfo:
+    return users_pb2.UserInfo(
+        user_id=user.user_id,
+        email=user.email or "",
+        scopes=scopes,
+        created_at=_timestamp(user.created_at),
+        live_api_keys=live_keys,
+    )
+
+
 def _limits(limits: KeyLimits) -> api_keys_pb2.ApiKeyLimits:
     return api_keys_pb2.ApiKeyLimits(
         requests_per_minute=limits.requests_per_minute,
@@ -91,6 +102,7 @@ class AuthParts:
     store: Store
     accounts: Accounts
     users: Users
+    listing: UserListing
     signing_keys: SigningKeys
     providers: ProviderCredentials
     self_registration: str = "closed"
@@ -197,18 +209,28 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListApiKeys(
         self, request: auth_pb2.ListApiKeysRequest, context: Context
     ) -> auth_pb2.ListApiKeysResponse:
-        """The caller's keys, without their secrets."""
-        await self._acting_for(context, request.user_id)
+        """A user's keys, without their secrets (that user's context or an admin's)."""
+        await self._acting_for(context, request.user_id, admin_may=True)
         keys = await self._p.accounts.keys(request.user_id)
         return auth_pb2.ListApiKeysResponse(keys=[_info(k) for k in keys])
 
     async def RevokeApiKey(
         self, request: auth_pb2.RevokeApiKeyRequest, context: Context
     ) -> auth_pb2.RevokeApiKeyResponse:
-        """Revoke one of the caller's keys."""
-        await self._acting_for(context, request.user_id)
+        """Revoke one of a user's keys (that user's context or an admin's)."""
+        await self._acting_for(context, request.user_id, admin_may=True)
         key = await self._p.accounts.revoke(request.user_id, request.key_id)
         return auth_pb2.RevokeApiKeyResponse(info=_info(key))
+
+    async def ListUsers(
+        self, request: auth_pb2.ListUsersRequest, context: Context
+    ) -> auth_pb2.ListUsersResponse:
+        """Every user, oldest first, a page at a time (an admin's request context required)."""
+        await self._admin(context)
+        page, token = await self._p.listing.page(request.page_size, request.page_token)
+        return auth_pb2.ListUsersResponse(
+            users=[_user_info(*listed) for listed in page], next_page_token=token
+        )
 
     async def SetApiKeyLimits(
         self, request: auth_pb2.SetApiKeyLimitsRequest, context: Context

@@ -20,6 +20,13 @@ _KEY_COLUMNS = (
     " requests_per_minute, concurrent_executions"
 )
 
+_USERS = (
+    "SELECT u.user_id, u.email, u.tenant, u.created_at, u.scopes,"
+    " (SELECT COUNT(*) FROM api_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL"
+    " AND (k.expires_at IS NULL OR k.expires_at > $1)) AS live FROM users u"
+)
+"""Users with their live-key count; ListUsers appends its cursor and order."""
+
 
 @dataclass(frozen=True)
 class Account:
@@ -236,3 +243,23 @@ class Store:
                 user_id,
             )
         return None if row is None else _key(row)
+
+    async def users(
+        self, after: tuple[float, str] | None, limit: int, now: float
+    ) -> list[tuple[User, tuple[str, ...], int]]:
+        """Up to `limit` users after `after` (created_at, user_id), oldest first, each with
+        their scopes and how many of their keys are live (neither revoked nor expired)."""
+        if after is None:
+            rows = await self._db.fetch(
+                _USERS + " ORDER BY u.created_at, u.user_id LIMIT $2", now, limit
+            )
+        else:
+            rows = await self._db.fetch(
+                _USERS + " WHERE u.created_at > $2 OR (u.created_at = $2 AND u.user_id > $3)"
+                " ORDER BY u.created_at, u.user_id LIMIT $4",
+                now,
+                after[0],
+                after[1],
+                limit,
+            )
+        return [(_user(r), tuple(r["scopes"].split()), int(r["live"])) for r in rows]

@@ -48,6 +48,7 @@ _CALLS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "CreateApiKey",
             "ListApiKeys",
             "RevokeApiKey",
+            "ListUsers",
             "SetApiKeyLimits",
             "LinkProviderAccount",
             "SetProviderKey",

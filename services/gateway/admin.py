@@ -21,6 +21,9 @@ ADMIN_RELAYS = {
         "/saga.auth.v1.AuthService/SetApiKeyLimits",
         pb.SetApiKeyLimitsResponse,
     ),
+    "ListUsers": ("/saga.auth.v1.AuthService/ListUsers", pb.ListUsersResponse),
+    "ListUserApiKeys": ("/saga.auth.v1.AuthService/ListApiKeys", pb.ListUserApiKeysResponse),
+    "RevokeUserApiKey": ("/saga.auth.v1.AuthService/RevokeApiKey", pb.RevokeUserApiKeyResponse),
     "PublishPack": ("/saga.runtime.v1.PackService/PublishPack", pb.PublishPackResponse),
     "ListProviders": ("/saga.router.v1.RouterService/ListProviders", pb.ListProvidersResponse),
     "CheckProviders": ("/saga.router.v1.RouterService/CheckProviders", pb.CheckProvidersResponse),
@@ -62,6 +65,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     SetProviderKey = admin_relay(*ADMIN_RELAYS["SetProviderKey"])
     LinkProviderAccount = admin_relay(*ADMIN_RELAYS["LinkProviderAccount"])
     SetApiKeyLimits = admin_relay(*ADMIN_RELAYS["SetApiKeyLimits"])
+    ListUsers = admin_relay(*ADMIN_RELAYS["ListUsers"])
+    ListUserApiKeys = admin_relay(*ADMIN_RELAYS["ListUserApiKeys"])
+    RevokeUserApiKey = admin_relay(*ADMIN_RELAYS["RevokeUserApiKey"])
     PublishPack = admin_relay(*ADMIN_RELAYS["PublishPack"])
     ListProviders = admin_relay(*ADMIN_RELAYS["ListProviders"])
     CheckProviders = admin_relay(*ADMIN_RELAYS["CheckProviders"])

@@ -212,6 +212,10 @@ async def test_an_operator_and_a_user_in_the_browser(world: World) -> None:
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     print(f"console screenshots: {shots}")
+    # A key of the plain user's, for the admin to find on the Keys page and revoke.
+    body = {"name": "user-key", "scopes": ["execute"]}
+    status, made, _ = await call(world.stack, "POST", "/v1/api-keys", world.user.token, body)
+    assert status == 200, made
     seen = await drive(world, shots)
     print(json.dumps(seen, indent=1))
 
@@ -261,6 +265,12 @@ async def test_an_operator_and_a_user_in_the_browser(world: World) -> None:
     assert seen["admin_runs_notice"] == "Every user's runs."
     assert world.user.user_id in seen["admin_runs_users"]
     assert len(seen["admin_runs_users"]) == 2
+    # One run a page: every run of the full list, in its order, once, through the API's page
+    # tokens; the first page has no previous one, and back from the last is the one before.
+    assert len(seen["admin_run_ids"]) >= 3
+    assert seen["paging_ids"] == seen["admin_run_ids"]
+    assert seen["paging_first_has_previous"] is False
+    assert seen["paging_back"] == seen["paging_ids"][-2]
     assert seen["user_runs_notice"].startswith("Your own runs")
     assert seen["user_runs_users"] == [world.user.user_id]
     assert "do not allow this page: it needs scope admin" in seen["user_providers"]
@@ -285,6 +295,16 @@ async def test_an_operator_and_a_user_in_the_browser(world: World) -> None:
     assert seen["own_key_state"] == "active (this session)"
     assert seen["key_cap"].startswith("$1.5000 a ")
     assert "CREDENTIAL_REVOKED" in seen.get("revoked_refusal", "")
+    # Every user, one a page, each once; the plain user's key, revoked by the admin, refused.
+    assert world.user.user_id in seen["listed_users"]
+    assert len(seen["listed_users"]) == len(set(seen["listed_users"])) >= 2
+    assert made["info"]["key_id"] in seen["user_keys_before"]
+    assert made["api_key"] not in seen["user_keys_before"]
+    assert seen["user_key_limits"] == "7/min, 2 at once"
+    assert "revoked" in seen["user_keys_after"]
+    status, error, _ = await call(world.stack, "GET", "/v1/patterns", made["api_key"])
+    assert (status, error["error"]["reason"]) == (401, "CREDENTIAL_REVOKED")
+    assert "Listing every user and their keys needs scope admin" in seen["user_keys_page"]
 
     assert seen["phone_overflow"] == dict.fromkeys(PAGES, False)
     names = {p.name for p in shots.iterdir()}

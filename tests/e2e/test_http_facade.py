@@ -51,6 +51,8 @@ async def facade(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Faca
             # The contract test fuzzes POST /v1/login from this address; the tests after it
             # still sign users in.
             SAGA_GATEWAY__ACCOUNT_CALLS_PER_MINUTE="100000",
+            # A revoked key is refused within a second (the test waits that long).
+            SAGA_GATEWAY__CREDENTIAL_CACHE_SECONDS="1",
             OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
             OTEL_BSP_SCHEDULE_DELAY="100",
         ) as s:
@@ -568,3 +570,76 @@ async def test_sign_in_keys_and_operator_routes_over_http(stack: Stack) -> None:
     status, document, _ = await call(stack, "GET", "/openapi.json", None)
     assert document["paths"]["/v1/login"]["post"]["security"] == []
     assert "security" not in document["paths"]["/v1/api-keys"]["get"]
+
+
+async def test_an_admin_lists_every_user_and_any_users_keys_and_revokes_one(stack: Stack) -> None:
+    """Keys and users for an operator (AdminService over HTTP): every user a page at a time,
+    another user's keys without their secrets, and that user's key revoked — refused at the
+    door once the gateway's credential cache lets go of it; a user without scope admin sees
+    none of it."""
+    account = await register(stack, "listed")
+    body = {"name": "theirs", "scopes": ["execute"]}
+    status, made, _ = await call(stack, "POST", "/v1/api-keys", account.token, body)
+    assert status == 200, made
+    secret, key_id = made["api_key"], made["info"]["key_id"]
+    assert (await call(stack, "GET", "/v1/patterns", secret))[0] == 200
+
+    admin = stack.admin_key()
+    users: list[dict[str, Any]] = []
+    path, pages = "/v1/admin/users?page_size=1", 0
+    while True:
+        status, page, _ = await call(stack, "GET", path, admin)
+        assert status == 200, page
+        assert len(page["users"]) <= 1
+        users += page["users"]
+        pages += 1
+        if not page.get("next_page_token"):
+            break
+        path = f"/v1/admin/users?page_size=1&page_token={page['next_page_token']}"
+    ids = [u["user_id"] for u in users]
+    assert len(ids) == len(set(ids)) == pages
+    listed = next(u for u in users if u["user_id"] == account.user_id)
+    assert (listed["email"], listed["live_api_keys"]) == (account.email, 1)
+    assert "password" not in json.dumps(users)
+    assert "hash" not in json.dumps(users)
+    assert [u["created_at"] for u in users] == sorted(u["created_at"] for u in users)
+
+    keys_path = f"/v1/admin/users/{account.user_id}/api-keys"
+    status, keys, _ = await call(stack, "GET", keys_path, admin)
+    assert (status, [k["key_id"] for k in keys["keys"]]) == (200, [key_id])
+    assert secret not in json.dumps(keys)
+    limits = {"requests_per_minute": 7, "concurrent_executions": 2}
+    limits_path = f"/v1/admin/api-keys/{key_id}/limits"
+    status, set_, _ = await call(stack, "POST", limits_path, admin, limits)
+    assert status == 200, set_
+    assert set_["info"]["limits"] == limits
+    status, keys, _ = await call(stack, "GET", keys_path, admin)
+    assert keys["keys"][0]["limits"] == limits
+    # The path names the key; the body may not name one too.
+    body = {**limits, "key_id": key_id}
+    status, error, _ = await call(stack, "POST", limits_path, admin, body)
+    assert (status, violations(error)) == (400, ["key_id"])
+    status, error, _ = await call(stack, "POST", limits_path, account.token, limits)
+    assert (status, error["error"]["reason"]) == (403, "SCOPE_MISSING")
+    status, revoked, _ = await call(stack, "DELETE", f"{keys_path}/{key_id}", admin)
+    assert (status, bool(revoked["info"]["revoked_at"])) == (200, True)
+    await asyncio.sleep(1.2)  # the test stack caches verified credentials for 1 s
+    status, error, _ = await call(stack, "GET", "/v1/patterns", secret)
+    assert (status, error["error"]["reason"]) == (401, "CREDENTIAL_REVOKED")
+    # The key's owner is named: another user's id does not reach it.
+    status, error, _ = await call(
+        stack, "DELETE", f"/v1/admin/users/usr_someone_else/api-keys/{key_id}", admin
+    )
+    assert (status, error["error"]["reason"]) == (404, "API_KEY_NOT_FOUND")
+
+    for method, route in (
+        ("GET", "/v1/admin/users"),
+        ("GET", keys_path),
+        ("DELETE", f"{keys_path}/{key_id}"),
+    ):
+        status, error, _ = await call(stack, method, route, account.token)
+        assert (status, error["error"]["reason"]) == (403, "SCOPE_MISSING"), route
+    status, error, _ = await call(stack, "GET", "/v1/admin/users?page_size=501", admin)
+    assert (status, error["error"]["reason"]) == (400, "PAGE_SIZE_INVALID")
+    status, error, _ = await call(stack, "GET", "/v1/admin/users?page_token=bogus", admin)
+    assert (status, error["error"]["reason"]) == (400, "PAGE_TOKEN_INVALID")

@@ -180,10 +180,17 @@ async def test_key_management_needs_a_context_for_the_same_user(auth: Stack) -> 
                 timeout=5,
             )
         ) == (grpc.StatusCode.UNAUTHENTICATED, "CONTEXT_MISSING")
-        other = context_for(auth, "usr_someone_else")
+        # Another user without scope admin may neither list nor create this user's keys;
+        # an operator's (scope admin) context may list them (the console's Keys page).
+        other = context_for(auth, "usr_someone_else", ["execute"])
         assert await outcome(stub.ListApiKeys(request, metadata=other, timeout=5)) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "CONTEXT_MISMATCH",
+        )
+        operator = context_for(auth, "usr_someone_else", ["admin"])
+        assert await outcome(stub.ListApiKeys(request, metadata=operator, timeout=5)) == (
+            grpc.StatusCode.OK,
+            "",
         )
         assert await outcome(
             stub.CreateApiKey(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -79,6 +79,22 @@ async def read_json(request: web.Request) -> Any:
             reason="REQUEST_MALFORMED",
             field_violations=[FieldViolation("body", "valid JSON")],
         ) from None
+
+
+def with_path(fields: Any, path: Mapping[str, str]) -> Any:
+    """A JSON body with the route's path parameters (`/v1/admin/api-keys/{key_id}/limits`)
+    as its fields; INVALID_ARGUMENT when the body names one too (the path says which)."""
+    if not path or not isinstance(fields, dict):
+        return fields  # no path parameters, or not an object: from_json refuses the latter
+    for name, value in path.items():
+        if name in fields:
+            raise InvalidArgument(
+                f"{name} comes from the path, not the body",
+                reason="REQUEST_MALFORMED",
+                field_violations=[FieldViolation(name, "absent from the body: the path names it")],
+            )
+        fields[name] = value
+    return fields
 
 
 async def invoke(

@@ -44,6 +44,7 @@ from services.gateway.web.calls import (
     invoke,
     read_json,
     to_json,
+    with_path,
 )
 from services.gateway.web.context import HttpCallContext
 from services.gateway.web.errors import DOMAIN, error_body, error_response, retry_after_seconds
@@ -129,7 +130,7 @@ class Facade:
         async def handle(request: web.Request) -> web.StreamResponse:
             if body:
                 refuse_query(request.query)
-                fields = await read_json(request)
+                fields = with_path(await read_json(request), request.match_info)
             else:
                 fields = query_fields(request.query, request_type.DESCRIPTOR, request.match_info)
             message = from_json(fields, request_type)
@@ -424,6 +425,42 @@ class Facade:
                 admin_pb2.PublishPackRequest,
                 admin_pb2.PublishPackResponse,
                 "Publish a pricing pack (reconciled in the background)",
+            ),
+            self._rpc(
+                "GET",
+                "/v1/admin/users",
+                ad,
+                "ListUsers",
+                admin_pb2.ListUsersRequest,
+                admin_pb2.ListUsersResponse,
+                "Every user, oldest first, a page at a time",
+            ),
+            self._rpc(
+                "GET",
+                "/v1/admin/users/{user_id}/api-keys",
+                ad,
+                "ListUserApiKeys",
+                admin_pb2.ListUserApiKeysRequest,
+                admin_pb2.ListUserApiKeysResponse,
+                "Any user's API keys (never their secrets), newest first",
+            ),
+            self._rpc(
+                "DELETE",
+                "/v1/admin/users/{user_id}/api-keys/{key_id}",
+                ad,
+                "RevokeUserApiKey",
+                admin_pb2.RevokeUserApiKeyRequest,
+                admin_pb2.RevokeUserApiKeyResponse,
+                "Revoke any user's API key",
+            ),
+            self._rpc(
+                "POST",
+                "/v1/admin/api-keys/{key_id}/limits",
+                ad,
+                "SetApiKeyLimits",
+                admin_pb2.SetApiKeyLimitsRequest,
+                admin_pb2.SetApiKeyLimitsResponse,
+                "Set (or, with zeros, clear) any API key's own rate limits",
             ),
             self._rpc(
                 "GET",

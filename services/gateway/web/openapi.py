@@ -86,6 +86,16 @@ class _Schemas:
             }
         return {"$ref": f"#/components/schemas/{descriptor.full_name}"}
 
+    def body(self, descriptor: Any, path: list[str]) -> dict[str, Any]:
+        """A request body's schema: the message without the fields the path gives."""
+        if not path:
+            return self.message(descriptor)
+        return {
+            "type": "object",
+            "properties": {f.name: self.field(f) for f in descriptor.fields if f.name not in path},
+            "additionalProperties": False,
+        }
+
     def field(self, field: Any) -> dict[str, Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
@@ -217,7 +227,13 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         operation["requestBody"] = {
             # Every proto3 field has a default: an empty body is the empty message.
             "required": False,
-            "content": {"application/json": {"schema": schemas.message(route.request.DESCRIPTOR)}},
+            "content": {
+                "application/json": {
+                    "schema": schemas.body(
+                        route.request.DESCRIPTOR, re.findall(r"{(\w+)}", route.path)
+                    )
+                }
+            },
         }
     if not route.credential:
         operation["security"] = []

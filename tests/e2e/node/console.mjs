@@ -125,6 +125,32 @@ try {
   result.admin_runs_users = await page.$$eval('caption:has-text("Executions") ~ tbody tr td:nth-child(3)', (c) => [...new Set(c.map((x) => x.textContent))]);
   await shot("executions");
 
+  // Paging: one execution a page (the address's page_size), forward through the API's
+  // next_page_token to the last page, then one back.
+  const runIds = 'caption:has-text("Executions") ~ tbody button.link';
+  result.admin_run_ids = await page.$$eval(runIds, (b) => b.map((x) => x.textContent.trim()));
+  const onPage = (n) =>
+    page.waitForFunction(
+      (n) => document.querySelector("#executions-page")?.textContent === `Page ${n}`,
+      n,
+    );
+  await page.evaluate(() => history.replaceState(null, "", `?page_size=1${location.hash}`));
+  await page.click("form.filters button");
+  await page.waitForFunction(() => document.querySelectorAll("main table tbody button.link").length === 1);
+  await onPage(1);
+  result.paging_first_has_previous = !(await page.isDisabled("#executions-previous"));
+  result.paging_ids = [(await page.textContent(runIds)).trim()];
+  while (!(await page.isDisabled("#executions-next")) && result.paging_ids.length < 20) {
+    await page.click("#executions-next");
+    await onPage(result.paging_ids.length + 1);
+    result.paging_ids.push((await page.textContent(runIds)).trim());
+  }
+  await shot("executions-last-page");
+  await page.click("#executions-previous");
+  await onPage(result.paging_ids.length - 1);
+  result.paging_back = (await page.textContent(runIds)).trim();
+  await page.evaluate(() => history.replaceState(null, "", `${location.pathname}${location.hash}`));
+
   await open("usage");
   await page.selectOption("#usage-by", "user");
   await page.click("form.filters button");
@@ -168,6 +194,35 @@ try {
   await page.click('tr:has-text("console-temp") button[data-revoke]');
   await page.waitForSelector('tr:has-text("console-temp"):has-text("revoked")');
   await shot("keys-revoked");
+  // Every user, one a page (the address's page_size), to the last page.
+  await page.evaluate(() => history.replaceState(null, "", `?page_size=1${location.hash}`));
+  await open("overview");
+  await open("keys");
+  result.listed_users = [];
+  for (let n = 1; n <= 20; n++) {
+    await page.waitForSelector(`#users-page:has-text("Page ${n}")`);
+    result.listed_users.push((await page.textContent("#users tbody tr td:nth-child(2)")).trim());
+    if (await page.isDisabled("#users-next")) break;
+    await page.click("#users-next");
+  }
+  await page.evaluate(() => history.replaceState(null, "", `${location.pathname}${location.hash}`));
+  // The plain user's keys, and one of them revoked by the admin.
+  await open("overview");
+  await open("keys");
+  await page.click(`button[data-user-keys="${env.SAGA_USER_ID}"]`);
+  await page.waitForSelector('#user-keys caption:has-text("API keys of")');
+  result.user_keys_before = await page.innerHTML("#user-keys");
+  // Its own rate limits, set by the admin.
+  const userKeyId = await page.getAttribute('#user-keys tr:has-text("user-key") button[data-revoke-user-key]', "data-revoke-user-key");
+  await page.fill(`#rpm-${userKeyId}`, "7");
+  await page.fill(`#conc-${userKeyId}`, "2");
+  await page.click(`[data-limits="${userKeyId}"] button[type="submit"]`);
+  await page.waitForSelector('#user-keys tr:has-text("user-key"):has-text("7/min")');
+  result.user_key_limits = await page.textContent('#user-keys tr:has-text("user-key") td:nth-child(7)');
+  await page.click('#user-keys tr:has-text("user-key") button[data-revoke-user-key]');
+  await page.waitForSelector('#user-keys tr:has-text("user-key"):has-text("revoked")');
+  result.user_keys_after = await page.textContent("#user-keys");
+  await shot("keys-users");
   await page.click("#logout");
   result.storage_after_logout = await page.evaluate(() => sessionStorage.length);
   // The revoked key is refused (revocation is felt within 10 s: retry until then).
@@ -217,6 +272,8 @@ try {
   await open("patterns");
   result.user_patterns = await page.textContent("main");
   await shot("providers-user");
+  await open("keys");
+  result.user_keys_page = await page.textContent("main");
 
   await open("overview");
   result.user_overview = await page.textContent("main");

@@ -24,67 +24,72 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from saga.auth.v1 import api_keys_pb2 as saga_dot_auth_dot_v1_dot_api__keys__pb2
+from saga.auth.v1 import users_pb2 as saga_dot_auth_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17saga/auth/v1/auth.proto\x12\x0csaga.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsaga/auth/v1/api_keys.proto\"\xdb\x01\n\tPrincipal\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rcredential_id\x18\x04 \x01(\t\x12*\n\x04kind\x18\x05 \x01(\x0e\x32\x1c.saga.auth.v1.CredentialKind\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06limits\x18\x07 \x01(\x0b\x32\x1a.saga.auth.v1.ApiKeyLimits\"\\\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\t\n\x01y\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03\x61lg\x18\x06 \x01(\t\x12\x0b\n\x03use\x18\x07 \x01(\t\")\n\x13\x41uthenticateRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\"B\n\x14\x41uthenticateResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.saga.auth.v1.Principal\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"2\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"i\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"t\n\x13\x43reateApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"%\n\x12ListApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"6\n\x13RevokeApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"d\n\x16SetApiKeyLimitsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\r\x12\x1d\n\x15\x63oncurrent_executions\x18\x03 \x01(\r\"A\n\x17SetApiKeyLimitsResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"\x10\n\x0eGetJwksRequest\"2\n\x0fGetJwksResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.saga.auth.v1.Jwk\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"A\n\x1cGetProviderCredentialRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\xa4\x01\n\x1dGetProviderCredentialResponse\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.saga.auth.v1.ProviderCredentialKind\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x04 \x01(\x03*g\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x17\n\x13\x43REDENTIAL_KIND_JWT\x10\x02*\x99\x01\n\x16ProviderCredentialKind\x12(\n$PROVIDER_CREDENTIAL_KIND_UNSPECIFIED\x10\x00\x12$\n PROVIDER_CREDENTIAL_KIND_API_KEY\x10\x01\x12/\n+PROVIDER_CREDENTIAL_KIND_OAUTH_ACCESS_TOKEN\x10\x02\x32\xd6\x07\n\x0b\x41uthService\x12U\n\x0c\x41uthenticate\x12!.saga.auth.v1.AuthenticateRequest\x1a\".saga.auth.v1.AuthenticateResponse\x12I\n\x08Register\x12\x1d.saga.auth.v1.RegisterRequest\x1a\x1e.saga.auth.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.saga.auth.v1.LoginRequest\x1a\x1b.saga.auth.v1.LoginResponse\x12U\n\x0c\x43reateApiKey\x12!.saga.auth.v1.CreateApiKeyRequest\x1a\".saga.auth.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .saga.auth.v1.ListApiKeysRequest\x1a!.saga.auth.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.saga.auth.v1.RevokeApiKeyRequest\x1a\".saga.auth.v1.RevokeApiKeyResponse\x12^\n\x0fSetApiKeyLimits\x12$.saga.auth.v1.SetApiKeyLimitsRequest\x1a%.saga.auth.v1.SetApiKeyLimitsResponse\x12\x46\n\x07GetJwks\x12\x1c.saga.auth.v1.GetJwksRequest\x1a\x1d.saga.auth.v1.GetJwksResponse\x12[\n\x0eSetProviderKey\x12#.saga.auth.v1.SetProviderKeyRequest\x1a$.saga.auth.v1.SetProviderKeyResponse\x12j\n\x13LinkProviderAccount\x12(.saga.auth.v1.LinkProviderAccountRequest\x1a).saga.auth.v1.LinkProviderAccountResponse\x12p\n\x15GetProviderCredential\x12*.saga.auth.v1.GetProviderCredentialRequest\x1a+.saga.auth.v1.GetProviderCredentialResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17saga/auth/v1/auth.proto\x12\x0csaga.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsaga/auth/v1/api_keys.proto\x1a\x18saga/auth/v1/users.proto\"\xdb\x01\n\tPrincipal\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x15\n\rcredential_id\x18\x04 \x01(\t\x12*\n\x04kind\x18\x05 \x01(\x0e\x32\x1c.saga.auth.v1.CredentialKind\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06limits\x18\x07 \x01(\x0b\x32\x1a.saga.auth.v1.ApiKeyLimits\"\\\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\t\n\x01y\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03\x61lg\x18\x06 \x01(\t\x12\x0b\n\x03use\x18\x07 \x01(\t\")\n\x13\x41uthenticateRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\"B\n\x14\x41uthenticateResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.saga.auth.v1.Principal\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"2\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"i\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntoken_type\x18\x03 \x01(\t\"t\n\x13\x43reateApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"%\n\x12ListApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"=\n\x13ListApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x11ListUsersResponse\x12%\n\x05users\x18\x01 \x03(\x0b\x32\x16.saga.auth.v1.UserInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x13RevokeApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\">\n\x14RevokeApiKeyResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"d\n\x16SetApiKeyLimitsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\r\x12\x1d\n\x15\x63oncurrent_executions\x18\x03 \x01(\r\"A\n\x17SetApiKeyLimitsResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"\x10\n\x0eGetJwksRequest\"2\n\x0fGetJwksResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.saga.auth.v1.Jwk\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"A\n\x1cGetProviderCredentialRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\xa4\x01\n\x1dGetProviderCredentialResponse\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.saga.auth.v1.ProviderCredentialKind\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x04 \x01(\x03*g\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x17\n\x13\x43REDENTIAL_KIND_JWT\x10\x02*\x99\x01\n\x16ProviderCredentialKind\x12(\n$PROVIDER_CREDENTIAL_KIND_UNSPECIFIED\x10\x00\x12$\n PROVIDER_CREDENTIAL_KIND_API_KEY\x10\x01\x12/\n+PROVIDER_CREDENTIAL_KIND_OAUTH_ACCESS_TOKEN\x10\x02\x32\xa4\x08\n\x0b\x41uthService\x12U\n\x0c\x41uthenticate\x12!.saga.auth.v1.AuthenticateRequest\x1a\".saga.auth.v1.AuthenticateResponse\x12I\n\x08Register\x12\x1d.saga.auth.v1.RegisterRequest\x1a\x1e.saga.auth.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.saga.auth.v1.LoginRequest\x1a\x1b.saga.auth.v1.LoginResponse\x12U\n\x0c\x43reateApiKey\x12!.saga.auth.v1.CreateApiKeyRequest\x1a\".saga.auth.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .saga.auth.v1.ListApiKeysRequest\x1a!.saga.auth.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.saga.auth.v1.RevokeApiKeyRequest\x1a\".saga.auth.v1.RevokeApiKeyResponse\x12L\n\tListUsers\x12\x1e.saga.auth.v1.ListUsersRequest\x1a\x1f.saga.auth.v1.ListUsersResponse\x12^\n\x0fSetApiKeyLimits\x12$.saga.auth.v1.SetApiKeyLimitsRequest\x1a%.saga.auth.v1.SetApiKeyLimitsResponse\x12\x46\n\x07GetJwks\x12\x1c.saga.auth.v1.GetJwksRequest\x1a\x1d.saga.auth.v1.GetJwksResponse\x12[\n\x0eSetProviderKey\x12#.saga.auth.v1.SetProviderKeyRequest\x1a$.saga.auth.v1.SetProviderKeyResponse\x12j\n\x13LinkProviderAccount\x12(.saga.auth.v1.LinkProviderAccountRequest\x1a).saga.auth.v1.LinkProviderAccountResponse\x12p\n\x15GetProviderCredential\x12*.saga.auth.v1.GetProviderCredentialRequest\x1a+.saga.auth.v1.GetProviderCredentialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREDENTIALKIND']._serialized_start=1939
-  _globals['_CREDENTIALKIND']._serialized_end=2042
-  _globals['_PROVIDERCREDENTIALKIND']._serialized_start=2045
-  _globals['_PROVIDERCREDENTIALKIND']._serialized_end=2198
-  _globals['_PRINCIPAL']._serialized_start=104
-  _globals['_PRINCIPAL']._serialized_end=323
-  _globals['_JWK']._serialized_start=325
-  _globals['_JWK']._serialized_end=417
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=419
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=460
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=462
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=528
-  _globals['_REGISTERREQUEST']._serialized_start=530
-  _globals['_REGISTERREQUEST']._serialized_end=580
-  _globals['_REGISTERRESPONSE']._serialized_start=582
-  _globals['_REGISTERRESPONSE']._serialized_end=632
-  _globals['_LOGINREQUEST']._serialized_start=634
-  _globals['_LOGINREQUEST']._serialized_end=681
-  _globals['_LOGINRESPONSE']._serialized_start=683
-  _globals['_LOGINRESPONSE']._serialized_end=788
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=790
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=906
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=908
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=987
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=989
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1026
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1028
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1089
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1091
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1145
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1147
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1209
-  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_start=1211
-  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_end=1311
-  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_start=1313
-  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_end=1378
-  _globals['_GETJWKSREQUEST']._serialized_start=1380
-  _globals['_GETJWKSREQUEST']._serialized_end=1396
-  _globals['_GETJWKSRESPONSE']._serialized_start=1398
-  _globals['_GETJWKSRESPONSE']._serialized_end=1448
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=1450
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=1508
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=1510
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=1551
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=1553
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=1655
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=1657
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=1703
-  _globals['_GETPROVIDERCREDENTIALREQUEST']._serialized_start=1705
-  _globals['_GETPROVIDERCREDENTIALREQUEST']._serialized_end=1770
-  _globals['_GETPROVIDERCREDENTIALRESPONSE']._serialized_start=1773
-  _globals['_GETPROVIDERCREDENTIALRESPONSE']._serialized_end=1937
-  _globals['_AUTHSERVICE']._serialized_start=2201
-  _globals['_AUTHSERVICE']._serialized_end=3183
+  _globals['_CREDENTIALKIND']._serialized_start=2109
+  _globals['_CREDENTIALKIND']._serialized_end=2212
+  _globals['_PROVIDERCREDENTIALKIND']._serialized_start=2215
+  _globals['_PROVIDERCREDENTIALKIND']._serialized_end=2368
+  _globals['_PRINCIPAL']._serialized_start=130
+  _globals['_PRINCIPAL']._serialized_end=349
+  _globals['_JWK']._serialized_start=351
+  _globals['_JWK']._serialized_end=443
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=445
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=486
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=488
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=554
+  _globals['_REGISTERREQUEST']._serialized_start=556
+  _globals['_REGISTERREQUEST']._serialized_end=606
+  _globals['_REGISTERRESPONSE']._serialized_start=608
+  _globals['_REGISTERRESPONSE']._serialized_end=658
+  _globals['_LOGINREQUEST']._serialized_start=660
+  _globals['_LOGINREQUEST']._serialized_end=707
+  _globals['_LOGINRESPONSE']._serialized_start=709
+  _globals['_LOGINRESPONSE']._serialized_end=814
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=816
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=932
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=934
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1013
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1015
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1052
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1054
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1115
+  _globals['_LISTUSERSREQUEST']._serialized_start=1117
+  _globals['_LISTUSERSREQUEST']._serialized_end=1174
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1176
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1259
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1261
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1315
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1317
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1379
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_start=1381
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_end=1481
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_start=1483
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_end=1548
+  _globals['_GETJWKSREQUEST']._serialized_start=1550
+  _globals['_GETJWKSREQUEST']._serialized_end=1566
+  _globals['_GETJWKSRESPONSE']._serialized_start=1568
+  _globals['_GETJWKSRESPONSE']._serialized_end=1618
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=1620
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=1678
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=1680
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=1721
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=1723
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=1825
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=1827
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=1873
+  _globals['_GETPROVIDERCREDENTIALREQUEST']._serialized_start=1875
+  _globals['_GETPROVIDERCREDENTIALREQUEST']._serialized_end=1940
+  _globals['_GETPROVIDERCREDENTIALRESPONSE']._serialized_start=1943
+  _globals['_GETPROVIDERCREDENTIALRESPONSE']._serialized_end=2107
+  _globals['_AUTHSERVICE']._serialized_start=2371
+  _globals['_AUTHSERVICE']._serialized_end=3431
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,11 @@ class AuthServiceStub:
                 request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/saga.auth.v1.AuthService/ListUsers',
+                request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
         self.SetApiKeyLimits = channel.unary_unary(
                 '/saga.auth.v1.AuthService/SetApiKeyLimits',
                 request_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.SetApiKeyLimitsRequest.SerializeToString,
@@ -130,14 +135,23 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """Lists a user's API keys (never their secrets), revoked ones included.
+        """Lists a user's API keys (never their secrets), revoked ones included; that user's
+        request context or an admin's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """Revokes one of a user's API keys; NOT_FOUND when the user does not own it.
+        """Revokes one of a user's API keys (that user's request context or an admin's);
+        NOT_FOUND when the user does not own it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Lists every user, oldest first, a page at a time; an admin's request context required.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +232,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.FromString,
+                    response_serializer=saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.SerializeToString,
             ),
             'SetApiKeyLimits': grpc.unary_unary_rpc_method_handler(
                     servicer.SetApiKeyLimits,
@@ -408,6 +427,33 @@ class AuthService:
             '/saga.auth.v1.AuthService/RevokeApiKey',
             saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
             saga_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.auth.v1.AuthService/ListUsers',
+            saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
+            saga_dot_auth_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,9 +52,15 @@ class AuthServiceStub:
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]
     """Creates an API key for a user; the secret is returned only here."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]
-    """Lists a user's API keys (never their secrets), revoked ones included."""
+    """Lists a user's API keys (never their secrets), revoked ones included; that user's
+    request context or an admin's.
+    """
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]
-    """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+    """Revokes one of a user's API keys (that user's request context or an admin's);
+    NOT_FOUND when the user does not own it.
+    """
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]
+    """Lists every user, oldest first, a page at a time; an admin's request context required."""
     SetApiKeyLimits: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetApiKeyLimitsRequest, _auth_pb2.SetApiKeyLimitsResponse]
     """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
     required. NOT_FOUND when no key has that id.
@@ -100,9 +106,15 @@ class AuthServiceAsyncStub(AuthServiceStub):
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key for a user; the secret is returned only here."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]  # type: ignore[assignment]
-    """Lists a user's API keys (never their secrets), revoked ones included."""
+    """Lists a user's API keys (never their secrets), revoked ones included; that user's
+    request context or an admin's.
+    """
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
-    """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+    """Revokes one of a user's API keys (that user's request context or an admin's);
+    NOT_FOUND when the user does not own it.
+    """
+    ListUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """Lists every user, oldest first, a page at a time; an admin's request context required."""
     SetApiKeyLimits: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetApiKeyLimitsRequest, _auth_pb2.SetApiKeyLimitsResponse]  # type: ignore[assignment]
     """Sets (or, with zeros, clears) any API key's own rate limits; an admin's request context
     required. NOT_FOUND when no key has that id.
@@ -175,7 +187,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ListApiKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ListApiKeysResponse, _abc.Awaitable[_auth_pb2.ListApiKeysResponse]]:
-        """Lists a user's API keys (never their secrets), revoked ones included."""
+        """Lists a user's API keys (never their secrets), revoked ones included; that user's
+        request context or an admin's.
+        """
 
     @_abc_1.abstractmethod
     def RevokeApiKey(
@@ -183,7 +197,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.RevokeApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RevokeApiKeyResponse, _abc.Awaitable[_auth_pb2.RevokeApiKeyResponse]]:
-        """Revokes one of a user's API keys; NOT_FOUND when the user does not own it."""
+        """Revokes one of a user's API keys (that user's request context or an admin's);
+        NOT_FOUND when the user does not own it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _auth_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListUsersResponse, _abc.Awaitable[_auth_pb2.ListUsersResponse]]:
+        """Lists every user, oldest first, a page at a time; an admin's request context required."""
 
     @_abc_1.abstractmethod
     def SetApiKeyLimits(

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from saga.auth.v1 import api_keys_pb2 as saga_dot_auth_dot_v1_dot_api__keys__pb2
+from saga.auth.v1 import users_pb2 as saga_dot_auth_dot_v1_dot_users__pb2
 from saga.execution.v1 import common_pb2 as saga_dot_execution_dot_v1_dot_common__pb2
 from saga.execution.v1 import records_pb2 as saga_dot_execution_dot_v1_dot_records__pb2
 from saga.optimizer.v1 import budgets_pb2 as saga_dot_optimizer_dot_v1_dot_budgets__pb2
@@ -33,73 +34,85 @@ from saga.runtime.v1 import price_pb2 as saga_dot_runtime_dot_v1_dot_price__pb2
 from saga.vault.v1 import status_pb2 as saga_dot_vault_dot_v1_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/admin.proto\x12\x0fsaga.gateway.v1\x1a\x1bsaga/auth/v1/api_keys.proto\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\x1a\x1esaga/router/v1/providers.proto\x1a\x1bsaga/runtime/v1/price.proto\x1a\x1asaga/vault/v1/status.proto\".\n\x19GetProviderMetricsRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"Q\n\x1aGetProviderMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"\xf7\x01\n\x14RankProvidersRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x1d\n\x15required_capabilities\x18\x04 \x03(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x05 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"\xd6\x01\n\x15RankProvidersResponse\x12\x31\n\x06ranked\x18\x01 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\x12-\n\x08strategy\x18\x03 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x04 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"d\n\x16SetApiKeyLimitsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\r\x12\x1d\n\x15\x63oncurrent_executions\x18\x03 \x01(\r\"A\n\x17SetApiKeyLimitsResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"Z\n\x12PublishPackRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12&\n\x06prices\x18\x02 \x03(\x0b\x32\x16.saga.runtime.v1.Price\x12\x0e\n\x06source\x18\x03 \x01(\t\"U\n\x13PublishPackResponse\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12-\n\x06health\x18\x02 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x17\n\x15GetVaultStatusRequest\"D\n\x16GetVaultStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.saga.vault.v1.VaultStatus\"\x17\n\x15RotateVaultKeyRequest\"(\n\x16RotateVaultKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"(\n\x12RewrapVaultRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"a\n\x13RewrapVaultResponse\x12\x12\n\nrows_total\x18\x01 \x01(\x03\x12\x11\n\trows_done\x18\x02 \x01(\x03\x12\x15\n\ractive_key_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"l\n\x10SetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x03 \x01(\x03\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\"D\n\x11SetBudgetResponse\x12/\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\"?\n\x19ImportTransactionsRequest\x12\x0b\n\x03\x63sv\x18\x01 \x01(\t\x12\x15\n\rexpected_head\x18\x02 \x01(\t\"l\n\x1aImportTransactionsResponse\x12\x1a\n\x12ledger_commit_hash\x18\x01 \x01(\t\x12\x1c\n\x14previous_commit_hash\x18\x02 \x01(\t\x12\x14\n\x0ctransactions\x18\x03 \x01(\x05\x32\xe9\x0b\n\x0c\x41\x64minService\x12\x61\n\x0eSetProviderKey\x12&.saga.gateway.v1.SetProviderKeyRequest\x1a\'.saga.gateway.v1.SetProviderKeyResponse\x12p\n\x13LinkProviderAccount\x12+.saga.gateway.v1.LinkProviderAccountRequest\x1a,.saga.gateway.v1.LinkProviderAccountResponse\x12X\n\x0bPublishPack\x12#.saga.gateway.v1.PublishPackRequest\x1a$.saga.gateway.v1.PublishPackResponse\x12^\n\rListProviders\x12%.saga.gateway.v1.ListProvidersRequest\x1a&.saga.gateway.v1.ListProvidersResponse\x12\x61\n\x0e\x43heckProviders\x12&.saga.gateway.v1.CheckProvidersRequest\x1a\'.saga.gateway.v1.CheckProvidersResponse\x12^\n\rUpdateMetrics\x12%.saga.gateway.v1.UpdateMetricsRequest\x1a&.saga.gateway.v1.UpdateMetricsResponse\x12m\n\x12SetDefaultStrategy\x12*.saga.gateway.v1.SetDefaultStrategyRequest\x1a+.saga.gateway.v1.SetDefaultStrategyResponse\x12R\n\tSetBudget\x12!.saga.gateway.v1.SetBudgetRequest\x1a\".saga.gateway.v1.SetBudgetResponse\x12\x64\n\x0fSetApiKeyLimits\x12\'.saga.gateway.v1.SetApiKeyLimitsRequest\x1a(.saga.gateway.v1.SetApiKeyLimitsResponse\x12\x61\n\x0eGetVaultStatus\x12&.saga.gateway.v1.GetVaultStatusRequest\x1a\'.saga.gateway.v1.GetVaultStatusResponse\x12\x61\n\x0eRotateVaultKey\x12&.saga.gateway.v1.RotateVaultKeyRequest\x1a\'.saga.gateway.v1.RotateVaultKeyResponse\x12Z\n\x0bRewrapVault\x12#.saga.gateway.v1.RewrapVaultRequest\x1a$.saga.gateway.v1.RewrapVaultResponse0\x01\x12m\n\x12ImportTransactions\x12*.saga.gateway.v1.ImportTransactionsRequest\x1a+.saga.gateway.v1.ImportTransactionsResponse\x12m\n\x12GetProviderMetrics\x12*.saga.gateway.v1.GetProviderMetricsRequest\x1a+.saga.gateway.v1.GetProviderMetricsResponse\x12^\n\rRankProviders\x12%.saga.gateway.v1.RankProvidersRequest\x1a&.saga.gateway.v1.RankProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsaga/gateway/v1/admin.proto\x12\x0fsaga.gateway.v1\x1a\x1bsaga/auth/v1/api_keys.proto\x1a\x18saga/auth/v1/users.proto\x1a\x1esaga/execution/v1/common.proto\x1a\x1fsaga/execution/v1/records.proto\x1a\x1fsaga/optimizer/v1/budgets.proto\x1a\x1fsaga/optimizer/v1/metrics.proto\x1a\x1fsaga/optimizer/v1/ranking.proto\x1a\x1esaga/router/v1/providers.proto\x1a\x1bsaga/runtime/v1/price.proto\x1a\x1asaga/vault/v1/status.proto\".\n\x19GetProviderMetricsRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"Q\n\x1aGetProviderMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"\xf7\x01\n\x14RankProvidersRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\x12\x12\n\ncandidates\x18\x03 \x03(\t\x12\x1d\n\x15required_capabilities\x18\x04 \x03(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x05 \x01(\x03\x12\x1f\n\x17\x65stimated_output_tokens\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"\xd6\x01\n\x15RankProvidersResponse\x12\x31\n\x06ranked\x18\x01 \x03(\x0b\x32!.saga.optimizer.v1.RankedProvider\x12.\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1c.saga.optimizer.v1.Exclusion\x12-\n\x08strategy\x18\x03 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x04 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"d\n\x16SetApiKeyLimitsRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13requests_per_minute\x18\x02 \x01(\r\x12\x1d\n\x15\x63oncurrent_executions\x18\x03 \x01(\r\"A\n\x17SetApiKeyLimitsResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x11ListUsersResponse\x12%\n\x05users\x18\x01 \x03(\x0b\x32\x16.saga.auth.v1.UserInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x16ListUserApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"A\n\x17ListUserApiKeysResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\":\n\x17RevokeUserApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"B\n\x18RevokeUserApiKeyResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.saga.auth.v1.ApiKeyInfo\":\n\x15SetProviderKeyRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\")\n\x16SetProviderKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"f\n\x1aLinkProviderAccountRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\".\n\x1bLinkProviderAccountResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"Z\n\x12PublishPackRequest\x12\x0c\n\x04\x61sof\x18\x01 \x01(\t\x12&\n\x06prices\x18\x02 \x03(\x0b\x32\x16.saga.runtime.v1.Price\x12\x0e\n\x06source\x18\x03 \x01(\t\"U\n\x13PublishPackResponse\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12-\n\x06health\x18\x02 \x01(\x0b\x32\x1d.saga.execution.v1.PackHealth\"\x16\n\x14ListProvidersRequest\"v\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.saga.router.v1.ProviderInfo\x12,\n\x06outbox\x18\x02 \x01(\x0b\x32\x1c.saga.router.v1.OutboxStatus\"*\n\x15\x43heckProvidersRequest\x12\x11\n\tproviders\x18\x01 \x03(\t\"H\n\x16\x43heckProvidersResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.saga.router.v1.ProviderCheck\"H\n\x14UpdateMetricsRequest\x12\x30\n\x06priors\x18\x01 \x03(\x0b\x32 .saga.optimizer.v1.ProviderPrior\"L\n\x15UpdateMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".saga.optimizer.v1.ProviderMetrics\"w\n\x19SetDefaultStrategyRequest\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"x\n\x1aSetDefaultStrategyResponse\x12-\n\x08strategy\x18\x01 \x01(\x0e\x32\x1b.saga.execution.v1.Strategy\x12+\n\x07weights\x18\x02 \x01(\x0b\x32\x1a.saga.optimizer.v1.Weights\"\x17\n\x15GetVaultStatusRequest\"D\n\x16GetVaultStatusResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.saga.vault.v1.VaultStatus\"\x17\n\x15RotateVaultKeyRequest\"(\n\x16RotateVaultKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"(\n\x12RewrapVaultRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\"a\n\x13RewrapVaultResponse\x12\x12\n\nrows_total\x18\x01 \x01(\x03\x12\x11\n\trows_done\x18\x02 \x01(\x03\x12\x15\n\ractive_key_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"l\n\x10SetBudgetRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x18\n\x10\x61mount_micro_usd\x18\x03 \x01(\x03\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\"D\n\x11SetBudgetResponse\x12/\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x1f.saga.optimizer.v1.BudgetStatus\"?\n\x19ImportTransactionsRequest\x12\x0b\n\x03\x63sv\x18\x01 \x01(\t\x12\x15\n\rexpected_head\x18\x02 \x01(\t\"l\n\x1aImportTransactionsResponse\x12\x1a\n\x12ledger_commit_hash\x18\x01 \x01(\t\x12\x1c\n\x14previous_commit_hash\x18\x02 \x01(\t\x12\x14\n\x0ctransactions\x18\x03 \x01(\x05\x32\x8c\x0e\n\x0c\x41\x64minService\x12\x61\n\x0eSetProviderKey\x12&.saga.gateway.v1.SetProviderKeyRequest\x1a\'.saga.gateway.v1.SetProviderKeyResponse\x12p\n\x13LinkProviderAccount\x12+.saga.gateway.v1.LinkProviderAccountRequest\x1a,.saga.gateway.v1.LinkProviderAccountResponse\x12X\n\x0bPublishPack\x12#.saga.gateway.v1.PublishPackRequest\x1a$.saga.gateway.v1.PublishPackResponse\x12^\n\rListProviders\x12%.saga.gateway.v1.ListProvidersRequest\x1a&.saga.gateway.v1.ListProvidersResponse\x12\x61\n\x0e\x43heckProviders\x12&.saga.gateway.v1.CheckProvidersRequest\x1a\'.saga.gateway.v1.CheckProvidersResponse\x12^\n\rUpdateMetrics\x12%.saga.gateway.v1.UpdateMetricsRequest\x1a&.saga.gateway.v1.UpdateMetricsResponse\x12m\n\x12SetDefaultStrategy\x12*.saga.gateway.v1.SetDefaultStrategyRequest\x1a+.saga.gateway.v1.SetDefaultStrategyResponse\x12R\n\tSetBudget\x12!.saga.gateway.v1.SetBudgetRequest\x1a\".saga.gateway.v1.SetBudgetResponse\x12\x64\n\x0fSetApiKeyLimits\x12\'.saga.gateway.v1.SetApiKeyLimitsRequest\x1a(.saga.gateway.v1.SetApiKeyLimitsResponse\x12R\n\tListUsers\x12!.saga.gateway.v1.ListUsersRequest\x1a\".saga.gateway.v1.ListUsersResponse\x12\x64\n\x0fListUserApiKeys\x12\'.saga.gateway.v1.ListUserApiKeysRequest\x1a(.saga.gateway.v1.ListUserApiKeysResponse\x12g\n\x10RevokeUserApiKey\x12(.saga.gateway.v1.RevokeUserApiKeyRequest\x1a).saga.gateway.v1.RevokeUserApiKeyResponse\x12\x61\n\x0eGetVaultStatus\x12&.saga.gateway.v1.GetVaultStatusRequest\x1a\'.saga.gateway.v1.GetVaultStatusResponse\x12\x61\n\x0eRotateVaultKey\x12&.saga.gateway.v1.RotateVaultKeyRequest\x1a\'.saga.gateway.v1.RotateVaultKeyResponse\x12Z\n\x0bRewrapVault\x12#.saga.gateway.v1.RewrapVaultRequest\x1a$.saga.gateway.v1.RewrapVaultResponse0\x01\x12m\n\x12ImportTransactions\x12*.saga.gateway.v1.ImportTransactionsRequest\x1a+.saga.gateway.v1.ImportTransactionsResponse\x12m\n\x12GetProviderMetrics\x12*.saga.gateway.v1.GetProviderMetricsRequest\x1a+.saga.gateway.v1.GetProviderMetricsResponse\x12^\n\rRankProviders\x12%.saga.gateway.v1.RankProvidersRequest\x1a&.saga.gateway.v1.RankProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saga.gateway.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETPROVIDERMETRICSREQUEST']._serialized_start=330
-  _globals['_GETPROVIDERMETRICSREQUEST']._serialized_end=376
-  _globals['_GETPROVIDERMETRICSRESPONSE']._serialized_start=378
-  _globals['_GETPROVIDERMETRICSRESPONSE']._serialized_end=459
-  _globals['_RANKPROVIDERSREQUEST']._serialized_start=462
-  _globals['_RANKPROVIDERSREQUEST']._serialized_end=709
-  _globals['_RANKPROVIDERSRESPONSE']._serialized_start=712
-  _globals['_RANKPROVIDERSRESPONSE']._serialized_end=926
-  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_start=928
-  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_end=1028
-  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_start=1030
-  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_end=1095
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=1097
-  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=1155
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=1157
-  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=1198
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=1200
-  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=1302
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=1304
-  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=1350
-  _globals['_PUBLISHPACKREQUEST']._serialized_start=1352
-  _globals['_PUBLISHPACKREQUEST']._serialized_end=1442
-  _globals['_PUBLISHPACKRESPONSE']._serialized_start=1444
-  _globals['_PUBLISHPACKRESPONSE']._serialized_end=1529
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1531
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1553
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1555
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1673
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=1675
-  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=1717
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=1719
-  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=1791
-  _globals['_UPDATEMETRICSREQUEST']._serialized_start=1793
-  _globals['_UPDATEMETRICSREQUEST']._serialized_end=1865
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=1867
-  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=1943
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=1945
-  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=2064
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=2066
-  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=2186
-  _globals['_GETVAULTSTATUSREQUEST']._serialized_start=2188
-  _globals['_GETVAULTSTATUSREQUEST']._serialized_end=2211
-  _globals['_GETVAULTSTATUSRESPONSE']._serialized_start=2213
-  _globals['_GETVAULTSTATUSRESPONSE']._serialized_end=2281
-  _globals['_ROTATEVAULTKEYREQUEST']._serialized_start=2283
-  _globals['_ROTATEVAULTKEYREQUEST']._serialized_end=2306
-  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_start=2308
-  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_end=2348
-  _globals['_REWRAPVAULTREQUEST']._serialized_start=2350
-  _globals['_REWRAPVAULTREQUEST']._serialized_end=2390
-  _globals['_REWRAPVAULTRESPONSE']._serialized_start=2392
-  _globals['_REWRAPVAULTRESPONSE']._serialized_end=2489
-  _globals['_SETBUDGETREQUEST']._serialized_start=2491
-  _globals['_SETBUDGETREQUEST']._serialized_end=2599
-  _globals['_SETBUDGETRESPONSE']._serialized_start=2601
-  _globals['_SETBUDGETRESPONSE']._serialized_end=2669
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=2671
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=2734
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=2736
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=2844
-  _globals['_ADMINSERVICE']._serialized_start=2847
-  _globals['_ADMINSERVICE']._serialized_end=4360
+  _globals['_GETPROVIDERMETRICSREQUEST']._serialized_start=356
+  _globals['_GETPROVIDERMETRICSREQUEST']._serialized_end=402
+  _globals['_GETPROVIDERMETRICSRESPONSE']._serialized_start=404
+  _globals['_GETPROVIDERMETRICSRESPONSE']._serialized_end=485
+  _globals['_RANKPROVIDERSREQUEST']._serialized_start=488
+  _globals['_RANKPROVIDERSREQUEST']._serialized_end=735
+  _globals['_RANKPROVIDERSRESPONSE']._serialized_start=738
+  _globals['_RANKPROVIDERSRESPONSE']._serialized_end=952
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_start=954
+  _globals['_SETAPIKEYLIMITSREQUEST']._serialized_end=1054
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_start=1056
+  _globals['_SETAPIKEYLIMITSRESPONSE']._serialized_end=1121
+  _globals['_LISTUSERSREQUEST']._serialized_start=1123
+  _globals['_LISTUSERSREQUEST']._serialized_end=1180
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1182
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1265
+  _globals['_LISTUSERAPIKEYSREQUEST']._serialized_start=1267
+  _globals['_LISTUSERAPIKEYSREQUEST']._serialized_end=1308
+  _globals['_LISTUSERAPIKEYSRESPONSE']._serialized_start=1310
+  _globals['_LISTUSERAPIKEYSRESPONSE']._serialized_end=1375
+  _globals['_REVOKEUSERAPIKEYREQUEST']._serialized_start=1377
+  _globals['_REVOKEUSERAPIKEYREQUEST']._serialized_end=1435
+  _globals['_REVOKEUSERAPIKEYRESPONSE']._serialized_start=1437
+  _globals['_REVOKEUSERAPIKEYRESPONSE']._serialized_end=1503
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_start=1505
+  _globals['_SETPROVIDERKEYREQUEST']._serialized_end=1563
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_start=1565
+  _globals['_SETPROVIDERKEYRESPONSE']._serialized_end=1606
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_start=1608
+  _globals['_LINKPROVIDERACCOUNTREQUEST']._serialized_end=1710
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_start=1712
+  _globals['_LINKPROVIDERACCOUNTRESPONSE']._serialized_end=1758
+  _globals['_PUBLISHPACKREQUEST']._serialized_start=1760
+  _globals['_PUBLISHPACKREQUEST']._serialized_end=1850
+  _globals['_PUBLISHPACKRESPONSE']._serialized_start=1852
+  _globals['_PUBLISHPACKRESPONSE']._serialized_end=1937
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1939
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1961
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1963
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2081
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_start=2083
+  _globals['_CHECKPROVIDERSREQUEST']._serialized_end=2125
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_start=2127
+  _globals['_CHECKPROVIDERSRESPONSE']._serialized_end=2199
+  _globals['_UPDATEMETRICSREQUEST']._serialized_start=2201
+  _globals['_UPDATEMETRICSREQUEST']._serialized_end=2273
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_start=2275
+  _globals['_UPDATEMETRICSRESPONSE']._serialized_end=2351
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_start=2353
+  _globals['_SETDEFAULTSTRATEGYREQUEST']._serialized_end=2472
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_start=2474
+  _globals['_SETDEFAULTSTRATEGYRESPONSE']._serialized_end=2594
+  _globals['_GETVAULTSTATUSREQUEST']._serialized_start=2596
+  _globals['_GETVAULTSTATUSREQUEST']._serialized_end=2619
+  _globals['_GETVAULTSTATUSRESPONSE']._serialized_start=2621
+  _globals['_GETVAULTSTATUSRESPONSE']._serialized_end=2689
+  _globals['_ROTATEVAULTKEYREQUEST']._serialized_start=2691
+  _globals['_ROTATEVAULTKEYREQUEST']._serialized_end=2714
+  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_start=2716
+  _globals['_ROTATEVAULTKEYRESPONSE']._serialized_end=2756
+  _globals['_REWRAPVAULTREQUEST']._serialized_start=2758
+  _globals['_REWRAPVAULTREQUEST']._serialized_end=2798
+  _globals['_REWRAPVAULTRESPONSE']._serialized_start=2800
+  _globals['_REWRAPVAULTRESPONSE']._serialized_end=2897
+  _globals['_SETBUDGETREQUEST']._serialized_start=2899
+  _globals['_SETBUDGETREQUEST']._serialized_end=3007
+  _globals['_SETBUDGETRESPONSE']._serialized_start=3009
+  _globals['_SETBUDGETRESPONSE']._serialized_end=3077
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=3079
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=3142
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=3144
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=3252
+  _globals['_ADMINSERVICE']._serialized_start=3255
+  _globals['_ADMINSERVICE']._serialized_end=5059
 # @@protoc_insertion_point(module_scope)

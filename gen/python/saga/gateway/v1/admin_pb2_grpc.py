@@ -80,6 +80,21 @@ class AdminServiceStub:
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.SerializeToString,
                 response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.FromString,
                 _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/ListUsers',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.ListUserApiKeys = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/ListUserApiKeys',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeUserApiKey = channel.unary_unary(
+                '/saga.gateway.v1.AdminService/RevokeUserApiKey',
+                request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyRequest.SerializeToString,
+                response_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyResponse.FromString,
+                _registered_method=True)
         self.GetVaultStatus = channel.unary_unary(
                 '/saga.gateway.v1.AdminService/GetVaultStatus',
                 request_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.GetVaultStatusRequest.SerializeToString,
@@ -181,6 +196,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsers(self, request, context):
+        """Every user, oldest first, a page at a time (auth's ListUsers; same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUserApiKeys(self, request, context):
+        """Any user's API keys, never their secrets, revoked ones included (auth's ListApiKeys;
+        same field numbers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUserApiKey(self, request, context):
+        """Revokes any user's API key, felt within the gateway's credential cache (auth's
+        RevokeApiKey; same field numbers). NOT_FOUND when that user owns no such key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetVaultStatus(self, request, context):
         """Vault state and key usage, never secrets (token-vault GetStatus).
         """
@@ -275,6 +313,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetApiKeyLimits,
                     request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.FromString,
                     response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'ListUserApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserApiKeys,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysResponse.SerializeToString,
+            ),
+            'RevokeUserApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUserApiKey,
+                    request_deserializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyRequest.FromString,
+                    response_serializer=saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyResponse.SerializeToString,
             ),
             'GetVaultStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVaultStatus,
@@ -551,6 +604,87 @@ class AdminService:
             '/saga.gateway.v1.AdminService/SetApiKeyLimits',
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsRequest.SerializeToString,
             saga_dot_gateway_dot_v1_dot_admin__pb2.SetApiKeyLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/ListUsers',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/ListUserApiKeys',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.ListUserApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUserApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saga.gateway.v1.AdminService/RevokeUserApiKey',
+            saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyRequest.SerializeToString,
+            saga_dot_gateway_dot_v1_dot_admin__pb2.RevokeUserApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

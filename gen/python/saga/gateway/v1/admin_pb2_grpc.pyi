@@ -57,6 +57,16 @@ class AdminServiceStub:
     """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
     credential cache (auth's SetApiKeyLimits; same field numbers).
     """
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]
+    """Every user, oldest first, a page at a time (auth's ListUsers; same field numbers)."""
+    ListUserApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUserApiKeysRequest, _admin_pb2.ListUserApiKeysResponse]
+    """Any user's API keys, never their secrets, revoked ones included (auth's ListApiKeys;
+    same field numbers).
+    """
+    RevokeUserApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeUserApiKeyRequest, _admin_pb2.RevokeUserApiKeyResponse]
+    """Revokes any user's API key, felt within the gateway's credential cache (auth's
+    RevokeApiKey; same field numbers). NOT_FOUND when that user owns no such key.
+    """
     GetVaultStatus: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
     RotateVaultKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateVaultKeyRequest, _admin_pb2.RotateVaultKeyResponse]
@@ -106,6 +116,16 @@ class AdminServiceAsyncStub(AdminServiceStub):
     SetApiKeyLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetApiKeyLimitsRequest, _admin_pb2.SetApiKeyLimitsResponse]  # type: ignore[assignment]
     """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
     credential cache (auth's SetApiKeyLimits; same field numbers).
+    """
+    ListUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """Every user, oldest first, a page at a time (auth's ListUsers; same field numbers)."""
+    ListUserApiKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUserApiKeysRequest, _admin_pb2.ListUserApiKeysResponse]  # type: ignore[assignment]
+    """Any user's API keys, never their secrets, revoked ones included (auth's ListApiKeys;
+    same field numbers).
+    """
+    RevokeUserApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeUserApiKeyRequest, _admin_pb2.RevokeUserApiKeyResponse]  # type: ignore[assignment]
+    """Revokes any user's API key, felt within the gateway's credential cache (auth's
+    RevokeApiKey; same field numbers). NOT_FOUND when that user owns no such key.
     """
     GetVaultStatus: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetVaultStatusRequest, _admin_pb2.GetVaultStatusResponse]  # type: ignore[assignment]
     """Vault state and key usage, never secrets (token-vault GetStatus)."""
@@ -207,6 +227,34 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.SetApiKeyLimitsResponse, _abc.Awaitable[_admin_pb2.SetApiKeyLimitsResponse]]:
         """Sets (or, with zeros, clears) an API key's own rate limits, felt within the gateway's
         credential cache (auth's SetApiKeyLimits; same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _admin_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListUsersResponse, _abc.Awaitable[_admin_pb2.ListUsersResponse]]:
+        """Every user, oldest first, a page at a time (auth's ListUsers; same field numbers)."""
+
+    @_abc_1.abstractmethod
+    def ListUserApiKeys(
+        self,
+        request: _admin_pb2.ListUserApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListUserApiKeysResponse, _abc.Awaitable[_admin_pb2.ListUserApiKeysResponse]]:
+        """Any user's API keys, never their secrets, revoked ones included (auth's ListApiKeys;
+        same field numbers).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeUserApiKey(
+        self,
+        request: _admin_pb2.RevokeUserApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeUserApiKeyResponse, _abc.Awaitable[_admin_pb2.RevokeUserApiKeyResponse]]:
+        """Revokes any user's API key, felt within the gateway's credential cache (auth's
+        RevokeApiKey; same field numbers). NOT_FOUND when that user owns no such key.
         """
 
     @_abc_1.abstractmethod
