@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.chain import rss_mib
 from bench.streams import (
     Stream,
@@ -101,6 +104,23 @@ async def plateau(pids: dict[str, int], seconds: float, every: float) -> dict[st
     return samples.plateau()
 
 
+async def unhappy_rpcs(metrics_ports: dict[str, int]) -> dict[str, float]:
+    """Each service's RPCs that ended with a code other than OK (`saga_rpc_server_handled`),
+    as `service method code`: where along the chain a broken stream broke first."""
+    found: dict[str, float] = {}
+    async with aiohttp.ClientSession() as http:
+        for service, port in metrics_ports.items():
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    code = sample.labels.get("code", "OK")
+                    if sample.name == "saga_rpc_server_handled_total" and code != "OK":
+                        key = f"{service} {sample.labels['method']} {code}"
+                        found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     """Each aim of the soak, met or not."""
     before, after = result["rss_total_mib"]["before"], result["rss_total_mib"]["after"]
@@ -147,6 +167,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 stop.set()
                 await sampler
+                unhappy = await unhappy_rpcs(saga.metrics_ports)
             await asyncio.sleep(args.settle_s)
             after = await plateau(pids, args.plateau_s, args.sample_s)
     failed = [s.error for s in streams if s.error]
@@ -179,6 +200,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "after": sum(after.values()),
         },
         "peak_fds": during.peak_fds(),
+        "unhappy_rpcs": unhappy,
     }
     result["verdicts"] = verdicts(result)
     return result
@@ -210,6 +232,8 @@ def report(result: dict[str, Any]) -> str:
             row("after"),
             "  open descriptors at peak: "
             + ", ".join(f"{k} {v}" for k, v in result["peak_fds"].items()),
+            "RPCs that did not end OK (service, method, code: count): "
+            + (", ".join(f"{k}: {v:.0f}" for k, v in result["unhappy_rpcs"].items()) or "none"),
             "Verdicts: "
             + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result["verdicts"].items()),
         ]

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ class Endpoint:
     address: str
     api_key: str
     pids: dict[str, int]
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each process's Prometheus port (Saga's services only)."""
 
 
 @dataclass
@@ -91,7 +93,12 @@ async def started(
             stack, ready = await stack_of.enter_async_context(saga_stack(base_url, root / "stack"))
             pids = {s: stack.processes[s].pid for s in SERVICES}
             endpoints["saga"] = Endpoint(
-                "saga", "grpc", stack.target("gateway"), stack.admin_key(), pids
+                "saga",
+                "grpc",
+                stack.target("gateway"),
+                stack.admin_key(),
+                pids,
+                {s: stack.ports[s].metrics_port for s in SERVICES},
             )
         if "relay" in names:
             address, pids = await stack_of.enter_async_context(relay_chain(base_url))
