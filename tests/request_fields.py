@@ -166,6 +166,7 @@ FIELDS: dict[str, dict[str, Verdict]] = {
         "outcomes.occurred_at": acted("services/optimizer/ledger.py"),
         "outcomes.pattern_id": acted("services/optimizer/ledger.py"),
         "outcomes.charge_micro_usd": acted("services/optimizer/ledger.py"),
+        "outcomes.traceparent": acted("services/optimizer/servicer.py"),
     },
     "saga.optimizer.v1.GetMetricsRequest": {
         "providers": acted("services/optimizer/servicer.py"),

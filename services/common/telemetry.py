@@ -15,7 +15,8 @@ Call `setup_tracing` before any server or channel is created.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import Token
 from typing import Any
 
@@ -76,6 +77,24 @@ def start_server_span(method: str, metadata: Iterable[tuple[str, Any]] | None) -
     )
     otel_context.attach(trace.set_span_in_context(span, parent))
     return span
+
+
+MAX_TRACEPARENT_CHARS = 128
+"""A traceparent carried in a message (not metadata) longer than this is not parsed."""
+
+
+@contextmanager
+def span_in_trace(name: str, traceparent: str, **attributes: Any) -> Iterator[Span]:
+    """An INTERNAL span, current inside the block, as the child of `traceparent` — a trace
+    context carried in a message rather than in the call's metadata (the optimizer records
+    many calls' outcomes in one RPC, each in its own run's trace). An empty or invalid one
+    gives a root span, never the child of whatever is current."""
+    carrier = {"traceparent": traceparent} if 0 < len(traceparent) <= MAX_TRACEPARENT_CHARS else {}
+    parent = _propagator.extract(carrier) if carrier else otel_context.Context()
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+    ) as span:
+        yield span
 
 
 def end_server_span(span: Span, code: str) -> None:

@@ -17,6 +17,7 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.guard import Context
 from services.common.strategy import Strategy
 from services.common.strategy_proto import TO_PROTO
+from services.common.telemetry import span_in_trace
 from services.optimizer import messages
 from services.optimizer.budgets import Budgets
 from services.optimizer.ledger import Ledger, UsageRecord
@@ -190,9 +191,9 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             accepted += len(stored)
             duplicates += len(records) - len(stored)
             accepted_ids += [r.outcome_id for r in records]
+            _log_in_their_traces(stored, {o.outcome_id: o.traceparent for o in batch.outcomes})
             learned = False
             for r in stored:
-                _log_outcome(r)
                 sample = r.sample()
                 if sample is not None:
                     learned |= self._live.record(r.provider, sample, now)
@@ -402,6 +403,23 @@ def _rejected(
     return optimizer_pb2.RejectedOutcome(
         outcome_id=outcome_id, index=index, field=found.field, problem=found.problem
     )
+
+
+def _log_in_their_traces(stored: Sequence[UsageRecord], traceparents: dict[str, str]) -> None:
+    """Log the stored outcomes, each call's inside a span of that call's trace (a router
+    ships many calls' outcomes in one RecordOutcomes: the RPC's own span is in no run's
+    trace)."""
+    by_trace: dict[str, list[UsageRecord]] = {}
+    for r in stored:
+        by_trace.setdefault(traceparents.get(r.outcome_id, ""), []).append(r)
+    for traceparent, records in by_trace.items():
+        if not traceparent:
+            for r in records:
+                _log_outcome(r)
+            continue
+        with span_in_trace("saga.optimizer.record_outcomes", traceparent, outcomes=len(records)):
+            for r in records:
+                _log_outcome(r)
 
 
 def _log_outcome(record: UsageRecord) -> None:

@@ -45,12 +45,17 @@ Backlog. Every `KEEP_INTERVAL_SECONDS` the keeper also reads the backlog (rows, 
 age, attempts in flight, dead letters): `status()` for ListProviders reads them afresh,
 `gauges()` (the metrics, at scrape time) the latest reading, with the age as of the scrape.
 
-Traces. Each row keeps the W3C `traceparent` of the Reason call that produced it. Rows are
-shipped grouped by it: while a round holds at most `traced_groups` calls' outcomes (the
-normal case: the shipper keeps up), each group is one RecordOutcomes call sent under its own
-trace context, so the optimizer's span joins the run's trace. A larger round (a backlog, after
-the optimizer was down) goes as one untraced call: catching up quickly matters more then
-than trace links to runs that ended long ago.
+Traces. Each row keeps the W3C `traceparent` of the Reason call that produced it, and its
+outcome travels with it (`Outcome.traceparent`): the optimizer records each call's outcomes
+in a span of that call's trace. So a round is one RecordOutcomes call, however many calls'
+outcomes it holds — one call per Reason cost the router and the optimizer a gRPC call's CPU
+each (bench/README.md, "one RecordOutcomes per round") — and it is sent untraced.
+
+Rounds. A commit wakes the shipper, which then lets `linger` (`SHIP_LINGER_SECONDS`) pass
+before it reads, so that under load one round gathers the outcomes of many commits; it goes
+on at once while full rounds (`batch_size`) are waiting. An outcome therefore reaches the
+optimizer's live metrics about that much later than it is committed; it is durable from the
+commit on.
 
 Running and stopping. `run_in(lifecycle)` spawns the writer, the shipper and the keeper as
 supervised tasks and registers `flush`, which waits for what is queued to be committed, as shutdown
@@ -93,6 +98,8 @@ log = logging.getLogger("saga.router.outbox")
 SEND_TIMEOUT_SECONDS = 5.0
 INITIAL_BACKOFF_SECONDS = 0.2
 MAX_WRITE_BATCH = 500  # rows per commit, to bound a statement's size
+SHIP_LINGER_SECONDS = 0.05
+"""How long the shipper lets outcomes gather before a round that is not full."""
 KEEP_INTERVAL_SECONDS = 1.0
 """How often the keeper renews leases, adopts crashed routers' attempts and reads the
 backlog."""
@@ -113,6 +120,14 @@ async def _shielded(statement: Coroutine[Any, Any, T]) -> T:
     """Run a database statement to its end even if the caller is cancelled (at shutdown):
     outcomes whose write has begun are kept, not rolled back with the cancelled task."""
     return await asyncio.shield(statement)
+
+
+def _outcome(row: _Row) -> optimizer_pb2.Outcome:
+    """A stored row's outcome as shipped: with its call's traceparent (kept in its own
+    column, so rows stored before the field existed carry it too)."""
+    outcome = optimizer_pb2.Outcome.FromString(row.payload)
+    outcome.traceparent = row.traceparent
+    return outcome
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -178,7 +193,7 @@ class Outbox:
         *,
         batch_size: int = 200,
         max_backoff: float = 10.0,
-        traced_groups: int = 8,
+        linger: float = SHIP_LINGER_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -186,7 +201,7 @@ class Outbox:
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
         self._batch_size = batch_size
         self._max_backoff = max_backoff
-        self._traced_groups = traced_groups
+        self._linger = linger
         self._queue: list[_Queued] = []
         self._owner = secrets.token_hex(8)  # this process, as the owner of held attempts
         self._held: set[str] = set()  # ids held by this process and not yet ended
@@ -430,9 +445,12 @@ class Outbox:
                     # Re-check: a commit may have landed between the read and the clear.
                     if not await self._oldest():
                         await self._committed.wait()
+                    await asyncio.sleep(self._linger)  # let the next commits join
                     continue
-                await self._ship(rows)
+                await self._send(rows)
                 failures = 0
+                if len(rows) < self._batch_size:
+                    await asyncio.sleep(self._linger)
             except grpc.aio.AioRpcError as error:
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
@@ -463,33 +481,14 @@ class Outbox:
             for r in rows
         ]
 
-    async def _ship(self, rows: list[_Row]) -> None:
-        groups: dict[str, list[_Row]] = {}
-        for row in rows:
-            groups.setdefault(row.traceparent, []).append(row)
-        if len(groups) <= self._traced_groups:
-            results = await asyncio.gather(
-                *(self._send(group, tp) for tp, group in groups.items()), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-        else:
-            await self._send(rows, "")
-
-    async def _send(self, rows: list[_Row], traceparent: str) -> None:
-        """One RecordOutcomes call for `rows` under `traceparent`; delete the rows the
-        optimizer acknowledged and dead-letter those it refused. A refusal of the whole
-        call (INVALID_ARGUMENT) sends the rows again one by one."""
-        request = optimizer_pb2.RecordOutcomesRequest(
-            outcomes=[optimizer_pb2.Outcome.FromString(r.payload) for r in rows]
-        )
-        # The peer channel injects the current context: make it the row's.
-        token = otel_context.attach(
-            _propagator.extract({"traceparent": traceparent})
-            if traceparent
-            else otel_context.Context()
-        )
+    async def _send(self, rows: list[_Row]) -> None:
+        """One RecordOutcomes call for `rows`, each outcome with its call's traceparent;
+        delete the rows the optimizer acknowledged and dead-letter those it refused. A
+        refusal of the whole call (INVALID_ARGUMENT) sends the rows again one by one."""
+        request = optimizer_pb2.RecordOutcomesRequest(outcomes=[_outcome(r) for r in rows])
+        # Untraced: the call carries many runs' outcomes (the peer channel would otherwise
+        # inject whatever context is current).
+        token = otel_context.attach(otel_context.Context())
         try:
             reply = await self._stub.RecordOutcomes(iter([request]), timeout=SEND_TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as error:
@@ -497,7 +496,7 @@ class Outbox:
                 raise
             if len(rows) > 1:
                 for row in rows:
-                    await self._send([row], traceparent)
+                    await self._send([row])
                 return
             await self._dead_letter(rows[0], error.details() or "refused")
             return

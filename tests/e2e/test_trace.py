@@ -63,7 +63,7 @@ async def test_execute_is_one_trace_across_every_service(tmp_path: Path) -> None
     assert all(s.parent_id in ids for s in spans if s.parent_id), "a span's parent is missing"
     names = {(s.service, s.name) for s in spans}
     assert ("auth", "/saga.auth.v1.AuthService/Authenticate") in names
-    assert ("optimizer", "/saga.optimizer.v1.OptimizerService/RecordOutcomes") in names
+    assert ("optimizer", "saga.optimizer.record_outcomes") in names
     assert not [s for s in collector.spans if "grpc.health" in s.name]
 
 

@@ -6,6 +6,7 @@ the capability filter."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -161,7 +162,17 @@ async def test_many_inputs_go_in_batches_each_an_accounted_attempt(
 
 async def ledger_row(stack: Stack, provider: str) -> records_pb2.UsageRow:
     """The ledger's row of `provider` as it stands (an empty one before any call), once the
-    outbox shipped every attempt the router holds."""
+    outbox shipped every attempt the router holds (an earlier test's outcome may still be on
+    its way: the outbox ships in rounds)."""
+    async with stack.channel_as("gateway", "router") as ch:
+        router = router_pb2_grpc.RouterServiceStub(ch)
+        for _ in range(200):
+            listed = await router.ListProviders(router_pb2.ListProvidersRequest(), timeout=5)
+            if listed.outbox.backlog == 0 and listed.outbox.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the router's outbox never emptied: {listed.outbox}")
     async with stack.channel_as("gateway", "optimizer") as ch:
         reply = await optimizer_pb2_grpc.OptimizerServiceStub(ch).GetUsage(
             optimizer_pb2.GetUsageRequest(

@@ -1,5 +1,7 @@
 """Outcomes are reported in the background yet stay in the call's trace: the optimizer's
-span for recording a Reason call's outcome carries the trace id of that call."""
+span for recording a Reason call's outcome carries the trace id of that call (the outcome
+carries the call's traceparent; the RecordOutcomes call itself, which may carry many calls'
+outcomes, is untraced)."""
 
 from __future__ import annotations
 
@@ -56,9 +58,7 @@ async def test_the_outcome_is_recorded_in_the_calls_trace(tmp_path: Path) -> Non
     (reason,) = [s for s in spans if s.name.endswith("RouterService/Reason")]
     assert (reason.service, reason.parent_id) == ("router", PARENT_ID)
     recorded = [
-        s
-        for s in spans
-        if s.service == "optimizer" and s.name.endswith("OptimizerService/RecordOutcomes")
+        s for s in spans if s.service == "optimizer" and s.name == "saga.optimizer.record_outcomes"
     ]
     assert len(recorded) == 1, [(s.service, s.name) for s in spans]
     # The optimizer's span hangs off the router's Reason span (no client spans are made).

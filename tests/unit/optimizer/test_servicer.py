@@ -225,6 +225,25 @@ async def test_record_outcomes_counts_each_id_once(
     assert sorted(again.accepted_ids) == ["exe_a:s:1", "exe_a:s:2"]  # acknowledged, each
 
 
+async def test_an_outcome_is_never_refused_for_its_traceparent(
+    as_router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
+) -> None:
+    traces = {
+        "exe_tp:s:1": "00-5af7183fb1d4cf5f11b2d3a4e5f60718-00f067aa0ba902b7-01",  # valid
+        "exe_tp:s:2": "not a traceparent",
+        "exe_tp:s:3": "00-" + "a" * 5000,  # over the cap: not parsed
+        "exe_tp:s:4": "",
+    }
+    batch = [outcome(i) for i in traces]
+    for o in batch:
+        o.traceparent = traces[o.outcome_id]
+    reply = await as_router.RecordOutcomes(
+        iter([optimizer_pb2.RecordOutcomesRequest(outcomes=batch)]), timeout=5
+    )
+    assert (reply.accepted, list(reply.rejected)) == (4, [])
+    assert sorted(reply.accepted_ids) == sorted(traces)
+
+
 async def test_a_bad_outcome_is_rejected_alone_and_the_others_are_recorded(
     as_router: optimizer_pb2_grpc.OptimizerServiceAsyncStub,
 ) -> None:

@@ -1,9 +1,10 @@
 """The outbox against a fake optimizer (a real gRPC server on loopback answering
 RecordOutcomes), on SQLite and PostgreSQL: rows are stored before `add` resolves, deleted only
-once acknowledged, kept and resent while the optimizer fails, and shipped under their own
-trace when few; an outcome the optimizer refuses is dead-lettered alone (answered one by one,
-or sent again one by one to an optimizer that refuses whole batches); attempts held in flight
-are replaced by their outcome, and a crashed router's are shipped once their lease ran out."""
+once acknowledged, kept and resent while the optimizer fails, and shipped in one untraced call
+a round, each outcome with its call's traceparent; an outcome the optimizer refuses is
+dead-lettered alone (answered one by one, or sent again one by one to an optimizer that
+refuses whole batches); attempts held in flight are replaced by their outcome, and a crashed
+router's are shipped once their lease ran out."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class FakeOptimizer(optimizer_pb2_grpc.OptimizerServiceServicer):
     refuse_batches: bool = False
     calls: list[tuple[list[str], str]] = field(default_factory=list)
     received: list[optimizer_pb2.Outcome] = field(default_factory=list)
+    traces: dict[str, str] = field(default_factory=dict)
+    """Each shipped outcome's own traceparent (`Outcome.traceparent`)."""
 
     async def RecordOutcomes(self, request_iterator: Any, context: Any) -> Any:
         if self.failures:
@@ -61,6 +64,7 @@ class FakeOptimizer(optimizer_pb2_grpc.OptimizerServiceServicer):
         good = [o for o in outcomes if all(o is not b for _, b, _ in bad)]
         metadata = dict(context.invocation_metadata())
         self.calls.append(([o.outcome_id for o in good], str(metadata.get("traceparent", ""))))
+        self.traces.update((o.outcome_id, o.traceparent) for o in good)
         self.received += good
         if not self.judge:
             return optimizer_pb2.RecordOutcomesResponse(accepted=len(good))
@@ -188,32 +192,53 @@ async def test_rows_left_by_a_stopped_router_are_shipped_by_the_next(rig: Rig) -
         assert second.shipped == left
 
 
-async def test_few_calls_ship_under_their_own_trace_a_backlog_in_one_call(rig: Rig) -> None:
-    outbox = rig.outbox(traced_groups=2)
+async def test_calls_outcomes_ship_in_one_untraced_call_each_with_its_calls_trace(
+    rig: Rig,
+) -> None:
+    outbox = rig.outbox()
     stored = [
         outbox.add(outcome("a:1"), TRACE_A),
         outbox.add(outcome("a:2"), TRACE_A),
         outbox.add(outcome("b:1"), TRACE_B),
+        outbox.add(outcome("u:1"), ""),
     ]
-    async with running(outbox):  # the three are queued: they are committed and read together
+    async with running(outbox):
         await asyncio.gather(*stored)
         await eventually(lambda: _is_zero(rig))
-        by_trace = {trace: sorted(ids) for ids, trace in rig.fake.calls}
-        assert by_trace == {TRACE_A: ["a:1", "a:2"], TRACE_B: ["b:1"]}
+        assert rig.fake.calls == [(["a:1", "a:2", "b:1", "u:1"], "")]
+        assert rig.fake.traces == {"a:1": TRACE_A, "a:2": TRACE_A, "b:1": TRACE_B, "u:1": ""}
 
 
-async def test_a_backlog_of_many_calls_ships_in_one_untraced_call(rig: Rig) -> None:
+@pytest.mark.parametrize(("linger", "calls"), [(1.0, 1), (0.0, 5)])
+async def test_commits_within_the_linger_ship_in_one_round(
+    rig: Rig, linger: float, calls: int
+) -> None:
+    outbox = rig.outbox(linger=linger)
+    async with running(outbox):
+        await outbox.add(outcome("first"), "")
+        await eventually(lambda: _is_zero(rig))  # shipped: the shipper has a round behind it
+        for n in range(5):  # five commits 20 ms apart, each awaited
+            await outbox.add(outcome(f"q:{n}"), "")
+            await asyncio.sleep(0.02)
+        await eventually(lambda: _is_zero(rig))
+        assert rig.fake.shipped() == sorted(["first", *(f"q:{n}" for n in range(5))])
+        # After a round that was not full the shipper waits out the linger: the five are in
+        # its next round. Without one, each commit is shipped before the next.
+        assert len(rig.fake.calls) == 1 + calls
+
+
+async def test_a_backlog_ships_each_outcome_with_the_trace_stored_beside_it(rig: Rig) -> None:
     # Rows stored while the optimizer could not be reached (nothing listens on port 9).
+    traces = {f"c{n}:1": f"00-{n:032x}-{n:016x}-01" for n in (1, 2, 3)}
     async with grpc.aio.insecure_channel("127.0.0.1:9") as nowhere:
         offline = Outbox(rig.db, nowhere)
         async with running(offline):
-            await asyncio.gather(
-                *(offline.add(outcome(f"c{n}:1"), f"00-{n:032x}-{n:016x}-01") for n in (1, 2, 3))
-            )
-    outbox = rig.outbox(traced_groups=2)
+            await asyncio.gather(*(offline.add(outcome(i), t) for i, t in traces.items()))
+    outbox = rig.outbox()
     async with running(outbox):
         await eventually(lambda: _is_zero(rig))
         assert rig.fake.calls == [(["c1:1", "c2:1", "c3:1"], "")]
+        assert rig.fake.traces == traces
 
 
 def dead_letter_count() -> float:

@@ -76,6 +76,7 @@ class Outcome(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
     CHARGE_MICRO_USD_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     outcome_id: _builtins.str
     """Idempotency id, minted by the router when it writes the attempt to its outbox."""
     user_id: _builtins.str
@@ -101,6 +102,12 @@ class Outcome(_message.Message):
     charge_micro_usd: _builtins.int
     """What the caller is charged for this attempt (the router's `accounting.charge_policy`),
     at most cost_micro_usd. Unset (a router from before charges) = cost_micro_usd.
+    """
+    traceparent: _builtins.str
+    """The W3C traceparent of the Reason call that made the attempt: the optimizer records the
+    outcome in a span of that trace, so one RecordOutcomes call carries many calls' outcomes
+    and each still joins its own run's trace. Empty, or not a valid traceparent of at most
+    128 characters: recorded without one (never refused for it).
     """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
@@ -128,10 +135,11 @@ class Outcome(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         pattern_id: _builtins.str = ...,
         charge_micro_usd: _builtins.int | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd", "charge_micro_usd", b"charge_micro_usd", "occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "estimated", b"estimated", "execution_id", b"execution_id", "latency_ms", b"latency_ms", "model", b"model", "occurred_at", b"occurred_at", "outcome_id", b"outcome_id", "pattern_id", b"pattern_id", "price_table_version", b"price_table_version", "provider", b"provider", "retry_count", b"retry_count", "session_id", b"session_id", "status", b"status", "step_id", b"step_id", "ttft_ms", b"ttft_ms", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd", "charge_micro_usd", b"charge_micro_usd", "cost_micro_usd", b"cost_micro_usd", "error_reason", b"error_reason", "estimated", b"estimated", "execution_id", b"execution_id", "latency_ms", b"latency_ms", "model", b"model", "occurred_at", b"occurred_at", "outcome_id", b"outcome_id", "pattern_id", b"pattern_id", "price_table_version", b"price_table_version", "provider", b"provider", "retry_count", b"retry_count", "session_id", b"session_id", "status", b"status", "step_id", b"step_id", "traceparent", b"traceparent", "ttft_ms", b"ttft_ms", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__charge_micro_usd: _TypeAlias = _typing.Literal["charge_micro_usd"]  # noqa: Y015
     _WhichOneofArgType__charge_micro_usd: _TypeAlias = _typing.Literal["_charge_micro_usd", b"_charge_micro_usd"]  # noqa: Y015
