@@ -126,41 +126,7 @@ def _statements(script: str) -> list[str]:
 # ------------------------------------------------------------------------------ SQLite
 
 
-class _SqliteTx:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._c = connection
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        return await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).rowcount)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        rows = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchall())
-        return [dict(r) for r in rows]
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        row = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchone())
-        return None if row is None else dict(row)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await asyncio.to_thread(lambda: self._c.execute(_sqlite(sql), args).fetchone())
-        return None if row is None else row[0]
-
-
-async def _to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn` on a worker thread; if the caller is cancelled meanwhile, still wait for it
-    to finish (the thread cannot be stopped) before the cancellation goes on."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait([work])
-        raise
-
-
-def _sqlite(sql: str) -> str:
-    return _PLACEHOLDER.sub(r"?\1", sql)
-
-
+# What a statement's cursor gives each kind of call (read on the worker thread).
 def _rowcount(cursor: sqlite3.Cursor) -> int:
     return cursor.rowcount
 
@@ -177,6 +143,41 @@ def _first(cursor: sqlite3.Cursor) -> Row | None:
 def _value(cursor: sqlite3.Cursor) -> Any:
     row = cursor.fetchone()
     return None if row is None else row[0]
+
+
+class _SqliteTx:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._c = connection
+
+    async def _run(self, sql: str, args: tuple[Any, ...], read: Callable[[sqlite3.Cursor], T]) -> T:
+        return await asyncio.to_thread(lambda: read(self._c.execute(_sqlite(sql), args)))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._run(sql, args, _rowcount)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._run(sql, args, _all)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._run(sql, args, _first)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._run(sql, args, _value)
+
+
+async def _to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn` on a worker thread; if the caller is cancelled meanwhile, still wait for it
+    to finish (the thread cannot be stopped) before the cancellation goes on."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def _sqlite(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
 
 
 def enter_wal(connection: sqlite3.Connection) -> None:

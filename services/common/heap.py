@@ -38,8 +38,6 @@ class HeapTrimmer:
     def __init__(self, interval: float = TRIM_INTERVAL_SECONDS) -> None:
         self._interval = interval
         self._trim = _malloc_trim()
-        self.trims = 0
-        """How many times it trimmed (and returned memory)."""
 
     @property
     def available(self) -> bool:
@@ -56,6 +54,4 @@ class HeapTrimmer:
         """Trim once (in a thread); whether memory was returned."""
         if self._trim is None:
             return False
-        returned = bool(await asyncio.to_thread(self._trim, 0))
-        self.trims += returned
-        return returned
+        return bool(await asyncio.to_thread(self._trim, 0))

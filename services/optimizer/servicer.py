@@ -4,6 +4,7 @@ modules — ranking and snapshots, live metrics and their publisher, the usage l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -413,11 +414,11 @@ def _log_in_their_traces(stored: Sequence[UsageRecord], traceparents: dict[str, 
     for r in stored:
         by_trace.setdefault(traceparents.get(r.outcome_id, ""), []).append(r)
     for traceparent, records in by_trace.items():
-        if not traceparent:
-            for r in records:
-                _log_outcome(r)
-            continue
-        with span_in_trace("saga.optimizer.record_outcomes", traceparent, outcomes=len(records)):
+        with (
+            span_in_trace("saga.optimizer.record_outcomes", traceparent, outcomes=len(records))
+            if traceparent
+            else contextlib.nullcontext()  # an older router's: the RPC's own trace
+        ):
             for r in records:
                 _log_outcome(r)
 

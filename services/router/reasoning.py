@@ -172,7 +172,6 @@ class _Unsent(Exception):
     def __init__(self, error: Unavailable) -> None:
         super().__init__(error.message)
         self.error = error
-        self.reason = error.reason
 
 
 def _judge(circuit: Circuit, permit: Permit, verdict: Verdict) -> None:
@@ -486,7 +485,9 @@ async def reason(
                 # tells the store to withdraw the attempt's provisional one.
                 state.circuit.release(permit)
                 lease.release(0)
-                record = meter.record(AttemptStatus.FAILED, prices, error_reason=unsent.reason)
+                record = meter.record(
+                    AttemptStatus.FAILED, prices, error_reason=unsent.error.reason
+                )
                 run.add(dataclasses.replace(record, sent=False))
                 raise unsent.error from None
             except Exception as error:

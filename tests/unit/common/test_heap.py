@@ -24,5 +24,4 @@ async def test_a_trim_returns_what_a_burst_left_free() -> None:
     assert rss_mib() > grown - 20  # freed, but still held by the process
     assert await trimmer.trim()
     assert rss_mib() < grown - 60
-    assert trimmer.trims >= 1
     del kept  # alive until here
